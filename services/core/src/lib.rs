@@ -10,10 +10,21 @@
 //! This crate must never depend on an async runtime, gRPC or libtorch
 //! (checked in CI by `scripts/check-deps.sh`).
 
-pub mod error;
-pub mod market;
+pub mod battery;
 pub mod data;
+pub mod error;
+pub mod household;
+pub mod kpi;
+pub mod market;
+pub mod observation;
+pub mod policy;
+pub mod prosumer;
+pub mod reward;
 pub mod rng;
+pub mod safety;
+pub mod settlement;
+pub mod simulation;
+pub mod tariff;
 pub mod units;
 
 pub use error::CoreError;

@@ -1,0 +1,124 @@
+//! One household's slot, start to finish: EV comings and goings, what it
+//! observes, and applying its decision to the battery.
+//!
+//! This is the per-prosumer logic shared by the reference simulator and the
+//! agent-node actors, so both produce the same numbers. A household owns its
+//! battery state; it never sees other households or the market book.
+
+use crate::battery::{BatteryState, BatteryStep};
+use crate::data::Dataset;
+use crate::observation::{Observation, SlotContext};
+use crate::prosumer::ProsumerSpec;
+use crate::safety::Decision;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Household {
+    pub spec: ProsumerSpec,
+    pub battery: Option<BatteryState>,
+    /// Whether the EV was plugged in during the previous slot.
+    plugged_in: bool,
+}
+
+/// What happened to an EV between slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EvEvents {
+    /// Energy that was missing at departure, plus trip energy the battery could not supply, kWh.
+    pub shortfall_kwh: f64,
+    /// Energy taken out of the battery by driving, kWh.
+    pub trip_kwh: f64,
+}
+
+impl Household {
+    /// A household at the start of a run, its EV plugged in or not according
+    /// to the first slot's hour.
+    pub fn new(spec: ProsumerSpec, first_hour: u8) -> Household {
+        let battery = spec.battery.map(|b| BatteryState {
+            stored_kwh: (spec.initial_soc * b.capacity_kwh).clamp(b.min_stored_kwh(), b.max_stored_kwh()),
+        });
+        let plugged_in = spec.ev.is_none_or(|ev| ev.plugged_in(first_hour));
+        Household { spec, battery, plugged_in }
+    }
+
+    pub fn battery_available(&self) -> bool {
+        self.battery.is_some() && self.plugged_in
+    }
+
+    /// Advances EV state to the slot starting at `ctx.hour`: on departure,
+    /// records any shortfall against the required SoC; on arrival, removes the
+    /// trip energy (never below the SoC floor; what is missing counts as shortfall).
+    pub fn begin_slot(&mut self, ctx: &SlotContext) -> EvEvents {
+        let (Some(ev), Some(spec), Some(state)) = (self.spec.ev, self.spec.battery, self.battery.as_mut()) else {
+            return EvEvents::default();
+        };
+        let now = ev.plugged_in(ctx.hour);
+        let mut events = EvEvents::default();
+        if self.plugged_in && !now {
+            events.shortfall_kwh = (ev.departure_soc * spec.capacity_kwh - state.stored_kwh).max(0.0);
+        } else if !self.plugged_in && now {
+            let available = state.stored_kwh - spec.min_stored_kwh();
+            events.trip_kwh = ev.trip_kwh.min(available.max(0.0));
+            events.shortfall_kwh = ev.trip_kwh - events.trip_kwh;
+            state.stored_kwh -= events.trip_kwh;
+        }
+        self.plugged_in = now;
+        events
+    }
+
+    /// The feasible set-point range this slot, with an EV's departure
+    /// requirement turned into a minimum charge when later slots could no
+    /// longer make it up.
+    fn setpoint_range_kw(&self, ctx: &SlotContext) -> (f64, f64) {
+        let (Some(spec), Some(state)) = (self.spec.battery, self.battery) else {
+            return (0.0, 0.0);
+        };
+        let (lo, hi) = spec.setpoint_range_kw(state.stored_kwh, ctx.hours, self.battery_available());
+        let Some(ev) = self.spec.ev.filter(|_| self.battery_available()) else {
+            return (lo, hi);
+        };
+        let hours_left = (ev.depart_hour as f64 - ctx.day_fraction * 24.0).rem_euclid(24.0);
+        let slots_left = (hours_left / ctx.hours - 1e-9).ceil().max(1.0);
+        let per_slot_kwh = spec.max_charge_kw * ctx.hours * spec.one_way_efficiency();
+        let needed = ev.departure_soc.min(spec.soc_max) * spec.capacity_kwh - state.stored_kwh;
+        let must_now = needed - (slots_left - 1.0) * per_slot_kwh;
+        if must_now > 0.0 {
+            let min_kw = (must_now / spec.one_way_efficiency() / ctx.hours).min(hi);
+            (min_kw.max(lo), hi)
+        } else {
+            (lo, hi)
+        }
+    }
+
+    pub fn observe(&self, ds: &Dataset, ctx: &SlotContext) -> Observation {
+        let trace = &self.spec.trace;
+        let t = ctx.data_slot;
+        let (soc, capacity) = match (self.spec.battery, self.battery) {
+            (Some(spec), Some(state)) => (state.soc(&spec), spec.capacity_kwh),
+            _ => (0.0, 0.0),
+        };
+        let (setpoint_min_kw, setpoint_max_kw) = self.setpoint_range_kw(ctx);
+        Observation {
+            load_kwh: trace.load_kwh(ds, t),
+            pv_kwh: trace.pv_kwh(ds, t),
+            soc,
+            battery_capacity_kwh: capacity,
+            battery_available: self.battery_available(),
+            setpoint_min_kw,
+            setpoint_max_kw,
+            forecast_net_load_kwh: trace.load_kwh(ds, t + 1) - trace.pv_kwh(ds, t + 1),
+            ctx: *ctx,
+        }
+    }
+
+    /// Applies the decided set-point to the battery. The decision came from
+    /// the safety filter on this slot's observation, so it is feasible and the
+    /// step draws exactly `setpoint_kw · hours` from the bus.
+    pub fn apply(&mut self, decision: &Decision, ctx: &SlotContext) -> BatteryStep {
+        let available = self.battery_available();
+        match (self.spec.battery, self.battery.as_mut()) {
+            (Some(spec), Some(state)) => state
+                .apply_setpoint(&spec, decision.setpoint_kw, ctx.hours, available)
+                .unwrap_or_default(),
+            _ => BatteryStep::default(),
+        }
+    }
+}

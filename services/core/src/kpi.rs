@@ -1,0 +1,190 @@
+//! Key performance indicators of an episode, community-wide.
+//!
+//! [`KpiAccumulator`] is fed each household's settled slot and returns
+//! [`Kpis`] at the end. Definitions (Σ over households and slots):
+//!
+//! - `grid_import_kwh`, `grid_export_kwh`: Σ household grid import / export.
+//! - `peak_import_kw`: max over slots of the community's net import power
+//!   `(Σ import − Σ export) / slot hours` (what the feeder sees); 0 if the
+//!   community never imports on net.
+//! - `community_cost`: Σ household bills: grid import cost − export revenue
+//!   + battery degradation cost + feeder overload penalties (P2P payments
+//!   cancel inside the community).
+//! - `p2p_kwh`: Σ energy sold P2P (= Σ bought).
+//! - `self_sufficiency_pct`: `100 · (1 − Σ import / Σ load)`.
+//! - `self_consumption_pct`: `100 · (1 − Σ export / Σ PV)` (100 without PV).
+//! - `co2_kg`: Σ import × the slot's CO2 intensity.
+//! - `battery_cycles`: equivalent full cycles: Σ energy discharged to the bus
+//!   / Σ storage capacity of the community.
+//! - `gini_savings`: Gini coefficient of per-household savings against a
+//!   grid-only bill for the same load and PV (no battery, no P2P, no penalty);
+//!   0 = savings shared equally; 0 when nobody saves anything.
+
+use serde::{Deserialize, Serialize};
+
+use crate::battery::BatteryStep;
+use crate::settlement::Settlement;
+use crate::tariff::SlotTariff;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Kpis {
+    pub slots: u64,
+    pub prosumers: u64,
+    pub load_kwh: f64,
+    pub pv_kwh: f64,
+    pub grid_import_kwh: f64,
+    pub grid_export_kwh: f64,
+    pub peak_import_kw: f64,
+    pub community_cost: f64,
+    /// What the same community would pay with no battery use and no P2P.
+    pub grid_only_cost: f64,
+    pub p2p_kwh: f64,
+    pub self_sufficiency_pct: f64,
+    pub self_consumption_pct: f64,
+    pub co2_kg: f64,
+    pub battery_cycles: f64,
+    pub gini_savings: f64,
+    pub p2p_losses_kwh: f64,
+    pub battery_losses_kwh: f64,
+    pub ev_shortfall_kwh: f64,
+    pub overload_kwh: f64,
+    pub mean_reward: f64,
+}
+
+/// Everything the KPIs need from one household's slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HouseholdSlot {
+    pub load_kwh: f64,
+    pub pv_kwh: f64,
+    pub battery: BatteryStep,
+    pub settlement: Settlement,
+    pub degradation_cost: f64,
+    pub co2_kg: f64,
+    pub ev_shortfall_kwh: f64,
+    pub reward: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct KpiAccumulator {
+    k: Kpis,
+    battery_capacity_kwh: f64,
+    cost_by_household: Vec<f64>,
+    grid_only_by_household: Vec<f64>,
+    slot_import_kwh: f64,
+    slot_export_kwh: f64,
+    reward_sum: f64,
+    samples: u64,
+}
+
+impl KpiAccumulator {
+    /// `battery_capacity_kwh` is the community's total storage capacity.
+    pub fn new(n_households: usize, battery_capacity_kwh: f64) -> KpiAccumulator {
+        KpiAccumulator {
+            k: Kpis { prosumers: n_households as u64, ..Kpis::default() },
+            battery_capacity_kwh,
+            cost_by_household: vec![0.0; n_households],
+            grid_only_by_household: vec![0.0; n_households],
+            ..KpiAccumulator::default()
+        }
+    }
+
+    pub fn record(&mut self, i: usize, h: &HouseholdSlot, tariff: &SlotTariff) {
+        let s = &h.settlement;
+        let k = &mut self.k;
+        k.load_kwh += h.load_kwh;
+        k.pv_kwh += h.pv_kwh;
+        k.grid_import_kwh += s.grid_import_kwh;
+        k.grid_export_kwh += s.grid_export_kwh;
+        k.p2p_kwh += s.p2p_sold_kwh;
+        k.p2p_losses_kwh += s.p2p_bought_kwh - s.p2p_received_kwh;
+        k.co2_kg += h.co2_kg;
+        k.battery_losses_kwh += h.battery.losses_kwh;
+        k.battery_cycles += h.battery.discharged_kwh;
+        k.ev_shortfall_kwh += h.ev_shortfall_kwh;
+        let cost = s.import_cost - s.export_revenue + h.degradation_cost + s.overload_penalty;
+        k.community_cost += cost;
+        self.cost_by_household[i] += s.energy_cost() + h.degradation_cost + s.overload_penalty;
+        let net = h.load_kwh - h.pv_kwh;
+        let grid_only = net.max(0.0) * tariff.retail.per_kwh() - (-net).max(0.0) * tariff.feed_in.per_kwh();
+        self.grid_only_by_household[i] += grid_only;
+        k.grid_only_cost += grid_only;
+        self.slot_import_kwh += s.grid_import_kwh;
+        self.slot_export_kwh += s.grid_export_kwh;
+        self.reward_sum += h.reward;
+        self.samples += 1;
+    }
+
+    /// Closes a slot of `hours` in which `overload_kwh` exceeded a feeder limit.
+    pub fn end_slot(&mut self, hours: f64, overload_kwh: f64) {
+        let net_kw = (self.slot_import_kwh - self.slot_export_kwh) / hours;
+        self.k.peak_import_kw = self.k.peak_import_kw.max(net_kw);
+        self.k.overload_kwh += overload_kwh;
+        self.k.slots += 1;
+        self.slot_import_kwh = 0.0;
+        self.slot_export_kwh = 0.0;
+    }
+
+    pub fn finish(&self) -> Kpis {
+        let mut k = self.k.clone();
+        k.self_sufficiency_pct = if k.load_kwh > 0.0 { 100.0 * (1.0 - k.grid_import_kwh / k.load_kwh) } else { 100.0 };
+        k.self_consumption_pct = if k.pv_kwh > 0.0 { 100.0 * (1.0 - k.grid_export_kwh / k.pv_kwh) } else { 100.0 };
+        k.battery_cycles = if self.battery_capacity_kwh > 0.0 { k.battery_cycles / self.battery_capacity_kwh } else { 0.0 };
+        let savings: Vec<f64> = self.grid_only_by_household.iter().zip(&self.cost_by_household).map(|(g, c)| g - c).collect();
+        k.gini_savings = gini(&savings);
+        k.mean_reward = if self.samples > 0 { self.reward_sum / self.samples as f64 } else { 0.0 };
+        k
+    }
+}
+
+/// Gini coefficient `Σ_i Σ_j |x_i − x_j| / (2 n² |mean|)`, computed in
+/// O(n log n) on sorted values. Defined as 0 when all values are (nearly)
+/// zero. With negative values (households that lose money) it can exceed 1.
+pub fn gini(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let mut x: Vec<f64> = values.to_vec();
+    x.sort_by(f64::total_cmp);
+    let mean = x.iter().sum::<f64>() / n as f64;
+    if mean.abs() < 1e-12 {
+        return 0.0;
+    }
+    // Σ_i Σ_j |x_i − x_j| = 2 Σ_i (2i − n + 1) x_(i) for 0-based sorted i.
+    let weighted: f64 = x.iter().enumerate().map(|(i, v)| (2.0 * i as f64 - n as f64 + 1.0) * v).sum();
+    weighted / (n as f64 * n as f64 * mean.abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tariff::TariffConfig;
+
+    #[test]
+    fn gini_matches_hand_computed_values() {
+        assert_eq!(gini(&[1.0, 1.0, 1.0]), 0.0);
+        assert_eq!(gini(&[0.0, 0.0]), 0.0);
+        // [0, 0, 0, 1]: Σ|xi−xj| = 6, mean 0.25, n = 4 ⇒ 6 / (2·16·0.25) = 0.75.
+        assert!((gini(&[0.0, 1.0, 0.0, 0.0]) - 0.75).abs() < 1e-12);
+        // [1, 2, 3]: Σ|xi−xj| = 8, mean 2 ⇒ 8 / (2·9·2) = 2/9.
+        assert!((gini(&[3.0, 1.0, 2.0]) - 2.0 / 9.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ratios_follow_their_definitions() {
+        let t = TariffConfig::default().slot(12, None);
+        let mut acc = KpiAccumulator::new(2, 10.0);
+        let s0 = Settlement { grid_import_kwh: 1.0, import_cost: 0.28, ..Default::default() };
+        let s1 = Settlement { grid_export_kwh: 2.0, export_revenue: 0.1, ..Default::default() };
+        acc.record(0, &HouseholdSlot { load_kwh: 2.0, pv_kwh: 1.0, settlement: s0, ..Default::default() }, &t);
+        acc.record(1, &HouseholdSlot { load_kwh: 1.0, pv_kwh: 3.0, settlement: s1, ..Default::default() }, &t);
+        acc.end_slot(0.5, 0.0);
+        let k = acc.finish();
+        assert!((k.self_sufficiency_pct - 100.0 * (1.0 - 1.0 / 3.0)).abs() < 1e-9);
+        assert!((k.self_consumption_pct - 100.0 * (1.0 - 2.0 / 4.0)).abs() < 1e-9);
+        assert_eq!(k.peak_import_kw, 0.0, "net export is not an import peak");
+        assert!((k.community_cost - 0.18).abs() < 1e-12);
+        assert!((k.grid_only_cost - 0.18).abs() < 1e-12);
+        assert_eq!(k.gini_savings, 0.0);
+    }
+}

@@ -1,0 +1,95 @@
+//! What a prosumer sees at the start of a slot, and its feature vector.
+//!
+//! [`SlotContext`] is what is common to every prosumer in a slot (time,
+//! tariffs, the last clearing price); [`Observation`] adds the household's own
+//! state. [`Observation::features`] is the fixed, documented layout the MLP
+//! policy consumes — changing it changes the policy's input and must bump
+//! [`OBS_DIM`] or the order below in lock-step with the trainer.
+
+use crate::tariff::SlotTariff;
+
+/// Number of features in [`Observation::features`].
+pub const OBS_DIM: usize = 14;
+
+/// Names of the features, in order (used in docs, logs and checkpoints).
+pub const FEATURE_NAMES: [&str; OBS_DIM] = [
+    "load_kwh",
+    "pv_kwh",
+    "soc",
+    "battery_capacity_kwh",
+    "battery_available",
+    "retail_per_kwh",
+    "feed_in_per_kwh",
+    "time_of_day_sin",
+    "time_of_day_cos",
+    "last_clearing_price_per_kwh",
+    "forecast_net_load_kwh",
+    "next_retail_per_kwh",
+    "weekend",
+    "co2_kg_per_kwh",
+];
+
+/// Common facts of one slot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SlotContext {
+    /// Slot index into the dataset (after any offset of the run).
+    pub data_slot: usize,
+    /// Hour of day (0..24) at the start of the slot.
+    pub hour: u8,
+    /// Fraction of the day elapsed at the start of the slot, [0, 1).
+    pub day_fraction: f64,
+    pub weekend: bool,
+    /// Slot length in hours.
+    pub hours: f64,
+    pub tariff: SlotTariff,
+    pub next_tariff: SlotTariff,
+    /// Last uniform clearing price, or the tariff midpoint when there was none.
+    pub last_clearing_price_per_kwh: f64,
+}
+
+/// One household's view of a slot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Observation {
+    pub load_kwh: f64,
+    pub pv_kwh: f64,
+    /// SoC as a fraction of capacity (0 without battery).
+    pub soc: f64,
+    pub battery_capacity_kwh: f64,
+    /// Whether the battery can be used this slot (false for an EV away from home).
+    pub battery_available: bool,
+    /// Feasible battery set-point range this slot, kW (`min ≤ 0 ≤ max`),
+    /// after the EV departure requirement.
+    pub setpoint_min_kw: f64,
+    pub setpoint_max_kw: f64,
+    /// Perfect one-slot-ahead forecast of own load − PV, kWh.
+    pub forecast_net_load_kwh: f64,
+    pub ctx: SlotContext,
+}
+
+impl Observation {
+    /// Writes the feature vector (order: [`FEATURE_NAMES`]).
+    pub fn features(&self, out: &mut [f32; OBS_DIM]) {
+        let angle = 2.0 * std::f64::consts::PI * self.ctx.day_fraction;
+        *out = [
+            self.load_kwh as f32,
+            self.pv_kwh as f32,
+            self.soc as f32,
+            self.battery_capacity_kwh as f32,
+            self.battery_available as u8 as f32,
+            self.ctx.tariff.retail.per_kwh() as f32,
+            self.ctx.tariff.feed_in.per_kwh() as f32,
+            angle.sin() as f32,
+            angle.cos() as f32,
+            self.ctx.last_clearing_price_per_kwh as f32,
+            self.forecast_net_load_kwh as f32,
+            self.ctx.next_tariff.retail.per_kwh() as f32,
+            self.ctx.weekend as u8 as f32,
+            self.ctx.tariff.co2_kg_per_kwh as f32,
+        ];
+    }
+
+    /// Load − PV before any battery action, kWh (positive = deficit).
+    pub fn net_load_kwh(&self) -> f64 {
+        self.load_kwh - self.pv_kwh
+    }
+}

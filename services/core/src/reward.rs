@@ -1,0 +1,85 @@
+//! The per-prosumer, per-slot reward.
+//!
+//! ```text
+//! reward = − w_cost · (grid import cost − export revenue + P2P payments − P2P revenue)
+//!          − w_degradation · degradation cost (throughput kWh × cost per kWh)
+//!          − w_co2 · co2_price_per_kg · (grid import kWh × CO2 intensity)
+//!          − w_overload · (its share of the feeder overload penalty)
+//!          − ev_shortfall_per_kwh · (EV energy missing at departure, kWh)
+//! ```
+//! All money in currency units; the weights are configurable and default to
+//! the household's actual bill plus a modest carbon price.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardWeights {
+    pub cost: f64,
+    pub degradation: f64,
+    pub co2: f64,
+    /// Carbon price, currency per kg CO2.
+    pub co2_price_per_kg: f64,
+    pub overload: f64,
+    /// Penalty per kWh an EV lacks at departure.
+    pub ev_shortfall_per_kwh: f64,
+}
+
+impl Default for RewardWeights {
+    fn default() -> Self {
+        RewardWeights { cost: 1.0, degradation: 1.0, co2: 1.0, co2_price_per_kg: 0.05, overload: 1.0, ev_shortfall_per_kwh: 0.5 }
+    }
+}
+
+impl RewardWeights {
+    pub fn validate(&self) -> Result<(), CoreError> {
+        for (field, v) in [
+            ("reward.cost", self.cost),
+            ("reward.degradation", self.degradation),
+            ("reward.co2", self.co2),
+            ("reward.co2_price_per_kg", self.co2_price_per_kg),
+            ("reward.overload", self.overload),
+            ("reward.ev_shortfall_per_kwh", self.ev_shortfall_per_kwh),
+        ] {
+            if !v.is_finite() || !(0.0..=1000.0).contains(&v) {
+                return Err(CoreError::invalid(field, format!("must lie in [0, 1000], got {v}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ingredients of one reward.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RewardTerms {
+    pub energy_cost: f64,
+    pub degradation_cost: f64,
+    pub co2_kg: f64,
+    pub overload_penalty: f64,
+    pub ev_shortfall_kwh: f64,
+}
+
+pub fn reward(terms: &RewardTerms, w: &RewardWeights) -> f64 {
+    -(w.cost * terms.energy_cost
+        + w.degradation * terms.degradation_cost
+        + w.co2 * w.co2_price_per_kg * terms.co2_kg
+        + w.overload * terms.overload_penalty
+        + w.ev_shortfall_per_kwh * terms.ev_shortfall_kwh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reward_is_minus_the_weighted_bill() {
+        let t = RewardTerms { energy_cost: 1.0, degradation_cost: 0.1, co2_kg: 2.0, overload_penalty: 0.3, ev_shortfall_kwh: 1.0 };
+        let w = RewardWeights::default();
+        assert!((reward(&t, &w) - -(1.0 + 0.1 + 0.1 + 0.3 + 0.5)).abs() < 1e-12);
+        let only_cost = RewardWeights { degradation: 0.0, co2: 0.0, overload: 0.0, ev_shortfall_per_kwh: 0.0, ..w };
+        assert_eq!(reward(&t, &only_cost), -1.0);
+        assert!(RewardWeights { co2: f64::NAN, ..Default::default() }.validate().unwrap_err().to_string().contains("reward.co2"));
+    }
+}

@@ -1,0 +1,140 @@
+//! Settlement: what each household pays or earns in a slot, and the feeder.
+//!
+//! After clearing, a household's position (load − PV + battery) is covered
+//! first by its P2P fill, then by the grid at the slot's tariff: deficits are
+//! imported at retail, surpluses exported at feed-in. A buyer receives its
+//! P2P energy minus the distribution loss fraction. The community's net grid
+//! flow is checked against the feeder limits; the energy beyond a limit is
+//! charged as an overload penalty shared by the households flowing in that
+//! direction, pro rata to their flow.
+
+use crate::market::{Fill, Side};
+use crate::tariff::{GridConfig, SlotTariff};
+
+/// One household's settled slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Settlement {
+    pub grid_import_kwh: f64,
+    pub grid_export_kwh: f64,
+    /// P2P energy bought (paid for), kWh.
+    pub p2p_bought_kwh: f64,
+    /// P2P energy received after distribution losses, kWh.
+    pub p2p_received_kwh: f64,
+    pub p2p_sold_kwh: f64,
+    pub p2p_paid: f64,
+    pub p2p_revenue: f64,
+    pub import_cost: f64,
+    pub export_revenue: f64,
+    /// This household's share of the slot's feeder overload penalty.
+    pub overload_penalty: f64,
+}
+
+impl Settlement {
+    /// Net money out of the household for energy: grid and P2P (excludes
+    /// battery degradation and penalties).
+    pub fn energy_cost(&self) -> f64 {
+        self.import_cost - self.export_revenue + self.p2p_paid - self.p2p_revenue
+    }
+}
+
+/// Settles one household whose post-battery position is `net_kwh`
+/// (positive = deficit) and whose order (if any) on `side` got `fill`.
+pub fn settle_household(net_kwh: f64, side: Option<Side>, fill: Fill, tariff: &SlotTariff, grid: &GridConfig) -> Settlement {
+    let mut s = Settlement::default();
+    let traded_kwh = fill.quantity.kwh();
+    let value = fill.value.amount();
+    match side {
+        Some(Side::Buy) if traded_kwh > 0.0 => {
+            s.p2p_bought_kwh = traded_kwh;
+            s.p2p_received_kwh = traded_kwh * (1.0 - grid.p2p_loss_fraction);
+            s.p2p_paid = value;
+        }
+        Some(Side::Sell) if traded_kwh > 0.0 => {
+            s.p2p_sold_kwh = traded_kwh;
+            s.p2p_revenue = value;
+        }
+        _ => {}
+    }
+    // Orders never exceed the position (safety filter), so both residuals are ≥ 0;
+    // `max` only guards against the last ulp.
+    let residual = net_kwh - s.p2p_received_kwh + s.p2p_sold_kwh;
+    s.grid_import_kwh = residual.max(0.0);
+    s.grid_export_kwh = (-residual).max(0.0);
+    s.import_cost = s.grid_import_kwh * tariff.retail.per_kwh();
+    s.export_revenue = s.grid_export_kwh * tariff.feed_in.per_kwh();
+    s
+}
+
+/// The community's flow through the feeder in one slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FeederOutcome {
+    /// Net import power (negative = net export), kW.
+    pub net_import_kw: f64,
+    /// Energy beyond the import or export limit, kWh.
+    pub overload_kwh: f64,
+    /// Total penalty charged for it.
+    pub penalty: f64,
+}
+
+/// Checks the community's net flow against the feeder limits and writes each
+/// household's share of any penalty into `settlements`.
+pub fn apply_feeder_limits(settlements: &mut [Settlement], grid: &GridConfig, hours: f64) -> FeederOutcome {
+    let import: f64 = settlements.iter().map(|s| s.grid_import_kwh).sum();
+    let export: f64 = settlements.iter().map(|s| s.grid_export_kwh).sum();
+    let net_kwh = import - export;
+    let net_import_kw = net_kwh / hours;
+    let (over_kwh, direction_total) = if net_import_kw > grid.feeder_import_limit_kw {
+        (net_kwh - grid.feeder_import_limit_kw * hours, import)
+    } else if -net_import_kw > grid.feeder_export_limit_kw {
+        (-net_kwh - grid.feeder_export_limit_kw * hours, export)
+    } else {
+        return FeederOutcome { net_import_kw, overload_kwh: 0.0, penalty: 0.0 };
+    };
+    let penalty = over_kwh * grid.overload_penalty_per_kwh;
+    let importing = net_kwh > 0.0;
+    for s in settlements.iter_mut() {
+        let flow = if importing { s.grid_import_kwh } else { s.grid_export_kwh };
+        s.overload_penalty = penalty * flow / direction_total;
+    }
+    FeederOutcome { net_import_kw, overload_kwh: over_kwh, penalty }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tariff::TariffConfig;
+    use crate::units::{Money, PricePerKwh, Wh};
+
+    #[test]
+    fn buyer_and_seller_residuals_go_to_the_grid() {
+        let t = TariffConfig::default().slot(18, None); // retail 0.45, feed-in 0.05
+        let g = GridConfig { p2p_loss_fraction: 0.1, ..GridConfig::default() };
+        let fill = Fill { quantity: Wh(1000), value: Money::of(Wh(1000), PricePerKwh(200_000)) };
+        let b = settle_household(3.0, Some(Side::Buy), fill, &t, &g);
+        assert!((b.p2p_received_kwh - 0.9).abs() < 1e-12);
+        assert!((b.grid_import_kwh - 2.1).abs() < 1e-12);
+        assert!((b.energy_cost() - (2.1 * 0.45 + 0.2)).abs() < 1e-12);
+        let s = settle_household(-2.0, Some(Side::Sell), fill, &t, &g);
+        assert!((s.grid_export_kwh - 1.0).abs() < 1e-12 && s.grid_import_kwh == 0.0);
+        assert!((s.energy_cost() - (-0.05 - 0.2)).abs() < 1e-12);
+        let none = settle_household(1.5, None, Fill::default(), &t, &g);
+        assert_eq!(none.grid_import_kwh, 1.5);
+    }
+
+    #[test]
+    fn feeder_penalty_is_shared_pro_rata() {
+        let g = GridConfig { feeder_import_limit_kw: 2.0, overload_penalty_per_kwh: 1.0, ..GridConfig::default() };
+        let mut s = [
+            Settlement { grid_import_kwh: 3.0, ..Default::default() },
+            Settlement { grid_import_kwh: 1.0, ..Default::default() },
+            Settlement { grid_export_kwh: 1.0, ..Default::default() },
+        ];
+        let f = apply_feeder_limits(&mut s, &g, 0.5);
+        // net 3 kWh in 0.5 h = 6 kW; limit 2 kW ⇒ 1 kWh allowed, 2 kWh over.
+        assert_eq!(f.net_import_kw, 6.0);
+        assert_eq!(f.overload_kwh, 2.0);
+        assert_eq!((s[0].overload_penalty, s[1].overload_penalty, s[2].overload_penalty), (1.5, 0.5, 0.0));
+        let mut ok = [Settlement { grid_import_kwh: 0.5, ..Default::default() }];
+        assert_eq!(apply_feeder_limits(&mut ok, &g, 0.5).penalty, 0.0);
+    }
+}
