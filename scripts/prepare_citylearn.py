@@ -21,8 +21,8 @@ N_BUILDINGS = 17
 HOURS_PER_YEAR = 8760
 
 # Below this annual yield a home's PV is a meter artefact, not a PV system:
-# Building_15 measures 29 kWh/kWp/yr (~2% of its neighbours), nearly all of
-# it in the first days of the file. Building_14 (about 490 kWh/kWp/yr) is
+# Building_15 measures 29 kWh/kWp/yr (~2% of its neighbours), 28 of those in
+# the file's last month and the rest scattered noise. Building_14 (about 490 kWh/kWp/yr) is
 # small but steady all year, so it stays a prosumer.
 CONSUMER_MAX_YIELD_KWH_PER_KWP = 100.0
 
