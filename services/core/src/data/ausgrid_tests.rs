@@ -71,7 +71,10 @@ fn customer_missing_a_day_is_excluded_and_reported() {
     let names: Vec<&str> = import.dataset.homes.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, ["ausgrid-2", "ausgrid-10"]);
     assert_eq!(import.dataset.n_slots(), 3 * 48);
-    assert_eq!(import.excluded, vec![ExcludedCustomer { customer: "3".into(), reason: "no GC row on 2011-07-02".into() }]);
+    assert_eq!(
+        import.excluded,
+        vec![ExcludedCustomer { customer: "3".into(), reason: "no GC row on 2011-07-02".into() }]
+    );
 }
 
 #[test]
@@ -126,8 +129,12 @@ fn header_problems_are_errors() {
 #[test]
 fn zero_capacity_is_a_consumer_unless_it_generates() {
     let zero_cap = |gg: &str| {
-        [header(), "5,0,2000,GC,1/07/2012,".to_string() + &["0.1"; 48].join(","), format!("5,0,2000,GG,1/07/2012,{}", [gg; 48].join(","))]
-            .join("\n")
+        [
+            header(),
+            "5,0,2000,GC,1/07/2012,".to_string() + &["0.1"; 48].join(","),
+            format!("5,0,2000,GG,1/07/2012,{}", [gg; 48].join(",")),
+        ]
+        .join("\n")
     };
     let ds = parse_ausgrid(zero_cap("0").as_bytes(), "z").unwrap();
     assert_eq!((ds.homes[0].pv_kwp, ds.homes[0].total_pv_kwh_per_kwp()), (0.0, 0.0));

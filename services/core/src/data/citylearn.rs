@@ -185,7 +185,12 @@ impl Accumulator {
         });
         let at = |column| CellAt { file, line, column };
         if row.slot != home.load_kwh.len() {
-            let reason = format!("slot {} of Building_{} is not consecutive: expected {}", row.slot, row.building, home.load_kwh.len());
+            let reason = format!(
+                "slot {} of Building_{} is not consecutive: expected {}",
+                row.slot,
+                row.building,
+                home.load_kwh.len()
+            );
             return Err(at("slot").error(reason));
         }
         if row.pv_kwp != home.pv_kwp {
@@ -202,7 +207,8 @@ impl Accumulator {
     fn check_calendar(&self, row: &Row, start: (u64, u64), file: &str, line: u64) -> Result<(), CoreError> {
         let (dow, hour) = Row::expected_calendar(start, row.slot);
         if row.hour != hour {
-            let reason = format!("slot {} has hour {}, expected {hour} for consecutive hourly slots", row.slot, row.hour);
+            let reason =
+                format!("slot {} has hour {}, expected {hour} for consecutive hourly slots", row.slot, row.hour);
             return Err(CoreError::data(file, line, "hour", reason));
         }
         if row.day_of_week != dow {
@@ -229,7 +235,8 @@ impl Accumulator {
             ("carbon_kg_per_kwh", self.carbon_kg_per_kwh[row.slot], carbon),
         ] {
             if seen != now {
-                let reason = format!("{now} differs from {seen} of Building_{} at slot {}", self.signal_source, row.slot);
+                let reason =
+                    format!("{now} differs from {seen} of Building_{} at slot {}", self.signal_source, row.slot);
                 return Err(CoreError::data(file, line, column, reason));
             }
         }
@@ -244,7 +251,10 @@ impl Accumulator {
         let mut homes = Vec::with_capacity(self.homes.len());
         for (building, home) in self.homes {
             if home.load_kwh.len() != n_slots {
-                let reason = format!("Building_{building} ends after {} slots, the longest home has {n_slots}", home.load_kwh.len());
+                let reason = format!(
+                    "Building_{building} ends after {} slots, the longest home has {n_slots}",
+                    home.load_kwh.len()
+                );
                 return Err(CoreError::data(file, home.last_line, "slot", reason));
             }
             homes.push(HomeSeries {

@@ -4,7 +4,8 @@
 
 use super::*;
 
-const HEADER: &str = "building,slot,month,day_of_week,hour,load_kwh,pv_kwh_per_kwp,pv_kwp,price_per_kwh,carbon_kg_per_kwh\n";
+const HEADER: &str =
+    "building,slot,month,day_of_week,hour,load_kwh,pv_kwh_per_kwp,pv_kwp,price_per_kwh,carbon_kg_per_kwh\n";
 
 /// Two homes, three hourly slots from Sunday 23:00; home 2 is a consumer.
 fn good_rows() -> Vec<String> {

@@ -32,7 +32,8 @@ pub fn synthetic_dataset(n_homes: usize, n_days: usize, slot_minutes: u32, seed:
     let clock = Clock { slots_per_day: (1440 / slot_minutes) as usize, slot_hours: slot_minutes as f64 / 60.0 };
     let weather = daily_weather(n_days, derive_seed(seed, "weather"));
     let sun: Vec<f64> = (0..n_days * clock.slots_per_day).map(|t| clock.sun_kw_per_kwp(t, &weather)).collect();
-    let homes = (0..n_homes).map(|i| synthetic_home(i, &clock, &sun, derive_seed(seed, &format!("home-{i}")))).collect();
+    let homes =
+        (0..n_homes).map(|i| synthetic_home(i, &clock, &sun, derive_seed(seed, &format!("home-{i}")))).collect();
     Dataset {
         name: format!("synthetic-{n_homes}x{n_days}d-{slot_minutes}min-seed{seed}"),
         slot_minutes,
@@ -123,7 +124,8 @@ fn synthetic_home(index: usize, clock: &Clock, sun: &[f64], seed: u64) -> HomeSe
     };
     let pv_kwp = if rng.next_f64() < PV_OWNER_SHARE { (rng.uniform(3.0, 8.0) * 10.0).round() / 10.0 } else { 0.0 };
     // Shape integral of a weekday, so `daily_kwh` is the mean weekday energy.
-    let weekday_kwh: f64 = (0..clock.slots_per_day).map(|t| load_shape_kw(clock, t, &habits)).sum::<f64>() * clock.slot_hours;
+    let weekday_kwh: f64 =
+        (0..clock.slots_per_day).map(|t| load_shape_kw(clock, t, &habits)).sum::<f64>() * clock.slot_hours;
     let mut day_factor = 1.0;
     let load_kwh = (0..sun.len())
         .map(|t| {
@@ -227,7 +229,10 @@ mod tests {
     fn weekends_differ_from_weekdays() {
         let ds = synthetic_dataset(10, 28, 60, 3);
         let at = |day_of_week: usize, hour: usize| -> f64 {
-            (0..4).map(|w| (w * 7 + day_of_week) * 24 + hour).flat_map(|t| ds.homes.iter().map(move |h| h.load_kwh[t] as f64)).sum()
+            (0..4)
+                .map(|w| (w * 7 + day_of_week) * 24 + hour)
+                .flat_map(|t| ds.homes.iter().map(move |h| h.load_kwh[t] as f64))
+                .sum()
         };
         // 07:00 on weekdays is a peak; at weekends the morning is later and the midday fuller.
         assert!(at(1, 7) > 1.15 * at(6, 7), "{} vs {}", at(1, 7), at(6, 7));
