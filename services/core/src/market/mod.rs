@@ -28,10 +28,10 @@ use crate::error::CoreError;
 /// parameters, then clears the book. On error nothing is cleared.
 pub fn clear(orders: &[Order], mechanism: Mechanism, bounds: Option<PriceBounds>) -> Result<Clearing, CoreError> {
     validate_mechanism(&mechanism)?;
-    validate_orders(orders, bounds)?;
     if orders.len() > MAX_ORDERS {
         return Err(CoreError::invalid("orders", format!("a book holds at most {MAX_ORDERS} orders, got {}", orders.len())));
     }
+    validate_orders(orders, bounds)?;
     Ok(match mechanism {
         Mechanism::Uniform { k } => clear_uniform_price(orders, k),
         Mechanism::PayAsBid { pricing } => clear_pay_as_bid(orders, pricing),
