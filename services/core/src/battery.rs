@@ -147,7 +147,12 @@ impl BatteryState {
         let e = spec.one_way_efficiency();
         let step = if p >= 0.0 {
             let charged = p * hours;
-            BatteryStep { charged_kwh: charged, discharged_kwh: 0.0, losses_kwh: charged - charged * e, stored_delta_kwh: charged * e }
+            BatteryStep {
+                charged_kwh: charged,
+                discharged_kwh: 0.0,
+                losses_kwh: charged - charged * e,
+                stored_delta_kwh: charged * e,
+            }
         } else {
             let discharged = -p * hours;
             let drawn = discharged / e;

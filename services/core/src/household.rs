@@ -115,9 +115,9 @@ impl Household {
     pub fn apply(&mut self, decision: &Decision, ctx: &SlotContext) -> BatteryStep {
         let available = self.battery_available();
         match (self.spec.battery, self.battery.as_mut()) {
-            (Some(spec), Some(state)) => state
-                .apply_setpoint(&spec, decision.setpoint_kw, ctx.hours, available)
-                .unwrap_or_default(),
+            (Some(spec), Some(state)) => {
+                state.apply_setpoint(&spec, decision.setpoint_kw, ctx.hours, available).unwrap_or_default()
+            }
             _ => BatteryStep::default(),
         }
     }

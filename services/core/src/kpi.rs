@@ -7,18 +7,21 @@
 //! - `peak_import_kw`: max over slots of the community's net import power
 //!   `(Σ import − Σ export) / slot hours` (what the feeder sees); 0 if the
 //!   community never imports on net.
-//! - `community_cost`: Σ household bills: grid import cost − export revenue
-//!   + battery degradation cost + feeder overload penalties (P2P payments
-//!   cancel inside the community).
+//! - `community_cost`: Σ household bills: grid import cost, minus export
+//!   revenue, plus battery degradation cost and feeder overload penalties
+//!   (P2P payments cancel inside the community).
 //! - `p2p_kwh`: Σ energy sold P2P (= Σ bought).
 //! - `self_sufficiency_pct`: `100 · (1 − Σ import / Σ load)`.
 //! - `self_consumption_pct`: `100 · (1 − Σ export / Σ PV)` (100 without PV).
 //! - `co2_kg`: Σ import × the slot's CO2 intensity.
 //! - `battery_cycles`: equivalent full cycles: Σ energy discharged to the bus
 //!   / Σ storage capacity of the community.
-//! - `gini_savings`: Gini coefficient of per-household savings against a
-//!   grid-only bill for the same load and PV (no battery, no P2P, no penalty);
-//!   0 = savings shared equally; 0 when nobody saves anything.
+//! - `gini_savings`: Gini coefficient of per-household savings against the
+//!   household's grid-only bill; 0 = savings shared equally; 0 when nobody
+//!   saves anything. The grid-only bills are those of an actual grid-only run
+//!   when given ([`KpiAccumulator::with_baseline_costs`], what evaluations
+//!   do: it includes the EV charging a grid-only household must still do),
+//!   otherwise the plain bill of load − PV at the tariff.
 
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +73,7 @@ pub struct KpiAccumulator {
     battery_capacity_kwh: f64,
     cost_by_household: Vec<f64>,
     grid_only_by_household: Vec<f64>,
+    baseline: Option<Vec<f64>>,
     slot_import_kwh: f64,
     slot_export_kwh: f64,
     reward_sum: f64,
@@ -86,6 +90,19 @@ impl KpiAccumulator {
             grid_only_by_household: vec![0.0; n_households],
             ..KpiAccumulator::default()
         }
+    }
+
+    /// Use these per-household bills (e.g. from a grid-only run over the same
+    /// slots) as the reference for savings and `grid_only_cost`.
+    pub fn with_baseline_costs(mut self, costs: Vec<f64>) -> KpiAccumulator {
+        assert_eq!(costs.len(), self.cost_by_household.len(), "one baseline cost per household");
+        self.baseline = Some(costs);
+        self
+    }
+
+    /// Each household's bill so far (energy, degradation, penalties).
+    pub fn household_costs(&self) -> &[f64] {
+        &self.cost_by_household
     }
 
     pub fn record(&mut self, i: usize, h: &HouseholdSlot, tariff: &SlotTariff) {
@@ -129,7 +146,11 @@ impl KpiAccumulator {
         k.self_sufficiency_pct = if k.load_kwh > 0.0 { 100.0 * (1.0 - k.grid_import_kwh / k.load_kwh) } else { 100.0 };
         k.self_consumption_pct = if k.pv_kwh > 0.0 { 100.0 * (1.0 - k.grid_export_kwh / k.pv_kwh) } else { 100.0 };
         k.battery_cycles = if self.battery_capacity_kwh > 0.0 { k.battery_cycles / self.battery_capacity_kwh } else { 0.0 };
-        let savings: Vec<f64> = self.grid_only_by_household.iter().zip(&self.cost_by_household).map(|(g, c)| g - c).collect();
+        let reference = self.baseline.as_ref().unwrap_or(&self.grid_only_by_household);
+        if self.baseline.is_some() {
+            k.grid_only_cost = reference.iter().sum();
+        }
+        let savings: Vec<f64> = reference.iter().zip(&self.cost_by_household).map(|(g, c)| g - c).collect();
         k.gini_savings = gini(&savings);
         k.mean_reward = if self.samples > 0 { self.reward_sum / self.samples as f64 } else { 0.0 };
         k

@@ -72,10 +72,16 @@ impl EvSpec {
             ));
         }
         if !self.trip_kwh.is_finite() || self.trip_kwh < 0.0 {
-            return Err(CoreError::invalid(format!("{field}.trip_kwh"), format!("must be finite and ≥ 0, got {}", self.trip_kwh)));
+            return Err(CoreError::invalid(
+                format!("{field}.trip_kwh"),
+                format!("must be finite and ≥ 0, got {}", self.trip_kwh),
+            ));
         }
         if !(0.0..=1.0).contains(&self.departure_soc) {
-            return Err(CoreError::invalid(format!("{field}.departure_soc"), format!("must lie in [0, 1], got {}", self.departure_soc)));
+            return Err(CoreError::invalid(
+                format!("{field}.departure_soc"),
+                format!("must lie in [0, 1], got {}", self.departure_soc),
+            ));
         }
         Ok(())
     }
@@ -146,7 +152,11 @@ impl ProsumerSpec {
                 format!("{} is not a home of dataset '{}' (it has {})", self.trace.home, ds.name, ds.homes.len()),
             ));
         }
-        if !(self.trace.load_scale.is_finite() && self.trace.load_scale >= 0.0 && self.trace.pv_kwp.is_finite() && self.trace.pv_kwp >= 0.0) {
+        if !(self.trace.load_scale.is_finite()
+            && self.trace.load_scale >= 0.0
+            && self.trace.pv_kwp.is_finite()
+            && self.trace.pv_kwp >= 0.0)
+        {
             return Err(CoreError::invalid(format!("{field}.trace"), "load_scale and pv_kwp must be finite and ≥ 0"));
         }
         if let Some(b) = &self.battery {
@@ -159,7 +169,10 @@ impl ProsumerSpec {
             }
         }
         if !(0.0..=1.0).contains(&self.initial_soc) {
-            return Err(CoreError::invalid(format!("{field}.initial_soc"), format!("must lie in [0, 1], got {}", self.initial_soc)));
+            return Err(CoreError::invalid(
+                format!("{field}.initial_soc"),
+                format!("must lie in [0, 1], got {}", self.initial_soc),
+            ));
         }
         Ok(())
     }
@@ -208,7 +221,10 @@ impl Default for CommunityConfig {
 impl CommunityConfig {
     pub fn validate(&self) -> Result<(), CoreError> {
         if self.n_prosumers == 0 || self.n_prosumers > 10_000_000 {
-            return Err(CoreError::invalid("community.n_prosumers", format!("must lie in 1..=10000000, got {}", self.n_prosumers)));
+            return Err(CoreError::invalid(
+                "community.n_prosumers",
+                format!("must lie in 1..=10000000, got {}", self.n_prosumers),
+            ));
         }
         let shares = [
             ("community.share_pv_battery", self.share_pv_battery),
@@ -229,10 +245,13 @@ impl CommunityConfig {
                 return Err(CoreError::invalid(field, format!("must satisfy 0 ≤ lo ≤ hi ≤ 1000, got {r:?}")));
             }
         }
-        if self.battery_kwh_choices.is_empty() || self.battery_kwh_choices.iter().any(|c| !c.is_finite() || *c <= 0.0 || *c > 1000.0) {
+        if self.battery_kwh_choices.is_empty()
+            || self.battery_kwh_choices.iter().any(|c| !c.is_finite() || *c <= 0.0 || *c > 1000.0)
+        {
             return Err(CoreError::invalid("community.battery_kwh_choices", "needs at least one size in (0, 1000] kWh"));
         }
-        if !(self.ev_battery_kwh > 0.0 && self.ev_battery_kwh <= 1000.0 && self.ev_charge_kw > 0.0 && self.ev_charge_kw <= 1000.0) {
+        if !(self.ev_battery_kwh > 0.0 && self.ev_battery_kwh <= 1000.0 && self.ev_charge_kw > 0.0 && self.ev_charge_kw <= 1000.0)
+        {
             return Err(CoreError::invalid("community.ev_battery_kwh", "EV battery and charge power must lie in (0, 1000]"));
         }
         if !(0.0..=1.0).contains(&self.noise_sigma) {
@@ -369,7 +388,8 @@ pub(crate) mod tests {
     #[test]
     fn community_has_exact_shares_and_is_deterministic() {
         let ds = tiny_dataset();
-        let cfg = CommunityConfig { n_prosumers: 20, share_pv_battery: 0.5, share_pv_only: 0.25, share_ev: 0.1, ..Default::default() };
+        let cfg =
+            CommunityConfig { n_prosumers: 20, share_pv_battery: 0.5, share_pv_only: 0.25, share_ev: 0.1, ..Default::default() };
         let a = generate_community(&ds, &cfg).unwrap();
         let b = generate_community(&ds, &cfg).unwrap();
         assert_eq!(a, b);

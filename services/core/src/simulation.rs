@@ -105,7 +105,12 @@ pub struct Simulation {
 const NO_ORDER: u32 = u32::MAX;
 
 impl Simulation {
-    pub fn new(ds: Arc<Dataset>, prosumers: Vec<ProsumerSpec>, cfg: SimConfig, schedule: Vec<usize>) -> Result<Simulation, CoreError> {
+    pub fn new(
+        ds: Arc<Dataset>,
+        prosumers: Vec<ProsumerSpec>,
+        cfg: SimConfig,
+        schedule: Vec<usize>,
+    ) -> Result<Simulation, CoreError> {
         cfg.validate()?;
         if let Some(bad) = schedule.iter().find(|t| **t >= ds.n_slots()) {
             return Err(CoreError::invalid("schedule", format!("slot {bad} is beyond the dataset's {} slots", ds.n_slots())));
@@ -141,6 +146,25 @@ impl Simulation {
     pub fn with_slot_records(mut self) -> Simulation {
         self.record_slots = true;
         self
+    }
+
+    /// Measure savings (Gini, `grid_only_cost`) against these per-household
+    /// bills, typically [`Simulation::household_costs`] of a grid-only run
+    /// over the same community and slots.
+    pub fn with_baseline_costs(mut self, costs: Vec<f64>) -> Result<Simulation, CoreError> {
+        if costs.len() != self.households.len() || costs.iter().any(|c| !c.is_finite()) {
+            return Err(CoreError::invalid(
+                "baseline_costs",
+                format!("need {} finite values, got {}", self.households.len(), costs.len()),
+            ));
+        }
+        self.kpi = self.kpi.with_baseline_costs(costs);
+        Ok(self)
+    }
+
+    /// Each household's bill so far.
+    pub fn household_costs(&self) -> &[f64] {
+        self.kpi.household_costs()
     }
 
     pub fn households(&self) -> &[Household] {
@@ -370,7 +394,8 @@ mod tests {
         let spec = MlpSpec::default();
         let run = |seed| {
             let mut s = sim(12, seed, SimConfig::default());
-            let mut p = MlpPolicy::new(ActorCritic::random(&spec, 5), ObsNormaliser::identity(spec.obs_dim)).unwrap().stochastic(9);
+            let mut p =
+                MlpPolicy::new(ActorCritic::random(&spec, 5), ObsNormaliser::identity(spec.obs_dim)).unwrap().stochastic(9);
             s.run(&mut p)
         };
         assert_eq!(run(3), run(3));

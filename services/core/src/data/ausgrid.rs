@@ -116,8 +116,7 @@ impl Layout {
                 .ok_or_else(|| CoreError::data(file, line, name, "missing column"))?;
         }
         let date = idx[3];
-        let slot_labels: Vec<String> =
-            header.iter().skip(date + 1).take(SLOTS_PER_DAY).map(|h| h.trim().to_string()).collect();
+        let slot_labels: Vec<String> = header.iter().skip(date + 1).take(SLOTS_PER_DAY).map(|h| h.trim().to_string()).collect();
         check_slot_labels(&slot_labels, line, file)?;
         Ok(Layout { customer: idx[0], capacity: idx[1], category: idx[2], date, slot_labels })
     }
@@ -150,12 +149,7 @@ impl Layout {
 /// The 48 columns after `date` must be 0:30, 1:00, …, 23:30, 0:00.
 fn check_slot_labels(labels: &[String], line: u64, file: &str) -> Result<(), CoreError> {
     if labels.len() != SLOTS_PER_DAY {
-        return Err(CoreError::data(
-            file,
-            line,
-            "date",
-            format!("{} half-hour columns after date, expected 48", labels.len()),
-        ));
+        return Err(CoreError::data(file, line, "date", format!("{} half-hour columns after date, expected 48", labels.len())));
     }
     for (k, label) in labels.iter().enumerate() {
         let expected_min = ((k + 1) * 30) % 1440;
@@ -226,8 +220,7 @@ fn add_row(customers: &mut BTreeMap<CustomerKey, Customer>, row: Row, file: &str
         days: BTreeMap::new(),
     });
     if row.capacity_kwp != customer.capacity_kwp {
-        let reason =
-            format!("{} kWp differs from this customer's earlier {} kWp", row.capacity_kwp, customer.capacity_kwp);
+        let reason = format!("{} kWp differs from this customer's earlier {} kWp", row.capacity_kwp, customer.capacity_kwp);
         return Err(CoreError::data(file, line, "Generator Capacity", reason));
     }
     customer.has_controlled_load |= row.category == Category::ControlledLoad;
@@ -246,11 +239,7 @@ fn add_row(customers: &mut BTreeMap<CustomerKey, Customer>, row: Row, file: &str
 }
 
 /// Applies the completeness policy and builds the dataset.
-fn assemble(
-    customers: BTreeMap<CustomerKey, Customer>,
-    file: &str,
-    header_line: u64,
-) -> Result<AusgridImport, CoreError> {
+fn assemble(customers: BTreeMap<CustomerKey, Customer>, file: &str, header_line: u64) -> Result<AusgridImport, CoreError> {
     let first_day = customers.values().filter_map(|c| c.days.keys().next()).min().copied();
     let last_day = customers.values().filter_map(|c| c.days.keys().next_back()).max().copied();
     let (Some(first_day), Some(last_day)) = (first_day, last_day) else {
@@ -265,11 +254,8 @@ fn assemble(
         }
     }
     if homes.is_empty() {
-        let reason = format!(
-            "no customer has complete data from {} to {}",
-            dates::format_iso(first_day),
-            dates::format_iso(last_day)
-        );
+        let reason =
+            format!("no customer has complete data from {} to {}", dates::format_iso(first_day), dates::format_iso(last_day));
         return Err(CoreError::data(file, header_line, "Customer", reason));
     }
     let dataset = Dataset {
@@ -310,9 +296,7 @@ fn build_home(id: &str, customer: &Customer, file: &str) -> Result<HomeSeries, C
         load_kwh.extend(gc.iter().zip(cl).map(|(g, c)| g + c));
         let gg = values(rows, Category::GrossGeneration);
         if customer.capacity_kwp == 0.0 {
-            if let Some((line, _)) =
-                rows[Category::GrossGeneration as usize].filter(|(_, v)| v.iter().any(|&x| x > 0.0))
-            {
+            if let Some((line, _)) = rows[Category::GrossGeneration as usize].filter(|(_, v)| v.iter().any(|&x| x > 0.0)) {
                 return Err(CoreError::data(file, line, "Generator Capacity", "generation with a capacity of 0 kWp"));
             }
             pv_kwh_per_kwp.extend([0.0; SLOTS_PER_DAY]);

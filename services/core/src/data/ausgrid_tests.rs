@@ -71,10 +71,7 @@ fn customer_missing_a_day_is_excluded_and_reported() {
     let names: Vec<&str> = import.dataset.homes.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, ["ausgrid-2", "ausgrid-10"]);
     assert_eq!(import.dataset.n_slots(), 3 * 48);
-    assert_eq!(
-        import.excluded,
-        vec![ExcludedCustomer { customer: "3".into(), reason: "no GC row on 2011-07-02".into() }]
-    );
+    assert_eq!(import.excluded, vec![ExcludedCustomer { customer: "3".into(), reason: "no GC row on 2011-07-02".into() }]);
 }
 
 #[test]

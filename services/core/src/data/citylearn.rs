@@ -76,10 +76,8 @@ impl Columns {
     fn find(headers: &csv::StringRecord, file: &str) -> Result<Columns, CoreError> {
         let mut idx = [0; 10];
         for (slot, name) in idx.iter_mut().zip(COLUMN_NAMES) {
-            *slot = headers
-                .iter()
-                .position(|h| h.trim() == name)
-                .ok_or_else(|| CoreError::data(file, 1, name, "missing column"))?;
+            *slot =
+                headers.iter().position(|h| h.trim() == name).ok_or_else(|| CoreError::data(file, 1, name, "missing column"))?;
         }
         Ok(Columns(idx))
     }
@@ -125,9 +123,8 @@ struct Row {
 
 impl Row {
     fn check_ranges(&self, file: &str, line: u64) -> Result<(), CoreError> {
-        let out_of = |column: &str, value: u64, range: &str| {
-            CoreError::data(file, line, column, format!("{value} is outside {range}"))
-        };
+        let out_of =
+            |column: &str, value: u64, range: &str| CoreError::data(file, line, column, format!("{value} is outside {range}"));
         if !(1..=12).contains(&self.month) {
             return Err(out_of("month", self.month, "1..=12"));
         }
@@ -185,12 +182,8 @@ impl Accumulator {
         });
         let at = |column| CellAt { file, line, column };
         if row.slot != home.load_kwh.len() {
-            let reason = format!(
-                "slot {} of Building_{} is not consecutive: expected {}",
-                row.slot,
-                row.building,
-                home.load_kwh.len()
-            );
+            let reason =
+                format!("slot {} of Building_{} is not consecutive: expected {}", row.slot, row.building, home.load_kwh.len());
             return Err(at("slot").error(reason));
         }
         if row.pv_kwp != home.pv_kwp {
@@ -207,8 +200,7 @@ impl Accumulator {
     fn check_calendar(&self, row: &Row, start: (u64, u64), file: &str, line: u64) -> Result<(), CoreError> {
         let (dow, hour) = Row::expected_calendar(start, row.slot);
         if row.hour != hour {
-            let reason =
-                format!("slot {} has hour {}, expected {hour} for consecutive hourly slots", row.slot, row.hour);
+            let reason = format!("slot {} has hour {}, expected {hour} for consecutive hourly slots", row.slot, row.hour);
             return Err(CoreError::data(file, line, "hour", reason));
         }
         if row.day_of_week != dow {
@@ -235,8 +227,7 @@ impl Accumulator {
             ("carbon_kg_per_kwh", self.carbon_kg_per_kwh[row.slot], carbon),
         ] {
             if seen != now {
-                let reason =
-                    format!("{now} differs from {seen} of Building_{} at slot {}", self.signal_source, row.slot);
+                let reason = format!("{now} differs from {seen} of Building_{} at slot {}", self.signal_source, row.slot);
                 return Err(CoreError::data(file, line, column, reason));
             }
         }
@@ -251,10 +242,8 @@ impl Accumulator {
         let mut homes = Vec::with_capacity(self.homes.len());
         for (building, home) in self.homes {
             if home.load_kwh.len() != n_slots {
-                let reason = format!(
-                    "Building_{building} ends after {} slots, the longest home has {n_slots}",
-                    home.load_kwh.len()
-                );
+                let reason =
+                    format!("Building_{building} ends after {} slots, the longest home has {n_slots}", home.load_kwh.len());
                 return Err(CoreError::data(file, home.last_line, "slot", reason));
             }
             homes.push(HomeSeries {

@@ -4,8 +4,7 @@
 
 use super::*;
 
-const HEADER: &str =
-    "building,slot,month,day_of_week,hour,load_kwh,pv_kwh_per_kwp,pv_kwp,price_per_kwh,carbon_kg_per_kwh\n";
+const HEADER: &str = "building,slot,month,day_of_week,hour,load_kwh,pv_kwh_per_kwp,pv_kwp,price_per_kwh,carbon_kg_per_kwh\n";
 
 /// Two homes, three hourly slots from Sunday 23:00; home 2 is a consumer.
 fn good_rows() -> Vec<String> {
@@ -122,8 +121,7 @@ fn bundled_file_has_17_homes_one_year_and_plausible_totals() {
     }
     let consumers: Vec<_> = ds.homes.iter().filter(|h| h.pv_kwp == 0.0).map(|h| h.name.as_str()).collect();
     assert_eq!(consumers, ["Building_15"]);
-    let mut yields: Vec<f64> =
-        ds.homes.iter().filter(|h| h.pv_kwp > 0.0).map(HomeSeries::total_pv_kwh_per_kwp).collect();
+    let mut yields: Vec<f64> = ds.homes.iter().filter(|h| h.pv_kwp > 0.0).map(HomeSeries::total_pv_kwh_per_kwp).collect();
     yields.sort_by(f64::total_cmp);
     // Measured: 493 (Building_14, weak array) and 1222..1803 kWh/kWp/yr for the rest, median 1461.
     assert!((450.0..550.0).contains(&yields[0]), "{yields:?}");

@@ -174,12 +174,7 @@ mod tests {
             slot_minutes,
             first_slot_of_day,
             first_day_of_week,
-            homes: vec![HomeSeries {
-                name: "h".into(),
-                load_kwh: vec![1.0; n],
-                pv_kwh_per_kwp: vec![0.5; n],
-                pv_kwp: 2.0,
-            }],
+            homes: vec![HomeSeries { name: "h".into(), load_kwh: vec![1.0; n], pv_kwh_per_kwp: vec![0.5; n], pv_kwp: 2.0 }],
             carbon_kg_per_kwh: vec![],
             price_per_kwh: vec![0.2; n],
         }

@@ -32,8 +32,7 @@ pub fn synthetic_dataset(n_homes: usize, n_days: usize, slot_minutes: u32, seed:
     let clock = Clock { slots_per_day: (1440 / slot_minutes) as usize, slot_hours: slot_minutes as f64 / 60.0 };
     let weather = daily_weather(n_days, derive_seed(seed, "weather"));
     let sun: Vec<f64> = (0..n_days * clock.slots_per_day).map(|t| clock.sun_kw_per_kwp(t, &weather)).collect();
-    let homes =
-        (0..n_homes).map(|i| synthetic_home(i, &clock, &sun, derive_seed(seed, &format!("home-{i}")))).collect();
+    let homes = (0..n_homes).map(|i| synthetic_home(i, &clock, &sun, derive_seed(seed, &format!("home-{i}")))).collect();
     Dataset {
         name: format!("synthetic-{n_homes}x{n_days}d-{slot_minutes}min-seed{seed}"),
         slot_minutes,
@@ -101,9 +100,7 @@ impl Clock {
 /// Clearness factor per day: most days near 1, cloudy days 0.15–0.6.
 fn daily_weather(n_days: usize, seed: u64) -> Vec<f64> {
     let mut rng = SeededRng::new(seed);
-    (0..n_days)
-        .map(|_| if rng.next_f64() < CLOUDY_DAY_SHARE { rng.uniform(0.15, 0.6) } else { rng.uniform(0.85, 1.0) })
-        .collect()
+    (0..n_days).map(|_| if rng.next_f64() < CLOUDY_DAY_SHARE { rng.uniform(0.15, 0.6) } else { rng.uniform(0.85, 1.0) }).collect()
 }
 
 /// Per-home habits drawn once.
@@ -124,8 +121,7 @@ fn synthetic_home(index: usize, clock: &Clock, sun: &[f64], seed: u64) -> HomeSe
     };
     let pv_kwp = if rng.next_f64() < PV_OWNER_SHARE { (rng.uniform(3.0, 8.0) * 10.0).round() / 10.0 } else { 0.0 };
     // Shape integral of a weekday, so `daily_kwh` is the mean weekday energy.
-    let weekday_kwh: f64 =
-        (0..clock.slots_per_day).map(|t| load_shape_kw(clock, t, &habits)).sum::<f64>() * clock.slot_hours;
+    let weekday_kwh: f64 = (0..clock.slots_per_day).map(|t| load_shape_kw(clock, t, &habits)).sum::<f64>() * clock.slot_hours;
     let mut day_factor = 1.0;
     let load_kwh = (0..sun.len())
         .map(|t| {

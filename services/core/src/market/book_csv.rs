@@ -45,7 +45,9 @@ pub fn read_order_book(reader: impl Read, file_label: &str) -> Result<OrderBook,
     let mut records = csv.records();
     let header = match records.next() {
         Some(record) => record.map_err(|e| csv_error(file_label, &e))?,
-        None => return Err(CoreError::data(file_label, 1, "header", format!("empty file: expected header {}", COLUMNS.join(",")))),
+        None => {
+            return Err(CoreError::data(file_label, 1, "header", format!("empty file: expected header {}", COLUMNS.join(","))))
+        }
     };
     if header.iter().ne(COLUMNS) {
         let found = header.iter().collect::<Vec<_>>().join(",");
@@ -156,8 +158,8 @@ fn csv_error(file: &str, error: &csv::Error) -> CoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::units::Money;
     use crate::market::Fill;
+    use crate::units::Money;
 
     const GOOD: &str = "id,side,kwh,limit_price\nalice,buy,2.5,0.22\nbob, SELL ,1,0.10\n";
 

@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn ties_are_served_by_id_not_input_position() {
-        let book = vec![order(9, Side::Buy, 1000, 200_000), order(3, Side::Buy, 1000, 200_000), order(5, Side::Sell, 1000, 100_000)];
+        let book =
+            vec![order(9, Side::Buy, 1000, 200_000), order(3, Side::Buy, 1000, 200_000), order(5, Side::Sell, 1000, 100_000)];
         let c = clear_pay_as_bid(&book, PairPricing::BuyerLimit);
         assert_eq!(c.fills[1].quantity, Wh(1000), "id 3 goes first");
         assert_eq!(c.fills[0].quantity, Wh::ZERO);

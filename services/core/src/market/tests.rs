@@ -122,7 +122,8 @@ fn check_uniform(orders: &[Order], c: &Clearing) -> Result<(), TestCaseError> {
     for side in [Side::Buy, Side::Sell] {
         for level in 0..GRID_LEVELS {
             let level_price = PricePerKwh(50_000 + level * GRID_STEP_MICROS);
-            let members: Vec<_> = orders.iter().zip(&c.fills).filter(|(o, _)| o.side == side && o.limit_price == level_price).collect();
+            let members: Vec<_> =
+                orders.iter().zip(&c.fills).filter(|(o, _)| o.side == side && o.limit_price == level_price).collect();
             let total: i128 = members.iter().map(|(o, _)| o.quantity.0 as i128).sum();
             let filled: i128 = members.iter().map(|(_, f)| f.quantity.0 as i128).sum();
             // (remainder of the exact share, id, whether it got the extra Wh)

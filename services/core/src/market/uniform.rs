@@ -196,7 +196,8 @@ fn sort_keys(keys: &mut Vec<u128>, buffer: &mut Vec<u128>, counts: &mut Vec<usiz
     if passes == 0 {
         return; // one price level: already in index order
     }
-    let digit = |key: u128, pass: usize| (((key >> 64) as u64 - min_rank) >> (pass as u32 * RADIX_BITS)) as usize & (RADIX_BUCKETS - 1);
+    let digit =
+        |key: u128, pass: usize| (((key >> 64) as u64 - min_rank) >> (pass as u32 * RADIX_BITS)) as usize & (RADIX_BUCKETS - 1);
 
     // All histograms in one read of the data, then one scatter per pass.
     counts.clear();
@@ -391,7 +392,12 @@ mod tests {
     #[test]
     fn leftover_wh_goes_to_the_smallest_id_among_equal_remainders() {
         // 1000 Wh over three equal asks: 333 each and 1 Wh left, which id 1 gets.
-        let book = [order(3, Side::Sell, 1000, 100_000), order(1, Side::Sell, 1000, 100_000), order(2, Side::Sell, 1000, 100_000), order(9, Side::Buy, 1000, 100_000)];
+        let book = [
+            order(3, Side::Sell, 1000, 100_000),
+            order(1, Side::Sell, 1000, 100_000),
+            order(2, Side::Sell, 1000, 100_000),
+            order(9, Side::Buy, 1000, 100_000),
+        ];
         let c = clear_uniform_price(&book, 0.5);
         assert_eq!(filled_wh(&c), [333, 334, 333, 1000]);
     }

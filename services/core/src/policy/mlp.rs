@@ -74,6 +74,7 @@ impl MlpSpec {
 /// `tanh` for f32 via the rational approximation used by Eigen
 /// (`generic_fast_tanh_float`): max abs error a few 1e-7, no branches but a clamp.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // the published coefficients, kept verbatim
 pub fn fast_tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     let x = x.clamp(-CLAMP, CLAMP);
@@ -209,7 +210,10 @@ impl ActorCritic {
     pub fn from_flat(spec: &MlpSpec, flat: &[f32]) -> Result<ActorCritic, CoreError> {
         spec.validate()?;
         if flat.len() != spec.n_params() {
-            return Err(CoreError::invalid("weights", format!("expected {} values for {spec:?}, got {}", spec.n_params(), flat.len())));
+            return Err(CoreError::invalid(
+                "weights",
+                format!("expected {} values for {spec:?}, got {}", spec.n_params(), flat.len()),
+            ));
         }
         if let Some(i) = flat.iter().position(|v| !v.is_finite()) {
             return Err(CoreError::invalid("weights", format!("value #{i} is not finite")));
@@ -285,7 +289,10 @@ impl ObsNormaliser {
 
     pub fn validate(&self, dim: usize) -> Result<(), CoreError> {
         if self.mean.len() != dim || self.var.len() != dim {
-            return Err(CoreError::invalid("normaliser", format!("mean/var need {dim} values, got {}/{}", self.mean.len(), self.var.len())));
+            return Err(CoreError::invalid(
+                "normaliser",
+                format!("mean/var need {dim} values, got {}/{}", self.mean.len(), self.var.len()),
+            ));
         }
         if self.mean.iter().chain(&self.var).any(|v| !v.is_finite()) || self.var.iter().any(|v| *v < 0.0) {
             return Err(CoreError::invalid("normaliser", "mean must be finite and var finite and ≥ 0"));
@@ -388,7 +395,11 @@ mod tests {
             a = (0..n_out)
                 .map(|o| {
                     let z = b[o] as f64 + (0..n_in).map(|i| w[o * n_in + i] as f64 * a[i]).sum::<f64>();
-                    if k + 1 < sizes.len() { z.tanh() } else { z }
+                    if k + 1 < sizes.len() {
+                        z.tanh()
+                    } else {
+                        z
+                    }
                 })
                 .collect();
         }

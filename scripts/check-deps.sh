@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Enforces the crate dependency rules of ARCHITECTURE.md with `cargo tree`:
+#  - peergrid-core depends on nothing async, gRPC or libtorch;
+#  - the nodes never depend on each other;
+#  - only peergrid-trainer may depend on tch / torch-sys.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+need_cargo
+cd "$ROOT"
+fail=0
+deps_of() { cargo tree --locked -e normal -p "$1" --prefix none --format '{p}' | awk '{print $1}' | sort -u; }
+
+forbidden_in_core='^(tokio|tonic|tonic-.*|prost|prost-.*|tch|torch-sys|actix|actix-.*|async-std|futures|hyper|mio)$'
+if bad=$(deps_of peergrid-core | grep -E "$forbidden_in_core"); then
+  echo "check-deps: peergrid-core must not depend on: $bad" >&2; fail=1
+fi
+nodes='peergrid-agent-node peergrid-market-node peergrid-trainer'
+for n in $nodes; do
+  for m in $nodes; do
+    [ "$n" = "$m" ] && continue
+    if deps_of "$n" | grep -qx "$m"; then echo "check-deps: $n must not depend on $m" >&2; fail=1; fi
+  done
+done
+for pkg in $(cargo metadata --locked --no-deps --format-version 1 | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))'); do
+  [ "$pkg" = peergrid-trainer ] && continue
+  if deps_of "$pkg" | grep -qE '^(tch|torch-sys)$'; then echo "check-deps: only peergrid-trainer may link libtorch, not $pkg" >&2; fail=1; fi
+done
+[ $fail = 0 ] && echo "check-deps: dependency rules hold"
+exit $fail

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, dependency rules, unit, property,
+# golden and end-to-end tests. Idempotent; this is what CI runs.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+need_cargo
+cd "$ROOT"
+echo "== format"; cargo fmt --all --check
+echo "== dependency rules"; scripts/check-deps.sh
+echo "== clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --workspace --no-fail-fast
+else
+  cargo test --locked --workspace --no-fail-fast
+fi
+echo "== doc tests"; cargo test --locked --workspace --doc
