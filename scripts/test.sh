@@ -7,10 +7,11 @@ cd "$ROOT"
 echo "== format"; cargo fmt --all --check
 echo "== dependency rules"; scripts/check-deps.sh
 echo "== clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== doc tests"; cargo test --locked --workspace --doc
+# The test runner's summary must be the last thing printed: CI reads it.
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast
 else
   cargo test --locked --workspace --no-fail-fast
 fi
-echo "== doc tests"; cargo test --locked --workspace --doc
