@@ -8,8 +8,42 @@
 use crate::battery::{BatteryState, BatteryStep};
 use crate::data::Dataset;
 use crate::observation::{Observation, SlotContext};
+use crate::policy::Policy;
 use crate::prosumer::ProsumerSpec;
-use crate::safety::Decision;
+use crate::safety::{filter_action, Decision, OrderIntent};
+use crate::units::ProsumerId;
+
+/// Temporary conditions a scenario imposes on a household (a heat wave
+/// scales load, a cloudy week scales PV).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conditions {
+    pub load_scale: f64,
+    pub pv_scale: f64,
+}
+
+impl Default for Conditions {
+    fn default() -> Self {
+        Conditions { load_scale: 1.0, pv_scale: 1.0 }
+    }
+}
+
+/// What a household did in a slot: its physics (decided before clearing,
+/// because the battery set-point does not depend on the market outcome) and
+/// the order it places. This is what an agent-node sends for each prosumer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HouseholdReport {
+    pub prosumer_id: ProsumerId,
+    pub load_kwh: f64,
+    pub pv_kwh: f64,
+    /// Position after the battery, kWh (positive = deficit).
+    pub net_kwh: f64,
+    pub battery: BatteryStep,
+    pub degradation_cost: f64,
+    pub ev_shortfall_kwh: f64,
+    /// Energy stored at the end of the slot, kWh.
+    pub stored_kwh: f64,
+    pub order: Option<OrderIntent>,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Household {
@@ -89,22 +123,29 @@ impl Household {
     }
 
     pub fn observe(&self, ds: &Dataset, ctx: &SlotContext) -> Observation {
+        self.observe_under(ds, ctx, Conditions::default())
+    }
+
+    /// Observes the slot with load and PV scaled by `cond`.
+    pub fn observe_under(&self, ds: &Dataset, ctx: &SlotContext, cond: Conditions) -> Observation {
         let trace = &self.spec.trace;
         let t = ctx.data_slot;
+        let load = |t| trace.load_kwh(ds, t) * cond.load_scale;
+        let pv = |t| trace.pv_kwh(ds, t) * cond.pv_scale;
         let (soc, capacity) = match (self.spec.battery, self.battery) {
             (Some(spec), Some(state)) => (state.soc(&spec), spec.capacity_kwh),
             _ => (0.0, 0.0),
         };
         let (setpoint_min_kw, setpoint_max_kw) = self.setpoint_range_kw(ctx);
         Observation {
-            load_kwh: trace.load_kwh(ds, t),
-            pv_kwh: trace.pv_kwh(ds, t),
+            load_kwh: load(t),
+            pv_kwh: pv(t),
             soc,
             battery_capacity_kwh: capacity,
             battery_available: self.battery_available(),
             setpoint_min_kw,
             setpoint_max_kw,
-            forecast_net_load_kwh: trace.load_kwh(ds, t + 1) - trace.pv_kwh(ds, t + 1),
+            forecast_net_load_kwh: load(t + 1) - pv(t + 1),
             ctx: *ctx,
         }
     }
@@ -119,6 +160,29 @@ impl Household {
                 state.apply_setpoint(&spec, decision.setpoint_kw, ctx.hours, available).unwrap_or_default()
             }
             _ => BatteryStep::default(),
+        }
+    }
+}
+
+impl Household {
+    /// Plays the household's part of a slot: EV events, observe, act, safety
+    /// filter, battery. The same call serves the reference simulator and the
+    /// agent-node actors, which is what makes their results identical.
+    pub fn play(&mut self, ds: &Dataset, ctx: &SlotContext, cond: Conditions, policy: &mut dyn Policy) -> HouseholdReport {
+        let ev = self.begin_slot(ctx);
+        let obs = self.observe_under(ds, ctx, cond);
+        let decision = filter_action(&obs, policy.act(self.spec.id, &obs));
+        let battery = self.apply(&decision, ctx);
+        HouseholdReport {
+            prosumer_id: self.spec.id,
+            load_kwh: obs.load_kwh,
+            pv_kwh: obs.pv_kwh,
+            net_kwh: decision.net_kwh,
+            battery,
+            degradation_cost: self.spec.battery.map_or(0.0, |b| b.degradation_cost_per_kwh * battery.throughput_kwh()),
+            ev_shortfall_kwh: ev.shortfall_kwh,
+            stored_kwh: self.battery.map_or(0.0, |b| b.stored_kwh),
+            order: decision.order,
         }
     }
 }

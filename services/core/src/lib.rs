@@ -25,6 +25,7 @@ pub mod rng;
 pub mod safety;
 pub mod settlement;
 pub mod simulation;
+pub mod slot_engine;
 pub mod tariff;
 pub mod units;
 

@@ -260,87 +260,104 @@ impl CommunityConfig {
         Ok(())
     }
 
-    /// The kind of the `i`-th of `n` prosumers: kinds are laid out by exact
-    /// shares (largest remainder), then shuffled by the seed.
-    fn kinds(&self, rng: &mut SeededRng) -> Vec<ProsumerKind> {
-        let n = self.n_prosumers;
-        let shares = [self.share_pv_battery, self.share_pv_only, self.share_ev];
-        let mut counts: Vec<usize> = shares.iter().map(|s| (s * n as f64).round() as usize).collect();
-        while counts.iter().sum::<usize>() > n {
-            let i = (0..3).max_by_key(|&i| counts[i]).unwrap_or(0);
-            counts[i] -= 1;
+    /// The kind of prosumer `id`. Kinds follow a golden-ratio low-discrepancy
+    /// sequence (offset by the seed) over the cumulative shares, so every
+    /// prefix `0..n` of ids has each kind within one or two of its exact share,
+    /// and a prosumer's kind does not depend on how many others exist: an
+    /// agent-node can generate just its own id range.
+    pub fn kind_of(&self, id: ProsumerId) -> ProsumerKind {
+        const PHI_FRAC: f64 = 0.618_033_988_749_894_9;
+        let offset = crate::rng::hash_unit(derive_seed(self.seed, "kinds"), 0);
+        let u = (offset + id as f64 * PHI_FRAC).fract();
+        let mut edge = self.share_pv_battery;
+        if u < edge {
+            return ProsumerKind::PvBattery;
         }
-        let mut kinds = Vec::with_capacity(n);
-        for (k, c) in [ProsumerKind::PvBattery, ProsumerKind::PvOnly, ProsumerKind::Ev].into_iter().zip(counts) {
-            kinds.extend(std::iter::repeat_n(k, c));
+        edge += self.share_pv_only;
+        if u < edge {
+            return ProsumerKind::PvOnly;
         }
-        kinds.resize(n, ProsumerKind::Consumer);
-        // Fisher–Yates with the seeded generator.
-        for i in (1..n).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
-            kinds.swap(i, j);
+        edge += self.share_ev;
+        if u < edge {
+            return ProsumerKind::Ev;
         }
-        kinds
+        ProsumerKind::Consumer
     }
 }
 
-/// Generates a heterogeneous community from the homes of `ds`: each prosumer
-/// samples a measured home (homes without PV only back consumers when
-/// possible), a load scale, a PV size, a battery or an EV, a small time shift
-/// and a noise stream. Same dataset and config ⇒ same community.
+/// Generates the community `0..cfg.n_prosumers` (see [`generate_prosumer`]).
 pub fn generate_community(ds: &Dataset, cfg: &CommunityConfig) -> Result<Vec<ProsumerSpec>, CoreError> {
+    generate_range(ds, cfg, 0, cfg.n_prosumers as u32)
+}
+
+/// Generates prosumers `first..first + count`: exactly what
+/// [`generate_community`] would give for those ids, whatever the community size.
+pub fn generate_range(
+    ds: &Dataset,
+    cfg: &CommunityConfig,
+    first: ProsumerId,
+    count: u32,
+) -> Result<Vec<ProsumerSpec>, CoreError> {
     cfg.validate()?;
     if ds.homes.is_empty() || ds.n_slots() == 0 {
         return Err(CoreError::invalid("dataset", format!("'{}' has no homes or no slots", ds.name)));
     }
-    let mut rng = SeededRng::new(derive_seed(cfg.seed, "community"));
-    let kinds = cfg.kinds(&mut rng);
+    let end = first.checked_add(count).ok_or_else(|| CoreError::invalid("prosumer ids", "range overflows u32"))?;
+    Ok((first..end).map(|id| generate_prosumer(ds, cfg, id)).collect())
+}
+
+/// Generates prosumer `id`: its kind ([`CommunityConfig::kind_of`]), a measured
+/// home (homes without PV only back consumers when possible), a load scale, a
+/// PV size, a battery or an EV, a small time shift and a noise stream, all
+/// from a random stream of its own. Same dataset, config and id ⇒ same prosumer.
+/// `cfg` and `ds` must be valid (see [`generate_range`]).
+pub fn generate_prosumer(ds: &Dataset, cfg: &CommunityConfig, id: ProsumerId) -> ProsumerSpec {
+    let mut rng = SeededRng::new(derive_seed(cfg.seed, &format!("prosumer/{id}")));
+    let kind = cfg.kind_of(id);
+    let has_pv = kind != ProsumerKind::Consumer;
     let with_pv: Vec<u32> = (0..ds.homes.len() as u32).filter(|&h| ds.homes[h as usize].pv_kwp > 0.0).collect();
-    let all: Vec<u32> = (0..ds.homes.len() as u32).collect();
-    let mut out = Vec::with_capacity(cfg.n_prosumers);
-    for (i, kind) in kinds.into_iter().enumerate() {
-        let has_pv = kind != ProsumerKind::Consumer;
-        let pool = if has_pv && !with_pv.is_empty() { &with_pv } else { &all };
-        let home = pool[rng.below(pool.len() as u64) as usize];
-        let pv_kwp = if has_pv { rng.uniform(cfg.pv_kwp_range[0], cfg.pv_kwp_range[1]) } else { 0.0 };
-        let shift = if cfg.max_shift_slots > 0 { rng.below(2 * cfg.max_shift_slots as u64 + 1) as u32 } else { 0 };
-        let trace = TraceRef {
-            home,
-            load_scale: rng.uniform(cfg.load_scale_range[0], cfg.load_scale_range[1]) as f32,
-            pv_kwp: pv_kwp as f32,
-            // A shift of s slots back is n − s forward on the circular series.
-            shift_slots: (ds.n_slots() as u32 + shift).saturating_sub(cfg.max_shift_slots) % ds.n_slots() as u32,
-            noise_sigma: cfg.noise_sigma as f32,
-            noise_seed: derive_seed(cfg.seed, &format!("noise/{i}")),
-        };
-        let (battery, ev) = match kind {
-            ProsumerKind::PvBattery => {
-                let cap = cfg.battery_kwh_choices[rng.below(cfg.battery_kwh_choices.len() as u64) as usize];
-                (Some(BatterySpec::home(cap)), None)
-            }
-            ProsumerKind::Ev => {
-                let battery = BatterySpec {
-                    capacity_kwh: cfg.ev_battery_kwh,
-                    max_charge_kw: cfg.ev_charge_kw,
-                    max_discharge_kw: cfg.ev_charge_kw,
-                    round_trip_efficiency: 0.88,
-                    soc_min: 0.2,
-                    soc_max: 0.95,
-                    degradation_cost_per_kwh: 0.02,
-                };
-                let ev = EvSpec {
-                    arrive_hour: 17 + rng.below(3) as u8,
-                    depart_hour: 7 + rng.below(2) as u8,
-                    trip_kwh: rng.uniform(4.0, 12.0),
-                    departure_soc: 0.6,
-                };
-                (Some(battery), Some(ev))
-            }
-            ProsumerKind::PvOnly | ProsumerKind::Consumer => (None, None),
-        };
-        out.push(ProsumerSpec { id: i as ProsumerId, kind, trace, battery, ev, initial_soc: 0.5 });
-    }
-    Ok(out)
+    let home = if has_pv && !with_pv.is_empty() {
+        with_pv[rng.below(with_pv.len() as u64) as usize]
+    } else {
+        rng.below(ds.homes.len() as u64) as u32
+    };
+    let pv_kwp = if has_pv { rng.uniform(cfg.pv_kwp_range[0], cfg.pv_kwp_range[1]) } else { 0.0 };
+    let shift = if cfg.max_shift_slots > 0 { rng.below(2 * cfg.max_shift_slots as u64 + 1) as u32 } else { 0 };
+    let trace = TraceRef {
+        home,
+        load_scale: rng.uniform(cfg.load_scale_range[0], cfg.load_scale_range[1]) as f32,
+        pv_kwp: pv_kwp as f32,
+        // A shift of s slots back is n − s forward on the circular series.
+        shift_slots: (ds.n_slots() as u32 + shift).saturating_sub(cfg.max_shift_slots) % ds.n_slots() as u32,
+        noise_sigma: cfg.noise_sigma as f32,
+        noise_seed: derive_seed(cfg.seed, &format!("noise/{id}")),
+    };
+    let (battery, ev) = match kind {
+        ProsumerKind::PvBattery => {
+            let cap = cfg.battery_kwh_choices[rng.below(cfg.battery_kwh_choices.len() as u64) as usize];
+            (Some(BatterySpec::home(cap)), None)
+        }
+        ProsumerKind::Ev => {
+            let battery = BatterySpec {
+                capacity_kwh: cfg.ev_battery_kwh,
+                max_charge_kw: cfg.ev_charge_kw,
+                max_discharge_kw: cfg.ev_charge_kw,
+                round_trip_efficiency: 0.88,
+                soc_min: 0.2,
+                soc_max: 0.95,
+                degradation_cost_per_kwh: 0.02,
+            };
+            let ev = EvSpec {
+                arrive_hour: 17 + rng.below(3) as u8,
+                depart_hour: 7 + rng.below(2) as u8,
+                trip_kwh: rng.uniform(4.0, 12.0),
+                departure_soc: 0.6,
+            };
+            (Some(battery), Some(ev))
+        }
+        ProsumerKind::PvOnly | ProsumerKind::Consumer => (None, None),
+    };
+    ProsumerSpec { id, kind, trace, battery, ev, initial_soc: 0.5 }
 }
 
 #[cfg(test)]
@@ -386,18 +403,26 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn community_has_exact_shares_and_is_deterministic() {
+    fn community_has_near_exact_shares_and_is_deterministic() {
         let ds = tiny_dataset();
         let cfg =
             CommunityConfig { n_prosumers: 20, share_pv_battery: 0.5, share_pv_only: 0.25, share_ev: 0.1, ..Default::default() };
         let a = generate_community(&ds, &cfg).unwrap();
         let b = generate_community(&ds, &cfg).unwrap();
         assert_eq!(a, b);
-        let count = |k| a.iter().filter(|p| p.kind == k).count();
-        assert_eq!(count(ProsumerKind::PvBattery), 10);
-        assert_eq!(count(ProsumerKind::PvOnly), 5);
-        assert_eq!(count(ProsumerKind::Ev), 2);
-        assert_eq!(count(ProsumerKind::Consumer), 3);
+        for n in [20usize, 24, 100, 1000] {
+            let c = generate_community(&ds, &CommunityConfig { n_prosumers: n, ..cfg.clone() }).unwrap();
+            let count = |k| c.iter().filter(|p| p.kind == k).count() as f64;
+            let shares = [
+                (ProsumerKind::PvBattery, 0.5),
+                (ProsumerKind::PvOnly, 0.25),
+                (ProsumerKind::Ev, 0.1),
+                (ProsumerKind::Consumer, 0.15),
+            ];
+            for (k, share) in shares {
+                assert!((count(k) - share * n as f64).abs() <= 2.0, "{n} prosumers: {} {k:?} for share {share}", count(k));
+            }
+        }
         for p in &a {
             p.validate(&ds).unwrap();
             assert_eq!(p.kind == ProsumerKind::Consumer, p.trace.pv_kwp == 0.0);
@@ -408,6 +433,17 @@ pub(crate) mod tests {
         }
         let other = generate_community(&ds, &CommunityConfig { seed: 2, ..cfg }).unwrap();
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn a_range_is_the_same_slice_of_any_community() {
+        let ds = tiny_dataset();
+        let cfg = CommunityConfig { n_prosumers: 16, seed: 9, ..Default::default() };
+        let all = generate_community(&ds, &cfg).unwrap();
+        let second_half = generate_range(&ds, &CommunityConfig { n_prosumers: 1, ..cfg.clone() }, 8, 8).unwrap();
+        assert_eq!(&all[8..], &second_half[..]);
+        let bigger = generate_community(&ds, &CommunityConfig { n_prosumers: 40, ..cfg }).unwrap();
+        assert_eq!(&bigger[..16], &all[..]);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The reference simulator: single-threaded, deterministic, exact.
 //!
 //! [`Simulation`] steps a community through a schedule of dataset slots:
-//! every household observes and acts (policy + safety filter), the market
-//! clears the book, residuals settle with the grid, batteries move, rewards
-//! and KPIs accumulate. Distributed runs (agent-nodes + market-node) must
-//! reproduce its KPIs exactly for the same seed and policy; it is also the
-//! fastest way to evaluate a policy. It allocates nothing per slot after the
-//! first.
+//! every household plays its part ([`Household::play`]: observe, act, safety
+//! filter, battery), the [`SlotEngine`] clears the book and settles with the
+//! grid, rewards and KPIs accumulate. The market-node and agent-nodes run the
+//! very same functions, so distributed runs reproduce its KPIs exactly for
+//! the same seed and policy; it is also the fastest way to evaluate a policy.
+//! It allocates nothing per slot after the first.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,15 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::CoreError;
-use crate::household::Household;
-use crate::kpi::{HouseholdSlot, KpiAccumulator, Kpis};
-use crate::market::{self, Clearing, ClearingScratch, Mechanism, Order};
+use crate::household::{Conditions, Household, HouseholdReport};
+use crate::kpi::{KpiAccumulator, Kpis};
+use crate::market::Mechanism;
 use crate::observation::SlotContext;
 use crate::policy::Policy;
 use crate::prosumer::ProsumerSpec;
-use crate::reward::{reward, RewardTerms, RewardWeights};
-use crate::safety::{filter_action, Decision};
-use crate::settlement::{apply_feeder_limits, settle_household, Settlement};
+use crate::reward::RewardWeights;
+use crate::slot_engine::{household_slot, SlotEngine};
 use crate::tariff::{GridConfig, SlotTariff, TariffConfig};
 use crate::units::PricePerKwh;
 
@@ -51,6 +50,39 @@ impl SimConfig {
         }
         Ok(())
     }
+
+    /// The tariff of dataset slot `t`.
+    pub fn tariff_of(&self, ds: &Dataset, t: usize) -> SlotTariff {
+        let co2 = if self.ignore_dataset_co2 { None } else { ds.carbon_kg_per_kwh.get(t).map(|c| *c as f64) };
+        self.tariff.slot(slot_hour(ds, t), co2)
+    }
+}
+
+/// The common facts of dataset slot `t` (calendar, this and the next
+/// tariff), given the last clearing price. The market-node sends exactly
+/// this to the agent-nodes.
+pub fn slot_context(ds: &Dataset, cfg: &SimConfig, t: usize, last_price: Option<PricePerKwh>) -> SlotContext {
+    let tariff = cfg.tariff_of(ds, t);
+    let next_tariff = cfg.tariff_of(ds, (t + 1) % ds.n_slots());
+    let spd = ds.slots_per_day() as usize;
+    let pos = ds.first_slot_of_day as usize + t;
+    SlotContext {
+        data_slot: t,
+        hour: slot_hour(ds, t),
+        day_fraction: (pos % spd) as f64 / spd as f64,
+        weekend: (ds.first_day_of_week as usize + pos / spd) % 7 >= 5,
+        hours: ds.slot_hours(),
+        tariff,
+        next_tariff,
+        last_clearing_price_per_kwh: last_price.unwrap_or(tariff.midpoint()).per_kwh(),
+    }
+}
+
+/// Hour of day (0..24) at the start of dataset slot `t`.
+pub fn slot_hour(ds: &Dataset, t: usize) -> u8 {
+    let spd = ds.slots_per_day() as usize;
+    let slot_of_day = (ds.first_slot_of_day as usize + t) % spd;
+    (slot_of_day * ds.slot_minutes as usize / 60) as u8
 }
 
 /// Community-level record of one slot (for plots and balance checks).
@@ -76,6 +108,14 @@ pub struct SlotRecord {
     pub mean_reward: f64,
 }
 
+impl SlotRecord {
+    /// Community bus balance: supply − demand, kWh (0 up to rounding).
+    pub fn energy_balance_error_kwh(&self) -> f64 {
+        (self.pv_kwh + self.battery_discharged_kwh + self.grid_import_kwh)
+            - (self.load_kwh + self.battery_charged_kwh + self.grid_export_kwh + self.p2p_losses_kwh)
+    }
+}
+
 /// The slots of `ds` covered by `ranges`, in order.
 pub fn schedule(ranges: &[Range<usize>]) -> Vec<usize> {
     ranges.iter().flat_map(|r| r.clone()).collect()
@@ -87,22 +127,14 @@ pub struct Simulation {
     households: Vec<Household>,
     schedule: Vec<usize>,
     cursor: usize,
-    last_price: Option<PricePerKwh>,
+    engine: SlotEngine,
     kpi: KpiAccumulator,
     record_slots: bool,
     records: Vec<SlotRecord>,
     // Per-slot buffers, reused.
-    decisions: Vec<Decision>,
-    ev_shortfalls: Vec<f64>,
-    order_of: Vec<u32>,
-    orders: Vec<Order>,
-    clearing: Clearing,
-    clearing_scratch: ClearingScratch,
-    settlements: Vec<Settlement>,
+    reports: Vec<HouseholdReport>,
     rewards: Vec<f32>,
 }
-
-const NO_ORDER: u32 = u32::MAX;
 
 impl Simulation {
     pub fn new(
@@ -115,8 +147,11 @@ impl Simulation {
         if let Some(bad) = schedule.iter().find(|t| **t >= ds.n_slots()) {
             return Err(CoreError::invalid("schedule", format!("slot {bad} is beyond the dataset's {} slots", ds.n_slots())));
         }
-        for p in &prosumers {
+        for (i, p) in prosumers.iter().enumerate() {
             p.validate(&ds)?;
+            if p.id as usize != i {
+                return Err(CoreError::invalid(format!("prosumers[{i}].id"), format!("ids must be 0..n in order, got {}", p.id)));
+            }
         }
         let first_hour = schedule.first().map_or(0, |t| slot_hour(&ds, *t));
         let capacity: f64 = prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
@@ -124,20 +159,14 @@ impl Simulation {
         Ok(Simulation {
             kpi: KpiAccumulator::new(n, capacity),
             households: prosumers.into_iter().map(|p| Household::new(p, first_hour)).collect(),
+            engine: SlotEngine::new(cfg.grid.clone(), cfg.mechanism),
             ds,
             cfg,
             schedule,
             cursor: 0,
-            last_price: None,
             record_slots: false,
             records: Vec::new(),
-            decisions: Vec::with_capacity(n),
-            ev_shortfalls: Vec::with_capacity(n),
-            order_of: Vec::with_capacity(n),
-            orders: Vec::with_capacity(n),
-            clearing: Clearing::default(),
-            clearing_scratch: ClearingScratch::default(),
-            settlements: Vec::with_capacity(n),
+            reports: Vec::with_capacity(n),
             rewards: Vec::with_capacity(n),
         })
     }
@@ -184,6 +213,11 @@ impl Simulation {
         &self.rewards
     }
 
+    /// Reports of the last slot, one per household.
+    pub fn reports(&self) -> &[HouseholdReport] {
+        &self.reports
+    }
+
     pub fn records(&self) -> &[SlotRecord] {
         &self.records
     }
@@ -201,147 +235,58 @@ impl Simulation {
     /// The context of the slot the simulation is about to play.
     pub fn context(&self) -> Option<SlotContext> {
         let t = *self.schedule.get(self.cursor)?;
-        let tariff = self.tariff_of(t);
-        let next = self.tariff_of((t + 1) % self.ds.n_slots());
-        let spd = self.ds.slots_per_day() as usize;
-        let pos = self.ds.first_slot_of_day as usize + t;
-        Some(SlotContext {
-            data_slot: t,
-            hour: slot_hour(&self.ds, t),
-            day_fraction: (pos % spd) as f64 / spd as f64,
-            weekend: (self.ds.first_day_of_week as usize + pos / spd) % 7 >= 5,
-            hours: self.ds.slot_hours(),
-            tariff,
-            next_tariff: next,
-            last_clearing_price_per_kwh: self.last_price.unwrap_or(tariff.midpoint()).per_kwh(),
-        })
-    }
-
-    fn tariff_of(&self, t: usize) -> SlotTariff {
-        let co2 = if self.cfg.ignore_dataset_co2 { None } else { self.ds.carbon_kg_per_kwh.get(t).map(|c| *c as f64) };
-        self.cfg.tariff.slot(slot_hour(&self.ds, t), co2)
+        Some(slot_context(&self.ds, &self.cfg, t, self.engine.last_price()))
     }
 
     /// Plays one slot; `None` when the schedule is exhausted.
     pub fn step(&mut self, policy: &mut dyn Policy) -> Option<SlotRecord> {
         let ctx = self.context()?;
         self.cursor += 1;
-        self.decide_all(policy, &ctx);
-        self.clear();
-        let record = self.settle_all(&ctx);
+        self.reports.clear();
+        for h in self.households.iter_mut() {
+            self.reports.push(h.play(&self.ds, &ctx, Conditions::default(), policy));
+        }
+        let feeder = self.engine.clear_and_settle(&self.reports, &ctx.tariff, ctx.hours);
+        let record = self.record(&ctx);
+        self.kpi.end_slot(ctx.hours, feeder.overload_kwh);
         if self.record_slots {
             self.records.push(record);
         }
         Some(record)
     }
 
-    /// Observe → act → safety filter for every household; collect the book.
-    fn decide_all(&mut self, policy: &mut dyn Policy, ctx: &SlotContext) {
-        self.decisions.clear();
-        self.ev_shortfalls.clear();
-        self.order_of.clear();
-        self.orders.clear();
-        for (i, h) in self.households.iter_mut().enumerate() {
-            let shortfall = h.begin_slot(ctx).shortfall_kwh;
-            let obs = h.observe(&self.ds, ctx);
-            let decision = filter_action(&obs, policy.act(h.spec.id, &obs));
-            match decision.order {
-                Some(o) => {
-                    self.order_of.push(self.orders.len() as u32);
-                    self.orders.push(Order { id: i as u64, side: o.side, quantity: o.quantity, limit_price: o.limit_price });
-                }
-                None => self.order_of.push(NO_ORDER),
-            }
-            self.decisions.push(decision);
-            self.ev_shortfalls.push(shortfall);
-        }
-    }
-
-    fn clear(&mut self) {
-        debug_assert!(market::validate_orders(&self.orders, None).is_ok());
-        match self.cfg.mechanism {
-            Mechanism::Uniform { k } => {
-                market::clear_uniform_price_into(&self.orders, k, &mut self.clearing_scratch, &mut self.clearing);
-            }
-            Mechanism::PayAsBid { pricing } => self.clearing = market::clear_pay_as_bid(&self.orders, pricing),
-        }
-        if let Some(p) = self.clearing.clearing_price {
-            self.last_price = Some(p);
-        }
-    }
-
-    /// Settle with the grid, move batteries, compute rewards and KPIs.
-    fn settle_all(&mut self, ctx: &SlotContext) -> SlotRecord {
+    /// Rewards, KPIs and the community record of the settled slot.
+    fn record(&mut self, ctx: &SlotContext) -> SlotRecord {
         let tariff = &ctx.tariff;
-        self.settlements.clear();
-        for (i, d) in self.decisions.iter().enumerate() {
-            let (side, fill) = match self.order_of[i] {
-                NO_ORDER => (None, Default::default()),
-                k => (Some(self.orders[k as usize].side), self.clearing.fills[k as usize]),
-            };
-            self.settlements.push(settle_household(d.net_kwh, side, fill, tariff, &self.cfg.grid));
-        }
-        let feeder = apply_feeder_limits(&mut self.settlements, &self.cfg.grid, ctx.hours);
         let mut rec = SlotRecord {
             data_slot: ctx.data_slot,
             hour: ctx.hour,
-            clearing_price_per_kwh: self.clearing.clearing_price.map(|p| p.per_kwh()),
+            clearing_price_per_kwh: self.engine.clearing().clearing_price.map(|p| p.per_kwh()),
             retail_per_kwh: tariff.retail.per_kwh(),
             feed_in_per_kwh: tariff.feed_in.per_kwh(),
             ..SlotRecord::default()
         };
-        let w = &self.cfg.reward;
         self.rewards.clear();
-        for (i, h) in self.households.iter_mut().enumerate() {
-            let d = &self.decisions[i];
-            let s = self.settlements[i];
-            let step = h.apply(d, ctx);
-            let load = h.spec.trace.load_kwh(&self.ds, ctx.data_slot);
-            let pv = h.spec.trace.pv_kwh(&self.ds, ctx.data_slot);
-            let degradation_cost = h.spec.battery.map_or(0.0, |b| b.degradation_cost_per_kwh * step.throughput_kwh());
-            let terms = RewardTerms {
-                energy_cost: s.energy_cost(),
-                degradation_cost,
-                co2_kg: s.grid_import_kwh * tariff.co2_kg_per_kwh,
-                overload_penalty: s.overload_penalty,
-                ev_shortfall_kwh: self.ev_shortfalls[i],
-            };
-            let r = reward(&terms, w);
-            self.rewards.push(r as f32);
-            let slot = HouseholdSlot {
-                load_kwh: load,
-                pv_kwh: pv,
-                battery: step,
-                settlement: s,
-                degradation_cost,
-                co2_kg: terms.co2_kg,
-                ev_shortfall_kwh: terms.ev_shortfall_kwh,
-                reward: r,
-            };
+        for (i, (report, s)) in self.reports.iter().zip(self.engine.settlements()).enumerate() {
+            let slot = household_slot(report, s, tariff, &self.cfg.reward);
             self.kpi.record(i, &slot, tariff);
-            rec.load_kwh += load;
-            rec.pv_kwh += pv;
-            rec.battery_charged_kwh += step.charged_kwh;
-            rec.battery_discharged_kwh += step.discharged_kwh;
+            self.rewards.push(slot.reward as f32);
+            rec.load_kwh += report.load_kwh;
+            rec.pv_kwh += report.pv_kwh;
+            rec.battery_charged_kwh += report.battery.charged_kwh;
+            rec.battery_discharged_kwh += report.battery.discharged_kwh;
             rec.grid_import_kwh += s.grid_import_kwh;
             rec.grid_export_kwh += s.grid_export_kwh;
             rec.p2p_kwh += s.p2p_sold_kwh;
             rec.p2p_losses_kwh += s.p2p_bought_kwh - s.p2p_received_kwh;
             rec.p2p_paid += s.p2p_paid;
             rec.p2p_received += s.p2p_revenue;
-            rec.stored_kwh += h.battery.map_or(0.0, |b| b.stored_kwh);
-            rec.mean_reward += r;
+            rec.stored_kwh += report.stored_kwh;
+            rec.mean_reward += slot.reward;
         }
         rec.mean_reward /= self.households.len().max(1) as f64;
-        self.kpi.end_slot(ctx.hours, feeder.overload_kwh);
         rec
     }
-}
-
-fn slot_hour(ds: &Dataset, t: usize) -> u8 {
-    let spd = ds.slots_per_day() as usize;
-    let slot_of_day = (ds.first_slot_of_day as usize + t) % spd;
-    (slot_of_day * ds.slot_minutes as usize / 60) as u8
 }
 
 #[cfg(test)]
@@ -364,8 +309,7 @@ mod tests {
         for r in records {
             // Energy in = energy out at the community bus, every slot.
             let supply = r.pv_kwh + r.battery_discharged_kwh + r.grid_import_kwh;
-            let demand = r.load_kwh + r.battery_charged_kwh + r.grid_export_kwh + r.p2p_losses_kwh;
-            assert!((supply - demand).abs() < 1e-9 * supply.max(1.0), "slot {}: {supply} vs {demand}", r.data_slot);
+            assert!(r.energy_balance_error_kwh().abs() < 1e-9 * supply.max(1.0), "slot {}: {r:?}", r.data_slot);
             assert!((r.p2p_paid - r.p2p_received).abs() < 1e-9, "P2P money must balance");
         }
     }
