@@ -92,6 +92,17 @@ impl KpiAccumulator {
         }
     }
 
+    /// Grows the community to at least `n_households` (ids `0..n`), adding
+    /// `added_capacity_kwh` of storage: for a market whose nodes join over time.
+    pub fn add_households(&mut self, n_households: usize, added_capacity_kwh: f64) {
+        if n_households > self.cost_by_household.len() {
+            self.cost_by_household.resize(n_households, 0.0);
+            self.grid_only_by_household.resize(n_households, 0.0);
+            self.k.prosumers = n_households as u64;
+        }
+        self.battery_capacity_kwh += added_capacity_kwh;
+    }
+
     /// Use these per-household bills (e.g. from a grid-only run over the same
     /// slots) as the reference for savings and `grid_only_cost`.
     pub fn with_baseline_costs(mut self, costs: Vec<f64>) -> KpiAccumulator {
