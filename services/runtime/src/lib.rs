@@ -1,0 +1,26 @@
+//! Service plumbing every peergrid node shares, so node crates contain only
+//! their own logic:
+//!
+//! - [`logging`]: `tracing` initialisation (RUST_LOG filter, text or JSON);
+//! - [`metrics`]: a Prometheus registry and a tiny `GET /metrics` server;
+//! - [`auth`]: bearer tokens with roles, checked in constant time;
+//! - [`shutdown`]: one shutdown signal every task listens to, and the wait
+//!   for SIGTERM / Ctrl-C;
+//! - [`backoff`]: exponential reconnect delays with optional seeded jitter.
+//!
+//! It knows tonic's request metadata and `Status`, but nothing of the
+//! generated peergrid code, and it never decides outcomes (that is the core).
+
+pub mod auth;
+pub mod backoff;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
+
+pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, Role, Tokens};
+pub use backoff::Backoff;
+pub use error::RuntimeError;
+pub use logging::init_tracing;
+pub use metrics::{serve_metrics, Metrics};
+pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};

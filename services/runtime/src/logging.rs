@@ -1,0 +1,31 @@
+//! `tracing` initialisation for every binary: one call at the top of `main`.
+//!
+//! The filter comes from `RUST_LOG` (e.g. `info,peergrid_market_node=debug`)
+//! and defaults to `info`; an unparsable directive is skipped rather than
+//! silencing the logs. `json = true` writes one JSON object per event (for
+//! log collectors); otherwise human-readable lines.
+
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. Returns `false` (and changes nothing) if
+/// one is already installed, e.g. when tests or an embedding program call it
+/// twice.
+pub fn init_tracing(json: bool) -> bool {
+    let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let installed = if json { builder.json().try_init() } else { builder.try_init() };
+    installed.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_initialisation_is_a_no_op() {
+        let first = init_tracing(false);
+        assert!(!init_tracing(true), "a subscriber is installed now (first call: {first})");
+        tracing::info!(slot = 1, "logging works after init");
+    }
+}
