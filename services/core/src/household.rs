@@ -27,6 +27,29 @@ impl Default for Conditions {
     }
 }
 
+/// A scenario's temporary change to an inclusive id range of prosumers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adjustment {
+    pub first_id: ProsumerId,
+    pub last_id: ProsumerId,
+    pub conditions: Conditions,
+    /// Offline prosumers place no order and settle with the grid.
+    pub offline: bool,
+}
+
+/// The conditions of prosumer `id` under `adjustments` (later ones compose
+/// multiplicatively) and whether it is offline.
+pub fn conditions_for(id: ProsumerId, adjustments: &[Adjustment]) -> (Conditions, bool) {
+    let mut c = Conditions::default();
+    let mut offline = false;
+    for a in adjustments.iter().filter(|a| (a.first_id..=a.last_id).contains(&id)) {
+        c.load_scale *= a.conditions.load_scale;
+        c.pv_scale *= a.conditions.pv_scale;
+        offline |= a.offline;
+    }
+    (c, offline)
+}
+
 /// What a household did in a slot: its physics (decided before clearing,
 /// because the battery set-point does not depend on the market outcome) and
 /// the order it places. This is what an agent-node sends for each prosumer.

@@ -9,12 +9,14 @@
 //! by construction.
 //!
 //! One concept per file: [`enums`] (side, time-of-use band), [`tariff`],
-//! [`order`], [`kpis`], [`reward`].
+//! [`order`], [`kpis`], [`reward`], [`slot`] (SlotOpen, HouseholdReport,
+//! ProsumerSettlement).
 
 pub mod enums;
 pub mod kpis;
 pub mod order;
 pub mod reward;
+pub mod slot;
 pub mod tariff;
 
 pub use enums::{side_from_wire, tou_band_from_wire};

@@ -1,0 +1,328 @@
+//! The per-slot messages: `SlotOpen` ⇄ the domain `SlotContext` and
+//! adjustments, `HouseholdReport` ⇄ the domain report, `ProsumerSettlement`
+//! ⇄ a fill and a `Settlement`.
+//!
+//! Reports come from agent-nodes, so they are validated hard: every number
+//! finite and within physical bounds, and the order consistent with the
+//! household's position (a deficit can only buy, a surplus only sell, never
+//! more than the position). `SlotOpen` and settlements come from the market
+//! and are validated too, so a broken market cannot corrupt an agent.
+
+use peergrid_core::battery::BatteryStep;
+use peergrid_core::household::{Adjustment, Conditions, HouseholdReport};
+use peergrid_core::market::{Fill, PriceBounds, Side};
+use peergrid_core::observation::SlotContext;
+use peergrid_core::safety::OrderIntent;
+use peergrid_core::settlement::Settlement;
+use peergrid_core::units::{Money, PricePerKwh, ProsumerId, Wh};
+
+use super::{field, finite_in, index, order_from_wire, required, slot_tariff_from_wire};
+use crate::error::WireError;
+use crate::pb::common::v1 as common;
+use crate::pb::market::v1 as pb;
+
+/// The largest energy one household can move in one slot, kWh (matches
+/// [`super::MAX_ORDER_WH`]).
+pub const MAX_SLOT_KWH: f64 = 1000.0;
+/// The largest money amount one household can owe in one slot, currency.
+pub const MAX_SLOT_MONEY: f64 = 1.0e6;
+/// The largest load/PV multiplier an adjustment may apply.
+pub const MAX_SCALE: f64 = 100.0;
+
+/// A slot as the market opens it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenSlot {
+    pub slot: u64,
+    pub ctx: SlotContext,
+    pub deadline_unix_ms: i64,
+    pub adjustments: Vec<Adjustment>,
+}
+
+pub fn slot_open_to_wire(open: &OpenSlot) -> pb::SlotOpen {
+    let ctx = &open.ctx;
+    pb::SlotOpen {
+        slot: open.slot,
+        data_slot: ctx.data_slot as u64,
+        hour: ctx.hour as u32,
+        day_fraction: ctx.day_fraction,
+        weekend: ctx.weekend,
+        slot_hours: ctx.hours,
+        tariff: Some(common::SlotTariff::from(&ctx.tariff)),
+        next_tariff: Some(common::SlotTariff::from(&ctx.next_tariff)),
+        last_clearing_price_micros: PricePerKwh::from_per_kwh(ctx.last_clearing_price_per_kwh, "last_clearing_price")
+            .map_or(ctx.tariff.midpoint().0, |p| p.0),
+        deadline_unix_ms: open.deadline_unix_ms,
+        adjustments: open
+            .adjustments
+            .iter()
+            .map(|a| pb::Adjustment {
+                first_prosumer_id: a.first_id,
+                last_prosumer_id: a.last_id,
+                load_scale: a.conditions.load_scale,
+                pv_scale: a.conditions.pv_scale,
+                offline: a.offline,
+            })
+            .collect(),
+    }
+}
+
+pub fn slot_open_from_wire(w: &pb::SlotOpen) -> Result<OpenSlot, WireError> {
+    let tariff = slot_tariff_from_wire(required(w.tariff.as_ref(), "tariff")?, "tariff")?;
+    let next_tariff = slot_tariff_from_wire(required(w.next_tariff.as_ref(), "next_tariff")?, "next_tariff")?;
+    if w.hour > 23 {
+        return Err(WireError::invalid("hour", format!("must lie in [0, 23], got {}", w.hour)));
+    }
+    let day_fraction = finite_in(w.day_fraction, 0.0, 1.0, "day_fraction")?;
+    let hours = finite_in(w.slot_hours, 1.0 / 60.0, 24.0, "slot_hours")?;
+    let data_slot = usize::try_from(w.data_slot).map_err(|_| WireError::invalid("data_slot", "does not fit this platform"))?;
+    let mut adjustments = Vec::with_capacity(w.adjustments.len());
+    for (i, a) in w.adjustments.iter().enumerate() {
+        let path = index("adjustments", i);
+        if a.first_prosumer_id > a.last_prosumer_id {
+            return Err(WireError::invalid(field(&path, "last_prosumer_id"), "must be ≥ first_prosumer_id"));
+        }
+        adjustments.push(Adjustment {
+            first_id: a.first_prosumer_id,
+            last_id: a.last_prosumer_id,
+            conditions: Conditions {
+                load_scale: finite_in(a.load_scale, 0.0, MAX_SCALE, &field(&path, "load_scale"))?,
+                pv_scale: finite_in(a.pv_scale, 0.0, MAX_SCALE, &field(&path, "pv_scale"))?,
+            },
+            offline: a.offline,
+        });
+    }
+    Ok(OpenSlot {
+        slot: w.slot,
+        ctx: SlotContext {
+            data_slot,
+            hour: w.hour as u8,
+            day_fraction,
+            weekend: w.weekend,
+            hours,
+            tariff,
+            next_tariff,
+            last_clearing_price_per_kwh: PricePerKwh(w.last_clearing_price_micros).per_kwh(),
+        },
+        deadline_unix_ms: w.deadline_unix_ms,
+        adjustments,
+    })
+}
+
+pub fn report_to_wire(r: &HouseholdReport) -> pb::HouseholdReport {
+    pb::HouseholdReport {
+        prosumer_id: r.prosumer_id,
+        load_kwh: r.load_kwh,
+        pv_kwh: r.pv_kwh,
+        net_kwh: r.net_kwh,
+        battery_charged_kwh: r.battery.charged_kwh,
+        battery_discharged_kwh: r.battery.discharged_kwh,
+        battery_losses_kwh: r.battery.losses_kwh,
+        degradation_cost: r.degradation_cost,
+        ev_shortfall_kwh: r.ev_shortfall_kwh,
+        stored_kwh: r.stored_kwh,
+        order: r.order.map(|o| common::Order {
+            side: common::Side::from(o.side).into(),
+            quantity_wh: o.quantity.0,
+            limit_price_micros: o.limit_price.0,
+        }),
+    }
+}
+
+/// Validates report `i` of a batch for a slot whose tariff has `bounds`.
+/// Whether the prosumer belongs to the sender is the caller's check.
+pub fn report_from_wire(w: &pb::HouseholdReport, bounds: PriceBounds, path: &str) -> Result<HouseholdReport, WireError> {
+    let non_negative = |v: f64, name: &str| finite_in(v, 0.0, MAX_SLOT_KWH, &field(path, name));
+    let load_kwh = non_negative(w.load_kwh, "load_kwh")?;
+    let pv_kwh = non_negative(w.pv_kwh, "pv_kwh")?;
+    let net_kwh = finite_in(w.net_kwh, -MAX_SLOT_KWH, MAX_SLOT_KWH, &field(path, "net_kwh"))?;
+    let battery = BatteryStep {
+        charged_kwh: non_negative(w.battery_charged_kwh, "battery_charged_kwh")?,
+        discharged_kwh: non_negative(w.battery_discharged_kwh, "battery_discharged_kwh")?,
+        losses_kwh: non_negative(w.battery_losses_kwh, "battery_losses_kwh")?,
+        stored_delta_kwh: 0.0,
+    };
+    // The position must be what the reported physics says it is.
+    let implied = load_kwh - pv_kwh + battery.charged_kwh - battery.discharged_kwh;
+    if (implied - net_kwh).abs() > 1e-6 * (1.0 + implied.abs()) {
+        return Err(WireError::invalid(
+            field(path, "net_kwh"),
+            format!("must equal load − pv + charged − discharged = {implied}, got {net_kwh}"),
+        ));
+    }
+    let degradation_cost = finite_in(w.degradation_cost, 0.0, MAX_SLOT_MONEY, &field(path, "degradation_cost"))?;
+    let ev_shortfall_kwh = non_negative(w.ev_shortfall_kwh, "ev_shortfall_kwh")?;
+    let stored_kwh = finite_in(w.stored_kwh, 0.0, 1.0e6, &field(path, "stored_kwh"))?;
+    let order = match &w.order {
+        None => None,
+        Some(o) => {
+            let opath = field(path, "order");
+            let order = order_from_wire(o, w.prosumer_id as u64, bounds, &opath)?;
+            let wanted = match order.side {
+                Side::Buy if net_kwh <= 0.0 => Some("a household with no deficit cannot buy"),
+                Side::Sell if net_kwh >= 0.0 => Some("a household with no surplus cannot sell"),
+                _ => None,
+            };
+            if let Some(reason) = wanted {
+                return Err(WireError::invalid(field(&opath, "side"), format!("{reason} (net_kwh {net_kwh})")));
+            }
+            if order.quantity.0 > Wh::floor_from_kwh(net_kwh.abs()).0 {
+                return Err(WireError::invalid(
+                    field(&opath, "quantity_wh"),
+                    format!(
+                        "must be ≤ the household's position {} Wh, got {}",
+                        Wh::floor_from_kwh(net_kwh.abs()).0,
+                        order.quantity.0
+                    ),
+                ));
+            }
+            Some(OrderIntent { side: order.side, quantity: order.quantity, limit_price: order.limit_price })
+        }
+    };
+    Ok(HouseholdReport {
+        prosumer_id: w.prosumer_id,
+        load_kwh,
+        pv_kwh,
+        net_kwh,
+        battery,
+        degradation_cost,
+        ev_shortfall_kwh,
+        stored_kwh,
+        order,
+    })
+}
+
+pub fn settlement_to_wire(id: ProsumerId, fill: Fill, s: &Settlement) -> pb::ProsumerSettlement {
+    pb::ProsumerSettlement {
+        prosumer_id: id,
+        filled_wh: fill.quantity.0,
+        fill_value_nanos: i64::try_from(fill.value.0).unwrap_or(i64::MAX),
+        grid_import_kwh: s.grid_import_kwh,
+        grid_export_kwh: s.grid_export_kwh,
+        p2p_received_kwh: s.p2p_received_kwh,
+        import_cost: s.import_cost,
+        export_revenue: s.export_revenue,
+        overload_penalty: s.overload_penalty,
+    }
+}
+
+/// Rebuilds a household's settlement; `side` is the side of the order it placed.
+pub fn settlement_from_wire(w: &pb::ProsumerSettlement, side: Option<Side>, path: &str) -> Result<(Fill, Settlement), WireError> {
+    let kwh = |v: f64, name: &str| finite_in(v, 0.0, MAX_SLOT_KWH, &field(path, name));
+    let money = |v: f64, name: &str| finite_in(v, 0.0, MAX_SLOT_MONEY, &field(path, name));
+    if !(0..=super::MAX_ORDER_WH).contains(&w.filled_wh) || w.fill_value_nanos < 0 {
+        return Err(WireError::invalid(field(path, "filled_wh"), "fill quantity and value must be ≥ 0 and within bounds"));
+    }
+    if w.filled_wh > 0 && side.is_none() {
+        return Err(WireError::invalid(field(path, "filled_wh"), "a household without an order cannot be filled"));
+    }
+    let fill = Fill { quantity: Wh(w.filled_wh), value: Money(w.fill_value_nanos as i128) };
+    let traded = fill.quantity.kwh();
+    let mut s = Settlement {
+        grid_import_kwh: kwh(w.grid_import_kwh, "grid_import_kwh")?,
+        grid_export_kwh: kwh(w.grid_export_kwh, "grid_export_kwh")?,
+        p2p_received_kwh: kwh(w.p2p_received_kwh, "p2p_received_kwh")?,
+        import_cost: money(w.import_cost, "import_cost")?,
+        export_revenue: money(w.export_revenue, "export_revenue")?,
+        overload_penalty: money(w.overload_penalty, "overload_penalty")?,
+        ..Settlement::default()
+    };
+    match side {
+        Some(Side::Buy) if traded > 0.0 => {
+            s.p2p_bought_kwh = traded;
+            s.p2p_paid = fill.value.amount();
+        }
+        Some(Side::Sell) if traded > 0.0 => {
+            s.p2p_sold_kwh = traded;
+            s.p2p_revenue = fill.value.amount();
+        }
+        _ => {}
+    }
+    Ok((fill, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peergrid_core::settlement::settle_household;
+    use peergrid_core::tariff::{GridConfig, TariffConfig};
+    use tonic::Code;
+
+    fn ctx() -> SlotContext {
+        let t = TariffConfig::default();
+        SlotContext {
+            data_slot: 42,
+            hour: 18,
+            day_fraction: 0.75,
+            weekend: true,
+            hours: 1.0,
+            tariff: t.slot(18, Some(0.3)),
+            next_tariff: t.slot(19, None),
+            last_clearing_price_per_kwh: 0.25,
+        }
+    }
+
+    fn report() -> HouseholdReport {
+        HouseholdReport {
+            prosumer_id: 7,
+            load_kwh: 2.0,
+            pv_kwh: 0.5,
+            net_kwh: 2.5,
+            battery: BatteryStep { charged_kwh: 1.0, discharged_kwh: 0.0, losses_kwh: 0.05, stored_delta_kwh: 0.0 },
+            degradation_cost: 0.01,
+            ev_shortfall_kwh: 0.0,
+            stored_kwh: 5.0,
+            order: Some(OrderIntent { side: Side::Buy, quantity: Wh(2000), limit_price: PricePerKwh(300_000) }),
+        }
+    }
+
+    #[test]
+    fn slot_open_round_trips() {
+        let adj =
+            Adjustment { first_id: 3, last_id: 9, conditions: Conditions { load_scale: 1.5, pv_scale: 0.2 }, offline: false };
+        let open = OpenSlot { slot: 5, ctx: ctx(), deadline_unix_ms: 123, adjustments: vec![adj] };
+        assert_eq!(slot_open_from_wire(&slot_open_to_wire(&open)).unwrap(), open);
+    }
+
+    #[test]
+    fn report_round_trips() {
+        let r = report();
+        assert_eq!(report_from_wire(&report_to_wire(&r), ctx().tariff.bounds(), "reports[0]").unwrap(), r);
+    }
+
+    #[test]
+    fn bad_reports_name_the_field() {
+        let bounds = ctx().tariff.bounds();
+        let cases: Vec<(Box<dyn Fn(&mut pb::HouseholdReport)>, &str)> = vec![
+            (Box::new(|w| w.load_kwh = f64::NAN), "reports[2].load_kwh"),
+            (Box::new(|w| w.pv_kwh = -1.0), "reports[2].pv_kwh"),
+            (Box::new(|w| w.net_kwh = 9.0), "reports[2].net_kwh"),
+            (Box::new(|w| w.degradation_cost = f64::INFINITY), "reports[2].degradation_cost"),
+            (Box::new(|w| w.order.as_mut().unwrap().quantity_wh = 0), "reports[2].order.quantity_wh"),
+            (Box::new(|w| w.order.as_mut().unwrap().quantity_wh = 2600), "reports[2].order.quantity_wh"),
+            (Box::new(|w| w.order.as_mut().unwrap().limit_price_micros = 900_000), "reports[2].order.limit_price_micros"),
+            (Box::new(|w| w.order.as_mut().unwrap().side = common::Side::Sell.into()), "reports[2].order.side"),
+            (Box::new(|w| w.order.as_mut().unwrap().side = 0), "reports[2].order.side"),
+        ];
+        for (mutate, field) in cases {
+            let mut w = report_to_wire(&report());
+            mutate(&mut w);
+            let status = tonic::Status::from(report_from_wire(&w, bounds, "reports[2]").unwrap_err());
+            assert_eq!(status.code(), Code::InvalidArgument);
+            assert!(status.message().contains(field), "{field}: {}", status.message());
+        }
+    }
+
+    #[test]
+    fn settlement_round_trips() {
+        let t = ctx().tariff;
+        let fill = Fill { quantity: Wh(1500), value: Money::of(Wh(1500), PricePerKwh(250_000)) };
+        let s = settle_household(2.5, Some(Side::Buy), fill, &t, &GridConfig::default());
+        let (f2, s2) = settlement_from_wire(&settlement_to_wire(7, fill, &s), Some(Side::Buy), "settlements[0]").unwrap();
+        assert_eq!(f2, fill);
+        assert_eq!(s2, s);
+        let mut w = settlement_to_wire(7, fill, &s);
+        w.grid_import_kwh = f64::NAN;
+        assert!(settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string().contains("s.grid_import_kwh"));
+        assert!(settlement_from_wire(&settlement_to_wire(7, fill, &s), None, "s").is_err());
+    }
+}
