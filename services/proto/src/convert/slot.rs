@@ -292,7 +292,8 @@ mod tests {
     #[test]
     fn bad_reports_name_the_field() {
         let bounds = ctx().tariff.bounds();
-        let cases: Vec<(Box<dyn Fn(&mut pb::HouseholdReport)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut pb::HouseholdReport)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|w| w.load_kwh = f64::NAN), "reports[2].load_kwh"),
             (Box::new(|w| w.pv_kwh = -1.0), "reports[2].pv_kwh"),
             (Box::new(|w| w.net_kwh = 9.0), "reports[2].net_kwh"),
