@@ -1,11 +1,12 @@
 //! `peergrid`: the umbrella command.
 //!
 //! Today it runs the embedded reference simulation with the baselines
-//! (`peergrid run`, the default) and clears order books from CSV
-//! (`peergrid market clear`). Each subcommand lives in its own module; this
+//! (`peergrid run`, the default), clears order books from CSV
+//! (`peergrid market clear`) and operates a running market (`peergrid ctl`). Each subcommand lives in its own module; this
 //! file only parses arguments and maps errors to exit codes: 2 for bad input
 //! (a file, a flag), 1 for anything else.
 
+mod ctl;
 mod market;
 mod run;
 mod table;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the reference simulation on held-out weeks with the baseline policies and print the KPIs (default).
     Run(run::RunArgs),
+    /// Operate a running market-node (status, pause, step, inject scenarios, watch).
+    Ctl(ctl::CtlArgs),
     /// Market tools.
     Market {
         #[command(subcommand)]
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Run(run::RunArgs::default())) {
         Command::Run(args) => run::run(args),
         Command::Market { command } => market::run(command),
+        Command::Ctl(args) => ctl::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

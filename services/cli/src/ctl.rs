@@ -1,0 +1,311 @@
+//! `peergrid ctl`: operate a running market over gRPC.
+//!
+//! `status`, `pause`, `resume`, `step N`, `mode`, `load FILE`, `inject …`,
+//! and `watch` (live slot summaries). The operator token comes from
+//! `PEERGRID_OPERATOR_TOKEN` (or `PEERGRID_OPERATOR_TOKEN_FILE`); with none
+//! set, requests go without credentials (for markets started with
+//! `--insecure-no-auth`). The only file of the CLI that names generated types.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use peergrid_core::kpi::Kpis;
+use peergrid_proto::pb::control::v1 as ctl;
+use peergrid_proto::pb::market::v1 as market;
+
+use crate::table::kpi_table;
+use crate::InputError;
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Market-node gRPC address.
+    #[arg(long, env = "PEERGRID_MARKET", default_value = "http://127.0.0.1:50051")]
+    pub market: String,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Slot, membership, balance errors and KPIs so far.
+    Status,
+    /// Start clearing (if the market waits for an operator).
+    Start,
+    /// Stop clearing after the current slot.
+    Pause,
+    /// Continue clearing.
+    Resume,
+    /// Clear exactly N slots, then pause.
+    Step { count: u32 },
+    /// Switch between fast and real-time mode.
+    Mode {
+        #[arg(value_enum)]
+        mode: ModeArg,
+        /// Real-time: one slot every this many ms.
+        #[arg(long, default_value_t = 1000)]
+        slot_period_ms: u64,
+        /// Fast: how long to wait for late nodes, ms.
+        #[arg(long, default_value_t = 200)]
+        deadline_ms: u64,
+    },
+    /// Load a scenario file (JSON list of timed events).
+    Load { file: PathBuf },
+    /// Apply one event now.
+    Inject {
+        #[command(subcommand)]
+        event: InjectEvent,
+    },
+    /// Stream slot summaries as they clear (Ctrl-C to stop).
+    Watch {
+        /// Stop after this many events (0 = forever).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    Fast,
+    RealTime,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InjectEvent {
+    /// Scale PV and/or load of prosumers FIRST..=LAST for N slots.
+    Scale {
+        #[arg(long)]
+        first: u32,
+        #[arg(long)]
+        last: u32,
+        #[arg(long, default_value_t = 1.0)]
+        pv: f64,
+        #[arg(long, default_value_t = 1.0)]
+        load: f64,
+        #[arg(long)]
+        slots: u32,
+    },
+    /// Override the retail and feed-in price for N slots.
+    Tariff {
+        #[arg(long)]
+        retail: f64,
+        #[arg(long)]
+        feed_in: f64,
+        #[arg(long)]
+        slots: u32,
+    },
+    /// Change the feeder limits (0 = unlimited).
+    Feeder {
+        #[arg(long, default_value_t = 0.0)]
+        import_kw: f64,
+        #[arg(long, default_value_t = 0.0)]
+        export_kw: f64,
+    },
+    /// Take prosumers FIRST..=LAST offline for N slots.
+    Offline {
+        #[arg(long)]
+        first: u32,
+        #[arg(long)]
+        last: u32,
+        #[arg(long)]
+        slots: u32,
+    },
+}
+
+type AuthFn = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
+type Control = ctl::control_service_client::ControlServiceClient<InterceptedService<Channel, AuthFn>>;
+type MarketClient = market::market_service_client::MarketServiceClient<InterceptedService<Channel, AuthFn>>;
+
+fn operator_token() -> Result<Option<MetadataValue<Ascii>>> {
+    let token = match (std::env::var("PEERGRID_OPERATOR_TOKEN"), std::env::var("PEERGRID_OPERATOR_TOKEN_FILE")) {
+        (Ok(t), _) => Some(t),
+        (_, Ok(path)) => {
+            Some(std::fs::read_to_string(&path).map_err(|e| InputError(format!("PEERGRID_OPERATOR_TOKEN_FILE {path}: {e}")))?)
+        }
+        _ => None,
+    };
+    token
+        .map(|t| {
+            let mut v: MetadataValue<Ascii> = format!("Bearer {}", t.trim())
+                .parse()
+                .map_err(|_| InputError("PEERGRID_OPERATOR_TOKEN is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            Ok(v)
+        })
+        .transpose()
+}
+
+fn auth() -> Result<AuthFn> {
+    let token = operator_token()?;
+    Ok(Box::new(move |mut req: Request<()>| {
+        if let Some(v) = &token {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }))
+}
+
+async fn channel(addr: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(addr.to_string())
+        .map_err(|e| InputError(format!("--market {addr}: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    endpoint.connect().await.with_context(|| format!("connecting to the market at {addr}"))
+}
+
+pub fn run(args: CtlArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: CtlArgs) -> Result<()> {
+    let ch = channel(&args.market).await?;
+    let mut control: Control = ctl::control_service_client::ControlServiceClient::with_interceptor(ch.clone(), auth()?);
+    let reply = match args.command {
+        CtlCommand::Status => return status(&mut control, args.json).await,
+        CtlCommand::Watch { count } => {
+            let client: MarketClient = market::market_service_client::MarketServiceClient::with_interceptor(ch, auth()?);
+            return watch(client, count, args.json).await;
+        }
+        CtlCommand::Start => control.start(ctl::Empty {}).await,
+        CtlCommand::Pause => control.pause(ctl::Empty {}).await,
+        CtlCommand::Resume => control.resume(ctl::Empty {}).await,
+        CtlCommand::Step { count } => control.step(ctl::StepRequest { count }).await,
+        CtlCommand::Mode { mode, slot_period_ms, deadline_ms } => {
+            let mode = match mode {
+                ModeArg::Fast => ctl::Mode::Fast,
+                ModeArg::RealTime => ctl::Mode::RealTime,
+            };
+            control.set_mode(ctl::SetModeRequest { mode: mode.into(), slot_period_ms, deadline_ms }).await
+        }
+        CtlCommand::Load { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| InputError(format!("{}: {e}", file.display())))?;
+            control.load_scenario(ctl::LoadScenarioRequest { scenario_json: text }).await
+        }
+        CtlCommand::Inject { event } => control.inject(ctl::InjectRequest { event: Some(inject_event(event)) }).await,
+    };
+    let reply = reply.map_err(status_error)?.into_inner();
+    if args.json {
+        println!("{}", serde_json::json!({"message": reply.message, "slot": reply.slot}));
+    } else {
+        println!("{} (slot {})", reply.message, reply.slot);
+    }
+    Ok(())
+}
+
+fn inject_event(event: InjectEvent) -> ctl::inject_request::Event {
+    use ctl::inject_request::Event;
+    match event {
+        InjectEvent::Scale { first, last, pv, load, slots } => Event::Scale(ctl::ScaleGroup {
+            first_prosumer_id: first,
+            last_prosumer_id: last,
+            pv_scale: pv,
+            load_scale: load,
+            slots,
+        }),
+        InjectEvent::Tariff { retail, feed_in, slots } => {
+            Event::Tariff(ctl::TariffOverride { retail_per_kwh: retail, feed_in_per_kwh: feed_in, slots })
+        }
+        InjectEvent::Feeder { import_kw, export_kw } => {
+            Event::Feeder(ctl::FeederLimit { import_limit_kw: import_kw, export_limit_kw: export_kw })
+        }
+        InjectEvent::Offline { first, last, slots } => {
+            Event::Offline(ctl::TakeOffline { first_prosumer_id: first, last_prosumer_id: last, slots })
+        }
+    }
+}
+
+/// A gRPC error as the user should read it; argument errors exit with 2.
+fn status_error(s: Status) -> anyhow::Error {
+    let text = format!("market answered {:?}: {}", s.code(), s.message());
+    match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange => InputError(text).into(),
+        _ => anyhow::anyhow!(text),
+    }
+}
+
+async fn status(control: &mut Control, json: bool) -> Result<()> {
+    let s = control.get_status(ctl::Empty {}).await.map_err(status_error)?.into_inner();
+    let kpis: Kpis = s.kpis.as_ref().map(Kpis::from).unwrap_or_default();
+    if json {
+        let v = serde_json::json!({
+            "slot": s.slot,
+            "prosumers": s.prosumers,
+            "nodes": s.nodes,
+            "mode": s.mode,
+            "paused": s.paused,
+            "slot_period_ms": s.slot_period_ms,
+            "energy_balance_error_kwh": s.energy_balance_error_kwh,
+            "money_balance_error": s.money_balance_error,
+            "missing_reports": s.missing_reports,
+            "kpis": kpis,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "slot {} | {} prosumers on {} nodes | mode {}{} | missing reports {} | balance errors: energy {:.3e} kWh, money {:.3e}",
+            s.slot,
+            s.prosumers,
+            s.nodes,
+            s.mode,
+            if s.paused { " (paused)" } else { "" },
+            s.missing_reports,
+            s.energy_balance_error_kwh,
+            s.money_balance_error
+        );
+        print!("\n{}", kpi_table(&[("market so far".to_string(), kpis)]));
+    }
+    Ok(())
+}
+
+async fn watch(mut client: MarketClient, count: u64, json: bool) -> Result<()> {
+    let mut stream = client.watch(market::WatchRequest {}).await.map_err(status_error)?.into_inner();
+    let mut seen = 0u64;
+    while let Some(event) = stream.message().await.map_err(status_error)? {
+        match event.event {
+            Some(market::market_event::Event::Slot(s)) => {
+                let price = s.clearing_price_micros.map(|p| p as f64 / 1e6);
+                if json {
+                    let v = serde_json::json!({
+                        "slot": s.slot, "data_slot": s.data_slot, "clearing_price": price, "matched_kwh": s.matched_kwh,
+                        "grid_import_kwh": s.grid_import_kwh, "grid_export_kwh": s.grid_export_kwh, "load_kwh": s.load_kwh,
+                        "pv_kwh": s.pv_kwh, "reported": s.reported, "missing": s.missing, "clearing_latency_ms": s.clearing_latency_ms,
+                    });
+                    println!("{v}");
+                } else {
+                    println!(
+                        "slot {:>6} | price {:>8} | P2P {:>9.2} kWh | import {:>9.2} | export {:>9.2} | reported {} missing {}",
+                        s.slot,
+                        price.map_or("-".into(), |p| format!("{p:.4}")),
+                        s.matched_kwh,
+                        s.grid_import_kwh,
+                        s.grid_export_kwh,
+                        s.reported,
+                        s.missing
+                    );
+                }
+            }
+            Some(market::market_event::Event::Notice(n)) => {
+                if json {
+                    println!("{}", serde_json::json!({ "notice": n }));
+                } else {
+                    println!("notice: {n}");
+                }
+            }
+            None => {}
+        }
+        seen += 1;
+        if count > 0 && seen >= count {
+            break;
+        }
+    }
+    Ok(())
+}
