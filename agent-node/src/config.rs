@@ -21,8 +21,8 @@ use crate::error::AgentError;
 
 /// Most prosumers one node may host (the market's bound on `prosumer_count`).
 pub const MAX_PROSUMERS: u32 = 100_000;
-/// Most actor threads (arbiters) one node may run.
-pub const MAX_ARBITERS: usize = 64;
+/// Most actor threads one node may run.
+pub const MAX_ACTOR_THREADS: usize = 64;
 /// Environment variables holding the agent token or a file with it.
 pub const TOKEN_ENV: &str = "PEERGRID_AGENT_TOKEN";
 pub const TOKEN_FILE_ENV: &str = "PEERGRID_AGENT_TOKEN_FILE";
@@ -142,8 +142,8 @@ pub struct AgentConfig {
     /// Where to serve `GET /metrics`; unset = no metrics server.
     pub metrics_listen: Option<SocketAddr>,
     pub json_logs: bool,
-    /// Actor threads (actix arbiters) the prosumers are spread over.
-    pub arbiters: usize,
+    /// Threads the prosumer actors are spread over (contiguous id blocks).
+    pub actor_threads: usize,
     /// Session id of an earlier run to resume (same id range).
     pub resume_session_id: Option<String>,
     pub reconnect: ReconnectConfig,
@@ -168,7 +168,7 @@ impl Default for AgentConfig {
             insecure_no_auth: false,
             metrics_listen: None,
             json_logs: false,
-            arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()).min(8),
+            actor_threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(8),
             resume_session_id: None,
             reconnect: ReconnectConfig::default(),
             gzip: true,
@@ -196,8 +196,8 @@ impl AgentConfig {
             return Err(bad("prosumers", format!("must lie in 1..={MAX_PROSUMERS}, got {}", self.prosumers)));
         }
         self.community.validate().map_err(|e| bad("community", e.to_string()))?;
-        if !(1..=MAX_ARBITERS).contains(&self.arbiters) {
-            return Err(bad("arbiters", format!("must lie in 1..={MAX_ARBITERS}, got {}", self.arbiters)));
+        if !(1..=MAX_ACTOR_THREADS).contains(&self.actor_threads) {
+            return Err(bad("actor_threads", format!("must lie in 1..={MAX_ACTOR_THREADS}, got {}", self.actor_threads)));
         }
         match (&self.token, self.insecure_no_auth) {
             (Some(_), true) => return Err(bad("token", "set a token or --insecure-no-auth, not both".into())),
@@ -285,9 +285,9 @@ pub struct AgentArgs {
     /// One JSON object per log event.
     #[arg(long)]
     pub json_logs: bool,
-    /// Actor threads (actix arbiters).
-    #[arg(long)]
-    pub arbiters: Option<usize>,
+    /// Threads the prosumer actors run on (default: the number of cores, at most 8).
+    #[arg(long, env = "PEERGRID_AGENT_ACTOR_THREADS")]
+    pub actor_threads: Option<usize>,
     /// Resume an earlier session (gets the same prosumer id range back).
     #[arg(long)]
     pub resume_session: Option<String>,
@@ -351,8 +351,8 @@ impl AgentArgs {
             cfg.metrics_listen = self.metrics_listen;
         }
         cfg.json_logs |= self.json_logs;
-        if let Some(v) = self.arbiters {
-            cfg.arbiters = v;
+        if let Some(v) = self.actor_threads {
+            cfg.actor_threads = v;
         }
         if self.resume_session.is_some() {
             cfg.resume_session_id = self.resume_session;
@@ -449,7 +449,7 @@ mod tests {
             (&["--insecure-no-auth", "--market", "https://x:1"], "market"),
             (&["--insecure-no-auth", "--market", "127.0.0.1:50051"], "market"),
             (&["--insecure-no-auth", "--name", ""], "name"),
-            (&["--insecure-no-auth", "--arbiters", "0"], "arbiters"),
+            (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),
             (&["--insecure-no-auth", "--policy", ""], "policy"),
             (&["--insecure-no-auth", "--resume-session", ""], "resume_session_id"),
             (&[], "token"),

@@ -319,7 +319,7 @@ mod tests {
         w.settlements[0].prosumer_id = 42;
         let e = ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap_err().to_string();
         assert!(e.contains("settlements[0].prosumer_id") && e.contains("42"), "{e}");
-        w.settlements[0] = w.settlements[1].clone();
+        w.settlements[0] = w.settlements[1];
         assert!(ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap_err().to_string().contains("twice"));
         w.settlements[0].grid_import_kwh = f64::NAN;
         let e = ClearedMessage(w).decode(&reports, &(0..8)).unwrap_err().to_string();

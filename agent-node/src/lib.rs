@@ -6,7 +6,7 @@
 //! - [`config`]: the typed configuration (file + env + flags, validated);
 //! - [`session`]: register, join, the slot loop, reconnects ([`session::Node`]);
 //! - [`grpc`]: the market client, the only file naming generated types;
-//! - [`actors`]: one actix actor per prosumer, on its own system thread;
+//! - [`actors`]: one actor per prosumer, run by a small pool of dedicated threads;
 //! - [`policy`]: the policy each actor runs (baselines or a shared MLP);
 //! - [`metrics`]: Prometheus counters, gauges and histograms.
 //!
@@ -32,7 +32,7 @@ use peergrid_core::data::Dataset;
 use peergrid_runtime::{serve_metrics, Metrics, Shutdown};
 use tracing::info;
 
-pub use actors::{ActorSystem, ProsumerReturn, Prosumers};
+pub use actors::{ActorPool, ProsumerActor, ProsumerReturn};
 pub use config::{AgentArgs, AgentConfig, Command, DatasetChoice, PolicyChoice, Secret};
 pub use error::AgentError;
 pub use grpc::MarketStatus;
@@ -71,7 +71,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<Agen
         }
         None => None,
     };
-    let node = session::Node::new(config, Arc::new(ds), policy, metrics)?;
+    let node = session::Node::new(config, Arc::new(ds), policy, metrics);
     let report = node.run(shutdown).await;
     if let Some(task) = metrics_task {
         // Ended by the market rather than by shutdown: stop serving too.
@@ -83,4 +83,50 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<Agen
 /// Asks the market for its status with the agent token (the `health` command).
 pub async fn health(config: &AgentConfig) -> Result<MarketStatus, AgentError> {
     grpc::MarketClient::connect(config).await?.status().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peergrid_runtime::ShutdownController;
+    use std::time::Duration;
+
+    fn config() -> AgentConfig {
+        AgentConfig {
+            // Port 9 (discard) on loopback: nothing listens there.
+            market: "http://127.0.0.1:9".into(),
+            insecure_no_auth: true,
+            prosumers: 10,
+            connect_timeout_ms: 500,
+            reconnect: config::ReconnectConfig { base_ms: 10, max_ms: 20, max_attempts: Some(2) },
+            ..AgentConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_market_fails_after_the_configured_reconnects() {
+        let controller = ShutdownController::new();
+        let e = tokio::time::timeout(Duration::from_secs(30), run(config(), controller.subscribe()))
+            .await
+            .expect("gives up")
+            .unwrap_err();
+        assert!(matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Connect { .. })), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_before_any_session_returns_an_empty_report() {
+        let controller = ShutdownController::new();
+        let cfg = AgentConfig { reconnect: config::ReconnectConfig { max_attempts: None, ..config().reconnect }, ..config() };
+        let task = tokio::spawn(run(cfg, controller.subscribe()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        controller.trigger();
+        let report = tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").unwrap().unwrap();
+        assert_eq!((report.slots_played, report.returns.len(), report.session_id), (0, 0, None));
+    }
+
+    #[tokio::test]
+    async fn run_rejects_an_invalid_config_by_field() {
+        let e = run(AgentConfig { prosumers: 0, ..config() }, ShutdownController::new().subscribe()).await.unwrap_err();
+        assert!(matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Config { field, .. }) if field == "prosumers"));
+    }
 }

@@ -33,7 +33,7 @@ use peergrid_proto::convert::slot::OpenSlot;
 use peergrid_runtime::{Backoff, Shutdown};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::actors::{ActorSystem, ProsumerReturn, Prosumers};
+use crate::actors::{ActorPool, ProsumerReturn};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::grpc::{ClearedMessage, Inbound, MarketClient, Registration, SessionReceiver, SessionSender};
@@ -68,7 +68,7 @@ struct Hosted {
     session_id: String,
     registration: Registration,
     specs: Vec<ProsumerSpec>,
-    prosumers: Prosumers,
+    prosumers: ActorPool,
 }
 
 /// A slot played and sent, waiting for its clearing.
@@ -81,7 +81,6 @@ pub struct Node {
     cfg: AgentConfig,
     ds: Arc<Dataset>,
     policy: PolicySource,
-    system: ActorSystem,
     metrics: AgentMetrics,
     hosted: Option<Hosted>,
     pending: Option<Pending>,
@@ -90,19 +89,8 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(cfg: AgentConfig, ds: Arc<Dataset>, policy: PolicySource, metrics: AgentMetrics) -> Result<Node, AgentError> {
-        let system = ActorSystem::start(cfg.arbiters)?;
-        Ok(Node {
-            cfg,
-            ds,
-            policy,
-            system,
-            metrics,
-            hosted: None,
-            pending: None,
-            last_played: None,
-            report: AgentReport::default(),
-        })
+    pub fn new(cfg: AgentConfig, ds: Arc<Dataset>, policy: PolicySource, metrics: AgentMetrics) -> Node {
+        Node { cfg, ds, policy, metrics, hosted: None, pending: None, last_played: None, report: AgentReport::default() }
     }
 
     /// Serves the market until shutdown, until the market ends the stream,
@@ -206,13 +194,13 @@ impl Node {
         };
         let specs = generate_range(&self.ds, &community, reg.first_prosumer_id, reg.prosumer_count)?;
         let weights = Arc::new(reg.reward_weights.clone());
-        let prosumers = self.system.spawn_prosumers(&specs, &self.ds, &self.policy, &weights);
+        let prosumers = ActorPool::spawn(&specs, &self.ds, &self.policy, &weights, self.cfg.actor_threads)?;
         self.metrics.prosumers.set(prosumers.len() as i64);
         self.report.session_id = Some(reg.session_id.clone());
         self.report.first_prosumer_id = Some(reg.first_prosumer_id);
         info!(
             prosumers = specs.len(),
-            arbiters = self.system.arbiters(),
+            actor_threads = prosumers.threads(),
             policy = self.policy.name(),
             "started one actor per prosumer"
         );
