@@ -1,0 +1,495 @@
+//! The agent-node's configuration: one typed struct, [`AgentConfig`], built
+//! from (lowest to highest precedence) its defaults, a JSON file
+//! (`--config`), environment variables and command-line flags
+//! ([`AgentArgs`], clap), then validated once with errors that name the
+//! field. The bearer token is a [`Secret`]: it is never logged, never shown by
+//! `Debug` and serialised as `<redacted>`, so [`AgentConfig::redacted_json`]
+//! is safe for the first log line.
+//!
+//! This module reads files and the environment but starts nothing.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use peergrid_core::prosumer::CommunityConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AgentError;
+
+/// Most prosumers one node may host (the market's bound on `prosumer_count`).
+pub const MAX_PROSUMERS: u32 = 100_000;
+/// Most actor threads one node may run.
+pub const MAX_ACTOR_THREADS: usize = 64;
+/// Environment variables holding the agent token or a file with it.
+pub const TOKEN_ENV: &str = "PEERGRID_AGENT_TOKEN";
+pub const TOKEN_FILE_ENV: &str = "PEERGRID_AGENT_TOKEN_FILE";
+
+/// A secret string (the agent bearer token): redacted everywhere it could leak.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Which policy every prosumer of this node runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PolicyChoice {
+    RuleBased,
+    GridOnly,
+    /// A JSON weights file `{"spec": MlpSpec, "weights": [f32...], "normaliser": ObsNormaliser}`,
+    /// run as the deterministic Gaussian mean.
+    Weights(PathBuf),
+}
+
+impl FromStr for PolicyChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PolicyChoice, String> {
+        match s {
+            "" => Err("must be rule-based, grid-only or the path of a weights file".into()),
+            "rule-based" => Ok(PolicyChoice::RuleBased),
+            "grid-only" => Ok(PolicyChoice::GridOnly),
+            path => Ok(PolicyChoice::Weights(PathBuf::from(path))),
+        }
+    }
+}
+
+impl TryFrom<String> for PolicyChoice {
+    type Error = String;
+    fn try_from(s: String) -> Result<PolicyChoice, String> {
+        s.parse()
+    }
+}
+
+impl From<PolicyChoice> for String {
+    fn from(p: PolicyChoice) -> String {
+        match p {
+            PolicyChoice::RuleBased => "rule-based".into(),
+            PolicyChoice::GridOnly => "grid-only".into(),
+            PolicyChoice::Weights(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// The dataset the prosumers' load and PV come from; it must be the market's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetChoice {
+    /// The bundled CityLearn-derived measured year.
+    Bundled,
+    /// The seeded synthetic year (`synthetic_dataset(17, 364, 60, seed)`, as `peergrid run`).
+    Synthetic,
+}
+
+/// Reconnect delays: exponential from `base_ms` up to `max_ms`, with seeded
+/// jitter; `max_attempts` consecutive failures end the run (unset = forever).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconnectConfig {
+    pub base_ms: u64,
+    pub max_ms: u64,
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig { base_ms: 200, max_ms: 10_000, max_attempts: None }
+    }
+}
+
+/// Everything an agent-node needs to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The market-node's gRPC URL (`http://host:port`).
+    pub market: String,
+    /// Node name shown in the market's logs and status (1..=64 characters).
+    pub name: String,
+    /// Number of prosumers this node hosts (1..=100000).
+    pub prosumers: u32,
+    pub policy: PolicyChoice,
+    pub dataset: DatasetChoice,
+    /// Community generator settings (shares, sizes, seed); `n_prosumers` is
+    /// ignored: the market assigns the id range.
+    pub community: CommunityConfig,
+    /// Agent bearer token; required unless `insecure_no_auth`.
+    pub token: Option<Secret>,
+    pub insecure_no_auth: bool,
+    /// Where to serve `GET /metrics`; unset = no metrics server.
+    pub metrics_listen: Option<SocketAddr>,
+    pub json_logs: bool,
+    /// Threads the prosumer actors are spread over (contiguous id blocks).
+    pub actor_threads: usize,
+    /// Session id of an earlier run to resume (same id range).
+    pub resume_session_id: Option<String>,
+    pub reconnect: ReconnectConfig,
+    /// Compress the node's messages with gzip (the market must accept gzip).
+    pub gzip: bool,
+    /// How long a shutdown waits for the current slot's clearing, ms.
+    pub drain_timeout_ms: u64,
+    /// TCP connect timeout towards the market, ms.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            market: "http://127.0.0.1:50051".into(),
+            name: "agent-node".into(),
+            prosumers: 100,
+            policy: PolicyChoice::RuleBased,
+            dataset: DatasetChoice::Bundled,
+            community: CommunityConfig::default(),
+            token: None,
+            insecure_no_auth: false,
+            metrics_listen: None,
+            json_logs: false,
+            actor_threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(8),
+            resume_session_id: None,
+            reconnect: ReconnectConfig::default(),
+            gzip: true,
+            drain_timeout_ms: 10_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        let bad = AgentError::config;
+        let Some(rest) = self.market.strip_prefix("http://") else {
+            return Err(bad("market", format!("must be an http:// URL (no TLS in this build), got '{}'", self.market)));
+        };
+        if rest.is_empty() || rest.starts_with('/') || self.market.parse::<tonic::transport::Uri>().is_err() {
+            return Err(bad("market", format!("is not a valid URL: '{}'", self.market)));
+        }
+        let name_len = self.name.chars().count();
+        if !(1..=64).contains(&name_len) || self.name.chars().any(char::is_control) {
+            return Err(bad("name", format!("must be 1..=64 printable characters, got {name_len}")));
+        }
+        if !(1..=MAX_PROSUMERS).contains(&self.prosumers) {
+            return Err(bad("prosumers", format!("must lie in 1..={MAX_PROSUMERS}, got {}", self.prosumers)));
+        }
+        self.community.validate().map_err(|e| bad("community", e.to_string()))?;
+        if !(1..=MAX_ACTOR_THREADS).contains(&self.actor_threads) {
+            return Err(bad("actor_threads", format!("must lie in 1..={MAX_ACTOR_THREADS}, got {}", self.actor_threads)));
+        }
+        match (&self.token, self.insecure_no_auth) {
+            (Some(_), true) => return Err(bad("token", "set a token or --insecure-no-auth, not both".into())),
+            (None, false) => {
+                return Err(bad(
+                    "token",
+                    format!("is required: pass --token, set {TOKEN_ENV} or {TOKEN_FILE_ENV}, or run with --insecure-no-auth"),
+                ))
+            }
+            (Some(t), false) => {
+                peergrid_runtime::BearerInterceptor::new(t.expose()).map_err(|e| bad("token", e.to_string()))?;
+            }
+            (None, true) => {}
+        }
+        if let Some(id) = &self.resume_session_id {
+            if id.is_empty() || id.len() > 128 {
+                return Err(bad("resume_session_id", format!("must be 1..=128 bytes, got {}", id.len())));
+            }
+        }
+        let r = &self.reconnect;
+        if r.base_ms == 0 || r.base_ms > r.max_ms || r.max_ms > 3_600_000 {
+            return Err(bad(
+                "reconnect.base_ms",
+                format!("need 0 < base_ms ≤ max_ms ≤ 3600000, got {} and {}", r.base_ms, r.max_ms),
+            ));
+        }
+        if self.connect_timeout_ms == 0 || self.connect_timeout_ms > 600_000 {
+            return Err(bad("connect_timeout_ms", format!("must lie in 1..=600000, got {}", self.connect_timeout_ms)));
+        }
+        if self.drain_timeout_ms > 600_000 {
+            return Err(bad("drain_timeout_ms", format!("must be ≤ 600000, got {}", self.drain_timeout_ms)));
+        }
+        Ok(())
+    }
+
+    /// The configuration as one JSON line with the token redacted.
+    pub fn redacted_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("<unprintable config: {e}>"))
+    }
+}
+
+/// The command line. Every option can also come from the config file; most
+/// from the environment too.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "peergrid-agent-node",
+    version,
+    about = "Hosts K prosumer actors and trades for them on a peergrid market-node."
+)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// JSON config file (fields of the config; flags and environment override it).
+    #[arg(long, env = "PEERGRID_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Market-node gRPC URL, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "PEERGRID_MARKET")]
+    pub market: Option<String>,
+    /// Number of prosumers to host.
+    #[arg(long, env = "PEERGRID_AGENT_PROSUMERS")]
+    pub prosumers: Option<u32>,
+    /// Community seed (overrides the community file's seed); must match the market's run.
+    #[arg(long, env = "PEERGRID_SEED")]
+    pub seed: Option<u64>,
+    /// rule-based, grid-only, or the path of a JSON weights file.
+    #[arg(long, env = "PEERGRID_AGENT_POLICY")]
+    pub policy: Option<String>,
+    /// Community config JSON (shares, sizes, seed).
+    #[arg(long)]
+    pub community: Option<PathBuf>,
+    #[arg(long, value_enum, env = "PEERGRID_DATASET")]
+    pub dataset: Option<DatasetChoice>,
+    /// Node name for the market's logs.
+    #[arg(long, env = "PEERGRID_AGENT_NAME")]
+    pub name: Option<String>,
+    /// Agent bearer token (prefer PEERGRID_AGENT_TOKEN or PEERGRID_AGENT_TOKEN_FILE: flags show in `ps`).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Send no token (only against a market started with --insecure-no-auth).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Serve Prometheus metrics on this address, e.g. 0.0.0.0:9102.
+    #[arg(long, env = "PEERGRID_AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// One JSON object per log event.
+    #[arg(long)]
+    pub json_logs: bool,
+    /// Threads the prosumer actors run on (default: the number of cores, at most 8).
+    #[arg(long, env = "PEERGRID_AGENT_ACTOR_THREADS")]
+    pub actor_threads: Option<usize>,
+    /// Resume an earlier session (gets the same prosumer id range back).
+    #[arg(long)]
+    pub resume_session: Option<String>,
+    /// Give up after this many consecutive failed reconnects (default: never).
+    #[arg(long)]
+    pub max_reconnects: Option<u32>,
+    /// Do not gzip outgoing messages.
+    #[arg(long)]
+    pub no_gzip: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Connect and register (default).
+    Run,
+    /// Validate the configuration, print it (redacted) and exit.
+    CheckConfig,
+    /// Ask the market for its status with the agent token; exit 0 if it answers.
+    Health,
+}
+
+impl AgentArgs {
+    /// Defaults ← file ← environment/flags, validated; reads the environment
+    /// for the token.
+    pub fn into_config(self) -> Result<AgentConfig, AgentError> {
+        self.into_config_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`into_config`](Self::into_config) with the environment supplied by `env`.
+    pub fn into_config_with(self, env: impl Fn(&str) -> Option<String>) -> Result<AgentConfig, AgentError> {
+        let mut cfg = match &self.config {
+            Some(path) => read_json::<AgentConfig>(path, "config")?,
+            None => AgentConfig::default(),
+        };
+        if let Some(path) = &self.community {
+            cfg.community = read_json(path, "community")?;
+        }
+        if let Some(seed) = self.seed {
+            cfg.community.seed = seed;
+        }
+        if let Some(v) = self.market {
+            cfg.market = v;
+        }
+        if let Some(v) = self.prosumers {
+            cfg.prosumers = v;
+        }
+        if let Some(v) = self.policy {
+            cfg.policy = v.parse().map_err(|e: String| AgentError::config("policy", e))?;
+        }
+        if let Some(v) = self.dataset {
+            cfg.dataset = v;
+        }
+        if let Some(v) = self.name {
+            cfg.name = v;
+        }
+        if let Some(token) = token_from(self.token, &env)? {
+            cfg.token = Some(token);
+        }
+        cfg.insecure_no_auth |= self.insecure_no_auth;
+        if self.metrics_listen.is_some() {
+            cfg.metrics_listen = self.metrics_listen;
+        }
+        cfg.json_logs |= self.json_logs;
+        if let Some(v) = self.actor_threads {
+            cfg.actor_threads = v;
+        }
+        if self.resume_session.is_some() {
+            cfg.resume_session_id = self.resume_session;
+        }
+        if self.max_reconnects.is_some() {
+            cfg.reconnect.max_attempts = self.max_reconnects;
+        }
+        if self.no_gzip {
+            cfg.gzip = false;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// The token from `--token`, else `PEERGRID_AGENT_TOKEN`, else the file named
+/// by `PEERGRID_AGENT_TOKEN_FILE`. The variable and the file together is an
+/// error (which one would win is not obvious).
+fn token_from(flag: Option<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Option<Secret>, AgentError> {
+    if let Some(t) = flag {
+        return Ok(Some(Secret(t)));
+    }
+    match (env(TOKEN_ENV), env(TOKEN_FILE_ENV)) {
+        (Some(_), Some(_)) => Err(AgentError::config("token", format!("set either {TOKEN_ENV} or {TOKEN_FILE_ENV}, not both"))),
+        (Some(t), None) => Ok(Some(Secret(t))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| AgentError::config("token", format!("{TOKEN_FILE_ENV}: cannot read {path}: {e}")))?;
+            Ok(Some(Secret(text.trim_end().to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, field: &str) -> Result<T, AgentError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| AgentError::config(field, format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| AgentError::config(field, format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "agent-secret-0123456789";
+
+    fn args(argv: &[&str]) -> AgentArgs {
+        AgentArgs::try_parse_from(std::iter::once("peergrid-agent-node").chain(argv.iter().copied())).unwrap()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn field_of(e: AgentError) -> String {
+        match e {
+            AgentError::Config { field, .. } => field,
+            other => panic!("not a config error: {other}"),
+        }
+    }
+
+    #[test]
+    fn flags_build_a_valid_config_and_the_token_never_prints() {
+        let cfg = args(&["--market", "http://10.0.0.5:50051", "--prosumers", "2500", "--seed", "7", "--token", TOKEN])
+            .into_config_with(no_env)
+            .unwrap();
+        assert_eq!(cfg.market, "http://10.0.0.5:50051");
+        assert_eq!(cfg.prosumers, 2500);
+        assert_eq!(cfg.community.seed, 7);
+        assert_eq!(cfg.policy, PolicyChoice::RuleBased);
+        let printed = format!("{} {:?}", cfg.redacted_json(), cfg);
+        assert!(!printed.contains(TOKEN) && printed.contains("<redacted>"), "{printed}");
+    }
+
+    #[test]
+    fn token_comes_from_env_or_file_but_not_both() {
+        let env = |name: &str| (name == TOKEN_ENV).then(|| TOKEN.to_string());
+        assert_eq!(args(&[]).into_config_with(env).unwrap().token.unwrap().expose(), TOKEN);
+        let both = |name: &str| Some(if name == TOKEN_ENV { TOKEN.to_string() } else { "/nonexistent".to_string() });
+        assert_eq!(field_of(args(&[]).into_config_with(both).unwrap_err()), "token");
+        let file = std::env::temp_dir().join(format!("peergrid-agent-token-{}", std::process::id()));
+        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+        let path = file.display().to_string();
+        let from_file = move |name: &str| (name == TOKEN_FILE_ENV).then(|| path.clone());
+        assert_eq!(args(&[]).into_config_with(from_file).unwrap().token.unwrap().expose(), TOKEN);
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--insecure-no-auth", "--prosumers", "0"], "prosumers"),
+            (&["--insecure-no-auth", "--prosumers", "100001"], "prosumers"),
+            (&["--insecure-no-auth", "--market", "https://x:1"], "market"),
+            (&["--insecure-no-auth", "--market", "127.0.0.1:50051"], "market"),
+            (&["--insecure-no-auth", "--name", ""], "name"),
+            (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),
+            (&["--insecure-no-auth", "--policy", ""], "policy"),
+            (&["--insecure-no-auth", "--resume-session", ""], "resume_session_id"),
+            (&[], "token"),
+            (&["--token", "short"], "token"),
+            (&["--token", TOKEN, "--insecure-no-auth"], "token"),
+            (&["--insecure-no-auth", "--config", "/nonexistent/agent.json"], "config"),
+            (&["--insecure-no-auth", "--community", "/nonexistent/community.json"], "community"),
+        ];
+        for (argv, field) in cases {
+            let e = args(argv).into_config_with(no_env).unwrap_err();
+            let text = e.to_string();
+            assert_eq!(field_of(e), *field, "{argv:?}: {text}");
+        }
+        let mut cfg = AgentConfig { insecure_no_auth: true, ..AgentConfig::default() };
+        cfg.community.share_ev = 2.0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("community") && e.contains("share_ev"), "{e}");
+        cfg = AgentConfig { insecure_no_auth: true, ..AgentConfig::default() };
+        cfg.reconnect.base_ms = 0;
+        assert_eq!(field_of(cfg.validate().unwrap_err()), "reconnect.base_ms");
+    }
+
+    #[test]
+    fn file_then_flags_and_policy_paths() {
+        let dir = std::env::temp_dir().join(format!("peergrid-agent-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("agent.json");
+        std::fs::write(&file, r#"{"prosumers": 40, "name": "from-file", "policy": "grid-only", "community": {"seed": 3}}"#)
+            .unwrap();
+        let f = file.display().to_string();
+        let cfg = args(&["--insecure-no-auth", "--config", &f, "--name", "from-flag"]).into_config_with(no_env).unwrap();
+        assert_eq!((cfg.prosumers, cfg.name.as_str(), cfg.community.seed), (40, "from-flag", 3));
+        assert_eq!(cfg.policy, PolicyChoice::GridOnly);
+        let cfg =
+            args(&["--insecure-no-auth", "--config", &f, "--seed", "9", "--policy", "w.json"]).into_config_with(no_env).unwrap();
+        assert_eq!(cfg.community.seed, 9);
+        assert_eq!(cfg.policy, PolicyChoice::Weights("w.json".into()));
+        std::fs::write(&file, r#"{"prosumerz": 40}"#).unwrap();
+        let e = args(&["--insecure-no-auth", "--config", &f]).into_config_with(no_env).unwrap_err();
+        assert!(e.to_string().contains("prosumerz"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

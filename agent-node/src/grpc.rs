@@ -1,0 +1,328 @@
+//! The market client: the only file of the agent-node that names generated
+//! (`pb`) types. Everything crossing it is converted here, with the
+//! validated conversions of `peergrid_proto::convert`, into domain values the
+//! session works with: [`Registration`], [`Inbound`], [`Cleared`].
+//!
+//! The channel carries the agent bearer token on every call
+//! ([`BearerInterceptor`]; none with `--insecure-no-auth`), accepts gzip
+//! responses, gzips its own messages unless `--no-gzip`, and raises the
+//! decode limit to [`MAX_MESSAGE_BYTES`] (a batch of 100,000 reports is
+//! ~10 MB before compression).
+
+use std::ops::Range;
+use std::time::Duration;
+
+use peergrid_core::household::HouseholdReport;
+use peergrid_core::prosumer::ProsumerSpec;
+use peergrid_core::reward::RewardWeights;
+use peergrid_core::settlement::Settlement;
+use peergrid_core::units::{PricePerKwh, ProsumerId};
+use peergrid_proto::convert::reward_weights_from_json;
+use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire, slot_open_from_wire, OpenSlot};
+use peergrid_proto::pb::market::v1 as pb;
+use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
+use peergrid_runtime::BearerInterceptor;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{CompressionEncoding, Streaming};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+
+/// Largest message decoded or encoded, bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Adds the bearer token, if there is one.
+#[derive(Clone, Debug)]
+pub struct Auth(Option<BearerInterceptor>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        match self.0.as_mut() {
+            Some(bearer) => bearer.call(request),
+            None => Ok(request),
+        }
+    }
+}
+
+type Client = MarketServiceClient<InterceptedService<Channel, Auth>>;
+
+/// What the market assigned this node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Registration {
+    pub session_id: String,
+    pub first_prosumer_id: ProsumerId,
+    pub prosumer_count: u32,
+    pub dataset: String,
+    pub slot_minutes: u32,
+    pub reward_weights: RewardWeights,
+    pub next_slot: u64,
+}
+
+impl Registration {
+    /// The hosted ids.
+    pub fn range(&self) -> Range<ProsumerId> {
+        self.first_prosumer_id..self.first_prosumer_id.saturating_add(self.prosumer_count)
+    }
+}
+
+/// The market's status, for `health`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MarketStatus {
+    pub slot: u64,
+    pub prosumers: u32,
+    pub nodes: u32,
+    pub mode: String,
+    pub paused: bool,
+}
+
+/// A connected market client.
+pub struct MarketClient {
+    inner: Client,
+}
+
+/// Renders an error with its sources (tonic's transport errors say little at the top).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+impl MarketClient {
+    pub async fn connect(cfg: &AgentConfig) -> Result<MarketClient, AgentError> {
+        let endpoint = Endpoint::from_shared(cfg.market.clone())
+            .map_err(|e| AgentError::config("market", chain(&e)))?
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect().await.map_err(|e| AgentError::Connect { url: cfg.market.clone(), reason: chain(&e) })?;
+        let bearer = match &cfg.token {
+            Some(t) => Some(BearerInterceptor::new(t.expose()).map_err(|e| AgentError::config("token", e.to_string()))?),
+            None => None,
+        };
+        let mut inner = MarketServiceClient::with_interceptor(channel, Auth(bearer))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        if cfg.gzip {
+            inner = inner.send_compressed(CompressionEncoding::Gzip);
+        }
+        Ok(MarketClient { inner })
+    }
+
+    pub async fn register(&mut self, name: &str, count: u32, resume: Option<&str>) -> Result<Registration, AgentError> {
+        let request = pb::RegisterRequest {
+            node_name: name.to_owned(),
+            prosumer_count: count,
+            resume_session_id: resume.unwrap_or_default().to_owned(),
+        };
+        let r = self.inner.register(request).await?.into_inner();
+        if r.session_id.is_empty() || r.prosumer_count == 0 || r.first_prosumer_id.checked_add(r.prosumer_count).is_none() {
+            return Err(AgentError::protocol(format!(
+                "RegisterResponse: session_id must be set and [first_prosumer_id {}, +prosumer_count {}) a valid id range",
+                r.first_prosumer_id, r.prosumer_count
+            )));
+        }
+        Ok(Registration {
+            reward_weights: reward_weights_from_json(&r.reward_weights_json, "reward_weights_json")?,
+            session_id: r.session_id,
+            first_prosumer_id: r.first_prosumer_id,
+            prosumer_count: r.prosumer_count,
+            dataset: r.dataset,
+            slot_minutes: r.slot_minutes,
+            next_slot: r.next_slot,
+        })
+    }
+
+    /// Opens the session stream; the `Join` (one summary per spec) is queued
+    /// before the call so a market that waits for it before answering works.
+    pub async fn open_session(
+        &mut self,
+        session_id: &str,
+        specs: &[ProsumerSpec],
+    ) -> Result<(SessionSender, SessionReceiver), AgentError> {
+        let (tx, rx) = mpsc::channel(4);
+        let join = pb::Join { session_id: session_id.to_owned(), prosumers: specs.iter().map(summary).collect() };
+        tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) })
+            .await
+            .map_err(|_| AgentError::protocol("session channel closed before the join"))?;
+        let inbound = self.inner.session(ReceiverStream::new(rx)).await?.into_inner();
+        Ok((SessionSender { tx }, SessionReceiver { inbound }))
+    }
+
+    pub async fn status(&mut self) -> Result<MarketStatus, AgentError> {
+        let s = self.inner.status(pb::StatusRequest {}).await?.into_inner();
+        Ok(MarketStatus { slot: s.slot, prosumers: s.prosumers, nodes: s.nodes, mode: s.mode, paused: s.paused })
+    }
+}
+
+fn summary(spec: &ProsumerSpec) -> pb::ProsumerSummary {
+    pb::ProsumerSummary {
+        prosumer_id: spec.id,
+        kind: spec.kind.name().to_owned(),
+        pv_kwp: spec.trace.pv_kwp as f64,
+        battery_kwh: spec.battery.map_or(0.0, |b| b.capacity_kwh),
+    }
+}
+
+/// The node's half of the session stream.
+pub struct SessionSender {
+    tx: mpsc::Sender<pb::NodeMessage>,
+}
+
+impl SessionSender {
+    /// Sends one `OrderBatch`; `reports` must be sorted by prosumer id.
+    pub async fn send_batch(&self, slot: u64, reports: &[HouseholdReport]) -> Result<(), AgentError> {
+        let batch = pb::OrderBatch { slot, reports: reports.iter().map(report_to_wire).collect() };
+        self.tx
+            .send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Batch(batch)) })
+            .await
+            .map_err(|_| AgentError::protocol("the session stream closed while sending a batch"))
+    }
+}
+
+/// A market message, decoded.
+#[derive(Debug)]
+pub enum Inbound {
+    Open(OpenSlot),
+    Cleared(ClearedMessage),
+}
+
+/// A `SlotCleared` not decoded yet: its settlements can only be rebuilt
+/// knowing the side of each prosumer's order, i.e. the batch we sent.
+#[derive(Debug)]
+pub struct ClearedMessage(pb::SlotCleared);
+
+/// A decoded `SlotCleared`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cleared {
+    pub slot: u64,
+    pub clearing_price: Option<PricePerKwh>,
+    pub matched_wh: i64,
+    /// Sorted by prosumer id, unique, each one that reported.
+    pub settlements: Vec<(ProsumerId, Settlement)>,
+    pub missing: Vec<ProsumerId>,
+}
+
+impl ClearedMessage {
+    pub fn slot(&self) -> u64 {
+        self.0.slot
+    }
+
+    /// Validates the settlements against the batch we sent for this slot
+    /// (`reported`, sorted by id) and the hosted id `range`.
+    pub fn decode(&self, reported: &[HouseholdReport], range: &Range<ProsumerId>) -> Result<Cleared, AgentError> {
+        let w = &self.0;
+        let mut settlements = Vec::with_capacity(w.settlements.len());
+        for (i, s) in w.settlements.iter().enumerate() {
+            let path = format!("settlements[{i}]");
+            let Ok(j) = reported.binary_search_by_key(&s.prosumer_id, |r| r.prosumer_id) else {
+                return Err(AgentError::protocol(format!(
+                    "{path}.prosumer_id: {} did not report in slot {}",
+                    s.prosumer_id, w.slot
+                )));
+            };
+            let (_, settlement) = settlement_from_wire(s, reported[j].order.map(|o| o.side), &path)?;
+            settlements.push((s.prosumer_id, settlement));
+        }
+        settlements.sort_by_key(|(id, _)| *id);
+        if let Some(d) = settlements.windows(2).find(|d| d[0].0 == d[1].0) {
+            return Err(AgentError::protocol(format!("settlements: prosumer {} settled twice", d[0].0)));
+        }
+        if let Some(id) = w.missing_prosumer_ids.iter().find(|id| !range.contains(id)) {
+            return Err(AgentError::protocol(format!("missing_prosumer_ids: {id} is not hosted here ({range:?})")));
+        }
+        Ok(Cleared {
+            slot: w.slot,
+            clearing_price: w.clearing_price_micros.map(PricePerKwh),
+            matched_wh: w.matched_wh,
+            settlements,
+            missing: w.missing_prosumer_ids.clone(),
+        })
+    }
+}
+
+/// The market's half of the session stream.
+pub struct SessionReceiver {
+    inbound: Streaming<pb::MarketMessage>,
+}
+
+impl SessionReceiver {
+    /// The next market message; `None` when the market ended the stream.
+    /// Cancel-safe (a `select!` branch).
+    pub async fn next(&mut self) -> Result<Option<Inbound>, AgentError> {
+        let Some(message) = self.inbound.message().await? else {
+            return Ok(None);
+        };
+        match message.msg {
+            Some(pb::market_message::Msg::Open(open)) => Ok(Some(Inbound::Open(slot_open_from_wire(&open)?))),
+            Some(pb::market_message::Msg::Cleared(cleared)) => Ok(Some(Inbound::Cleared(ClearedMessage(cleared)))),
+            None => Err(AgentError::protocol("MarketMessage without a message")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{contexts, small_community};
+    use peergrid_core::household::{Conditions, Household};
+    use peergrid_core::market::Fill;
+    use peergrid_core::policy::RuleBased;
+    use peergrid_core::settlement::settle_household;
+    use peergrid_core::tariff::GridConfig;
+    use peergrid_proto::convert::slot::settlement_to_wire;
+
+    fn reports() -> (Vec<HouseholdReport>, peergrid_core::tariff::SlotTariff) {
+        let (ds, specs) = small_community(8, 3);
+        let ctx = contexts(&ds, 14)[13];
+        let reports = specs
+            .into_iter()
+            .map(|s| Household::new(s, ctx.hour).play(&ds, &ctx, Conditions::default(), &mut RuleBased))
+            .collect();
+        (reports, ctx.tariff)
+    }
+
+    #[test]
+    fn cleared_decodes_against_the_batch_and_rejects_foreign_ids() {
+        let (reports, tariff) = reports();
+        let settle = |r: &HouseholdReport| {
+            let s = settle_household(r.net_kwh, None, Fill::default(), &tariff, &GridConfig::default());
+            settlement_to_wire(r.prosumer_id, Fill::default(), &s)
+        };
+        let mut w = pb::SlotCleared {
+            slot: 4,
+            clearing_price_micros: Some(120_000),
+            matched_wh: 0,
+            settlements: reports.iter().rev().skip(1).map(settle).collect(),
+            missing_prosumer_ids: vec![7],
+        };
+        let c = ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap();
+        assert_eq!(c.settlements.len(), 7);
+        assert!(c.settlements.windows(2).all(|p| p[0].0 < p[1].0), "sorted by id");
+        assert_eq!((c.missing.clone(), c.clearing_price), (vec![7], Some(PricePerKwh(120_000))));
+
+        w.missing_prosumer_ids = vec![99];
+        let e = ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap_err().to_string();
+        assert!(e.contains("missing_prosumer_ids") && e.contains("99"), "{e}");
+        w.missing_prosumer_ids.clear();
+        w.settlements[0].prosumer_id = 42;
+        let e = ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap_err().to_string();
+        assert!(e.contains("settlements[0].prosumer_id") && e.contains("42"), "{e}");
+        w.settlements[0] = w.settlements[1];
+        assert!(ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap_err().to_string().contains("twice"));
+        w.settlements[0].grid_import_kwh = f64::NAN;
+        let e = ClearedMessage(w).decode(&reports, &(0..8)).unwrap_err().to_string();
+        assert!(e.contains("settlements[0].grid_import_kwh"), "{e}");
+    }
+}

@@ -1,0 +1,342 @@
+//! The node's conversation with the market: register, join, the slot loop,
+//! and reconnecting.
+//!
+//! [`Node`] owns everything that must survive a lost connection: the
+//! prosumer actors (whose households hold battery state), the id range and
+//! session id the market gave us, and the slot played but not yet settled.
+//! [`Node::run`] loops: connect → `Register` (resuming our session id, so
+//! the same id range comes back) → `Session` with `Join` → serve slots until
+//! the stream ends. A retryable failure waits an exponential backoff
+//! ([`Backoff`], seeded jitter) and tries again; the backoff resets once a
+//! session is established.
+//!
+//! Per slot: `SlotOpen` → every actor plays → one `OrderBatch` (reports
+//! sorted by id); `SlotCleared` → each actor gets its settlement or settles
+//! locally (missing, offline). Edge cases, all from the rule "a household
+//! plays each slot at most once and settles everything it played":
+//! - a `SlotOpen` for the slot we played but that was never cleared (the
+//!   market re-opened it after our reconnect) re-sends the same batch;
+//! - a `SlotOpen` for a later slot while one is pending settles the pending
+//!   one locally first (the market moved on without us);
+//! - a `SlotOpen` for a slot at or before the last one played is ignored;
+//! - shutdown waits up to `drain_timeout_ms` for the pending slot's
+//!   clearing, then settles what is left locally.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peergrid_core::data::Dataset;
+use peergrid_core::household::HouseholdReport;
+use peergrid_core::prosumer::{generate_range, CommunityConfig, ProsumerSpec};
+use peergrid_core::units::ProsumerId;
+use peergrid_proto::convert::slot::OpenSlot;
+use peergrid_runtime::{Backoff, Shutdown};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::actors::{ActorPool, ProsumerReturn};
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::grpc::{ClearedMessage, Inbound, MarketClient, Registration, SessionReceiver, SessionSender};
+use crate::metrics::AgentMetrics;
+use crate::policy::PolicySource;
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentReport {
+    /// The market's session id (pass it as `--resume-session` to resume).
+    pub session_id: Option<String>,
+    /// The hosted ids `first_prosumer_id..first_prosumer_id + returns.len()`.
+    pub first_prosumer_id: Option<ProsumerId>,
+    /// Slots whose batch was sent.
+    pub slots_played: u64,
+    /// Slots whose clearing reached the actors.
+    pub slots_cleared: u64,
+    pub reconnects: u64,
+    /// Episode return of each hosted prosumer, by id.
+    pub returns: Vec<ProsumerReturn>,
+}
+
+/// Why a session ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Shutdown,
+    MarketClosed,
+}
+
+/// The prosumers of the id range the market assigned.
+struct Hosted {
+    session_id: String,
+    registration: Registration,
+    specs: Vec<ProsumerSpec>,
+    prosumers: ActorPool,
+}
+
+/// A slot played and sent, waiting for its clearing.
+struct Pending {
+    slot: u64,
+    reports: Vec<HouseholdReport>,
+}
+
+pub struct Node {
+    cfg: AgentConfig,
+    ds: Arc<Dataset>,
+    policy: PolicySource,
+    metrics: AgentMetrics,
+    hosted: Option<Hosted>,
+    pending: Option<Pending>,
+    last_played: Option<u64>,
+    report: AgentReport,
+}
+
+impl Node {
+    pub fn new(cfg: AgentConfig, ds: Arc<Dataset>, policy: PolicySource, metrics: AgentMetrics) -> Node {
+        Node { cfg, ds, policy, metrics, hosted: None, pending: None, last_played: None, report: AgentReport::default() }
+    }
+
+    /// Serves the market until shutdown, until the market ends the stream,
+    /// or until a failure that retrying cannot fix; then settles what is
+    /// pending and returns the report.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<AgentReport, AgentError> {
+        let r = &self.cfg.reconnect;
+        let jitter_seed = peergrid_core::rng::derive_seed(self.cfg.community.seed, &self.cfg.name);
+        let mut backoff =
+            Backoff::new(Duration::from_millis(r.base_ms), Duration::from_millis(r.max_ms), 2.0).with_jitter(jitter_seed);
+        let outcome = loop {
+            if shutdown.is_shutdown() {
+                break Ok(());
+            }
+            match self.connect_and_serve(&mut backoff, &mut shutdown).await {
+                Ok(End::Shutdown) => break Ok(()),
+                Ok(End::MarketClosed) => {
+                    info!("the market ended the session");
+                    break Ok(());
+                }
+                Err(e) if e.is_retryable() => {
+                    if self.cfg.reconnect.max_attempts.is_some_and(|max| backoff.attempts() >= max) {
+                        break Err(e);
+                    }
+                    let delay = backoff.next_delay();
+                    self.report.reconnects += 1;
+                    self.metrics.reconnects.inc();
+                    warn!(error = %e, delay_ms = delay.as_millis() as u64, attempt = backoff.attempts(), "session lost; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.recv() => break Ok(()),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let finished = self.finish().await;
+        outcome?;
+        finished
+    }
+
+    async fn connect_and_serve(&mut self, backoff: &mut Backoff, shutdown: &mut Shutdown) -> Result<End, AgentError> {
+        let mut client = tokio::select! {
+            c = MarketClient::connect(&self.cfg) => c?,
+            _ = shutdown.recv() => return Ok(End::Shutdown),
+        };
+        let resume = self.hosted.as_ref().map(|h| h.session_id.clone()).or_else(|| self.cfg.resume_session_id.clone());
+        let registration = client.register(&self.cfg.name, self.cfg.prosumers, resume.as_deref()).await?;
+        self.host(registration)?;
+        let hosted = self.hosted.as_ref().expect("host() sets it");
+        let (tx, rx) = client.open_session(&hosted.session_id, &hosted.specs).await?;
+        backoff.reset();
+        info!(
+            session_id = %hosted.session_id,
+            first_prosumer_id = hosted.registration.first_prosumer_id,
+            prosumers = hosted.registration.prosumer_count,
+            next_slot = hosted.registration.next_slot,
+            "joined the market"
+        );
+        self.serve(tx, rx, shutdown).await
+    }
+
+    /// Adopts a registration: the first one creates the actors; later ones
+    /// (reconnects) must give the same id range back.
+    fn host(&mut self, reg: Registration) -> Result<(), AgentError> {
+        if reg.slot_minutes != self.ds.slot_minutes {
+            return Err(AgentError::Incompatible(format!(
+                "the market runs {}-minute slots, dataset '{}' has {}",
+                reg.slot_minutes, self.ds.name, self.ds.slot_minutes
+            )));
+        }
+        if !reg.dataset.is_empty() && reg.dataset != self.ds.name {
+            return Err(AgentError::Incompatible(format!(
+                "the market runs dataset '{}', this node loaded '{}' (check --dataset and --seed)",
+                reg.dataset, self.ds.name
+            )));
+        }
+        if reg.prosumer_count != self.cfg.prosumers {
+            warn!(asked = self.cfg.prosumers, assigned = reg.prosumer_count, "the market assigned another prosumer count");
+        }
+        if let Some(h) = self.hosted.as_mut() {
+            if h.registration.range() != reg.range() {
+                return Err(AgentError::Incompatible(format!(
+                    "resumed session came back with ids {:?}, this node hosts {:?}",
+                    reg.range(),
+                    h.registration.range()
+                )));
+            }
+            if h.registration.reward_weights != reg.reward_weights {
+                warn!("the market's reward weights changed on reconnect; keeping the first ones");
+            }
+            h.session_id = reg.session_id.clone();
+            h.registration = reg;
+            return Ok(());
+        }
+        // generate_range validates the community; n_prosumers only has to
+        // cover the range (a prosumer does not depend on the community size).
+        let community = CommunityConfig {
+            n_prosumers: (reg.first_prosumer_id as usize + reg.prosumer_count as usize).max(1),
+            ..self.cfg.community.clone()
+        };
+        let specs = generate_range(&self.ds, &community, reg.first_prosumer_id, reg.prosumer_count)?;
+        let weights = Arc::new(reg.reward_weights.clone());
+        let prosumers = ActorPool::spawn(&specs, &self.ds, &self.policy, &weights, self.cfg.actor_threads)?;
+        self.metrics.prosumers.set(prosumers.len() as i64);
+        self.report.session_id = Some(reg.session_id.clone());
+        self.report.first_prosumer_id = Some(reg.first_prosumer_id);
+        info!(
+            prosumers = specs.len(),
+            actor_threads = prosumers.threads(),
+            policy = self.policy.name(),
+            "started one actor per prosumer"
+        );
+        self.hosted = Some(Hosted { session_id: reg.session_id.clone(), registration: reg, specs, prosumers });
+        Ok(())
+    }
+
+    async fn serve(&mut self, tx: SessionSender, mut rx: SessionReceiver, shutdown: &mut Shutdown) -> Result<End, AgentError> {
+        loop {
+            let next = if shutdown.is_shutdown() {
+                if self.pending.is_none() {
+                    return Ok(End::Shutdown);
+                }
+                // Finish the current slot: wait (bounded) for its clearing.
+                match tokio::time::timeout(Duration::from_millis(self.cfg.drain_timeout_ms), rx.next()).await {
+                    Ok(next) => next?,
+                    Err(_) => {
+                        warn!("no clearing before the drain timeout; settling the last slot locally");
+                        return Ok(End::Shutdown);
+                    }
+                }
+            } else {
+                tokio::select! {
+                    next = rx.next() => next?,
+                    _ = shutdown.recv() => continue,
+                }
+            };
+            match next {
+                None => return Ok(End::MarketClosed),
+                Some(Inbound::Open(open)) => {
+                    let span = info_span!("slot", slot = open.slot, data_slot = open.ctx.data_slot);
+                    self.on_open(open, &tx).instrument(span).await?;
+                }
+                Some(Inbound::Cleared(cleared)) => {
+                    let span = info_span!("clearing", slot = cleared.slot());
+                    self.on_cleared(cleared).instrument(span).await?;
+                    if shutdown.is_shutdown() {
+                        return Ok(End::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_open(&mut self, open: OpenSlot, tx: &SessionSender) -> Result<(), AgentError> {
+        let started = Instant::now();
+        if let Some(p) = &self.pending {
+            if p.slot == open.slot {
+                debug!("slot re-opened after a reconnect; sending the same batch again");
+                return tx.send_batch(p.slot, &p.reports).await;
+            }
+            if open.slot < p.slot {
+                warn!(pending = p.slot, "stale SlotOpen ignored");
+                return Ok(());
+            }
+            warn!(pending = p.slot, "the market moved on before clearing our last slot; settling it locally");
+            self.settle_pending_locally().await?;
+        }
+        if self.last_played.is_some_and(|last| open.slot <= last) {
+            warn!(last_played = self.last_played, "SlotOpen for a slot already played; ignored");
+            return Ok(());
+        }
+        let hosted = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("SlotOpen before registration"))?;
+        let reports = hosted.prosumers.play(open.slot, &open.ctx, &open.adjustments).await?;
+        // From here the households have played this slot: it must be settled
+        // even if sending fails.
+        self.last_played = Some(open.slot);
+        self.pending = Some(Pending { slot: open.slot, reports });
+        let reports = &self.pending.as_ref().expect("just set").reports;
+        tx.send_batch(open.slot, reports).await?;
+        self.report.slots_played += 1;
+        self.metrics.slots_played.inc();
+        self.metrics.batch_build_seconds.observe(started.elapsed().as_secs_f64());
+        debug!(reports = reports.len(), elapsed_us = started.elapsed().as_micros() as u64, "batch sent");
+        Ok(())
+    }
+
+    async fn on_cleared(&mut self, message: ClearedMessage) -> Result<(), AgentError> {
+        let Some(pending) = self.pending.take() else {
+            warn!("SlotCleared without a pending slot; ignored");
+            return Ok(());
+        };
+        if message.slot() != pending.slot {
+            let slot = pending.slot;
+            self.pending = Some(pending);
+            if message.slot() < slot {
+                warn!(pending = slot, "stale SlotCleared ignored");
+                return Ok(());
+            }
+            return Err(AgentError::protocol(format!("SlotCleared for slot {} while slot {slot} is pending", message.slot())));
+        }
+        let hosted = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("SlotCleared before registration"))?;
+        let cleared = match message.decode(&pending.reports, &hosted.registration.range()) {
+            Ok(c) => c,
+            Err(e) => {
+                // Keep the slot pending: it is settled locally later.
+                self.pending = Some(pending);
+                return Err(e);
+            }
+        };
+        let summary = hosted.prosumers.settle(pending.slot, &cleared.settlements).await?;
+        self.report.slots_cleared += 1;
+        self.metrics.slots_settled.inc();
+        self.metrics.local_settlements.inc_by(summary.local as u64);
+        self.metrics.mean_reward.set(summary.mean_reward());
+        debug!(
+            settled = summary.settled,
+            local = summary.local,
+            missing = cleared.missing.len(),
+            mean_reward = summary.mean_reward(),
+            "slot settled"
+        );
+        Ok(())
+    }
+
+    async fn settle_pending_locally(&mut self) -> Result<(), AgentError> {
+        let (Some(p), Some(h)) = (self.pending.take(), self.hosted.as_ref()) else {
+            return Ok(());
+        };
+        let summary = h.prosumers.settle(p.slot, &[]).await?;
+        self.metrics.local_settlements.inc_by(summary.local as u64);
+        Ok(())
+    }
+
+    /// Settles what is pending and collects the returns.
+    async fn finish(mut self) -> Result<AgentReport, AgentError> {
+        self.settle_pending_locally().await?;
+        if let Some(h) = &self.hosted {
+            self.report.returns = h.prosumers.returns().await?;
+        }
+        info!(
+            slots_played = self.report.slots_played,
+            slots_cleared = self.report.slots_cleared,
+            reconnects = self.report.reconnects,
+            "agent-node finished"
+        );
+        Ok(self.report)
+    }
+}
