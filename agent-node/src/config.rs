@@ -101,7 +101,7 @@ impl From<PolicyChoice> for String {
 pub enum DatasetChoice {
     /// The bundled CityLearn-derived measured year.
     Bundled,
-    /// The seeded synthetic year (`synthetic_dataset(17, 364, 60, seed)`, as `peergrid run`).
+    /// The standard synthetic year (`standard_synthetic()`, as the market and `peergrid run`).
     Synthetic,
 }
 

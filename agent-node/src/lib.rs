@@ -43,7 +43,7 @@ pub fn load_dataset(config: &AgentConfig) -> Result<Dataset, AgentError> {
     Ok(match config.dataset {
         DatasetChoice::Bundled => peergrid_core::data::citylearn::bundled_citylearn()?,
         // As `peergrid run --dataset synthetic`: 17 homes, 364 days, hourly, the run's seed.
-        DatasetChoice::Synthetic => peergrid_core::data::synthetic::synthetic_dataset(17, 364, 60, config.community.seed),
+        DatasetChoice::Synthetic => peergrid_core::data::synthetic::standard_synthetic(),
     })
 }
 

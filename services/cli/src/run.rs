@@ -98,7 +98,7 @@ fn load_dataset(args: &RunArgs) -> Result<Dataset> {
     let file = || args.data_file.clone().ok_or_else(|| InputError(format!("--dataset {:?} needs --data-file", args.dataset)));
     Ok(match args.dataset {
         DatasetArg::Bundled => data::citylearn::bundled_citylearn()?,
-        DatasetArg::Synthetic => data::synthetic::synthetic_dataset(17, 364, 60, args.seed),
+        DatasetArg::Synthetic => data::synthetic::standard_synthetic(),
         DatasetArg::CitylearnCsv => data::citylearn::load_citylearn_csv(&file()?)?,
         DatasetArg::AusgridCsv => data::ausgrid::load_ausgrid_csv(&file()?)?,
     })

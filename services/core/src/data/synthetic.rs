@@ -23,6 +23,14 @@ const CLEAR_SKY_PEAK_KW_PER_KWP: f64 = 0.8;
 /// Share of days that are cloudy.
 const CLOUDY_DAY_SHARE: f64 = 0.25;
 
+/// The synthetic year every node and the CLI agree on (`--dataset
+/// synthetic`): 17 homes, 364 days, hourly, weather seed 1. Run seeds vary
+/// the community generated from it, not the weather, so a market and its
+/// agent-nodes always play the same dataset.
+pub fn standard_synthetic() -> Dataset {
+    synthetic_dataset(17, 364, 60, 1)
+}
+
 /// `n_homes` homes over `n_days` days of `slot_minutes` slots.
 ///
 /// # Panics
