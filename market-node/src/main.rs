@@ -1,14 +1,60 @@
-//! peergrid market-node: placeholder binary.
-//!
-//! The workspace reserves this crate so the layout and the dependency rules
-//! (`scripts/check-deps.sh`) hold from the start. The node itself is built in
-//! its own issue; until then this binary says so and exits with status 2
-//! instead of pretending to run.
+//! The `market-node` binary: parse the configuration, start the market,
+//! run until SIGTERM / Ctrl-C (or `--max-slots`), drain the open slot and
+//! exit 0. `market-node health --addr URL` checks a running market instead
+//! (exit 0 if serving, 1 otherwise) for container health checks.
 
-fn main() {
-    eprintln!(
-        "peergrid-market-node {}: not implemented yet; use `peergrid run` for the embedded reference simulation",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use peergrid_market_node::config::{Cli, Command};
+use peergrid_runtime::{init_tracing, wait_for_signal, ShutdownController, Tokens};
+
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Health { addr }) = cli.command {
+        return match peergrid_market_node::grpc::check_health(&addr).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("market-node at {addr} is not serving");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("market-node at {addr}: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let config = match Tokens::from_env().map_err(|e| e.to_string()).and_then(|t| cli.run.resolve(t).map_err(|e| e.to_string())) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("market-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.settings.json_logs);
+    tracing::info!("starting market-node {} with {config}", env!("CARGO_PKG_VERSION"));
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("market-node failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: peergrid_market_node::MarketConfig) -> anyhow::Result<()> {
+    let controller = ShutdownController::new();
+    let market = peergrid_market_node::start(config, controller.subscribe()).await?;
+    tokio::select! {
+        signal = wait_for_signal() => { signal?; tracing::info!("signal received: draining"); }
+        _ = market.finished() => tracing::info!("run complete: draining"),
+    }
+    controller.trigger();
+    tokio::time::timeout(DRAIN_TIMEOUT, market.join()).await.map_err(|_| anyhow::anyhow!("drain timed out"))??;
+    tracing::info!("market-node stopped");
+    Ok(())
 }

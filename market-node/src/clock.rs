@@ -1,0 +1,382 @@
+//! The clock: the one task that owns the [`MarketState`] and decides when a
+//! slot opens and when it clears.
+//!
+//! Actor style: gRPC handlers hold a [`ClockHandle`] and send it
+//! [`Command`]s with a oneshot for the reply; the clock answers from its own
+//! loop, so the state needs no lock. It never waits on a node: messages to
+//! nodes go through bounded per-node queues with `try_send` (a node whose
+//! queue is full is disconnected), and slot summaries go to watchers through
+//! a `broadcast` channel (lagging watchers skip summaries).
+//!
+//! Fast mode: a slot opens as soon as the previous one cleared, and clears
+//! when every node waited for has sent its batch or `deadline_ms` passed.
+//! Real-time mode: a slot opens every `slot_period_ms` and clears at the end
+//! of its period (or earlier, once every node waited for has reported). On
+//! shutdown the clock finishes the open slot, then stops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use peergrid_core::household::HouseholdReport;
+use peergrid_core::market::PriceBounds;
+use peergrid_proto::convert::slot::OpenSlot;
+use peergrid_proto::WireError;
+use peergrid_runtime::Shutdown;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::sleep_until;
+
+use crate::config::ClockMode;
+use crate::metrics::MarketMetrics;
+use crate::scenario::ScenarioEvent;
+use crate::state::{MarketState, NodeCleared, NodeKey, ProsumerInfo, Registration, SlotSummary, StatusSnapshot};
+
+/// Messages queued per node before the clock gives up on it.
+pub const NODE_QUEUE: usize = 16;
+/// Summaries a watcher may fall behind before it skips some.
+pub const WATCH_BUFFER: usize = 256;
+const COMMAND_QUEUE: usize = 1024;
+
+/// What the clock tells one node (converted to wire by `grpc.rs`).
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    Open(Arc<OpenSlot>),
+    Cleared(NodeCleared),
+    /// The node's last request was rejected; its session ends with this error.
+    Rejected(WireError),
+}
+
+/// What watchers see.
+#[derive(Clone, Debug)]
+pub enum MarketEvent {
+    Slot(SlotSummary),
+    Notice(String),
+}
+
+/// An operator's request.
+#[derive(Clone, Debug)]
+pub enum ControlCommand {
+    Start,
+    Pause,
+    Resume,
+    Step(u32),
+    SetMode { mode: ClockMode, slot_period_ms: u64, deadline_ms: u64 },
+    LoadScenario(String),
+    Inject(ScenarioEvent),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlOutcome {
+    pub message: String,
+    /// The next slot to open after the command.
+    pub slot: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, WireError>>;
+
+enum Command {
+    Register { name: String, prosumer_count: u32, resume_session_id: String, reply: Reply<Registration> },
+    Join { session_id: String, prosumers: Vec<ProsumerInfo>, events: mpsc::Sender<NodeEvent>, reply: Reply<NodeKey> },
+    Submit { node: NodeKey, slot: u64, reports: Vec<HouseholdReport>, reply: Reply<usize> },
+    Disconnect { node: NodeKey },
+    Status { reply: Reply<StatusSnapshot> },
+    Control { command: ControlCommand, reply: Reply<ControlOutcome> },
+}
+
+/// The gRPC layer's way to talk to the clock. Cheap to clone.
+#[derive(Clone)]
+pub struct ClockHandle {
+    tx: mpsc::Sender<Command>,
+    open: watch::Receiver<Option<(u64, PriceBounds)>>,
+    events: broadcast::Sender<MarketEvent>,
+    finished: watch::Receiver<bool>,
+}
+
+fn gone() -> WireError {
+    WireError::Internal { reason: "the market clock has stopped".into() }
+}
+
+impl ClockHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, WireError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    pub async fn register(
+        &self,
+        name: String,
+        prosumer_count: u32,
+        resume_session_id: String,
+    ) -> Result<Registration, WireError> {
+        self.call(|reply| Command::Register { name, prosumer_count, resume_session_id, reply }).await
+    }
+
+    /// Joins a node; the clock sends its slot messages to `events`.
+    pub async fn join(
+        &self,
+        session_id: String,
+        prosumers: Vec<ProsumerInfo>,
+        events: mpsc::Sender<NodeEvent>,
+    ) -> Result<NodeKey, WireError> {
+        self.call(|reply| Command::Join { session_id, prosumers, events, reply }).await
+    }
+
+    pub async fn submit(&self, node: NodeKey, slot: u64, reports: Vec<HouseholdReport>) -> Result<usize, WireError> {
+        self.call(|reply| Command::Submit { node, slot, reports, reply }).await
+    }
+
+    pub async fn disconnect(&self, node: NodeKey) {
+        let _ = self.tx.send(Command::Disconnect { node }).await;
+    }
+
+    pub async fn status(&self) -> Result<StatusSnapshot, WireError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    pub async fn control(&self, command: ControlCommand) -> Result<ControlOutcome, WireError> {
+        self.call(|reply| Command::Control { command, reply }).await
+    }
+
+    /// The open slot and its price bounds, for validating batches at the edge.
+    pub fn open_bounds(&self) -> Option<(u64, PriceBounds)> {
+        *self.open.borrow()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<MarketEvent> {
+        self.events.subscribe()
+    }
+
+    /// Resolves once the run reached `max_slots` (never, without a limit).
+    pub async fn finished(&self) {
+        let mut rx = self.finished.clone();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+}
+
+struct Clock {
+    state: MarketState,
+    rx: mpsc::Receiver<Command>,
+    nodes: HashMap<usize, (u64, mpsc::Sender<NodeEvent>)>,
+    open_tx: watch::Sender<Option<(u64, PriceBounds)>>,
+    events: broadcast::Sender<MarketEvent>,
+    finished: watch::Sender<bool>,
+    metrics: MarketMetrics,
+    epoch: Instant,
+    round_deadline: Option<Instant>,
+    next_open_at: Instant,
+}
+
+/// Starts the clock task. It ends after `shutdown` fires and the open slot
+/// (if any) has cleared.
+pub fn spawn_clock(state: MarketState, metrics: MarketMetrics, shutdown: Shutdown) -> (ClockHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (open_tx, open) = watch::channel(None);
+    let (events, _) = broadcast::channel(WATCH_BUFFER);
+    let (finished_tx, finished) = watch::channel(false);
+    let clock = Clock {
+        state,
+        rx,
+        nodes: HashMap::new(),
+        open_tx,
+        events: events.clone(),
+        finished: finished_tx,
+        metrics,
+        epoch: Instant::now(),
+        round_deadline: None,
+        next_open_at: Instant::now(),
+    };
+    let handle = ClockHandle { tx, open, events, finished };
+    (handle, tokio::spawn(clock.run(shutdown)))
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Clock {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let mut stopping = false;
+        loop {
+            if !stopping && self.state.may_open() {
+                let due = self.state.mode() == ClockMode::Fast || Instant::now() >= self.next_open_at;
+                if due {
+                    self.open();
+                }
+            }
+            if self.state.round_ready() {
+                self.clear();
+                continue;
+            }
+            let open = self.state.open_slot().is_some();
+            if !open && self.state.finished() && !*self.finished.borrow() {
+                tracing::info!(slots = self.state.status().next_slot, "max slots reached; no further slots open");
+                self.finished.send_replace(true);
+            }
+            if stopping && !open {
+                break;
+            }
+            let waiting_to_open = !stopping && !open && self.state.mode() == ClockMode::RealTime && self.state.may_open();
+            let deadline = self.round_deadline;
+            tokio::select! {
+                _ = shutdown.recv(), if !stopping => {
+                    tracing::info!(open_slot = ?self.state.open_slot().map(|o| o.slot), "shutdown: finishing the open slot");
+                    stopping = true;
+                }
+                command = self.rx.recv() => match command {
+                    Some(command) => self.handle(command),
+                    None => stopping = true,
+                },
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => self.clear(),
+                _ = sleep_until(self.next_open_at.into()), if waiting_to_open => {}
+            }
+        }
+        // Dropping the node queues ends every session stream.
+        self.nodes.clear();
+        self.open_tx.send_replace(None);
+        tracing::info!("market clock stopped");
+    }
+
+    fn open(&mut self) {
+        let now = Instant::now();
+        let wait_ms = match self.state.mode() {
+            ClockMode::Fast => self.state.deadline_ms(),
+            ClockMode::RealTime => self.state.slot_period_ms(),
+        };
+        let open = self.state.open(self.now_ms(), unix_ms() + wait_ms as i64);
+        self.round_deadline = Some(now + Duration::from_millis(wait_ms));
+        self.next_open_at = now + Duration::from_millis(self.state.slot_period_ms());
+        self.open_tx.send_replace(Some((open.slot, open.ctx.tariff.bounds())));
+        tracing::debug!(slot = open.slot, data_slot = open.ctx.data_slot, adjustments = open.adjustments.len(), "slot open");
+        let keys: Vec<NodeKey> = self.state.connected_nodes().collect();
+        for key in keys {
+            self.send(key, NodeEvent::Open(Arc::clone(&open)));
+        }
+    }
+
+    fn clear(&mut self) {
+        let started = Instant::now();
+        let mut outcome = self.state.clear();
+        let seconds = started.elapsed().as_secs_f64();
+        self.round_deadline = None;
+        self.open_tx.send_replace(None);
+        let summary = &mut outcome.summary;
+        summary.clearing_latency_ms = seconds * 1e3;
+        self.metrics.slots_cleared.inc();
+        self.metrics.orders.inc_by(outcome.orders);
+        self.metrics.matched_kwh.inc_by(summary.matched_kwh);
+        self.metrics.clearing_seconds.observe(seconds);
+        self.metrics.missing_reports.inc_by(summary.missing as u64);
+        tracing::info!(
+            slot = summary.slot,
+            data_slot = summary.data_slot,
+            reported = summary.reported,
+            missing = summary.missing,
+            matched_kwh = summary.matched_kwh,
+            price = ?summary.clearing_price.map(|p| p.per_kwh()),
+            "slot cleared"
+        );
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(MarketEvent::Slot(summary.clone()));
+        for (key, cleared) in outcome.per_node {
+            self.send(key, NodeEvent::Cleared(cleared));
+        }
+    }
+
+    /// Queues `event` for a node without waiting; a full or closed queue
+    /// disconnects the node (it can rejoin with its session id).
+    fn send(&mut self, key: NodeKey, event: NodeEvent) {
+        let Some((generation, tx)) = self.nodes.get(&key.index) else { return };
+        if *generation != key.generation {
+            return;
+        }
+        if let Err(e) = tx.try_send(event) {
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => "its queue is full (too slow)",
+                mpsc::error::TrySendError::Closed(_) => "its stream is closed",
+            };
+            tracing::warn!(node = self.state.node_name(key.index), "disconnecting node: {why}");
+            self.drop_node(key);
+        }
+    }
+
+    fn drop_node(&mut self, key: NodeKey) {
+        if self.state.disconnect(key) {
+            self.nodes.remove(&key.index);
+            self.notice(format!("node {} disconnected", self.state.node_name(key.index)));
+        }
+        self.update_gauges();
+    }
+
+    fn notice(&self, text: String) {
+        let _ = self.events.send(MarketEvent::Notice(text));
+    }
+
+    fn update_gauges(&self) {
+        let st = self.state.connected_prosumers();
+        self.metrics.connected_prosumers.set(st as i64);
+        self.metrics.connected_nodes.set(self.state.connected_nodes().count() as i64);
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Register { name, prosumer_count, resume_session_id, reply } => {
+                let result = self.state.register(&name, prosumer_count, &resume_session_id);
+                if let Ok(r) = &result {
+                    tracing::info!(node = %name, first = r.first_prosumer_id, count = r.prosumer_count, "node registered");
+                }
+                let _ = reply.send(result);
+            }
+            Command::Join { session_id, prosumers, events, reply } => {
+                let result = self.state.join(&session_id, &prosumers, self.now_ms());
+                if let Ok(key) = result {
+                    self.nodes.insert(key.index, (key.generation, events));
+                    if let Some(open) = self.state.open_slot().cloned() {
+                        self.send(key, NodeEvent::Open(open));
+                    }
+                    self.notice(format!("node {} joined", self.state.node_name(key.index)));
+                    self.update_gauges();
+                }
+                let _ = reply.send(result);
+            }
+            Command::Submit { node, slot, reports, reply } => {
+                let _ = reply.send(self.state.submit(node, slot, reports, self.now_ms()));
+            }
+            Command::Disconnect { node } => {
+                if self.nodes.get(&node.index).is_some_and(|(g, _)| *g == node.generation) {
+                    self.drop_node(node);
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(Ok(self.state.status()));
+            }
+            Command::Control { command, reply } => {
+                let result = self.control(command);
+                if let Ok(outcome) = &result {
+                    tracing::info!(slot = outcome.slot, "control: {}", outcome.message);
+                    self.notice(outcome.message.clone());
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn control(&mut self, command: ControlCommand) -> Result<ControlOutcome, WireError> {
+        let s = &mut self.state;
+        let message = match command {
+            ControlCommand::Start => s.start(),
+            ControlCommand::Pause => s.pause(),
+            ControlCommand::Resume => s.resume(),
+            ControlCommand::Step(n) => s.step(n)?,
+            ControlCommand::SetMode { mode, slot_period_ms, deadline_ms } => s.set_mode(mode, slot_period_ms, deadline_ms)?,
+            ControlCommand::LoadScenario(json) => s.load_scenario(&json)?,
+            ControlCommand::Inject(event) => s.inject(event)?,
+        };
+        Ok(ControlOutcome { message, slot: s.status().next_slot })
+    }
+}

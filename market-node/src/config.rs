@@ -1,0 +1,324 @@
+//! The market-node's one typed configuration: defaults, then a JSON file
+//! (`--config`), then environment variables and flags (clap), validated as a
+//! whole before anything starts.
+//!
+//! [`MarketConfig`] is what [`crate::start`] takes. Tests build it directly
+//! with [`MarketConfig::new`]; the binary goes through [`Cli`]. The
+//! `Display` impl is the redacted form printed in the first log line: tokens
+//! only ever show as `<redacted>`/`<unset>` (their `Debug`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use peergrid_core::simulation::SimConfig;
+use peergrid_runtime::Tokens;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A configuration problem, naming the setting and its bound.
+#[derive(Debug, Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), reason: reason.into() }
+}
+
+/// Which dataset the run plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetChoice {
+    /// The bundled measured CityLearn 2022 year (17 homes, hourly).
+    #[default]
+    Bundled,
+    /// A seeded synthetic year (17 homes, 364 days, hourly, seed 1).
+    Synthetic,
+}
+
+/// How the clock advances.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockMode {
+    /// A slot clears as soon as every expected prosumer reported, or at the deadline.
+    #[default]
+    Fast,
+    /// One slot every `slot_period_ms`.
+    RealTime,
+}
+
+impl ClockMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClockMode::Fast => "fast",
+            ClockMode::RealTime => "real-time",
+        }
+    }
+}
+
+/// Every non-secret market setting (what a config file's `market` object holds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarketSettings {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub dataset: DatasetChoice,
+    /// First dataset slot; later slots follow consecutively, wrapping at the end.
+    pub start_slot: u64,
+    pub mode: ClockMode,
+    /// Fast mode: how long a slot waits for reports, ms.
+    pub deadline_ms: u64,
+    /// Real-time mode: one slot every this many ms.
+    pub slot_period_ms: u64,
+    /// Clearing starts (without an operator `Start`) once this many prosumers are connected.
+    pub min_prosumers: u32,
+    /// Stop opening slots after this many.
+    pub max_slots: Option<u64>,
+    /// A connected node silent for this long (and late last slot) is no longer waited for.
+    pub node_timeout_ms: u64,
+    /// Most reports one batch may carry.
+    pub max_batch: usize,
+    pub insecure_no_auth: bool,
+    pub json_logs: bool,
+}
+
+impl Default for MarketSettings {
+    fn default() -> Self {
+        MarketSettings {
+            listen: "127.0.0.1:50051".parse().expect("literal address"),
+            metrics_listen: None,
+            dataset: DatasetChoice::Bundled,
+            start_slot: 0,
+            mode: ClockMode::Fast,
+            deadline_ms: 200,
+            slot_period_ms: 1000,
+            min_prosumers: 1,
+            max_slots: None,
+            node_timeout_ms: 10_000,
+            max_batch: 100_000,
+            insecure_no_auth: false,
+            json_logs: false,
+        }
+    }
+}
+
+/// The config file: a `SimConfig` and market settings, both optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    pub sim: SimConfig,
+    pub market: MarketSettings,
+}
+
+/// The validated configuration of a market-node.
+#[derive(Clone)]
+pub struct MarketConfig {
+    pub settings: MarketSettings,
+    pub sim: SimConfig,
+    pub tokens: Tokens,
+}
+
+pub const DEADLINE_MS: (u64, u64) = (1, 600_000);
+pub const SLOT_PERIOD_MS: (u64, u64) = (10, 86_400_000);
+pub const NODE_TIMEOUT_MS: (u64, u64) = (100, 86_400_000);
+pub const MAX_BATCH: (usize, usize) = (1, 1_000_000);
+
+impl MarketConfig {
+    /// Validates `settings`, `sim` and the tokens together. With no token
+    /// configured the market refuses to start unless `insecure_no_auth`.
+    pub fn new(settings: MarketSettings, sim: SimConfig, tokens: Tokens) -> Result<MarketConfig, ConfigError> {
+        let in_range = |field: &str, v: u64, (lo, hi): (u64, u64)| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(bad(field, format!("must lie in {lo}..={hi}, got {v}")))
+            }
+        };
+        in_range("deadline_ms", settings.deadline_ms, DEADLINE_MS)?;
+        in_range("slot_period_ms", settings.slot_period_ms, SLOT_PERIOD_MS)?;
+        in_range("node_timeout_ms", settings.node_timeout_ms, NODE_TIMEOUT_MS)?;
+        in_range("max_batch", settings.max_batch as u64, (MAX_BATCH.0 as u64, MAX_BATCH.1 as u64))?;
+        in_range("min_prosumers", settings.min_prosumers as u64, (1, 10_000_000))?;
+        if settings.max_slots == Some(0) {
+            return Err(bad("max_slots", "must be ≥ 1 when given"));
+        }
+        sim.validate().map_err(|e| bad("sim", e.to_string()))?;
+        let tokens = if settings.insecure_no_auth {
+            Tokens::insecure_no_auth()
+        } else if tokens.is_empty() {
+            return Err(bad(
+                "tokens",
+                format!(
+                    "no token configured: set {} and {} (or their _FILE variants), or pass --insecure-no-auth",
+                    Tokens::AGENT_ENV,
+                    Tokens::OPERATOR_ENV
+                ),
+            ));
+        } else {
+            tokens
+        };
+        Ok(MarketConfig { settings, sim, tokens })
+    }
+}
+
+/// Redacted, for the first log line.
+impl fmt::Display for MarketConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = serde_json::to_string(&self.settings).map_err(|_| fmt::Error)?;
+        let sim = serde_json::to_string(&self.sim).map_err(|_| fmt::Error)?;
+        write!(f, "market {settings} sim {sim} tokens {:?}", self.tokens)
+    }
+}
+
+impl fmt::Debug for MarketConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Command line of the `market-node` binary. Every flag also reads an
+/// environment variable; flags and variables override the config file.
+#[derive(Debug, Parser)]
+#[command(name = "market-node", version, about = "peergrid market-node: the clock and auctioneer of a distributed run")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Query the gRPC health service of a running market; exit 0 if SERVING, 1 otherwise.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct RunArgs {
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "PEERGRID_MARKET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus /metrics listen address (off when unset).
+    #[arg(long, env = "PEERGRID_MARKET_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// JSON file: `{"sim": SimConfig, "market": settings}`, both optional.
+    #[arg(long, env = "PEERGRID_MARKET_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, env = "PEERGRID_MARKET_DATASET")]
+    pub dataset: Option<DatasetChoice>,
+    /// First dataset slot [default: 0].
+    #[arg(long, env = "PEERGRID_MARKET_START_SLOT")]
+    pub start_slot: Option<u64>,
+    #[arg(long, value_enum, env = "PEERGRID_MARKET_MODE")]
+    pub mode: Option<ClockMode>,
+    /// Fast mode: ms to wait for reports [default: 200].
+    #[arg(long, env = "PEERGRID_MARKET_DEADLINE_MS")]
+    pub deadline_ms: Option<u64>,
+    /// Real-time mode: ms per slot [default: 1000].
+    #[arg(long, env = "PEERGRID_MARKET_SLOT_PERIOD_MS")]
+    pub slot_period_ms: Option<u64>,
+    /// Start clearing once this many prosumers are connected [default: 1].
+    #[arg(long, env = "PEERGRID_MARKET_MIN_PROSUMERS")]
+    pub min_prosumers: Option<u32>,
+    /// Stop opening slots after this many.
+    #[arg(long, env = "PEERGRID_MARKET_MAX_SLOTS")]
+    pub max_slots: Option<u64>,
+    /// A silent node is no longer waited for after this many ms [default: 10000].
+    #[arg(long, env = "PEERGRID_MARKET_NODE_TIMEOUT_MS")]
+    pub node_timeout_ms: Option<u64>,
+    /// Most reports in one batch [default: 100000].
+    #[arg(long, env = "PEERGRID_MARKET_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Run without authentication (local demos only).
+    #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// One JSON object per log event.
+    #[arg(long, env = "PEERGRID_JSON_LOGS")]
+    pub json_logs: bool,
+}
+
+impl RunArgs {
+    /// Defaults, then the config file, then these flags; tokens from `tokens`.
+    pub fn resolve(&self, tokens: Tokens) -> Result<MarketConfig, ConfigError> {
+        let file = match &self.config {
+            None => ConfigFile::default(),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+                serde_json::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))?
+            }
+        };
+        let mut s = file.market;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { s.$f = v; } )* };
+        }
+        set!(listen, dataset, start_slot, mode, deadline_ms, slot_period_ms, min_prosumers, node_timeout_ms, max_batch);
+        if self.metrics_listen.is_some() {
+            s.metrics_listen = self.metrics_listen;
+        }
+        if self.max_slots.is_some() {
+            s.max_slots = self.max_slots;
+        }
+        s.insecure_no_auth |= self.insecure_no_auth;
+        s.json_logs |= self.json_logs;
+        MarketConfig::new(s, file.sim, tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insecure() -> MarketSettings {
+        MarketSettings { insecure_no_auth: true, ..MarketSettings::default() }
+    }
+
+    #[test]
+    fn refuses_to_start_without_tokens_unless_insecure() {
+        let e = MarketConfig::new(MarketSettings::default(), SimConfig::default(), Tokens::default()).unwrap_err();
+        assert!(e.to_string().contains("--insecure-no-auth"), "{e}");
+        let c = MarketConfig::new(insecure(), SimConfig::default(), Tokens::default()).unwrap();
+        assert!(c.tokens.is_insecure());
+    }
+
+    #[test]
+    fn bounds_are_named() {
+        let cases = [
+            (MarketSettings { deadline_ms: 0, ..insecure() }, "deadline_ms"),
+            (MarketSettings { slot_period_ms: 5, ..insecure() }, "slot_period_ms"),
+            (MarketSettings { max_batch: 0, ..insecure() }, "max_batch"),
+            (MarketSettings { min_prosumers: 0, ..insecure() }, "min_prosumers"),
+            (MarketSettings { max_slots: Some(0), ..insecure() }, "max_slots"),
+        ];
+        for (s, field) in cases {
+            let e = MarketConfig::new(s, SimConfig::default(), Tokens::default()).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_display_redacts() {
+        let dir = std::env::temp_dir().join(format!("peergrid-market-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("market.json");
+        std::fs::write(
+            &path,
+            r#"{"market": {"deadline_ms": 50, "start_slot": 7}, "sim": {"mechanism": {"kind": "uniform", "k": 0.3}}}"#,
+        )
+        .unwrap();
+        let args = RunArgs { config: Some(path), deadline_ms: Some(75), insecure_no_auth: true, ..RunArgs::default() };
+        let c = args.resolve(Tokens::default()).unwrap();
+        assert_eq!((c.settings.deadline_ms, c.settings.start_slot), (75, 7));
+        let tokens = Tokens::new(Some("agent-secret-0123456789".into()), Some("operator-secret-0123456789".into())).unwrap();
+        let c = MarketConfig::new(MarketSettings::default(), SimConfig::default(), tokens).unwrap();
+        let shown = c.to_string();
+        assert!(!shown.contains("secret") && shown.contains("<redacted>"), "{shown}");
+    }
+}

@@ -1,0 +1,446 @@
+//! The gRPC edge: `MarketService` and `ControlService` over the clock.
+//!
+//! The only file of the market-node that names generated types. Each
+//! handler authenticates (`peergrid_runtime::auth`: agent token for
+//! Register/Session, either token for Status/Watch, operator token for
+//! Control), converts wire → domain with `peergrid_proto::convert` (which
+//! validates and names the failing field), asks the clock, and converts the
+//! answer back. Every error leaves as a `WireError` → `Status`, counted in
+//! the `rejected` metric by reason.
+//!
+//! A session is a bidi stream: the node's first message is `Join`, then one
+//! `OrderBatch` per slot; the market sends `SlotOpen` and `SlotCleared`
+//! through the node's bounded queue. A rejected batch ends the stream with
+//! the error's status (nothing of it is stored); the node may rejoin.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peergrid_proto::convert::slot::{report_from_wire, settlement_to_wire, slot_open_to_wire};
+use peergrid_proto::convert::{index, reward_weights_to_json};
+use peergrid_proto::pb::control::v1 as control;
+use peergrid_proto::pb::market::v1 as market;
+use peergrid_proto::WireError;
+use peergrid_runtime::{authorize, authorize_reader, Role, Shutdown, Tokens};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status, Streaming};
+
+use control::control_service_server::{ControlService, ControlServiceServer};
+use market::market_service_server::{MarketService, MarketServiceServer};
+
+use crate::clock::{ClockHandle, ControlCommand, ControlOutcome, MarketEvent, NodeEvent, NODE_QUEUE};
+use crate::config::ClockMode;
+use crate::metrics::MarketMetrics;
+use crate::scenario::{FeederLimit, ScaleGroup, ScenarioEvent, TakeOffline, TariffOverride};
+use crate::state::{NodeCleared, ProsumerInfo, SlotSummary, StatusSnapshot};
+
+/// Largest message the server decodes or encodes (an `OrderBatch` of
+/// 100,000 reports is ~10 MB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What both services share.
+#[derive(Clone)]
+struct Edge {
+    clock: ClockHandle,
+    tokens: Arc<Tokens>,
+    metrics: MarketMetrics,
+    max_batch: usize,
+    node_timeout: Duration,
+    shutdown: Shutdown,
+}
+
+impl Edge {
+    fn fail(&self, e: WireError) -> Status {
+        self.metrics.reject(e.code());
+        e.into()
+    }
+
+    fn auth(&self, result: Result<Role, Status>) -> Result<Role, Status> {
+        result.inspect_err(|s| self.metrics.reject(s.code()))
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+struct Market(Edge);
+
+#[tonic::async_trait]
+impl MarketService for Market {
+    type SessionStream = BoxStream<market::MarketMessage>;
+    type WatchStream = BoxStream<market::MarketEvent>;
+
+    async fn register(&self, request: Request<market::RegisterRequest>) -> Result<Response<market::RegisterResponse>, Status> {
+        let edge = &self.0;
+        edge.auth(authorize(request.metadata(), Role::Agent, &edge.tokens))?;
+        let r = request.into_inner();
+        let reg = edge.clock.register(r.node_name, r.prosumer_count, r.resume_session_id).await.map_err(|e| edge.fail(e))?;
+        Ok(Response::new(market::RegisterResponse {
+            session_id: reg.session_id,
+            first_prosumer_id: reg.first_prosumer_id,
+            prosumer_count: reg.prosumer_count,
+            dataset: reg.dataset,
+            slot_minutes: reg.slot_minutes,
+            reward_weights_json: reward_weights_to_json(&reg.reward).map_err(|e| edge.fail(e))?,
+            next_slot: reg.next_slot,
+        }))
+    }
+
+    async fn session(&self, request: Request<Streaming<market::NodeMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+        let edge = self.0.clone();
+        edge.auth(authorize(request.metadata(), Role::Agent, &edge.tokens))?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(edge.node_timeout, inbound.message())
+            .await
+            .map_err(|_| edge.fail(WireError::failed_precondition("join: no Join message within the node timeout")))??;
+        let Some(market::NodeMessage { msg: Some(market::node_message::Msg::Join(join)) }) = first else {
+            return Err(edge.fail(WireError::failed_precondition("join: the first message of a session must be Join")));
+        };
+        let prosumers = join
+            .prosumers
+            .iter()
+            .map(|p| ProsumerInfo {
+                prosumer_id: p.prosumer_id,
+                kind: p.kind.clone(),
+                pv_kwp: p.pv_kwp,
+                battery_kwh: p.battery_kwh,
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(NODE_QUEUE);
+        let key = edge.clock.join(join.session_id, prosumers, tx.clone()).await.map_err(|e| edge.fail(e))?;
+        tokio::spawn(async move {
+            let mut shutdown = edge.shutdown.clone();
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.recv() => break,
+                    m = inbound.message() => m,
+                };
+                let result = match message {
+                    Ok(Some(market::NodeMessage { msg: Some(market::node_message::Msg::Batch(batch)) })) => {
+                        accept_batch(&edge, key, batch).await
+                    }
+                    Ok(Some(_)) => Err(WireError::failed_precondition("join: only OrderBatch messages may follow Join")),
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "session stream ended");
+                        break;
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::info!(error = %e, "batch rejected; ending the session");
+                    edge.metrics.reject(e.code());
+                    let _ = tx.send(NodeEvent::Rejected(e)).await;
+                    break;
+                }
+            }
+            edge.clock.disconnect(key).await;
+        });
+        let out = ReceiverStream::new(rx).map(node_event_to_wire);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn watch(&self, request: Request<market::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let edge = &self.0;
+        edge.auth(authorize_reader(request.metadata(), &edge.tokens))?;
+        let mut events = edge.clock.subscribe();
+        let mut shutdown = edge.shutdown.clone();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.recv() => break,
+                    _ = tx.closed() => break,
+                    e = events.recv() => e,
+                };
+                match event {
+                    Ok(e) => {
+                        if tx.send(Ok(market_event_to_wire(e))).await.is_err() {
+                            break;
+                        }
+                    }
+                    // A slow watcher skips summaries; the clock never waits for it.
+                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::debug!(skipped = n, "watcher lagging"),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn status(&self, request: Request<market::StatusRequest>) -> Result<Response<market::StatusResponse>, Status> {
+        let edge = &self.0;
+        edge.auth(authorize_reader(request.metadata(), &edge.tokens))?;
+        let status = edge.clock.status().await.map_err(|e| edge.fail(e))?;
+        Ok(Response::new(status_to_wire(&status)))
+    }
+}
+
+/// Checks a batch at the edge (size, slot, every report against the open
+/// slot's tariff) and hands the domain reports to the clock, which checks
+/// ids and stores the batch only if all of it is valid.
+async fn accept_batch(edge: &Edge, key: crate::state::NodeKey, batch: market::OrderBatch) -> Result<usize, WireError> {
+    if batch.reports.len() > edge.max_batch {
+        return Err(WireError::ResourceExhausted {
+            reason: format!("reports: {} reports exceed the batch limit of {}", batch.reports.len(), edge.max_batch),
+        });
+    }
+    let Some((open_slot, bounds)) = edge.clock.open_bounds() else {
+        return Err(WireError::failed_precondition(format!("slot: no slot is open, got a batch for slot {}", batch.slot)));
+    };
+    if batch.slot != open_slot {
+        return Err(WireError::failed_precondition(format!(
+            "slot: the open slot is {open_slot}, got a batch for slot {}",
+            batch.slot
+        )));
+    }
+    let reports = batch
+        .reports
+        .iter()
+        .enumerate()
+        .map(|(i, w)| report_from_wire(w, bounds, &index("reports", i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    edge.clock.submit(key, batch.slot, reports).await
+}
+
+fn node_event_to_wire(event: NodeEvent) -> Result<market::MarketMessage, Status> {
+    use market::market_message::Msg;
+    let msg = match event {
+        NodeEvent::Open(open) => Msg::Open(slot_open_to_wire(&open)),
+        NodeEvent::Cleared(c) => Msg::Cleared(cleared_to_wire(&c)),
+        NodeEvent::Rejected(e) => return Err(e.into()),
+    };
+    Ok(market::MarketMessage { msg: Some(msg) })
+}
+
+fn cleared_to_wire(c: &NodeCleared) -> market::SlotCleared {
+    market::SlotCleared {
+        slot: c.slot,
+        clearing_price_micros: c.clearing_price.map(|p| p.0),
+        matched_wh: c.matched.0,
+        settlements: c.settlements.iter().map(|(id, fill, s)| settlement_to_wire(*id, *fill, s)).collect(),
+        missing_prosumer_ids: c.missing.clone(),
+    }
+}
+
+fn market_event_to_wire(event: MarketEvent) -> market::MarketEvent {
+    use market::market_event::Event;
+    let event = match event {
+        MarketEvent::Slot(s) => Event::Slot(summary_to_wire(&s)),
+        MarketEvent::Notice(text) => Event::Notice(text),
+    };
+    market::MarketEvent { event: Some(event) }
+}
+
+fn summary_to_wire(s: &SlotSummary) -> market::SlotSummary {
+    market::SlotSummary {
+        slot: s.slot,
+        data_slot: s.data_slot,
+        clearing_price_micros: s.clearing_price.map(|p| p.0),
+        matched_kwh: s.matched_kwh,
+        grid_import_kwh: s.grid_import_kwh,
+        grid_export_kwh: s.grid_export_kwh,
+        load_kwh: s.load_kwh,
+        pv_kwh: s.pv_kwh,
+        reported: s.reported,
+        missing: s.missing,
+        clearing_latency_ms: s.clearing_latency_ms,
+    }
+}
+
+fn status_to_wire(s: &StatusSnapshot) -> market::StatusResponse {
+    market::StatusResponse {
+        slot: s.next_slot,
+        prosumers: s.prosumers,
+        nodes: s.nodes,
+        mode: s.mode.name().to_owned(),
+        paused: s.paused,
+        slot_period_ms: s.slot_period_ms,
+        energy_balance_error_kwh: s.energy_balance_error_kwh,
+        money_balance_error: s.money_balance_error,
+        kpis: Some((&s.kpis).into()),
+        missing_reports: s.missing_reports,
+    }
+}
+
+struct Control(Edge);
+
+impl Control {
+    async fn run(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        command: ControlCommand,
+    ) -> Result<Response<control::ControlReply>, Status> {
+        let edge = &self.0;
+        edge.auth(authorize(metadata, Role::Operator, &edge.tokens))?;
+        let ControlOutcome { message, slot } = edge.clock.control(command).await.map_err(|e| edge.fail(e))?;
+        Ok(Response::new(control::ControlReply { message, slot }))
+    }
+
+    fn command<T>(&self, result: Result<T, WireError>) -> Result<T, Status> {
+        result.map_err(|e| self.0.fail(e))
+    }
+}
+
+fn inject_from_wire(r: control::InjectRequest) -> Result<ScenarioEvent, WireError> {
+    use control::inject_request::Event;
+    Ok(match r.event.ok_or_else(|| WireError::invalid("event", "is required"))? {
+        Event::Scale(s) => ScenarioEvent::Scale(ScaleGroup {
+            first_prosumer_id: s.first_prosumer_id,
+            last_prosumer_id: s.last_prosumer_id,
+            pv_scale: s.pv_scale,
+            load_scale: s.load_scale,
+            slots: s.slots,
+        }),
+        Event::Tariff(t) => ScenarioEvent::Tariff(TariffOverride {
+            retail_per_kwh: t.retail_per_kwh,
+            feed_in_per_kwh: t.feed_in_per_kwh,
+            slots: t.slots,
+        }),
+        Event::Feeder(f) => {
+            ScenarioEvent::Feeder(FeederLimit { import_limit_kw: f.import_limit_kw, export_limit_kw: f.export_limit_kw })
+        }
+        Event::Offline(o) => ScenarioEvent::Offline(TakeOffline {
+            first_prosumer_id: o.first_prosumer_id,
+            last_prosumer_id: o.last_prosumer_id,
+            slots: o.slots,
+        }),
+    })
+}
+
+fn mode_from_wire(r: &control::SetModeRequest) -> Result<ControlCommand, WireError> {
+    let mode = match control::Mode::try_from(r.mode) {
+        Ok(control::Mode::Fast) => ClockMode::Fast,
+        Ok(control::Mode::RealTime) => ClockMode::RealTime,
+        _ => return Err(WireError::invalid("mode", format!("must be MODE_FAST or MODE_REAL_TIME, got {}", r.mode))),
+    };
+    Ok(ControlCommand::SetMode { mode, slot_period_ms: r.slot_period_ms, deadline_ms: r.deadline_ms })
+}
+
+#[tonic::async_trait]
+impl ControlService for Control {
+    async fn start(&self, request: Request<control::Empty>) -> Result<Response<control::ControlReply>, Status> {
+        self.run(request.metadata(), ControlCommand::Start).await
+    }
+
+    async fn pause(&self, request: Request<control::Empty>) -> Result<Response<control::ControlReply>, Status> {
+        self.run(request.metadata(), ControlCommand::Pause).await
+    }
+
+    async fn resume(&self, request: Request<control::Empty>) -> Result<Response<control::ControlReply>, Status> {
+        self.run(request.metadata(), ControlCommand::Resume).await
+    }
+
+    async fn step(&self, request: Request<control::StepRequest>) -> Result<Response<control::ControlReply>, Status> {
+        let count = request.get_ref().count;
+        self.run(request.metadata(), ControlCommand::Step(count)).await
+    }
+
+    async fn set_mode(&self, request: Request<control::SetModeRequest>) -> Result<Response<control::ControlReply>, Status> {
+        self.0.auth(authorize(request.metadata(), Role::Operator, &self.0.tokens))?;
+        let command = self.command(mode_from_wire(request.get_ref()))?;
+        self.run(request.metadata(), command).await
+    }
+
+    async fn load_scenario(
+        &self,
+        request: Request<control::LoadScenarioRequest>,
+    ) -> Result<Response<control::ControlReply>, Status> {
+        let json = request.get_ref().scenario_json.clone();
+        self.run(request.metadata(), ControlCommand::LoadScenario(json)).await
+    }
+
+    async fn inject(&self, request: Request<control::InjectRequest>) -> Result<Response<control::ControlReply>, Status> {
+        self.0.auth(authorize(request.metadata(), Role::Operator, &self.0.tokens))?;
+        let (metadata, _, inner) = request.into_parts();
+        let event = self.command(inject_from_wire(inner))?;
+        self.run(&metadata, ControlCommand::Inject(event)).await
+    }
+
+    async fn get_status(&self, request: Request<control::Empty>) -> Result<Response<market::StatusResponse>, Status> {
+        let edge = &self.0;
+        edge.auth(authorize(request.metadata(), Role::Operator, &edge.tokens))?;
+        let status = edge.clock.status().await.map_err(|e| edge.fail(e))?;
+        Ok(Response::new(status_to_wire(&status)))
+    }
+}
+
+/// Everything the server needs besides the listener.
+pub struct ServeParams {
+    pub clock: ClockHandle,
+    pub tokens: Arc<Tokens>,
+    pub metrics: MarketMetrics,
+    pub max_batch: usize,
+    pub node_timeout: Duration,
+    pub shutdown: Shutdown,
+}
+
+/// Serves both peergrid services plus health and reflection on `listener`
+/// until `stop` resolves, then drains open calls.
+pub async fn serve(
+    listener: TcpListener,
+    params: ServeParams,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let edge = Edge {
+        clock: params.clock,
+        tokens: params.tokens,
+        metrics: params.metrics,
+        max_batch: params.max_batch,
+        node_timeout: params.node_timeout,
+        shutdown: params.shutdown,
+    };
+    let market = MarketServiceServer::new(Market(edge.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let control = ControlServiceServer::new(Control(edge))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let (health, health_service) = peergrid_proto::services::health();
+    health.set_serving::<MarketServiceServer<Market>>().await;
+    health.set_serving::<ControlServiceServer<Control>>().await;
+    let (reflection_v1, reflection_v1alpha) = peergrid_proto::services::reflection()?;
+    let health_on_stop = health.clone();
+    let stop = async move {
+        stop.await;
+        health_on_stop.set_not_serving::<MarketServiceServer<Market>>().await;
+        health_on_stop.set_not_serving::<ControlServiceServer<Control>>().await;
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(market)
+        .add_service(control)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        .await?;
+    Ok(())
+}
+
+/// Asks the gRPC health service at `addr` (e.g. `http://127.0.0.1:50051`)
+/// whether the market is serving.
+pub async fn check_health(addr: &str) -> anyhow::Result<bool> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(3))
+        .connect()
+        .await?;
+    let request = HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
+    let response = HealthClient::new(channel).check(request).await?;
+    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+}
+
+/// The address a listener on `addr` should bind (kept here so `lib.rs`
+/// stays free of transport details).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,132 @@
+//! peergrid market-node: the clock and auctioneer of a distributed run.
+//!
+//! Per slot the market sends each connected agent-node one `SlotOpen`,
+//! collects one `OrderBatch` per node (a `HouseholdReport` per prosumer),
+//! clears all reports together with the domain core exactly as the
+//! reference simulator does, and sends each node one `SlotCleared`.
+//!
+//! Modules, top to bottom: [`config`] (flags, file, env; validated),
+//! [`grpc`] (the only file naming generated types: auth, wire ⇄ domain,
+//! services), [`clock`] (the task owning the state; fast and real-time
+//! pacing), [`state`] (pure membership, rounds, clearing, KPIs, balances),
+//! [`scenario`] (operator events), [`metrics`] (Prometheus).
+//!
+//! [`start`] runs everything in-process on the configured (or ephemeral)
+//! ports and returns a [`MarketHandle`]; `main.rs` is a thin wrapper.
+
+pub mod clock;
+pub mod config;
+pub mod grpc;
+pub mod metrics;
+pub mod scenario;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use peergrid_core::data::{citylearn::bundled_citylearn, synthetic::synthetic_dataset, Dataset};
+use peergrid_runtime::{serve_metrics, Metrics, Shutdown};
+use tokio::task::JoinHandle;
+
+pub use clock::ClockHandle;
+pub use config::{ClockMode, DatasetChoice, MarketConfig, MarketSettings};
+
+use crate::metrics::MarketMetrics;
+use crate::state::MarketState;
+
+/// A running market.
+pub struct MarketHandle {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    clock: ClockHandle,
+    join: JoinHandle<anyhow::Result<()>>,
+}
+
+impl MarketHandle {
+    /// Resolves once the run reached `max_slots` (never without a limit).
+    pub async fn finished(&self) {
+        self.clock.finished().await
+    }
+
+    /// Waits until every task stopped (after the shutdown was triggered).
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.join.await.context("market task panicked")?
+    }
+}
+
+/// Loads the dataset a run plays.
+pub fn load_dataset(choice: DatasetChoice) -> anyhow::Result<Dataset> {
+    Ok(match choice {
+        DatasetChoice::Bundled => bundled_citylearn()?,
+        DatasetChoice::Synthetic => synthetic_dataset(17, 364, 60, 1),
+    })
+}
+
+/// Starts the market: loads the dataset, binds the gRPC (and metrics)
+/// listeners (port 0 picks a free port), spawns the clock and the server.
+/// Everything stops after `shutdown` fires and the open slot has cleared.
+pub async fn start(config: MarketConfig, shutdown: Shutdown) -> anyhow::Result<MarketHandle> {
+    let ds = Arc::new(load_dataset(config.settings.dataset)?);
+    start_with_dataset(config, ds, shutdown).await
+}
+
+/// [`start`] with a dataset the caller already loaded (tests share one).
+pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown: Shutdown) -> anyhow::Result<MarketHandle> {
+    let settings = config.settings.clone();
+    let session_seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let state = MarketState::new(Arc::clone(&ds), config.sim.clone(), &settings, session_seed)?;
+
+    let mut registry = Metrics::new();
+    let metrics = MarketMetrics::register(&mut registry);
+    let (metrics_addr, metrics_task) = match settings.metrics_listen {
+        Some(addr) => {
+            let (bound, task) = serve_metrics(addr, Arc::new(registry), shutdown.clone())
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?;
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+
+    let listener = grpc::bind(settings.listen).await.with_context(|| format!("binding gRPC listener {}", settings.listen))?;
+    let grpc_addr = listener.local_addr()?;
+    let (clock, clock_task) = clock::spawn_clock(state, metrics.clone(), shutdown.clone());
+
+    // The server stops once the clock has finished its last slot, so the
+    // last SlotCleared still reaches the nodes.
+    let clock_done = Arc::new(tokio::sync::Notify::new());
+    let stop = {
+        let clock_done = Arc::clone(&clock_done);
+        let mut shutdown = shutdown.clone();
+        async move {
+            shutdown.recv().await;
+            clock_done.notified().await;
+        }
+    };
+    let params = grpc::ServeParams {
+        clock: clock.clone(),
+        tokens: Arc::new(config.tokens.clone()),
+        metrics,
+        max_batch: settings.max_batch,
+        node_timeout: Duration::from_millis(settings.node_timeout_ms),
+        shutdown: shutdown.clone(),
+    };
+    let server = tokio::spawn(grpc::serve(listener, params, stop));
+    tracing::info!(%grpc_addr, metrics_addr = ?metrics_addr, dataset = %ds.name, "market-node listening");
+
+    let join = tokio::spawn(async move {
+        let clock_result = clock_task.await;
+        clock_done.notify_one();
+        clock_result.context("clock task panicked")?;
+        server.await.context("server task panicked")??;
+        if let Some(task) = metrics_task {
+            task.await.context("metrics task panicked")?;
+        }
+        drop(shutdown);
+        Ok(())
+    });
+    Ok(MarketHandle { grpc_addr, metrics_addr, clock, join })
+}
