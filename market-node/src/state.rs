@@ -349,6 +349,13 @@ impl MarketState {
         node.generation += 1;
         node.last_seen_ms = now_ms;
         node.reported_last_round = true;
+        // A node (re)joining mid-slot gets the open slot and is waited for.
+        if let Some(round) = self.round.as_mut() {
+            if !round.expected.contains(&index) {
+                round.expected.push(index);
+            }
+            round.waited.insert(index);
+        }
         if self.connected_prosumers() >= self.control.min_prosumers {
             self.control.started = true;
         }
