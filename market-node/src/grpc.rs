@@ -255,8 +255,10 @@ fn summary_to_wire(s: &SlotSummary) -> market::SlotSummary {
 fn status_to_wire(s: &StatusSnapshot) -> market::StatusResponse {
     market::StatusResponse {
         slot: s.next_slot,
-        prosumers: s.prosumers,
-        nodes: s.nodes,
+        // Connected, not merely registered: what an operator scaling the
+        // cluster wants to see grow and shrink.
+        prosumers: u32::try_from(s.connected_prosumers).unwrap_or(u32::MAX),
+        nodes: s.connected_nodes,
         mode: s.mode.name().to_owned(),
         paused: s.paused,
         slot_period_ms: s.slot_period_ms,

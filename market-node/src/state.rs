@@ -587,7 +587,9 @@ impl MarketState {
 
         // Per node: settlements of its reporters, and its missing prosumers.
         let mut per_node = Vec::new();
-        let involved: BTreeSet<usize> = round.expected.iter().copied().chain(round.batches.keys().copied()).collect();
+        // Every registered node is involved: a node that is gone still has
+        // households, which settle with the grid and count as missing.
+        let involved = 0..self.nodes.len();
         let mut missing_total = 0u32;
         for index in involved {
             let node = &self.nodes[index];

@@ -1,9 +1,12 @@
-//! Shared helpers of the end-to-end suites: golden-file comparison.
+//! Shared helpers of the end-to-end suites: golden-file comparison and the
+//! [`cluster::TestCluster`] of real nodes on loopback ports.
 //!
 //! A golden file is the whole observable behaviour of a scenario as readable
 //! text, checked in. A test renders the same text and compares; run with
 //! `UPDATE_GOLDEN=1` to rewrite the files after a deliberate change, then
 //! review the diff like any other code change.
+
+pub mod cluster;
 
 use std::path::PathBuf;
 

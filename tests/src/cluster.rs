@@ -1,0 +1,220 @@
+//! `TestCluster`: a market-node and agent-nodes on ephemeral loopback ports,
+//! seeded, with real gRPC between them (the same code as the binaries, run
+//! in-process so a test can kill and restart nodes and read their reports).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use peergrid_agent_node::{AgentConfig, AgentReport, PolicyChoice, Secret};
+use peergrid_core::data::Dataset;
+use peergrid_core::simulation::SimConfig;
+use peergrid_market_node::{ClockMode, MarketConfig, MarketHandle, MarketSettings};
+use peergrid_proto::pb::control::v1 as control;
+use peergrid_proto::pb::market::v1 as market;
+use peergrid_runtime::auth::{BearerInterceptor, Tokens};
+use peergrid_runtime::{Shutdown, ShutdownController};
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const AGENT_TOKEN: &str = "agent-token-for-tests-0123456789";
+pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
+
+/// How to start a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    /// Prosumers per agent-node.
+    pub nodes: Vec<u32>,
+    pub seed: u64,
+    pub start_slot: u64,
+    pub max_slots: Option<u64>,
+    pub deadline_ms: u64,
+    pub sim: SimConfig,
+    pub policy: PolicyChoice,
+    /// Start clearing once every node has joined; otherwise only on `Start`/`Step`.
+    pub auto_start: bool,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            nodes: vec![8, 8],
+            seed: 7,
+            start_slot: 0,
+            max_slots: None,
+            deadline_ms: 2_000,
+            sim: SimConfig::default(),
+            policy: PolicyChoice::RuleBased,
+            auto_start: true,
+        }
+    }
+}
+
+struct Agent {
+    shutdown: ShutdownController,
+    task: JoinHandle<Result<AgentReport>>,
+}
+
+pub struct TestCluster {
+    pub market: MarketHandle,
+    market_shutdown: ShutdownController,
+    agents: Vec<Option<Agent>>,
+    builder: ClusterBuilder,
+    market_task_shutdown: Shutdown,
+}
+
+impl ClusterBuilder {
+    pub fn nodes(mut self, nodes: &[u32]) -> Self {
+        self.nodes = nodes.to_vec();
+        self
+    }
+
+    pub fn max_slots(mut self, n: u64) -> Self {
+        self.max_slots = Some(n);
+        self
+    }
+
+    /// Starts the market (it waits until every node of the builder has
+    /// joined before the first slot) and the agent-nodes.
+    pub async fn start(self, ds: Arc<Dataset>) -> Result<TestCluster> {
+        let settings = MarketSettings {
+            listen: "127.0.0.1:0".parse()?,
+            metrics_listen: Some("127.0.0.1:0".parse()?),
+            start_slot: self.start_slot,
+            mode: ClockMode::Fast,
+            deadline_ms: self.deadline_ms,
+            min_prosumers: if self.auto_start { self.nodes.iter().sum() } else { 10_000_000 },
+            max_slots: self.max_slots,
+            ..MarketSettings::default()
+        };
+        let tokens = Tokens::new(Some(AGENT_TOKEN.into()), Some(OPERATOR_TOKEN.into()))?;
+        let config = MarketConfig::new(settings, self.sim.clone(), tokens)?;
+        let market_shutdown = ShutdownController::new();
+        let shutdown = market_shutdown.subscribe();
+        let market = peergrid_market_node::start_with_dataset(config, ds, shutdown.clone()).await?;
+        let mut cluster =
+            TestCluster { market, market_shutdown, agents: Vec::new(), builder: self.clone(), market_task_shutdown: shutdown };
+        for (i, &k) in self.nodes.iter().enumerate() {
+            cluster.spawn_agent(&format!("node-{i}"), k, None);
+            // Register in order, so node i gets the i-th id range.
+            cluster.wait_for_prosumers(self.nodes[..=i].iter().sum()).await?;
+        }
+        Ok(cluster)
+    }
+}
+
+impl TestCluster {
+    pub fn market_url(&self) -> String {
+        format!("http://{}", self.market.grpc_addr)
+    }
+
+    /// The config of an agent-node of this cluster.
+    pub fn agent_config(&self, name: &str, prosumers: u32, resume: Option<String>) -> AgentConfig {
+        let mut config = AgentConfig {
+            market: self.market_url(),
+            name: name.into(),
+            prosumers,
+            policy: self.builder.policy.clone(),
+            token: Some(Secret::new(AGENT_TOKEN)),
+            actor_threads: 1,
+            resume_session_id: resume,
+            ..AgentConfig::default()
+        };
+        config.community.seed = self.builder.seed;
+        config.reconnect.base_ms = 50;
+        config.reconnect.max_ms = 500;
+        config
+    }
+
+    /// Starts an agent-node; returns its index for [`kill_agent`](Self::kill_agent).
+    pub fn spawn_agent(&mut self, name: &str, prosumers: u32, resume: Option<String>) -> usize {
+        let config = self.agent_config(name, prosumers, resume);
+        let shutdown = ShutdownController::new();
+        let s = shutdown.subscribe();
+        let task = tokio::spawn(async move { peergrid_agent_node::run(config, s).await });
+        self.agents.push(Some(Agent { shutdown, task }));
+        self.agents.len() - 1
+    }
+
+    /// Stops agent-node `i` (as SIGTERM would) and returns its report.
+    pub async fn stop_agent(&mut self, i: usize) -> Result<AgentReport> {
+        let agent = self.agents[i].take().context("agent already stopped")?;
+        agent.shutdown.trigger();
+        agent.task.await.context("agent task panicked")?
+    }
+
+    /// Kills agent-node `i` abruptly (its task is aborted mid-slot).
+    pub async fn kill_agent(&mut self, i: usize) {
+        if let Some(agent) = self.agents[i].take() {
+            agent.task.abort();
+            let _ = agent.task.await;
+        }
+    }
+
+    pub async fn market_client(
+        &self,
+    ) -> Result<market::market_service_client::MarketServiceClient<InterceptedService<Channel, BearerInterceptor>>> {
+        let channel = Channel::from_shared(self.market_url())?.connect().await?;
+        Ok(market::market_service_client::MarketServiceClient::with_interceptor(channel, BearerInterceptor::new(OPERATOR_TOKEN)?))
+    }
+
+    pub async fn control_client(
+        &self,
+    ) -> Result<control::control_service_client::ControlServiceClient<InterceptedService<Channel, BearerInterceptor>>> {
+        let channel = Channel::from_shared(self.market_url())?.connect().await?;
+        Ok(control::control_service_client::ControlServiceClient::with_interceptor(
+            channel,
+            BearerInterceptor::new(OPERATOR_TOKEN)?,
+        ))
+    }
+
+    pub async fn status(&self) -> Result<market::StatusResponse> {
+        Ok(self.market_client().await?.status(market::StatusRequest {}).await?.into_inner())
+    }
+
+    /// Polls until at least `n` prosumers are connected (bounded: 30 s).
+    pub async fn wait_for_prosumers(&self, n: u32) -> Result<()> {
+        self.wait_until(|s| s.prosumers >= n, &format!("{n} prosumers")).await
+    }
+
+    /// Polls until the market's next slot is at least `slot` (bounded: 60 s).
+    pub async fn wait_for_slot(&self, slot: u64) -> Result<market::StatusResponse> {
+        self.wait_until(|s| s.slot >= slot, &format!("slot {slot}")).await?;
+        self.status().await
+    }
+
+    async fn wait_until(&self, done: impl Fn(&market::StatusResponse) -> bool, what: &str) -> Result<()> {
+        for _ in 0..1200 {
+            if let Ok(s) = self.status().await {
+                if done(&s) {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("timed out waiting for {what}")
+    }
+
+    /// Waits for the market's `max_slots`, then stops everything; returns the agents' reports.
+    pub async fn finish(self) -> Result<(market::StatusResponse, Vec<AgentReport>)> {
+        tokio::time::timeout(Duration::from_secs(120), self.market.finished()).await.context("market did not finish in time")?;
+        self.stop().await
+    }
+
+    /// Stops every agent-node (as SIGTERM would), then the market; returns
+    /// the market's last status and the agents' reports.
+    pub async fn stop(mut self) -> Result<(market::StatusResponse, Vec<AgentReport>)> {
+        let status = self.status().await?;
+        let mut reports = Vec::new();
+        for i in 0..self.agents.len() {
+            if self.agents[i].is_some() {
+                reports.push(self.stop_agent(i).await?);
+            }
+        }
+        self.market_shutdown.trigger();
+        drop(self.market_task_shutdown);
+        self.market.join().await?;
+        Ok((status, reports))
+    }
+}

@@ -1,0 +1,136 @@
+//! The distributed simulation end to end: a market-node and agent-nodes
+//! talking real gRPC over loopback, checked against the reference simulator.
+
+use std::sync::Arc;
+
+use peergrid_core::data::citylearn::bundled_citylearn;
+use peergrid_core::data::Dataset;
+use peergrid_core::kpi::Kpis;
+use peergrid_core::policy::RuleBased;
+use peergrid_core::prosumer::{generate_community, CommunityConfig};
+use peergrid_core::simulation::{SimConfig, Simulation};
+use peergrid_e2e::cluster::ClusterBuilder;
+
+fn dataset() -> Arc<Dataset> {
+    Arc::new(bundled_citylearn().expect("bundled data"))
+}
+
+fn reference_kpis(ds: &Arc<Dataset>, n: usize, seed: u64, slots: std::ops::Range<usize>) -> Kpis {
+    let prosumers = generate_community(ds, &CommunityConfig { n_prosumers: n, seed, ..Default::default() }).unwrap();
+    let mut sim = Simulation::new(ds.clone(), prosumers, SimConfig::default(), slots.collect()).unwrap();
+    sim.run(&mut RuleBased)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_reproduce_the_reference_simulation_exactly() {
+    let ds = dataset();
+    let builder = ClusterBuilder { start_slot: 100, ..ClusterBuilder::default() }.nodes(&[8, 8]).max_slots(96);
+    let cluster = builder.clone().start(ds.clone()).await.unwrap();
+    let (status, reports) = cluster.finish().await.unwrap();
+    let kpis = Kpis::from(status.kpis.as_ref().expect("status carries KPIs"));
+    let expected = reference_kpis(&ds, 16, builder.seed, 100..196);
+    assert_eq!(kpis, expected, "distributed KPIs must equal the reference simulator's");
+    assert_eq!(status.missing_reports, 0);
+    assert!(status.energy_balance_error_kwh < 1e-9, "{}", status.energy_balance_error_kwh);
+    assert_eq!(status.money_balance_error, 0.0);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.slots_cleared, 96, "{r:?}");
+        assert_eq!(r.returns.len(), 8);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_settles_with_the_grid_and_a_restarted_node_rejoins() {
+    let ds = dataset();
+    let builder = ClusterBuilder { deadline_ms: 150, ..ClusterBuilder::default() }.nodes(&[8, 8]);
+    let mut cluster = builder.start(ds).await.unwrap();
+    cluster.wait_for_slot(5).await.unwrap();
+    // Gracefully stop node 1 to learn its session, then kill it for real after it rejoins.
+    let report = cluster.stop_agent(1).await.unwrap();
+    let session = report.session_id.clone().expect("a joined node has a session");
+    let before = cluster.status().await.unwrap();
+    let after = cluster.wait_for_slot(before.slot + 5).await.unwrap();
+    assert!(after.missing_reports >= before.missing_reports + 5 * 8, "{before:?} → {after:?}");
+    assert!(after.energy_balance_error_kwh < 1e-9 && after.money_balance_error < 1e-9, "{after:?}");
+
+    // Restart with the old session: the same ids come back and report again.
+    let again = cluster.spawn_agent("node-1-restarted", 8, Some(session));
+    cluster.wait_for_prosumers(16).await.unwrap();
+    let rejoined = cluster.status().await.unwrap();
+    let later = cluster.wait_for_slot(rejoined.slot + 3).await.unwrap();
+    assert_eq!(later.prosumers, 16, "the restarted node took back its 8 prosumers, no new range");
+    assert_eq!(later.missing_reports, rejoined.missing_reports, "nobody is missing once the node is back");
+
+    // An abrupt kill mid-run: the market keeps clearing at the deadline.
+    cluster.kill_agent(again).await;
+    let k = cluster.status().await.unwrap();
+    let after_kill = cluster.wait_for_slot(k.slot + 4).await.unwrap();
+    assert!(after_kill.missing_reports > k.missing_reports);
+    assert!(after_kill.energy_balance_error_kwh < 1e-9 && after_kill.money_balance_error < 1e-9, "{after_kill:?}");
+    let (status, reports) = cluster.stop().await.unwrap();
+    assert_eq!(status.prosumers, 8, "only node 0 is still connected");
+    assert_eq!(reports.len(), 1, "node 0 ran to the end");
+    assert!(reports[0].slots_cleared + 1 >= status.slot, "node 0 took part in every slot: {:?}", reports[0].slots_cleared);
+}
+
+async fn next_summary(
+    w: &mut tonic::Streaming<peergrid_proto::pb::market::v1::MarketEvent>,
+) -> peergrid_proto::pb::market::v1::SlotSummary {
+    use peergrid_proto::pb::market::v1::market_event::Event;
+    loop {
+        if let Some(Event::Slot(s)) = w.message().await.unwrap().unwrap().event {
+            return s;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_step_resume_and_an_injected_pv_drop_show_in_the_next_slots() {
+    use peergrid_proto::pb::control::v1 as control;
+    use peergrid_proto::pb::market::v1 as market;
+    let ds = dataset();
+    // Start at 09:00 on a summer day so PV is well above zero.
+    let builder = ClusterBuilder { start_slot: 24 * 10 + 9, auto_start: false, ..ClusterBuilder::default() }.nodes(&[6, 6]);
+    let cluster = builder.start(ds).await.unwrap();
+    let mut ctl = cluster.control_client().await.unwrap();
+    let paused = cluster.status().await.unwrap();
+    assert!(paused.paused, "waits for the operator");
+    assert_eq!(paused.slot, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(cluster.status().await.unwrap().slot, paused.slot, "a paused market opens no slot");
+
+    let mut watch = cluster.market_client().await.unwrap().watch(market::WatchRequest {}).await.unwrap().into_inner();
+    let step = |n| control::StepRequest { count: n };
+    ctl.step(step(1)).await.unwrap();
+    let normal = next_summary(&mut watch).await;
+    assert!(normal.pv_kwh > 0.5, "{normal:?}");
+    ctl.inject(control::InjectRequest {
+        event: Some(control::inject_request::Event::Scale(control::ScaleGroup {
+            first_prosumer_id: 0,
+            last_prosumer_id: 11,
+            pv_scale: 0.0,
+            load_scale: 1.0,
+            slots: 2,
+        })),
+    })
+    .await
+    .unwrap();
+    ctl.step(step(3)).await.unwrap();
+    let dark = [next_summary(&mut watch).await, next_summary(&mut watch).await];
+    let back = next_summary(&mut watch).await;
+    for s in &dark {
+        assert_eq!(s.pv_kwh, 0.0, "PV scaled to zero for two slots: {s:?}");
+        assert!(s.grid_import_kwh > 0.0);
+    }
+    assert!(back.pv_kwh > 0.5, "the event lasted two slots: {back:?}");
+    let status = cluster.status().await.unwrap();
+    assert!(status.paused, "step pauses again");
+    assert_eq!(status.slot, paused.slot + 4);
+    ctl.resume(control::Empty {}).await.unwrap();
+    let resumed = cluster.wait_for_slot(paused.slot + 10).await.unwrap();
+    assert!(!resumed.paused);
+    assert!(resumed.energy_balance_error_kwh < 1e-9);
+    ctl.pause(control::Empty {}).await.unwrap();
+    cluster.stop().await.unwrap();
+}
