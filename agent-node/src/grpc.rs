@@ -5,7 +5,7 @@
 //!
 //! The channel carries the agent bearer token on every call
 //! ([`BearerInterceptor`]; none with `--insecure-no-auth`), accepts gzip
-//! responses, gzips its own messages unless `--no-gzip`, and raises the
+//! responses, gzips its own messages with `--gzip`, and raises the
 //! decode limit to [`MAX_MESSAGE_BYTES`] (a batch of 100,000 reports is
 //! ~10 MB before compression).
 
@@ -18,7 +18,7 @@ use peergrid_core::reward::RewardWeights;
 use peergrid_core::settlement::Settlement;
 use peergrid_core::units::{PricePerKwh, ProsumerId};
 use peergrid_proto::convert::reward_weights_from_json;
-use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire, slot_open_from_wire, OpenSlot};
+use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire_at, slot_open_from_wire, OpenSlot};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
 use peergrid_runtime::BearerInterceptor;
@@ -102,6 +102,9 @@ impl MarketClient {
             .map_err(|e| AgentError::config("market", chain(&e)))?
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .tcp_nodelay(true)
+            // Room for a whole slot's batch in flight (see the market's server).
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(16 << 20)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
@@ -225,14 +228,16 @@ impl ClearedMessage {
         let w = &self.0;
         let mut settlements = Vec::with_capacity(w.settlements.len());
         for (i, s) in w.settlements.iter().enumerate() {
-            let path = format!("settlements[{i}]");
+            let path = || format!("settlements[{i}]");
             let Ok(j) = reported.binary_search_by_key(&s.prosumer_id, |r| r.prosumer_id) else {
                 return Err(AgentError::protocol(format!(
-                    "{path}.prosumer_id: {} did not report in slot {}",
-                    s.prosumer_id, w.slot
+                    "{}.prosumer_id: {} did not report in slot {}",
+                    path(),
+                    s.prosumer_id,
+                    w.slot
                 )));
             };
-            let (_, settlement) = settlement_from_wire(s, reported[j].order.map(|o| o.side), &path)?;
+            let (_, settlement) = settlement_from_wire_at(s, reported[j].order.map(|o| o.side), &path)?;
             settlements.push((s.prosumer_id, settlement));
         }
         settlements.sort_by_key(|(id, _)| *id);

@@ -131,10 +131,21 @@ pub fn report_to_wire(r: &HouseholdReport) -> pb::HouseholdReport {
 /// Validates report `i` of a batch for a slot whose tariff has `bounds`.
 /// Whether the prosumer belongs to the sender is the caller's check.
 pub fn report_from_wire(w: &pb::HouseholdReport, bounds: PriceBounds, path: &str) -> Result<HouseholdReport, WireError> {
-    let non_negative = |v: f64, name: &str| finite_in(v, 0.0, MAX_SLOT_KWH, &field(path, name));
+    report_from_wire_at(w, bounds, &|| path.to_owned())
+}
+
+/// [`report_from_wire`] with the report's path built only if it is invalid:
+/// a market validates every report of every slot, and formatting field
+/// paths for valid input was its largest cost.
+pub fn report_from_wire_at(
+    w: &pb::HouseholdReport,
+    bounds: PriceBounds,
+    path: &dyn Fn() -> String,
+) -> Result<HouseholdReport, WireError> {
+    let non_negative = |v: f64, name: &str| bounded(v, 0.0, MAX_SLOT_KWH, path, name);
     let load_kwh = non_negative(w.load_kwh, "load_kwh")?;
     let pv_kwh = non_negative(w.pv_kwh, "pv_kwh")?;
-    let net_kwh = finite_in(w.net_kwh, -MAX_SLOT_KWH, MAX_SLOT_KWH, &field(path, "net_kwh"))?;
+    let net_kwh = bounded(w.net_kwh, -MAX_SLOT_KWH, MAX_SLOT_KWH, path, "net_kwh")?;
     let battery = BatteryStep {
         charged_kwh: non_negative(w.battery_charged_kwh, "battery_charged_kwh")?,
         discharged_kwh: non_negative(w.battery_discharged_kwh, "battery_discharged_kwh")?,
@@ -145,38 +156,16 @@ pub fn report_from_wire(w: &pb::HouseholdReport, bounds: PriceBounds, path: &str
     let implied = load_kwh - pv_kwh + battery.charged_kwh - battery.discharged_kwh;
     if (implied - net_kwh).abs() > 1e-6 * (1.0 + implied.abs()) {
         return Err(WireError::invalid(
-            field(path, "net_kwh"),
+            field(&path(), "net_kwh"),
             format!("must equal load − pv + charged − discharged = {implied}, got {net_kwh}"),
         ));
     }
-    let degradation_cost = finite_in(w.degradation_cost, 0.0, MAX_SLOT_MONEY, &field(path, "degradation_cost"))?;
+    let degradation_cost = bounded(w.degradation_cost, 0.0, MAX_SLOT_MONEY, path, "degradation_cost")?;
     let ev_shortfall_kwh = non_negative(w.ev_shortfall_kwh, "ev_shortfall_kwh")?;
-    let stored_kwh = finite_in(w.stored_kwh, 0.0, 1.0e6, &field(path, "stored_kwh"))?;
+    let stored_kwh = bounded(w.stored_kwh, 0.0, 1.0e6, path, "stored_kwh")?;
     let order = match &w.order {
         None => None,
-        Some(o) => {
-            let opath = field(path, "order");
-            let order = order_from_wire(o, w.prosumer_id as u64, bounds, &opath)?;
-            let wanted = match order.side {
-                Side::Buy if net_kwh <= 0.0 => Some("a household with no deficit cannot buy"),
-                Side::Sell if net_kwh >= 0.0 => Some("a household with no surplus cannot sell"),
-                _ => None,
-            };
-            if let Some(reason) = wanted {
-                return Err(WireError::invalid(field(&opath, "side"), format!("{reason} (net_kwh {net_kwh})")));
-            }
-            if order.quantity.0 > Wh::floor_from_kwh(net_kwh.abs()).0 {
-                return Err(WireError::invalid(
-                    field(&opath, "quantity_wh"),
-                    format!(
-                        "must be ≤ the household's position {} Wh, got {}",
-                        Wh::floor_from_kwh(net_kwh.abs()).0,
-                        order.quantity.0
-                    ),
-                ));
-            }
-            Some(OrderIntent { side: order.side, quantity: order.quantity, limit_price: order.limit_price })
-        }
+        Some(o) => Some(order_intent(o, w.prosumer_id, net_kwh, bounds, path)?),
     };
     Ok(HouseholdReport {
         prosumer_id: w.prosumer_id,
@@ -189,6 +178,58 @@ pub fn report_from_wire(w: &pb::HouseholdReport, bounds: PriceBounds, path: &str
         stored_kwh,
         order,
     })
+}
+
+/// A finite value in `[min, max]`; the field path is formatted only on error.
+#[inline]
+fn bounded(v: f64, min: f64, max: f64, path: &dyn Fn() -> String, name: &str) -> Result<f64, WireError> {
+    if v.is_finite() && (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        finite_in(v, min, max, &field(&path(), name))
+    }
+}
+
+/// The order of a report, consistent with the household's position.
+fn order_intent(
+    o: &common::Order,
+    id: ProsumerId,
+    net_kwh: f64,
+    bounds: PriceBounds,
+    path: &dyn Fn() -> String,
+) -> Result<OrderIntent, WireError> {
+    let side = match common::Side::try_from(o.side) {
+        Ok(common::Side::Buy) => Some(Side::Buy),
+        Ok(common::Side::Sell) => Some(Side::Sell),
+        _ => None,
+    };
+    let valid = side.is_some()
+        && (1..=super::MAX_ORDER_WH).contains(&o.quantity_wh)
+        && (bounds.feed_in.0..=bounds.retail.0).contains(&o.limit_price_micros);
+    let order = match side {
+        Some(side) if valid => OrderIntent { side, quantity: Wh(o.quantity_wh), limit_price: PricePerKwh(o.limit_price_micros) },
+        // Invalid: let the full conversion name the field and the bound.
+        _ => {
+            let order = order_from_wire(o, id as u64, bounds, &field(&path(), "order"))?;
+            OrderIntent { side: order.side, quantity: order.quantity, limit_price: order.limit_price }
+        }
+    };
+    let wrong_side = match order.side {
+        Side::Buy if net_kwh <= 0.0 => Some("a household with no deficit cannot buy"),
+        Side::Sell if net_kwh >= 0.0 => Some("a household with no surplus cannot sell"),
+        _ => None,
+    };
+    if let Some(reason) = wrong_side {
+        return Err(WireError::invalid(field(&field(&path(), "order"), "side"), format!("{reason} (net_kwh {net_kwh})")));
+    }
+    let position = Wh::floor_from_kwh(net_kwh.abs()).0;
+    if order.quantity.0 > position {
+        return Err(WireError::invalid(
+            field(&field(&path(), "order"), "quantity_wh"),
+            format!("must be ≤ the household's position {position} Wh, got {}", order.quantity.0),
+        ));
+    }
+    Ok(order)
 }
 
 pub fn settlement_to_wire(id: ProsumerId, fill: Fill, s: &Settlement) -> pb::ProsumerSettlement {
@@ -207,13 +248,22 @@ pub fn settlement_to_wire(id: ProsumerId, fill: Fill, s: &Settlement) -> pb::Pro
 
 /// Rebuilds a household's settlement; `side` is the side of the order it placed.
 pub fn settlement_from_wire(w: &pb::ProsumerSettlement, side: Option<Side>, path: &str) -> Result<(Fill, Settlement), WireError> {
-    let kwh = |v: f64, name: &str| finite_in(v, 0.0, MAX_SLOT_KWH, &field(path, name));
-    let money = |v: f64, name: &str| finite_in(v, 0.0, MAX_SLOT_MONEY, &field(path, name));
+    settlement_from_wire_at(w, side, &|| path.to_owned())
+}
+
+/// [`settlement_from_wire`] with the path built only on error.
+pub fn settlement_from_wire_at(
+    w: &pb::ProsumerSettlement,
+    side: Option<Side>,
+    path: &dyn Fn() -> String,
+) -> Result<(Fill, Settlement), WireError> {
+    let kwh = |v: f64, name: &str| bounded(v, 0.0, MAX_SLOT_KWH, path, name);
+    let money = |v: f64, name: &str| bounded(v, 0.0, MAX_SLOT_MONEY, path, name);
     if !(0..=super::MAX_ORDER_WH).contains(&w.filled_wh) || w.fill_value_nanos < 0 {
-        return Err(WireError::invalid(field(path, "filled_wh"), "fill quantity and value must be ≥ 0 and within bounds"));
+        return Err(WireError::invalid(field(&path(), "filled_wh"), "fill quantity and value must be ≥ 0 and within bounds"));
     }
     if w.filled_wh > 0 && side.is_none() {
-        return Err(WireError::invalid(field(path, "filled_wh"), "a household without an order cannot be filled"));
+        return Err(WireError::invalid(field(&path(), "filled_wh"), "a household without an order cannot be filled"));
     }
     let fill = Fill { quantity: Wh(w.filled_wh), value: Money(w.fill_value_nanos as i128) };
     let traded = fill.quantity.kwh();
