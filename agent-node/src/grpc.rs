@@ -123,11 +123,19 @@ impl MarketClient {
         Ok(MarketClient { inner })
     }
 
-    pub async fn register(&mut self, name: &str, count: u32, resume: Option<&str>) -> Result<Registration, AgentError> {
+    /// Registers, or resumes `resume = (session id, first id of our range)`:
+    /// a market that restarted re-creates the session with that range.
+    pub async fn register(
+        &mut self,
+        name: &str,
+        count: u32,
+        resume: Option<(&str, Option<ProsumerId>)>,
+    ) -> Result<Registration, AgentError> {
         let request = pb::RegisterRequest {
             node_name: name.to_owned(),
             prosumer_count: count,
-            resume_session_id: resume.unwrap_or_default().to_owned(),
+            resume_session_id: resume.map(|r| r.0).unwrap_or_default().to_owned(),
+            resume_first_prosumer_id: resume.and_then(|r| r.1),
         };
         let r = self.inner.register(request).await?.into_inner();
         if r.session_id.is_empty() || r.prosumer_count == 0 || r.first_prosumer_id.checked_add(r.prosumer_count).is_none() {

@@ -137,9 +137,28 @@ impl Node {
             c = MarketClient::connect(&self.cfg) => c?,
             _ = shutdown.recv() => return Ok(End::Shutdown),
         };
-        let resume = self.hosted.as_ref().map(|h| h.session_id.clone()).or_else(|| self.cfg.resume_session_id.clone());
-        let registration = client.register(&self.cfg.name, self.cfg.prosumers, resume.as_deref()).await?;
+        // After a first registration we know our range, so a market that
+        // restarted (and forgot us) can re-create the session with it.
+        let resume = match &self.hosted {
+            Some(h) => Some((h.session_id.clone(), Some(h.registration.first_prosumer_id))),
+            None => self.cfg.resume_session_id.clone().map(|id| (id, None)),
+        };
+        let registration =
+            client.register(&self.cfg.name, self.cfg.prosumers, resume.as_ref().map(|(id, first)| (id.as_str(), *first))).await?;
+        let market_next_slot = registration.next_slot;
         self.host(registration)?;
+        if self.last_played.is_some_and(|last| market_next_slot <= last) {
+            // The market restarted and counts slots afresh: our pending slot
+            // will never clear there, and its slot numbers start below ours.
+            warn!(
+                last_played = self.last_played,
+                market_next_slot, "the market restarted; settling locally and following its slot numbers"
+            );
+            if self.pending.is_some() {
+                self.settle_pending_locally().await?;
+            }
+            self.last_played = None;
+        }
         let hosted = self.hosted.as_ref().expect("host() sets it");
         let (tx, rx) = client.open_session(&hosted.session_id, &hosted.specs).await?;
         backoff.reset();

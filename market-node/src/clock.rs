@@ -76,12 +76,35 @@ pub struct ControlOutcome {
 type Reply<T> = oneshot::Sender<Result<T, WireError>>;
 
 enum Command {
-    Register { name: String, prosumer_count: u32, resume_session_id: String, reply: Reply<Registration> },
-    Join { session_id: String, prosumers: Vec<ProsumerInfo>, events: mpsc::Sender<NodeEvent>, reply: Reply<NodeKey> },
-    Submit { node: NodeKey, slot: u64, reports: Vec<HouseholdReport>, reply: Reply<usize> },
-    Disconnect { node: NodeKey },
-    Status { reply: Reply<StatusSnapshot> },
-    Control { command: ControlCommand, reply: Reply<ControlOutcome> },
+    Register {
+        name: String,
+        prosumer_count: u32,
+        resume_session_id: String,
+        resume_first_id: Option<u32>,
+        reply: Reply<Registration>,
+    },
+    Join {
+        session_id: String,
+        prosumers: Vec<ProsumerInfo>,
+        events: mpsc::Sender<NodeEvent>,
+        reply: Reply<NodeKey>,
+    },
+    Submit {
+        node: NodeKey,
+        slot: u64,
+        reports: Vec<HouseholdReport>,
+        reply: Reply<usize>,
+    },
+    Disconnect {
+        node: NodeKey,
+    },
+    Status {
+        reply: Reply<StatusSnapshot>,
+    },
+    Control {
+        command: ControlCommand,
+        reply: Reply<ControlOutcome>,
+    },
 }
 
 /// The gRPC layer's way to talk to the clock. Cheap to clone.
@@ -109,8 +132,9 @@ impl ClockHandle {
         name: String,
         prosumer_count: u32,
         resume_session_id: String,
+        resume_first_id: Option<u32>,
     ) -> Result<Registration, WireError> {
-        self.call(|reply| Command::Register { name, prosumer_count, resume_session_id, reply }).await
+        self.call(|reply| Command::Register { name, prosumer_count, resume_session_id, resume_first_id, reply }).await
     }
 
     /// Joins a node; the clock sends its slot messages to `events`.
@@ -149,6 +173,11 @@ impl ClockHandle {
     }
 
     /// Resolves once the run reached `max_slots` (never, without a limit).
+    /// Whether the run reached `max_slots`.
+    pub fn is_finished(&self) -> bool {
+        *self.finished.borrow()
+    }
+
     pub async fn finished(&self) {
         let mut rx = self.finished.clone();
         let _ = rx.wait_for(|done| *done).await;
@@ -325,8 +354,8 @@ impl Clock {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Register { name, prosumer_count, resume_session_id, reply } => {
-                let result = self.state.register(&name, prosumer_count, &resume_session_id);
+            Command::Register { name, prosumer_count, resume_session_id, resume_first_id, reply } => {
+                let result = self.state.register(&name, prosumer_count, &resume_session_id, resume_first_id);
                 if let Ok(r) = &result {
                     tracing::info!(node = %name, first = r.first_prosumer_id, count = r.prosumer_count, "node registered");
                 }

@@ -79,7 +79,11 @@ impl MarketService for Market {
         let edge = &self.0;
         edge.auth(authorize(request.metadata(), Role::Agent, &edge.tokens))?;
         let r = request.into_inner();
-        let reg = edge.clock.register(r.node_name, r.prosumer_count, r.resume_session_id).await.map_err(|e| edge.fail(e))?;
+        let reg = edge
+            .clock
+            .register(r.node_name, r.prosumer_count, r.resume_session_id, r.resume_first_prosumer_id)
+            .await
+            .map_err(|e| edge.fail(e))?;
         Ok(Response::new(market::RegisterResponse {
             session_id: reg.session_id,
             first_prosumer_id: reg.first_prosumer_id,
@@ -117,7 +121,16 @@ impl MarketService for Market {
             let mut shutdown = edge.shutdown.clone();
             loop {
                 let message = tokio::select! {
-                    _ = shutdown.recv() => break,
+                    _ = shutdown.recv() => {
+                        if !edge.clock.is_finished() {
+                            // This process stops, the run does not (e.g. a
+                            // restart): tell the node to reconnect and resume,
+                            // rather than end its stream as a finished run does.
+                            let reason = "market-node shutting down; reconnect and resume".to_owned();
+                            let _ = tx.send(NodeEvent::Rejected(WireError::Unavailable { reason })).await;
+                        }
+                        break;
+                    }
                     m = inbound.message() => m,
                 };
                 let result = match message {

@@ -242,7 +242,13 @@ impl MarketState {
 
     /// Assigns a new node the next contiguous id range, or gives a resuming
     /// node its old range back.
-    pub fn register(&mut self, name: &str, prosumer_count: u32, resume_session_id: &str) -> Result<Registration, WireError> {
+    pub fn register(
+        &mut self,
+        name: &str,
+        prosumer_count: u32,
+        resume_session_id: &str,
+        resume_first_id: Option<ProsumerId>,
+    ) -> Result<Registration, WireError> {
         let chars = name.chars().count();
         if !(1..=MAX_NODE_NAME_CHARS).contains(&chars) || name.chars().any(char::is_control) {
             return Err(WireError::invalid("node_name", format!("must be 1..={MAX_NODE_NAME_CHARS} printable characters")));
@@ -276,6 +282,8 @@ impl MarketState {
             });
             self.next_id += prosumer_count;
             self.nodes.len() - 1
+        } else if let (Err(_), Some(first)) = (self.node_of_session(resume_session_id), resume_first_id) {
+            self.adopt_session(name, resume_session_id, first, prosumer_count)?
         } else {
             let index = self.node_of_session(resume_session_id)?;
             let node = &self.nodes[index];
@@ -297,6 +305,38 @@ impl MarketState {
             reward: self.sim.reward.clone(),
             next_slot: self.next_slot,
         })
+    }
+
+    /// Re-creates a session this market does not know (it restarted), with
+    /// the id range the node says it hosted, if that range is free.
+    fn adopt_session(&mut self, name: &str, session_id: &str, first: ProsumerId, count: u32) -> Result<usize, WireError> {
+        if session_id.len() != 32 || !session_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(WireError::invalid("resume_session_id", "must be the 32 hex characters a market issued"));
+        }
+        let end = first.checked_add(count).filter(|end| *end <= MAX_PROSUMERS).ok_or_else(|| {
+            WireError::invalid("resume_first_prosumer_id", format!("range {first}+{count} exceeds {MAX_PROSUMERS}"))
+        })?;
+        if let Some(other) = self.nodes.iter().find(|n| first < n.first + n.count && n.first < end) {
+            return Err(WireError::failed_precondition(format!(
+                "resume_first_prosumer_id: ids {first}..{end} overlap node '{}' ({}..{})",
+                other.name,
+                other.first,
+                other.first + other.count
+            )));
+        }
+        self.nodes.push(Node {
+            session_id: session_id.to_owned(),
+            name: name.to_owned(),
+            first,
+            count,
+            joined: false,
+            connected: false,
+            generation: 0,
+            last_seen_ms: 0,
+            reported_last_round: true,
+        });
+        self.next_id = self.next_id.max(end);
+        Ok(self.nodes.len() - 1)
     }
 
     fn node_of_session(&self, session_id: &str) -> Result<usize, WireError> {
@@ -777,8 +817,8 @@ mod tests {
     /// Two nodes of two prosumers, joined, slot 0 open.
     fn two_nodes() -> (MarketState, NodeKey, NodeKey) {
         let mut s = state();
-        let a = s.register("a", 2, "").unwrap();
-        let b = s.register("b", 2, "").unwrap();
+        let a = s.register("a", 2, "", None).unwrap();
+        let b = s.register("b", 2, "", None).unwrap();
         assert_eq!((a.first_prosumer_id, b.first_prosumer_id), (0, 2));
         let ka = s.join(&a.session_id, &infos(0, 2), 0).unwrap();
         assert!(!s.may_open(), "2 of 4 min prosumers");
@@ -791,15 +831,24 @@ mod tests {
     #[test]
     fn registration_assigns_contiguous_ranges_and_resumes() {
         let mut s = state();
-        let a = s.register("a", 3, "").unwrap();
-        let b = s.register("b", 5, "").unwrap();
+        let a = s.register("a", 3, "", None).unwrap();
+        let b = s.register("b", 5, "", None).unwrap();
         assert_eq!((a.first_prosumer_id, b.first_prosumer_id, b.prosumer_count), (0, 3, 5));
         assert_ne!(a.session_id, b.session_id);
-        let again = s.register("b-restarted", 5, &b.session_id).unwrap();
+        let again = s.register("b-restarted", 5, &b.session_id, None).unwrap();
         assert_eq!(again.first_prosumer_id, 3);
-        assert_eq!(s.register("x", 5, "nope").unwrap_err().code(), Code::NotFound);
-        assert_eq!(s.register("", 1, "").unwrap_err().code(), Code::InvalidArgument);
-        assert_eq!(s.register("big", 9, "").unwrap_err().code(), Code::InvalidArgument, "above max_batch");
+        assert_eq!(s.register("x", 5, "nope", None).unwrap_err().code(), Code::NotFound);
+        // A market that restarted adopts a session it does not know, with the
+        // claimed range, unless another node holds part of it.
+        let adopted = s.register("c", 4, "0123456789abcdef0123456789abcdef", Some(20)).unwrap();
+        assert_eq!((adopted.first_prosumer_id, adopted.prosumer_count), (20, 4));
+        let clash = s.register("d", 4, "fedcba9876543210fedcba9876543210", Some(22)).unwrap_err();
+        assert_eq!(clash.code(), Code::FailedPrecondition);
+        assert_eq!(s.register("e", 4, "not-hex", Some(40)).unwrap_err().code(), Code::InvalidArgument);
+        let next = s.register("f", 1, "", None).unwrap();
+        assert_eq!(next.first_prosumer_id, 24, "new ranges start after adopted ones");
+        assert_eq!(s.register("", 1, "", None).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(s.register("big", 9, "", None).unwrap_err().code(), Code::InvalidArgument, "above max_batch");
         let e = s.join(&a.session_id, &infos(1, 3), 0).unwrap_err();
         assert!(e.to_string().contains("prosumers[0].prosumer_id"), "{e}");
         assert_eq!(s.status().prosumers, 8);

@@ -171,7 +171,12 @@ async fn oversize_batch_is_resource_exhausted() {
 #[tokio::test]
 async fn roles_are_enforced_per_endpoint() {
     let market = TestMarket::start(MarketSettings { min_prosumers: 100, ..settings() }).await;
-    let register = || pb::RegisterRequest { node_name: "n".into(), prosumer_count: 2, resume_session_id: String::new() };
+    let register = || pb::RegisterRequest {
+        node_name: "n".into(),
+        prosumer_count: 2,
+        resume_session_id: String::new(),
+        resume_first_prosumer_id: None,
+    };
 
     // No token / an unknown token: UNAUTHENTICATED everywhere.
     let mut anonymous = peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient::new(market.channel.clone());
@@ -206,7 +211,12 @@ fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
 }
 
 async fn register_as(market: &TestMarket, name: &str) -> pb::RegisterResponse {
-    let request = pb::RegisterRequest { node_name: name.into(), prosumer_count: 2, resume_session_id: String::new() };
+    let request = pb::RegisterRequest {
+        node_name: name.into(),
+        prosumer_count: 2,
+        resume_session_id: String::new(),
+        resume_first_prosumer_id: None,
+    };
     market.market(AGENT).register(request).await.unwrap().into_inner()
 }
 

@@ -18,6 +18,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // affects this (single-threaded) build-script process.
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
 
+    // The protos live outside this package, so cargo does not watch them on
+    // its own: without these lines an edited .proto leaves stale code.
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .build_server(true)

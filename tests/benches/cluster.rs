@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
                 let mut ctl = cluster.control_client().await?;
                 let started = Instant::now();
                 ctl.start(peergrid_proto::pb::control::v1::Empty {}).await?;
-                cluster.market.finished().await;
+                cluster.market().finished().await;
                 let secs = started.elapsed().as_secs_f64();
                 let (status, _) = cluster.stop().await?;
                 anyhow::Ok((secs, status.kpis.map_or(0, |k| k.slots)))

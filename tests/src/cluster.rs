@@ -57,11 +57,12 @@ struct Agent {
 }
 
 pub struct TestCluster {
-    pub market: MarketHandle,
+    market: Option<MarketHandle>,
     market_shutdown: ShutdownController,
     agents: Vec<Option<Agent>>,
     builder: ClusterBuilder,
     market_task_shutdown: Shutdown,
+    ds: Arc<Dataset>,
 }
 
 impl ClusterBuilder {
@@ -78,8 +79,30 @@ impl ClusterBuilder {
     /// Starts the market (it waits until every node of the builder has
     /// joined before the first slot) and the agent-nodes.
     pub async fn start(self, ds: Arc<Dataset>) -> Result<TestCluster> {
+        let (market, market_shutdown, shutdown) = self.start_market(ds.clone(), "127.0.0.1:0".parse()?).await?;
+        let mut cluster = TestCluster {
+            market: Some(market),
+            market_shutdown,
+            agents: Vec::new(),
+            builder: self.clone(),
+            market_task_shutdown: shutdown,
+            ds,
+        };
+        for (i, &k) in self.nodes.iter().enumerate() {
+            cluster.spawn_agent(&format!("node-{i}"), k, None);
+            // Register in order, so node i gets the i-th id range.
+            cluster.wait_for_prosumers(self.nodes[..=i].iter().sum()).await?;
+        }
+        Ok(cluster)
+    }
+
+    async fn start_market(
+        &self,
+        ds: Arc<Dataset>,
+        listen: std::net::SocketAddr,
+    ) -> Result<(MarketHandle, ShutdownController, Shutdown)> {
         let settings = MarketSettings {
-            listen: "127.0.0.1:0".parse()?,
+            listen,
             metrics_listen: Some("127.0.0.1:0".parse()?),
             start_slot: self.start_slot,
             mode: ClockMode::Fast,
@@ -93,20 +116,13 @@ impl ClusterBuilder {
         let market_shutdown = ShutdownController::new();
         let shutdown = market_shutdown.subscribe();
         let market = peergrid_market_node::start_with_dataset(config, ds, shutdown.clone()).await?;
-        let mut cluster =
-            TestCluster { market, market_shutdown, agents: Vec::new(), builder: self.clone(), market_task_shutdown: shutdown };
-        for (i, &k) in self.nodes.iter().enumerate() {
-            cluster.spawn_agent(&format!("node-{i}"), k, None);
-            // Register in order, so node i gets the i-th id range.
-            cluster.wait_for_prosumers(self.nodes[..=i].iter().sum()).await?;
-        }
-        Ok(cluster)
+        Ok((market, market_shutdown, shutdown))
     }
 }
 
 impl TestCluster {
     pub fn market_url(&self) -> String {
-        format!("http://{}", self.market.grpc_addr)
+        format!("http://{}", self.market().grpc_addr)
     }
 
     /// The config of an agent-node of this cluster.
@@ -125,6 +141,26 @@ impl TestCluster {
         config.reconnect.base_ms = 50;
         config.reconnect.max_ms = 500;
         config
+    }
+
+    /// The running market-node.
+    pub fn market(&self) -> &MarketHandle {
+        self.market.as_ref().expect("a market is running between restarts")
+    }
+
+    /// Stops the market-node (it finishes its open slot) and starts a fresh
+    /// one, with no memory of the old, on the same address: a container
+    /// restart. The agent-nodes reconnect and resume their sessions.
+    pub async fn restart_market(&mut self) -> Result<()> {
+        let old = self.market.take().context("no market running")?;
+        let addr = old.grpc_addr;
+        self.market_shutdown.trigger();
+        old.join().await?;
+        let (market, controller, shutdown) = self.builder.start_market(self.ds.clone(), addr).await?;
+        self.market = Some(market);
+        self.market_shutdown = controller;
+        self.market_task_shutdown = shutdown;
+        Ok(())
     }
 
     /// Starts an agent-node; returns its index for [`kill_agent`](Self::kill_agent).
@@ -198,7 +234,9 @@ impl TestCluster {
 
     /// Waits for the market's `max_slots`, then stops everything; returns the agents' reports.
     pub async fn finish(self) -> Result<(market::StatusResponse, Vec<AgentReport>)> {
-        tokio::time::timeout(Duration::from_secs(120), self.market.finished()).await.context("market did not finish in time")?;
+        tokio::time::timeout(Duration::from_secs(120), self.market().finished())
+            .await
+            .context("market did not finish in time")?;
         self.stop().await
     }
 
@@ -214,7 +252,9 @@ impl TestCluster {
         }
         self.market_shutdown.trigger();
         drop(self.market_task_shutdown);
-        self.market.join().await?;
+        if let Some(market) = self.market.take() {
+            market.join().await?;
+        }
         Ok((status, reports))
     }
 }

@@ -134,3 +134,26 @@ async fn pause_step_resume_and_an_injected_pv_drop_show_in_the_next_slots() {
     ctl.pause(control::Empty {}).await.unwrap();
     cluster.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_market_takes_the_nodes_back_and_the_run_continues() {
+    let ds = dataset();
+    let mut cluster = ClusterBuilder { deadline_ms: 300, ..ClusterBuilder::default() }.nodes(&[8, 8]).start(ds).await.unwrap();
+    cluster.wait_for_slot(10).await.unwrap();
+    cluster.restart_market().await.unwrap();
+    // The fresh market knows nobody; the nodes reconnect, resume their
+    // sessions with their old id ranges, and clearing starts again.
+    cluster.wait_for_prosumers(16).await.unwrap();
+    let status = cluster.wait_for_slot(10).await.unwrap();
+    assert_eq!((status.nodes, status.prosumers), (2, 16));
+    assert!(status.energy_balance_error_kwh < 1e-9 && status.money_balance_error < 1e-9, "{status:?}");
+    let (status, reports) = cluster.stop().await.unwrap();
+    assert_eq!(status.missing_reports, 0, "the same 16 ids came back: nobody is missing");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert!(r.reconnects >= 1, "{r:?}");
+        assert!(r.slots_cleared >= 20, "{r:?}");
+    }
+    let firsts: Vec<_> = reports.iter().map(|r| r.first_prosumer_id).collect();
+    assert_eq!(firsts, [Some(0), Some(8)], "each node kept its range");
+}

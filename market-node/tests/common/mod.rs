@@ -154,7 +154,12 @@ pub struct Node {
 }
 
 pub async fn register(market: &TestMarket, name: &str, count: u32) -> pb::RegisterResponse {
-    let request = pb::RegisterRequest { node_name: name.into(), prosumer_count: count, resume_session_id: String::new() };
+    let request = pb::RegisterRequest {
+        node_name: name.into(),
+        prosumer_count: count,
+        resume_session_id: String::new(),
+        resume_first_prosumer_id: None,
+    };
     market.market(AGENT).register(request).await.unwrap().into_inner()
 }
 

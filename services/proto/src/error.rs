@@ -46,6 +46,9 @@ pub enum WireError {
     /// A bug or a server-side failure; the client cannot fix it.
     #[error("internal error: {reason}")]
     Internal { reason: String },
+    /// The server is going away (e.g. shutting down for a restart): retry later.
+    #[error("unavailable: {reason}")]
+    Unavailable { reason: String },
 }
 
 impl WireError {
@@ -67,6 +70,7 @@ impl WireError {
             WireError::ResourceExhausted { .. } => Code::ResourceExhausted,
             WireError::NotFound { .. } => Code::NotFound,
             WireError::Internal { .. } => Code::Internal,
+            WireError::Unavailable { .. } => Code::Unavailable,
         }
     }
 }
