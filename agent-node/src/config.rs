@@ -125,8 +125,14 @@ impl Default for ReconnectConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The market-node's gRPC URL (`http://host:port`).
+    /// The market-node's gRPC URL (`http://host:port`, or `https://host:port`
+    /// for a TLS market, which needs `tls_ca`).
     pub market: String,
+    /// PEM CA certificate(s) to trust for an `https://` market. Required for
+    /// https: this build carries no system or webpki root store.
+    pub tls_ca: Option<PathBuf>,
+    /// Server name to verify instead of the market URL's host.
+    pub tls_domain: Option<String>,
     /// Node name shown in the market's logs and status (1..=64 characters).
     pub name: String,
     /// Number of prosumers this node hosts (1..=100000).
@@ -160,6 +166,8 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             market: "http://127.0.0.1:50051".into(),
+            tls_ca: None,
+            tls_domain: None,
             name: "agent-node".into(),
             prosumers: 100,
             policy: PolicyChoice::RuleBased,
@@ -183,11 +191,27 @@ impl AgentConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), AgentError> {
         let bad = AgentError::config;
-        let Some(rest) = self.market.strip_prefix("http://") else {
-            return Err(bad("market", format!("must be an http:// URL (no TLS in this build), got '{}'", self.market)));
+        let (rest, https) = match (self.market.strip_prefix("http://"), self.market.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(bad("market", format!("must be an http:// or https:// URL, got '{}'", self.market))),
         };
         if rest.is_empty() || rest.starts_with('/') || self.market.parse::<tonic::transport::Uri>().is_err() {
             return Err(bad("market", format!("is not a valid URL: '{}'", self.market)));
+        }
+        if https && self.tls_ca.is_none() {
+            return Err(bad(
+                "tls_ca",
+                "is required for an https:// market: pass --tls-ca FILE (this build has no system root store)".into(),
+            ));
+        }
+        if !https && self.tls_ca.is_some() {
+            return Err(bad("tls_ca", format!("is only used with an https:// market, got '{}'", self.market)));
+        }
+        if let Some(domain) = &self.tls_domain {
+            if !https || domain.is_empty() {
+                return Err(bad("tls_domain", "must be a non-empty name, used only with an https:// market".into()));
+            }
         }
         let name_len = self.name.chars().count();
         if !(1..=64).contains(&name_len) || self.name.chars().any(char::is_control) {
@@ -254,9 +278,15 @@ pub struct AgentArgs {
     /// JSON config file (fields of the config; flags and environment override it).
     #[arg(long, env = "PEERGRID_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Market-node gRPC URL, e.g. http://127.0.0.1:50051.
+    /// Market-node gRPC URL, e.g. http://127.0.0.1:50051 (https:// needs --tls-ca).
     #[arg(long, env = "PEERGRID_MARKET")]
     pub market: Option<String>,
+    /// PEM CA certificate to trust for an https:// market.
+    #[arg(long, env = "PEERGRID_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Verify the market's certificate for this name instead of the URL's host.
+    #[arg(long, env = "PEERGRID_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
     /// Number of prosumers to host.
     #[arg(long, env = "PEERGRID_AGENT_PROSUMERS")]
     pub prosumers: Option<u32>,
@@ -331,6 +361,12 @@ impl AgentArgs {
         }
         if let Some(v) = self.market {
             cfg.market = v;
+        }
+        if self.tls_ca.is_some() {
+            cfg.tls_ca = self.tls_ca;
+        }
+        if self.tls_domain.is_some() {
+            cfg.tls_domain = self.tls_domain;
         }
         if let Some(v) = self.prosumers {
             cfg.prosumers = v;
@@ -429,6 +465,15 @@ mod tests {
     }
 
     #[test]
+    fn https_market_with_a_ca_is_accepted() {
+        let cfg =
+            args(&["--insecure-no-auth", "--market", "https://10.0.0.5:50051", "--tls-ca", "ca.pem", "--tls-domain", "market"])
+                .into_config_with(no_env)
+                .unwrap();
+        assert_eq!((cfg.tls_ca, cfg.tls_domain.as_deref()), (Some(PathBuf::from("ca.pem")), Some("market")));
+    }
+
+    #[test]
     fn token_comes_from_env_or_file_but_not_both() {
         let env = |name: &str| (name == TOKEN_ENV).then(|| TOKEN.to_string());
         assert_eq!(args(&[]).into_config_with(env).unwrap().token.unwrap().expose(), TOKEN);
@@ -447,7 +492,10 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["--insecure-no-auth", "--prosumers", "0"], "prosumers"),
             (&["--insecure-no-auth", "--prosumers", "100001"], "prosumers"),
-            (&["--insecure-no-auth", "--market", "https://x:1"], "market"),
+            (&["--insecure-no-auth", "--market", "ftp://x:1"], "market"),
+            (&["--insecure-no-auth", "--market", "https://x:1"], "tls_ca"),
+            (&["--insecure-no-auth", "--tls-ca", "ca.pem"], "tls_ca"),
+            (&["--insecure-no-auth", "--market", "https://x:1", "--tls-ca", "ca.pem", "--tls-domain", ""], "tls_domain"),
             (&["--insecure-no-auth", "--market", "127.0.0.1:50051"], "market"),
             (&["--insecure-no-auth", "--name", ""], "name"),
             (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),

@@ -10,6 +10,7 @@
 //! ~10 MB before compression).
 
 use std::ops::Range;
+use std::path::Path;
 use std::time::Duration;
 
 use peergrid_core::household::HouseholdReport;
@@ -27,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{CompressionEncoding, Streaming};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::AgentConfig;
 use crate::error::AgentError;
@@ -96,10 +97,30 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The rustls client config for an `https://` market: trust the PEM CA at
+/// `ca` (read on every connect, so a rotated CA file is picked up), verify
+/// the server as `domain` (default: the URL's host).
+fn client_tls(ca: &Path, domain: Option<&str>) -> Result<ClientTlsConfig, AgentError> {
+    let pem = std::fs::read(ca).map_err(|e| AgentError::config("tls_ca", format!("cannot read {}: {e}", ca.display())))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(AgentError::config("tls_ca", format!("{} holds no PEM CERTIFICATE block", ca.display())));
+    }
+    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+    Ok(match domain {
+        Some(d) => config.domain_name(d),
+        None => config,
+    })
+}
+
 impl MarketClient {
     pub async fn connect(cfg: &AgentConfig) -> Result<MarketClient, AgentError> {
-        let endpoint = Endpoint::from_shared(cfg.market.clone())
-            .map_err(|e| AgentError::config("market", chain(&e)))?
+        let mut endpoint = Endpoint::from_shared(cfg.market.clone()).map_err(|e| AgentError::config("market", chain(&e)))?;
+        if let Some(ca) = &cfg.tls_ca {
+            endpoint = endpoint
+                .tls_config(client_tls(ca, cfg.tls_domain.as_deref())?)
+                .map_err(|e| AgentError::config("tls_ca", chain(&e)))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .tcp_nodelay(true)
             // Room for a whole slot's batch in flight (see the market's server).

@@ -84,6 +84,11 @@ pub struct MarketSettings {
     pub max_batch: usize,
     pub insecure_no_auth: bool,
     pub json_logs: bool,
+    /// PEM certificate chain the gRPC listener presents (TLS on when set,
+    /// together with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for MarketSettings {
@@ -102,6 +107,8 @@ impl Default for MarketSettings {
             max_batch: 100_000,
             insecure_no_auth: false,
             json_logs: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -145,6 +152,11 @@ impl MarketConfig {
         in_range("min_prosumers", settings.min_prosumers as u64, (1, 10_000_000))?;
         if settings.max_slots == Some(0) {
             return Err(bad("max_slots", "must be ≥ 1 when given"));
+        }
+        match (&settings.tls_cert, &settings.tls_key) {
+            (Some(_), None) => return Err(bad("tls_key", "is required when tls_cert is set (both or neither)")),
+            (None, Some(_)) => return Err(bad("tls_cert", "is required when tls_key is set (both or neither)")),
+            _ => {}
         }
         sim.validate().map_err(|e| bad("sim", e.to_string()))?;
         let tokens = if settings.insecure_no_auth {
@@ -195,8 +207,15 @@ pub struct Cli {
 pub enum Command {
     /// Query the gRPC health service of a running market; exit 0 if SERVING, 1 otherwise.
     Health {
+        /// `http://host:port`, or `https://host:port` for a TLS market.
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
+        /// PEM CA certificate to trust for an `https://` address.
+        #[arg(long, env = "PEERGRID_TLS_CA")]
+        tls_ca: Option<PathBuf>,
+        /// Server name to verify instead of the address's host.
+        #[arg(long)]
+        tls_domain: Option<String>,
     },
 }
 
@@ -242,6 +261,12 @@ pub struct RunArgs {
     /// One JSON object per log event.
     #[arg(long, env = "PEERGRID_JSON_LOGS")]
     pub json_logs: bool,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "PEERGRID_MARKET_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PEERGRID_MARKET_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -265,6 +290,12 @@ impl RunArgs {
         }
         if self.max_slots.is_some() {
             s.max_slots = self.max_slots;
+        }
+        if self.tls_cert.is_some() {
+            s.tls_cert = self.tls_cert.clone();
+        }
+        if self.tls_key.is_some() {
+            s.tls_key = self.tls_key.clone();
         }
         s.insecure_no_auth |= self.insecure_no_auth;
         s.json_logs |= self.json_logs;
@@ -296,6 +327,8 @@ mod tests {
             (MarketSettings { max_batch: 0, ..insecure() }, "max_batch"),
             (MarketSettings { min_prosumers: 0, ..insecure() }, "min_prosumers"),
             (MarketSettings { max_slots: Some(0), ..insecure() }, "max_slots"),
+            (MarketSettings { tls_cert: Some("server.pem".into()), ..insecure() }, "tls_key"),
+            (MarketSettings { tls_key: Some("server.key".into()), ..insecure() }, "tls_cert"),
         ];
         for (s, field) in cases {
             let e = MarketConfig::new(s, SimConfig::default(), Tokens::default()).unwrap_err();

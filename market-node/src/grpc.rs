@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use peergrid_proto::convert::slot::{report_from_wire_at, settlement_to_wire, slot_open_to_wire};
 use peergrid_proto::convert::{index, reward_weights_to_json};
 use peergrid_proto::pb::control::v1 as control;
@@ -29,6 +30,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
+use tonic::transport::{ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use control::control_service_server::{ControlService, ControlServiceServer};
@@ -386,12 +388,24 @@ impl ControlService for Control {
 
 /// Everything the server needs besides the listener.
 pub struct ServeParams {
+    /// From [`server_builder`] (TLS already configured, if any).
+    pub server: Server,
     pub clock: ClockHandle,
     pub tokens: Arc<Tokens>,
     pub metrics: MarketMetrics,
     pub max_batch: usize,
     pub node_timeout: Duration,
     pub shutdown: Shutdown,
+}
+
+/// A server builder, serving TLS with `tls` when given. Fails if the
+/// certificate or key does not parse (tonic names which one).
+pub fn server_builder(tls: Option<ServerTlsConfig>) -> anyhow::Result<Server> {
+    let server = Server::builder();
+    Ok(match tls {
+        Some(tls) => server.tls_config(tls).context("tls_cert/tls_key: the certificate or key is not usable")?,
+        None => server,
+    })
 }
 
 /// Serves both peergrid services plus health and reflection on `listener`
@@ -440,7 +454,8 @@ pub async fn serve(
         }
         conn
     });
-    tonic::transport::Server::builder()
+    params
+        .server
         .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
         .add_service(health_service)
@@ -454,15 +469,18 @@ pub async fn serve(
 }
 
 /// Asks the gRPC health service at `addr` (e.g. `http://127.0.0.1:50051`)
-/// whether the market is serving.
-pub async fn check_health(addr: &str) -> anyhow::Result<bool> {
+/// whether the market is serving. An `https://` address needs `tls` (from
+/// [`crate::tls::client_tls`]).
+pub async fn check_health(addr: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(3))
-        .connect()
-        .await?;
+    let mut endpoint = Endpoint::from_shared(addr.to_owned())?;
+    match tls {
+        Some(tls) => endpoint = endpoint.tls_config(tls)?,
+        None if addr.starts_with("https://") => anyhow::bail!("an https:// address needs --tls-ca (the CA to trust)"),
+        None => {}
+    }
+    let channel = endpoint.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3)).connect().await?;
     let request = HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)

@@ -9,7 +9,8 @@
 //! [`grpc`] (the only file naming generated types: auth, wire ⇄ domain,
 //! services), [`clock`] (the task owning the state; fast and real-time
 //! pacing), [`state`] (pure membership, rounds, clearing, KPIs, balances),
-//! [`scenario`] (operator events), [`metrics`] (Prometheus).
+//! [`scenario`] (operator events), [`metrics`] (Prometheus), [`tls`] (PEM
+//! files → rustls configs, when TLS is configured).
 //!
 //! [`start`] runs everything in-process on the configured (or ephemeral)
 //! ports and returns a [`MarketHandle`]; `main.rs` is a thin wrapper.
@@ -20,6 +21,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod scenario;
 pub mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +80,13 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
     let session_seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
     let state = MarketState::new(Arc::clone(&ds), config.sim.clone(), &settings, session_seed)?;
+    // TLS material is read and checked before anything binds, so a bad file
+    // is a start-up error naming it.
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_tls(cert, key)?),
+        _ => None,
+    };
+    let server = grpc::server_builder(tls)?;
 
     let mut registry = Metrics::new();
     let metrics = MarketMetrics::register(&mut registry);
@@ -107,6 +116,7 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         }
     };
     let params = grpc::ServeParams {
+        server,
         clock: clock.clone(),
         tokens: Arc::new(config.tokens.clone()),
         metrics,
@@ -115,7 +125,8 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         shutdown: shutdown.clone(),
     };
     let server = tokio::spawn(grpc::serve(listener, params, stop));
-    tracing::info!(%grpc_addr, metrics_addr = ?metrics_addr, dataset = %ds.name, "market-node listening");
+    let tls = settings.tls_cert.is_some();
+    tracing::info!(%grpc_addr, tls, metrics_addr = ?metrics_addr, dataset = %ds.name, "market-node listening");
 
     let join = tokio::spawn(async move {
         let clock_result = clock_task.await;

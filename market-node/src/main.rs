@@ -1,7 +1,8 @@
 //! The `market-node` binary: parse the configuration, start the market,
 //! run until SIGTERM / Ctrl-C (or `--max-slots`), drain the open slot and
 //! exit 0. `market-node health --addr URL` checks a running market instead
-//! (exit 0 if serving, 1 otherwise) for container health checks.
+//! (exit 0 if serving, 1 otherwise) for container health checks; `https://`
+//! with `--tls-ca FILE` for a TLS market.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,8 +16,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Health { addr }) = cli.command {
-        return match peergrid_market_node::grpc::check_health(&addr).await {
+    if let Some(Command::Health { addr, tls_ca, tls_domain }) = cli.command {
+        let tls = match tls_ca.map(|ca| peergrid_market_node::tls::client_tls(&ca, tls_domain.as_deref())).transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                eprintln!("market-node health: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        return match peergrid_market_node::grpc::check_health(&addr, tls).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
                 eprintln!("market-node at {addr} is not serving");

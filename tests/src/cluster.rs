@@ -2,6 +2,7 @@
 //! seeded, with real gRPC between them (the same code as the binaries, run
 //! in-process so a test can kill and restart nodes and read their reports).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use peergrid_runtime::auth::{BearerInterceptor, Tokens};
 use peergrid_runtime::{Shutdown, ShutdownController};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub const AGENT_TOKEN: &str = "agent-token-for-tests-0123456789";
 pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
@@ -34,6 +35,14 @@ pub struct ClusterBuilder {
     pub policy: PolicyChoice,
     /// Start clearing once every node has joined; otherwise only on `Start`/`Step`.
     pub auto_start: bool,
+    /// Serve the market over TLS with the test-only certificate of
+    /// `tests/fixtures/tls`; the agent-nodes and test clients trust its CA.
+    pub tls: bool,
+}
+
+/// A file of the test-only TLS fixtures (`tests/fixtures/tls/NAME`).
+pub fn tls_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls").join(name)
 }
 
 impl Default for ClusterBuilder {
@@ -47,6 +56,7 @@ impl Default for ClusterBuilder {
             sim: SimConfig::default(),
             policy: PolicyChoice::RuleBased,
             auto_start: true,
+            tls: false,
         }
     }
 }
@@ -68,6 +78,11 @@ pub struct TestCluster {
 impl ClusterBuilder {
     pub fn nodes(mut self, nodes: &[u32]) -> Self {
         self.nodes = nodes.to_vec();
+        self
+    }
+
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -109,6 +124,8 @@ impl ClusterBuilder {
             deadline_ms: self.deadline_ms,
             min_prosumers: if self.auto_start { self.nodes.iter().sum() } else { 10_000_000 },
             max_slots: self.max_slots,
+            tls_cert: self.tls.then(|| tls_fixture("server.pem")),
+            tls_key: self.tls.then(|| tls_fixture("server.key")),
             ..MarketSettings::default()
         };
         let tokens = Tokens::new(Some(AGENT_TOKEN.into()), Some(OPERATOR_TOKEN.into()))?;
@@ -121,8 +138,20 @@ impl ClusterBuilder {
 }
 
 impl TestCluster {
+    /// `https://127.0.0.1:PORT` with TLS (the fixture certificate names the IP), else `http://…`.
     pub fn market_url(&self) -> String {
-        format!("http://{}", self.market().grpc_addr)
+        let scheme = if self.builder.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.market().grpc_addr)
+    }
+
+    /// A connected channel to the market, trusting the fixture CA with TLS.
+    pub async fn channel(&self) -> Result<Channel> {
+        let mut endpoint = Endpoint::from_shared(self.market_url())?;
+        if self.builder.tls {
+            let ca = std::fs::read(tls_fixture("ca.pem"))?;
+            endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
+        }
+        Ok(endpoint.connect().await?)
     }
 
     /// The config of an agent-node of this cluster.
@@ -135,6 +164,7 @@ impl TestCluster {
             token: Some(Secret::new(AGENT_TOKEN)),
             actor_threads: 1,
             resume_session_id: resume,
+            tls_ca: self.builder.tls.then(|| tls_fixture("ca.pem")),
             ..AgentConfig::default()
         };
         config.community.seed = self.builder.seed;
@@ -191,14 +221,14 @@ impl TestCluster {
     pub async fn market_client(
         &self,
     ) -> Result<market::market_service_client::MarketServiceClient<InterceptedService<Channel, BearerInterceptor>>> {
-        let channel = Channel::from_shared(self.market_url())?.connect().await?;
+        let channel = self.channel().await?;
         Ok(market::market_service_client::MarketServiceClient::with_interceptor(channel, BearerInterceptor::new(OPERATOR_TOKEN)?))
     }
 
     pub async fn control_client(
         &self,
     ) -> Result<control::control_service_client::ControlServiceClient<InterceptedService<Channel, BearerInterceptor>>> {
-        let channel = Channel::from_shared(self.market_url())?.connect().await?;
+        let channel = self.channel().await?;
         Ok(control::control_service_client::ControlServiceClient::with_interceptor(
             channel,
             BearerInterceptor::new(OPERATOR_TOKEN)?,

@@ -4,7 +4,8 @@
 //! and `watch` (live slot summaries). The operator token comes from
 //! `PEERGRID_OPERATOR_TOKEN` (or `PEERGRID_OPERATOR_TOKEN_FILE`); with none
 //! set, requests go without credentials (for markets started with
-//! `--insecure-no-auth`). The only file of the CLI that names generated types.
+//! `--insecure-no-auth`). An `https://` market needs `--tls-ca FILE`
+//! (`PEERGRID_TLS_CA`), the PEM CA its certificate chains to. The only file of the CLI that names generated types.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use peergrid_core::kpi::Kpis;
@@ -25,9 +26,15 @@ use crate::InputError;
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
-    /// Market-node gRPC address.
+    /// Market-node gRPC address (`https://…` for a TLS market, with --tls-ca).
     #[arg(long, env = "PEERGRID_MARKET", default_value = "http://127.0.0.1:50051")]
     pub market: String,
+    /// PEM CA certificate to trust for an https:// market.
+    #[arg(long, env = "PEERGRID_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Verify the market's certificate for this name instead of the address's host.
+    #[arg(long, env = "PEERGRID_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -154,11 +161,32 @@ fn auth() -> Result<AuthFn> {
     }))
 }
 
-async fn channel(addr: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(addr.to_string())
-        .map_err(|e| InputError(format!("--market {addr}: {e}")))?
-        .connect_timeout(Duration::from_secs(5));
-    endpoint.connect().await.with_context(|| format!("connecting to the market at {addr}"))
+/// The channel to the market; TLS (trusting `--tls-ca`) for `https://`.
+/// This build has no system root store, so https without a CA is an input error.
+async fn channel(args: &CtlArgs) -> Result<Channel> {
+    let addr = &args.market;
+    let mut endpoint = Endpoint::from_shared(addr.to_string()).map_err(|e| InputError(format!("--market {addr}: {e}")))?;
+    let https = addr.starts_with("https://");
+    match &args.tls_ca {
+        Some(ca) if https => {
+            let pem = std::fs::read(ca).map_err(|e| InputError(format!("--tls-ca {}: {e}", ca.display())))?;
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            if let Some(domain) = &args.tls_domain {
+                tls = tls.domain_name(domain);
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| InputError(format!("--tls-ca {}: {e}", ca.display())))?;
+        }
+        Some(_) => return Err(InputError(format!("--tls-ca is only used with an https:// market, got {addr}")).into()),
+        None if https => {
+            return Err(InputError(format!("--market {addr}: https needs --tls-ca FILE (or PEERGRID_TLS_CA)")).into())
+        }
+        None => {}
+    }
+    endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the market at {addr}"))
 }
 
 pub fn run(args: CtlArgs) -> Result<()> {
@@ -167,7 +195,7 @@ pub fn run(args: CtlArgs) -> Result<()> {
 }
 
 async fn run_async(args: CtlArgs) -> Result<()> {
-    let ch = channel(&args.market).await?;
+    let ch = channel(&args).await?;
     let mut control: Control = ctl::control_service_client::ControlServiceClient::with_interceptor(ch.clone(), auth()?);
     let reply = match args.command {
         CtlCommand::Status => return status(&mut control, args.json).await,

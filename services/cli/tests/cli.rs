@@ -119,3 +119,30 @@ fn run_rejects_bad_flags_and_config() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--data-file"));
 }
+
+#[test]
+fn ctl_https_needs_a_ca_and_a_ca_needs_https() {
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_peergrid"))
+            .arg("ctl")
+            .args(args)
+            .env_remove("PEERGRID_TLS_CA")
+            .env_remove("PEERGRID_TLS_DOMAIN")
+            .env_remove("PEERGRID_MARKET")
+            .output()
+            .expect("peergrid runs")
+    };
+    let out = ctl(&["--market", "https://127.0.0.1:1", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ctl(&["--market", "http://127.0.0.1:1", "--tls-ca", "ca.pem", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ctl(&["--market", "https://127.0.0.1:1", "--tls-ca", "/nonexistent/ca.pem", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
+    // A readable CA gets as far as connecting (nothing listens on port 1).
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tls/ca.pem");
+    let out = ctl(&["--market", "https://127.0.0.1:1", "--tls-ca", ca, "status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to the market"));
+}
