@@ -157,3 +157,26 @@ async fn a_restarted_market_takes_the_nodes_back_and_the_run_continues() {
     let firsts: Vec<_> = reports.iter().map(|r| r.first_prosumer_id).collect();
     assert_eq!(firsts, [Some(0), Some(8)], "each node kept its range");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_mode_paces_slots_and_fast_mode_takes_over_again() {
+    use peergrid_proto::pb::control::v1 as control;
+    let ds = dataset();
+    let cluster = ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }.nodes(&[4, 4]).start(ds).await.unwrap();
+    let mut ctl = cluster.control_client().await.unwrap();
+    let set_mode = |mode: control::Mode| control::SetModeRequest { mode: mode.into(), slot_period_ms: 20, deadline_ms: 0 };
+    ctl.set_mode(set_mode(control::Mode::RealTime)).await.unwrap();
+    ctl.start(control::Empty {}).await.unwrap();
+    let rt = cluster.wait_for_slot(5).await.unwrap();
+    assert_eq!(rt.mode, "real-time");
+    assert_eq!(rt.slot_period_ms, 20);
+    ctl.set_mode(set_mode(control::Mode::Fast)).await.unwrap();
+    let fast = cluster.wait_for_slot(rt.slot + 20).await.unwrap();
+    assert_eq!(fast.mode, "fast");
+    assert_eq!(fast.missing_reports, 0);
+    assert!(fast.energy_balance_error_kwh < 1e-9);
+    let bad = ctl.set_mode(control::SetModeRequest { mode: 0, slot_period_ms: 0, deadline_ms: 0 }).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    ctl.pause(control::Empty {}).await.unwrap();
+    cluster.stop().await.unwrap();
+}
