@@ -13,6 +13,14 @@ forbidden_in_core='^(tokio|tonic|tonic-.*|prost|prost-.*|tch|torch-sys|actix|act
 if bad=$(deps_of peergrid-core | grep -E "$forbidden_in_core"); then
   echo "check-deps: peergrid-core must not depend on: $bad" >&2; fail=1
 fi
+# The shared libraries sit below the nodes: proto and runtime never depend
+# on a node, and neither on the other's layer above it.
+for lib in peergrid-proto peergrid-runtime; do
+  if bad=$(deps_of "$lib" | grep -E '^peergrid-(agent-node|market-node|trainer|cli|e2e)$'); then
+    echo "check-deps: $lib must not depend on $bad" >&2; fail=1
+  fi
+done
+if deps_of peergrid-proto | grep -qx peergrid-runtime; then echo "check-deps: peergrid-proto must not depend on peergrid-runtime" >&2; fail=1; fi
 nodes='peergrid-agent-node peergrid-market-node peergrid-trainer'
 for n in $nodes; do
   for m in $nodes; do

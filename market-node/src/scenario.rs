@@ -75,6 +75,29 @@ pub enum ScenarioEvent {
     Offline(TakeOffline),
 }
 
+impl std::fmt::Display for ScenarioEvent {
+    /// What an operator reads back from `peergrid ctl inject`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScenarioEvent::Scale(e) => write!(
+                f,
+                "prosumers {}..={}: PV ×{}, load ×{} for {} slot(s)",
+                e.first_prosumer_id, e.last_prosumer_id, e.pv_scale, e.load_scale, e.slots
+            ),
+            ScenarioEvent::Tariff(e) => {
+                write!(f, "tariff: retail {}/kWh, feed-in {}/kWh for {} slot(s)", e.retail_per_kwh, e.feed_in_per_kwh, e.slots)
+            }
+            ScenarioEvent::Feeder(e) => {
+                let limit = |kw: f64| if kw == 0.0 { "unlimited".to_owned() } else { format!("{kw} kW") };
+                write!(f, "feeder limits: import {}, export {}", limit(e.import_limit_kw), limit(e.export_limit_kw))
+            }
+            ScenarioEvent::Offline(e) => {
+                write!(f, "prosumers {}..={} offline for {} slot(s)", e.first_prosumer_id, e.last_prosumer_id, e.slots)
+            }
+        }
+    }
+}
+
 fn slots_ok(slots: u32, path: &str) -> Result<(), WireError> {
     if (1..=MAX_EFFECT_SLOTS).contains(&slots) {
         Ok(())

@@ -734,7 +734,7 @@ impl MarketState {
     pub fn inject(&mut self, event: ScenarioEvent) -> Result<String, WireError> {
         event.validate("event")?;
         self.pending.push(event);
-        Ok(format!("{event:?} applies from slot {}", self.next_slot))
+        Ok(format!("{event} from slot {}", self.next_slot))
     }
 
     fn apply_event(&mut self, event: &ScenarioEvent) {
