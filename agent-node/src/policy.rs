@@ -8,7 +8,8 @@
 //! [`MlpPolicy`]'s deterministic path (features → normaliser → actor mean):
 //! the same numbers as the reference simulator (tested below).
 //!
-//! Weights file (JSON): `{"spec": MlpSpec, "weights": [f32...], "normaliser": ObsNormaliser}`
+//! Weights file: a `.safetensors` policy (`peergrid_core::policy::weights`) or
+//! JSON `{"spec": MlpSpec, "weights": [f32...], "normaliser": ObsNormaliser}`
 //! in the flat layout of `peergrid_core::policy::mlp`. Live weight streaming
 //! from the trainer is not here yet.
 
@@ -49,7 +50,17 @@ impl MlpModel {
         Ok(MlpModel { net: checked.net, normaliser: checked.normaliser })
     }
 
+    /// Loads a `.safetensors` policy (the trainer's format, see
+    /// `peergrid_core::policy::weights`) or a JSON weights file.
     pub fn load(path: &Path) -> Result<MlpModel, AgentError> {
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let bytes =
+                std::fs::read(path).map_err(|e| AgentError::config("policy", format!("cannot read {}: {e}", path.display())))?;
+            let w = peergrid_core::policy::weights::from_safetensors(&bytes)
+                .map_err(|e| AgentError::config("policy", format!("{}: {e}", path.display())))?;
+            let file = WeightsFile { spec: w.net.spec.clone(), weights: w.net.to_flat(), normaliser: w.normaliser };
+            return MlpModel::new(file).map_err(|e| AgentError::config("policy", format!("{}: {e}", path.display())));
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| AgentError::config("policy", format!("cannot read {}: {e}", path.display())))?;
         let file: WeightsFile =
@@ -170,6 +181,16 @@ mod tests {
         let mut file = weights_file(1);
         std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
         assert!(matches!(PolicySource::load(&PolicyChoice::Weights(path.clone())).unwrap(), PolicySource::Mlp(_)));
+        // The trainer's safetensors format loads to the same network.
+        let st = dir.join("policy.safetensors");
+        let net = peergrid_core::policy::ActorCritic::from_flat(&file.spec, &file.weights).unwrap();
+        let w = peergrid_core::policy::weights::PolicyWeights { net, normaliser: file.normaliser.clone(), version: 3 };
+        std::fs::write(&st, peergrid_core::policy::weights::to_safetensors(&w).unwrap()).unwrap();
+        let PolicySource::Mlp(a) = PolicySource::load(&PolicyChoice::Weights(st.clone())).unwrap() else { panic!("an MLP") };
+        let PolicySource::Mlp(b) = PolicySource::load(&PolicyChoice::Weights(path.clone())).unwrap() else { panic!("an MLP") };
+        assert_eq!(a.net, b.net);
+        std::fs::write(&st, b"garbage").unwrap();
+        assert!(PolicySource::load(&PolicyChoice::Weights(st)).unwrap_err().to_string().contains("safetensors"));
         file.weights.pop();
         std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
         let e = PolicySource::load(&PolicyChoice::Weights(path.clone())).unwrap_err();

@@ -7,6 +7,7 @@
 
 pub mod baselines;
 pub mod mlp;
+pub mod weights;
 
 use serde::{Deserialize, Serialize};
 
