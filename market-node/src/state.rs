@@ -550,11 +550,14 @@ impl MarketState {
         let node = &self.nodes[key.index];
         let mut seen: BTreeMap<ProsumerId, usize> = BTreeMap::new();
         for (i, r) in reports.iter().enumerate() {
-            let field = format!("reports[{i}].prosumer_id");
+            // Built only on error: formatting a path per valid report was a
+            // measurable share of a 10,000-prosumer slot.
+            let field = || format!("reports[{i}].prosumer_id");
             if !node.hosts(r.prosumer_id) {
                 return Err(WireError::PermissionDenied {
                     reason: format!(
-                        "{field}: prosumer {} is not hosted by this node (it hosts {}..{})",
+                        "{}: prosumer {} is not hosted by this node (it hosts {}..{})",
+                        field(),
                         r.prosumer_id,
                         node.first,
                         node.first + node.count
@@ -562,11 +565,12 @@ impl MarketState {
                 });
             }
             if let Some(j) = seen.insert(r.prosumer_id, i) {
-                return Err(WireError::invalid(field, format!("duplicate prosumer id {} (also reports[{j}])", r.prosumer_id)));
+                return Err(WireError::invalid(field(), format!("duplicate prosumer id {} (also reports[{j}])", r.prosumer_id)));
             }
             if conditions_for(r.prosumer_id, &round.open.adjustments).1 {
                 return Err(WireError::failed_precondition(format!(
-                    "{field}: prosumer {} is offline in slot {slot} and must not report",
+                    "{}: prosumer {} is offline in slot {slot} and must not report",
+                    field(),
                     r.prosumer_id
                 )));
             }

@@ -303,7 +303,13 @@ pub fn generate_range(
         return Err(CoreError::invalid("dataset", format!("'{}' has no homes or no slots", ds.name)));
     }
     let end = first.checked_add(count).ok_or_else(|| CoreError::invalid("prosumer ids", "range overflows u32"))?;
-    Ok((first..end).map(|id| generate_prosumer(ds, cfg, id)).collect())
+    let with_pv = homes_with_pv(ds);
+    Ok((first..end).map(|id| prosumer_from_pool(ds, cfg, id, &with_pv)).collect())
+}
+
+/// Homes of `ds` that have PV: the traces PV-owning prosumers draw from.
+fn homes_with_pv(ds: &Dataset) -> Vec<u32> {
+    (0..ds.homes.len() as u32).filter(|&h| ds.homes[h as usize].pv_kwp > 0.0).collect()
 }
 
 /// Generates prosumer `id`: its kind ([`CommunityConfig::kind_of`]), a measured
@@ -312,10 +318,14 @@ pub fn generate_range(
 /// from a random stream of its own. Same dataset, config and id ⇒ same prosumer.
 /// `cfg` and `ds` must be valid (see [`generate_range`]).
 pub fn generate_prosumer(ds: &Dataset, cfg: &CommunityConfig, id: ProsumerId) -> ProsumerSpec {
+    prosumer_from_pool(ds, cfg, id, &homes_with_pv(ds))
+}
+
+/// [`generate_prosumer`] with the PV homes of `ds` computed once by the caller.
+fn prosumer_from_pool(ds: &Dataset, cfg: &CommunityConfig, id: ProsumerId, with_pv: &[u32]) -> ProsumerSpec {
     let mut rng = SeededRng::new(derive_seed(cfg.seed, &format!("prosumer/{id}")));
     let kind = cfg.kind_of(id);
     let has_pv = kind != ProsumerKind::Consumer;
-    let with_pv: Vec<u32> = (0..ds.homes.len() as u32).filter(|&h| ds.homes[h as usize].pv_kwp > 0.0).collect();
     let home = if has_pv && !with_pv.is_empty() {
         with_pv[rng.below(with_pv.len() as u64) as usize]
     } else {
