@@ -41,7 +41,10 @@ fn tensorboard_python() -> Option<PathBuf> {
     let python = venv.join("bin").join("python");
     let problem = match Command::new(&python).args(["-c", "import tensorboard"]).output() {
         Ok(out) if out.status.success() => return Some(python),
-        Ok(out) => format!("{} cannot import tensorboard: {}", python.display(), String::from_utf8_lossy(&out.stderr).trim()),
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            format!("{} cannot import tensorboard: {}", python.display(), stderr.lines().last().unwrap_or("no error output"))
+        }
         Err(error) => format!("cannot run {}: {error}", python.display()),
     };
     let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
