@@ -71,6 +71,7 @@ fn every_file_tells_the_same_numbers() {
         "report.md",
         "kpis.json",
         "kpis.csv",
+        "slots.csv",
         "config.json",
         "kpis.png",
         "learning-curve.png",

@@ -1,5 +1,5 @@
-//! The machine-readable files of a report: `kpis.json`, `kpis.csv` and
-//! `config.json`. All three are deterministic: the same run gives the same
+//! The machine-readable files of a report: `kpis.json`, `kpis.csv`,
+//! `slots.csv` and `config.json`. All are deterministic: the same run gives the same
 //! bytes (floats are written in their shortest round-trip form, maps in a
 //! fixed order, no timings).
 
@@ -124,6 +124,59 @@ pub(super) fn kpis_csv(evaluation: &Evaluation) -> Result<String, EvalError> {
     }
     let bytes = w.into_inner().map_err(|e| EvalError::invalid("kpis.csv", e.to_string()))?;
     String::from_utf8(bytes).map_err(|e| EvalError::invalid("kpis.csv", e.to_string()))
+}
+
+/// Columns of `slots.csv` after `policy`: the fields of a `SlotRecord`.
+pub const SLOT_FIELDS: [&str; 16] = [
+    "data_slot",
+    "hour",
+    "load_kwh",
+    "pv_kwh",
+    "battery_charged_kwh",
+    "battery_discharged_kwh",
+    "grid_import_kwh",
+    "grid_export_kwh",
+    "p2p_kwh",
+    "p2p_losses_kwh",
+    "p2p_paid",
+    "p2p_received",
+    "stored_kwh",
+    "clearing_price_per_kwh",
+    "retail_per_kwh",
+    "feed_in_per_kwh",
+];
+
+/// Every slot of every policy, community totals (`clearing_price_per_kwh`
+/// empty where the auction did not clear, and always for the optimum).
+pub(super) fn slots_csv(evaluation: &Evaluation) -> Result<String, EvalError> {
+    let csv_error = |e: csv::Error| EvalError::invalid("slots.csv", e.to_string());
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(std::iter::once("policy").chain(SLOT_FIELDS)).map_err(csv_error)?;
+    for row in &evaluation.rows {
+        for r in &row.records {
+            let numbers = [
+                r.load_kwh,
+                r.pv_kwh,
+                r.battery_charged_kwh,
+                r.battery_discharged_kwh,
+                r.grid_import_kwh,
+                r.grid_export_kwh,
+                r.p2p_kwh,
+                r.p2p_losses_kwh,
+                r.p2p_paid,
+                r.p2p_received,
+                r.stored_kwh,
+            ];
+            let mut record = vec![row.policy.clone(), r.data_slot.to_string(), r.hour.to_string()];
+            record.extend(numbers.iter().map(f64::to_string));
+            record.push(r.clearing_price_per_kwh.map_or(String::new(), |p| p.to_string()));
+            record.push(r.retail_per_kwh.to_string());
+            record.push(r.feed_in_per_kwh.to_string());
+            w.write_record(&record).map_err(csv_error)?;
+        }
+    }
+    let bytes = w.into_inner().map_err(|e| EvalError::invalid("slots.csv", e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| EvalError::invalid("slots.csv", e.to_string()))
 }
 
 /// `{"community": …, "sim": …}` as `--scenario` reads it. A feeder without

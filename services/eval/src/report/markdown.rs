@@ -79,6 +79,7 @@ fn write_report(
         md,
         "## Files\n\n- [kpis.csv](kpis.csv): every KPI of every policy at full precision.\n\
          - [kpis.json](kpis.json): the same, with this run's settings, the LP's summary and the learning curve.\n\
+         - [slots.csv](slots.csv): every slot of every policy (community energy flows, stored energy, prices).\n\
          - [config.json](config.json): the effective configuration (`--scenario config.json` reruns it).\n"
     )?;
     writeln!(md, "## Timings\n\nWall clock on the machine that wrote this report:\n")?;

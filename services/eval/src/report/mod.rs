@@ -9,6 +9,7 @@
 //! | `report.md` | scenario, settings, seed, the KPI table, the gap closed, links to everything below |
 //! | `kpis.json` | the same numbers at full precision, with the metadata and the learning curve; deterministic (no timings) |
 //! | `kpis.csv` | one row per policy, every KPI at full precision |
+//! | `slots.csv` | every slot of every policy: community energy flows, stored energy, prices |
 //! | `config.json` | the effective `{"community", "sim"}` configuration, reusable with `--scenario` |
 //! | `kpis.png` | a bar chart per KPI |
 //! | `day-<policy>.png` | the representative held-out day per policy: energy, battery SoC, prices |
@@ -105,6 +106,7 @@ pub fn write_report(
     write("report.md", markdown::report(info, scenario, evaluation, &day, curve, &plots).as_bytes())?;
     write("kpis.json", files::kpis_json(info, scenario, evaluation, &day, curve)?.as_bytes())?;
     write("kpis.csv", files::kpis_csv(evaluation)?.as_bytes())?;
+    write("slots.csv", files::slots_csv(evaluation)?.as_bytes())?;
     write("config.json", files::config_json(&info.community, &info.sim)?.as_bytes())?;
     written.extend(plots.iter().map(|p| out_dir.join(&p.file)));
     Ok(ReportFiles { dir: out_dir.to_path_buf(), files: written })
