@@ -105,9 +105,9 @@ fn write_scenario(md: &mut String, info: &RunInfo, scenario: &EvalScenario, eval
     let slots = scenario.slots().len();
     writeln!(
         md,
-        "- Held-out days: every {} week of the dataset is held out; `--days {}` selects {} of them ({slots} slots), \
+        "- Held-out days: {} of the dataset is held out; `--days {}` selects {} of them ({slots} slots), \
          played back to back.",
-        ordinal(info.eval_every_nth_week),
+        every_nth_week(info.eval_every_nth_week),
         info.days,
         scenario.days.len()
     )?;
@@ -194,17 +194,35 @@ fn grid_text(g: &GridConfig) -> String {
     )
 }
 
-fn ordinal(n: u32) -> String {
+/// "every week", "every 2nd week", "every 4th week", "every 11th week"…
+fn every_nth_week(n: u32) -> String {
     let suffix = match (n % 10, n % 100) {
-        (1, 11) | (2, 12) | (3, 13) => "th",
+        (_, 11..=13) => "th",
         (1, _) => "st",
         (2, _) => "nd",
         (3, _) => "rd",
         _ => "th",
     };
     if n == 1 {
-        "".into()
+        "every week".into()
     } else {
-        format!("{n}{suffix}")
+        format!("every {n}{suffix} week")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_read_as_english() {
+        let said: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 104].into_iter().map(every_nth_week).collect();
+        assert_eq!(
+            said,
+            ["every week", "every 2nd week", "every 3rd week", "every 4th week", "every 11th week", "every 12th week"]
+                .into_iter()
+                .chain(["every 13th week", "every 21st week", "every 22nd week", "every 104th week"])
+                .collect::<Vec<_>>()
+        );
     }
 }
