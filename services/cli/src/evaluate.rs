@@ -163,6 +163,9 @@ impl Setup {
             checkpoint: None,
         };
         let out = match &args.out {
+            Some(dir) if dir.exists() && !dir.is_dir() => {
+                return Err(InputError(format!("--out {}: exists and is not a directory", dir.display())).into())
+            }
             Some(dir) => dir.clone(),
             None => fresh_run_dir(Path::new("runs"))?,
         };

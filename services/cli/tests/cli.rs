@@ -150,6 +150,7 @@ fn run_rejects_bad_flags_and_config() {
     exit_2_naming(&["run", "--days", "1", "--eval-weeks", "1"], &["--eval-weeks", "--days"]);
     exit_2_naming(&["run", "--eval-every-nth-week", "0"], &["--eval-every-nth-week 0"]);
     exit_2_naming(&["run", "--optimum", "maybe"], &["--optimum"]);
+    exit_2_naming(&["run", "--out", &cfg], &["--out", "not a directory"]);
 }
 
 /// A checkpoint with random weights, as the trainer would write it.

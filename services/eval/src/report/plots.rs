@@ -85,7 +85,12 @@ pub(super) fn draw_all(
     for r in &evaluation.rows {
         let file = format!("day-{}.png", r.policy);
         let title = format!("{}: held-out day {} ({})", r.policy, day.day.number, day.day.weekday_name());
-        let records = &r.records[day.records.clone()];
+        let Some(records) = r.records.get(day.records.clone()) else {
+            return Err(EvalError::invalid(
+                format!("rows[{}].records", r.policy),
+                format!("has {} slots, the representative day needs {:?}", r.records.len(), day.records),
+            ));
+        };
         day_plot(&dir.join(&file), &title, &r.policy, records, storage_kwh, hours).map_err(plot_error(&file))?;
         plots.push(Plot { file, title, policy: Some(r.policy.clone()) });
     }
@@ -108,7 +113,8 @@ fn kpi_bars(path: &Path, rows: &[(&str, &Kpis)]) -> DrawResult {
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(50);
     title.draw_text("KPIs per policy", &(FONT, 28).into_font().color(&BLACK), (20, 12))?;
-    let n = rows.len() as i32;
+    // Segments 0..=n−1, one per policy (at least two so the axis is not empty).
+    let n = rows.len().max(2) as i32;
     for (area, column) in body.split_evenly((3, 3)).iter().zip(KPI_COLUMNS.iter()) {
         let (name, get, digits) = *column;
         let values: Vec<f64> = rows.iter().map(|(_, k)| get(k)).collect();
