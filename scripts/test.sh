@@ -2,7 +2,10 @@
 # The whole test suite: formatting, lints, dependency rules, unit, property,
 # golden and end-to-end tests. Idempotent; this is what CI runs.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+source "$ROOT/scripts/python-env.sh"
 need_cargo
+# libtorch for the trainer, tensorboard and kubernetes-validate for tests.
+python_env
 cd "$ROOT"
 echo "== format"; cargo fmt --all --check
 echo "== dependency rules"; scripts/check-deps.sh
