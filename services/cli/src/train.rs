@@ -229,11 +229,12 @@ async fn train_async(
     let policy = from_safetensors(&published.weights)?;
     let history: Vec<_> = trainer.learner.history().into_iter().filter(|r| r.version <= policy.version).collect();
 
-    // The market first: it finishes its open slot (the nodes are all there
-    // to report) and closes the sessions; the nodes then end on their own.
+    // Nodes and market stop together: a node finishes its open slot (or
+    // stops waiting for a policy version), the market waits at most its
+    // drain grace for missing reports, then closes the sessions.
+    agents_stop.trigger();
     market_stop.trigger();
     market.join().await?;
-    agents_stop.trigger();
     for a in agents {
         a.await.context("agent-node task panicked")??;
     }
