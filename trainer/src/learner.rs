@@ -602,3 +602,90 @@ impl Learner {
         self.checkpoint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(node: &str, version: u64, first_id: u32) -> Rollout {
+        let (steps, p) = (4usize, 2usize);
+        let n = steps * p;
+        Rollout {
+            node_name: node.into(),
+            policy_version: version,
+            first_slot: 0,
+            steps,
+            prosumer_ids: vec![first_id, first_id + 1],
+            observations: (0..n * OBS_DIM).map(|i| (i % 7) as f32 * 0.1).collect(),
+            actions: vec![0.1; n * 3],
+            log_probs: vec![-2.0; n],
+            values: vec![0.0; n],
+            rewards: vec![-0.2; n],
+            dones: (0..n).map(|i| i >= n - p).collect(),
+            bootstrap_values: vec![0.0; p],
+            costs: vec![0.1; n],
+            grid_import_kwh: vec![0.5; n],
+        }
+    }
+
+    fn start(settings: LearnerSettings) -> LearnerHandle {
+        let (handle, _thread) = spawn(
+            PpoConfig { minibatch_size: 4, update_epochs: 2, ..PpoConfig::default() },
+            settings,
+            Outputs::default(),
+            false,
+            tch::Device::Cpu,
+            TrainerMetrics::unregistered(),
+        )
+        .unwrap();
+        handle
+    }
+
+    async fn wait_version(h: &LearnerHandle, v: u64) {
+        for _ in 0..500 {
+            if h.status().version >= v {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("stuck at version {}", h.status().version);
+    }
+
+    #[tokio::test]
+    async fn sync_mode_waits_for_min_nodes_refuses_duplicates_and_drops_stale() {
+        let h = start(LearnerSettings { min_nodes: 2, ..LearnerSettings::default() });
+        assert_eq!(h.ingest(rollout("a", 1, 0)).await, Ok(Ingest::Accepted { samples: 8 }));
+        assert_eq!(h.ingest(rollout("a", 1, 0)).await, Err(Refusal::Duplicate { node: "a".into(), version: 1 }));
+        assert_eq!(h.status().version, 1, "one node of two: no update yet");
+        assert_eq!(h.ingest(rollout("b", 1, 2)).await, Ok(Ingest::Accepted { samples: 8 }));
+        wait_version(&h, 2).await;
+        assert_eq!(h.ingest(rollout("a", 1, 0)).await, Ok(Ingest::Stale { version: 1, current: 2 }));
+        assert_eq!(h.ingest(rollout("a", 3, 0)).await, Err(Refusal::UnknownVersion { version: 3, current: 2 }));
+        let s = h.status();
+        assert_eq!((s.updates_done, s.samples_total, s.batches_stale), (1, 16, 1));
+        assert!(s.mean_episode_return.is_finite());
+        h.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn async_mode_updates_by_sample_count_and_bounds_the_lag() {
+        let h = start(LearnerSettings {
+            mode: Mode::Async,
+            async_batch_samples: 16,
+            max_policy_lag: 1,
+            ..LearnerSettings::default()
+        });
+        h.ingest(rollout("a", 1, 0)).await.unwrap();
+        assert_eq!(h.status().version, 1);
+        h.ingest(rollout("a", 1, 0)).await.unwrap();
+        wait_version(&h, 2).await;
+        // One version old: within the lag bound, taken (with its own normaliser).
+        assert_eq!(h.ingest(rollout("b", 1, 2)).await, Ok(Ingest::Accepted { samples: 8 }));
+        h.ingest(rollout("b", 2, 2)).await.unwrap();
+        wait_version(&h, 3).await;
+        assert!(h.history()[1].policy_lag > 0.0, "the lagged rollout counts in the lag");
+        // Two versions old: beyond the bound.
+        assert_eq!(h.ingest(rollout("a", 1, 0)).await, Ok(Ingest::Stale { version: 1, current: 3 }));
+        h.stop().await.unwrap();
+    }
+}
