@@ -4,6 +4,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 need_cargo
 cd "$ROOT"
+# The project's virtualenv: kubernetes-validate for the deploy/k8s tests
+# (and libtorch for the trainer); made once, then reused.
+source "$ROOT/scripts/python-env.sh"
+python_env
 echo "== format"; cargo fmt --all --check
 echo "== dependency rules"; scripts/check-deps.sh
 echo "== clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
