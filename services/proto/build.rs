@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "../../proto/peergrid/common/v1/common.proto",
     "../../proto/peergrid/market/v1/market.proto",
     "../../proto/peergrid/control/v1/control.proto",
+    "../../proto/peergrid/learner/v1/learner.proto",
 ];
 const INCLUDE: &str = "../../proto";
 

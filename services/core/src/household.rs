@@ -187,13 +187,35 @@ impl Household {
     }
 }
 
+/// A slot begun but not yet acted on: the EV events have happened and the
+/// observation is fixed. [`Household::prepare`] makes it and
+/// [`Household::act`] finishes it; a learning agent-node uses the pause in
+/// between to value the observation and wait for a new policy version.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prepared {
+    pub ev: EvEvents,
+    pub obs: Observation,
+}
+
 impl Household {
     /// Plays the household's part of a slot: EV events, observe, act, safety
     /// filter, battery. The same call serves the reference simulator and the
     /// agent-node actors, which is what makes their results identical.
     pub fn play(&mut self, ds: &Dataset, ctx: &SlotContext, cond: Conditions, policy: &mut dyn Policy) -> HouseholdReport {
+        let prepared = self.prepare(ds, ctx, cond);
+        self.act(&prepared, ctx, policy)
+    }
+
+    /// The first half of [`play`](Self::play): EV events, then the observation.
+    pub fn prepare(&mut self, ds: &Dataset, ctx: &SlotContext, cond: Conditions) -> Prepared {
         let ev = self.begin_slot(ctx);
-        let obs = self.observe_under(ds, ctx, cond);
+        Prepared { ev, obs: self.observe_under(ds, ctx, cond) }
+    }
+
+    /// The second half of [`play`](Self::play): act on the prepared
+    /// observation, safety filter, battery.
+    pub fn act(&mut self, prepared: &Prepared, ctx: &SlotContext, policy: &mut dyn Policy) -> HouseholdReport {
+        let Prepared { ev, obs } = *prepared;
         let decision = filter_action(&obs, policy.act(self.spec.id, &obs));
         let battery = self.apply(&decision, ctx);
         HouseholdReport {

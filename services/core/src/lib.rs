@@ -14,6 +14,7 @@ pub mod battery;
 pub mod data;
 pub mod error;
 pub mod evaluation;
+pub mod experience;
 pub mod household;
 pub mod kpi;
 pub mod market;

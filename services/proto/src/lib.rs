@@ -37,6 +37,11 @@ pub mod pb {
             tonic::include_proto!("peergrid.control.v1");
         }
     }
+    pub mod learner {
+        pub mod v1 {
+            tonic::include_proto!("peergrid.learner.v1");
+        }
+    }
 }
 
 /// The encoded `FileDescriptorSet` of every peergrid proto, for reflection.

@@ -1,6 +1,9 @@
 //! The one error type of the runtime crate: start-up problems a node reports
-//! and exits on (bad token configuration, unreadable token files). Request-time
+//! and exits on (bad token configuration, unreadable token files), and the
+//! failures of TensorBoard event files ([`crate::tfevents`]). Request-time
 //! auth failures are `tonic::Status` values, not this type.
+
+use std::path::PathBuf;
 
 use thiserror::Error;
 
@@ -18,6 +21,21 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+
+    /// A TensorBoard event file (or its log directory) could not be created,
+    /// written, flushed or read.
+    #[error("event file {}: {source}", path.display())]
+    EventFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An event file holds bytes that are not a valid record: a CRC mismatch,
+    /// a truncated record or an undecodable event. `offset` is where the bad
+    /// record starts.
+    #[error("event file {}: corrupt record at byte {offset}: {reason}", path.display())]
+    CorruptEventFile { path: PathBuf, offset: u64, reason: String },
 }
 
 impl RuntimeError {

@@ -6,7 +6,8 @@
 //! - [`auth`]: bearer tokens with roles, checked in constant time;
 //! - [`shutdown`]: one shutdown signal every task listens to, and the wait
 //!   for SIGTERM / Ctrl-C;
-//! - [`backoff`]: exponential reconnect delays with optional seeded jitter.
+//! - [`backoff`]: exponential reconnect delays with optional seeded jitter;
+//! - [`tfevents`]: TensorBoard event files (the trainer's scalars).
 //!
 //! It knows tonic's request metadata and `Status`, but nothing of the
 //! generated peergrid code, and it never decides outcomes (that is the core).
@@ -17,6 +18,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod tfevents;
 
 pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, Role, Tokens};
 pub use backoff::Backoff;
@@ -24,3 +26,4 @@ pub use error::RuntimeError;
 pub use logging::init_tracing;
 pub use metrics::{serve_metrics, Metrics};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
+pub use tfevents::EventWriter;

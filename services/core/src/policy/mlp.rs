@@ -305,6 +305,19 @@ impl ActorCritic {
         v[0]
     }
 
+    /// Samples an action for the normalised observation `x`: the mean plus
+    /// `exp(log_std)` times standard normals from `rng`, with its log-prob
+    /// and the value of `x`. Actors that learn call this.
+    pub fn sample(&self, x: &[f32], rng: &mut SeededRng, scratch: &mut Scratch) -> ([f32; ACT_DIM], f32, f32) {
+        let mut mean = [0.0f32; ACT_DIM];
+        self.mean(x, scratch, &mut mean);
+        let mut a = [0.0f32; ACT_DIM];
+        for ((a, m), ls) in a.iter_mut().zip(&mean).zip(&self.log_std) {
+            *a = m + ls.exp() * rng.normal() as f32;
+        }
+        (a, self.log_prob(&mean, &a), self.value(x, scratch))
+    }
+
     /// Log-density of `action` under N(mean, exp(log_std)²), summed over components.
     pub fn log_prob(&self, mean: &[f32], action: &[f32]) -> f32 {
         const HALF_LN_2PI: f32 = 0.918_938_5;
@@ -371,6 +384,9 @@ pub struct MlpPolicy {
 /// What a rollout needs to remember about one action.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepRecord {
+    /// The raw features (before normalisation): what the trainer receives.
+    pub features: [f32; OBS_DIM],
+    /// The normalised observation the network saw.
     pub obs: [f32; OBS_DIM],
     pub action: [f32; ACT_DIM],
     pub log_prob: f32,
@@ -405,20 +421,20 @@ impl Policy for MlpPolicy {
     fn act(&mut self, _: ProsumerId, obs: &Observation) -> Action {
         let mut x = [0.0f32; OBS_DIM];
         obs.features(&mut x);
+        self.last.features = x;
         self.normaliser.apply(&mut x);
-        let mut mean = [0.0f32; ACT_DIM];
-        self.net.mean(&x, &mut self.scratch, &mut mean);
         let action = match self.sampler.as_mut() {
             Some(rng) => {
-                let mut a = [0.0f32; ACT_DIM];
-                for ((a, m), ls) in a.iter_mut().zip(&mean).zip(&self.net.log_std) {
-                    *a = m + ls.exp() * rng.normal() as f32;
-                }
-                self.last.log_prob = self.net.log_prob(&mean, &a);
-                self.last.value = self.net.value(&x, &mut self.scratch);
+                let (a, log_prob, value) = self.net.sample(&x, rng, &mut self.scratch);
+                self.last.log_prob = log_prob;
+                self.last.value = value;
                 a
             }
-            None => mean,
+            None => {
+                let mut mean = [0.0f32; ACT_DIM];
+                self.net.mean(&x, &mut self.scratch, &mut mean);
+                mean
+            }
         };
         self.last.obs = x;
         self.last.action = action;

@@ -13,6 +13,7 @@
 //! ProsumerSettlement).
 
 pub mod enums;
+pub mod experience;
 pub mod kpis;
 pub mod order;
 pub mod reward;

@@ -1,0 +1,234 @@
+//! Experience: what a learning agent-node sends the trainer.
+//!
+//! A [`Rollout`] is one node's `steps` consecutive slots for its prosumers,
+//! all acting with one policy version. Arrays are **step-major**: prosumer
+//! `p` at step `t` is at index `t * P + p` (times [`OBS_DIM`] or
+//! [`ACT_DIM`] for observations and actions). Observations are raw (the
+//! trainer normalises them with the normaliser of `policy_version`, exactly
+//! as the actors did, and updates its running statistics with them).
+//!
+//! [`Rollout::validate`] is the one check both ends trust: every length,
+//! every value finite, ids strictly ascending. It names the field and the
+//! index of the first problem.
+
+use crate::error::CoreError;
+use crate::observation::OBS_DIM;
+use crate::policy::ACT_DIM;
+use crate::units::ProsumerId;
+
+/// Most steps in one rollout.
+pub const MAX_STEPS: usize = 100_000;
+/// Most prosumers in one rollout.
+pub const MAX_PROSUMERS: usize = 100_000;
+/// Most samples (steps × prosumers) in one rollout: 2²⁴ (≈ 1.1 GB of floats
+/// on the wire would be far beyond the message limit anyway).
+pub const MAX_SAMPLES: usize = 1 << 24;
+
+/// One node's rollout for one policy version.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rollout {
+    pub node_name: String,
+    pub policy_version: u64,
+    pub first_slot: u64,
+    pub steps: usize,
+    pub prosumer_ids: Vec<ProsumerId>,
+    pub observations: Vec<f32>,
+    pub actions: Vec<f32>,
+    pub log_probs: Vec<f32>,
+    pub values: Vec<f32>,
+    pub rewards: Vec<f32>,
+    pub dones: Vec<bool>,
+    pub bootstrap_values: Vec<f32>,
+    /// Information only (charts, not learning): the household's energy
+    /// cost of the step (grid and P2P, net of revenue), T × P.
+    pub costs: Vec<f32>,
+    /// Information only: grid import of the step in kWh, T × P.
+    pub grid_import_kwh: Vec<f32>,
+}
+
+fn check_len<T>(field: &str, v: &[T], want: usize) -> Result<(), CoreError> {
+    if v.len() == want {
+        Ok(())
+    } else {
+        Err(CoreError::invalid(field, format!("expected {want} values (steps × prosumers{}), got {}", per(field), v.len())))
+    }
+}
+
+fn per(field: &str) -> &'static str {
+    match field {
+        "observations" => " × 14",
+        "actions" => " × 3",
+        "bootstrap_values" => " / steps",
+        _ => "",
+    }
+}
+
+fn check_finite(field: &str, v: &[f32]) -> Result<(), CoreError> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(CoreError::invalid(format!("{field}[{i}]"), format!("{} is not finite", v[i]))),
+        None => Ok(()),
+    }
+}
+
+impl Rollout {
+    pub fn n_prosumers(&self) -> usize {
+        self.prosumer_ids.len()
+    }
+
+    /// Steps × prosumers.
+    pub fn samples(&self) -> usize {
+        self.steps * self.prosumer_ids.len()
+    }
+
+    /// Checks shape and values; names the first bad field.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(CoreError::invalid("steps", format!("must be in 1..={MAX_STEPS}, got {}", self.steps)));
+        }
+        let p = self.prosumer_ids.len();
+        if p == 0 || p > MAX_PROSUMERS {
+            return Err(CoreError::invalid("prosumer_ids", format!("must hold 1..={MAX_PROSUMERS} ids, got {p}")));
+        }
+        if let Some(i) = self.prosumer_ids.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(CoreError::invalid(format!("prosumer_ids[{}]", i + 1), "ids must be strictly ascending"));
+        }
+        let n = self.samples();
+        if n > MAX_SAMPLES {
+            return Err(CoreError::invalid("steps", format!("steps × prosumers = {n} exceeds {MAX_SAMPLES}")));
+        }
+        check_len("observations", &self.observations, n * OBS_DIM)?;
+        check_len("actions", &self.actions, n * ACT_DIM)?;
+        check_len("log_probs", &self.log_probs, n)?;
+        check_len("values", &self.values, n)?;
+        check_len("rewards", &self.rewards, n)?;
+        check_len("dones", &self.dones, n)?;
+        check_len("bootstrap_values", &self.bootstrap_values, p)?;
+        check_len("costs", &self.costs, n)?;
+        check_len("grid_import_kwh", &self.grid_import_kwh, n)?;
+        check_finite("observations", &self.observations)?;
+        check_finite("actions", &self.actions)?;
+        check_finite("log_probs", &self.log_probs)?;
+        check_finite("values", &self.values)?;
+        check_finite("rewards", &self.rewards)?;
+        check_finite("bootstrap_values", &self.bootstrap_values)?;
+        check_finite("costs", &self.costs)?;
+        check_finite("grid_import_kwh", &self.grid_import_kwh)?;
+        Ok(())
+    }
+}
+
+/// Generalised advantage estimation over a step-major rollout of `p`
+/// parallel prosumers: returns `(advantages, returns)`, both step-major.
+///
+/// `δ_t = r_t + γ V(s_{t+1}) − V(s_t)`, `A_t = δ_t + γλ A_{t+1}`, with
+/// `V(s_T)` = `bootstrap`. The environment never resets (a household's
+/// battery carries over midnight), so episode ends do not cut the
+/// bootstrap; pass `terminal` for tasks that do end.
+pub fn gae(
+    rewards: &[f32],
+    values: &[f32],
+    bootstrap: &[f32],
+    terminal: Option<&[bool]>,
+    p: usize,
+    gamma: f32,
+    lambda: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = rewards.len();
+    debug_assert!(p > 0 && n % p == 0 && values.len() == n && bootstrap.len() == p);
+    let steps = n / p;
+    let mut adv = vec![0.0f32; n];
+    let mut next_adv = vec![0.0f32; p];
+    let mut next_value = bootstrap.to_vec();
+    for t in (0..steps).rev() {
+        for j in 0..p {
+            let i = t * p + j;
+            let live = if terminal.is_some_and(|d| d[i]) { 0.0 } else { 1.0 };
+            let delta = rewards[i] + gamma * next_value[j] * live - values[i];
+            next_adv[j] = delta + gamma * lambda * live * next_adv[j];
+            adv[i] = next_adv[j];
+            next_value[j] = values[i];
+        }
+    }
+    let returns = adv.iter().zip(values).map(|(a, v)| a + v).collect();
+    (adv, returns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(steps: usize, p: usize) -> Rollout {
+        let n = steps * p;
+        Rollout {
+            node_name: "n".into(),
+            policy_version: 1,
+            first_slot: 0,
+            steps,
+            prosumer_ids: (0..p as u32).collect(),
+            observations: vec![0.5; n * OBS_DIM],
+            actions: vec![0.1; n * ACT_DIM],
+            log_probs: vec![-1.0; n],
+            values: vec![0.0; n],
+            rewards: vec![1.0; n],
+            dones: vec![false; n],
+            bootstrap_values: vec![0.0; p],
+            costs: vec![0.2; n],
+            grid_import_kwh: vec![1.0; n],
+        }
+    }
+
+    #[test]
+    fn a_well_formed_rollout_validates() {
+        rollout(3, 2).validate().unwrap();
+    }
+
+    #[test]
+    fn each_defect_is_named() {
+        let cases: Vec<(Box<dyn Fn(&mut Rollout)>, &str)> = vec![
+            (Box::new(|r| r.steps = 0), "steps"),
+            (Box::new(|r| r.prosumer_ids.clear()), "prosumer_ids"),
+            (Box::new(|r| r.prosumer_ids[1] = 0), "prosumer_ids[1]"),
+            (Box::new(|r| r.observations.pop().map(drop).unwrap_or(())), "observations"),
+            (Box::new(|r| r.actions.push(0.0)), "actions"),
+            (Box::new(|r| r.log_probs.pop().map(drop).unwrap_or(())), "log_probs"),
+            (Box::new(|r| r.dones.push(true)), "dones"),
+            (Box::new(|r| r.bootstrap_values.clear()), "bootstrap_values"),
+            (Box::new(|r| r.observations[20] = f32::NAN), "observations[20]"),
+            (Box::new(|r| r.rewards[5] = f32::INFINITY), "rewards[5]"),
+            (Box::new(|r| r.values[0] = f32::NEG_INFINITY), "values[0]"),
+            (Box::new(|r| r.costs.clear()), "costs"),
+            (Box::new(|r| r.grid_import_kwh[1] = f32::NAN), "grid_import_kwh[1]"),
+        ];
+        for (defect, field) in cases {
+            let mut r = rollout(3, 2);
+            defect(&mut r);
+            match r.validate() {
+                Err(CoreError::InvalidField { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn gae_matches_a_hand_computation() {
+        // One prosumer, two steps: r = [1, 2], V = [0.5, 1.0], V(s_2) = 3.
+        let (g, l) = (0.9f32, 0.8f32);
+        let (adv, ret) = gae(&[1.0, 2.0], &[0.5, 1.0], &[3.0], None, 1, g, l);
+        let d1 = 2.0 + g * 3.0 - 1.0;
+        let d0 = 1.0 + g * 1.0 - 0.5;
+        let a0 = d0 + g * l * d1;
+        assert!((adv[1] - d1).abs() < 1e-6 && (adv[0] - a0).abs() < 1e-6, "{adv:?}");
+        assert!((ret[0] - (a0 + 0.5)).abs() < 1e-6 && (ret[1] - (d1 + 1.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gae_keeps_prosumers_apart_and_terminal_cuts_the_bootstrap() {
+        // Two prosumers interleaved step-major; the second is terminal at t = 1.
+        let rewards = [1.0, 10.0, 1.0, 10.0];
+        let values = [0.0; 4];
+        let (adv, _) = gae(&rewards, &values, &[100.0, 100.0], Some(&[false, false, false, true]), 2, 0.5, 1.0);
+        assert_eq!(adv[1 * 2 + 1], 10.0, "terminal: no bootstrap");
+        assert_eq!(adv[1 * 2], 1.0 + 0.5 * 100.0);
+        assert_eq!(adv[1], 10.0 + 0.5 * 10.0);
+    }
+}

@@ -1,0 +1,165 @@
+//! The learner's messages: experience batches and policy updates.
+//!
+//! An [`pb::ExperienceBatch`] becomes a [`Rollout`] only if
+//! [`Rollout::validate`] accepts it (every length, every value finite, ids
+//! ascending) and its node name is sane; a [`pb::PolicyUpdate`] becomes
+//! [`PolicyWeights`] only if its SHA-256 matches and the safetensors blob
+//! reads back (`peergrid_core::policy::weights`) with the same version.
+
+use peergrid_core::experience::Rollout;
+use peergrid_core::policy::weights::{from_safetensors, to_safetensors, PolicyWeights};
+use sha2::{Digest, Sha256};
+
+use crate::error::WireError;
+use crate::pb::learner::v1 as pb;
+
+/// Longest node name.
+pub const MAX_NODE_NAME: usize = 64;
+
+/// Checks a node name: 1..=64 characters, no control characters.
+pub fn node_name_from_wire(name: &str, field: &str) -> Result<String, WireError> {
+    if name.is_empty() || name.chars().count() > MAX_NODE_NAME || name.chars().any(char::is_control) {
+        return Err(WireError::invalid(field, format!("must be 1..={MAX_NODE_NAME} printable characters")));
+    }
+    Ok(name.to_owned())
+}
+
+impl From<&Rollout> for pb::ExperienceBatch {
+    fn from(r: &Rollout) -> pb::ExperienceBatch {
+        pb::ExperienceBatch {
+            node_name: r.node_name.clone(),
+            policy_version: r.policy_version,
+            first_slot: r.first_slot,
+            steps: r.steps as u32,
+            prosumer_ids: r.prosumer_ids.clone(),
+            observations: r.observations.clone(),
+            actions: r.actions.clone(),
+            log_probs: r.log_probs.clone(),
+            values: r.values.clone(),
+            rewards: r.rewards.clone(),
+            dones: r.dones.clone(),
+            bootstrap_values: r.bootstrap_values.clone(),
+            costs: r.costs.clone(),
+            grid_import_kwh: r.grid_import_kwh.clone(),
+        }
+    }
+}
+
+/// Validates a batch into a rollout; consumes it to avoid copying the arrays.
+pub fn rollout_from_wire(b: pb::ExperienceBatch) -> Result<Rollout, WireError> {
+    let node_name = node_name_from_wire(&b.node_name, "node_name")?;
+    if b.policy_version == 0 {
+        return Err(WireError::invalid("policy_version", "must be ≥ 1 (version 1 is the initial policy)"));
+    }
+    let rollout = Rollout {
+        node_name,
+        policy_version: b.policy_version,
+        first_slot: b.first_slot,
+        steps: b.steps as usize,
+        prosumer_ids: b.prosumer_ids,
+        observations: b.observations,
+        actions: b.actions,
+        log_probs: b.log_probs,
+        values: b.values,
+        rewards: b.rewards,
+        dones: b.dones,
+        bootstrap_values: b.bootstrap_values,
+        costs: b.costs,
+        grid_import_kwh: b.grid_import_kwh,
+    };
+    rollout.validate()?;
+    Ok(rollout)
+}
+
+/// A policy as an update message: its safetensors blob and the blob's SHA-256.
+pub fn policy_update_to_wire(w: &PolicyWeights) -> Result<pb::PolicyUpdate, WireError> {
+    let weights = to_safetensors(w).map_err(|e| WireError::Internal { reason: format!("cannot encode the policy: {e}") })?;
+    Ok(policy_update_from_blob(w.version, weights))
+}
+
+/// An update message for an already encoded blob.
+pub fn policy_update_from_blob(version: u64, weights: Vec<u8>) -> pb::PolicyUpdate {
+    let sha256 = Sha256::digest(&weights).to_vec();
+    pb::PolicyUpdate { version, weights, sha256 }
+}
+
+/// Checks the digest, reads the blob and checks its version.
+pub fn policy_from_wire(u: &pb::PolicyUpdate) -> Result<PolicyWeights, WireError> {
+    if Sha256::digest(&u.weights).as_slice() != u.sha256.as_slice() {
+        return Err(WireError::invalid("sha256", "does not match the SHA-256 of weights"));
+    }
+    let w = from_safetensors(&u.weights).map_err(|e| WireError::invalid("weights", e.to_string()))?;
+    if w.version != u.version {
+        return Err(WireError::invalid("version", format!("{} but the weights say version {}", u.version, w.version)));
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peergrid_core::observation::OBS_DIM;
+    use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser};
+
+    fn batch() -> pb::ExperienceBatch {
+        let (t, p) = (2usize, 3usize);
+        let n = t * p;
+        pb::ExperienceBatch {
+            node_name: "node-a".into(),
+            policy_version: 4,
+            first_slot: 10,
+            steps: t as u32,
+            prosumer_ids: vec![5, 6, 9],
+            observations: vec![0.25; n * OBS_DIM],
+            actions: vec![0.5; n * 3],
+            log_probs: vec![-2.0; n],
+            values: vec![1.0; n],
+            rewards: vec![-0.5; n],
+            dones: vec![false; n],
+            bootstrap_values: vec![0.0; p],
+            costs: vec![0.1; n],
+            grid_import_kwh: vec![0.3; n],
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips() {
+        let r = rollout_from_wire(batch()).unwrap();
+        assert_eq!((r.steps, r.n_prosumers(), r.policy_version), (2, 3, 4));
+        assert_eq!(pb::ExperienceBatch::from(&r), batch());
+    }
+
+    #[test]
+    fn bad_batches_name_the_field() {
+        let cases: Vec<(Box<dyn Fn(&mut pb::ExperienceBatch)>, &str)> = vec![
+            (Box::new(|b| b.node_name.clear()), "node_name"),
+            (Box::new(|b| b.policy_version = 0), "policy_version"),
+            (Box::new(|b| b.observations.truncate(3)), "observations"),
+            (Box::new(|b| b.rewards[2] = f32::NAN), "rewards[2]"),
+            (Box::new(|b| b.prosumer_ids = vec![5, 5, 6]), "prosumer_ids[1]"),
+            (Box::new(|b| b.steps = 0), "steps"),
+        ];
+        for (defect, field) in cases {
+            let mut b = batch();
+            defect(&mut b);
+            match rollout_from_wire(b) {
+                Err(WireError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn policy_updates_check_digest_and_version() {
+        let spec = MlpSpec::default();
+        let w = PolicyWeights { net: ActorCritic::random(&spec, 3), normaliser: ObsNormaliser::identity(OBS_DIM), version: 7 };
+        let u = policy_update_to_wire(&w).unwrap();
+        assert_eq!(policy_from_wire(&u).unwrap(), w);
+        let mut tampered = u.clone();
+        tampered.weights[100] ^= 1;
+        assert!(matches!(policy_from_wire(&tampered), Err(WireError::InvalidArgument { field, .. }) if field == "sha256"));
+        let mut relabelled = u;
+        relabelled.version = 8;
+        assert!(matches!(policy_from_wire(&relabelled), Err(WireError::InvalidArgument { field, .. }) if field == "version"));
+    }
+}
