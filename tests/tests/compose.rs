@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use peergrid_e2e::compose::{docker_unavailable, repo_root, run, wait_for, ComposeProject};
-use serde_json::Value;
 
 /// Prosumers per agent-node (small: the test is about the cluster, not scale).
 const PROSUMERS_PER_NODE: u64 = 20;
