@@ -118,6 +118,7 @@ fi
 
 log "slimming the root file system"
 # What the official -slim variant leaves out, and apt's caches and lists.
+# shellcheck disable=SC2016 # expanded by the inner shell, with $1 = the rootfs
 "${SUDO[@]}" sh -eu -c '
   cd "$1"
   rm -rf usr/share/doc/* usr/share/man/* usr/share/info/* usr/share/lintian/* usr/share/linda/*

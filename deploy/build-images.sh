@@ -17,6 +17,8 @@
 # comes from the cache. Each image's context is a staging directory under
 # $PEERGRID_CACHE/images holding only what its Dockerfile copies. Images use
 # the legacy builder (DOCKER_BUILDKIT=0) when buildx is missing.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=scripts/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 
 ALL_IMAGES="market-node,agent-node,cli,trainer"
@@ -55,7 +57,7 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer ('docker i
 if [ -z "${DOCKER_BUILDKIT:-}" ] && ! docker buildx version >/dev/null 2>&1; then
   export DOCKER_BUILDKIT=0
 fi
-cd "$ROOT"
+cd "$ROOT" || exit 1
 
 # One build at a time per cache: two runs would race on the staging directories.
 mkdir -p "$STAGE"
@@ -114,6 +116,7 @@ static_image() { # image name, binary name
 }
 
 trainer_image() {
+  # shellcheck source=scripts/python-env.sh
   source "$ROOT/scripts/python-env.sh"
   python_env
   log "cargo build (trainer, libtorch from $PEERGRID_VENV) in $CARGO_TARGET_DIR"
