@@ -1,14 +1,76 @@
-//! peergrid trainer: placeholder binary.
-//!
-//! The workspace reserves this crate so the layout and the dependency rules
-//! (`scripts/check-deps.sh`) hold from the start. The node itself is built in
-//! its own issue; until then this binary says so and exits with status 2
-//! instead of pretending to run.
+//! The `trainer` binary: parse the configuration, start the learner and its
+//! gRPC server, run until SIGTERM / Ctrl-C, then write a final checkpoint
+//! and exit 0. `trainer health` and `trainer status` query a running one.
 
-fn main() {
-    eprintln!(
-        "peergrid-trainer {}: not implemented yet; use `peergrid run` for the embedded reference simulation",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use peergrid_runtime::{init_tracing, wait_for_signal, ShutdownController, Tokens};
+use peergrid_trainer::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Health { addr }) => {
+            return match peergrid_trainer::grpc::check_health(&addr).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("trainer at {addr} is not serving");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("trainer at {addr}: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Some(Command::Status { addr, json }) => {
+            let token = std::env::var(Tokens::OPERATOR_ENV).or_else(|_| std::env::var(Tokens::AGENT_ENV)).ok();
+            return match peergrid_trainer::grpc::fetch_status(&addr, token.as_deref()).await {
+                Ok(s) if json => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    for (k, v) in s.as_object().into_iter().flatten() {
+                        println!("{k:>20}  {v}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("trainer at {addr}: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        None => {}
+    }
+    let insecure = cli.run.insecure_no_auth;
+    let tokens = if insecure { Ok(Tokens::insecure_no_auth()) } else { Tokens::from_env().map_err(|e| e.to_string()) };
+    let (config, tokens) = match tokens.and_then(|t| cli.run.resolve().map(|c| (c, t)).map_err(|e| e.to_string())) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("trainer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.json_logs);
+    tracing::info!(ppo = ?config.ppo, learner = ?config.learner, "starting trainer {}", env!("CARGO_PKG_VERSION"));
+    let controller = ShutdownController::new();
+    let result = async {
+        let trainer = peergrid_trainer::start(config, tokens, controller.subscribe()).await?;
+        wait_for_signal().await?;
+        tracing::info!("signal received: final checkpoint and stop");
+        controller.trigger();
+        trainer.join().await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("trainer failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

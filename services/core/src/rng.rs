@@ -52,6 +52,21 @@ impl SeededRng {
     }
 
     #[inline]
+    /// The generator's state, to checkpoint it.
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator continuing from a saved [`state`](Self::state). An
+    /// all-zero state (which xoshiro never reaches) is replaced by `new(0)`.
+    pub fn from_state(s: [u64; 4]) -> SeededRng {
+        if s == [0; 4] {
+            SeededRng::new(0)
+        } else {
+            SeededRng { s }
+        }
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[0].wrapping_add(self.s[3]).rotate_left(23).wrapping_add(self.s[0]);
         let t = self.s[1] << 17;

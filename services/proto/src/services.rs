@@ -25,6 +25,7 @@ use crate::FILE_DESCRIPTOR_SET;
 /// reflection know them).
 pub const MARKET_SERVICE: &str = "peergrid.market.v1.MarketService";
 pub const CONTROL_SERVICE: &str = "peergrid.control.v1.ControlService";
+pub const LEARNER_SERVICE: &str = "peergrid.learner.v1.LearnerService";
 
 /// A health reporter and the health service it drives. The overall status
 /// (service `""`) starts as `SERVING`; mark each peergrid service with

@@ -55,7 +55,7 @@ impl MlpSpec {
         Ok(())
     }
 
-    pub(crate) fn layer_sizes(&self, out: usize) -> Vec<(usize, usize)> {
+    pub fn layer_sizes(&self, out: usize) -> Vec<(usize, usize)> {
         let mut dims = vec![self.obs_dim];
         dims.extend(&self.hidden);
         dims.push(out);

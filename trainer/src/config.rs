@@ -1,0 +1,200 @@
+//! The trainer's configuration: defaults ← JSON file (`--config`) ←
+//! environment variables and flags, validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainerError;
+use crate::learner::{LearnerSettings, Mode};
+use crate::ppo::PpoConfig;
+
+/// Where libtorch runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceChoice {
+    #[default]
+    Cpu,
+    /// The first CUDA device; an error when none is available.
+    Cuda,
+    /// CUDA when available, else CPU.
+    Auto,
+}
+
+impl DeviceChoice {
+    pub fn resolve(self) -> Result<tch::Device, TrainerError> {
+        match self {
+            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
+            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+            DeviceChoice::Cuda => Err(TrainerError::config("device", "cuda requested but libtorch sees no CUDA device")),
+        }
+    }
+}
+
+/// The JSON config file: both parts optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    pub ppo: PpoConfig,
+    pub learner: LearnerSettings,
+}
+
+/// The validated configuration of a trainer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainerConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Checkpoints go to `<run_dir>/checkpoints`, TensorBoard files to `<run_dir>/tensorboard`.
+    pub run_dir: Option<PathBuf>,
+    pub resume: bool,
+    pub device: DeviceChoice,
+    pub ppo: PpoConfig,
+    pub learner: LearnerSettings,
+    pub json_logs: bool,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            listen: "127.0.0.1:50061".parse().expect("a valid address"),
+            metrics_listen: None,
+            run_dir: None,
+            resume: false,
+            device: DeviceChoice::Cpu,
+            ppo: PpoConfig::default(),
+            learner: LearnerSettings::default(),
+            json_logs: false,
+        }
+    }
+}
+
+impl TrainerConfig {
+    pub fn validate(&self) -> Result<(), TrainerError> {
+        self.ppo.validate()?;
+        self.learner.validate()?;
+        if self.resume && self.run_dir.is_none() {
+            return Err(TrainerError::config("resume", "needs --run-dir (where the checkpoints are)"));
+        }
+        Ok(())
+    }
+
+    pub fn checkpoint_dir(&self) -> Option<PathBuf> {
+        self.run_dir.as_ref().map(|d| d.join("checkpoints"))
+    }
+
+    pub fn tensorboard_dir(&self) -> Option<PathBuf> {
+        self.run_dir.as_ref().map(|d| d.join("tensorboard"))
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "trainer", version, about = "peergrid trainer: the central PPO learner of a distributed run")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Query the gRPC health service of a running trainer; exit 0 if SERVING, 1 otherwise.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:50061")]
+        addr: String,
+    },
+    /// Print a running trainer's status (policy version, updates, throughput).
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:50061")]
+        addr: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct RunArgs {
+    /// gRPC listen address [default: 127.0.0.1:50061].
+    #[arg(long, env = "PEERGRID_TRAINER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus /metrics listen address (off when unset).
+    #[arg(long, env = "PEERGRID_TRAINER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// JSON file: `{"ppo": PpoConfig, "learner": LearnerSettings}`, both optional.
+    #[arg(long, env = "PEERGRID_TRAINER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for checkpoints and TensorBoard event files (none written when unset).
+    #[arg(long, env = "PEERGRID_TRAINER_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Continue from the latest checkpoint in --run-dir, with its version numbers.
+    #[arg(long, env = "PEERGRID_TRAINER_RESUME")]
+    pub resume: bool,
+    #[arg(long, value_enum, env = "PEERGRID_TRAINER_MODE")]
+    pub mode: Option<Mode>,
+    /// Sync mode: nodes whose rollouts make an update [default: 1].
+    #[arg(long, env = "PEERGRID_TRAINER_MIN_NODES")]
+    pub min_nodes: Option<usize>,
+    /// libtorch threads [default: 1, the fastest for this MLP on 2 cores].
+    #[arg(long, env = "PEERGRID_TRAINER_TORCH_THREADS")]
+    pub torch_threads: Option<usize>,
+    /// Checkpoint every N updates [default: 10].
+    #[arg(long, env = "PEERGRID_TRAINER_CHECKPOINT_EVERY")]
+    pub checkpoint_every: Option<u64>,
+    /// Seed of the initial weights and minibatch shuffling [default: 1].
+    #[arg(long, env = "PEERGRID_SEED")]
+    pub seed: Option<u64>,
+    #[arg(long, value_enum, env = "PEERGRID_TRAINER_DEVICE")]
+    pub device: Option<DeviceChoice>,
+    /// Run without authentication (local demos only).
+    #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "PEERGRID_JSON_LOGS")]
+    pub json_logs: bool,
+}
+
+impl RunArgs {
+    /// Defaults ← file ← flags/environment, validated.
+    pub fn resolve(self) -> Result<TrainerConfig, TrainerError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| TrainerError::io(path, e))?;
+                serde_json::from_str::<ConfigFile>(&text)
+                    .map_err(|e| TrainerError::config("config", format!("{}: {e}", path.display())))?
+            }
+            None => ConfigFile::default(),
+        };
+        let mut c = TrainerConfig { ppo: file.ppo, learner: file.learner, ..TrainerConfig::default() };
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        c.metrics_listen = self.metrics_listen;
+        c.run_dir = self.run_dir;
+        c.resume = self.resume;
+        c.json_logs = self.json_logs;
+        if let Some(v) = self.mode {
+            c.learner.mode = v;
+        }
+        if let Some(v) = self.min_nodes {
+            c.learner.min_nodes = v;
+        }
+        if let Some(v) = self.torch_threads {
+            c.learner.torch_threads = v;
+        }
+        if let Some(v) = self.checkpoint_every {
+            c.learner.checkpoint_every = v;
+        }
+        if let Some(v) = self.seed {
+            c.ppo.seed = v;
+        }
+        if let Some(v) = self.device {
+            c.device = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}

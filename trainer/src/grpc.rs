@@ -1,0 +1,235 @@
+//! The LearnerService over gRPC: the only file of the trainer that names
+//! generated types.
+//!
+//! - `PushExperience` (agent token): each batch is validated by
+//!   `peergrid_proto::convert::experience` and then judged by the learner;
+//!   a malformed batch, an unknown version or a duplicate ends the stream
+//!   with INVALID_ARGUMENT / FAILED_PRECONDITION naming the problem, and
+//!   nothing of that batch is ingested.
+//! - `SubscribePolicy` (agent token): the current version at once (if newer
+//!   than `after_version`), then every new one; a slow subscriber skips to
+//!   the newest version rather than queueing old ones.
+//! - `Status` (either token).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peergrid_proto::convert::experience::{node_name_from_wire, policy_update_from_blob, rollout_from_wire};
+use peergrid_proto::pb::learner::v1 as pb;
+use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
+use peergrid_proto::WireError;
+use peergrid_runtime::{authorize, authorize_reader, Role, Tokens};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Endpoint, Server};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::learner::{Ingest, LearnerHandle, Refusal};
+use crate::metrics::TrainerMetrics;
+
+/// Largest message either way: a 10,000-prosumer × 96-slot rollout is ≈90 MB
+/// of floats, so nodes that large must push in chunks of slots.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+#[derive(Clone)]
+struct Learner {
+    handle: LearnerHandle,
+    tokens: Arc<Tokens>,
+    metrics: TrainerMetrics,
+}
+
+fn refusal_status(r: Refusal) -> Status {
+    match r {
+        Refusal::UnknownVersion { .. } => WireError::invalid("policy_version", r.to_string()).into(),
+        Refusal::Duplicate { .. } => WireError::failed_precondition(r.to_string()).into(),
+        Refusal::Stopped => WireError::Unavailable { reason: r.to_string() }.into(),
+    }
+}
+
+type PolicyStream = Pin<Box<dyn Stream<Item = Result<pb::PolicyUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LearnerService for Learner {
+    async fn push_experience(
+        &self,
+        request: Request<Streaming<pb::ExperienceBatch>>,
+    ) -> Result<Response<pb::PushSummary>, Status> {
+        authorize(request.metadata(), Role::Agent, &self.tokens)?;
+        let mut stream = request.into_inner();
+        let mut summary = pb::PushSummary::default();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let rollout = rollout_from_wire(batch).inspect_err(|e| {
+                self.metrics.batches_rejected.inc();
+                warn!("experience batch rejected: {e}");
+            })?;
+            let node = rollout.node_name.clone();
+            match self.handle.ingest(rollout).await {
+                Ok(Ingest::Accepted { samples }) => {
+                    summary.batches_accepted += 1;
+                    summary.samples_accepted += samples as u64;
+                    debug!(%node, samples, "experience accepted");
+                }
+                Ok(Ingest::Stale { version, current }) => {
+                    summary.batches_stale += 1;
+                    debug!(%node, version, current, "stale experience dropped");
+                }
+                Err(refusal) => {
+                    self.metrics.batches_rejected.inc();
+                    warn!(%node, "experience batch refused: {refusal}");
+                    return Err(refusal_status(refusal));
+                }
+            }
+        }
+        Ok(Response::new(summary))
+    }
+
+    type SubscribePolicyStream = PolicyStream;
+
+    async fn subscribe_policy(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribePolicyStream>, Status> {
+        authorize(request.metadata(), Role::Agent, &self.tokens)?;
+        let req = request.into_inner();
+        let node = node_name_from_wire(&req.node_name, "node_name")?;
+        let mut rx = self.handle.published();
+        let guard = self.handle.subscriber();
+        let after = req.after_version;
+        info!(%node, after_version = after, "policy subscriber joined");
+        let stream = async_stream(move |tx| async move {
+            let _guard = guard;
+            let mut sent = after;
+            loop {
+                let current = rx.borrow_and_update().clone();
+                if current.version > sent {
+                    let update = policy_update_from_blob(current.version, current.weights.as_ref().clone());
+                    if tx.send(Ok(update)).await.is_err() {
+                        break;
+                    }
+                    sent = current.version;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            info!(%node, "policy subscriber left");
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        authorize_reader(request.metadata(), &self.tokens)?;
+        let s = self.handle.status();
+        Ok(Response::new(pb::StatusResponse {
+            version: s.version,
+            updates_done: s.updates_done,
+            samples_per_s: s.samples_per_s,
+            policy_lag: s.policy_lag,
+            mode: s.mode.name().into(),
+            samples_total: s.samples_total,
+            batches_stale: s.batches_stale,
+            subscribers: s.subscribers,
+            mean_episode_return: s.mean_episode_return,
+        }))
+    }
+}
+
+/// A stream fed by a task through a small channel (the task ends when the
+/// client goes away and the channel closes).
+fn async_stream<F, Fut>(body: F) -> PolicyStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::PolicyUpdate, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(body(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Serves the LearnerService with health and reflection on `listener`
+/// until `stop` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    handle: LearnerHandle,
+    tokens: Arc<Tokens>,
+    metrics: TrainerMetrics,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let service = LearnerServiceServer::new(Learner { handle, tokens, metrics })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (health, health_service) = peergrid_proto::services::health();
+    health.set_serving::<LearnerServiceServer<Learner>>().await;
+    let (reflection_v1, reflection_v1alpha) = peergrid_proto::services::reflection()?;
+    let stop = async move {
+        stop.await;
+        health.set_not_serving::<LearnerServiceServer<Learner>>().await;
+    };
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    });
+    Server::builder()
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await?;
+    Ok(())
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+    if addr.starts_with("https://") {
+        anyhow::bail!("the trainer serves plain gRPC; use http:// (TLS terminates in front of it)");
+    }
+    Ok(Endpoint::from_shared(addr.to_owned())?.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5)))
+}
+
+/// Whether the trainer at `addr` reports SERVING (the `health` command).
+pub async fn check_health(addr: &str) -> anyhow::Result<bool> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+    let channel = endpoint(addr)?.connect().await?;
+    let request = HealthCheckRequest { service: peergrid_proto::services::LEARNER_SERVICE.to_owned() };
+    let response = HealthClient::new(channel).check(request).await?;
+    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+}
+
+/// The trainer's status as JSON (the `status` command), with `token` if given.
+pub async fn fetch_status(addr: &str, token: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    use peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient;
+    let channel = endpoint(addr)?.connect().await?;
+    let mut request = Request::new(pb::StatusRequest {});
+    if let Some(t) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
+    }
+    let s = LearnerServiceClient::new(channel).status(request).await?.into_inner();
+    Ok(serde_json::json!({
+        "version": s.version,
+        "updates_done": s.updates_done,
+        "samples_per_s": s.samples_per_s,
+        "policy_lag": s.policy_lag,
+        "mode": s.mode,
+        "samples_total": s.samples_total,
+        "batches_stale": s.batches_stale,
+        "subscribers": s.subscribers,
+        "mean_episode_return": if s.mean_episode_return.is_finite() { Some(s.mean_episode_return) } else { None },
+    }))
+}

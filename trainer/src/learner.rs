@@ -1,0 +1,602 @@
+//! The learner: owns the PPO state on one dedicated thread and decides when
+//! to update.
+//!
+//! gRPC handlers validate each experience batch (`peergrid_proto`) and hand
+//! the resulting [`Rollout`] to this thread through a channel with a reply;
+//! the thread answers `Accepted`, `Stale` or a rejection before anything is
+//! ingested. Updates run here, off the tokio workers.
+//!
+//! **Synchronous mode** (default): version v is trained once rollouts for v
+//! have arrived from `min_nodes` distinct nodes (or, when a node went
+//! silent, `sync_timeout` after the first of them); rollouts are ordered by
+//! their first prosumer id, so a seed gives the same update every run.
+//! A rollout for an older version is stale (dropped, counted); one for a
+//! version not published yet is rejected.
+//!
+//! **Asynchronous mode**: rollouts up to `max_policy_lag` versions old are
+//! buffered and an update runs once `async_batch_samples` samples are in;
+//! each rollout is normalised with the normaliser of the version that
+//! produced it, and the PPO ratio is taken against its behaviour log-prob.
+//!
+//! After an update: the running observation statistics absorb the batch's
+//! raw observations, version v+1 is published (a safetensors blob through a
+//! `watch` channel every subscriber stream follows), TensorBoard scalars
+//! are written, and every `checkpoint_every` updates a checkpoint.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peergrid_core::experience::Rollout;
+use peergrid_core::observation::OBS_DIM;
+use peergrid_core::policy::weights::{to_safetensors, PolicyWeights};
+use peergrid_core::policy::ObsNormaliser;
+use peergrid_runtime::tfevents::EventWriter;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+use tracing::{info, info_span, warn};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::error::TrainerError;
+use crate::metrics::TrainerMetrics;
+use crate::ppo::{Ppo, PpoConfig, RunningStats, UpdateStats};
+
+/// How nodes and learner stay in step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Nodes wait for v+1 after each rollout: exact on-policy PPO.
+    #[default]
+    Sync,
+    /// Nodes keep acting; bounded policy lag.
+    Async,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Async => "async",
+        }
+    }
+}
+
+/// When to update and what to keep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearnerSettings {
+    pub mode: Mode,
+    /// Sync: update once this many distinct nodes sent a rollout for the version.
+    pub min_nodes: usize,
+    /// Sync: update with what has arrived this long after the first rollout of a version.
+    pub sync_timeout_ms: u64,
+    /// Async: drop rollouts more than this many versions old.
+    pub max_policy_lag: u64,
+    /// Async: update once this many samples are buffered.
+    pub async_batch_samples: usize,
+    /// Write a checkpoint every this many updates (0 = only at shutdown).
+    pub checkpoint_every: u64,
+    /// libtorch intra-op threads (1 is fastest for this small MLP on 2 cores).
+    pub torch_threads: usize,
+}
+
+impl Default for LearnerSettings {
+    fn default() -> Self {
+        LearnerSettings {
+            mode: Mode::Sync,
+            min_nodes: 1,
+            sync_timeout_ms: 60_000,
+            max_policy_lag: 2,
+            async_batch_samples: 8_192,
+            checkpoint_every: 10,
+            torch_threads: 1,
+        }
+    }
+}
+
+impl LearnerSettings {
+    pub fn validate(&self) -> Result<(), TrainerError> {
+        if self.min_nodes == 0 || self.min_nodes > 10_000 {
+            return Err(TrainerError::config("min_nodes", "must be in 1..=10000"));
+        }
+        if !(100..=86_400_000).contains(&self.sync_timeout_ms) {
+            return Err(TrainerError::config("sync_timeout_ms", "must be in 100..=86400000"));
+        }
+        if self.max_policy_lag > 1000 {
+            return Err(TrainerError::config("max_policy_lag", "must be ≤ 1000"));
+        }
+        if self.async_batch_samples == 0 || self.async_batch_samples > 1 << 24 {
+            return Err(TrainerError::config("async_batch_samples", "must be in 1..=16777216"));
+        }
+        if self.torch_threads == 0 || self.torch_threads > 256 {
+            return Err(TrainerError::config("torch_threads", "must be in 1..=256"));
+        }
+        Ok(())
+    }
+}
+
+/// A published policy version: the blob every subscriber receives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    pub version: u64,
+    pub weights: Arc<Vec<u8>>,
+}
+
+/// One update's record: the learning curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateRecord {
+    /// The version the update produced.
+    pub version: u64,
+    pub samples: usize,
+    /// Mean return of the prosumer episodes (days) that ended in this batch; NaN if none did.
+    pub mean_episode_return: f64,
+    /// Mean community cost of one episode (Σ over the batch's prosumers); NaN if none ended.
+    pub community_cost: f64,
+    /// Mean community grid import of one episode, kWh; NaN if none ended.
+    pub grid_import_kwh: f64,
+    pub learn_seconds: f64,
+    pub policy_lag: f64,
+    pub stats: UpdateStats,
+}
+
+/// What the learner reports through `Status`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LearnerStatus {
+    pub version: u64,
+    pub updates_done: u64,
+    pub samples_per_s: f64,
+    pub policy_lag: f64,
+    pub mode: Mode,
+    pub samples_total: u64,
+    pub batches_stale: u64,
+    pub subscribers: u32,
+    pub mean_episode_return: f64,
+}
+
+/// The learner's answer to one batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ingest {
+    Accepted { samples: usize },
+    Stale { version: u64, current: u64 },
+}
+
+/// Why a batch was refused (nothing of it was ingested).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    UnknownVersion { version: u64, current: u64 },
+    Duplicate { node: String, version: u64 },
+    Stopped,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::UnknownVersion { version, current } => {
+                write!(f, "policy_version {version} is unknown: the newest published version is {current}")
+            }
+            Refusal::Duplicate { node, version } => write!(f, "node '{node}' already sent its rollout for version {version}"),
+            Refusal::Stopped => write!(f, "the learner is shutting down"),
+        }
+    }
+}
+
+enum Command {
+    Ingest(Box<Rollout>, oneshot::Sender<Result<Ingest, Refusal>>),
+    Stop(oneshot::Sender<Result<(), TrainerError>>),
+}
+
+/// Where the learner writes.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    pub checkpoint_dir: Option<PathBuf>,
+    pub tensorboard_dir: Option<PathBuf>,
+}
+
+/// The learner thread's handle: send batches, follow versions, read status.
+#[derive(Clone)]
+pub struct LearnerHandle {
+    commands: std::sync::mpsc::Sender<Command>,
+    published: watch::Receiver<Published>,
+    status: Arc<Mutex<LearnerStatus>>,
+    history: Arc<Mutex<Vec<UpdateRecord>>>,
+    subscribers: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl LearnerHandle {
+    /// Hands a validated rollout to the learner and awaits its verdict.
+    pub async fn ingest(&self, rollout: Rollout) -> Result<Ingest, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Ingest(Box::new(rollout), tx)).map_err(|_| Refusal::Stopped)?;
+        rx.await.map_err(|_| Refusal::Stopped)?
+    }
+
+    pub fn published(&self) -> watch::Receiver<Published> {
+        self.published.clone()
+    }
+
+    pub fn status(&self) -> LearnerStatus {
+        let mut s = self.status.lock().expect("status lock").clone();
+        s.subscribers = self.subscribers.load(std::sync::atomic::Ordering::Relaxed);
+        s
+    }
+
+    /// Every update so far (the learning curve).
+    pub fn history(&self) -> Vec<UpdateRecord> {
+        self.history.lock().expect("history lock").clone()
+    }
+
+    /// Counts a policy subscriber for as long as the guard lives.
+    pub fn subscriber(&self) -> SubscriberGuard {
+        self.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SubscriberGuard(Arc::clone(&self.subscribers))
+    }
+
+    /// Stops the learner: writes a final checkpoint, flushes TensorBoard.
+    pub async fn stop(&self) -> Result<(), TrainerError> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Stop(tx)).is_err() {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+}
+
+pub struct SubscriberGuard(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Per-prosumer episode accumulators: return, cost, grid import.
+#[derive(Clone, Copy, Debug, Default)]
+struct EpisodeAcc {
+    ret: f64,
+    cost: f64,
+    import: f64,
+}
+
+struct Learner {
+    ppo: Ppo,
+    settings: LearnerSettings,
+    obs_stats: RunningStats,
+    /// Normalisers of the versions rollouts may still come from.
+    normalisers: BTreeMap<u64, ObsNormaliser>,
+    version: u64,
+    updates_done: u64,
+    pending: Vec<Rollout>,
+    pending_nodes: BTreeSet<String>,
+    pending_samples: usize,
+    lag_sum: f64,
+    first_pending_at: Option<Instant>,
+    episodes: HashMap<u32, EpisodeAcc>,
+    outputs: Outputs,
+    tb: Option<EventWriter>,
+    publish: watch::Sender<Published>,
+    status: Arc<Mutex<LearnerStatus>>,
+    history: Arc<Mutex<Vec<UpdateRecord>>>,
+    metrics: TrainerMetrics,
+}
+
+/// Starts the learner thread: from the latest checkpoint in
+/// `outputs.checkpoint_dir` when `resume` (same version numbers), else
+/// fresh at version 1.
+pub fn spawn(
+    ppo_config: PpoConfig,
+    settings: LearnerSettings,
+    outputs: Outputs,
+    resume: bool,
+    device: tch::Device,
+    metrics: TrainerMetrics,
+) -> Result<(LearnerHandle, std::thread::JoinHandle<()>), TrainerError> {
+    ppo_config.validate()?;
+    settings.validate()?;
+    tch::set_num_threads(settings.torch_threads as i32);
+    tch::set_num_interop_threads(1);
+    let restored = match (&outputs.checkpoint_dir, resume) {
+        (Some(dir), true) => match checkpoint::latest_version(dir)? {
+            Some(v) => Some(checkpoint::load(dir, v)?),
+            None => {
+                warn!(dir = %dir.display(), "--resume: no checkpoint yet; starting fresh");
+                None
+            }
+        },
+        (None, true) => return Err(TrainerError::config("resume", "needs a run directory to resume from")),
+        _ => None,
+    };
+    let (ppo, obs_stats, version, updates_done) = match restored {
+        Some(c) => {
+            let mut ppo = Ppo::from_flat(c.ppo.clone(), &c.policy.net.to_flat(), device)?;
+            ppo.restore_optimiser(&c.optimiser)?;
+            info!(version = c.policy.version, updates_done = c.updates_done, "resumed from checkpoint");
+            (ppo, c.obs_stats, c.policy.version, c.updates_done)
+        }
+        None => (Ppo::new(ppo_config, device)?, RunningStats::new(OBS_DIM), 1, 0),
+    };
+    let tb = outputs.tensorboard_dir.as_ref().map(EventWriter::create).transpose()?;
+    let normaliser = obs_stats.normaliser(ppo.config.obs_clip);
+    let weights = PolicyWeights { net: ppo.actor_critic(), normaliser: normaliser.clone(), version };
+    let blob = to_safetensors(&weights)?;
+    let (publish, published) = watch::channel(Published { version, weights: Arc::new(blob) });
+    let status = Arc::new(Mutex::new(LearnerStatus {
+        version,
+        updates_done,
+        mode: settings.mode,
+        mean_episode_return: f64::NAN,
+        ..LearnerStatus::default()
+    }));
+    let history = Arc::new(Mutex::new(Vec::new()));
+    metrics.version.set(version as i64);
+    let learner = Learner {
+        ppo,
+        settings,
+        obs_stats,
+        normalisers: BTreeMap::from([(version, normaliser)]),
+        version,
+        updates_done,
+        pending: Vec::new(),
+        pending_nodes: BTreeSet::new(),
+        pending_samples: 0,
+        lag_sum: 0.0,
+        first_pending_at: None,
+        episodes: HashMap::new(),
+        outputs,
+        tb,
+        publish,
+        status: Arc::clone(&status),
+        history: Arc::clone(&history),
+        metrics,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("learner".into())
+        .spawn(move || learner.run(rx))
+        .map_err(|e| TrainerError::Serve(format!("cannot start the learner thread: {e}")))?;
+    let handle =
+        LearnerHandle { commands: tx, published, status, history, subscribers: Arc::new(std::sync::atomic::AtomicU32::new(0)) };
+    Ok((handle, thread))
+}
+
+impl Learner {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Command>) {
+        loop {
+            let timeout = match (self.settings.mode, self.first_pending_at) {
+                (Mode::Sync, Some(t)) => {
+                    Duration::from_millis(self.settings.sync_timeout_ms).saturating_sub(t.elapsed()).max(Duration::from_millis(1))
+                }
+                _ => Duration::from_secs(3600),
+            };
+            match rx.recv_timeout(timeout) {
+                Ok(Command::Ingest(rollout, reply)) => {
+                    let verdict = self.ingest(*rollout);
+                    let _ = reply.send(verdict);
+                    if self.ready() {
+                        self.update();
+                    }
+                }
+                Ok(Command::Stop(reply)) => {
+                    let _ = reply.send(self.finish());
+                    return;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if self.settings.mode == Mode::Sync && !self.pending.is_empty() {
+                        warn!(
+                            nodes = self.pending_nodes.len(),
+                            min_nodes = self.settings.min_nodes,
+                            "sync timeout: updating with the rollouts that arrived"
+                        );
+                        self.update();
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    if let Err(e) = self.finish() {
+                        warn!("final checkpoint failed: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn ingest(&mut self, r: Rollout) -> Result<Ingest, Refusal> {
+        if r.policy_version > self.version {
+            return Err(Refusal::UnknownVersion { version: r.policy_version, current: self.version });
+        }
+        let lag = self.version - r.policy_version;
+        let stale = match self.settings.mode {
+            Mode::Sync => lag > 0,
+            Mode::Async => lag > self.settings.max_policy_lag || !self.normalisers.contains_key(&r.policy_version),
+        };
+        if stale {
+            self.metrics.batches_stale.inc();
+            self.status.lock().expect("status lock").batches_stale += 1;
+            return Ok(Ingest::Stale { version: r.policy_version, current: self.version });
+        }
+        if self.settings.mode == Mode::Sync && self.pending_nodes.contains(&r.node_name) {
+            return Err(Refusal::Duplicate { node: r.node_name, version: r.policy_version });
+        }
+        let samples = r.samples();
+        self.pending_nodes.insert(r.node_name.clone());
+        self.pending_samples += samples;
+        self.lag_sum += lag as f64 * samples as f64;
+        self.first_pending_at.get_or_insert_with(Instant::now);
+        self.metrics.samples.inc_by(samples as u64);
+        self.pending.push(r);
+        Ok(Ingest::Accepted { samples })
+    }
+
+    fn ready(&self) -> bool {
+        match self.settings.mode {
+            Mode::Sync => self.pending_nodes.len() >= self.settings.min_nodes,
+            Mode::Async => self.pending_samples >= self.settings.async_batch_samples,
+        }
+    }
+
+    /// Episode statistics of the batch: (mean return, community cost, grid import) per episode.
+    fn episodes(&mut self, rollouts: &[Rollout]) -> (f64, f64, f64) {
+        let (mut n, mut ret, mut cost, mut import) = (0usize, 0.0, 0.0, 0.0);
+        let mut prosumers = BTreeSet::new();
+        for r in rollouts {
+            let p = r.n_prosumers();
+            for (i, id) in r.prosumer_ids.iter().enumerate() {
+                prosumers.insert(*id);
+                let acc = self.episodes.entry(*id).or_default();
+                for t in 0..r.steps {
+                    let k = t * p + i;
+                    acc.ret += r.rewards[k] as f64;
+                    acc.cost += r.costs[k] as f64;
+                    acc.import += r.grid_import_kwh[k] as f64;
+                    if r.dones[k] {
+                        n += 1;
+                        ret += acc.ret;
+                        cost += acc.cost;
+                        import += acc.import;
+                        *acc = EpisodeAcc::default();
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            return (f64::NAN, f64::NAN, f64::NAN);
+        }
+        // Community figures: the mean prosumer-episode times the prosumers.
+        let k = prosumers.len() as f64;
+        (ret / n as f64, cost / n as f64 * k, import / n as f64 * k)
+    }
+
+    fn update(&mut self) {
+        let mut rollouts = std::mem::take(&mut self.pending);
+        rollouts.sort_by_key(|r| (r.prosumer_ids.first().copied(), r.policy_version));
+        let samples = self.pending_samples;
+        let lag = if samples > 0 { self.lag_sum / samples as f64 } else { 0.0 };
+        self.pending_nodes.clear();
+        self.pending_samples = 0;
+        self.lag_sum = 0.0;
+        self.first_pending_at = None;
+        let next = self.version + 1;
+        let span = info_span!("update", version = next, samples);
+        let _enter = span.enter();
+        let started = Instant::now();
+        let normalisers = &self.normalisers;
+        let stats = self.ppo.update(&rollouts, |v| &normalisers[&v], self.updates_done);
+        let learn_seconds = started.elapsed().as_secs_f64();
+        for r in &rollouts {
+            self.obs_stats.update(&r.observations);
+        }
+        let (mean_return, community_cost, grid_import) = self.episodes(&rollouts);
+        self.version = next;
+        self.updates_done += 1;
+        let normaliser = self.obs_stats.normaliser(self.ppo.config.obs_clip);
+        self.normalisers.insert(next, normaliser.clone());
+        let keep_from = next.saturating_sub(self.settings.max_policy_lag);
+        self.normalisers.retain(|v, _| *v >= keep_from);
+        let weights = PolicyWeights { net: self.ppo.actor_critic(), normaliser, version: next };
+        match to_safetensors(&weights) {
+            Ok(blob) => {
+                self.publish.send_replace(Published { version: next, weights: Arc::new(blob) });
+            }
+            Err(e) => warn!("cannot encode version {next}: {e}"),
+        }
+        let samples_per_s = samples as f64 * self.ppo.config.update_epochs as f64 / learn_seconds.max(1e-9);
+        let record = UpdateRecord {
+            version: next,
+            samples,
+            mean_episode_return: mean_return,
+            community_cost,
+            grid_import_kwh: grid_import,
+            learn_seconds,
+            policy_lag: lag,
+            stats,
+        };
+        self.log(&record, samples_per_s);
+        {
+            let mut s = self.status.lock().expect("status lock");
+            s.version = next;
+            s.updates_done = self.updates_done;
+            s.samples_per_s = samples_per_s;
+            s.policy_lag = lag;
+            s.samples_total += samples as u64;
+            if mean_return.is_finite() {
+                s.mean_episode_return = mean_return;
+            }
+        }
+        self.history.lock().expect("history lock").push(record);
+        if self.settings.checkpoint_every > 0 && self.updates_done % self.settings.checkpoint_every == 0 {
+            if let Err(e) = self.checkpoint() {
+                warn!("checkpoint failed: {e}");
+            }
+        }
+    }
+
+    fn log(&mut self, r: &UpdateRecord, samples_per_s: f64) {
+        let s = &r.stats;
+        info!(
+            version = r.version,
+            samples = r.samples,
+            mean_episode_return = r.mean_episode_return,
+            policy_loss = s.policy_loss,
+            value_loss = s.value_loss,
+            approx_kl = s.approx_kl,
+            learn_ms = (r.learn_seconds * 1e3) as u64,
+            "policy updated"
+        );
+        let m = &self.metrics;
+        m.version.set(r.version as i64);
+        m.updates.inc();
+        m.update_seconds.observe(r.learn_seconds);
+        m.samples_per_s.set(samples_per_s);
+        m.policy_lag.set(r.policy_lag);
+        if r.mean_episode_return.is_finite() {
+            m.mean_episode_return.set(r.mean_episode_return);
+        }
+        let Some(tb) = self.tb.as_mut() else { return };
+        let step = self.updates_done as i64;
+        let mut scalars = vec![
+            ("losses/policy_loss", s.policy_loss),
+            ("losses/value_loss", s.value_loss),
+            ("losses/entropy", s.entropy),
+            ("losses/approx_kl", s.approx_kl),
+            ("losses/clipfrac", s.clipfrac),
+            ("losses/explained_variance", s.explained_variance),
+            ("charts/learning_rate", s.learning_rate),
+            ("perf/samples_per_s", samples_per_s),
+            ("perf/policy_lag", r.policy_lag),
+        ];
+        if r.mean_episode_return.is_finite() {
+            scalars.push(("charts/episodic_return", r.mean_episode_return));
+            scalars.push(("charts/community_cost", r.community_cost));
+            scalars.push(("charts/grid_import_kwh", r.grid_import_kwh));
+        }
+        let result = scalars.into_iter().try_for_each(|(tag, v)| tb.add_scalar(tag, v, step)).and_then(|()| tb.flush());
+        if let Err(e) = result {
+            warn!("TensorBoard write failed: {e}");
+        }
+    }
+
+    fn checkpoint(&self) -> Result<(), TrainerError> {
+        let Some(dir) = &self.outputs.checkpoint_dir else { return Ok(()) };
+        let c = Checkpoint {
+            policy: PolicyWeights {
+                net: self.ppo.actor_critic(),
+                normaliser: self.normalisers[&self.version].clone(),
+                version: self.version,
+            },
+            optimiser: self.ppo.optimiser_state(),
+            obs_stats: self.obs_stats.clone(),
+            updates_done: self.updates_done,
+            ppo: self.ppo.config.clone(),
+        };
+        let path = checkpoint::save(dir, &c)?;
+        info!(version = self.version, path = %path.display(), "checkpoint written");
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), TrainerError> {
+        if let Some(tb) = self.tb.as_mut() {
+            tb.flush()?;
+        }
+        self.checkpoint()
+    }
+}

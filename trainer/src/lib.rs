@@ -1,0 +1,92 @@
+//! peergrid trainer: the central PPO learner.
+//!
+//! Agent-nodes stream experience batches in (`PushExperience`); the learner
+//! thread ([`learner`]) runs PPO updates on tch ([`ppo`]) and publishes each
+//! new policy version, which every node receives on its `SubscribePolicy`
+//! stream as one safetensors blob. Checkpoints ([`checkpoint`]) and
+//! TensorBoard event files go under the run directory.
+//!
+//! This is the only crate of the workspace that links libtorch; no tch type
+//! leaves it (weights cross as bytes in the pure-Rust format of
+//! `peergrid_core::policy::weights`).
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod learner;
+pub mod metrics;
+pub mod ppo;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use peergrid_runtime::{serve_metrics, Metrics, Shutdown, Tokens};
+
+pub use config::TrainerConfig;
+pub use error::TrainerError;
+pub use learner::{LearnerHandle, LearnerSettings, Mode, UpdateRecord};
+pub use ppo::PpoConfig;
+
+/// A running trainer.
+pub struct TrainerHandle {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub learner: LearnerHandle,
+    join: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TrainerHandle {
+    /// Waits for the trainer to stop (after the shutdown signal): the server
+    /// drains, the learner writes its final checkpoint.
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.join.await.context("trainer task panicked")?
+    }
+}
+
+/// Starts the trainer: the learner thread (fresh, or from the latest
+/// checkpoint with `config.resume`), the gRPC server and /metrics.
+pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) -> anyhow::Result<TrainerHandle> {
+    config.validate()?;
+    if tokens.is_empty() {
+        anyhow::bail!("no tokens configured: set PEERGRID_AGENT_TOKEN (and PEERGRID_OPERATOR_TOKEN) or pass --insecure-no-auth");
+    }
+    let device = config.device.resolve()?;
+    if device != tch::Device::Cpu {
+        tracing::info!(?device, "training on CUDA");
+    }
+    let mut registry = Metrics::new();
+    let metrics = metrics::TrainerMetrics::register(&mut registry);
+    let outputs = learner::Outputs { checkpoint_dir: config.checkpoint_dir(), tensorboard_dir: config.tensorboard_dir() };
+    let (learner, thread) =
+        learner::spawn(config.ppo.clone(), config.learner.clone(), outputs, config.resume, device, metrics.clone())?;
+    let (metrics_addr, metrics_task) = match config.metrics_listen {
+        Some(addr) => {
+            let (bound, task) = serve_metrics(addr, Arc::new(registry), shutdown.clone())
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?;
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+    let listener = grpc::bind(config.listen).await.with_context(|| format!("binding gRPC listener {}", config.listen))?;
+    let grpc_addr = listener.local_addr()?;
+    let stop = {
+        let mut shutdown = shutdown.clone();
+        async move { shutdown.recv().await }
+    };
+    let server = tokio::spawn(grpc::serve(listener, learner.clone(), Arc::new(tokens), metrics, stop));
+    tracing::info!(%grpc_addr, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");
+    let stopper = learner.clone();
+    let join = tokio::spawn(async move {
+        server.await.context("server task panicked")??;
+        stopper.stop().await?;
+        tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("learner thread panicked"))?;
+        if let Some(task) = metrics_task {
+            task.await.context("metrics task panicked")?;
+        }
+        Ok(())
+    });
+    Ok(TrainerHandle { grpc_addr, metrics_addr, learner, join })
+}
