@@ -146,7 +146,14 @@ trainer_image() {
   for staged in "$context"/lib/*; do
     [[ " ${kept[*]} " == *" $(basename "$staged") "* ]] || rm -f "$staged"
   done
-  stage_file "$bin" "$context/trainer"
+  # The image needs no debug line tables (91 MB of a 98 MB binary).
+  if command -v objcopy >/dev/null 2>&1; then
+    objcopy --strip-debug "$bin" "$context/trainer.stripped"
+    stage_file "$context/trainer.stripped" "$context/trainer"
+    rm -f "$context/trainer.stripped"
+  else
+    stage_file "$bin" "$context/trainer"
+  fi
   local base="${PEERGRID_BASE_IMAGE:-debian:bookworm-slim}"
   "$ROOT/deploy/base-image.sh"
   log "trainer libraries: ${kept[*]} ($(du -sh "$context/lib" | cut -f1))"
