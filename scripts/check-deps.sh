@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Enforces the crate dependency rules of ARCHITECTURE.md with `cargo tree`:
-#  - peergrid-core depends on nothing async, gRPC or libtorch;
+#  - peergrid-core and peergrid-eval depend on nothing async, gRPC or libtorch;
+#  - peergrid-eval sits on the core only (no proto, runtime or node crate);
 #  - the nodes never depend on each other;
 #  - only peergrid-trainer may depend on tch / torch-sys.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -9,9 +10,14 @@ cd "$ROOT"
 fail=0
 deps_of() { cargo tree --locked -e normal -p "$1" --prefix none --format '{p}' | awk '{print $1}' | sort -u; }
 
-forbidden_in_core='^(tokio|tonic|tonic-.*|prost|prost-.*|tch|torch-sys|actix|actix-.*|async-std|futures|hyper|mio)$'
-if bad=$(deps_of peergrid-core | grep -E "$forbidden_in_core"); then
-  echo "check-deps: peergrid-core must not depend on: $bad" >&2; fail=1
+forbidden_in_pure='^(tokio|tonic|tonic-.*|prost|prost-.*|tch|torch-sys|actix|actix-.*|async-std|futures|hyper|mio)$'
+for pure in peergrid-core peergrid-eval; do
+  if bad=$(deps_of "$pure" | grep -E "$forbidden_in_pure"); then
+    echo "check-deps: $pure must not depend on: $bad" >&2; fail=1
+  fi
+done
+if bad=$(deps_of peergrid-eval | grep -E '^peergrid-(proto|runtime|agent-node|market-node|trainer|cli|e2e)$'); then
+  echo "check-deps: peergrid-eval must not depend on $bad" >&2; fail=1
 fi
 # The shared libraries sit below the nodes: proto and runtime never depend
 # on a node, and neither on the other's layer above it.

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use peergrid_core::data::Dataset;
-use peergrid_core::household::{conditions_for, Adjustment, Conditions, Household, HouseholdReport};
+use peergrid_core::household::{conditions_for, Adjustment, Conditions, Household, HouseholdReport, Prepared};
 use peergrid_core::market::Fill;
 use peergrid_core::observation::SlotContext;
 use peergrid_core::prosumer::ProsumerSpec;
@@ -45,7 +45,30 @@ use peergrid_core::units::ProsumerId;
 use tokio::sync::oneshot;
 
 use crate::error::AgentError;
-use crate::policy::{ActorPolicy, PolicySource};
+use crate::policy::{ActorPolicy, Learned, PolicySource};
+
+/// One learning step of one prosumer: what the trainer receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Step {
+    pub features: [f32; peergrid_core::observation::OBS_DIM],
+    pub action: [f32; peergrid_core::policy::ACT_DIM],
+    pub log_prob: f32,
+    pub value: f32,
+    pub reward: f32,
+    /// Energy cost of the slot (information for charts).
+    pub cost: f32,
+    pub grid_import_kwh: f32,
+    /// The slot was the last of a day.
+    pub done: bool,
+}
+
+/// An actor's experience since its last collection, and V(next observation).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ActorRollout {
+    pub prosumer_id: ProsumerId,
+    pub steps: Vec<Step>,
+    pub bootstrap_value: f32,
+}
 
 /// Play slot `slot`: EV events, observe, act, safety filter, battery.
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +125,29 @@ pub struct ProsumerActor {
     household: Option<Household>,
     played: Option<Played>,
     ret: ProsumerReturn,
+    /// Learning: the steps not yet collected; the last awaits its reward
+    /// while `awaiting_reward`.
+    experience: Vec<Step>,
+    awaiting_reward: bool,
+    /// A slot prepared (EV events, observation) but not acted on yet.
+    prepared: Option<(u64, Prepared)>,
 }
 
 impl ProsumerActor {
     pub fn new(spec: ProsumerSpec, ds: Arc<Dataset>, policy: ActorPolicy, weights: Arc<RewardWeights>) -> ProsumerActor {
         let ret = ProsumerReturn { prosumer_id: spec.id, episode_return: 0.0, slots_settled: 0, local_settlements: 0 };
-        ProsumerActor { spec, ds, policy, weights, household: None, played: None, ret }
+        ProsumerActor {
+            spec,
+            ds,
+            policy,
+            weights,
+            household: None,
+            played: None,
+            ret,
+            experience: Vec::new(),
+            awaiting_reward: false,
+            prepared: None,
+        }
     }
 
     pub fn id(&self) -> ProsumerId {
@@ -128,9 +168,55 @@ impl ProsumerActor {
         }
         let spec = &self.spec;
         let household = self.household.get_or_insert_with(|| Household::new(spec.clone(), msg.ctx.hour));
-        let report = household.play(&self.ds, &msg.ctx, msg.conditions, &mut self.policy);
+        let prepared = match self.prepared.take() {
+            Some((slot, p)) if slot == msg.slot => p,
+            _ => household.prepare(&self.ds, &msg.ctx, msg.conditions),
+        };
+        let report = household.act(&prepared, &msg.ctx, &mut self.policy);
+        if let ActorPolicy::Learning(p) = &self.policy {
+            let r = p.last();
+            let slots_per_day = (24.0 / msg.ctx.hours).round().max(1.0) as usize;
+            self.experience.push(Step {
+                features: r.features,
+                action: r.action,
+                log_prob: r.log_prob,
+                value: r.value,
+                done: (msg.ctx.data_slot + 1) % slots_per_day == 0,
+                ..Step::default()
+            });
+            self.awaiting_reward = true;
+        }
         self.played = Some(Played { slot: msg.slot, report, tariff: msg.ctx.tariff });
         (!msg.offline).then_some(report)
+    }
+
+    /// Learning: begins slot `slot` (EV events, observation) without acting,
+    /// values the observation with the current version, and hands over the
+    /// experience collected so far. The next `handle_play` for `slot` acts on
+    /// this very observation (with whatever version is current then).
+    pub fn prepare_and_collect(&mut self, slot: u64, ctx: &SlotContext, conditions: Conditions) -> ActorRollout {
+        let spec = &self.spec;
+        let household = self.household.get_or_insert_with(|| Household::new(spec.clone(), ctx.hour));
+        let prepared = household.prepare(&self.ds, ctx, conditions);
+        let bootstrap_value = match &mut self.policy {
+            ActorPolicy::Learning(p) => p.value_of(&prepared.obs),
+            _ => 0.0,
+        };
+        self.prepared = Some((slot, prepared));
+        if self.awaiting_reward {
+            // Collected before its settlement (cannot happen in the node's
+            // order of calls): drop the incomplete step.
+            self.experience.pop();
+            self.awaiting_reward = false;
+        }
+        ActorRollout { prosumer_id: self.spec.id, steps: std::mem::take(&mut self.experience), bootstrap_value }
+    }
+
+    /// Learning: act with a new policy version from the next slot on.
+    pub fn set_model(&mut self, learned: &Learned) {
+        if let ActorPolicy::Learning(p) = &mut self.policy {
+            p.learned = learned.clone();
+        }
     }
 
     /// Settles the slot played last if it is `msg.slot`; `None` if there is
@@ -146,7 +232,16 @@ impl ProsumerActor {
         let played = self.played.take()?;
         let local = settlement.is_none();
         let settlement = settlement.unwrap_or_else(|| settle_locally(&played.report, &played.tariff));
-        let reward = household_slot(&played.report, &settlement, &played.tariff, &self.weights).reward;
+        let slot = household_slot(&played.report, &settlement, &played.tariff, &self.weights);
+        let reward = slot.reward;
+        if self.awaiting_reward {
+            if let Some(step) = self.experience.last_mut() {
+                step.reward = reward as f32;
+                step.cost = (settlement.energy_cost() + slot.degradation_cost + settlement.overload_penalty) as f32;
+                step.grid_import_kwh = settlement.grid_import_kwh as f32;
+            }
+            self.awaiting_reward = false;
+        }
         self.ret.episode_return += reward;
         self.ret.slots_settled += 1;
         self.ret.local_settlements += local as u64;
@@ -166,6 +261,8 @@ enum Command {
     Play { msg: PlaySlotAll, reply: oneshot::Sender<Vec<HouseholdReport>> },
     Settle { slot: u64, settlements: Arc<[(ProsumerId, Settlement)]>, reply: oneshot::Sender<SettleSummary> },
     Returns { reply: oneshot::Sender<Vec<ProsumerReturn>> },
+    Prepare { msg: PlaySlotAll, reply: oneshot::Sender<Vec<ActorRollout>> },
+    SetModel { learned: Learned, reply: oneshot::Sender<()> },
 }
 
 /// One slot for every actor of a thread; each derives its own conditions.
@@ -204,6 +301,20 @@ fn serve_actors(mut actors: Vec<ProsumerActor>, commands: std::sync::mpsc::Recei
             }
             Command::Returns { reply } => {
                 let _ = reply.send(actors.iter().map(|a| a.ret).collect());
+            }
+            Command::Prepare { msg, reply } => {
+                let rollouts = actors
+                    .iter_mut()
+                    .map(|a| {
+                        let (conditions, _) = conditions_for(a.spec.id, &msg.adjustments);
+                        a.prepare_and_collect(msg.slot, &msg.ctx, conditions)
+                    })
+                    .collect();
+                let _ = reply.send(rollouts);
+            }
+            Command::SetModel { learned, reply } => {
+                actors.iter_mut().for_each(|a| a.set_model(&learned));
+                let _ = reply.send(());
             }
         }
     }
@@ -262,7 +373,7 @@ impl ActorPool {
         for (t, block) in specs.chunks(per_thread).enumerate() {
             let actors: Vec<ProsumerActor> = block
                 .iter()
-                .map(|s| ProsumerActor::new(s.clone(), Arc::clone(ds), policy.instance(), Arc::clone(weights)))
+                .map(|s| ProsumerActor::new(s.clone(), Arc::clone(ds), policy.instance(s.id), Arc::clone(weights)))
                 .collect();
             let (tx, rx) = std::sync::mpsc::channel();
             let handle = std::thread::Builder::new()
@@ -334,6 +445,23 @@ impl ActorPool {
             summary.add(part);
         }
         Ok(summary)
+    }
+
+    /// Learning: every actor prepares slot `slot` and hands over its
+    /// experience with V(prepared observation), in id order.
+    pub async fn prepare_and_collect(
+        &self,
+        slot: u64,
+        ctx: &SlotContext,
+        adjustments: &[Adjustment],
+    ) -> Result<Vec<ActorRollout>, AgentError> {
+        let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into() };
+        Ok(self.ask(|reply| Command::Prepare { msg: msg.clone(), reply }).await?.into_iter().flatten().collect())
+    }
+
+    /// Learning: every actor acts with `learned` from now on.
+    pub async fn set_model(&self, learned: &Learned) -> Result<(), AgentError> {
+        self.ask(|reply| Command::SetModel { learned: learned.clone(), reply }).await.map(drop)
     }
 
     /// Every prosumer's episode return, by id.

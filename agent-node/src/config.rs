@@ -160,6 +160,16 @@ pub struct AgentConfig {
     pub drain_timeout_ms: u64,
     /// TCP connect timeout towards the market, ms.
     pub connect_timeout_ms: u64,
+    /// The trainer's gRPC URL (`http://host:port`). When set, the node
+    /// learns: its actors sample from the trainer's current policy, stream
+    /// their experience back and swap weights between slots (`policy` is
+    /// then ignored).
+    pub learner: Option<String>,
+    /// Slots per rollout pushed to the trainer (1..=10000).
+    pub rollout_slots: usize,
+    /// Synchronous learning: longest wait for the next policy version after
+    /// a rollout before acting on with the current one, ms.
+    pub learner_wait_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -183,6 +193,9 @@ impl Default for AgentConfig {
             gzip: false,
             drain_timeout_ms: 10_000,
             connect_timeout_ms: 5_000,
+            learner: None,
+            rollout_slots: 48,
+            learner_wait_ms: 600_000,
         }
     }
 }
@@ -212,6 +225,19 @@ impl AgentConfig {
             if !https || domain.is_empty() {
                 return Err(bad("tls_domain", "must be a non-empty name, used only with an https:// market".into()));
             }
+        }
+        if let Some(url) = &self.learner {
+            let ok = url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+                && url.parse::<tonic::transport::Uri>().is_ok();
+            if !ok {
+                return Err(bad("learner", format!("must be an http:// URL, got '{url}'")));
+            }
+        }
+        if !(1..=10_000).contains(&self.rollout_slots) {
+            return Err(bad("rollout_slots", format!("must lie in 1..=10000, got {}", self.rollout_slots)));
+        }
+        if !(100..=86_400_000).contains(&self.learner_wait_ms) {
+            return Err(bad("learner_wait_ms", format!("must lie in 100..=86400000, got {}", self.learner_wait_ms)));
         }
         let name_len = self.name.chars().count();
         if !(1..=64).contains(&name_len) || self.name.chars().any(char::is_control) {
@@ -328,6 +354,12 @@ pub struct AgentArgs {
     /// Gzip outgoing messages (for slow links; off by default).
     #[arg(long)]
     pub gzip: bool,
+    /// Learn from this trainer (http://host:port): sample from its policy, stream experience back.
+    #[arg(long, env = "PEERGRID_LEARNER")]
+    pub learner: Option<String>,
+    /// Slots per rollout sent to the trainer [default: 48].
+    #[arg(long, env = "PEERGRID_AGENT_ROLLOUT_SLOTS")]
+    pub rollout_slots: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -399,6 +431,12 @@ impl AgentArgs {
         }
         if self.gzip {
             cfg.gzip = true;
+        }
+        if self.learner.as_deref().is_some_and(|l| !l.is_empty()) {
+            cfg.learner = self.learner;
+        }
+        if let Some(v) = self.rollout_slots {
+            cfg.rollout_slots = v;
         }
         cfg.validate()?;
         Ok(cfg)

@@ -360,3 +360,93 @@ mod tests {
         assert!(e.contains("settlements[0].grid_import_kwh"), "{e}");
     }
 }
+
+/// The trainer client: policy subscription and experience pushes.
+pub struct LearnerClient {
+    inner: peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient<InterceptedService<Channel, Auth>>,
+    url: String,
+}
+
+/// A subscription to the trainer's policy versions.
+pub struct PolicyStream {
+    inner: Streaming<peergrid_proto::pb::learner::v1::PolicyUpdate>,
+}
+
+impl PolicyStream {
+    /// The next version (validated: digest, blob, version), or `None` when
+    /// the trainer closed the stream.
+    pub async fn next(&mut self) -> Result<Option<peergrid_core::policy::weights::PolicyWeights>, AgentError> {
+        match self.inner.message().await {
+            Ok(Some(update)) => peergrid_proto::convert::experience::policy_from_wire(&update)
+                .map(Some)
+                .map_err(|e| AgentError::protocol(format!("policy update from the trainer: {e}"))),
+            Ok(None) => Ok(None),
+            Err(status) => Err(AgentError::Rpc(status)),
+        }
+    }
+}
+
+/// What the trainer did with a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Accepted,
+    /// Too old: the trainer moved on without it.
+    Stale,
+}
+
+impl LearnerClient {
+    pub async fn connect(cfg: &AgentConfig, url: &str) -> Result<LearnerClient, AgentError> {
+        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| AgentError::config("learner", chain(&e)))?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(16 << 20)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .map_err(|e| AgentError::Connect { url: url.to_owned(), reason: chain(&e) })?;
+        let bearer = match &cfg.token {
+            Some(t) => Some(BearerInterceptor::new(t.expose()).map_err(|e| AgentError::config("token", e.to_string()))?),
+            None => None,
+        };
+        let inner = peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient::with_interceptor(
+            channel,
+            Auth(bearer),
+        )
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES);
+        Ok(LearnerClient { inner, url: url.to_owned() })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The trainer's mode: `true` for synchronous.
+    pub async fn is_sync(&mut self) -> Result<bool, AgentError> {
+        let s = self.inner.status(peergrid_proto::pb::learner::v1::StatusRequest {}).await.map_err(AgentError::Rpc)?;
+        Ok(s.into_inner().mode == "sync")
+    }
+
+    /// Subscribes to versions newer than `after_version` (0: the current one first).
+    pub async fn subscribe(&mut self, node_name: &str, after_version: u64) -> Result<PolicyStream, AgentError> {
+        let request = peergrid_proto::pb::learner::v1::SubscribeRequest { node_name: node_name.to_owned(), after_version };
+        let inner = self.inner.subscribe_policy(request).await.map_err(AgentError::Rpc)?.into_inner();
+        Ok(PolicyStream { inner })
+    }
+
+    /// Pushes one rollout (a one-message client stream) and reports the verdict.
+    pub async fn push(&mut self, rollout: &peergrid_core::experience::Rollout) -> Result<Pushed, AgentError> {
+        let batch = peergrid_proto::pb::learner::v1::ExperienceBatch::from(rollout);
+        let summary =
+            self.inner.push_experience(tokio_stream::once(batch)).await.map_err(AgentError::Rpc)?.into_inner();
+        Ok(if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale })
+    }
+}
+
+/// Largest learner message: a rollout of many prosumers is large.
+pub const MAX_LEARNER_MESSAGE_BYTES: usize = 256 << 20;

@@ -20,6 +20,7 @@ pub mod actors;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod learning;
 pub mod metrics;
 pub mod policy;
 pub mod session;
@@ -55,7 +56,14 @@ pub fn load_dataset(config: &AgentConfig) -> Result<Dataset, AgentError> {
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<AgentReport> {
     config.validate()?;
     info!(config = %config.redacted_json(), "peergrid-agent-node {} starting", env!("CARGO_PKG_VERSION"));
-    let policy = policy::PolicySource::load(&config.policy)?;
+    let learning = match &config.learner {
+        Some(_) => Some(learning::Learning::start(&config, shutdown.clone()).await?),
+        None => None,
+    };
+    let policy = match &learning {
+        Some(l) => policy::PolicySource::Learning { learned: l.current().clone(), seed: config.community.seed },
+        None => policy::PolicySource::load(&config.policy)?,
+    };
     let ds = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || load_dataset(&config)).await??
@@ -71,7 +79,10 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<Agen
         }
         None => None,
     };
-    let node = session::Node::new(config, Arc::new(ds), policy, metrics);
+    let mut node = session::Node::new(config, Arc::new(ds), policy, metrics);
+    if let Some(l) = learning {
+        node = node.with_learning(l);
+    }
     let report = node.run(shutdown).await;
     if let Some(task) = metrics_task {
         // Ended by the market rather than by shutdown: stop serving too.

@@ -26,6 +26,8 @@ pub struct AgentMetrics {
     pub reconnects: Counter,
     /// Prosumers hosted.
     pub prosumers: Gauge,
+    /// Learning: the policy version the actors act with.
+    pub policy_version: Gauge,
 }
 
 impl AgentMetrics {
@@ -49,6 +51,7 @@ impl AgentMetrics {
             local_settlements: m.counter("agent_local_settlements", "Prosumer-slots settled locally with the grid"),
             reconnects: m.counter("agent_reconnects", "Reconnects to the market"),
             prosumers: m.gauge("agent_prosumers", "Prosumers hosted by this node"),
+            policy_version: m.gauge("agent_policy_version", "Policy version the actors act with (learning)"),
         }
     }
 

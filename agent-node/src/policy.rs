@@ -10,15 +10,23 @@
 //!
 //! Weights file: a `.safetensors` policy (`peergrid_core::policy::weights`) or
 //! JSON `{"spec": MlpSpec, "weights": [f32...], "normaliser": ObsNormaliser}`
-//! in the flat layout of `peergrid_core::policy::mlp`. Live weight streaming
-//! from the trainer is not here yet.
+//! in the flat layout of `peergrid_core::policy::mlp`.
+//!
+//! While learning ([`PolicySource::Learning`]), each actor samples from the
+//! trainer's current version with its own seeded generator and remembers
+//! the step ([`LearningPolicy::last`]); the node swaps in new versions
+//! between slots.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use peergrid_core::observation::{Observation, OBS_DIM};
 use peergrid_core::policy::mlp::Scratch;
-use peergrid_core::policy::{Action, ActorCritic, GridOnly, MlpPolicy, MlpSpec, ObsNormaliser, Policy, RuleBased, ACT_DIM};
+use peergrid_core::policy::weights::PolicyWeights;
+use peergrid_core::policy::{
+    Action, ActorCritic, GridOnly, MlpPolicy, MlpSpec, ObsNormaliser, Policy, RuleBased, StepRecord, ACT_DIM,
+};
+use peergrid_core::rng::{derive_seed, SeededRng};
 use peergrid_core::units::ProsumerId;
 use serde::{Deserialize, Serialize};
 
@@ -69,12 +77,30 @@ impl MlpModel {
     }
 }
 
+impl MlpModel {
+    /// A model from a policy the trainer published.
+    pub fn from_weights(w: PolicyWeights) -> Result<MlpModel, AgentError> {
+        let checked = MlpPolicy::new(w.net, w.normaliser)?;
+        Ok(MlpModel { net: checked.net, normaliser: checked.normaliser })
+    }
+}
+
+/// A policy version received from the trainer.
+#[derive(Clone, Debug)]
+pub struct Learned {
+    pub model: Arc<MlpModel>,
+    pub version: u64,
+}
+
 /// The node's policy, loaded once.
 #[derive(Clone, Debug)]
 pub enum PolicySource {
     GridOnly,
     RuleBased,
     Mlp(Arc<MlpModel>),
+    /// Sample from the trainer's policy and record experience; each actor's
+    /// generator is seeded by (`seed`, its prosumer id).
+    Learning { learned: Learned, seed: u64 },
 }
 
 impl PolicySource {
@@ -86,12 +112,18 @@ impl PolicySource {
         })
     }
 
-    /// A policy instance for one actor.
-    pub fn instance(&self) -> ActorPolicy {
+    /// A policy instance for the actor of prosumer `id`.
+    pub fn instance(&self, id: ProsumerId) -> ActorPolicy {
         match self {
             PolicySource::GridOnly => ActorPolicy::GridOnly(GridOnly),
             PolicySource::RuleBased => ActorPolicy::RuleBased(RuleBased),
             PolicySource::Mlp(model) => ActorPolicy::Mlp { model: Arc::clone(model), scratch: Scratch::default() },
+            PolicySource::Learning { learned, seed } => ActorPolicy::Learning(Box::new(LearningPolicy {
+                learned: learned.clone(),
+                rng: SeededRng::new(derive_seed(*seed, &format!("actor-{id}"))),
+                scratch: Scratch::default(),
+                last: StepRecord::default(),
+            })),
         }
     }
 
@@ -100,7 +132,47 @@ impl PolicySource {
             PolicySource::GridOnly => "grid-only",
             PolicySource::RuleBased => "rule-based",
             PolicySource::Mlp(_) => "mlp",
+            PolicySource::Learning { .. } => "learning",
         }
+    }
+}
+
+/// An actor's sampling policy while learning: the shared model of the
+/// current version, the actor's own generator, and the last step's record.
+#[derive(Debug)]
+pub struct LearningPolicy {
+    pub learned: Learned,
+    rng: SeededRng,
+    scratch: Scratch,
+    last: StepRecord,
+}
+
+impl LearningPolicy {
+    /// What the last `act` did: raw features, sampled action, log-prob, value.
+    pub fn last(&self) -> &StepRecord {
+        &self.last
+    }
+
+    /// V(obs) under the current version, for bootstrapping a rollout.
+    pub fn value_of(&mut self, obs: &Observation) -> f32 {
+        let mut x = [0.0f32; OBS_DIM];
+        obs.features(&mut x);
+        self.learned.model.normaliser.apply(&mut x);
+        self.learned.model.net.value(&x, &mut self.scratch)
+    }
+
+    fn act(&mut self, obs: &Observation) -> Action {
+        let mut x = [0.0f32; OBS_DIM];
+        obs.features(&mut x);
+        self.last.features = x;
+        let model = &self.learned.model;
+        model.normaliser.apply(&mut x);
+        let (a, log_prob, value) = model.net.sample(&x, &mut self.rng, &mut self.scratch);
+        self.last.obs = x;
+        self.last.action = a;
+        self.last.log_prob = log_prob;
+        self.last.value = value;
+        Action::from_array(a)
     }
 }
 
@@ -110,6 +182,7 @@ pub enum ActorPolicy {
     GridOnly(GridOnly),
     RuleBased(RuleBased),
     Mlp { model: Arc<MlpModel>, scratch: Scratch },
+    Learning(Box<LearningPolicy>),
 }
 
 impl Policy for ActorPolicy {
@@ -118,6 +191,7 @@ impl Policy for ActorPolicy {
             ActorPolicy::GridOnly(p) => p.name(),
             ActorPolicy::RuleBased(p) => p.name(),
             ActorPolicy::Mlp { .. } => "mlp",
+            ActorPolicy::Learning(_) => "learning",
         }
     }
 
@@ -134,6 +208,7 @@ impl Policy for ActorPolicy {
                 model.net.mean(&x, scratch, &mut mean);
                 Action::from_array(mean)
             }
+            ActorPolicy::Learning(p) => p.act(obs),
         }
     }
 }
@@ -164,7 +239,7 @@ mod tests {
         for spec in specs {
             let mut a = Household::new(spec.clone(), ctxs[0].hour);
             let mut b = Household::new(spec, ctxs[0].hour);
-            let mut ours = PolicySource::Mlp(Arc::clone(&model)).instance();
+            let mut ours = PolicySource::Mlp(Arc::clone(&model)).instance(0);
             for ctx in &ctxs {
                 let ra = a.play(&ds, ctx, Conditions::default(), &mut reference);
                 let rb = b.play(&ds, ctx, Conditions::default(), &mut ours);

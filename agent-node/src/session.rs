@@ -33,6 +33,7 @@ use peergrid_proto::convert::slot::OpenSlot;
 use peergrid_runtime::{Backoff, Shutdown};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::learning::Learning;
 use crate::actors::{ActorPool, ProsumerReturn};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
@@ -86,11 +87,28 @@ pub struct Node {
     pending: Option<Pending>,
     last_played: Option<u64>,
     report: AgentReport,
+    learning: Option<Learning>,
 }
 
 impl Node {
     pub fn new(cfg: AgentConfig, ds: Arc<Dataset>, policy: PolicySource, metrics: AgentMetrics) -> Node {
-        Node { cfg, ds, policy, metrics, hosted: None, pending: None, last_played: None, report: AgentReport::default() }
+        Node {
+            cfg,
+            ds,
+            policy,
+            metrics,
+            hosted: None,
+            pending: None,
+            last_played: None,
+            report: AgentReport::default(),
+            learning: None,
+        }
+    }
+
+    /// Learn from the trainer: `learning` must have given the policy source.
+    pub fn with_learning(mut self, learning: Learning) -> Node {
+        self.learning = Some(learning);
+        self
     }
 
     /// Serves the market until shutdown, until the market ends the stream,
@@ -283,6 +301,20 @@ impl Node {
             return Ok(());
         }
         let hosted = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("SlotOpen before registration"))?;
+        if let Some(learning) = self.learning.as_mut() {
+            let newer = if learning.due() {
+                let parts = hosted.prosumers.prepare_and_collect(open.slot, &open.ctx, &open.adjustments).await?;
+                learning.exchange(parts).await
+            } else {
+                learning.newer()
+            };
+            if let Some(l) = newer {
+                hosted.prosumers.set_model(&l).await?;
+                self.metrics.policy_version.set(l.version as i64);
+                debug!(version = l.version, "acting with a new policy version");
+            }
+            learning.count_step(open.slot);
+        }
         let reports = hosted.prosumers.play(open.slot, &open.ctx, &open.adjustments).await?;
         // From here the households have played this slot: it must be settled
         // even if sending fails.

@@ -38,6 +38,10 @@ pub struct ClusterBuilder {
     /// Serve the market over TLS with the test-only certificate of
     /// `tests/fixtures/tls`; the agent-nodes and test clients trust its CA.
     pub tls: bool,
+    /// The trainer's URL: agent-nodes learn from it.
+    pub learner: Option<String>,
+    /// Slots per rollout when learning.
+    pub rollout_slots: usize,
 }
 
 /// A file of the test-only TLS fixtures (`tests/fixtures/tls/NAME`).
@@ -57,6 +61,8 @@ impl Default for ClusterBuilder {
             policy: PolicyChoice::RuleBased,
             auto_start: true,
             tls: false,
+            learner: None,
+            rollout_slots: 48,
         }
     }
 }
@@ -165,6 +171,8 @@ impl TestCluster {
             actor_threads: 1,
             resume_session_id: resume,
             tls_ca: self.builder.tls.then(|| tls_fixture("ca.pem")),
+            learner: self.builder.learner.clone(),
+            rollout_slots: self.builder.rollout_slots,
             ..AgentConfig::default()
         };
         config.community.seed = self.builder.seed;

@@ -294,7 +294,9 @@ pub fn spawn(
     ppo_config.validate()?;
     settings.validate()?;
     tch::set_num_threads(settings.torch_threads as i32);
-    tch::set_num_interop_threads(1);
+    // Inter-op threads can only be set once per process, before any work.
+    static INTEROP: std::sync::Once = std::sync::Once::new();
+    INTEROP.call_once(|| tch::set_num_interop_threads(1));
     let restored = match (&outputs.checkpoint_dir, resume) {
         (Some(dir), true) => match checkpoint::latest_version(dir)? {
             Some(v) => Some(checkpoint::load(dir, v)?),

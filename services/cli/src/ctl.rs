@@ -21,8 +21,8 @@ use peergrid_core::kpi::Kpis;
 use peergrid_proto::pb::control::v1 as ctl;
 use peergrid_proto::pb::market::v1 as market;
 
-use crate::table::kpi_table;
 use crate::InputError;
+use peergrid_eval::report::table::kpi_table;
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
@@ -289,7 +289,7 @@ async fn status(control: &mut Control, json: bool) -> Result<()> {
             s.energy_balance_error_kwh,
             s.money_balance_error
         );
-        print!("\n{}", kpi_table(&[("market so far".to_string(), kpis)]));
+        print!("\n{}", kpi_table(&[("market so far", &kpis)]));
     }
     Ok(())
 }

@@ -1,15 +1,18 @@
 //! `peergrid`: the umbrella command.
 //!
-//! Today it runs the embedded reference simulation with the baselines
-//! (`peergrid run`, the default), clears order books from CSV
-//! (`peergrid market clear`) and operates a running market (`peergrid ctl`). Each subcommand lives in its own module; this
-//! file only parses arguments and maps errors to exit codes: 2 for bad input
-//! (a file, a flag), 1 for anything else.
+//! Today it evaluates the baselines and the perfect-foresight optimum on
+//! held-out days and writes a report (`peergrid run`, the default),
+//! evaluates a saved policy the same way (`peergrid eval`), clears order
+//! books from CSV (`peergrid market clear`) and operates a running market
+//! (`peergrid ctl`). Each subcommand lives in its own module; this file only
+//! parses arguments and maps errors to exit codes: 2 for bad input (a file,
+//! a flag), 1 for anything else.
 
 mod ctl;
+mod eval;
+mod evaluate;
 mod market;
 mod run;
-mod table;
 
 use std::process::ExitCode;
 
@@ -24,8 +27,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the reference simulation on held-out weeks with the baseline policies and print the KPIs (default).
+    /// Evaluate the baselines and the perfect-foresight optimum on held-out days, write a report (default).
     Run(run::RunArgs),
+    /// Evaluate a saved policy against the baselines and the optimum on held-out days, write a report.
+    Eval(eval::EvalArgs),
     /// Operate a running market-node (status, pause, step, inject scenarios, watch).
     Ctl(ctl::CtlArgs),
     /// Market tools.
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Run(run::RunArgs::default())) {
         Command::Run(args) => run::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Market { command } => market::run(command),
         Command::Ctl(args) => ctl::run(args),
     };
@@ -58,7 +64,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<InputError>().is_some() || e.downcast_ref::<peergrid_core::CoreError>().is_some() {
+            let bad_input = e.downcast_ref::<InputError>().is_some()
+                || e.downcast_ref::<peergrid_core::CoreError>().is_some()
+                || e.downcast_ref::<peergrid_eval::EvalError>().is_some_and(|e| e.is_bad_input());
+            if bad_input {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

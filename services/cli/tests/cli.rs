@@ -1,6 +1,6 @@
 //! The `peergrid` binary as a user runs it: real process, real files, exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn peergrid(args: &[&str]) -> Output {
@@ -78,46 +78,205 @@ fn market_clear_rejects_bad_rows_with_line_and_column() {
     assert!(String::from_utf8_lossy(&bad_k.stderr).contains("k"));
 }
 
-#[test]
-fn run_is_deterministic_and_rule_based_beats_grid_only() {
-    let args = ["run", "--dataset", "synthetic", "--prosumers", "40", "--eval-weeks", "1", "--seed", "3", "--json"];
-    let a = json(&peergrid(&args));
-    let b = json(&peergrid(&args));
-    assert_eq!(a, b, "same seed, same KPIs");
-    let cost = |v: &serde_json::Value, i: usize| v["policies"][i][1]["community_cost"].as_f64().unwrap();
-    assert_eq!(a["policies"][0][0], "grid-only");
-    assert_eq!(a["policies"][1][0], "rule-based");
-    assert!(cost(&a, 1) < cost(&a, 0));
-    let other =
-        json(&peergrid(&["run", "--dataset", "synthetic", "--prosumers", "40", "--eval-weeks", "1", "--seed", "4", "--json"]));
-    assert_ne!(a, other);
+/// A fresh, empty directory for one test's report.
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("peergrid-cli-test-{}", std::process::id())).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn exit_2_naming(args: &[&str], needles: &[&str]) {
+    let out = peergrid(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: expected {n:?} in {err}");
+    }
 }
 
 #[test]
-fn run_on_bundled_data_prints_a_kpi_table() {
-    let out = peergrid(&["run", "--prosumers", "12", "--eval-weeks", "1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+fn run_is_deterministic_and_the_optimum_beats_rule_based() {
+    let run = |seed: &str, dir: &str| {
+        let out = out_dir(dir);
+        let o = out.display().to_string();
+        let args =
+            ["run", "--dataset", "synthetic", "--prosumers", "40", "--eval-weeks", "1", "--seed", seed, "--json", "--out", &o];
+        json(&peergrid(&args))
+    };
+    let (a, b) = (run("3", "run-a"), run("3", "run-b"));
+    assert_eq!(a, b, "same seed, same KPIs");
+    let name = |v: &serde_json::Value, i: usize| v["policies"][i]["policy"].as_str().unwrap().to_string();
+    let cost = |v: &serde_json::Value, i: usize| v["policies"][i]["kpis"]["community_cost"].as_f64().unwrap();
+    assert_eq!((name(&a, 0), name(&a, 1), name(&a, 2)), ("grid-only".into(), "rule-based".into(), "optimum".into()));
+    assert!(cost(&a, 2) < cost(&a, 1) && cost(&a, 1) < cost(&a, 0));
+    assert_eq!(a["held_out"]["days"].as_array().unwrap().len(), 7);
+    assert_ne!(a, run("4", "run-c"));
+}
+
+#[test]
+fn run_on_bundled_data_prints_a_kpi_table_and_writes_a_report() {
+    let out = out_dir("bundled");
+    let o = out.display().to_string();
+    let run = peergrid(&["run", "--prosumers", "12", "--days", "1-2", "--out", &o]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("citylearn2022-fontana"), "{stdout}");
-    assert!(stdout.contains("| grid-only") && stdout.contains("| rule-based"), "{stdout}");
+    assert!(stdout.contains("| grid-only") && stdout.contains("| rule-based") && stdout.contains("| optimum"), "{stdout}");
+    assert!(stdout.contains(&format!("Report: {}", out.join("report.md").display())), "{stdout}");
+    for file in ["report.md", "kpis.json", "kpis.csv", "slots.csv", "config.json", "kpis.png", "day-optimum.png"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    // The effective configuration reruns the same scenario.
+    let again = out_dir("bundled-again");
+    let cfg = out.join("config.json").display().to_string();
+    let a = again.display().to_string();
+    let rerun = peergrid(&["run", "--scenario", &cfg, "--days", "1-2", "--out", &a]);
+    assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+    assert_eq!(std::fs::read(out.join("kpis.csv")).unwrap(), std::fs::read(again.join("kpis.csv")).unwrap());
 }
 
 #[test]
 fn run_rejects_bad_flags_and_config() {
-    let out = peergrid(&["run", "--prosumers", "0"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("community.n_prosumers"));
+    exit_2_naming(&["run", "--prosumers", "0"], &["community.n_prosumers"]);
     let cfg = scratch_file("cfg.json", r#"{"sim": {"tariff": {"feed_in_per_kwh": 9.0}}}"#);
-    let out = peergrid(&["run", "--config", &cfg]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tariff.feed_in_per_kwh"));
+    exit_2_naming(&["run", "--config", &cfg], &["tariff.feed_in_per_kwh"]);
     let typo = scratch_file("typo.json", r#"{"comunity": {}}"#);
-    let out = peergrid(&["run", "--config", &typo]);
+    exit_2_naming(&["run", "--scenario", &typo], &["comunity"]);
+    exit_2_naming(&["run", "--dataset", "ausgrid-csv"], &["--data-file"]);
+    exit_2_naming(&["run", "--days", "0"], &["--days", "numbered from 1"]);
+    exit_2_naming(&["run", "--days", "90-95"], &["--days", "day 95 is beyond the 91 held-out days (1-91)"]);
+    exit_2_naming(&["run", "--days", "7-3"], &["--days", "reversed"]);
+    exit_2_naming(&["run", "--days", "mon"], &["--days", "`mon` is not a day number"]);
+    exit_2_naming(&["run", "--days", "1", "--eval-weeks", "1"], &["--eval-weeks", "--days"]);
+    exit_2_naming(&["run", "--eval-every-nth-week", "0"], &["--eval-every-nth-week 0"]);
+    exit_2_naming(&["run", "--optimum", "maybe"], &["--optimum"]);
+    exit_2_naming(&["run", "--out", &cfg], &["--out", "not a directory"]);
+}
+
+/// A checkpoint with random weights, as the trainer would write it.
+fn checkpoint(name: &str, seed: u64, version: u64) -> String {
+    use peergrid_core::policy::weights::{to_safetensors, PolicyWeights};
+    use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser};
+    let spec = MlpSpec::default();
+    let weights =
+        PolicyWeights { net: ActorCritic::random(&spec, seed), normaliser: ObsNormaliser::identity(spec.obs_dim), version };
+    let dir = out_dir(&format!("checkpoint-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, to_safetensors(&weights).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+fn eval(ck: &str, out: &Path, extra: &[&str]) -> Output {
+    let o = out.display().to_string();
+    let mut args = vec!["eval", "--checkpoint", ck, "--dataset", "synthetic", "--prosumers", "8", "--days", "1-2", "--seed", "3"];
+    args.extend(["--out", &o]);
+    args.extend(extra);
+    peergrid(&args)
+}
+
+/// The KPI table of a report: header cells, then one row of cells per policy.
+fn markdown_table(report: &str) -> Vec<Vec<String>> {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("| policy"))
+        .take_while(|l| l.starts_with('|'))
+        .filter(|l| !l.starts_with("| ---"))
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
+#[test]
+fn eval_writes_every_file_with_the_same_numbers() {
+    let ck = checkpoint("eval.safetensors", 5, 42);
+    let out = out_dir("eval");
+    let run = eval(&ck, &out, &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("| learned") && stdout.contains("Gap closed"), "{stdout}");
+    let files = ["report.md", "kpis.json", "kpis.csv", "slots.csv", "config.json", "kpis.png"];
+    let days = ["day-grid-only.png", "day-rule-based.png", "day-learned.png", "day-optimum.png"];
+    for file in files.iter().chain(&days) {
+        assert!(std::fs::metadata(out.join(file)).map(|m| m.len() > 100).unwrap_or(false), "{file} missing or empty");
+    }
+    assert!(!out.join("learning-curve.png").exists(), "no training, no learning curve");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(&format!("`{ck}` (policy version 42)")), "{report}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
+    assert_eq!(v["run"]["checkpoint"]["policy_version"], 42);
+    let policies = v["policies"].as_array().unwrap();
+
+    // report.md == kpis.json (as the table rounds) == kpis.csv (full precision).
+    let table = markdown_table(&report);
+    let columns = [
+        ("community_cost", 2),
+        ("grid_import_kwh", 1),
+        ("peak_import_kw", 1),
+        ("p2p_kwh", 1),
+        ("self_sufficiency_pct", 1),
+        ("self_consumption_pct", 1),
+        ("co2_kg", 1),
+        ("battery_cycles", 2),
+        ("gini_savings", 3),
+    ];
+    assert_eq!(table.len(), 1 + policies.len());
+    let mut csv = csv::Reader::from_path(out.join("kpis.csv")).unwrap();
+    let header = csv.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    for ((cells, p), row) in table[1..].iter().zip(policies).zip(&rows) {
+        let name = p["policy"].as_str().unwrap();
+        assert_eq!((cells[0].as_str(), &row[0]), (name, name));
+        for (cell, (key, digits)) in cells[1..].iter().zip(columns) {
+            assert_eq!(cell, &format!("{:.*}", digits, p["kpis"][key].as_f64().unwrap()), "{name} {key}");
+        }
+        for (field, value) in header.iter().zip(row.iter()).skip(1) {
+            assert_eq!(value.parse::<f64>().unwrap(), p["kpis"][field].as_f64().unwrap(), "{name} {field}");
+        }
+    }
+    assert_eq!(table[1..].iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["grid-only", "rule-based", "learned", "optimum"]);
+
+    // Energy balances in every slot of every policy.
+    let mut slots = csv::Reader::from_path(out.join("slots.csv")).unwrap();
+    let h = slots.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let mut per_policy = std::collections::BTreeMap::new();
+    for r in slots.records().map(Result::unwrap) {
+        let x = |name: &str| r[col(name)].parse::<f64>().unwrap();
+        let supply = x("pv_kwh") + x("battery_discharged_kwh") + x("grid_import_kwh");
+        let demand = x("load_kwh") + x("battery_charged_kwh") + x("grid_export_kwh") + x("p2p_losses_kwh");
+        assert!((supply - demand).abs() < 1e-6 * supply.max(1.0), "{r:?}");
+        *per_policy.entry(r[0].to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(per_policy.len(), 4);
+    assert!(per_policy.values().all(|n| *n == 48), "{per_policy:?}");
+}
+
+#[test]
+fn eval_same_seed_same_kpis_json_bytes() {
+    let ck = checkpoint("seed.safetensors", 6, 1);
+    let (a, b) = (out_dir("seed-a"), out_dir("seed-b"));
+    for dir in [&a, &b] {
+        let run = eval(&ck, dir, &["--json"]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert_eq!(run.stdout, std::fs::read(dir.join("kpis.json")).unwrap(), "--json prints kpis.json");
+    }
+    assert_eq!(std::fs::read(a.join("kpis.json")).unwrap(), std::fs::read(b.join("kpis.json")).unwrap());
+}
+
+#[test]
+fn eval_rejects_bad_checkpoints_and_days() {
+    let out = out_dir("eval-bad").display().to_string();
+    exit_2_naming(
+        &["eval", "--checkpoint", "/nonexistent/policy.safetensors", "--out", &out],
+        &["--checkpoint", "/nonexistent/policy.safetensors"],
+    );
+    let junk = scratch_file("junk.safetensors", "not weights");
+    exit_2_naming(&["eval", "--checkpoint", &junk, "--out", &out], &["--checkpoint", "safetensors"]);
+    let ck = checkpoint("days.safetensors", 7, 1);
+    exit_2_naming(&["eval", "--checkpoint", &ck, "--days", "1-2,2", "--out", &out], &["--days", "day 2 is selected twice"]);
+    let out = peergrid(&["eval"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("comunity"));
-    let out = peergrid(&["run", "--dataset", "ausgrid-csv"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--data-file"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--checkpoint"));
 }
 
 #[test]

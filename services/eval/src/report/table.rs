@@ -1,12 +1,13 @@
-//! Plain-text (Markdown) tables for KPI output: readable in a terminal and
-//! pasteable into the README as they are.
+//! The KPI table: which KPIs a report shows, how they are rounded, and the
+//! Markdown that renders them (readable in a terminal, pasteable into a
+//! README, parseable back by tests).
 
 use peergrid_core::kpi::Kpis;
 
 /// A KPI column: header, accessor, decimals.
 pub type KpiColumn = (&'static str, fn(&Kpis) -> f64, usize);
 
-/// Column headers and how to read each from [`Kpis`].
+/// Column headers of the report's table and how to read each from [`Kpis`].
 pub const KPI_COLUMNS: [KpiColumn; 9] = [
     ("community cost", |k| k.community_cost, 2),
     ("grid import kWh", |k| k.grid_import_kwh, 1),
@@ -19,21 +20,27 @@ pub const KPI_COLUMNS: [KpiColumn; 9] = [
     ("Gini (savings)", |k| k.gini_savings, 3),
 ];
 
+/// A KPI as the table shows it.
+pub fn format_kpi(column: &KpiColumn, k: &Kpis) -> String {
+    format!("{:.*}", column.2, (column.1)(k))
+}
+
 /// Renders one row per `(policy, kpis)` as a Markdown table.
-pub fn kpi_table(rows: &[(String, Kpis)]) -> String {
+pub fn kpi_table(rows: &[(&str, &Kpis)]) -> String {
     let mut header = vec!["policy".to_string()];
     header.extend(KPI_COLUMNS.iter().map(|(name, _, _)| name.to_string()));
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|(name, k)| {
-            let mut row = vec![name.clone()];
-            row.extend(KPI_COLUMNS.iter().map(|(_, get, digits)| format!("{:.*}", digits, get(k))));
+            let mut row = vec![name.to_string()];
+            row.extend(KPI_COLUMNS.iter().map(|c| format_kpi(c, k)));
             row
         })
         .collect();
     render(&header, &body)
 }
 
+/// A Markdown table, first column left-aligned, the others right-aligned.
 pub fn render(header: &[String], body: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|c| body.iter().map(|r| r[c].chars().count()).chain([header[c].chars().count()]).max().unwrap_or(0))
@@ -65,7 +72,7 @@ mod tests {
     #[test]
     fn table_has_one_row_per_policy_and_aligned_columns() {
         let k = Kpis { community_cost: 12.345, grid_import_kwh: 100.0, ..Kpis::default() };
-        let t = kpi_table(&[("grid-only".into(), k.clone()), ("rule-based".into(), k)]);
+        let t = kpi_table(&[("grid-only", &k), ("rule-based", &k)]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("| policy") && lines[0].contains("community cost"));

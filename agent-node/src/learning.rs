@@ -1,0 +1,297 @@
+//! Learning: the node's side of the trainer.
+//!
+//! A background task follows the trainer's `SubscribePolicy` stream
+//! (reconnecting with backoff, e.g. across a trainer restart) and keeps the
+//! newest [`Learned`] version in a `watch` channel. The session asks
+//! [`Learning::due`] before each slot; once `rollout_slots` slots are
+//! collected it prepares the slot (so the bootstrap value uses the very
+//! observation the actors will act on), assembles the step-major
+//! [`Rollout`], pushes it and — in synchronous mode — waits for the next
+//! version before acting. Trainer failures never end the market session:
+//! a rollout that cannot be delivered is dropped (logged, counted) and the
+//! actors keep acting with the version they have.
+
+use std::time::Duration;
+
+use peergrid_core::experience::Rollout;
+use peergrid_core::observation::OBS_DIM;
+use peergrid_core::policy::ACT_DIM;
+use peergrid_runtime::{Backoff, Shutdown};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::actors::ActorRollout;
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::grpc::{LearnerClient, Pushed};
+use crate::policy::{Learned, MlpModel};
+
+pub struct Learning {
+    cfg: AgentConfig,
+    url: String,
+    client: Option<LearnerClient>,
+    versions: watch::Receiver<Option<Learned>>,
+    current: Learned,
+    sync: bool,
+    steps: usize,
+    first_slot: u64,
+    task: tokio::task::JoinHandle<()>,
+    shutdown: Shutdown,
+    /// Rollouts delivered, dropped as stale, or lost.
+    pub pushed: u64,
+    pub stale: u64,
+    pub lost: u64,
+}
+
+impl Drop for Learning {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn learned(w: peergrid_core::policy::weights::PolicyWeights) -> Result<Learned, AgentError> {
+    let version = w.version;
+    Ok(Learned { model: std::sync::Arc::new(MlpModel::from_weights(w)?), version })
+}
+
+async fn follow(cfg: AgentConfig, url: String, tx: watch::Sender<Option<Learned>>, mut shutdown: Shutdown) {
+    let mut backoff = Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
+    loop {
+        let session = async {
+            let mut client = LearnerClient::connect(&cfg, &url).await?;
+            let mut stream = client.subscribe(&cfg.name, 0).await?;
+            while let Some(w) = stream.next().await? {
+                backoff.reset();
+                let l = learned(w)?;
+                debug!(version = l.version, "policy version received");
+                tx.send_replace(Some(l));
+            }
+            Ok::<(), AgentError>(())
+        };
+        tokio::select! {
+            r = session => match r {
+                Ok(()) => warn!("the trainer closed the policy stream; resubscribing"),
+                Err(e) => warn!("policy stream from the trainer failed: {e}; resubscribing"),
+            },
+            _ = shutdown.recv() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
+impl Learning {
+    /// Connects to the trainer, learns its mode, subscribes, and waits (at
+    /// most `learner_wait_ms`) for the first version.
+    pub async fn start(cfg: &AgentConfig, shutdown: Shutdown) -> Result<Learning, AgentError> {
+        let url = cfg.learner.clone().ok_or_else(|| AgentError::config("learner", "is not set"))?;
+        let wait = Duration::from_millis(cfg.learner_wait_ms);
+        let started = tokio::time::Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
+        let (mut client, sync) = loop {
+            let attempt = async {
+                let mut c = LearnerClient::connect(cfg, &url).await?;
+                let sync = c.is_sync().await?;
+                Ok::<_, AgentError>((c, sync))
+            };
+            match attempt.await {
+                Ok(x) => break x,
+                Err(e) if e.is_retryable() && started.elapsed() < wait => {
+                    warn!("trainer at {url} not ready: {e}; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut first = client.subscribe(&cfg.name, 0).await?;
+        let current = match tokio::time::timeout(wait.saturating_sub(started.elapsed()), first.next()).await {
+            Ok(Ok(Some(w))) => learned(w)?,
+            Ok(Ok(None)) => return Err(AgentError::protocol("the trainer closed the policy stream before sending a policy")),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(AgentError::Connect { url, reason: "no policy version before learner_wait_ms".into() }),
+        };
+        drop(first);
+        let (tx, versions) = watch::channel(Some(current.clone()));
+        let task = tokio::spawn(follow(cfg.clone(), url.clone(), tx, shutdown.clone()));
+        info!(%url, version = current.version, sync, rollout_slots = cfg.rollout_slots, "learning from the trainer");
+        Ok(Learning {
+            cfg: cfg.clone(),
+            url,
+            client: Some(client),
+            versions,
+            current,
+            sync,
+            steps: 0,
+            first_slot: 0,
+            task,
+            shutdown,
+            pushed: 0,
+            stale: 0,
+            lost: 0,
+        })
+    }
+
+    /// The version the actors act with.
+    pub fn current(&self) -> &Learned {
+        &self.current
+    }
+
+    /// A slot was played: one more step in every actor's buffer.
+    pub fn count_step(&mut self, slot: u64) {
+        if self.steps == 0 {
+            self.first_slot = slot;
+        }
+        self.steps += 1;
+    }
+
+    /// Whether a rollout is complete and must be sent before the next slot.
+    pub fn due(&self) -> bool {
+        self.steps >= self.cfg.rollout_slots
+    }
+
+    /// Async mode: a newer version, if one arrived since the last call.
+    pub fn newer(&mut self) -> Option<Learned> {
+        if self.sync {
+            return None;
+        }
+        let latest = self.versions.borrow_and_update().clone()?;
+        (latest.version != self.current.version).then(|| {
+            self.current = latest.clone();
+            latest
+        })
+    }
+
+    /// Sends the collected rollout; in synchronous mode waits for the next
+    /// version. Returns the version to act with from now on if it changed.
+    pub async fn exchange(&mut self, parts: Vec<ActorRollout>) -> Option<Learned> {
+        let rollout = assemble(&self.cfg.name, self.current.version, self.first_slot, parts);
+        self.steps = 0;
+        let Some(rollout) = rollout else { return self.newer() };
+        // Mark what we have seen, so that waiting below sees only newer versions.
+        self.versions.borrow_and_update();
+        match self.push(&rollout).await {
+            Ok(Pushed::Accepted) => self.pushed += 1,
+            Ok(Pushed::Stale) => self.stale += 1,
+            Err(e) => {
+                self.lost += 1;
+                warn!(samples = rollout.samples(), "rollout not delivered to the trainer: {e}");
+            }
+        }
+        if self.sync {
+            let wait = Duration::from_millis(self.cfg.learner_wait_ms);
+            let newer = async {
+                loop {
+                    if let Some(l) = self.versions.borrow_and_update().clone() {
+                        if l.version != self.current.version {
+                            return Some(l);
+                        }
+                    }
+                    if self.versions.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            };
+            let mut shutdown = self.shutdown.clone();
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(wait, newer) => r.ok().flatten(),
+                _ = shutdown.recv() => {
+                    debug!("shutting down while waiting for a policy version");
+                    return None;
+                }
+            };
+            match outcome {
+                Some(l) => {
+                    self.current = l.clone();
+                    return Some(l);
+                }
+                None => {
+                    warn!(version = self.current.version, "no new policy version in time; acting on with the current one");
+                    return None;
+                }
+            }
+        }
+        self.newer()
+    }
+
+    async fn push(&mut self, rollout: &Rollout) -> Result<Pushed, AgentError> {
+        if self.client.is_none() {
+            self.client = Some(LearnerClient::connect(&self.cfg, &self.url).await?);
+        }
+        let client = self.client.as_mut().expect("just connected");
+        let result = client.push(rollout).await;
+        if result.is_err() {
+            // Reconnect for the next rollout.
+            self.client = None;
+        }
+        result
+    }
+}
+
+/// The step-major rollout of the actors' parts (all of equal length), or
+/// `None` if there are no steps.
+pub fn assemble(node: &str, version: u64, first_slot: u64, parts: Vec<ActorRollout>) -> Option<Rollout> {
+    let steps = parts.first()?.steps.len();
+    if steps == 0 || parts.iter().any(|p| p.steps.len() != steps) {
+        if steps != 0 {
+            warn!("actors hold rollouts of different lengths; dropping this rollout");
+        }
+        return None;
+    }
+    let p = parts.len();
+    let n = steps * p;
+    let mut r = Rollout {
+        node_name: node.to_owned(),
+        policy_version: version,
+        first_slot,
+        steps,
+        prosumer_ids: parts.iter().map(|a| a.prosumer_id).collect(),
+        observations: Vec::with_capacity(n * OBS_DIM),
+        actions: Vec::with_capacity(n * ACT_DIM),
+        log_probs: Vec::with_capacity(n),
+        values: Vec::with_capacity(n),
+        rewards: Vec::with_capacity(n),
+        dones: Vec::with_capacity(n),
+        bootstrap_values: parts.iter().map(|a| a.bootstrap_value).collect(),
+        costs: Vec::with_capacity(n),
+        grid_import_kwh: Vec::with_capacity(n),
+    };
+    for t in 0..steps {
+        for part in &parts {
+            let s = &part.steps[t];
+            r.observations.extend_from_slice(&s.features);
+            r.actions.extend_from_slice(&s.action);
+            r.log_probs.push(s.log_prob);
+            r.values.push(s.value);
+            r.rewards.push(s.reward);
+            r.dones.push(s.done);
+            r.costs.push(s.cost);
+            r.grid_import_kwh.push(s.grid_import_kwh);
+        }
+    }
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::Step;
+
+    #[test]
+    fn assemble_is_step_major_and_validates() {
+        let part = |id: u32| ActorRollout {
+            prosumer_id: id,
+            steps: (0..3).map(|t| Step { reward: (id * 10 + t) as f32, done: t == 2, ..Step::default() }).collect(),
+            bootstrap_value: id as f32,
+        };
+        let r = assemble("n", 2, 7, vec![part(4), part(5)]).unwrap();
+        r.validate().unwrap();
+        assert_eq!(r.rewards, vec![40.0, 50.0, 41.0, 51.0, 42.0, 52.0]);
+        assert_eq!(r.dones, vec![false, false, false, false, true, true]);
+        assert_eq!((r.bootstrap_values.clone(), r.first_slot, r.policy_version), (vec![4.0, 5.0], 7, 2));
+        let mut short = part(6);
+        short.steps.pop();
+        assert!(assemble("n", 2, 7, vec![part(4), short]).is_none());
+    }
+}

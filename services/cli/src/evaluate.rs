@@ -1,0 +1,293 @@
+//! What `peergrid run` and `peergrid eval` share: the scenario flags, turning
+//! them into an [`EvalScenario`], and [`evaluate_and_report`], the one call
+//! that compares the policies on held-out days, writes the report and prints
+//! the summary.
+//!
+//! A command builds a [`Setup`] from [`ScenarioArgs`] (dataset, community and
+//! settings, held-out days, output directory), optionally obtains a learned
+//! policy (a checkpoint for `eval`; training, later, for `run`) and a
+//! learning curve, and calls [`evaluate_and_report`]. Bad flags and files are
+//! [`InputError`]s naming the flag and the bound.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use peergrid_core::data::{self, Dataset};
+use peergrid_core::policy::Policy;
+use peergrid_core::prosumer::{generate_community, CommunityConfig};
+use peergrid_core::simulation::SimConfig;
+use peergrid_eval::days::{held_out_days, DaySelection};
+use peergrid_eval::report::table::kpi_table;
+use peergrid_eval::report::CheckpointInfo;
+use peergrid_eval::{EvalScenario, Evaluation, LearningPoint, OptimumMode, RunInfo};
+
+use crate::InputError;
+
+/// The flags that define what is evaluated and where the report goes.
+#[derive(Args, Debug, Clone)]
+pub struct ScenarioArgs {
+    /// JSON file with `{"community": {...}, "sim": {...}}` overriding the defaults
+    /// (a report's `config.json` is one).
+    #[arg(long, alias = "config", value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Number of prosumers in the community.
+    #[arg(long)]
+    pub prosumers: Option<usize>,
+    /// Run seed (community generation and noise).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Dataset: the bundled measured data, a seeded synthetic one, or a file.
+    #[arg(long, value_enum, default_value_t = DatasetArg::Bundled)]
+    pub dataset: DatasetArg,
+    /// CSV path for `--dataset citylearn-csv` or `--dataset ausgrid-csv`.
+    #[arg(long)]
+    pub data_file: Option<PathBuf>,
+    /// Hold out every n-th whole week for evaluation.
+    #[arg(long, default_value_t = 4)]
+    pub eval_every_nth_week: u32,
+    /// Held-out days to evaluate, numbered 1..N in dataset order: `all`, `3`, `1-7`, `1-7,15,22-28` [default: all].
+    #[arg(long, value_name = "DAYS")]
+    pub days: Option<String>,
+    /// Whether to solve the perfect-foresight optimum (auto: unless the LP is too large).
+    #[arg(long, value_enum, default_value_t = OptimumArg::Auto)]
+    pub optimum: OptimumArg,
+    /// Directory for the report [default: runs/<UTC timestamp>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print kpis.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Default for ScenarioArgs {
+    fn default() -> Self {
+        ScenarioArgs {
+            scenario: None,
+            prosumers: None,
+            seed: 7,
+            dataset: DatasetArg::Bundled,
+            data_file: None,
+            eval_every_nth_week: 4,
+            days: None,
+            optimum: OptimumArg::Auto,
+            out: None,
+            json: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DatasetArg {
+    /// One year of measured hourly data from 17 homes (CityLearn 2022, Fontana CA).
+    Bundled,
+    /// A seeded synthetic year (no real data).
+    Synthetic,
+    /// A tidy CSV in the bundled file's format (`--data-file`).
+    CitylearnCsv,
+    /// An Ausgrid Solar Home CSV (`--data-file`).
+    AusgridCsv,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OptimumArg {
+    /// Solve it unless the LP exceeds 40,000 battery-household slots (about 10 s).
+    Auto,
+    /// Always solve it.
+    On,
+    /// Never solve it.
+    Off,
+}
+
+impl From<OptimumArg> for OptimumMode {
+    fn from(a: OptimumArg) -> OptimumMode {
+        match a {
+            OptimumArg::Auto => OptimumMode::Auto,
+            OptimumArg::On => OptimumMode::On,
+            OptimumArg::Off => OptimumMode::Off,
+        }
+    }
+}
+
+/// The scenario file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub community: CommunityConfig,
+    pub sim: SimConfig,
+}
+
+/// Everything an evaluation needs, validated.
+pub struct Setup {
+    pub scenario: EvalScenario,
+    pub info: RunInfo,
+    pub out: PathBuf,
+    pub json: bool,
+}
+
+impl Setup {
+    /// Loads and validates what `args` describe. `days` overrides `--days`
+    /// (`peergrid run --eval-weeks`); `command` names the subcommand.
+    pub fn load(command: &str, args: &ScenarioArgs, days: Option<DaySelection>) -> Result<Setup> {
+        let cfg = load_config(args)?;
+        let ds = Arc::new(load_dataset(args)?);
+        let selection = match (days, &args.days) {
+            (Some(d), _) => d,
+            (None, Some(text)) => DaySelection::parse(text, "--days").map_err(|e| InputError(e.to_string()))?,
+            (None, None) => DaySelection::All,
+        };
+        let available = held_out_days(&ds, args.eval_every_nth_week);
+        if available.is_empty() {
+            return Err(InputError(format!(
+                "dataset '{}' has no whole held-out week at --eval-every-nth-week {}",
+                ds.name, args.eval_every_nth_week
+            ))
+            .into());
+        }
+        let days = selection.select(&available, "--days").map_err(|e| InputError(e.to_string()))?;
+        let prosumers = generate_community(&ds, &cfg.community)?;
+        let info = RunInfo {
+            command: command.into(),
+            dataset: ds.name.clone(),
+            slot_minutes: ds.slot_minutes,
+            seed: args.seed,
+            community: cfg.community,
+            sim: cfg.sim.clone(),
+            eval_every_nth_week: args.eval_every_nth_week,
+            days: selection.to_string(),
+            optimum_mode: args.optimum.into(),
+            checkpoint: None,
+        };
+        let out = match &args.out {
+            Some(dir) if dir.exists() && !dir.is_dir() => {
+                return Err(InputError(format!("--out {}: exists and is not a directory", dir.display())).into())
+            }
+            Some(dir) => dir.clone(),
+            None => fresh_run_dir(Path::new("runs"))?,
+        };
+        Ok(Setup { scenario: EvalScenario { ds, prosumers, sim: cfg.sim, days }, info, out, json: args.json })
+    }
+
+    /// Records the checkpoint the learned policy comes from.
+    pub fn with_checkpoint(mut self, path: &Path, policy_version: u64) -> Setup {
+        self.info.checkpoint = Some(CheckpointInfo { path: path.display().to_string(), policy_version });
+        self
+    }
+}
+
+fn load_dataset(args: &ScenarioArgs) -> Result<Dataset> {
+    let file = || args.data_file.clone().ok_or_else(|| InputError(format!("--dataset {:?} needs --data-file", args.dataset)));
+    Ok(match args.dataset {
+        DatasetArg::Bundled => data::citylearn::bundled_citylearn()?,
+        DatasetArg::Synthetic => data::synthetic::standard_synthetic(),
+        DatasetArg::CitylearnCsv => data::citylearn::load_citylearn_csv(&file()?)?,
+        DatasetArg::AusgridCsv => data::ausgrid::load_ausgrid_csv(&file()?)?,
+    })
+}
+
+fn load_config(args: &ScenarioArgs) -> Result<RunConfig> {
+    let mut cfg = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+            serde_json::from_str(&text).map_err(|e| InputError(format!("{}: {e}", path.display())))?
+        }
+        None => RunConfig::default(),
+    };
+    if let Some(n) = args.prosumers {
+        cfg.community.n_prosumers = n;
+    }
+    cfg.community.seed = args.seed;
+    cfg.community.validate()?;
+    cfg.sim.validate()?;
+    Ok(cfg)
+}
+
+/// `runs/<UTC yyyymmdd-hhmmss>`, with `-2`, `-3`… if that exists already.
+fn fresh_run_dir(parent: &Path) -> Result<PathBuf> {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let stamp = utc_stamp(secs);
+    let mut dir = parent.join(&stamp);
+    let mut n = 2;
+    while dir.exists() {
+        dir = parent.join(format!("{stamp}-{n}"));
+        n += 1;
+    }
+    Ok(dir)
+}
+
+/// `yyyymmdd-hhmmss` of a Unix time (the civil-from-days algorithm).
+fn utc_stamp(unix_secs: u64) -> String {
+    let (days, rem) = ((unix_secs / 86_400) as i64, unix_secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Evaluates grid-only, rule-based, `learned` (if any) and the optimum on the
+/// held-out days of `setup`, writes the report (with `curve`, possibly
+/// empty) into `setup.out`, and prints the KPI table (or `kpis.json` with
+/// `--json`). `peergrid run` trains first and passes its policy and curve;
+/// `peergrid eval` passes a checkpoint's policy and no curve.
+pub fn evaluate_and_report(setup: &Setup, learned: Option<&mut dyn Policy>, curve: &[LearningPoint]) -> Result<Evaluation> {
+    let (evaluation, files) = peergrid_eval::evaluate_and_report(&setup.scenario, &setup.info, learned, curve, &setup.out)?;
+    if setup.json {
+        print!("{}", std::fs::read_to_string(setup.out.join("kpis.json"))?);
+        return Ok(evaluation);
+    }
+    print_summary(setup, &evaluation, &files.dir);
+    Ok(evaluation)
+}
+
+fn print_summary(setup: &Setup, evaluation: &Evaluation, dir: &Path) {
+    let s = &setup.scenario;
+    let slots = s.slots().len();
+    for (step, took) in &evaluation.timings {
+        eprintln!("{step:<22} {:>8.3} s", took.as_secs_f64());
+    }
+    println!(
+        "\nDataset '{}', {} prosumers, seed {}, {} held-out days ({slots} slots; --days {}, 1 week in {} held out):\n",
+        s.ds.name,
+        s.prosumers.len(),
+        setup.info.seed,
+        s.days.len(),
+        setup.info.days,
+        setup.info.eval_every_nth_week
+    );
+    let rows: Vec<(&str, &peergrid_core::kpi::Kpis)> = evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
+    print!("{}", kpi_table(&rows));
+    if let Some(pct) = evaluation.gap_closed_pct() {
+        println!("\nGap closed by the learned policy (rule-based → optimum): {pct:.1} %");
+    }
+    match (&evaluation.optimum, &evaluation.optimum_skipped) {
+        (Some(o), _) => println!(
+            "\nOptimum: perfect-foresight LP, {} variables, {}; its plan replayed in the simulator costs {:.2}.",
+            o.lp.variables, o.lp.solver_status, o.replayed_cost
+        ),
+        (None, Some(why)) => println!("\nOptimum: {why}."),
+        (None, None) => {}
+    }
+    println!("\nReport: {}", dir.join("report.md").display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps_follow_the_calendar() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+        assert_eq!(utc_stamp(1_764_067_495), "20251125-104455");
+    }
+}
