@@ -95,7 +95,10 @@ static_binaries() {
   log "cargo build (static glibc, $TARGET) in $STATIC_TARGET_DIR: ${bins[*]}"
   # No debug line tables in images (the release profile keeps them for
   # profiling on the host); symbol names stay for readable backtraces.
-  RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$STATIC_TARGET_DIR" \
+  # Without PEERGRID_TORCH_LIB (scripts/python-env.sh): build scripts that
+  # see it add an rpath to torch, and glibc's static-PIE start-up aborts on
+  # any DT_RUNPATH.
+  env -u PEERGRID_TORCH_LIB RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$STATIC_TARGET_DIR" \
     CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
     cargo build --locked --release --target "$TARGET" "${packages[@]}"
   for b in "${bins[@]}"; do
@@ -104,6 +107,7 @@ static_binaries() {
     if ldd "$bin" 2>&1 | grep -q '=>'; then
       die "$bin is dynamically linked (ldd lists libraries): the crt-static build did not take"
     fi
+    "$bin" --version >/dev/null || die "$bin does not start (a static executable must run anywhere: see its --version)"
   done
 }
 
