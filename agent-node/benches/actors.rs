@@ -84,8 +84,12 @@ fn bench_actix(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], 
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let actor =
-                        ProsumerActor::new(s.clone(), Arc::clone(&ds2), PolicySource::RuleBased.instance(s.id), Arc::clone(&weights));
+                    let actor = ProsumerActor::new(
+                        s.clone(),
+                        Arc::clone(&ds2),
+                        PolicySource::RuleBased.instance(s.id),
+                        Arc::clone(&weights),
+                    );
                     ActixProsumer::start_in_arbiter(&arbs[i % arbs.len()].handle(), move |_| ActixProsumer(actor))
                 })
                 .collect();

@@ -442,8 +442,7 @@ impl LearnerClient {
     /// Pushes one rollout (a one-message client stream) and reports the verdict.
     pub async fn push(&mut self, rollout: &peergrid_core::experience::Rollout) -> Result<Pushed, AgentError> {
         let batch = peergrid_proto::pb::learner::v1::ExperienceBatch::from(rollout);
-        let summary =
-            self.inner.push_experience(tokio_stream::once(batch)).await.map_err(AgentError::Rpc)?.into_inner();
+        let summary = self.inner.push_experience(tokio_stream::once(batch)).await.map_err(AgentError::Rpc)?.into_inner();
         Ok(if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale })
     }
 }

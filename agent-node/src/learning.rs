@@ -55,7 +55,8 @@ fn learned(w: peergrid_core::policy::weights::PolicyWeights) -> Result<Learned, 
 }
 
 async fn follow(cfg: AgentConfig, url: String, tx: watch::Sender<Option<Learned>>, mut shutdown: Shutdown) {
-    let mut backoff = Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
+    let mut backoff =
+        Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
     loop {
         let session = async {
             let mut client = LearnerClient::connect(&cfg, &url).await?;
@@ -89,7 +90,8 @@ impl Learning {
         let url = cfg.learner.clone().ok_or_else(|| AgentError::config("learner", "is not set"))?;
         let wait = Duration::from_millis(cfg.learner_wait_ms);
         let started = tokio::time::Instant::now();
-        let mut backoff = Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
+        let mut backoff =
+            Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
         let (mut client, sync) = loop {
             let attempt = async {
                 let mut c = LearnerClient::connect(cfg, &url).await?;

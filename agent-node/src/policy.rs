@@ -100,7 +100,10 @@ pub enum PolicySource {
     Mlp(Arc<MlpModel>),
     /// Sample from the trainer's policy and record experience; each actor's
     /// generator is seeded by (`seed`, its prosumer id).
-    Learning { learned: Learned, seed: u64 },
+    Learning {
+        learned: Learned,
+        seed: u64,
+    },
 }
 
 impl PolicySource {

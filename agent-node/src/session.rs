@@ -33,11 +33,11 @@ use peergrid_proto::convert::slot::OpenSlot;
 use peergrid_runtime::{Backoff, Shutdown};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::learning::Learning;
 use crate::actors::{ActorPool, ProsumerReturn};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::grpc::{ClearedMessage, Inbound, MarketClient, Registration, SessionReceiver, SessionSender};
+use crate::learning::Learning;
 use crate::metrics::AgentMetrics;
 use crate::policy::PolicySource;
 

@@ -171,7 +171,9 @@ fn scenario(project: &ComposeProject) -> Result<()> {
     log("killed one", &s);
 
     // 4. Restart the market: the nodes reconnect with their sessions and the
-    // run goes on (a restarted market counts slots from zero again).
+    // run goes on (a restarted market counts slots from zero again), the
+    // learning too.
+    let version = trainer_version(project)?;
     project.exec(&["restart", "-t", "10", "market-node"], Duration::from_secs(120))?;
     let s = wait_for_clearing(project, "clearing after a market restart", 4 * PROSUMERS_PER_NODE, 5, deadline)?;
     log("market restarted", &s);
@@ -180,6 +182,15 @@ fn scenario(project: &ComposeProject) -> Result<()> {
     if again.nodes != 4 {
         bail!("expected the 4 surviving nodes after the restart, status shows {}", again.nodes);
     }
+    // Reconnected, not restarted: the surviving processes are the same.
+    let mut inspect = Command::new("docker");
+    inspect.args(["inspect", "-f", "{{.State.Status}} {{.RestartCount}}"]).args(&agents[1..]);
+    let states = String::from_utf8_lossy(&run(&mut inspect, Duration::from_secs(30))?.stdout).into_owned();
+    ensure!(states.lines().all(|l| l == "running 0"), "agent-nodes were restarted instead of reconnecting: {states}");
+    let left = deadline.saturating_duration_since(Instant::now());
+    let later =
+        wait_for("training to go on after the restart", left, || Ok(trainer_version(project).ok().filter(|v| *v > version)))?;
+    println!("[{:>5.1}s] trainer policy version {version} → {later}", phase.elapsed().as_secs_f64());
     Ok(())
 }
 

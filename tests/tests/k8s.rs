@@ -104,6 +104,7 @@ fn k8s_manifests_use_grpc_probes_a_pvc_and_an_autoscaling_v2_hpa() {
         "volumeClaimTemplates:",
         "clusterIP: None",
         "service: peergrid.market.v1.MarketService",
+        "service: peergrid.learner.v1.LearnerService",
         "secretName: peergrid-tokens",
         "name: peergrid-config",
         "namespace: peergrid",

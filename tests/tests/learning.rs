@@ -46,7 +46,11 @@ fn ppo(seed: u64) -> PpoConfig {
     PpoConfig { seed, minibatch_size: 96, ..PpoConfig::default() }
 }
 
-async fn start_trainer(ppo: PpoConfig, run_dir: Option<std::path::PathBuf>, resume: bool) -> Result<(TrainerHandle, ShutdownController)> {
+async fn start_trainer(
+    ppo: PpoConfig,
+    run_dir: Option<std::path::PathBuf>,
+    resume: bool,
+) -> Result<(TrainerHandle, ShutdownController)> {
     let config = TrainerConfig {
         listen: "127.0.0.1:0".parse()?,
         run_dir,
@@ -134,7 +138,9 @@ async fn one_seed_gives_identical_training_runs() -> Result<()> {
     let (a, _, wa) = train(ds.clone(), 5, 3).await?;
     let (b, _, wb) = train(ds, 5, 3).await?;
     let key = |h: &[UpdateRecord]| {
-        h.iter().map(|r| (r.version, r.samples, r.mean_episode_return.to_bits(), r.stats.policy_loss.to_bits())).collect::<Vec<_>>()
+        h.iter()
+            .map(|r| (r.version, r.samples, r.mean_episode_return.to_bits(), r.stats.policy_loss.to_bits()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(key(&a), key(&b));
     assert_eq!(wa, wb);
