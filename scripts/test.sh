@@ -2,12 +2,11 @@
 # The whole test suite: formatting, lints, dependency rules, unit, property,
 # golden and end-to-end tests. Idempotent; this is what CI runs.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-need_cargo
-cd "$ROOT"
-# The project's virtualenv: kubernetes-validate for the deploy/k8s tests
-# (and libtorch for the trainer); made once, then reused.
 source "$ROOT/scripts/python-env.sh"
+need_cargo
+# libtorch for the trainer, tensorboard and kubernetes-validate for tests.
 python_env
+cd "$ROOT"
 echo "== format"; cargo fmt --all --check
 echo "== dependency rules"; scripts/check-deps.sh
 echo "== clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings

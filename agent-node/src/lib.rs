@@ -55,6 +55,17 @@ pub fn load_dataset(config: &AgentConfig) -> Result<Dataset, AgentError> {
 /// prosumer's episode return.
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<AgentReport> {
     config.validate()?;
+    let ds = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || load_dataset(&config)).await??
+    };
+    run_with_dataset(config, Arc::new(ds), shutdown).await
+}
+
+/// [`run`] with a dataset the caller already loaded (the embedded
+/// `peergrid run` shares one between its nodes); it must be the market's.
+pub async fn run_with_dataset(config: AgentConfig, ds: Arc<Dataset>, shutdown: Shutdown) -> anyhow::Result<AgentReport> {
+    config.validate()?;
     info!(config = %config.redacted_json(), "peergrid-agent-node {} starting", env!("CARGO_PKG_VERSION"));
     let learning = match &config.learner {
         Some(_) => Some(learning::Learning::start(&config, shutdown.clone()).await?),
@@ -63,10 +74,6 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<Agen
     let policy = match &learning {
         Some(l) => policy::PolicySource::Learning { learned: l.current().clone(), seed: config.community.seed },
         None => policy::PolicySource::load(&config.policy)?,
-    };
-    let ds = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || load_dataset(&config)).await??
     };
     info!(dataset = %ds.name, slots = ds.n_slots(), homes = ds.homes.len(), "dataset loaded");
     let mut registry = Metrics::new();
@@ -79,7 +86,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<Agen
         }
         None => None,
     };
-    let mut node = session::Node::new(config, Arc::new(ds), policy, metrics);
+    let mut node = session::Node::new(config, ds, policy, metrics);
     if let Some(l) = learning {
         node = node.with_learning(l);
     }

@@ -27,6 +27,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
+/// On shutdown, the open slot waits at most this long for missing reports.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 use crate::config::ClockMode;
 use crate::metrics::MarketMetrics;
 use crate::scenario::ScenarioEvent;
@@ -256,6 +259,10 @@ impl Clock {
                 _ = shutdown.recv(), if !stopping => {
                     tracing::info!(open_slot = ?self.state.open_slot().map(|o| o.slot), "shutdown: finishing the open slot");
                     stopping = true;
+                    // Wait for missing reports at most DRAIN_GRACE more, not a whole (possibly long) deadline.
+                    if let Some(d) = self.round_deadline {
+                        self.round_deadline = Some(d.min(Instant::now() + DRAIN_GRACE));
+                    }
                 }
                 command = self.rx.recv() => match command {
                     Some(command) => self.handle(command),

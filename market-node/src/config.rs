@@ -89,6 +89,9 @@ pub struct MarketSettings {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Play only the training weeks: skip every n-th whole week of the
+    /// dataset (the weeks `peergrid run` evaluates on). Unset: every slot.
+    pub skip_eval_weeks: Option<u32>,
 }
 
 impl Default for MarketSettings {
@@ -109,6 +112,7 @@ impl Default for MarketSettings {
             json_logs: false,
             tls_cert: None,
             tls_key: None,
+            skip_eval_weeks: None,
         }
     }
 }

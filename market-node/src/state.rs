@@ -174,6 +174,8 @@ pub struct MarketState {
     ds: Arc<Dataset>,
     sim: SimConfig,
     start_slot: usize,
+    /// With `skip_eval_weeks`: the dataset slots played, in order.
+    schedule: Option<Vec<usize>>,
     session_seed: u64,
     control: Control,
     nodes: Vec<Node>,
@@ -205,7 +207,23 @@ impl MarketState {
                 reason: format!("must be < the dataset's {} slots, got {}", ds.n_slots(), settings.start_slot),
             });
         }
+        let schedule = match settings.skip_eval_weeks {
+            Some(n) => {
+                let slots: Vec<usize> = peergrid_core::data::split::split_weeks(&ds, n).train.into_iter().flatten().collect();
+                if n < 2 || slots.is_empty() {
+                    return Err(ConfigError {
+                        field: "skip_eval_weeks".into(),
+                        reason: format!("must be ≥ 2 and leave training weeks in the dataset, got {n}"),
+                    });
+                }
+                // Start at the first training slot at or after start_slot.
+                let first = slots.iter().position(|&t| t >= settings.start_slot as usize).unwrap_or(0);
+                Some(slots[first..].iter().chain(&slots[..first]).copied().collect())
+            }
+            None => None,
+        };
         Ok(MarketState {
+            schedule,
             start_slot: settings.start_slot as usize,
             session_seed,
             control: Control {
@@ -488,7 +506,10 @@ impl MarketState {
         for event in self.pending.drain(..).chain(due).collect::<Vec<_>>() {
             self.apply_event(&event);
         }
-        let data_slot = (self.start_slot + (slot % self.ds.n_slots() as u64) as usize) % self.ds.n_slots();
+        let data_slot = match &self.schedule {
+            Some(s) => s[(slot % s.len() as u64) as usize],
+            None => (self.start_slot + (slot % self.ds.n_slots() as u64) as usize) % self.ds.n_slots(),
+        };
         let mut ctx = slot_context(&self.ds, &self.sim, data_slot, self.engine.last_price());
         if let Some((retail, feed_in)) = self.effects.tariff() {
             // Validated on entry: both within [0, 100] with feed-in ≤ retail.

@@ -20,7 +20,7 @@ use peergrid_proto::convert::experience::{node_name_from_wire, policy_update_fro
 use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
 use peergrid_proto::WireError;
-use peergrid_runtime::{authorize, authorize_reader, Role, Tokens};
+use peergrid_runtime::{authorize, authorize_reader, Role, Shutdown, Tokens};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
@@ -41,6 +41,8 @@ struct Learner {
     handle: LearnerHandle,
     tokens: Arc<Tokens>,
     metrics: TrainerMetrics,
+    /// Ends the policy streams, so a graceful stop does not wait for them.
+    shutdown: Shutdown,
 }
 
 fn refusal_status(r: Refusal) -> Status {
@@ -101,6 +103,7 @@ impl LearnerService for Learner {
         let mut rx = self.handle.published();
         let guard = self.handle.subscriber();
         let after = req.after_version;
+        let mut shutdown = self.shutdown.clone();
         info!(%node, after_version = after, "policy subscriber joined");
         let stream = async_stream(move |tx| async move {
             let _guard = guard;
@@ -114,8 +117,9 @@ impl LearnerService for Learner {
                     }
                     sent = current.version;
                 }
-                if rx.changed().await.is_err() {
-                    break;
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    _ = shutdown.recv() => break,
                 }
             }
             info!(%node, "policy subscriber left");
@@ -153,15 +157,19 @@ where
 }
 
 /// Serves the LearnerService with health and reflection on `listener`
-/// until `stop` resolves.
+/// until `shutdown` fires (policy streams end then too).
 pub async fn serve(
     listener: TcpListener,
     handle: LearnerHandle,
     tokens: Arc<Tokens>,
     metrics: TrainerMetrics,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let service = LearnerServiceServer::new(Learner { handle, tokens, metrics })
+    let stop = {
+        let mut shutdown = shutdown.clone();
+        async move { shutdown.recv().await }
+    };
+    let service = LearnerServiceServer::new(Learner { handle, tokens, metrics, shutdown })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -72,11 +72,7 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
     };
     let listener = grpc::bind(config.listen).await.with_context(|| format!("binding gRPC listener {}", config.listen))?;
     let grpc_addr = listener.local_addr()?;
-    let stop = {
-        let mut shutdown = shutdown.clone();
-        async move { shutdown.recv().await }
-    };
-    let server = tokio::spawn(grpc::serve(listener, learner.clone(), Arc::new(tokens), metrics, stop));
+    let server = tokio::spawn(grpc::serve(listener, learner.clone(), Arc::new(tokens), metrics, shutdown.clone()));
     tracing::info!(%grpc_addr, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");
     let stopper = learner.clone();
     let join = tokio::spawn(async move {

@@ -116,7 +116,7 @@ impl PpoConfig {
         if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
             return bad("learning_rate", "must be in (0, 1)");
         }
-        if !(self.gamma > 0.0 && self.gamma <= 1.0) || !(self.gae_lambda >= 0.0 && self.gae_lambda <= 1.0) {
+        if !(self.gamma > 0.0 && self.gamma <= 1.0 && (0.0..=1.0).contains(&self.gae_lambda)) {
             return bad("gamma", "gamma in (0, 1] and gae_lambda in [0, 1]");
         }
         if self.update_epochs == 0 || self.update_epochs > 1000 {

@@ -1,7 +1,9 @@
 //! `peergrid`: the umbrella command.
 //!
-//! Today it evaluates the baselines and the perfect-foresight optimum on
-//! held-out days and writes a report (`peergrid run`, the default),
+//! `peergrid run` (the default) trains a shared PPO policy with the
+//! embedded cluster (market-node, trainer and agent-nodes in this process,
+//! over loopback gRPC), then evaluates it, the baselines and the
+//! perfect-foresight optimum on held-out days and writes a report;
 //! evaluates a saved policy the same way (`peergrid eval`), clears order
 //! books from CSV (`peergrid market clear`) and operates a running market
 //! (`peergrid ctl`). Each subcommand lives in its own module; this file only
@@ -13,6 +15,7 @@ mod eval;
 mod evaluate;
 mod market;
 mod run;
+mod train;
 
 use std::process::ExitCode;
 
@@ -27,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Evaluate the baselines and the perfect-foresight optimum on held-out days, write a report (default).
+    /// Train a shared policy (embedded cluster), evaluate it against the baselines and the optimum on held-out days, write a report (default).
     Run(run::RunArgs),
     /// Evaluate a saved policy against the baselines and the optimum on held-out days, write a report.
     Eval(eval::EvalArgs),
@@ -55,7 +58,14 @@ impl std::error::Error for InputError {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Run(run::RunArgs::default())) {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => {
+            // The embedded nodes log warnings only (the progress bar shows the rest) unless RUST_LOG says otherwise.
+            if std::env::var_os("RUST_LOG").is_none() {
+                std::env::set_var("RUST_LOG", "warn");
+            }
+            peergrid_runtime::init_tracing(false);
+            run::run(args)
+        }
         Command::Eval(args) => eval::run(args),
         Command::Market { command } => market::run(command),
         Command::Ctl(args) => ctl::run(args),

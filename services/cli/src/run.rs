@@ -1,15 +1,18 @@
 //! `peergrid run`: the main job embedded on one machine.
 //!
-//! Today: loads the dataset (bundled CityLearn-derived data by default),
-//! scales it to a community with the seeded generator, holds out whole
-//! weeks, and evaluates the baselines and the perfect-foresight optimum on
-//! the held-out days through [`evaluate_and_report`], which writes the
-//! report and prints the KPI table. Training goes in front of that call
-//! (the trainer issue): it will pass the learned policy and its learning
-//! curve instead of `None` and `&[]`; the output keeps this shape.
+//! Loads the dataset (bundled CityLearn-derived data by default), scales it
+//! to a community with the seeded generator and holds out whole weeks;
+//! trains a shared PPO policy on the other weeks with the embedded cluster
+//! ([`crate::train`]); then evaluates grid-only, rule-based, the learned
+//! policy and the perfect-foresight optimum on the held-out days through
+//! [`evaluate_and_report`], which writes the report and prints the KPI
+//! table. `--updates 0` skips training.
+
+use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
+use peergrid_core::policy::MlpPolicy;
 
 use peergrid_eval::days::DaySelection;
 
@@ -23,6 +26,8 @@ pub struct RunArgs {
     /// Evaluate only the first N held-out weeks (0 = all); shorthand for `--days 1-7N`.
     #[arg(long, default_value_t = 0)]
     pub eval_weeks: usize,
+    #[command(flatten)]
+    pub train: crate::train::TrainArgs,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -32,6 +37,31 @@ pub fn run(args: RunArgs) -> Result<()> {
         (weeks, None) => Some(DaySelection::first(7 * weeks)),
     };
     let setup = Setup::load("peergrid run", &args.scenario, days)?;
-    evaluate_and_report(&setup, None, &[])?;
+    if args.train.updates == 0 {
+        evaluate_and_report(&setup, None, &[])?;
+        return Ok(());
+    }
+    std::fs::create_dir_all(&setup.out)?;
+    let trained = crate::train::train(
+        &args.train,
+        Arc::clone(&setup.scenario.ds),
+        &setup.info.community,
+        &setup.scenario.sim,
+        args.scenario.eval_every_nth_week,
+        args.scenario.seed,
+        &setup.out,
+    )?;
+    eprintln!(
+        "trained {} updates in {:.1} s: {} agent-steps ({:.0}/s end to end), {:.0} % of the time learning{}",
+        trained.updates,
+        trained.seconds,
+        trained.agent_steps,
+        trained.agent_steps as f64 / trained.seconds.max(1e-9),
+        100.0 * trained.learn_seconds / trained.seconds.max(1e-9),
+        if trained.interrupted { " (interrupted)" } else { "" },
+    );
+    let mut policy = MlpPolicy::new(trained.policy.net.clone(), trained.policy.normaliser.clone())?;
+    let setup = setup.with_checkpoint(&trained.checkpoint, trained.policy.version);
+    evaluate_and_report(&setup, Some(&mut policy), &trained.curve)?;
     Ok(())
 }

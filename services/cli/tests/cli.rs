@@ -99,16 +99,40 @@ fn run_is_deterministic_and_the_optimum_beats_rule_based() {
     let run = |seed: &str, dir: &str| {
         let out = out_dir(dir);
         let o = out.display().to_string();
-        let args =
-            ["run", "--dataset", "synthetic", "--prosumers", "40", "--eval-weeks", "1", "--seed", seed, "--json", "--out", &o];
-        json(&peergrid(&args))
+        let args = [
+            "run",
+            "--dataset",
+            "synthetic",
+            "--prosumers",
+            "40",
+            "--eval-weeks",
+            "1",
+            "--seed",
+            seed,
+            "--json",
+            "--out",
+            &o,
+            "--updates",
+            "3",
+            "--rollout-slots",
+            "24",
+            "--quiet",
+        ];
+        let mut v = json(&peergrid(&args));
+        // The one field that names the output directory.
+        v["run"]["checkpoint"]["path"] = serde_json::Value::Null;
+        v
     };
     let (a, b) = (run("3", "run-a"), run("3", "run-b"));
-    assert_eq!(a, b, "same seed, same KPIs");
+    assert_eq!(a, b, "same seed, same KPIs (training included: two nodes, synchronous PPO)");
     let name = |v: &serde_json::Value, i: usize| v["policies"][i]["policy"].as_str().unwrap().to_string();
     let cost = |v: &serde_json::Value, i: usize| v["policies"][i]["kpis"]["community_cost"].as_f64().unwrap();
-    assert_eq!((name(&a, 0), name(&a, 1), name(&a, 2)), ("grid-only".into(), "rule-based".into(), "optimum".into()));
-    assert!(cost(&a, 2) < cost(&a, 1) && cost(&a, 1) < cost(&a, 0));
+    assert_eq!(
+        (name(&a, 0), name(&a, 1), name(&a, 2), name(&a, 3)),
+        ("grid-only".into(), "rule-based".into(), "learned".into(), "optimum".into())
+    );
+    assert!(cost(&a, 3) < cost(&a, 1) && cost(&a, 1) < cost(&a, 0));
+    assert!(cost(&a, 3) <= cost(&a, 2), "the optimum bounds the learned policy too");
     assert_eq!(a["held_out"]["days"].as_array().unwrap().len(), 7);
     assert_ne!(a, run("4", "run-c"));
 }
@@ -117,22 +141,58 @@ fn run_is_deterministic_and_the_optimum_beats_rule_based() {
 fn run_on_bundled_data_prints_a_kpi_table_and_writes_a_report() {
     let out = out_dir("bundled");
     let o = out.display().to_string();
-    let run = peergrid(&["run", "--prosumers", "12", "--days", "1-2", "--out", &o]);
+    let run = peergrid(&[
+        "run",
+        "--prosumers",
+        "12",
+        "--days",
+        "1-2",
+        "--out",
+        &o,
+        "--updates",
+        "2",
+        "--rollout-slots",
+        "24",
+        "--quiet",
+    ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("citylearn2022-fontana"), "{stdout}");
-    assert!(stdout.contains("| grid-only") && stdout.contains("| rule-based") && stdout.contains("| optimum"), "{stdout}");
+    assert!(
+        stdout.contains("| grid-only")
+            && stdout.contains("| rule-based")
+            && stdout.contains("| learned")
+            && stdout.contains("| optimum"),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!("Report: {}", out.join("report.md").display())), "{stdout}");
-    for file in ["report.md", "kpis.json", "kpis.csv", "slots.csv", "config.json", "kpis.png", "day-optimum.png"] {
+    for file in [
+        "report.md",
+        "kpis.json",
+        "kpis.csv",
+        "slots.csv",
+        "config.json",
+        "kpis.png",
+        "day-optimum.png",
+        "day-learned.png",
+        "learning-curve.png",
+        "checkpoints/latest",
+    ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
+    let tb: Vec<_> = std::fs::read_dir(out.join("tensorboard")).unwrap().collect();
+    assert_eq!(tb.len(), 1, "one TensorBoard event file");
     // The effective configuration reruns the same scenario.
     let again = out_dir("bundled-again");
     let cfg = out.join("config.json").display().to_string();
     let a = again.display().to_string();
-    let rerun = peergrid(&["run", "--scenario", &cfg, "--days", "1-2", "--out", &a]);
+    let rerun = peergrid(&["run", "--scenario", &cfg, "--days", "1-2", "--out", &a, "--updates", "0"]);
     assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
-    assert_eq!(std::fs::read(out.join("kpis.csv")).unwrap(), std::fs::read(again.join("kpis.csv")).unwrap());
+    let baselines = |p: &std::path::Path| {
+        let text = std::fs::read_to_string(p.join("kpis.csv")).unwrap();
+        text.lines().filter(|l| !l.starts_with("learned")).map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(baselines(&out), baselines(&again));
 }
 
 #[test]

@@ -182,9 +182,11 @@ mod tests {
         rollout(3, 2).validate().unwrap();
     }
 
+    type Defect = Box<dyn Fn(&mut Rollout)>;
+
     #[test]
     fn each_defect_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut Rollout)>, &str)> = vec![
+        let cases: Vec<(Defect, &str)> = vec![
             (Box::new(|r| r.steps = 0), "steps"),
             (Box::new(|r| r.prosumer_ids.clear()), "prosumer_ids"),
             (Box::new(|r| r.prosumer_ids[1] = 0), "prosumer_ids[1]"),
@@ -227,8 +229,8 @@ mod tests {
         let rewards = [1.0, 10.0, 1.0, 10.0];
         let values = [0.0; 4];
         let (adv, _) = gae(&rewards, &values, &[100.0, 100.0], Some(&[false, false, false, true]), 2, 0.5, 1.0);
-        assert_eq!(adv[1 * 2 + 1], 10.0, "terminal: no bootstrap");
-        assert_eq!(adv[1 * 2], 1.0 + 0.5 * 100.0);
+        assert_eq!(adv[3], 10.0, "terminal: no bootstrap");
+        assert_eq!(adv[2], 1.0 + 0.5 * 100.0);
         assert_eq!(adv[1], 10.0 + 0.5 * 10.0);
     }
 }

@@ -101,6 +101,8 @@ mod tests {
     use peergrid_core::observation::OBS_DIM;
     use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser};
 
+    type Defect = Box<dyn Fn(&mut pb::ExperienceBatch)>;
+
     fn batch() -> pb::ExperienceBatch {
         let (t, p) = (2usize, 3usize);
         let n = t * p;
@@ -131,7 +133,7 @@ mod tests {
 
     #[test]
     fn bad_batches_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut pb::ExperienceBatch)>, &str)> = vec![
+        let cases: Vec<(Defect, &str)> = vec![
             (Box::new(|b| b.node_name.clear()), "node_name"),
             (Box::new(|b| b.policy_version = 0), "policy_version"),
             (Box::new(|b| b.observations.truncate(3)), "observations"),

@@ -1,0 +1,269 @@
+//! The training phase of `peergrid run`: a market-node, the trainer and M
+//! agent-nodes started **inside this process**, talking real gRPC over
+//! loopback — the same code as the cluster binaries — for `--updates`
+//! synchronous PPO updates on the training weeks (the market skips the
+//! held-out weeks the evaluation uses).
+//!
+//! The trainer writes its TensorBoard files and checkpoints into the report
+//! directory. Ctrl-C stops training early; the run then evaluates and
+//! reports the newest policy it has.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use peergrid_agent_node::{AgentConfig, Secret};
+use peergrid_core::data::Dataset;
+use peergrid_core::policy::weights::{from_safetensors, PolicyWeights};
+use peergrid_core::prosumer::CommunityConfig;
+use peergrid_core::simulation::SimConfig;
+use peergrid_eval::LearningPoint;
+use peergrid_market_node::{MarketConfig, MarketSettings};
+use peergrid_runtime::{ShutdownController, Tokens};
+use peergrid_trainer::config::TrainerConfig;
+use peergrid_trainer::{LearnerSettings, PpoConfig};
+
+use crate::InputError;
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// PPO updates to train (0: evaluate the baselines only).
+    #[arg(long, default_value_t = 200)]
+    pub updates: u64,
+    /// Agent-nodes the prosumers are spread over.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// Slots per rollout (and per update).
+    #[arg(long, default_value_t = 48)]
+    pub rollout_slots: usize,
+    /// Adam step size.
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    /// Samples per gradient step.
+    #[arg(long, default_value_t = 256)]
+    pub minibatch_size: usize,
+    /// How the nodes talk: `grpc` (loopback, the cluster's code path).
+    #[arg(long, value_enum, default_value_t = Transport::Grpc)]
+    pub transport: Transport,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Default for TrainArgs {
+    fn default() -> Self {
+        TrainArgs {
+            updates: 200,
+            nodes: 2,
+            rollout_slots: 48,
+            learning_rate: 1e-3,
+            minibatch_size: 256,
+            transport: Transport::Grpc,
+            quiet: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Real gRPC on 127.0.0.1 between in-process nodes.
+    Grpc,
+}
+
+/// What training produced.
+pub struct Trained {
+    pub policy: PolicyWeights,
+    pub curve: Vec<LearningPoint>,
+    pub checkpoint: std::path::PathBuf,
+    pub updates: u64,
+    pub seconds: f64,
+    pub agent_steps: u64,
+    pub learn_seconds: f64,
+    pub interrupted: bool,
+}
+
+/// A fresh random secret for the in-process nodes (never printed).
+fn secret(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let seed = peergrid_core::rng::derive_seed(nanos ^ u64::from(std::process::id()), tag);
+    format!("{tag}-{seed:016x}{:016x}", peergrid_core::rng::mix64(seed))
+}
+
+impl TrainArgs {
+    pub fn validate(&self, prosumers: usize) -> Result<(), InputError> {
+        if self.nodes == 0 || self.nodes as usize > prosumers {
+            return Err(InputError(format!(
+                "--nodes must lie in 1..={prosumers} (one prosumer per node at least), got {}",
+                self.nodes
+            )));
+        }
+        if !(1..=10_000).contains(&self.rollout_slots) {
+            return Err(InputError(format!("--rollout-slots must lie in 1..=10000, got {}", self.rollout_slots)));
+        }
+        if self.updates > 1_000_000 {
+            return Err(InputError(format!("--updates must be ≤ 1000000, got {}", self.updates)));
+        }
+        Ok(())
+    }
+}
+
+/// Trains `args.updates` updates; writes TensorBoard files and checkpoints under `out`.
+pub fn train(
+    args: &TrainArgs,
+    ds: Arc<Dataset>,
+    community: &CommunityConfig,
+    sim: &SimConfig,
+    eval_every_nth_week: u32,
+    seed: u64,
+    out: &Path,
+) -> Result<Trained> {
+    args.validate(community.n_prosumers)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(train_async(args, ds, community, sim, eval_every_nth_week, seed, out))
+}
+
+async fn train_async(
+    args: &TrainArgs,
+    ds: Arc<Dataset>,
+    community: &CommunityConfig,
+    sim: &SimConfig,
+    eval_every_nth_week: u32,
+    seed: u64,
+    out: &Path,
+) -> Result<Trained> {
+    let started = Instant::now();
+    let (agent_token, operator_token) = (secret("agent"), secret("operator"));
+    let tokens = Tokens::new(Some(agent_token.clone()), Some(operator_token))?;
+    let n = community.n_prosumers as u32;
+
+    let trainer_stop = ShutdownController::new();
+    let trainer_config = TrainerConfig {
+        listen: "127.0.0.1:0".parse()?,
+        run_dir: Some(out.to_path_buf()),
+        ppo: PpoConfig { seed, learning_rate: args.learning_rate, minibatch_size: args.minibatch_size, ..PpoConfig::default() },
+        learner: LearnerSettings {
+            min_nodes: args.nodes as usize,
+            checkpoint_every: 50,
+            sync_timeout_ms: 60_000,
+            ..LearnerSettings::default()
+        },
+        ..TrainerConfig::default()
+    };
+    let trainer = peergrid_trainer::start(trainer_config, tokens.clone(), trainer_stop.subscribe()).await?;
+
+    let market_stop = ShutdownController::new();
+    let settings = MarketSettings {
+        listen: "127.0.0.1:0".parse()?,
+        // Synchronous PPO: a slot waits while the trainer updates.
+        deadline_ms: 60_000,
+        min_prosumers: n,
+        skip_eval_weeks: Some(eval_every_nth_week),
+        ..MarketSettings::default()
+    };
+    let market = peergrid_market_node::start_with_dataset(
+        MarketConfig::new(settings, sim.clone(), tokens)?,
+        Arc::clone(&ds),
+        market_stop.subscribe(),
+    )
+    .await?;
+
+    let agents_stop = ShutdownController::new();
+    let mut agents = Vec::new();
+    for i in 0..args.nodes {
+        let share = n / args.nodes + u32::from(i < n % args.nodes);
+        let config = AgentConfig {
+            market: format!("http://{}", market.grpc_addr),
+            name: format!("node-{i}"),
+            prosumers: share,
+            community: community.clone(),
+            token: Some(Secret::new(&agent_token)),
+            actor_threads: 1,
+            learner: Some(format!("http://{}", trainer.grpc_addr)),
+            rollout_slots: args.rollout_slots,
+            ..AgentConfig::default()
+        };
+        agents.push(tokio::spawn(peergrid_agent_node::run_with_dataset(config, Arc::clone(&ds), agents_stop.subscribe())));
+    }
+
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(args.updates) };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} updates {msg} ({elapsed}, eta {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("training");
+    let mut interrupted = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let s = trainer.learner.status();
+        bar.set_position(s.updates_done.min(args.updates));
+        let steps = s.samples_total as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "v{} · return {:.3} · {:.0} agent-steps/s · {:.0} sample-grads/s",
+            s.version, s.mean_episode_return, steps, s.samples_per_s
+        ));
+        if s.updates_done >= args.updates {
+            break;
+        }
+        if agents.iter().any(|a| a.is_finished()) {
+            bar.abandon();
+            let failed = agents.into_iter().find(|a| a.is_finished()).expect("one finished");
+            failed.await.context("agent-node task panicked")??;
+            anyhow::bail!("an agent-node stopped before training finished");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = &mut ctrl_c => {
+                interrupted = true;
+                bar.println("interrupted: stopping training and reporting the newest policy");
+                break;
+            }
+        }
+    }
+    bar.finish();
+    let published = trainer.learner.published().borrow().clone();
+    let policy = from_safetensors(&published.weights)?;
+    let history: Vec<_> = trainer.learner.history().into_iter().filter(|r| r.version <= policy.version).collect();
+
+    // Nodes and market stop together: a node finishes its open slot (or
+    // stops waiting for a policy version), the market waits at most its
+    // drain grace for missing reports, then closes the sessions.
+    agents_stop.trigger();
+    market_stop.trigger();
+    market.join().await?;
+    for a in agents {
+        a.await.context("agent-node task panicked")??;
+    }
+    trainer_stop.trigger();
+    trainer.join().await?;
+    // The policy evaluated, as a policy file (the trainer's own periodic
+    // and final checkpoints sit beside it).
+    let checkpoint = peergrid_trainer::checkpoint::policy_path(&out.join("checkpoints"), policy.version);
+    if !checkpoint.exists() {
+        std::fs::create_dir_all(out.join("checkpoints"))?;
+        std::fs::write(&checkpoint, published.weights.as_slice()).with_context(|| format!("writing {}", checkpoint.display()))?;
+    }
+    let agent_steps = history.iter().map(|r| r.samples as u64).sum();
+    let curve = history
+        .iter()
+        .map(|r| LearningPoint {
+            update: r.version - 1,
+            mean_episode_return: r.mean_episode_return,
+            community_cost: r.community_cost,
+        })
+        .collect();
+    Ok(Trained {
+        policy,
+        curve,
+        checkpoint,
+        updates: history.len() as u64,
+        seconds: started.elapsed().as_secs_f64(),
+        agent_steps,
+        learn_seconds: history.iter().map(|r| r.learn_seconds).sum(),
+        interrupted,
+    })
+}
