@@ -1,5 +1,6 @@
-//! Shared helpers of the end-to-end suites: golden-file comparison and the
-//! [`cluster::TestCluster`] of real nodes on loopback ports.
+//! Shared helpers of the end-to-end suites: golden-file comparison, the
+//! [`cluster::TestCluster`] of real nodes on loopback ports, and
+//! [`compose`] for driving the docker compose cluster of `deploy/`.
 //!
 //! A golden file is the whole observable behaviour of a scenario as readable
 //! text, checked in. A test renders the same text and compares; run with
@@ -7,6 +8,7 @@
 //! review the diff like any other code change.
 
 pub mod cluster;
+pub mod compose;
 
 use std::path::PathBuf;
 
