@@ -3,17 +3,18 @@
 #
 #   peergrid/market-node  static market-node on scratch
 #   peergrid/agent-node   static agent-node on scratch
-#   peergrid/cli          static `peergrid` on scratch (operator client)
 #   peergrid/trainer      trainer + the libtorch libraries it loads, on
 #                         $PEERGRID_BASE_IMAGE (default debian:bookworm-slim)
+#   peergrid/cli          the trainer image + `peergrid` (operator client;
+#                         it links libtorch too); needs the trainer image
 #
 # Usage: deploy/build-images.sh [--images market-node,agent-node,cli,trainer] [--tag TAG]
 #
 # The static binaries are linked against glibc with
 # `-C target-feature=+crt-static --target x86_64-unknown-linux-gnu` in their
-# own target directory ($PEERGRID_CACHE/target-static), the trainer with the
-# project's libtorch ($PEERGRID_CACHE/venv, scripts/python-env.sh) in
-# $CARGO_TARGET_DIR: a second run rebuilds nothing and every Docker layer
+# own target directory ($PEERGRID_CACHE/target-static), trainer and peergrid
+# with the project's libtorch ($PEERGRID_CACHE/venv, scripts/python-env.sh)
+# in $CARGO_TARGET_DIR: a second run rebuilds nothing and every Docker layer
 # comes from the cache. Each image's context is a staging directory under
 # $PEERGRID_CACHE/images holding only what its Dockerfile copies. Images use
 # the legacy builder (DOCKER_BUILDKIT=0) when buildx is missing.
@@ -72,8 +73,8 @@ stage_file() {
   fi
 }
 
-# Builds image $1 from deploy/docker/$1.Dockerfile and context $2, then checks
-# that it starts: `--version` of a static binary, ldd inside the trainer.
+# Builds image $1 from deploy/docker/$1.Dockerfile and context $2 (further
+# arguments go to docker build).
 build_image() {
   local name="$1" context="$2" ref="peergrid/$1:$TAG" started=$SECONDS
   shift 2
@@ -90,7 +91,6 @@ static_binaries() {
   local bins=() packages=() b
   wanted market-node && bins+=(market-node) && packages+=(-p peergrid-market-node)
   wanted agent-node && bins+=(agent-node) && packages+=(-p peergrid-agent-node)
-  wanted cli && bins+=(peergrid) && packages+=(-p peergrid-cli)
   [ "${#bins[@]}" -gt 0 ] || return 0
   log "cargo build (static glibc, $TARGET) in $STATIC_TARGET_DIR: ${bins[*]}"
   # No debug line tables in images (the release profile keeps them for
@@ -119,57 +119,97 @@ static_image() { # image name, binary name
   docker run --rm "peergrid/$1:$TAG" --version >/dev/null || die "peergrid/$1:$TAG does not start ('--version' failed)"
 }
 
-trainer_image() {
+# Copies binary $1 to $2 without its debug line tables (most of a release
+# binary's size) when objcopy is there.
+stage_stripped() {
+  if command -v objcopy >/dev/null 2>&1; then
+    objcopy --strip-debug "$1" "$2.stripped"
+    stage_file "$2.stripped" "$2"
+    rm -f "$2.stripped"
+  else
+    stage_file "$1" "$2"
+  fi
+}
+
+# The libraries the loader resolves for binary $1 inside the venv
+# (torch/lib, nvidia/*/lib), transitively, as "soname path" lines; the rest
+# (glibc, libstdc++, libgcc) must come from the base image (checked after
+# the build). Fails on a library the loader cannot find.
+venv_libraries() {
+  local listing missing venv soname path
+  venv="$(realpath "$PEERGRID_VENV")"
+  listing="$(ldd "$1")" || die "ldd $1 failed"
+  missing="$(awk '$2 == "=>" && $3 == "not" { print $1 }' <<<"$listing")"
+  [ -z "$missing" ] || die "$1 needs libraries the loader cannot find: $missing"
+  while read -r soname path; do
+    case "$(realpath "$path")" in "$venv"/*) echo "$soname $path" ;; esac
+  done < <(awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' <<<"$listing")
+}
+
+# Fails when binary $2 inside image $1 misses a shared library.
+check_loadable() {
+  if docker run --rm --entrypoint ldd "$1" "$2" | grep 'not found' >&2; then
+    die "$1 lacks the libraries listed above for $2: add them to the base image or to the copied set"
+  fi
+}
+
+libtorch_binaries() {
   # shellcheck source=scripts/python-env.sh
   source "$ROOT/scripts/python-env.sh"
   python_env
-  log "cargo build (trainer, libtorch from $PEERGRID_VENV) in $CARGO_TARGET_DIR"
-  cargo build --locked --release -p peergrid-trainer
-  local bin="$CARGO_TARGET_DIR/release/trainer" context="$STAGE/trainer" venv
+  local packages=(-p peergrid-trainer)
+  wanted cli && packages+=(-p peergrid-cli)
+  log "cargo build (libtorch from $PEERGRID_VENV) in $CARGO_TARGET_DIR: ${packages[*]}"
+  cargo build --locked --release "${packages[@]}"
+}
+
+trainer_image() {
+  local bin="$CARGO_TARGET_DIR/release/trainer" context="$STAGE/trainer"
   [ -x "$bin" ] || die "no trainer binary at $bin after building peergrid-trainer"
-  venv="$(realpath "$PEERGRID_VENV")"
   mkdir -p "$context/lib"
-  # Every library the loader resolves for the trainer, transitively; those
-  # inside the venv (torch/lib, nvidia/*/lib) go into the image, the rest
-  # (glibc, libstdc++, libgcc) must come from the base image (checked below).
-  local listing missing kept=() soname path
-  listing="$(ldd "$bin")" || die "ldd $bin failed"
-  missing="$(awk '$2 == "=>" && $3 == "not" { print $1 }' <<<"$listing")"
-  [ -z "$missing" ] || die "the trainer needs libraries the loader cannot find: $missing"
+  local kept=() soname path staged
   while read -r soname path; do
-    case "$(realpath "$path")" in
-      "$venv"/*)
-        stage_file "$path" "$context/lib/$soname"
-        kept+=("$soname")
-        ;;
-    esac
-  done < <(awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' <<<"$listing")
+    stage_file "$path" "$context/lib/$soname"
+    kept+=("$soname")
+  done < <(venv_libraries "$bin")
   [ "${#kept[@]}" -gt 0 ] || die "ldd found no libtorch library for $bin: is it linked against the venv's torch?"
   # Drop libraries an older trainer needed and this one does not.
-  local staged
   for staged in "$context"/lib/*; do
     [[ " ${kept[*]} " == *" $(basename "$staged") "* ]] || rm -f "$staged"
   done
-  # The image needs no debug line tables (91 MB of a 98 MB binary).
-  if command -v objcopy >/dev/null 2>&1; then
-    objcopy --strip-debug "$bin" "$context/trainer.stripped"
-    stage_file "$context/trainer.stripped" "$context/trainer"
-    rm -f "$context/trainer.stripped"
-  else
-    stage_file "$bin" "$context/trainer"
-  fi
+  stage_stripped "$bin" "$context/trainer"
   local base="${PEERGRID_BASE_IMAGE:-debian:bookworm-slim}"
   "$ROOT/deploy/base-image.sh"
   log "trainer libraries: ${kept[*]} ($(du -sh "$context/lib" | cut -f1))"
   build_image trainer "$context" --build-arg "BASE_IMAGE=$base"
-  if docker run --rm --entrypoint ldd "peergrid/trainer:$TAG" /usr/local/bin/trainer | grep 'not found' >&2; then
-    die "peergrid/trainer:$TAG lacks the libraries listed above: add them to the base image or to the copied set"
-  fi
+  check_loadable "peergrid/trainer:$TAG" /usr/local/bin/trainer
 }
 
+cli_image() {
+  local bin="$CARGO_TARGET_DIR/release/peergrid" context="$STAGE/cli" soname path
+  [ -x "$bin" ] || die "no peergrid binary at $bin after building peergrid-cli"
+  # The trainer image must already hold every venv library peergrid loads.
+  while read -r soname path; do
+    [ -f "$STAGE/trainer/lib/$soname" ] || die "peergrid needs $soname, which the trainer image lacks"
+  done < <(venv_libraries "$bin")
+  mkdir -p "$context"
+  stage_stripped "$bin" "$context/peergrid"
+  build_image cli "$context" --build-arg "TRAINER_IMAGE=peergrid/trainer:$TAG"
+  check_loadable "peergrid/cli:$TAG" /usr/local/bin/peergrid
+  docker run --rm "peergrid/cli:$TAG" --version >/dev/null || die "peergrid/cli:$TAG does not start ('--version' failed)"
+}
+
+# The cli image is the trainer image plus one binary.
+if wanted cli && ! wanted trainer; then
+  IMAGES="$IMAGES,trainer"
+  WANTED+=(trainer)
+fi
 static_binaries
 wanted market-node && static_image market-node market-node
 wanted agent-node && static_image agent-node agent-node
-wanted cli && static_image cli peergrid
-wanted trainer && trainer_image
+if wanted trainer; then
+  libtorch_binaries
+  trainer_image
+fi
+wanted cli && cli_image
 log "done: $(for i in "${WANTED[@]}"; do printf 'peergrid/%s:%s ' "$i" "$TAG"; done)"
