@@ -79,6 +79,9 @@ pub struct LearnerSettings {
     pub checkpoint_every: u64,
     /// libtorch intra-op threads (1 is fastest for this small MLP on 2 cores).
     pub torch_threads: usize,
+    /// Stop learning after this many updates (later rollouts are dropped as
+    /// stale): a run of exactly N updates whatever the timing.
+    pub max_updates: Option<u64>,
 }
 
 impl Default for LearnerSettings {
@@ -91,6 +94,7 @@ impl Default for LearnerSettings {
             async_batch_samples: 8_192,
             checkpoint_every: 10,
             torch_threads: 1,
+            max_updates: None,
         }
     }
 }
@@ -383,7 +387,7 @@ impl Learner {
                     return;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if self.settings.mode == Mode::Sync && !self.pending.is_empty() {
+                    if self.settings.mode == Mode::Sync && !self.pending.is_empty() && !self.max_reached() {
                         warn!(
                             nodes = self.pending_nodes.len(),
                             min_nodes = self.settings.min_nodes,
@@ -407,10 +411,12 @@ impl Learner {
             return Err(Refusal::UnknownVersion { version: r.policy_version, current: self.version });
         }
         let lag = self.version - r.policy_version;
-        let stale = match self.settings.mode {
-            Mode::Sync => lag > 0,
-            Mode::Async => lag > self.settings.max_policy_lag || !self.normalisers.contains_key(&r.policy_version),
-        };
+        let done = self.settings.max_updates.is_some_and(|m| self.updates_done >= m);
+        let stale = done
+            || match self.settings.mode {
+                Mode::Sync => lag > 0,
+                Mode::Async => lag > self.settings.max_policy_lag || !self.normalisers.contains_key(&r.policy_version),
+            };
         if stale {
             self.metrics.batches_stale.inc();
             self.status.lock().expect("status lock").batches_stale += 1;
@@ -430,10 +436,17 @@ impl Learner {
     }
 
     fn ready(&self) -> bool {
+        if self.settings.max_updates.is_some_and(|m| self.updates_done >= m) {
+            return false;
+        }
         match self.settings.mode {
             Mode::Sync => self.pending_nodes.len() >= self.settings.min_nodes,
             Mode::Async => self.pending_samples >= self.settings.async_batch_samples,
         }
+    }
+
+    fn max_reached(&self) -> bool {
+        self.settings.max_updates.is_some_and(|m| self.updates_done >= m)
     }
 
     /// Episode statistics of the batch: (mean return, community cost, grid import) per episode.

@@ -148,6 +148,8 @@ async fn train_async(
             min_nodes: args.nodes as usize,
             checkpoint_every: 50,
             sync_timeout_ms: 60_000,
+            // Exactly --updates updates, however fast the loop below polls.
+            max_updates: Some(args.updates),
             ..LearnerSettings::default()
         },
         ..TrainerConfig::default()
