@@ -175,7 +175,7 @@ impl LearningPolicy {
         self.last.action = a;
         self.last.log_prob = log_prob;
         self.last.value = value;
-        Action::from_array(a)
+        model.net.spec.prior.compose(obs, a)
     }
 }
 
@@ -209,7 +209,7 @@ impl Policy for ActorPolicy {
                 model.normaliser.apply(&mut x);
                 let mut mean = [0.0f32; ACT_DIM];
                 model.net.mean(&x, scratch, &mut mean);
-                Action::from_array(mean)
+                model.net.spec.prior.compose(obs, mean)
             }
             ActorPolicy::Learning(p) => p.act(obs),
         }

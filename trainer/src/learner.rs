@@ -314,7 +314,10 @@ pub fn spawn(
     };
     let (ppo, obs_stats, version, updates_done) = match restored {
         Some(c) => {
-            let mut ppo = Ppo::from_flat(c.ppo.clone(), &c.policy.net.to_flat(), device)?;
+            // The policy file is the authority on its prior (configs saved
+            // before the prior existed would default to another one).
+            let config = PpoConfig { prior: c.policy.net.spec.prior, ..c.ppo.clone() };
+            let mut ppo = Ppo::from_flat(config, &c.policy.net.to_flat(), device)?;
             ppo.restore_optimiser(&c.optimiser)?;
             info!(version = c.policy.version, updates_done = c.updates_done, "resumed from checkpoint");
             (ppo, c.obs_stats, c.policy.version, c.updates_done)

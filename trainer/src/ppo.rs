@@ -25,7 +25,7 @@
 
 use peergrid_core::experience::{gae, Rollout};
 use peergrid_core::observation::OBS_DIM;
-use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
+use peergrid_core::policy::{ActionPrior, ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
 use peergrid_core::rng::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -38,6 +38,9 @@ use crate::error::TrainerError;
 pub struct PpoConfig {
     /// Hidden layer widths of both actor and critic.
     pub hidden: Vec<usize>,
+    /// What the actor's output is added to (`rule-based`: residual learning
+    /// on top of the rule-based baseline; `none`: the output is the action).
+    pub prior: ActionPrior,
     /// Adam step size.
     pub learning_rate: f64,
     /// Anneal the learning rate linearly to 0 over `total_updates`.
@@ -83,8 +86,9 @@ impl Default for PpoConfig {
     fn default() -> Self {
         PpoConfig {
             hidden: vec![64, 64],
+            prior: ActionPrior::RuleBased,
             learning_rate: 3e-4,
-            anneal_lr: false,
+            anneal_lr: true,
             total_updates: None,
             gamma: 0.99,
             gae_lambda: 0.95,
@@ -100,7 +104,7 @@ impl Default for PpoConfig {
             adam_eps: 1e-5,
             obs_clip: 10.0,
             reward_scale: 1.0,
-            init_log_std: -0.5,
+            init_log_std: -1.0,
             seed: 1,
         }
     }
@@ -146,7 +150,7 @@ impl PpoConfig {
     }
 
     pub fn spec(&self) -> MlpSpec {
-        MlpSpec { obs_dim: OBS_DIM, act_dim: ACT_DIM, hidden: self.hidden.clone() }
+        MlpSpec { obs_dim: OBS_DIM, act_dim: ACT_DIM, hidden: self.hidden.clone(), prior: self.prior }
     }
 }
 

@@ -36,15 +36,21 @@ pub struct TrainArgs {
     /// Agent-nodes the prosumers are spread over.
     #[arg(long, default_value_t = 2)]
     pub nodes: u32,
-    /// Slots per rollout (and per update).
-    #[arg(long, default_value_t = 48)]
+    /// Slots per rollout (and per update): a week of hourly slots, so each
+    /// update sees weekdays and a weekend.
+    #[arg(long, default_value_t = 168)]
     pub rollout_slots: usize,
-    /// Adam step size.
-    #[arg(long, default_value_t = 1e-3)]
-    pub learning_rate: f64,
-    /// Samples per gradient step.
-    #[arg(long, default_value_t = 256)]
-    pub minibatch_size: usize,
+    /// Adam step size [default: the PPO file's, else 3e-4, annealed to 0].
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Samples per gradient step [default: the PPO file's, else 512].
+    #[arg(long)]
+    pub minibatch_size: Option<usize>,
+    /// JSON file of PPO hyperparameters (any subset of the fields of a
+    /// run's `ppo.json`; the rest keep their defaults). The flags above
+    /// override it; the run's `--seed` seeds it.
+    #[arg(long, value_name = "FILE")]
+    pub ppo: Option<std::path::PathBuf>,
     /// How the nodes talk: `grpc` (loopback, the cluster's code path).
     #[arg(long, value_enum, default_value_t = Transport::Grpc)]
     pub transport: Transport,
@@ -58,9 +64,10 @@ impl Default for TrainArgs {
         TrainArgs {
             updates: 200,
             nodes: 2,
-            rollout_slots: 48,
-            learning_rate: 1e-3,
-            minibatch_size: 256,
+            rollout_slots: 168,
+            learning_rate: None,
+            minibatch_size: None,
+            ppo: None,
             transport: Transport::Grpc,
             quiet: false,
         }
@@ -108,6 +115,31 @@ impl TrainArgs {
         }
         Ok(())
     }
+
+    /// The effective PPO configuration: `--ppo`'s file (or the defaults),
+    /// then the flags, seeded by the run's seed; the learning rate anneals
+    /// over `--updates` unless the file plans another horizon.
+    pub fn ppo_config(&self, seed: u64) -> Result<PpoConfig, InputError> {
+        let mut ppo = match &self.ppo {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?;
+                serde_json::from_str::<PpoConfig>(&text).map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?
+            }
+            None => PpoConfig::default(),
+        };
+        ppo.seed = seed;
+        if let Some(lr) = self.learning_rate {
+            ppo.learning_rate = lr;
+        }
+        if let Some(mb) = self.minibatch_size {
+            ppo.minibatch_size = mb;
+        }
+        if ppo.total_updates.is_none() {
+            ppo.total_updates = Some(self.updates.max(1));
+        }
+        ppo.validate().map_err(|e| InputError(format!("{}{e}", self.ppo.as_ref().map_or(String::new(), |p| format!("--ppo {}: ", p.display())))))?;
+        Ok(ppo)
+    }
 }
 
 /// Trains `args.updates` updates; writes TensorBoard files and checkpoints under `out`.
@@ -121,20 +153,24 @@ pub fn train(
     out: &Path,
 ) -> Result<Trained> {
     args.validate(community.n_prosumers)?;
+    let ppo = args.ppo_config(seed)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(train_async(args, ds, community, sim, eval_every_nth_week, seed, out))
+    runtime.block_on(train_async(args, ppo, ds, community, sim, eval_every_nth_week, out))
 }
 
 async fn train_async(
     args: &TrainArgs,
+    ppo: PpoConfig,
     ds: Arc<Dataset>,
     community: &CommunityConfig,
     sim: &SimConfig,
     eval_every_nth_week: u32,
-    seed: u64,
     out: &Path,
 ) -> Result<Trained> {
     let started = Instant::now();
+    // The effective hyperparameters, reusable with `--ppo`.
+    std::fs::write(out.join("ppo.json"), serde_json::to_string_pretty(&ppo)? + "\n")
+        .with_context(|| format!("writing {}", out.join("ppo.json").display()))?;
     let (agent_token, operator_token) = (secret("agent"), secret("operator"));
     let tokens = Tokens::new(Some(agent_token.clone()), Some(operator_token))?;
     let n = community.n_prosumers as u32;
@@ -143,7 +179,7 @@ async fn train_async(
     let trainer_config = TrainerConfig {
         listen: "127.0.0.1:0".parse()?,
         run_dir: Some(out.to_path_buf()),
-        ppo: PpoConfig { seed, learning_rate: args.learning_rate, minibatch_size: args.minibatch_size, ..PpoConfig::default() },
+        ppo,
         learner: LearnerSettings {
             min_nodes: args.nodes as usize,
             checkpoint_every: 50,

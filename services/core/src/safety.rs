@@ -65,7 +65,7 @@ pub fn filter_action(obs: &Observation, action: Action) -> Decision {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::observation::SlotContext;
     use crate::tariff::TariffConfig;

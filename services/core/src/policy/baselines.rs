@@ -32,6 +32,13 @@ impl Policy for RuleBased {
     }
 
     fn act(&mut self, _: ProsumerId, obs: &Observation) -> Action {
+        RuleBased::action(obs)
+    }
+}
+
+impl RuleBased {
+    /// The rule's action for `obs` (it keeps no state).
+    pub fn action(obs: &Observation) -> Action {
         let net_kw = obs.net_load_kwh() / obs.ctx.hours;
         // Express the wanted set-point as a fraction of the feasible range so
         // the safety filter maps it back exactly.

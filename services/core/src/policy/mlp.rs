@@ -24,23 +24,58 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Policy, ACT_DIM};
+use super::{Action, Policy, RuleBased, ACT_DIM};
 use crate::error::CoreError;
 use crate::observation::{Observation, OBS_DIM};
 use crate::rng::SeededRng;
 use crate::units::ProsumerId;
 
-/// Sizes of the actor-critic network.
+/// Sizes of the actor-critic network, and what its actions are added to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MlpSpec {
     pub obs_dim: usize,
     pub hidden: Vec<usize>,
     pub act_dim: usize,
+    /// Policies saved before the prior existed have none.
+    #[serde(default)]
+    pub prior: ActionPrior,
 }
 
 impl Default for MlpSpec {
     fn default() -> Self {
-        MlpSpec { obs_dim: OBS_DIM, hidden: vec![64, 64], act_dim: ACT_DIM }
+        MlpSpec { obs_dim: OBS_DIM, hidden: vec![64, 64], act_dim: ACT_DIM, prior: ActionPrior::None }
+    }
+}
+
+/// What the network's output is added to before the safety filter
+/// (residual policy learning: Silver et al. 2018, Johannink et al. 2019).
+///
+/// The Gaussian, its log-probabilities and everything the trainer sees are
+/// about the network's own output `a`; the household then plays
+/// `prior(obs) + a`. With [`ActionPrior::RuleBased`] an untrained network
+/// (mean ≈ 0) plays the rule-based baseline, and learning only has to find
+/// what to do differently — for example keep the battery for the evening
+/// peak instead of emptying it at night at the off-peak price.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionPrior {
+    /// The network's output is the action.
+    #[default]
+    None,
+    /// The network's output corrects the rule-based action.
+    RuleBased,
+}
+
+impl ActionPrior {
+    /// The action a household plays for the network output `raw`.
+    pub fn compose(self, obs: &Observation, raw: [f32; ACT_DIM]) -> Action {
+        match self {
+            ActionPrior::None => Action::from_array(raw),
+            ActionPrior::RuleBased => {
+                let base = RuleBased::action(obs).to_array();
+                Action::from_array(std::array::from_fn(|i| base[i] + raw[i]))
+            }
+        }
     }
 }
 
@@ -438,7 +473,7 @@ impl Policy for MlpPolicy {
         };
         self.last.obs = x;
         self.last.action = action;
-        Action::from_array(action)
+        self.net.spec.prior.compose(obs, action)
     }
 }
 
@@ -482,7 +517,7 @@ mod tests {
 
     #[test]
     fn forward_matches_reference_and_flat_round_trips() {
-        let spec = MlpSpec { obs_dim: 5, hidden: vec![37, 4], act_dim: 3 };
+        let spec = MlpSpec { obs_dim: 5, hidden: vec![37, 4], act_dim: 3, prior: ActionPrior::None };
         let net = ActorCritic::random(&spec, 42);
         let flat = net.to_flat();
         assert_eq!(flat.len(), spec.n_params());
@@ -523,6 +558,46 @@ mod tests {
         let mut flat = ActorCritic::random(&spec, 1).to_flat();
         flat[10] = f32::NAN;
         assert!(ActorCritic::from_flat(&spec, &flat).unwrap_err().to_string().contains("#10"));
+    }
+
+    #[test]
+    fn the_rule_based_prior_adds_the_network_output_to_the_rule() {
+        // PV surplus of 2 kWh, up to 4 kW of charging: the rule charges at 0.5.
+        let obs = crate::safety::tests::obs(1.0, 3.0, -5.0, 4.0);
+        let rule = RuleBased::action(&obs);
+        assert_eq!(rule, Action { battery: 0.5, quantity: 1.0, price: 0.0 });
+        assert_eq!(ActionPrior::RuleBased.compose(&obs, [0.0; 3]), rule);
+        assert_eq!(ActionPrior::RuleBased.compose(&obs, [-0.5, -2.0, 0.25]), Action { battery: 0.0, quantity: -1.0, price: 0.25 });
+        assert_eq!(ActionPrior::None.compose(&obs, [-0.5, -2.0, 0.25]), Action { battery: -0.5, quantity: -2.0, price: 0.25 });
+
+        // A network whose mean head is all zeros plays the rule exactly, and
+        // its step record keeps the network's own output (what PPO trains on).
+        let spec = MlpSpec { prior: ActionPrior::RuleBased, ..MlpSpec::default() };
+        let mut flat = ActorCritic::random(&spec, 5).to_flat();
+        let (n_in, n_out) = *spec.layer_sizes(spec.act_dim).last().unwrap();
+        let head_end = spec.layer_sizes(spec.act_dim).iter().map(|(i, o)| i * o + o).sum::<usize>();
+        flat[head_end - n_out - n_in * n_out..head_end].fill(0.0);
+        let net = ActorCritic::from_flat(&spec, &flat).unwrap();
+        let mut policy = MlpPolicy::new(net.clone(), ObsNormaliser::identity(OBS_DIM)).unwrap();
+        assert_eq!(policy.act(0, &obs), rule);
+        assert_eq!(policy.last().action, [0.0; 3]);
+        let mut sampling = MlpPolicy::new(net, ObsNormaliser::identity(OBS_DIM)).unwrap().stochastic(9);
+        let played = sampling.act(0, &obs).to_array();
+        let raw = sampling.last().action;
+        assert!(raw.iter().any(|a| *a != 0.0));
+        for i in 0..ACT_DIM {
+            assert_eq!(played[i], rule.to_array()[i] + raw[i]);
+        }
+    }
+
+    #[test]
+    fn specs_saved_without_a_prior_have_none() {
+        let old: MlpSpec = serde_json::from_str(r#"{"obs_dim":14,"hidden":[64,64],"act_dim":3}"#).unwrap();
+        assert_eq!(old.prior, ActionPrior::None);
+        let spec = MlpSpec { prior: ActionPrior::RuleBased, ..MlpSpec::default() };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains(r#""prior":"rule-based""#), "{json}");
+        assert_eq!(serde_json::from_str::<MlpSpec>(&json).unwrap(), spec);
     }
 
     #[test]
