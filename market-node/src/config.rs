@@ -92,6 +92,11 @@ pub struct MarketSettings {
     /// Play only the training weeks: skip every n-th whole week of the
     /// dataset (the weeks `peergrid run` evaluates on). Unset: every slot.
     pub skip_eval_weeks: Option<u32>,
+    /// Serve in-process at `local://NAME` instead of on `listen` (an
+    /// embedding program such as `peergrid run --transport local`; not a
+    /// file or flag setting: nothing outside this process could connect).
+    #[serde(skip)]
+    pub local_name: Option<String>,
 }
 
 impl Default for MarketSettings {
@@ -113,6 +118,7 @@ impl Default for MarketSettings {
             tls_cert: None,
             tls_key: None,
             skip_eval_weeks: None,
+            local_name: None,
         }
     }
 }
@@ -161,6 +167,12 @@ impl MarketConfig {
             (Some(_), None) => return Err(bad("tls_key", "is required when tls_cert is set (both or neither)")),
             (None, Some(_)) => return Err(bad("tls_cert", "is required when tls_key is set (both or neither)")),
             _ => {}
+        }
+        if let Some(name) = &settings.local_name {
+            peergrid_runtime::inproc::check_name(name).map_err(|e| bad("local_name", e.to_string()))?;
+            if settings.tls_cert.is_some() {
+                return Err(bad("local_name", "an in-process market serves without TLS: unset tls_cert/tls_key"));
+            }
         }
         sim.validate().map_err(|e| bad("sim", e.to_string()))?;
         let tokens = if settings.insecure_no_auth {
@@ -333,6 +345,16 @@ mod tests {
             (MarketSettings { max_slots: Some(0), ..insecure() }, "max_slots"),
             (MarketSettings { tls_cert: Some("server.pem".into()), ..insecure() }, "tls_key"),
             (MarketSettings { tls_key: Some("server.key".into()), ..insecure() }, "tls_cert"),
+            (MarketSettings { local_name: Some("no spaces".into()), ..insecure() }, "local_name"),
+            (
+                MarketSettings {
+                    local_name: Some("market".into()),
+                    tls_cert: Some("server.pem".into()),
+                    tls_key: Some("server.key".into()),
+                    ..insecure()
+                },
+                "local_name",
+            ),
         ];
         for (s, field) in cases {
             let e = MarketConfig::new(s, SimConfig::default(), Tokens::default()).unwrap_err();

@@ -46,6 +46,9 @@ pub struct ConfigFile {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainerConfig {
     pub listen: SocketAddr,
+    /// Serve in-process at `local://NAME` instead of on `listen` (for an
+    /// embedding program such as `peergrid run --transport local`).
+    pub local_name: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     /// Checkpoints go to `<run_dir>/checkpoints`, TensorBoard files to `<run_dir>/tensorboard`.
     pub run_dir: Option<PathBuf>,
@@ -60,6 +63,7 @@ impl Default for TrainerConfig {
     fn default() -> Self {
         TrainerConfig {
             listen: "127.0.0.1:50061".parse().expect("a valid address"),
+            local_name: None,
             metrics_listen: None,
             run_dir: None,
             resume: false,
@@ -77,6 +81,9 @@ impl TrainerConfig {
         self.learner.validate()?;
         if self.resume && self.run_dir.is_none() {
             return Err(TrainerError::config("resume", "needs --run-dir (where the checkpoints are)"));
+        }
+        if let Some(name) = &self.local_name {
+            peergrid_runtime::inproc::check_name(name).map_err(|e| TrainerError::config("local_name", e.to_string()))?;
         }
         Ok(())
     }

@@ -177,13 +177,13 @@ async fn train_async(
     for i in 0..args.nodes {
         let share = n / args.nodes + u32::from(i < n % args.nodes);
         let config = AgentConfig {
-            market: format!("http://{}", market.grpc_addr),
+            market: market.url().to_owned(),
             name: format!("node-{i}"),
             prosumers: share,
             community: community.clone(),
             token: Some(Secret::new(&agent_token)),
             actor_threads: 1,
-            learner: Some(format!("http://{}", trainer.grpc_addr)),
+            learner: Some(trainer.url().to_owned()),
             rollout_slots: args.rollout_slots,
             ..AgentConfig::default()
         };
