@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::prosumer::CommunityConfig;
-use peergrid_runtime::inproc;
+use peergrid_runtime::{inproc, LogFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -349,8 +349,11 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics on this address, e.g. 0.0.0.0:9102.
     #[arg(long, env = "PEERGRID_AGENT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// One JSON object per log event.
-    #[arg(long)]
+    /// Log format: human-readable text or one JSON object per event [default: text].
+    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Shorthand for --log-format json.
+    #[arg(long, env = "PEERGRID_JSON_LOGS")]
     pub json_logs: bool,
     /// Threads the prosumer actors run on (default: the number of cores, at most 8).
     #[arg(long, env = "PEERGRID_AGENT_ACTOR_THREADS")]
@@ -428,6 +431,9 @@ impl AgentArgs {
         cfg.insecure_no_auth |= self.insecure_no_auth;
         if self.metrics_listen.is_some() {
             cfg.metrics_listen = self.metrics_listen;
+        }
+        if let Some(format) = self.log_format {
+            cfg.json_logs = format.is_json();
         }
         cfg.json_logs |= self.json_logs;
         if let Some(v) = self.actor_threads {

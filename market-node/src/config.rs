@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::simulation::SimConfig;
-use peergrid_runtime::Tokens;
+use peergrid_runtime::{LogFormat, Tokens};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -274,7 +274,10 @@ pub struct RunArgs {
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// One JSON object per log event.
+    /// Log format: human-readable text or one JSON object per event [default: text].
+    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Shorthand for --log-format json.
     #[arg(long, env = "PEERGRID_JSON_LOGS")]
     pub json_logs: bool,
     /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
@@ -314,6 +317,9 @@ impl RunArgs {
             s.tls_key = self.tls_key.clone();
         }
         s.insecure_no_auth |= self.insecure_no_auth;
+        if let Some(format) = self.log_format {
+            s.json_logs = format.is_json();
+        }
         s.json_logs |= self.json_logs;
         MarketConfig::new(s, file.sim, tokens)
     }
@@ -375,6 +381,11 @@ mod tests {
         let args = RunArgs { config: Some(path), deadline_ms: Some(75), insecure_no_auth: true, ..RunArgs::default() };
         let c = args.resolve(Tokens::default()).unwrap();
         assert_eq!((c.settings.deadline_ms, c.settings.start_slot), (75, 7));
+        assert!(!c.settings.json_logs);
+        let json = RunArgs { log_format: Some(LogFormat::Json), insecure_no_auth: true, ..RunArgs::default() };
+        assert!(json.resolve(Tokens::default()).unwrap().settings.json_logs, "--log-format json");
+        let shorthand = RunArgs { json_logs: true, insecure_no_auth: true, ..RunArgs::default() };
+        assert!(shorthand.resolve(Tokens::default()).unwrap().settings.json_logs, "--json-logs");
         let tokens = Tokens::new(Some("agent-secret-0123456789".into()), Some("operator-secret-0123456789".into())).unwrap();
         let c = MarketConfig::new(MarketSettings::default(), SimConfig::default(), tokens).unwrap();
         let shown = c.to_string();

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use peergrid_runtime::LogFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainerError;
@@ -159,7 +160,10 @@ pub struct RunArgs {
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Log JSON lines instead of text.
+    /// Log format: human-readable text or one JSON object per event [default: text].
+    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Shorthand for --log-format json.
     #[arg(long, env = "PEERGRID_JSON_LOGS")]
     pub json_logs: bool,
 }
@@ -182,7 +186,7 @@ impl RunArgs {
         c.metrics_listen = self.metrics_listen;
         c.run_dir = self.run_dir;
         c.resume = self.resume;
-        c.json_logs = self.json_logs;
+        c.json_logs = self.json_logs || self.log_format.is_some_and(LogFormat::is_json);
         if let Some(v) = self.mode {
             c.learner.mode = v;
         }

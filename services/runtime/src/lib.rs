@@ -28,7 +28,7 @@ pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, Role
 pub use backoff::Backoff;
 pub use error::RuntimeError;
 pub use listener::GrpcListener;
-pub use logging::init_tracing;
+pub use logging::{init_tracing, LogFormat};
 pub use metrics::{serve_metrics, Metrics};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;
