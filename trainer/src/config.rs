@@ -209,3 +209,22 @@ impl RunArgs {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_process_name_is_checked_and_log_format_json_sets_json_logs() {
+        let bad = TrainerConfig { local_name: Some("no spaces".into()), ..TrainerConfig::default() };
+        let e = bad.validate().unwrap_err();
+        assert!(matches!(&e, TrainerError::Config { field, .. } if field == "local_name"), "{e}");
+        let good = TrainerConfig { local_name: Some("trainer-1".into()), ..TrainerConfig::default() };
+        good.validate().expect("a valid name");
+
+        let json = RunArgs { log_format: Some(LogFormat::Json), ..RunArgs::default() };
+        assert!(json.resolve().unwrap().json_logs);
+        let text = RunArgs { log_format: Some(LogFormat::Text), ..RunArgs::default() };
+        assert!(!text.resolve().unwrap().json_logs);
+    }
+}
