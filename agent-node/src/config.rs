@@ -15,6 +15,7 @@ use std::str::FromStr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::prosumer::CommunityConfig;
+use peergrid_runtime::{inproc, LogFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -126,7 +127,8 @@ impl Default for ReconnectConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     /// The market-node's gRPC URL (`http://host:port`, or `https://host:port`
-    /// for a TLS market, which needs `tls_ca`).
+    /// for a TLS market, which needs `tls_ca`, or `local://NAME` for a
+    /// market in this process).
     pub market: String,
     /// PEM CA certificate(s) to trust for an `https://` market. Required for
     /// https: this build carries no system or webpki root store.
@@ -160,7 +162,8 @@ pub struct AgentConfig {
     pub drain_timeout_ms: u64,
     /// TCP connect timeout towards the market, ms.
     pub connect_timeout_ms: u64,
-    /// The trainer's gRPC URL (`http://host:port`). When set, the node
+    /// The trainer's gRPC URL (`http://host:port`, or `local://NAME` for a
+    /// trainer in this process). When set, the node
     /// learns: its actors sample from the trainer's current policy, stream
     /// their experience back and swap weights between slots (`policy` is
     /// then ignored).
@@ -207,9 +210,12 @@ impl AgentConfig {
         let (rest, https) = match (self.market.strip_prefix("http://"), self.market.strip_prefix("https://")) {
             (Some(rest), _) => (rest, false),
             (_, Some(rest)) => (rest, true),
-            _ => return Err(bad("market", format!("must be an http:// or https:// URL, got '{}'", self.market))),
+            _ if inproc::local_name(&self.market).is_some() => ("", false),
+            _ => return Err(bad("market", format!("must be an http://, https:// or local:// URL, got '{}'", self.market))),
         };
-        if rest.is_empty() || rest.starts_with('/') || self.market.parse::<tonic::transport::Uri>().is_err() {
+        if let Some(name) = inproc::local_name(&self.market) {
+            inproc::check_name(name).map_err(|e| bad("market", e.to_string()))?;
+        } else if rest.is_empty() || rest.starts_with('/') || self.market.parse::<tonic::transport::Uri>().is_err() {
             return Err(bad("market", format!("is not a valid URL: '{}'", self.market)));
         }
         if https && self.tls_ca.is_none() {
@@ -227,10 +233,14 @@ impl AgentConfig {
             }
         }
         if let Some(url) = &self.learner {
-            let ok = url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
-                && url.parse::<tonic::transport::Uri>().is_ok();
-            if !ok {
-                return Err(bad("learner", format!("must be an http:// URL, got '{url}'")));
+            if let Some(name) = inproc::local_name(url) {
+                inproc::check_name(name).map_err(|e| bad("learner", e.to_string()))?;
+            } else {
+                let ok = url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+                    && url.parse::<tonic::transport::Uri>().is_ok();
+                if !ok {
+                    return Err(bad("learner", format!("must be an http:// or local:// URL, got '{url}'")));
+                }
             }
         }
         if !(1..=10_000).contains(&self.rollout_slots) {
@@ -339,8 +349,11 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics on this address, e.g. 0.0.0.0:9102.
     #[arg(long, env = "PEERGRID_AGENT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// One JSON object per log event.
-    #[arg(long)]
+    /// Log format: human-readable text or one JSON object per event [default: text].
+    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Shorthand for --log-format json.
+    #[arg(long, env = "PEERGRID_JSON_LOGS")]
     pub json_logs: bool,
     /// Threads the prosumer actors run on (default: the number of cores, at most 8).
     #[arg(long, env = "PEERGRID_AGENT_ACTOR_THREADS")]
@@ -418,6 +431,9 @@ impl AgentArgs {
         cfg.insecure_no_auth |= self.insecure_no_auth;
         if self.metrics_listen.is_some() {
             cfg.metrics_listen = self.metrics_listen;
+        }
+        if let Some(format) = self.log_format {
+            cfg.json_logs = format.is_json();
         }
         cfg.json_logs |= self.json_logs;
         if let Some(v) = self.actor_threads {
@@ -535,6 +551,11 @@ mod tests {
             (&["--insecure-no-auth", "--tls-ca", "ca.pem"], "tls_ca"),
             (&["--insecure-no-auth", "--market", "https://x:1", "--tls-ca", "ca.pem", "--tls-domain", ""], "tls_domain"),
             (&["--insecure-no-auth", "--market", "127.0.0.1:50051"], "market"),
+            (&["--insecure-no-auth", "--market", "local://"], "market"),
+            (&["--insecure-no-auth", "--market", "local://two words"], "market"),
+            (&["--insecure-no-auth", "--market", "local://market", "--tls-ca", "ca.pem"], "tls_ca"),
+            (&["--insecure-no-auth", "--learner", "local://a/b"], "learner"),
+            (&["--insecure-no-auth", "--learner", "https://trainer:1"], "learner"),
             (&["--insecure-no-auth", "--name", ""], "name"),
             (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),
             (&["--insecure-no-auth", "--policy", ""], "policy"),
@@ -550,6 +571,8 @@ mod tests {
             let text = e.to_string();
             assert_eq!(field_of(e), *field, "{argv:?}: {text}");
         }
+        let local = args(&["--insecure-no-auth", "--market", "local://market-1", "--learner", "local://trainer-1"]);
+        local.into_config_with(no_env).expect("in-process URLs are valid");
         let mut cfg = AgentConfig { insecure_no_auth: true, ..AgentConfig::default() };
         cfg.community.share_ev = 2.0;
         let e = cfg.validate().unwrap_err().to_string();

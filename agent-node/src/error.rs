@@ -20,8 +20,9 @@ pub enum AgentError {
     #[error(transparent)]
     Core(#[from] CoreError),
 
-    /// The market could not be reached (refused, reset, DNS, TLS...).
-    #[error("cannot reach the market at {url}: {reason}")]
+    /// The market or the trainer could not be reached (refused, reset,
+    /// DNS, TLS, no in-process listener of that name...).
+    #[error("cannot reach {url}: {reason}")]
     Connect { url: String, reason: String },
 
     /// A gRPC call or the session stream failed with this status.

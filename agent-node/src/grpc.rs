@@ -22,7 +22,7 @@ use peergrid_proto::convert::reward_weights_from_json;
 use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire_at, slot_open_from_wire, OpenSlot};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
-use peergrid_runtime::BearerInterceptor;
+use peergrid_runtime::{inproc, BearerInterceptor};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{CompressionEncoding, Streaming};
@@ -112,29 +112,56 @@ fn client_tls(ca: &Path, domain: Option<&str>) -> Result<ClientTlsConfig, AgentE
     })
 }
 
+/// A channel to `url` (the market or the trainer; `field` names its
+/// setting in errors) with the node's tuning: connect timeout, no Nagle,
+/// HTTP/2 windows with room for a whole slot's batch in flight (see the
+/// market's server), keep-alive. `local://NAME` dials the in-process
+/// listener `NAME` instead of TCP (`peergrid run --transport local`), with
+/// the same HTTP/2 settings; TLS (`tls`) is for TCP only.
+async fn channel(cfg: &AgentConfig, url: &str, field: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, AgentError> {
+    let local = inproc::local_name(url);
+    let mut endpoint = match local {
+        Some(_) => inproc::endpoint(),
+        None => Endpoint::from_shared(url.to_owned()).map_err(|e| AgentError::config(field, chain(&e)))?,
+    };
+    if let Some(tls) = tls {
+        if local.is_some() {
+            return Err(AgentError::config("tls_ca", format!("TLS is for TCP; {url} is in this process")));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| AgentError::config("tls_ca", chain(&e)))?;
+    }
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let connected = match local {
+        Some(name) => inproc::connect(endpoint, name).await,
+        None => endpoint.connect().await,
+    };
+    connected.map_err(|e| AgentError::Connect { url: url.to_owned(), reason: chain(&e) })
+}
+
+/// The interceptor adding the agent token to every call (none with `--insecure-no-auth`).
+fn auth(cfg: &AgentConfig) -> Result<Auth, AgentError> {
+    let bearer = match &cfg.token {
+        Some(t) => Some(BearerInterceptor::new(t.expose()).map_err(|e| AgentError::config("token", e.to_string()))?),
+        None => None,
+    };
+    Ok(Auth(bearer))
+}
+
 impl MarketClient {
     pub async fn connect(cfg: &AgentConfig) -> Result<MarketClient, AgentError> {
-        let mut endpoint = Endpoint::from_shared(cfg.market.clone()).map_err(|e| AgentError::config("market", chain(&e)))?;
-        if let Some(ca) = &cfg.tls_ca {
-            endpoint = endpoint
-                .tls_config(client_tls(ca, cfg.tls_domain.as_deref())?)
-                .map_err(|e| AgentError::config("tls_ca", chain(&e)))?;
-        }
-        let endpoint = endpoint
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .tcp_nodelay(true)
-            // Room for a whole slot's batch in flight (see the market's server).
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
-        let channel = endpoint.connect().await.map_err(|e| AgentError::Connect { url: cfg.market.clone(), reason: chain(&e) })?;
-        let bearer = match &cfg.token {
-            Some(t) => Some(BearerInterceptor::new(t.expose()).map_err(|e| AgentError::config("token", e.to_string()))?),
+        let tls = match &cfg.tls_ca {
+            Some(ca) => Some(client_tls(ca, cfg.tls_domain.as_deref())?),
             None => None,
         };
-        let mut inner = MarketServiceClient::with_interceptor(channel, Auth(bearer))
+        let channel = channel(cfg, &cfg.market, "market", tls).await?;
+        let mut inner = MarketServiceClient::with_interceptor(channel, auth(cfg)?)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -396,29 +423,12 @@ pub enum Pushed {
 
 impl LearnerClient {
     pub async fn connect(cfg: &AgentConfig, url: &str) -> Result<LearnerClient, AgentError> {
-        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| AgentError::config("learner", chain(&e)))?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(|e| AgentError::Connect { url: url.to_owned(), reason: chain(&e) })?;
-        let bearer = match &cfg.token {
-            Some(t) => Some(BearerInterceptor::new(t.expose()).map_err(|e| AgentError::config("token", e.to_string()))?),
-            None => None,
-        };
-        let inner = peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient::with_interceptor(
-            channel,
-            Auth(bearer),
-        )
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES)
-        .max_encoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES);
+        let channel = channel(cfg, url, "learner", None).await?;
+        let inner =
+            peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient::with_interceptor(channel, auth(cfg)?)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES)
+                .max_encoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES);
         Ok(LearnerClient { inner, url: url.to_owned() })
     }
 

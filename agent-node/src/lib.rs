@@ -132,6 +132,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_local_market_nobody_listens_on_is_named_in_the_error() {
+        let cfg = AgentConfig { market: "local://no-such-market".into(), ..config() };
+        let e = tokio::time::timeout(Duration::from_secs(30), run(cfg, ShutdownController::new().subscribe()))
+            .await
+            .expect("gives up")
+            .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Connect { .. })), "{text}");
+        assert!(text.contains("local://no-such-market") && text.contains("no in-process listener named"), "{text}");
+    }
+
+    #[tokio::test]
     async fn shutdown_before_any_session_returns_an_empty_report() {
         let controller = ShutdownController::new();
         let cfg = AgentConfig { reconnect: config::ReconnectConfig { max_attempts: None, ..config().reconnect }, ..config() };

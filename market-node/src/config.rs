@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::simulation::SimConfig;
-use peergrid_runtime::Tokens;
+use peergrid_runtime::{LogFormat, Tokens};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -92,6 +92,11 @@ pub struct MarketSettings {
     /// Play only the training weeks: skip every n-th whole week of the
     /// dataset (the weeks `peergrid run` evaluates on). Unset: every slot.
     pub skip_eval_weeks: Option<u32>,
+    /// Serve in-process at `local://NAME` instead of on `listen` (an
+    /// embedding program such as `peergrid run --transport local`; not a
+    /// file or flag setting: nothing outside this process could connect).
+    #[serde(skip)]
+    pub local_name: Option<String>,
 }
 
 impl Default for MarketSettings {
@@ -113,6 +118,7 @@ impl Default for MarketSettings {
             tls_cert: None,
             tls_key: None,
             skip_eval_weeks: None,
+            local_name: None,
         }
     }
 }
@@ -161,6 +167,12 @@ impl MarketConfig {
             (Some(_), None) => return Err(bad("tls_key", "is required when tls_cert is set (both or neither)")),
             (None, Some(_)) => return Err(bad("tls_cert", "is required when tls_key is set (both or neither)")),
             _ => {}
+        }
+        if let Some(name) = &settings.local_name {
+            peergrid_runtime::inproc::check_name(name).map_err(|e| bad("local_name", e.to_string()))?;
+            if settings.tls_cert.is_some() {
+                return Err(bad("local_name", "an in-process market serves without TLS: unset tls_cert/tls_key"));
+            }
         }
         sim.validate().map_err(|e| bad("sim", e.to_string()))?;
         let tokens = if settings.insecure_no_auth {
@@ -262,7 +274,10 @@ pub struct RunArgs {
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// One JSON object per log event.
+    /// Log format: human-readable text or one JSON object per event [default: text].
+    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Shorthand for --log-format json.
     #[arg(long, env = "PEERGRID_JSON_LOGS")]
     pub json_logs: bool,
     /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
@@ -302,6 +317,9 @@ impl RunArgs {
             s.tls_key = self.tls_key.clone();
         }
         s.insecure_no_auth |= self.insecure_no_auth;
+        if let Some(format) = self.log_format {
+            s.json_logs = format.is_json();
+        }
         s.json_logs |= self.json_logs;
         MarketConfig::new(s, file.sim, tokens)
     }
@@ -333,6 +351,16 @@ mod tests {
             (MarketSettings { max_slots: Some(0), ..insecure() }, "max_slots"),
             (MarketSettings { tls_cert: Some("server.pem".into()), ..insecure() }, "tls_key"),
             (MarketSettings { tls_key: Some("server.key".into()), ..insecure() }, "tls_cert"),
+            (MarketSettings { local_name: Some("no spaces".into()), ..insecure() }, "local_name"),
+            (
+                MarketSettings {
+                    local_name: Some("market".into()),
+                    tls_cert: Some("server.pem".into()),
+                    tls_key: Some("server.key".into()),
+                    ..insecure()
+                },
+                "local_name",
+            ),
         ];
         for (s, field) in cases {
             let e = MarketConfig::new(s, SimConfig::default(), Tokens::default()).unwrap_err();
@@ -353,6 +381,11 @@ mod tests {
         let args = RunArgs { config: Some(path), deadline_ms: Some(75), insecure_no_auth: true, ..RunArgs::default() };
         let c = args.resolve(Tokens::default()).unwrap();
         assert_eq!((c.settings.deadline_ms, c.settings.start_slot), (75, 7));
+        assert!(!c.settings.json_logs);
+        let json = RunArgs { log_format: Some(LogFormat::Json), insecure_no_auth: true, ..RunArgs::default() };
+        assert!(json.resolve(Tokens::default()).unwrap().settings.json_logs, "--log-format json");
+        let shorthand = RunArgs { json_logs: true, insecure_no_auth: true, ..RunArgs::default() };
+        assert!(shorthand.resolve(Tokens::default()).unwrap().settings.json_logs, "--json-logs");
         let tokens = Tokens::new(Some("agent-secret-0123456789".into()), Some("operator-secret-0123456789".into())).unwrap();
         let c = MarketConfig::new(MarketSettings::default(), SimConfig::default(), tokens).unwrap();
         let shown = c.to_string();

@@ -13,7 +13,6 @@
 //! through the node's bounded queue. A rejected batch ends the stream with
 //! the error's status (nothing of it is stored); the node may rejoin.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +23,11 @@ use peergrid_proto::convert::{index, reward_weights_to_json};
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
-use peergrid_runtime::{authorize, authorize_reader, Role, Shutdown, Tokens};
-use tokio::net::TcpListener;
+use peergrid_runtime::inproc;
+use peergrid_runtime::listener::tcp_incoming;
+use peergrid_runtime::{authorize, authorize_reader, GrpcListener, Role, Shutdown, Tokens};
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
@@ -409,9 +409,10 @@ pub fn server_builder(tls: Option<ServerTlsConfig>) -> anyhow::Result<Server> {
 }
 
 /// Serves both peergrid services plus health and reflection on `listener`
-/// until `stop` resolves, then drains open calls.
+/// (TCP, or in-process for the embedded run) until `stop` resolves, then
+/// drains open calls.
 pub async fn serve(
-    listener: TcpListener,
+    listener: GrpcListener,
     params: ServeParams,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -444,17 +445,10 @@ pub async fn serve(
         health_on_stop.set_not_serving::<MarketServiceServer<Market>>().await;
         health_on_stop.set_not_serving::<ControlServiceServer<Control>>().await;
     };
-    // Accepted sockets get TCP_NODELAY: one batch per slot is a
-    // request/response exchange, and Nagle + delayed ACKs would add ~40 ms
-    // to every slot. Large flow-control windows let a 1 MB batch through
-    // without waiting for WINDOW_UPDATE round trips.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    });
-    params
+    // Large flow-control windows let a 1 MB batch through without waiting
+    // for WINDOW_UPDATE round trips (TCP sockets also get TCP_NODELAY:
+    // `tcp_incoming`).
+    let router = params
         .server
         .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
@@ -462,36 +456,39 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(market)
-        .add_service(control)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await?;
+        .add_service(control);
+    match listener {
+        GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(tcp_incoming(listener), stop).await?,
+        GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, stop).await?,
+    }
     Ok(())
 }
 
-/// Asks the gRPC health service at `addr` (e.g. `http://127.0.0.1:50051`)
-/// whether the market is serving. An `https://` address needs `tls` (from
+/// Asks the gRPC health service at `addr` (e.g. `http://127.0.0.1:50051`,
+/// or `local://NAME` in this process) whether the market is serving. An `https://` address needs `tls` (from
 /// [`crate::tls::client_tls`]).
 pub async fn check_health(addr: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let mut endpoint = Endpoint::from_shared(addr.to_owned())?;
-    match tls {
-        Some(tls) => endpoint = endpoint.tls_config(tls)?,
-        None if addr.starts_with("https://") => anyhow::bail!("an https:// address needs --tls-ca (the CA to trust)"),
-        None => {}
-    }
-    let channel = endpoint.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3)).connect().await?;
+    let timeouts = |e: Endpoint| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3));
+    let channel = match (inproc::local_name(addr), tls) {
+        (Some(_), Some(_)) => anyhow::bail!("TLS is for TCP markets; a local:// market is in this process"),
+        (Some(name), None) => inproc::connect(timeouts(inproc::endpoint()), name).await?,
+        (None, tls) => {
+            let mut endpoint = Endpoint::from_shared(addr.to_owned())?;
+            match tls {
+                Some(tls) => endpoint = endpoint.tls_config(tls)?,
+                None if addr.starts_with("https://") => anyhow::bail!("an https:// address needs --tls-ca (the CA to trust)"),
+                None => {}
+            }
+            timeouts(endpoint).connect().await?
+        }
+    };
     let request = HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
 }
 
-/// The address a listener on `addr` should bind (kept here so `lib.rs`
-/// stays free of transport details).
 /// HTTP/2 flow-control windows: room for a whole slot's batch in flight.
 const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
-
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}

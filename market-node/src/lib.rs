@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use peergrid_core::data::{citylearn::bundled_citylearn, synthetic::synthetic_dataset, Dataset};
-use peergrid_runtime::{serve_metrics, Metrics, Shutdown};
+use peergrid_runtime::{serve_metrics, GrpcListener, Metrics, Shutdown};
 use tokio::task::JoinHandle;
 
 pub use clock::ClockHandle;
@@ -40,13 +40,21 @@ use crate::state::MarketState;
 
 /// A running market.
 pub struct MarketHandle {
-    pub grpc_addr: SocketAddr,
+    /// The bound gRPC port; `None` when serving in-process (`local_name`).
+    pub grpc_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    url: String,
     clock: ClockHandle,
     join: JoinHandle<anyhow::Result<()>>,
 }
 
 impl MarketHandle {
+    /// The URL agent-nodes connect to: `http://ADDR`, `https://ADDR` with
+    /// TLS, or `local://NAME` in this process.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Resolves once the run reached `max_slots` (never without a limit).
     pub async fn finished(&self) {
         self.clock.finished().await
@@ -67,7 +75,8 @@ pub fn load_dataset(choice: DatasetChoice) -> anyhow::Result<Dataset> {
 }
 
 /// Starts the market: loads the dataset, binds the gRPC (and metrics)
-/// listeners (port 0 picks a free port), spawns the clock and the server.
+/// listeners (port 0 picks a free port; `local_name` serves in-process
+/// instead of TCP), spawns the clock and the server.
 /// Everything stops after `shutdown` fires and the open slot has cleared.
 pub async fn start(config: MarketConfig, shutdown: Shutdown) -> anyhow::Result<MarketHandle> {
     let ds = Arc::new(load_dataset(config.settings.dataset)?);
@@ -100,8 +109,16 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         None => (None, None),
     };
 
-    let listener = grpc::bind(settings.listen).await.with_context(|| format!("binding gRPC listener {}", settings.listen))?;
-    let grpc_addr = listener.local_addr()?;
+    let listener = match &settings.local_name {
+        Some(name) => {
+            GrpcListener::bind(settings.listen, Some(name)).await.with_context(|| format!("listening on local://{name}"))?
+        }
+        None => GrpcListener::bind(settings.listen, None)
+            .await
+            .with_context(|| format!("binding gRPC listener {}", settings.listen))?,
+    };
+    let tls = settings.tls_cert.is_some();
+    let (grpc_addr, url) = (listener.tcp_addr(), listener.url(tls));
     let (clock, clock_task) = clock::spawn_clock(state, metrics.clone(), shutdown.clone());
 
     // The server stops once the clock has finished its last slot, so the
@@ -125,8 +142,7 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         shutdown: shutdown.clone(),
     };
     let server = tokio::spawn(grpc::serve(listener, params, stop));
-    let tls = settings.tls_cert.is_some();
-    tracing::info!(%grpc_addr, tls, metrics_addr = ?metrics_addr, dataset = %ds.name, "market-node listening");
+    tracing::info!(%url, tls, metrics_addr = ?metrics_addr, dataset = %ds.name, "market-node listening");
 
     let join = tokio::spawn(async move {
         let clock_result = clock_task.await;
@@ -139,5 +155,5 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         drop(shutdown);
         Ok(())
     });
-    Ok(MarketHandle { grpc_addr, metrics_addr, clock, join })
+    Ok(MarketHandle { grpc_addr, metrics_addr, url, clock, join })
 }

@@ -11,7 +11,7 @@ use peergrid_core::kpi::Kpis;
 use peergrid_core::policy::RuleBased;
 use peergrid_core::prosumer::generate_community;
 use peergrid_core::simulation::{SimConfig, Simulation};
-use peergrid_market_node::MarketSettings;
+use peergrid_market_node::{MarketConfig, MarketSettings};
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as pb;
 use tonic::Code;
@@ -269,4 +269,22 @@ async fn pause_step_resume_and_an_injected_pv_scale() {
     assert!(status.paused && status.slot >= 6, "{status:?}");
     tokio::time::sleep(Duration::from_millis(1)).await;
     market.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_market_serves_local_urls_and_frees_its_name() {
+    let name = "market-e2e-in-process";
+    let market = TestMarket::start(MarketSettings { local_name: Some(name.into()), ..settings() }).await;
+    let url = market.handle.as_ref().unwrap().url().to_owned();
+    assert_eq!(url, format!("local://{name}"));
+    assert_eq!(market.handle.as_ref().unwrap().grpc_addr, None, "no TCP port");
+    assert!(peergrid_market_node::grpc::check_health(&url, None).await.unwrap());
+    assert_eq!(market.status().await.prosumers, 0, "the services answer over the pipe");
+    let again = MarketConfig::new(MarketSettings { local_name: Some(name.into()), ..settings() }, SimConfig::default(), tokens());
+    let e = peergrid_market_node::start_with_dataset(again.unwrap(), dataset(), market.controller.subscribe()).await.err();
+    assert!(format!("{:#}", e.expect("the name is taken")).contains("already exists"));
+    market.stop().await;
+    let e = peergrid_market_node::grpc::check_health(&url, None).await.unwrap_err();
+    assert!(format!("{e:#}").contains("no in-process listener named"), "{e:#}");
+    drop(peergrid_runtime::inproc::listen(name).expect("the name is free again"));
 }

@@ -146,8 +146,7 @@ impl ClusterBuilder {
 impl TestCluster {
     /// `https://127.0.0.1:PORT` with TLS (the fixture certificate names the IP), else `http://…`.
     pub fn market_url(&self) -> String {
-        let scheme = if self.builder.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.market().grpc_addr)
+        self.market().url().to_owned()
     }
 
     /// A connected channel to the market, trusting the fixture CA with TLS.
@@ -191,7 +190,7 @@ impl TestCluster {
     /// restart. The agent-nodes reconnect and resume their sessions.
     pub async fn restart_market(&mut self) -> Result<()> {
         let old = self.market.take().context("no market running")?;
-        let addr = old.grpc_addr;
+        let addr = old.grpc_addr.context("the test market listens on TCP")?;
         self.market_shutdown.trigger();
         old.join().await?;
         let (market, controller, shutdown) = self.builder.start_market(self.ds.clone(), addr).await?;

@@ -94,7 +94,7 @@ async fn train(ds: Arc<Dataset>, seed: u64, updates: u64) -> Result<(Vec<UpdateR
         nodes: vec![env_or("LEARN_PROSUMERS", PROSUMERS)],
         seed,
         deadline_ms: 5_000,
-        learner: Some(format!("http://{}", trainer.grpc_addr)),
+        learner: Some(trainer.url().to_owned()),
         rollout_slots: env_or("LEARN_ROLLOUT", ROLLOUT_SLOTS),
         ..ClusterBuilder::default()
     }
@@ -165,7 +165,7 @@ async fn a_resumed_trainer_continues_from_its_checkpoint_version() -> Result<()>
     let dir = std::env::temp_dir().join(format!("peergrid-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (trainer, stop) = start_trainer(ppo(3), Some(dir.clone()), false).await?;
-    let addr = trainer.grpc_addr;
+    let addr = trainer.grpc_addr.context("the test trainer listens on TCP")?;
     let cluster = ClusterBuilder {
         nodes: vec![PROSUMERS],
         seed: 3,
@@ -230,7 +230,7 @@ fn batch(version: u64) -> pb::ExperienceBatch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_experience_is_refused_and_nothing_is_ingested() -> Result<()> {
     let (trainer, stop) = start_trainer(ppo(1), None, false).await?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", trainer.grpc_addr))?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(trainer.url().to_owned())?.connect().await?;
     let mut client = LearnerServiceClient::with_interceptor(channel.clone(), BearerInterceptor::new(AGENT_TOKEN)?);
     let cases: Vec<(Defect, Code, &str)> = vec![
         (Box::new(|b| b.rewards[1] = f32::NAN), Code::InvalidArgument, "rewards[1]"),

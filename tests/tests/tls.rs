@@ -43,7 +43,7 @@ async fn a_tls_market_and_two_tls_nodes_clear_slots_and_answer_status() {
 async fn a_plain_http_client_cannot_talk_to_a_tls_market() {
     let cluster =
         ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }.tls().nodes(&[2]).start(dataset()).await.unwrap();
-    let plain = format!("http://{}", cluster.market().grpc_addr);
+    let plain = format!("http://{}", cluster.market().grpc_addr.expect("a TCP market"));
     let answer = async {
         let channel = Channel::from_shared(plain.clone())?.connect().await?;
         let mut client = market::market_service_client::MarketServiceClient::new(channel);

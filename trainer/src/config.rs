@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use peergrid_runtime::LogFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainerError;
@@ -46,6 +47,9 @@ pub struct ConfigFile {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainerConfig {
     pub listen: SocketAddr,
+    /// Serve in-process at `local://NAME` instead of on `listen` (for an
+    /// embedding program such as `peergrid run --transport local`).
+    pub local_name: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     /// Checkpoints go to `<run_dir>/checkpoints`, TensorBoard files to `<run_dir>/tensorboard`.
     pub run_dir: Option<PathBuf>,
@@ -60,6 +64,7 @@ impl Default for TrainerConfig {
     fn default() -> Self {
         TrainerConfig {
             listen: "127.0.0.1:50061".parse().expect("a valid address"),
+            local_name: None,
             metrics_listen: None,
             run_dir: None,
             resume: false,
@@ -77,6 +82,9 @@ impl TrainerConfig {
         self.learner.validate()?;
         if self.resume && self.run_dir.is_none() {
             return Err(TrainerError::config("resume", "needs --run-dir (where the checkpoints are)"));
+        }
+        if let Some(name) = &self.local_name {
+            peergrid_runtime::inproc::check_name(name).map_err(|e| TrainerError::config("local_name", e.to_string()))?;
         }
         Ok(())
     }
@@ -152,7 +160,10 @@ pub struct RunArgs {
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Log JSON lines instead of text.
+    /// Log format: human-readable text or one JSON object per event [default: text].
+    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Shorthand for --log-format json.
     #[arg(long, env = "PEERGRID_JSON_LOGS")]
     pub json_logs: bool,
 }
@@ -175,7 +186,7 @@ impl RunArgs {
         c.metrics_listen = self.metrics_listen;
         c.run_dir = self.run_dir;
         c.resume = self.resume;
-        c.json_logs = self.json_logs;
+        c.json_logs = self.json_logs || self.log_format.is_some_and(LogFormat::is_json);
         if let Some(v) = self.mode {
             c.learner.mode = v;
         }
@@ -196,5 +207,24 @@ impl RunArgs {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_process_name_is_checked_and_log_format_json_sets_json_logs() {
+        let bad = TrainerConfig { local_name: Some("no spaces".into()), ..TrainerConfig::default() };
+        let e = bad.validate().unwrap_err();
+        assert!(matches!(&e, TrainerError::Config { field, .. } if field == "local_name"), "{e}");
+        let good = TrainerConfig { local_name: Some("trainer-1".into()), ..TrainerConfig::default() };
+        good.validate().expect("a valid name");
+
+        let json = RunArgs { log_format: Some(LogFormat::Json), ..RunArgs::default() };
+        assert!(json.resolve().unwrap().json_logs);
+        let text = RunArgs { log_format: Some(LogFormat::Text), ..RunArgs::default() };
+        assert!(!text.resolve().unwrap().json_logs);
     }
 }

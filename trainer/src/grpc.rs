@@ -11,7 +11,6 @@
 //!   the newest version rather than queueing old ones.
 //! - `Status` (either token).
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +19,12 @@ use peergrid_proto::convert::experience::{node_name_from_wire, policy_update_fro
 use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
 use peergrid_proto::WireError;
-use peergrid_runtime::{authorize, authorize_reader, Role, Shutdown, Tokens};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use peergrid_runtime::inproc;
+use peergrid_runtime::listener::tcp_incoming;
+use peergrid_runtime::{authorize, authorize_reader, GrpcListener, Role, Shutdown, Tokens};
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -156,10 +155,10 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// Serves the LearnerService with health and reflection on `listener`
-/// until `shutdown` fires (policy streams end then too).
+/// Serves the LearnerService with health and reflection on `listener` (TCP,
+/// or in-process for the embedded run) until `shutdown` fires (policy streams end then too).
 pub async fn serve(
-    listener: TcpListener,
+    listener: GrpcListener,
     handle: LearnerHandle,
     tokens: Arc<Tokens>,
     metrics: TrainerMetrics,
@@ -181,40 +180,38 @@ pub async fn serve(
         stop.await;
         health.set_not_serving::<LearnerServiceServer<Learner>>().await;
     };
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    });
-    Server::builder()
+    let router = Server::builder()
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(16 << 20))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await?;
+        .add_service(service);
+    match listener {
+        GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(tcp_incoming(listener), stop).await?,
+        GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, stop).await?,
+    }
     Ok(())
 }
 
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+/// A channel to the trainer at `addr`: `http://host:port`, or `local://NAME`
+/// for a trainer in this process.
+async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    let timeouts = |e: Endpoint| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5));
+    if let Some(name) = inproc::local_name(addr) {
+        return Ok(inproc::connect(timeouts(inproc::endpoint()), name).await?);
+    }
     if addr.starts_with("https://") {
         anyhow::bail!("the trainer serves plain gRPC; use http:// (TLS terminates in front of it)");
     }
-    Ok(Endpoint::from_shared(addr.to_owned())?.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5)))
+    Ok(timeouts(Endpoint::from_shared(addr.to_owned())?).connect().await?)
 }
 
 /// Whether the trainer at `addr` reports SERVING (the `health` command).
 pub async fn check_health(addr: &str) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let channel = endpoint(addr)?.connect().await?;
+    let channel = connect(addr).await?;
     let request = HealthCheckRequest { service: peergrid_proto::services::LEARNER_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
@@ -223,7 +220,7 @@ pub async fn check_health(addr: &str) -> anyhow::Result<bool> {
 /// The trainer's status as JSON (the `status` command), with `token` if given.
 pub async fn fetch_status(addr: &str, token: Option<&str>) -> anyhow::Result<serde_json::Value> {
     use peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient;
-    let channel = endpoint(addr)?.connect().await?;
+    let channel = connect(addr).await?;
     let mut request = Request::new(pb::StatusRequest {});
     if let Some(t) = token {
         request.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);

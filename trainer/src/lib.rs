@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use peergrid_runtime::{serve_metrics, Metrics, Shutdown, Tokens};
+use peergrid_runtime::{serve_metrics, GrpcListener, Metrics, Shutdown, Tokens};
 
 pub use config::TrainerConfig;
 pub use error::TrainerError;
@@ -31,13 +31,20 @@ pub use ppo::PpoConfig;
 
 /// A running trainer.
 pub struct TrainerHandle {
-    pub grpc_addr: SocketAddr,
+    /// The bound gRPC port; `None` when serving in-process (`local_name`).
+    pub grpc_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub learner: LearnerHandle,
+    url: String,
     join: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TrainerHandle {
+    /// The URL agent-nodes learn from: `http://ADDR`, or `local://NAME` in this process.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Waits for the trainer to stop (after the shutdown signal): the server
     /// drains, the learner writes its final checkpoint.
     pub async fn join(self) -> anyhow::Result<()> {
@@ -46,7 +53,8 @@ impl TrainerHandle {
 }
 
 /// Starts the trainer: the learner thread (fresh, or from the latest
-/// checkpoint with `config.resume`), the gRPC server and /metrics.
+/// checkpoint with `config.resume`), the gRPC server (on `config.listen`,
+/// or in-process with `config.local_name`) and /metrics.
 pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) -> anyhow::Result<TrainerHandle> {
     config.validate()?;
     if tokens.is_empty() {
@@ -70,10 +78,17 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
         }
         None => (None, None),
     };
-    let listener = grpc::bind(config.listen).await.with_context(|| format!("binding gRPC listener {}", config.listen))?;
-    let grpc_addr = listener.local_addr()?;
+    let listener = match &config.local_name {
+        Some(name) => {
+            GrpcListener::bind(config.listen, Some(name)).await.with_context(|| format!("listening on local://{name}"))?
+        }
+        None => {
+            GrpcListener::bind(config.listen, None).await.with_context(|| format!("binding gRPC listener {}", config.listen))?
+        }
+    };
+    let (grpc_addr, url) = (listener.tcp_addr(), listener.url(false));
     let server = tokio::spawn(grpc::serve(listener, learner.clone(), Arc::new(tokens), metrics, shutdown.clone()));
-    tracing::info!(%grpc_addr, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");
+    tracing::info!(%url, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");
     let stopper = learner.clone();
     let join = tokio::spawn(async move {
         server.await.context("server task panicked")??;
@@ -84,5 +99,5 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
         }
         Ok(())
     });
-    Ok(TrainerHandle { grpc_addr, metrics_addr, learner, join })
+    Ok(TrainerHandle { grpc_addr, metrics_addr, learner, url, join })
 }

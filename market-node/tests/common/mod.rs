@@ -60,8 +60,10 @@ impl TestMarket {
         let config = MarketConfig::new(settings, SimConfig::default(), tokens()).unwrap();
         let controller = ShutdownController::new();
         let handle = peergrid_market_node::start_with_dataset(config, dataset(), controller.subscribe()).await.unwrap();
-        let url = format!("http://{}", handle.grpc_addr);
-        let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+        let channel = match peergrid_runtime::inproc::local_name(handle.url()) {
+            Some(name) => peergrid_runtime::inproc::connect(peergrid_runtime::inproc::endpoint(), name).await.unwrap(),
+            None => tonic::transport::Endpoint::from_shared(handle.url().to_owned()).unwrap().connect().await.unwrap(),
+        };
         TestMarket { controller, handle: Some(handle), channel }
     }
 

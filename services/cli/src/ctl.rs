@@ -165,6 +165,13 @@ fn auth() -> Result<AuthFn> {
 /// This build has no system root store, so https without a CA is an input error.
 async fn channel(args: &CtlArgs) -> Result<Channel> {
     let addr = &args.market;
+    if peergrid_runtime::inproc::local_name(addr).is_some() {
+        // A local:// market lives inside another `peergrid run` process.
+        return Err(InputError(format!(
+            "--market {addr}: local:// markets are reachable only inside the process that runs them; use http(s)://HOST:PORT"
+        ))
+        .into());
+    }
     let mut endpoint = Endpoint::from_shared(addr.to_string()).map_err(|e| InputError(format!("--market {addr}: {e}")))?;
     let https = addr.starts_with("https://");
     match &args.tls_ca {

@@ -42,15 +42,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(&setup.out)?;
-    let trained = crate::train::train(
-        &args.train,
-        Arc::clone(&setup.scenario.ds),
-        &setup.info.community,
-        &setup.scenario.sim,
-        args.scenario.eval_every_nth_week,
-        args.scenario.seed,
-        &setup.out,
-    )?;
+    let trained = crate::train::train(crate::train::TrainRequest {
+        args: &args.train,
+        ds: Arc::clone(&setup.scenario.ds),
+        community: &setup.info.community,
+        sim: &setup.scenario.sim,
+        eval_every_nth_week: args.scenario.eval_every_nth_week,
+        seed: args.scenario.seed,
+        out: &setup.out,
+    })?;
     eprintln!(
         "trained {} updates in {:.1} s: {} agent-steps ({:.0}/s end to end), {:.0} % of the time learning{}",
         trained.updates,

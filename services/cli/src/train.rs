@@ -1,14 +1,21 @@
 //! The training phase of `peergrid run`: a market-node, the trainer and M
-//! agent-nodes started **inside this process**, talking real gRPC over
-//! loopback — the same code as the cluster binaries — for `--updates`
-//! synchronous PPO updates on the training weeks (the market skips the
-//! held-out weeks the evaluation uses).
+//! agent-nodes started **inside this process**, talking real gRPC — the
+//! same code as the cluster binaries — for `--updates` synchronous PPO
+//! updates on the training weeks (the market skips the held-out weeks the
+//! evaluation uses).
+//!
+//! `--transport` picks what carries the gRPC bytes: loopback TCP (`grpc`,
+//! as the cluster) or in-process pipes (`local`: `local://NAME` URLs,
+//! `peergrid_runtime::inproc`). Only the listener and the dialling differ;
+//! services, HTTP/2 and protobuf encoding are the same, so a seed gives the
+//! same KPIs over both.
 //!
 //! The trainer writes its TensorBoard files and checkpoints into the report
 //! directory. Ctrl-C stops training early; the run then evaluates and
 //! reports the newest policy it has.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +58,8 @@ pub struct TrainArgs {
     /// override it; the run's `--seed` seeds it.
     #[arg(long, value_name = "FILE")]
     pub ppo: Option<std::path::PathBuf>,
-    /// How the nodes talk: `grpc` (loopback, the cluster's code path).
+    /// How the nodes talk: `grpc` (loopback TCP, the cluster's code path) or
+    /// `local` (in-process pipes, no sockets: faster, same results).
     #[arg(long, value_enum, default_value_t = Transport::Grpc)]
     pub transport: Transport,
     /// No progress bar.
@@ -78,6 +86,38 @@ impl Default for TrainArgs {
 pub enum Transport {
     /// Real gRPC on 127.0.0.1 between in-process nodes.
     Grpc,
+    /// In-process byte pipes, no sockets: the same services, HTTP/2 and
+    /// protobuf encoding, without the kernel's TCP stack.
+    Local,
+}
+
+impl Transport {
+    /// The in-process listener names of the market and the trainer, unique
+    /// in this process (a test may run several trainings at once); `None`
+    /// for TCP.
+    fn local_names(self) -> (Option<String>, Option<String>) {
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        match self {
+            Transport::Grpc => (None, None),
+            Transport::Local => {
+                let run = RUNS.fetch_add(1, Ordering::Relaxed);
+                (Some(format!("peergrid-run-{run}-market")), Some(format!("peergrid-run-{run}-trainer")))
+            }
+        }
+    }
+}
+
+/// What a training phase trains on, besides its flags.
+pub struct TrainRequest<'a> {
+    pub args: &'a TrainArgs,
+    pub ds: Arc<Dataset>,
+    pub community: &'a CommunityConfig,
+    pub sim: &'a SimConfig,
+    /// The market skips every n-th week (the held-out weeks).
+    pub eval_every_nth_week: u32,
+    pub seed: u64,
+    /// The report directory: TensorBoard files and checkpoints go under it.
+    pub out: &'a Path,
 }
 
 /// What training produced.
@@ -137,40 +177,28 @@ impl TrainArgs {
         if ppo.total_updates.is_none() {
             ppo.total_updates = Some(self.updates.max(1));
         }
-        ppo.validate().map_err(|e| InputError(format!("{}{e}", self.ppo.as_ref().map_or(String::new(), |p| format!("--ppo {}: ", p.display())))))?;
+        ppo.validate().map_err(|e| {
+            InputError(format!("{}{e}", self.ppo.as_ref().map_or(String::new(), |p| format!("--ppo {}: ", p.display()))))
+        })?;
         Ok(ppo)
     }
 }
 
 /// Trains `args.updates` updates; writes TensorBoard files and checkpoints under `out`.
-pub fn train(
-    args: &TrainArgs,
-    ds: Arc<Dataset>,
-    community: &CommunityConfig,
-    sim: &SimConfig,
-    eval_every_nth_week: u32,
-    seed: u64,
-    out: &Path,
-) -> Result<Trained> {
-    args.validate(community.n_prosumers)?;
-    let ppo = args.ppo_config(seed)?;
+pub fn train(request: TrainRequest<'_>) -> Result<Trained> {
+    request.args.validate(request.community.n_prosumers)?;
+    let ppo = request.args.ppo_config(request.seed)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(train_async(args, ppo, ds, community, sim, eval_every_nth_week, out))
+    runtime.block_on(train_async(request, ppo))
 }
 
-async fn train_async(
-    args: &TrainArgs,
-    ppo: PpoConfig,
-    ds: Arc<Dataset>,
-    community: &CommunityConfig,
-    sim: &SimConfig,
-    eval_every_nth_week: u32,
-    out: &Path,
-) -> Result<Trained> {
+async fn train_async(request: TrainRequest<'_>, ppo: PpoConfig) -> Result<Trained> {
+    let TrainRequest { args, ds, community, sim, eval_every_nth_week, seed: _, out } = request;
     let started = Instant::now();
     // The effective hyperparameters, reusable with `--ppo`.
     std::fs::write(out.join("ppo.json"), serde_json::to_string_pretty(&ppo)? + "\n")
         .with_context(|| format!("writing {}", out.join("ppo.json").display()))?;
+    let (market_name, trainer_name) = args.transport.local_names();
     let (agent_token, operator_token) = (secret("agent"), secret("operator"));
     let tokens = Tokens::new(Some(agent_token.clone()), Some(operator_token))?;
     let n = community.n_prosumers as u32;
@@ -178,6 +206,7 @@ async fn train_async(
     let trainer_stop = ShutdownController::new();
     let trainer_config = TrainerConfig {
         listen: "127.0.0.1:0".parse()?,
+        local_name: trainer_name,
         run_dir: Some(out.to_path_buf()),
         ppo,
         learner: LearnerSettings {
@@ -199,6 +228,7 @@ async fn train_async(
         deadline_ms: 60_000,
         min_prosumers: n,
         skip_eval_weeks: Some(eval_every_nth_week),
+        local_name: market_name,
         ..MarketSettings::default()
     };
     let market = peergrid_market_node::start_with_dataset(
@@ -213,13 +243,13 @@ async fn train_async(
     for i in 0..args.nodes {
         let share = n / args.nodes + u32::from(i < n % args.nodes);
         let config = AgentConfig {
-            market: format!("http://{}", market.grpc_addr),
+            market: market.url().to_owned(),
             name: format!("node-{i}"),
             prosumers: share,
             community: community.clone(),
             token: Some(Secret::new(&agent_token)),
             actor_threads: 1,
-            learner: Some(format!("http://{}", trainer.grpc_addr)),
+            learner: Some(trainer.url().to_owned()),
             rollout_slots: args.rollout_slots,
             ..AgentConfig::default()
         };

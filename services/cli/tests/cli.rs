@@ -138,6 +138,71 @@ fn run_is_deterministic_and_the_optimum_beats_rule_based() {
 }
 
 #[test]
+fn local_and_grpc_transports_give_the_same_kpis() {
+    let run = |transport: &str| {
+        let out = out_dir(&format!("transport-{transport}"));
+        let o = out.display().to_string();
+        let args = [
+            "run",
+            "--dataset",
+            "synthetic",
+            "--prosumers",
+            "12",
+            "--nodes",
+            "2",
+            "--days",
+            "1-2",
+            "--optimum",
+            "off",
+            "--seed",
+            "5",
+            "--out",
+            &o,
+            "--updates",
+            "2",
+            "--rollout-slots",
+            "24",
+            "--transport",
+            transport,
+            "--quiet",
+        ];
+        let done = peergrid(&args);
+        assert!(done.status.success(), "--transport {transport}: {}", String::from_utf8_lossy(&done.stderr));
+        let text = std::fs::read_to_string(out.join("kpis.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // The one field that names the output directory.
+        v["run"]["checkpoint"]["path"] = serde_json::Value::Null;
+        v
+    };
+    let (local, grpc) = (run("local"), run("grpc"));
+    assert_eq!(local["policies"][2]["policy"], "learned");
+    assert_eq!(local, grpc, "in-process pipes and loopback TCP carry the same bytes: same seed, same KPIs");
+}
+
+#[test]
+fn log_format_json_writes_json_lines() {
+    // RUST_LOG=info: the embedded market logs where it listens, as JSON.
+    let out = out_dir("log-json");
+    let o = out.display().to_string();
+    let done = Command::new(env!("CARGO_BIN_EXE_peergrid"))
+        .args(["--log-format", "json", "run", "--dataset", "synthetic", "--prosumers", "4", "--nodes", "1"])
+        .args(["--days", "1", "--optimum", "off", "--out", &o, "--updates", "1", "--rollout-slots", "24", "--quiet"])
+        .args(["--transport", "local"])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("peergrid runs");
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{err}");
+    let logs: Vec<serde_json::Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        logs.iter().any(|l| l["fields"]["message"] == "market-node listening"
+            && l["fields"]["url"].as_str().is_some_and(|u| u.starts_with("local://"))),
+        "a JSON line from the in-process market: {err}"
+    );
+    exit_2_naming(&["--log-format", "xml", "run"], &["--log-format"]);
+}
+
+#[test]
 fn run_on_bundled_data_prints_a_kpi_table_and_writes_a_report() {
     let out = out_dir("bundled");
     let o = out.display().to_string();

@@ -6,6 +6,8 @@
 //! - [`auth`]: bearer tokens with roles, checked in constant time;
 //! - [`shutdown`]: one shutdown signal every task listens to, and the wait
 //!   for SIGTERM / Ctrl-C;
+//! - [`inproc`] and [`listener`]: where a gRPC server listens, a TCP port
+//!   or an in-process name (`local://NAME`, for the embedded run);
 //! - [`backoff`]: exponential reconnect delays with optional seeded jitter;
 //! - [`tfevents`]: TensorBoard event files (the trainer's scalars).
 //!
@@ -15,6 +17,8 @@
 pub mod auth;
 pub mod backoff;
 pub mod error;
+pub mod inproc;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
@@ -23,7 +27,8 @@ pub mod tfevents;
 pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, Role, Tokens};
 pub use backoff::Backoff;
 pub use error::RuntimeError;
-pub use logging::init_tracing;
+pub use listener::GrpcListener;
+pub use logging::{init_tracing, LogFormat};
 pub use metrics::{serve_metrics, Metrics};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;

@@ -3,10 +3,28 @@
 //! The filter comes from `RUST_LOG` (e.g. `info,peergrid_market_node=debug`)
 //! and defaults to `info`; an unparsable directive is skipped rather than
 //! silencing the logs. `json = true` writes one JSON object per event (for
-//! log collectors); otherwise human-readable lines.
+//! log collectors); otherwise human-readable lines. [`LogFormat`] is the
+//! `--log-format text|json` flag every binary shares.
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
+
+/// How log events are written: `--log-format` (env `PEERGRID_LOG_FORMAT`)
+/// of every peergrid binary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    pub fn is_json(self) -> bool {
+        self == LogFormat::Json
+    }
+}
 
 /// Installs the global subscriber. Returns `false` (and changes nothing) if
 /// one is already installed, e.g. when tests or an embedding program call it

@@ -567,7 +567,10 @@ mod tests {
         let rule = RuleBased::action(&obs);
         assert_eq!(rule, Action { battery: 0.5, quantity: 1.0, price: 0.0 });
         assert_eq!(ActionPrior::RuleBased.compose(&obs, [0.0; 3]), rule);
-        assert_eq!(ActionPrior::RuleBased.compose(&obs, [-0.5, -2.0, 0.25]), Action { battery: 0.0, quantity: -1.0, price: 0.25 });
+        assert_eq!(
+            ActionPrior::RuleBased.compose(&obs, [-0.5, -2.0, 0.25]),
+            Action { battery: 0.0, quantity: -1.0, price: 0.25 }
+        );
         assert_eq!(ActionPrior::None.compose(&obs, [-0.5, -2.0, 0.25]), Action { battery: -0.5, quantity: -2.0, price: 0.25 });
 
         // A network whose mean head is all zeros plays the rule exactly, and
