@@ -93,7 +93,7 @@ impl Default for PpoConfig {
             gamma: 0.99,
             gae_lambda: 0.95,
             update_epochs: 10,
-            minibatch_size: 512,
+            minibatch_size: 256,
             norm_adv: true,
             clip_coef: 0.2,
             clip_vloss: true,

@@ -50,7 +50,7 @@ pub struct TrainArgs {
     /// Adam step size [default: the PPO file's, else 3e-4, annealed to 0].
     #[arg(long)]
     pub learning_rate: Option<f64>,
-    /// Samples per gradient step [default: the PPO file's, else 512].
+    /// Samples per gradient step [default: the PPO file's, else 256].
     #[arg(long)]
     pub minibatch_size: Option<usize>,
     /// JSON file of PPO hyperparameters (any subset of the fields of a
