@@ -208,6 +208,10 @@ impl Learning {
                     self.current = l.clone();
                     return Some(l);
                 }
+                None if self.shutdown.is_shutdown() => {
+                    debug!(version = self.current.version, "no new policy version: shutting down");
+                    return None;
+                }
                 None => {
                     warn!(version = self.current.version, "no new policy version in time; acting on with the current one");
                     return None;

@@ -129,6 +129,12 @@ impl Node {
                     info!("the market ended the session");
                     break Ok(());
                 }
+                Err(e) if e.is_retryable() && shutdown.is_shutdown() => {
+                    // The market went away while we were stopping too (an
+                    // embedded run stops both at once): nothing to retry.
+                    debug!(error = %e, "session ended during shutdown");
+                    break Ok(());
+                }
                 Err(e) if e.is_retryable() => {
                     if self.cfg.reconnect.max_attempts.is_some_and(|max| backoff.attempts() >= max) {
                         break Err(e);
