@@ -271,8 +271,12 @@ async fn train_async(request: TrainRequest<'_>, ppo: PpoConfig) -> Result<Traine
         bar.set_position(s.updates_done.min(args.updates));
         let steps = s.samples_total as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!(
-            "v{} · return {:.3} · {:.0} agent-steps/s · {:.0} sample-grads/s",
-            s.version, s.mean_episode_return, steps, s.samples_per_s
+            "v{} · return {:.3} · {:.0} slots/s · {:.0} agent-steps/s · {:.0} sample-grads/s",
+            s.version,
+            s.mean_episode_return,
+            steps / f64::from(n.max(1)),
+            steps,
+            s.samples_per_s
         ));
         if s.updates_done >= args.updates {
             break;
