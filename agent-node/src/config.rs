@@ -337,7 +337,8 @@ pub struct AgentArgs {
     pub community: Option<PathBuf>,
     #[arg(long, value_enum, env = "PEERGRID_DATASET")]
     pub dataset: Option<DatasetChoice>,
-    /// Node name for the market's logs.
+    /// Node name for the market's logs and the trainer's rollouts; unique per
+    /// node [default: $HOSTNAME, else agent-node].
     #[arg(long, env = "PEERGRID_AGENT_NAME")]
     pub name: Option<String>,
     /// Agent bearer token (prefer PEERGRID_AGENT_TOKEN or PEERGRID_AGENT_TOKEN_FILE: flags show in `ps`).
@@ -422,8 +423,17 @@ impl AgentArgs {
         if let Some(v) = self.dataset {
             cfg.dataset = v;
         }
-        if let Some(v) = self.name {
-            cfg.name = v;
+        match self.name {
+            Some(v) => cfg.name = v,
+            // Unnamed replicas (`docker compose --scale`) must not share one
+            // name: the trainer takes one rollout per node name and version.
+            // The container's host name is unique, so it is the fallback.
+            None if cfg.name == AgentConfig::default().name => {
+                if let Some(host) = env("HOSTNAME").filter(|h| !h.is_empty() && h.chars().count() <= 64) {
+                    cfg.name = host;
+                }
+            }
+            None => {}
         }
         if let Some(token) = token_from(self.token, &env)? {
             cfg.token = Some(token);
@@ -592,6 +602,12 @@ mod tests {
         let f = file.display().to_string();
         let cfg = args(&["--insecure-no-auth", "--config", &f, "--name", "from-flag"]).into_config_with(no_env).unwrap();
         assert_eq!((cfg.prosumers, cfg.name.as_str(), cfg.community.seed), (40, "from-flag", 3));
+        // Without a name anywhere, the host name (a container's id) names the node.
+        let host = |name: &str| (name == "HOSTNAME").then(|| "3f2c9a1b7d4e".to_string());
+        assert_eq!(args(&["--insecure-no-auth"]).into_config_with(host).unwrap().name, "3f2c9a1b7d4e");
+        assert_eq!(args(&["--insecure-no-auth"]).into_config_with(no_env).unwrap().name, "agent-node");
+        assert_eq!(args(&["--insecure-no-auth", "--name", "n1"]).into_config_with(host).unwrap().name, "n1");
+        assert_eq!(args(&["--insecure-no-auth", "--config", &f]).into_config_with(host).unwrap().name, "from-file");
         assert_eq!(cfg.policy, PolicyChoice::GridOnly);
         let cfg =
             args(&["--insecure-no-auth", "--config", &f, "--seed", "9", "--policy", "w.json"]).into_config_with(no_env).unwrap();
