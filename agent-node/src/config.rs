@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::prosumer::CommunityConfig;
-use peergrid_runtime::{inproc, LogFormat};
+use peergrid_runtime::{inproc, LogArgs};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -350,12 +350,8 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics on this address, e.g. 0.0.0.0:9102.
     #[arg(long, env = "PEERGRID_AGENT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Log format: human-readable text or one JSON object per event [default: text].
-    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Shorthand for --log-format json.
-    #[arg(long, env = "PEERGRID_JSON_LOGS")]
-    pub json_logs: bool,
+    #[command(flatten)]
+    pub logs: LogArgs,
     /// Threads the prosumer actors run on (default: the number of cores, at most 8).
     #[arg(long, env = "PEERGRID_AGENT_ACTOR_THREADS")]
     pub actor_threads: Option<usize>,
@@ -442,10 +438,7 @@ impl AgentArgs {
         if self.metrics_listen.is_some() {
             cfg.metrics_listen = self.metrics_listen;
         }
-        if let Some(format) = self.log_format {
-            cfg.json_logs = format.is_json();
-        }
-        cfg.json_logs |= self.json_logs;
+        cfg.json_logs = self.logs.json(cfg.json_logs);
         if let Some(v) = self.actor_threads {
             cfg.actor_threads = v;
         }

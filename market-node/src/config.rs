@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::simulation::SimConfig;
-use peergrid_runtime::{LogFormat, Tokens};
+use peergrid_runtime::{LogArgs, Tokens};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -274,12 +274,8 @@ pub struct RunArgs {
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Log format: human-readable text or one JSON object per event [default: text].
-    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Shorthand for --log-format json.
-    #[arg(long, env = "PEERGRID_JSON_LOGS")]
-    pub json_logs: bool,
+    #[command(flatten)]
+    pub logs: LogArgs,
     /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "PEERGRID_MARKET_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -317,10 +313,7 @@ impl RunArgs {
             s.tls_key = self.tls_key.clone();
         }
         s.insecure_no_auth |= self.insecure_no_auth;
-        if let Some(format) = self.log_format {
-            s.json_logs = format.is_json();
-        }
-        s.json_logs |= self.json_logs;
+        s.json_logs = self.logs.json(s.json_logs);
         MarketConfig::new(s, file.sim, tokens)
     }
 }
@@ -328,6 +321,7 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peergrid_runtime::LogFormat;
 
     fn insecure() -> MarketSettings {
         MarketSettings { insecure_no_auth: true, ..MarketSettings::default() }
@@ -382,9 +376,14 @@ mod tests {
         let c = args.resolve(Tokens::default()).unwrap();
         assert_eq!((c.settings.deadline_ms, c.settings.start_slot), (75, 7));
         assert!(!c.settings.json_logs);
-        let json = RunArgs { log_format: Some(LogFormat::Json), insecure_no_auth: true, ..RunArgs::default() };
+        let json = RunArgs {
+            logs: LogArgs { log_format: Some(LogFormat::Json), json_logs: false },
+            insecure_no_auth: true,
+            ..RunArgs::default()
+        };
         assert!(json.resolve(Tokens::default()).unwrap().settings.json_logs, "--log-format json");
-        let shorthand = RunArgs { json_logs: true, insecure_no_auth: true, ..RunArgs::default() };
+        let shorthand =
+            RunArgs { logs: LogArgs { log_format: None, json_logs: true }, insecure_no_auth: true, ..RunArgs::default() };
         assert!(shorthand.resolve(Tokens::default()).unwrap().settings.json_logs, "--json-logs");
         let tokens = Tokens::new(Some("agent-secret-0123456789".into()), Some("operator-secret-0123456789".into())).unwrap();
         let c = MarketConfig::new(MarketSettings::default(), SimConfig::default(), tokens).unwrap();

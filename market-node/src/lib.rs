@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use peergrid_core::data::{citylearn::bundled_citylearn, synthetic::synthetic_dataset, Dataset};
-use peergrid_runtime::{serve_metrics, GrpcListener, Metrics, Shutdown};
+use peergrid_runtime::{serve_metrics_if_configured, GrpcListener, Metrics, Shutdown};
 use tokio::task::JoinHandle;
 
 pub use clock::ClockHandle;
@@ -99,24 +99,10 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
 
     let mut registry = Metrics::new();
     let metrics = MarketMetrics::register(&mut registry);
-    let (metrics_addr, metrics_task) = match settings.metrics_listen {
-        Some(addr) => {
-            let (bound, task) = serve_metrics(addr, Arc::new(registry), shutdown.clone())
-                .await
-                .with_context(|| format!("binding metrics listener {addr}"))?;
-            (Some(bound), Some(task))
-        }
-        None => (None, None),
-    };
+    let (metrics_addr, metrics_task) =
+        serve_metrics_if_configured(settings.metrics_listen, Arc::new(registry), shutdown.clone()).await?;
 
-    let listener = match &settings.local_name {
-        Some(name) => {
-            GrpcListener::bind(settings.listen, Some(name)).await.with_context(|| format!("listening on local://{name}"))?
-        }
-        None => GrpcListener::bind(settings.listen, None)
-            .await
-            .with_context(|| format!("binding gRPC listener {}", settings.listen))?,
-    };
+    let listener = GrpcListener::bind(settings.listen, settings.local_name.as_deref()).await?;
     let tls = settings.tls_cert.is_some();
     let (grpc_addr, url) = (listener.tcp_addr(), listener.url(tls));
     let (clock, clock_task) = clock::spawn_clock(state, metrics.clone(), shutdown.clone());

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use peergrid_runtime::LogFormat;
+use peergrid_runtime::LogArgs;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainerError;
@@ -160,12 +160,8 @@ pub struct RunArgs {
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Log format: human-readable text or one JSON object per event [default: text].
-    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Shorthand for --log-format json.
-    #[arg(long, env = "PEERGRID_JSON_LOGS")]
-    pub json_logs: bool,
+    #[command(flatten)]
+    pub logs: LogArgs,
 }
 
 impl RunArgs {
@@ -186,7 +182,7 @@ impl RunArgs {
         c.metrics_listen = self.metrics_listen;
         c.run_dir = self.run_dir;
         c.resume = self.resume;
-        c.json_logs = self.json_logs || self.log_format.is_some_and(LogFormat::is_json);
+        c.json_logs = self.logs.json(c.json_logs);
         if let Some(v) = self.mode {
             c.learner.mode = v;
         }
@@ -213,6 +209,7 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peergrid_runtime::LogFormat;
 
     #[test]
     fn an_in_process_name_is_checked_and_log_format_json_sets_json_logs() {
@@ -222,9 +219,9 @@ mod tests {
         let good = TrainerConfig { local_name: Some("trainer-1".into()), ..TrainerConfig::default() };
         good.validate().expect("a valid name");
 
-        let json = RunArgs { log_format: Some(LogFormat::Json), ..RunArgs::default() };
+        let json = RunArgs { logs: LogArgs { log_format: Some(LogFormat::Json), json_logs: false }, ..RunArgs::default() };
         assert!(json.resolve().unwrap().json_logs);
-        let text = RunArgs { log_format: Some(LogFormat::Text), ..RunArgs::default() };
+        let text = RunArgs { logs: LogArgs { log_format: Some(LogFormat::Text), json_logs: false }, ..RunArgs::default() };
         assert!(!text.resolve().unwrap().json_logs);
     }
 }

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use peergrid_runtime::{serve_metrics, GrpcListener, Metrics, Shutdown, Tokens};
+use peergrid_runtime::{serve_metrics_if_configured, GrpcListener, Metrics, Shutdown, Tokens};
 
 pub use config::TrainerConfig;
 pub use error::TrainerError;
@@ -69,23 +69,9 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
     let outputs = learner::Outputs { checkpoint_dir: config.checkpoint_dir(), tensorboard_dir: config.tensorboard_dir() };
     let (learner, thread) =
         learner::spawn(config.ppo.clone(), config.learner.clone(), outputs, config.resume, device, metrics.clone())?;
-    let (metrics_addr, metrics_task) = match config.metrics_listen {
-        Some(addr) => {
-            let (bound, task) = serve_metrics(addr, Arc::new(registry), shutdown.clone())
-                .await
-                .with_context(|| format!("binding metrics listener {addr}"))?;
-            (Some(bound), Some(task))
-        }
-        None => (None, None),
-    };
-    let listener = match &config.local_name {
-        Some(name) => {
-            GrpcListener::bind(config.listen, Some(name)).await.with_context(|| format!("listening on local://{name}"))?
-        }
-        None => {
-            GrpcListener::bind(config.listen, None).await.with_context(|| format!("binding gRPC listener {}", config.listen))?
-        }
-    };
+    let (metrics_addr, metrics_task) =
+        serve_metrics_if_configured(config.metrics_listen, Arc::new(registry), shutdown.clone()).await?;
+    let listener = GrpcListener::bind(config.listen, config.local_name.as_deref()).await?;
     let (grpc_addr, url) = (listener.tcp_addr(), listener.url(false));
     let server = tokio::spawn(grpc::serve(listener, learner.clone(), Arc::new(tokens), metrics, shutdown.clone()));
     tracing::info!(%url, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");

@@ -28,7 +28,7 @@ pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, Role
 pub use backoff::Backoff;
 pub use error::RuntimeError;
 pub use listener::GrpcListener;
-pub use logging::{init_tracing, LogFormat};
-pub use metrics::{serve_metrics, Metrics};
+pub use logging::{init_tracing, LogArgs, LogFormat};
+pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;

@@ -27,16 +27,21 @@ pub enum GrpcListener {
 
 impl GrpcListener {
     /// Claims the in-process name `local_name` when given, else binds the
-    /// TCP address `addr` (port 0 picks a free port).
+    /// TCP address `addr` (port 0 picks a free port). The error says which.
     pub async fn bind(addr: SocketAddr, local_name: Option<&str>) -> io::Result<GrpcListener> {
-        Ok(match local_name {
-            Some(name) => GrpcListener::Local(inproc::listen(name)?),
+        match local_name {
+            Some(name) => inproc::listen(name)
+                .map(GrpcListener::Local)
+                .map_err(|e| io::Error::new(e.kind(), format!("listening on local://{name}: {e}"))),
             None => {
-                let listener = TcpListener::bind(addr).await?;
-                let bound = listener.local_addr()?;
-                GrpcListener::Tcp(listener, bound)
+                let tcp = async {
+                    let listener = TcpListener::bind(addr).await?;
+                    let bound = listener.local_addr()?;
+                    Ok(GrpcListener::Tcp(listener, bound))
+                };
+                tcp.await.map_err(|e: io::Error| io::Error::new(e.kind(), format!("binding gRPC listener {addr}: {e}")))
             }
-        })
+        }
     }
 
     /// The bound TCP address; `None` for an in-process listener.

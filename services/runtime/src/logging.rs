@@ -26,6 +26,25 @@ impl LogFormat {
     }
 }
 
+/// The logging flags of every service binary (`#[command(flatten)]`).
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct LogArgs {
+    /// Log format: human-readable text or one JSON object per event [default: text].
+    #[arg(long, value_enum, env = "PEERGRID_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Shorthand for --log-format json.
+    #[arg(long, env = "PEERGRID_JSON_LOGS")]
+    pub json_logs: bool,
+}
+
+impl LogArgs {
+    /// Whether to log JSON: `--json-logs`, else `--log-format`, else
+    /// `configured` (a config file's choice).
+    pub fn json(&self, configured: bool) -> bool {
+        self.json_logs || self.log_format.map_or(configured, LogFormat::is_json)
+    }
+}
+
 /// Installs the global subscriber. Returns `false` (and changes nothing) if
 /// one is already installed, e.g. when tests or an embedding program call it
 /// twice.

@@ -80,6 +80,20 @@ impl Metrics {
     }
 }
 
+/// [`serve_metrics`] when `addr` is configured: the bound address and the
+/// task, or `(None, None)` when metrics are off. The error names the address.
+pub async fn serve_metrics_if_configured(
+    addr: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> std::io::Result<(Option<SocketAddr>, Option<JoinHandle<()>>)> {
+    let Some(addr) = addr else { return Ok((None, None)) };
+    let (bound, task) = serve_metrics(addr, metrics, shutdown)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding metrics listener {addr}: {e}")))?;
+    Ok((Some(bound), Some(task)))
+}
+
 /// Binds `addr` (port 0 picks a free port) and serves `GET /metrics` until
 /// `shutdown` fires. Returns the bound address and the server task, which
 /// ends after shutdown (connections in flight are dropped: a scrape is
