@@ -94,13 +94,24 @@ fn exit_2_naming(args: &[&str], needles: &[&str]) {
     }
 }
 
+/// `peergrid run ARGS --out <scratch dir> --quiet`, which must succeed; its
+/// `kpis.json` without the one field that names the output directory.
+fn run_kpis(dir: &str, args: &[&str]) -> serde_json::Value {
+    let out = out_dir(dir);
+    let o = out.display().to_string();
+    let argv: Vec<&str> = ["run"].into_iter().chain(args.iter().copied()).chain(["--out", &o, "--quiet"]).collect();
+    let done = peergrid(&argv);
+    assert!(done.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&done.stderr));
+    let text = std::fs::read_to_string(out.join("kpis.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["run"]["checkpoint"]["path"] = serde_json::Value::Null;
+    v
+}
+
 #[test]
 fn run_is_deterministic_and_the_optimum_beats_rule_based() {
     let run = |seed: &str, dir: &str| {
-        let out = out_dir(dir);
-        let o = out.display().to_string();
         let args = [
-            "run",
             "--dataset",
             "synthetic",
             "--prosumers",
@@ -110,18 +121,12 @@ fn run_is_deterministic_and_the_optimum_beats_rule_based() {
             "--seed",
             seed,
             "--json",
-            "--out",
-            &o,
             "--updates",
             "3",
             "--rollout-slots",
             "24",
-            "--quiet",
         ];
-        let mut v = json(&peergrid(&args));
-        // The one field that names the output directory.
-        v["run"]["checkpoint"]["path"] = serde_json::Value::Null;
-        v
+        run_kpis(dir, &args)
     };
     let (a, b) = (run("3", "run-a"), run("3", "run-b"));
     assert_eq!(a, b, "same seed, same KPIs (training included: two nodes, synchronous PPO)");
@@ -140,10 +145,7 @@ fn run_is_deterministic_and_the_optimum_beats_rule_based() {
 #[test]
 fn local_and_grpc_transports_give_the_same_kpis() {
     let run = |transport: &str| {
-        let out = out_dir(&format!("transport-{transport}"));
-        let o = out.display().to_string();
         let args = [
-            "run",
             "--dataset",
             "synthetic",
             "--prosumers",
@@ -156,23 +158,14 @@ fn local_and_grpc_transports_give_the_same_kpis() {
             "off",
             "--seed",
             "5",
-            "--out",
-            &o,
             "--updates",
             "2",
             "--rollout-slots",
             "24",
             "--transport",
             transport,
-            "--quiet",
         ];
-        let done = peergrid(&args);
-        assert!(done.status.success(), "--transport {transport}: {}", String::from_utf8_lossy(&done.stderr));
-        let text = std::fs::read_to_string(out.join("kpis.json")).unwrap();
-        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        // The one field that names the output directory.
-        v["run"]["checkpoint"]["path"] = serde_json::Value::Null;
-        v
+        run_kpis(&format!("transport-{transport}"), &args)
     };
     let (local, grpc) = (run("local"), run("grpc"));
     assert_eq!(local["policies"][2]["policy"], "learned");
