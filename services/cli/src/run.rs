@@ -41,14 +41,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         evaluate_and_report(&setup, None, &[])?;
         return Ok(());
     }
+    // Every training input is checked before the report directory exists.
+    args.train.validate(setup.info.community.n_prosumers)?;
+    let ppo = args.train.ppo_config(args.scenario.seed)?;
     std::fs::create_dir_all(&setup.out)?;
     let trained = crate::train::train(crate::train::TrainRequest {
         args: &args.train,
+        ppo,
         ds: Arc::clone(&setup.scenario.ds),
         community: &setup.info.community,
         sim: &setup.scenario.sim,
         eval_every_nth_week: args.scenario.eval_every_nth_week,
-        seed: args.scenario.seed,
         out: &setup.out,
     })?;
     eprintln!(

@@ -109,13 +109,15 @@ impl Transport {
 
 /// What a training phase trains on, besides its flags.
 pub struct TrainRequest<'a> {
+    /// Checked with [`TrainArgs::validate`].
     pub args: &'a TrainArgs,
+    /// From [`TrainArgs::ppo_config`].
+    pub ppo: PpoConfig,
     pub ds: Arc<Dataset>,
     pub community: &'a CommunityConfig,
     pub sim: &'a SimConfig,
     /// The market skips every n-th week (the held-out weeks).
     pub eval_every_nth_week: u32,
-    pub seed: u64,
     /// The report directory: TensorBoard files and checkpoints go under it.
     pub out: &'a Path,
 }
@@ -186,14 +188,12 @@ impl TrainArgs {
 
 /// Trains `args.updates` updates; writes TensorBoard files and checkpoints under `out`.
 pub fn train(request: TrainRequest<'_>) -> Result<Trained> {
-    request.args.validate(request.community.n_prosumers)?;
-    let ppo = request.args.ppo_config(request.seed)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(train_async(request, ppo))
+    runtime.block_on(train_async(request))
 }
 
-async fn train_async(request: TrainRequest<'_>, ppo: PpoConfig) -> Result<Trained> {
-    let TrainRequest { args, ds, community, sim, eval_every_nth_week, seed: _, out } = request;
+async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
+    let TrainRequest { args, ppo, ds, community, sim, eval_every_nth_week, out } = request;
     let started = Instant::now();
     // The effective hyperparameters, reusable with `--ppo`.
     std::fs::write(out.join("ppo.json"), serde_json::to_string_pretty(&ppo)? + "\n")

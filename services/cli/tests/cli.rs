@@ -269,6 +269,17 @@ fn run_rejects_bad_flags_and_config() {
     exit_2_naming(&["run", "--eval-every-nth-week", "0"], &["--eval-every-nth-week 0"]);
     exit_2_naming(&["run", "--optimum", "maybe"], &["--optimum"]);
     exit_2_naming(&["run", "--out", &cfg], &["--out", "not a directory"]);
+    exit_2_naming(&["run", "--nodes", "0"], &["--nodes", "1..=24"]);
+    exit_2_naming(&["run", "--ppo", "/nonexistent/ppo.json"], &["--ppo /nonexistent/ppo.json"]);
+    let ppo_typo = scratch_file("ppo-typo.json", r#"{"learning_rte": 0.001}"#);
+    exit_2_naming(&["run", "--ppo", &ppo_typo], &["--ppo", "learning_rte"]);
+    let ppo_bad = scratch_file("ppo-bad.json", r#"{"gamma": 1.5}"#);
+    exit_2_naming(&["run", "--ppo", &ppo_bad], &["--ppo", "ppo.gamma"]);
+    exit_2_naming(&["run", "--learning-rate", "0"], &["ppo.learning_rate"]);
+    // Refused training input leaves no report directory behind.
+    let out = out_dir("refused-ppo");
+    exit_2_naming(&["run", "--ppo", &ppo_bad, "--out", &out.display().to_string()], &["ppo.gamma"]);
+    assert!(!out.exists(), "{} was created", out.display());
 }
 
 /// A checkpoint with random weights, as the trainer would write it.
