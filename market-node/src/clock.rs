@@ -4,15 +4,19 @@
 //! Actor style: gRPC handlers hold a [`ClockHandle`] and send it
 //! [`Command`]s with a oneshot for the reply; the clock answers from its own
 //! loop, so the state needs no lock. It never waits on a node: messages to
-//! nodes go through bounded per-node queues with `try_send` (a node whose
-//! queue is full is disconnected), and slot summaries go to watchers through
-//! a `broadcast` channel (lagging watchers skip summaries).
+//! nodes go through bounded per-node queues with `try_send` (a lagging node
+//! whose queue is full skips messages, counted; its session stays open and
+//! the node settles skipped slots locally), and slot summaries go to
+//! watchers through a `broadcast` channel (lagging watchers skip summaries).
 //!
 //! Fast mode: a slot opens as soon as the previous one cleared, and clears
-//! when every node waited for has sent its batch or `deadline_ms` passed.
-//! Real-time mode: a slot opens every `slot_period_ms` and clears at the end
-//! of its period (or earlier, once every node waited for has reported). On
-//! shutdown the clock finishes the open slot, then stops.
+//! when every node waited for has sent its batch or `deadline_ms` passed; a
+//! node that holds the slot (`Hold`: it waits for the next policy version)
+//! extends the deadline to `max_hold_ms` after the opening. Real-time mode:
+//! a slot opens every `slot_period_ms` and clears at the end of its period
+//! (or earlier, once every node waited for has reported); holds are counted,
+//! never honoured. Leases are checked on a 250 ms tick. On shutdown the
+//! clock finishes the open slot, then stops.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +37,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 use crate::config::ClockMode;
 use crate::metrics::MarketMetrics;
 use crate::scenario::ScenarioEvent;
-use crate::state::{MarketState, NodeCleared, NodeKey, ProsumerInfo, Registration, SlotSummary, StatusSnapshot};
+use crate::state::{
+    HoldOutcome, MarketState, NodeCleared, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary, StatusSnapshot,
+};
+
+/// How often leases are checked for expiry.
+const LEASE_TICK: Duration = Duration::from_millis(250);
 
 /// Messages queued per node before the clock gives up on it.
 pub const NODE_QUEUE: usize = 16;
@@ -46,8 +55,20 @@ const COMMAND_QUEUE: usize = 1024;
 pub enum NodeEvent {
     Open(Arc<OpenSlot>),
     Cleared(NodeCleared),
-    /// The node's last request was rejected; its session ends with this error.
+    /// A batch or hold was refused; nothing of it was stored, the session stays open.
+    Refused(Refused),
+    /// The session ends with this error (the market is stopping, or the
+    /// connection was replaced).
     Rejected(WireError),
+}
+
+/// A refused batch or hold, as the node is told.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    pub slot: u64,
+    pub error: WireError,
+    /// The metric label: "late", "invalid", "duplicate", "foreign", "too_large", "offline".
+    pub reason: &'static str,
 }
 
 /// What watchers see.
@@ -80,14 +101,12 @@ type Reply<T> = oneshot::Sender<Result<T, WireError>>;
 
 enum Command {
     Register {
-        name: String,
-        prosumer_count: u32,
-        resume_session_id: String,
-        resume_first_id: Option<u32>,
+        request: OwnedRegister,
         reply: Reply<Registration>,
     },
     Join {
         session_id: String,
+        secret: String,
         prosumers: Vec<ProsumerInfo>,
         events: mpsc::Sender<NodeEvent>,
         reply: Reply<NodeKey>,
@@ -97,6 +116,11 @@ enum Command {
         slot: u64,
         reports: Vec<HouseholdReport>,
         reply: Reply<usize>,
+    },
+    Hold {
+        node: NodeKey,
+        slot: u64,
+        reply: Reply<HoldOutcome>,
     },
     Disconnect {
         node: NodeKey,
@@ -108,6 +132,27 @@ enum Command {
         command: ControlCommand,
         reply: Reply<ControlOutcome>,
     },
+}
+
+/// A `Register` request, owned (it crosses to the clock task).
+#[derive(Clone, Debug, Default)]
+pub struct OwnedRegister {
+    pub name: String,
+    pub prosumer_count: u32,
+    pub resume_session_id: String,
+    pub resume_first_id: Option<u32>,
+    pub resume_secret: String,
+}
+
+/// 128 bits from the operating system's random source, as 32 hex characters.
+fn fresh_secret() -> String {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = getrandom::getrandom(&mut bytes) {
+        // Without an OS random source there is no unguessable secret: refuse
+        // to run rather than hand out predictable ones.
+        panic!("the operating system's random source failed: {e}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The gRPC layer's way to talk to the clock. Cheap to clone.
@@ -130,24 +175,24 @@ impl ClockHandle {
         rx.await.map_err(|_| gone())?
     }
 
-    pub async fn register(
-        &self,
-        name: String,
-        prosumer_count: u32,
-        resume_session_id: String,
-        resume_first_id: Option<u32>,
-    ) -> Result<Registration, WireError> {
-        self.call(|reply| Command::Register { name, prosumer_count, resume_session_id, resume_first_id, reply }).await
+    pub async fn register(&self, request: OwnedRegister) -> Result<Registration, WireError> {
+        self.call(|reply| Command::Register { request, reply }).await
     }
 
     /// Joins a node; the clock sends its slot messages to `events`.
     pub async fn join(
         &self,
         session_id: String,
+        secret: String,
         prosumers: Vec<ProsumerInfo>,
         events: mpsc::Sender<NodeEvent>,
     ) -> Result<NodeKey, WireError> {
-        self.call(|reply| Command::Join { session_id, prosumers, events, reply }).await
+        self.call(|reply| Command::Join { session_id, secret, prosumers, events, reply }).await
+    }
+
+    /// The node asks the market to hold the open slot `slot` for it.
+    pub async fn hold(&self, node: NodeKey, slot: u64) -> Result<HoldOutcome, WireError> {
+        self.call(|reply| Command::Hold { node, slot, reply }).await
     }
 
     pub async fn submit(&self, node: NodeKey, slot: u64, reports: Vec<HouseholdReport>) -> Result<usize, WireError> {
@@ -197,7 +242,13 @@ struct Clock {
     metrics: MarketMetrics,
     epoch: Instant,
     round_deadline: Option<Instant>,
+    /// The deadline the open slot had before any hold.
+    normal_deadline: Option<Instant>,
     next_open_at: Instant,
+    /// Whether a node held the open slot.
+    round_held: bool,
+    /// Lagging nodes already warned about (one warning per lag episode).
+    lagging: std::collections::HashSet<usize>,
 }
 
 /// Starts the clock task. It ends after `shutdown` fires and the open slot
@@ -217,7 +268,10 @@ pub fn spawn_clock(state: MarketState, metrics: MarketMetrics, shutdown: Shutdow
         metrics,
         epoch: Instant::now(),
         round_deadline: None,
+        normal_deadline: None,
+        round_held: false,
         next_open_at: Instant::now(),
+        lagging: Default::default(),
     };
     let handle = ClockHandle { tx, open, events, finished };
     (handle, tokio::spawn(clock.run(shutdown)))
@@ -234,6 +288,8 @@ impl Clock {
 
     async fn run(mut self, mut shutdown: Shutdown) {
         let mut stopping = false;
+        let mut lease_tick = tokio::time::interval(LEASE_TICK);
+        lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !stopping && self.state.may_open() {
                 let due = self.state.mode() == ClockMode::Fast || Instant::now() >= self.next_open_at;
@@ -270,6 +326,7 @@ impl Clock {
                 },
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => self.clear(),
                 _ = sleep_until(self.next_open_at.into()), if waiting_to_open => {}
+                _ = lease_tick.tick() => self.expire_leases(),
             }
         }
         // Dropping the node queues ends every session stream.
@@ -286,6 +343,7 @@ impl Clock {
         };
         let open = self.state.open(self.now_ms(), unix_ms() + wait_ms as i64);
         self.round_deadline = Some(now + Duration::from_millis(wait_ms));
+        self.normal_deadline = self.round_deadline;
         self.next_open_at = now + Duration::from_millis(self.state.slot_period_ms());
         self.open_tx.send_replace(Some((open.slot, open.ctx.tariff.bounds())));
         tracing::debug!(slot = open.slot, data_slot = open.ctx.data_slot, adjustments = open.adjustments.len(), "slot open");
@@ -297,12 +355,21 @@ impl Clock {
 
     fn clear(&mut self) {
         let started = Instant::now();
+        let expired_before = self.state.hold_counters().1;
         let mut outcome = self.state.clear();
         let seconds = started.elapsed().as_secs_f64();
         self.round_deadline = None;
         self.open_tx.send_replace(None);
         let summary = &mut outcome.summary;
         summary.clearing_latency_ms = seconds * 1e3;
+        if let (true, Some(normal)) = (std::mem::take(&mut self.round_held), self.normal_deadline) {
+            let held = started.saturating_duration_since(normal).as_secs_f64();
+            summary.held_ms = held * 1e3;
+            self.metrics.hold_seconds.observe(held);
+        }
+        self.normal_deadline = None;
+        self.metrics.holds_expired.inc_by(self.state.hold_counters().1 - expired_before);
+        self.metrics.absent_reports.inc_by(summary.absent as u64);
         self.metrics.slots_cleared.inc();
         self.metrics.orders.inc_by(outcome.orders);
         self.metrics.matched_kwh.inc_by(summary.matched_kwh);
@@ -324,25 +391,48 @@ impl Clock {
         }
     }
 
-    /// Queues `event` for a node without waiting; a full or closed queue
-    /// disconnects the node (it can rejoin with its session id).
+    /// Queues `event` for a node without waiting. A full queue (the node
+    /// lags, e.g. in real-time mode while it waits for the learner) skips
+    /// the message — the node settles skipped slots locally — and never
+    /// disconnects it; a closed queue means its stream is gone.
     fn send(&mut self, key: NodeKey, event: NodeEvent) {
         let Some((generation, tx)) = self.nodes.get(&key.index) else { return };
         if *generation != key.generation {
             return;
         }
-        if let Err(e) = tx.try_send(event) {
-            let why = match e {
-                mpsc::error::TrySendError::Full(_) => "its queue is full (too slow)",
-                mpsc::error::TrySendError::Closed(_) => "its stream is closed",
-            };
-            tracing::warn!(node = self.state.node_name(key.index), "disconnecting node: {why}");
-            self.drop_node(key);
+        match tx.try_send(event) {
+            Ok(()) => {
+                self.lagging.remove(&key.index);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.node_messages_dropped.inc();
+                if self.lagging.insert(key.index) {
+                    tracing::warn!(node = self.state.node_name(key.index), "node lags: its queue is full; skipping messages until it catches up");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::info!(node = self.state.node_name(key.index), "node stream closed");
+                self.drop_node(key);
+            }
+        }
+    }
+
+    fn expire_leases(&mut self) {
+        let expired = self.state.expire_leases(self.now_ms());
+        for e in &expired {
+            self.metrics.leases_expired.inc();
+            let what = if e.never_joined { "registered but never joined" } else { "gone past its lease grace" };
+            tracing::info!(node = %e.name, first = e.first, count = e.count, "lease expired ({what}); its households left the community");
+            self.notice(format!("node {} lease expired ({what}); prosumers {}..{} left", e.name, e.first, e.first + e.count));
+        }
+        if !expired.is_empty() {
+            self.update_gauges();
         }
     }
 
     fn drop_node(&mut self, key: NodeKey) {
-        if self.state.disconnect(key) {
+        self.lagging.remove(&key.index);
+        if self.state.disconnect(key, self.now_ms()) {
             self.nodes.remove(&key.index);
             self.notice(format!("node {} disconnected", self.state.node_name(key.index)));
         }
@@ -357,19 +447,28 @@ impl Clock {
         let st = self.state.connected_prosumers();
         self.metrics.connected_prosumers.set(st as i64);
         self.metrics.connected_nodes.set(self.state.connected_nodes().count() as i64);
+        self.metrics.absent_prosumers.set(self.state.absent_prosumers() as i64);
     }
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Register { name, prosumer_count, resume_session_id, resume_first_id, reply } => {
-                let result = self.state.register(&name, prosumer_count, &resume_session_id, resume_first_id);
-                if let Ok(r) = &result {
-                    tracing::info!(node = %name, first = r.first_prosumer_id, count = r.prosumer_count, "node registered");
+            Command::Register { request: r, reply } => {
+                let request = RegisterRequest {
+                    name: &r.name,
+                    prosumer_count: r.prosumer_count,
+                    resume_session_id: &r.resume_session_id,
+                    resume_first_id: r.resume_first_id,
+                    resume_secret: &r.resume_secret,
+                };
+                let result = self.state.register(request, fresh_secret(), self.now_ms());
+                if let Ok(reg) = &result {
+                    let resumed = !r.resume_session_id.is_empty();
+                    tracing::info!(node = %r.name, first = reg.first_prosumer_id, count = reg.prosumer_count, resumed, "node registered");
                 }
                 let _ = reply.send(result);
             }
-            Command::Join { session_id, prosumers, events, reply } => {
-                let result = self.state.join(&session_id, &prosumers, self.now_ms());
+            Command::Join { session_id, secret, prosumers, events, reply } => {
+                let result = self.state.join(&session_id, &secret, &prosumers, self.now_ms());
                 if let Ok(key) = result {
                     self.nodes.insert(key.index, (key.generation, events));
                     if let Some(open) = self.state.open_slot().cloned() {
@@ -382,6 +481,20 @@ impl Clock {
             }
             Command::Submit { node, slot, reports, reply } => {
                 let _ = reply.send(self.state.submit(node, slot, reports, self.now_ms()));
+            }
+            Command::Hold { node, slot, reply } => {
+                let result = self.state.hold(node, slot, self.now_ms());
+                if let Ok(HoldOutcome::Held { until_ms }) = result {
+                    if !std::mem::replace(&mut self.round_held, true) {
+                        self.metrics.holds.inc();
+                    }
+                    let until = self.epoch + Duration::from_millis(until_ms);
+                    if self.round_deadline.is_some_and(|d| d < until) {
+                        tracing::debug!(node = self.state.node_name(node.index), slot, "slot held for a node waiting on the learner");
+                        self.round_deadline = Some(until);
+                    }
+                }
+                let _ = reply.send(result);
             }
             Command::Disconnect { node } => {
                 if self.nodes.get(&node.index).is_some_and(|(g, _)| *g == node.generation) {

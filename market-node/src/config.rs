@@ -82,6 +82,14 @@ pub struct MarketSettings {
     pub node_timeout_ms: u64,
     /// Most reports one batch may carry.
     pub max_batch: usize,
+    /// A node whose stream is gone keeps its id range and households this
+    /// long (absent, not missing); then its lease expires and they leave.
+    pub lease_grace_ms: u64,
+    /// A registration that has not joined within this long expires.
+    pub join_timeout_ms: u64,
+    /// Fast mode: the longest a slot waits for nodes that hold it (they wait
+    /// for the next policy version of a synchronous learner), from its opening.
+    pub max_hold_ms: u64,
     pub insecure_no_auth: bool,
     pub json_logs: bool,
     /// PEM certificate chain the gRPC listener presents (TLS on when set,
@@ -113,6 +121,9 @@ impl Default for MarketSettings {
             max_slots: None,
             node_timeout_ms: 10_000,
             max_batch: 100_000,
+            lease_grace_ms: 30_000,
+            join_timeout_ms: 10_000,
+            max_hold_ms: 60_000,
             insecure_no_auth: false,
             json_logs: false,
             tls_cert: None,
@@ -143,6 +154,9 @@ pub const DEADLINE_MS: (u64, u64) = (1, 600_000);
 pub const SLOT_PERIOD_MS: (u64, u64) = (10, 86_400_000);
 pub const NODE_TIMEOUT_MS: (u64, u64) = (100, 86_400_000);
 pub const MAX_BATCH: (usize, usize) = (1, 1_000_000);
+pub const LEASE_GRACE_MS: (u64, u64) = (100, 86_400_000);
+pub const JOIN_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
+pub const MAX_HOLD_MS: (u64, u64) = (1, 3_600_000);
 
 impl MarketConfig {
     /// Validates `settings`, `sim` and the tokens together. With no token
@@ -159,6 +173,9 @@ impl MarketConfig {
         in_range("slot_period_ms", settings.slot_period_ms, SLOT_PERIOD_MS)?;
         in_range("node_timeout_ms", settings.node_timeout_ms, NODE_TIMEOUT_MS)?;
         in_range("max_batch", settings.max_batch as u64, (MAX_BATCH.0 as u64, MAX_BATCH.1 as u64))?;
+        in_range("lease_grace_ms", settings.lease_grace_ms, LEASE_GRACE_MS)?;
+        in_range("join_timeout_ms", settings.join_timeout_ms, JOIN_TIMEOUT_MS)?;
+        in_range("max_hold_ms", settings.max_hold_ms, MAX_HOLD_MS)?;
         in_range("min_prosumers", settings.min_prosumers as u64, (1, 10_000_000))?;
         if settings.max_slots == Some(0) {
             return Err(bad("max_slots", "must be ≥ 1 when given"));
@@ -271,6 +288,15 @@ pub struct RunArgs {
     /// Most reports in one batch [default: 100000].
     #[arg(long, env = "PEERGRID_MARKET_MAX_BATCH")]
     pub max_batch: Option<usize>,
+    /// A node without a stream keeps its ids and households this many ms [default: 30000].
+    #[arg(long, env = "PEERGRID_MARKET_LEASE_GRACE_MS")]
+    pub lease_grace_ms: Option<u64>,
+    /// A registration that never joins expires after this many ms [default: 10000].
+    #[arg(long, env = "PEERGRID_MARKET_JOIN_TIMEOUT_MS")]
+    pub join_timeout_ms: Option<u64>,
+    /// Fast mode: a slot waits at most this many ms for nodes holding it [default: 60000].
+    #[arg(long, env = "PEERGRID_MARKET_MAX_HOLD_MS")]
+    pub max_hold_ms: Option<u64>,
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -299,7 +325,20 @@ impl RunArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { s.$f = v; } )* };
         }
-        set!(listen, dataset, start_slot, mode, deadline_ms, slot_period_ms, min_prosumers, node_timeout_ms, max_batch);
+        set!(
+            listen,
+            dataset,
+            start_slot,
+            mode,
+            deadline_ms,
+            slot_period_ms,
+            min_prosumers,
+            node_timeout_ms,
+            max_batch,
+            lease_grace_ms,
+            join_timeout_ms,
+            max_hold_ms
+        );
         if self.metrics_listen.is_some() {
             s.metrics_listen = self.metrics_listen;
         }
@@ -341,6 +380,9 @@ mod tests {
             (MarketSettings { deadline_ms: 0, ..insecure() }, "deadline_ms"),
             (MarketSettings { slot_period_ms: 5, ..insecure() }, "slot_period_ms"),
             (MarketSettings { max_batch: 0, ..insecure() }, "max_batch"),
+            (MarketSettings { lease_grace_ms: 0, ..insecure() }, "lease_grace_ms"),
+            (MarketSettings { join_timeout_ms: 0, ..insecure() }, "join_timeout_ms"),
+            (MarketSettings { max_hold_ms: 0, ..insecure() }, "max_hold_ms"),
             (MarketSettings { min_prosumers: 0, ..insecure() }, "min_prosumers"),
             (MarketSettings { max_slots: Some(0), ..insecure() }, "max_slots"),
             (MarketSettings { tls_cert: Some("server.pem".into()), ..insecure() }, "tls_key"),

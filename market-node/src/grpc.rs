@@ -8,10 +8,13 @@
 //! answer back. Every error leaves as a `WireError` → `Status`, counted in
 //! the `rejected` metric by reason.
 //!
-//! A session is a bidi stream: the node's first message is `Join`, then one
-//! `OrderBatch` per slot; the market sends `SlotOpen` and `SlotCleared`
-//! through the node's bounded queue. A rejected batch ends the stream with
-//! the error's status (nothing of it is stored); the node may rejoin.
+//! A session is a bidi stream: the node's first message is `Join` (with the
+//! session's secret), then one `OrderBatch` per slot, preceded by a `Hold`
+//! when the node waits for the learner; the market sends `SlotOpen` and
+//! `SlotCleared` through the node's bounded queue. A refused batch or hold
+//! (late, invalid, ...) is answered in-stream with `BatchRefused` — nothing
+//! of it is stored, it is counted by reason, and the session stays open.
+//! Only a replaced connection or a stopping market ends the stream.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,7 +39,7 @@ use tonic::{Request, Response, Status, Streaming};
 use control::control_service_server::{ControlService, ControlServiceServer};
 use market::market_service_server::{MarketService, MarketServiceServer};
 
-use crate::clock::{ClockHandle, ControlCommand, ControlOutcome, MarketEvent, NodeEvent, NODE_QUEUE};
+use crate::clock::{ClockHandle, ControlCommand, ControlOutcome, MarketEvent, NodeEvent, OwnedRegister, Refused, NODE_QUEUE};
 use crate::config::ClockMode;
 use crate::metrics::MarketMetrics;
 use crate::scenario::{FeederLimit, ScaleGroup, ScenarioEvent, TakeOffline, TariffOverride};
@@ -55,6 +58,8 @@ struct Edge {
     max_batch: usize,
     node_timeout: Duration,
     shutdown: Shutdown,
+    /// Batches and holds refused in-stream (for `Status`).
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Edge {
@@ -81,12 +86,17 @@ impl MarketService for Market {
         let edge = &self.0;
         edge.auth(authorize(request.metadata(), Role::Agent, &edge.tokens))?;
         let r = request.into_inner();
-        let reg = edge
-            .clock
-            .register(r.node_name, r.prosumer_count, r.resume_session_id, r.resume_first_prosumer_id)
-            .await
-            .map_err(|e| edge.fail(e))?;
+        let request = OwnedRegister {
+            name: r.node_name,
+            prosumer_count: r.prosumer_count,
+            resume_session_id: r.resume_session_id,
+            resume_first_id: r.resume_first_prosumer_id,
+            resume_secret: r.resume_secret,
+        };
+        let reg = edge.clock.register(request).await.map_err(|e| edge.fail(e))?;
         Ok(Response::new(market::RegisterResponse {
+            resume_secret: reg.secret,
+            lease_grace_ms: reg.lease_grace_ms,
             session_id: reg.session_id,
             first_prosumer_id: reg.first_prosumer_id,
             prosumer_count: reg.prosumer_count,
@@ -118,7 +128,7 @@ impl MarketService for Market {
             })
             .collect();
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
-        let key = edge.clock.join(join.session_id, prosumers, tx.clone()).await.map_err(|e| edge.fail(e))?;
+        let key = edge.clock.join(join.session_id, join.resume_secret, prosumers, tx.clone()).await.map_err(|e| edge.fail(e))?;
         tokio::spawn(async move {
             let mut shutdown = edge.shutdown.clone();
             loop {
@@ -135,22 +145,37 @@ impl MarketService for Market {
                     }
                     m = inbound.message() => m,
                 };
-                let result = match message {
+                let refused = match message {
                     Ok(Some(market::NodeMessage { msg: Some(market::node_message::Msg::Batch(batch)) })) => {
-                        accept_batch(&edge, key, batch).await
+                        let slot = batch.slot;
+                        accept_batch(&edge, key, batch).await.err().map(|e| (slot, e))
                     }
-                    Ok(Some(_)) => Err(WireError::failed_precondition("join: only OrderBatch messages may follow Join")),
+                    Ok(Some(market::NodeMessage { msg: Some(market::node_message::Msg::Hold(hold)) })) => {
+                        accept_hold(&edge, key, &hold).await.err().map(|e| (hold.slot, e))
+                    }
+                    Ok(Some(_)) => Some((0, WireError::failed_precondition("join: only OrderBatch and Hold messages may follow Join"))),
                     Ok(None) => break,
                     Err(status) => {
                         tracing::debug!(%status, "session stream ended");
                         break;
                     }
                 };
-                if let Err(e) = result {
-                    tracing::info!(error = %e, "batch rejected; ending the session");
-                    edge.metrics.reject(e.code());
-                    let _ = tx.send(NodeEvent::Rejected(e)).await;
-                    break;
+                if let Some((slot, error)) = refused {
+                    if is_replaced(&error) {
+                        // A newer connection of this session took over: this one ends.
+                        let _ = tx.send(NodeEvent::Rejected(error)).await;
+                        break;
+                    }
+                    let reason = refusal_reason(&edge, slot, &error);
+                    tracing::info!(slot, reason, error = %error, "batch refused; the session stays open");
+                    edge.metrics.refuse(reason);
+                    edge.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    edge.metrics.reject(error.code());
+                    // The refusal rides the node's queue behind what the clock
+                    // already sent; a full queue waits (this task only serves this node).
+                    if tx.send(NodeEvent::Refused(Refused { slot, error, reason })).await.is_err() {
+                        break;
+                    }
                 }
             }
             edge.clock.disconnect(key).await;
@@ -191,7 +216,7 @@ impl MarketService for Market {
         let edge = &self.0;
         edge.auth(authorize_reader(request.metadata(), &edge.tokens))?;
         let status = edge.clock.status().await.map_err(|e| edge.fail(e))?;
-        Ok(Response::new(status_to_wire(&status)))
+        Ok(Response::new(status_to_wire(&status, edge.refused.load(std::sync::atomic::Ordering::Relaxed))))
     }
 }
 
@@ -222,11 +247,45 @@ async fn accept_batch(edge: &Edge, key: crate::state::NodeKey, batch: market::Or
     edge.clock.submit(key, batch.slot, reports).await
 }
 
+/// Validates a hold at the edge and asks the clock to hold the open slot.
+async fn accept_hold(edge: &Edge, key: crate::state::NodeKey, hold: &market::Hold) -> Result<(), WireError> {
+    let chars = hold.reason.chars().count();
+    if !(1..=32).contains(&chars) || hold.reason.chars().any(char::is_control) {
+        return Err(WireError::invalid("hold.reason", format!("must be 1..=32 printable characters, got {chars}")));
+    }
+    edge.clock.hold(key, hold.slot).await.map(|_| ())
+}
+
+/// The connection is no longer the session's current one.
+fn is_replaced(error: &WireError) -> bool {
+    error.code() == tonic::Code::FailedPrecondition && error.to_string().contains("session: this connection")
+}
+
+/// The metric label of a refusal: a batch for a slot that is not the open
+/// one is late (or early); otherwise by what was wrong.
+fn refusal_reason(edge: &Edge, slot: u64, error: &WireError) -> &'static str {
+    use tonic::Code;
+    match error.code() {
+        _ if edge.clock.open_bounds().is_none_or(|(open, _)| open != slot) => "late",
+        Code::ResourceExhausted => "too_large",
+        Code::PermissionDenied => "foreign",
+        Code::FailedPrecondition if error.to_string().contains("already sent") => "duplicate",
+        Code::FailedPrecondition if error.to_string().contains("offline") => "offline",
+        _ => "invalid",
+    }
+}
+
 fn node_event_to_wire(event: NodeEvent) -> Result<market::MarketMessage, Status> {
     use market::market_message::Msg;
     let msg = match event {
         NodeEvent::Open(open) => Msg::Open(slot_open_to_wire(&open)),
         NodeEvent::Cleared(c) => Msg::Cleared(cleared_to_wire(&c)),
+        NodeEvent::Refused(r) => Msg::Refused(market::BatchRefused {
+            slot: r.slot,
+            code: r.error.code() as i32,
+            message: r.error.to_string(),
+            reason: r.reason.to_owned(),
+        }),
         NodeEvent::Rejected(e) => return Err(e.into()),
     };
     Ok(market::MarketMessage { msg: Some(msg) })
@@ -264,10 +323,12 @@ fn summary_to_wire(s: &SlotSummary) -> market::SlotSummary {
         reported: s.reported,
         missing: s.missing,
         clearing_latency_ms: s.clearing_latency_ms,
+        absent: s.absent,
+        held_ms: s.held_ms,
     }
 }
 
-fn status_to_wire(s: &StatusSnapshot) -> market::StatusResponse {
+fn status_to_wire(s: &StatusSnapshot, batches_refused: u64) -> market::StatusResponse {
     market::StatusResponse {
         slot: s.next_slot,
         // Connected, not merely registered: what an operator scaling the
@@ -281,6 +342,12 @@ fn status_to_wire(s: &StatusSnapshot) -> market::StatusResponse {
         money_balance_error: s.money_balance_error,
         kpis: Some((&s.kpis).into()),
         missing_reports: s.missing_reports,
+        absent_reports: s.absent_reports,
+        absent_prosumers: s.absent_prosumers,
+        holds: s.holds,
+        holds_expired: s.holds_expired,
+        batches_refused,
+        leases_expired: s.leases_expired,
     }
 }
 
@@ -382,7 +449,7 @@ impl ControlService for Control {
         let edge = &self.0;
         edge.auth(authorize(request.metadata(), Role::Operator, &edge.tokens))?;
         let status = edge.clock.status().await.map_err(|e| edge.fail(e))?;
-        Ok(Response::new(status_to_wire(&status)))
+        Ok(Response::new(status_to_wire(&status, edge.refused.load(std::sync::atomic::Ordering::Relaxed))))
     }
 }
 
@@ -423,6 +490,7 @@ pub async fn serve(
         max_batch: params.max_batch,
         node_timeout: params.node_timeout,
         shutdown: params.shutdown,
+        refused: Arc::default(),
     };
     // Accept gzip (the only compression Python clients speak) but answer
     // uncompressed: on a LAN, compressing a 10,000-prosumer SlotCleared costs

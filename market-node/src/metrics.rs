@@ -7,7 +7,11 @@
 //! `market_orders_total`, `market_matched_kwh_total`,
 //! `market_clearing_seconds`, `market_missing_reports_total`,
 //! `market_rejected_requests_total{reason}`, `market_connected_nodes`,
-//! `market_connected_prosumers`.
+//! `market_connected_prosumers`; membership and holds:
+//! `market_absent_reports_total`, `market_absent_prosumers`,
+//! `market_leases_expired_total`, `market_holds_total`,
+//! `market_holds_expired_total`, `market_hold_seconds`,
+//! `market_batches_refused_total{reason}`, `market_node_messages_dropped_total`.
 
 use std::sync::atomic::AtomicU64;
 
@@ -31,12 +35,24 @@ pub struct MarketMetrics {
     pub rejected: Family<ReasonLabel, Counter>,
     pub connected_nodes: Gauge,
     pub connected_prosumers: Gauge,
+    pub absent_reports: Counter,
+    pub absent_prosumers: Gauge,
+    pub leases_expired: Counter,
+    pub holds: Counter,
+    pub holds_expired: Counter,
+    pub hold_seconds: Histogram,
+    pub batches_refused: Family<RefusalLabel, Counter>,
+    pub node_messages_dropped: Counter,
 }
+
+/// Label set of a refused batch: `reason` is "late", "invalid", ...
+pub type RefusalLabel = [(&'static str, &'static str); 1];
 
 impl MarketMetrics {
     pub fn register(metrics: &mut Metrics) -> MarketMetrics {
         let matched_kwh = Counter::<f64, AtomicU64>::default();
         let rejected = Family::<ReasonLabel, Counter>::default();
+        let batches_refused = Family::<RefusalLabel, Counter>::default();
         let m = MarketMetrics {
             slots_cleared: metrics.counter("market_slots_cleared", "Market slots cleared"),
             orders: metrics.counter("market_orders", "Limit orders cleared"),
@@ -50,11 +66,31 @@ impl MarketMetrics {
             rejected: rejected.clone(),
             connected_nodes: metrics.gauge("market_connected_nodes", "Agent-nodes connected"),
             connected_prosumers: metrics.gauge("market_connected_prosumers", "Prosumers hosted by connected agent-nodes"),
+            absent_reports: metrics
+                .counter("market_absent_reports", "Prosumer-slots of nodes within their lease but without a stream (not missing)"),
+            absent_prosumers: metrics.gauge("market_absent_prosumers", "Prosumers of nodes within their lease but without a stream"),
+            leases_expired: metrics.counter("market_leases_expired", "Registrations whose lease expired (households left)"),
+            holds: metrics.counter("market_holds", "Slots held open for nodes waiting on the learner"),
+            holds_expired: metrics.counter("market_holds_expired", "Node holds cut short at max_hold_ms"),
+            hold_seconds: metrics.histogram(
+                "market_hold_seconds",
+                "How long a held slot stayed open past its deadline, seconds",
+                [0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
+            ),
+            batches_refused: batches_refused.clone(),
+            node_messages_dropped: metrics
+                .counter("market_node_messages_dropped", "Messages to a lagging node skipped (its queue was full)"),
         };
         let registry = metrics.registry_mut();
         registry.register("market_matched_kwh", "P2P energy matched, kWh", matched_kwh);
         registry.register("market_rejected_requests", "Requests rejected, by reason", rejected);
+        registry.register("market_batches_refused", "Batches and holds refused in-stream (session kept), by reason", batches_refused);
         m
+    }
+
+    /// Counts a batch refused in-stream.
+    pub fn refuse(&self, reason: &'static str) {
+        self.batches_refused.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// Counts a rejected request under the reason its status code names.

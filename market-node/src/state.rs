@@ -7,6 +7,14 @@
 //! without a network. Every request is validated completely before anything
 //! is stored: a rejected batch, registration or scenario changes nothing.
 //!
+//! Membership is a lease ([`Node`]): a registration that never joins
+//! expires `join_timeout_ms` after `Register`; a node whose stream is gone
+//! keeps its id range for `lease_grace_ms` (its households are *absent*,
+//! not missing, and can come back with their state), then it expires and
+//! its households leave the community. Resuming needs the session's secret.
+//! Ids are allocated first-fit over the live ranges, so expired ranges are
+//! reused and the id space never fills with ghosts.
+//!
 //! Exactness: a slot's reports are merged into one list sorted by prosumer
 //! id and cleared with [`SlotEngine::clear_and_settle`], then each household
 //! is recorded with [`household_slot`] in id order, exactly as the reference
@@ -51,16 +59,51 @@ pub struct NodeKey {
     pub generation: u64,
 }
 
+/// A node's `Register`, as the market reads it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RegisterRequest<'a> {
+    pub name: &'a str,
+    pub prosumer_count: u32,
+    /// Empty for a new node.
+    pub resume_session_id: &'a str,
+    pub resume_first_id: Option<ProsumerId>,
+    pub resume_secret: &'a str,
+}
+
+/// Node names: 1..=64 printable characters.
+pub fn check_node_name(name: &str) -> Result<(), WireError> {
+    let chars = name.chars().count();
+    if !(1..=MAX_NODE_NAME_CHARS).contains(&chars) || name.chars().any(char::is_control) {
+        return Err(WireError::invalid("node_name", format!("must be 1..={MAX_NODE_NAME_CHARS} printable characters")));
+    }
+    Ok(())
+}
+
 /// What a node gets back from `Register`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Registration {
     pub session_id: String,
+    /// The session's secret (never logged: `Debug` redacts it).
+    pub secret: String,
     pub first_prosumer_id: ProsumerId,
     pub prosumer_count: u32,
     pub dataset: String,
     pub slot_minutes: u32,
     pub reward: RewardWeights,
     pub next_slot: u64,
+    pub lease_grace_ms: u64,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("session_id", &self.session_id)
+            .field("secret", &"<redacted>")
+            .field("first_prosumer_id", &self.first_prosumer_id)
+            .field("prosumer_count", &self.prosumer_count)
+            .field("next_slot", &self.next_slot)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One hosted prosumer as a node describes it in `Join`.
@@ -72,9 +115,12 @@ pub struct ProsumerInfo {
     pub battery_kwh: f64,
 }
 
+/// A registration: a lease on an id range.
 #[derive(Clone, Debug)]
 struct Node {
     session_id: String,
+    /// Proves ownership in `Join` and on resume; never logged.
+    secret: String,
     name: String,
     first: ProsumerId,
     count: u32,
@@ -83,12 +129,47 @@ struct Node {
     generation: u64,
     last_seen_ms: u64,
     reported_last_round: bool,
+    /// When the lease started to run down: registration (not joined yet)
+    /// or the end of its last stream. `None` while connected.
+    idle_since_ms: Option<u64>,
 }
 
 impl Node {
     fn hosts(&self, id: ProsumerId) -> bool {
         id >= self.first && id - self.first < self.count
     }
+
+    fn end(&self) -> ProsumerId {
+        self.first + self.count
+    }
+}
+
+/// Why a lease ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expired {
+    pub name: String,
+    pub first: ProsumerId,
+    pub count: u32,
+    /// It registered but never joined.
+    pub never_joined: bool,
+}
+
+/// What the market did with a `Hold`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Fast mode: the open slot waits for the node until `until_ms` (clock ms).
+    Held { until_ms: u64 },
+    /// Real-time mode keeps wall-clock time: counted, not honoured.
+    Ignored,
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn secret_matches(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn is_hex32(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The slot being collected.
@@ -100,6 +181,9 @@ struct Round {
     /// Expected nodes the fast clock waits for (not silent past the node timeout).
     waited: BTreeSet<usize>,
     batches: BTreeMap<usize, Vec<HouseholdReport>>,
+    /// Nodes that asked the market to hold this slot (they wait on the learner).
+    held: BTreeSet<usize>,
+    opened_ms: u64,
 }
 
 /// A cleared slot as the community sees it (what `Watch` shows).
@@ -116,6 +200,10 @@ pub struct SlotSummary {
     pub reported: u32,
     pub missing: u32,
     pub clearing_latency_ms: f64,
+    /// Prosumers of nodes within their lease but without a stream.
+    pub absent: u32,
+    /// How long nodes held the slot past its normal deadline, ms.
+    pub held_ms: f64,
 }
 
 /// A cleared slot as one node sees it.
@@ -153,6 +241,11 @@ pub struct StatusSnapshot {
     pub money_balance_error: f64,
     pub kpis: Kpis,
     pub missing_reports: u64,
+    pub absent_reports: u64,
+    pub absent_prosumers: u32,
+    pub holds: u64,
+    pub holds_expired: u64,
+    pub leases_expired: u64,
 }
 
 /// Run control: what the clock may do next.
@@ -165,6 +258,9 @@ struct Control {
     max_slots: Option<u64>,
     node_timeout_ms: u64,
     max_batch: usize,
+    lease_grace_ms: u64,
+    join_timeout_ms: u64,
+    max_hold_ms: u64,
     started: bool,
     paused: bool,
     steps_left: Option<u32>,
@@ -178,8 +274,13 @@ pub struct MarketState {
     schedule: Option<Vec<usize>>,
     session_seed: u64,
     control: Control,
-    nodes: Vec<Node>,
-    next_id: ProsumerId,
+    /// Live registrations by index (indices are never reused, so a
+    /// [`NodeKey`] of an expired node matches nothing).
+    nodes: BTreeMap<usize, Node>,
+    next_index: usize,
+    /// Ids whose storage is already in the KPIs' capacity (a reused range
+    /// hosts the same generated households).
+    counted: Vec<bool>,
     next_slot: u64,
     round: Option<Round>,
     engine: SlotEngine,
@@ -191,6 +292,10 @@ pub struct MarketState {
     p2p_paid: Money,
     p2p_received: Money,
     missing_reports: u64,
+    absent_reports: u64,
+    holds: u64,
+    holds_expired: u64,
+    leases_expired: u64,
 }
 
 impl MarketState {
@@ -234,12 +339,16 @@ impl MarketState {
                 max_slots: settings.max_slots,
                 node_timeout_ms: settings.node_timeout_ms,
                 max_batch: settings.max_batch,
+                lease_grace_ms: settings.lease_grace_ms,
+                join_timeout_ms: settings.join_timeout_ms,
+                max_hold_ms: settings.max_hold_ms,
                 started: false,
                 paused: false,
                 steps_left: None,
             },
-            nodes: Vec::new(),
-            next_id: 0,
+            nodes: BTreeMap::new(),
+            next_index: 0,
+            counted: Vec::new(),
             next_slot: 0,
             round: None,
             engine: SlotEngine::new(sim.grid.clone(), sim.mechanism),
@@ -251,6 +360,10 @@ impl MarketState {
             p2p_paid: Money(0),
             p2p_received: Money(0),
             missing_reports: 0,
+            absent_reports: 0,
+            holds: 0,
+            holds_expired: 0,
+            leases_expired: 0,
             ds,
             sim,
         })
@@ -258,117 +371,157 @@ impl MarketState {
 
     // ----- membership -------------------------------------------------------
 
-    /// Assigns a new node the next contiguous id range, or gives a resuming
-    /// node its old range back.
-    pub fn register(
-        &mut self,
-        name: &str,
-        prosumer_count: u32,
-        resume_session_id: &str,
-        resume_first_id: Option<ProsumerId>,
-    ) -> Result<Registration, WireError> {
-        let chars = name.chars().count();
-        if !(1..=MAX_NODE_NAME_CHARS).contains(&chars) || name.chars().any(char::is_control) {
-            return Err(WireError::invalid("node_name", format!("must be 1..={MAX_NODE_NAME_CHARS} printable characters")));
-        }
+    /// Assigns a new node a free contiguous id range (first fit over the
+    /// live leases), or gives a resuming node its range back. `secret` is a
+    /// fresh unguessable value the caller drew; a new registration keeps it.
+    pub fn register(&mut self, request: RegisterRequest<'_>, secret: String, now_ms: u64) -> Result<Registration, WireError> {
+        let RegisterRequest { name, prosumer_count, resume_session_id, resume_first_id, resume_secret } = request;
+        check_node_name(name)?;
         let max = MAX_NODE_PROSUMERS.min(self.control.max_batch as u32);
         if !(1..=max).contains(&prosumer_count) {
             return Err(WireError::invalid("prosumer_count", format!("must lie in 1..={max}, got {prosumer_count}")));
         }
         let index = if resume_session_id.is_empty() {
-            if self.next_id.checked_add(prosumer_count).is_none_or(|end| end > MAX_PROSUMERS) {
-                return Err(WireError::ResourceExhausted {
-                    reason: format!("prosumer_count: the market hosts at most {MAX_PROSUMERS} prosumers"),
-                });
-            }
-            let n = self.nodes.len() as u64;
+            let first = self.free_range(prosumer_count).ok_or_else(|| WireError::ResourceExhausted {
+                reason: format!(
+                    "prosumer_count: the market hosts at most {MAX_PROSUMERS} prosumers ({} registered)",
+                    self.registered_prosumers()
+                ),
+            })?;
+            let index = self.next_index;
             let session_id = format!(
                 "{:016x}{:016x}",
-                derive_seed(self.session_seed, &format!("session/{n}")),
-                derive_seed(self.session_seed, &format!("session-check/{n}"))
+                derive_seed(self.session_seed, &format!("session/{index}")),
+                derive_seed(self.session_seed, &format!("session-check/{index}"))
             );
-            self.nodes.push(Node {
-                session_id,
-                name: name.to_owned(),
-                first: self.next_id,
-                count: prosumer_count,
-                joined: false,
-                connected: false,
-                generation: 0,
-                last_seen_ms: 0,
-                reported_last_round: true,
-            });
-            self.next_id += prosumer_count;
-            self.nodes.len() - 1
-        } else if let (Err(_), Some(first)) = (self.node_of_session(resume_session_id), resume_first_id) {
-            self.adopt_session(name, resume_session_id, first, prosumer_count)?
+            self.insert_node(name, session_id, secret, first, prosumer_count, now_ms)
         } else {
-            let index = self.node_of_session(resume_session_id)?;
-            let node = &self.nodes[index];
-            if node.count != prosumer_count {
-                return Err(WireError::invalid(
-                    "prosumer_count",
-                    format!("a resumed session hosts {} prosumers, got {prosumer_count}", node.count),
-                ));
+            if !is_hex32(resume_secret) {
+                return Err(WireError::invalid("resume_secret", "must be the 32 hex characters the market issued with the session"));
             }
-            index
+            match (self.node_of_session(resume_session_id), resume_first_id) {
+                (Ok(index), _) => {
+                    let node = &self.nodes[&index];
+                    if !secret_matches(&node.secret, resume_secret) {
+                        return Err(WireError::PermissionDenied { reason: "resume_secret: does not match the session".into() });
+                    }
+                    if node.count != prosumer_count {
+                        return Err(WireError::invalid(
+                            "prosumer_count",
+                            format!("a resumed session hosts {} prosumers, got {prosumer_count}", node.count),
+                        ));
+                    }
+                    let node = self.nodes.get_mut(&index).expect("found above");
+                    node.name = name.to_owned();
+                    if !node.connected {
+                        node.idle_since_ms = Some(now_ms);
+                    }
+                    index
+                }
+                (Err(_), Some(first)) => self.adopt_session(name, resume_session_id, resume_secret, first, prosumer_count, now_ms)?,
+                (Err(e), None) => return Err(e),
+            }
         };
-        let node = &self.nodes[index];
+        let node = &self.nodes[&index];
         Ok(Registration {
             session_id: node.session_id.clone(),
+            secret: node.secret.clone(),
             first_prosumer_id: node.first,
             prosumer_count: node.count,
             dataset: self.ds.name.clone(),
             slot_minutes: self.ds.slot_minutes,
             reward: self.sim.reward.clone(),
             next_slot: self.next_slot,
+            lease_grace_ms: self.control.lease_grace_ms,
         })
     }
 
-    /// Re-creates a session this market does not know (it restarted), with
-    /// the id range the node says it hosted, if that range is free.
-    fn adopt_session(&mut self, name: &str, session_id: &str, first: ProsumerId, count: u32) -> Result<usize, WireError> {
-        if session_id.len() != 32 || !session_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    fn insert_node(&mut self, name: &str, session_id: String, secret: String, first: ProsumerId, count: u32, now_ms: u64) -> usize {
+        let index = self.next_index;
+        self.next_index += 1;
+        self.nodes.insert(
+            index,
+            Node {
+                session_id,
+                secret,
+                name: name.to_owned(),
+                first,
+                count,
+                joined: false,
+                connected: false,
+                generation: 0,
+                last_seen_ms: now_ms,
+                reported_last_round: true,
+                idle_since_ms: Some(now_ms),
+            },
+        );
+        index
+    }
+
+    /// The lowest id at which `count` ids are free of every live lease.
+    fn free_range(&self, count: u32) -> Option<ProsumerId> {
+        let mut ranges: Vec<(ProsumerId, ProsumerId)> = self.nodes.values().map(|n| (n.first, n.end())).collect();
+        ranges.sort_unstable();
+        let mut candidate: ProsumerId = 0;
+        for (first, end) in ranges {
+            if candidate.checked_add(count)? <= first {
+                break;
+            }
+            candidate = candidate.max(end);
+        }
+        candidate.checked_add(count).filter(|end| *end <= MAX_PROSUMERS).map(|_| candidate)
+    }
+
+    fn registered_prosumers(&self) -> u64 {
+        self.nodes.values().map(|n| n.count as u64).sum()
+    }
+
+    /// Re-creates a session this market does not know (it restarted, or the
+    /// lease expired), with the id range and secret the node holds, if that
+    /// range is free.
+    fn adopt_session(
+        &mut self,
+        name: &str,
+        session_id: &str,
+        secret: &str,
+        first: ProsumerId,
+        count: u32,
+        now_ms: u64,
+    ) -> Result<usize, WireError> {
+        if !is_hex32(session_id) {
             return Err(WireError::invalid("resume_session_id", "must be the 32 hex characters a market issued"));
         }
         let end = first.checked_add(count).filter(|end| *end <= MAX_PROSUMERS).ok_or_else(|| {
             WireError::invalid("resume_first_prosumer_id", format!("range {first}+{count} exceeds {MAX_PROSUMERS}"))
         })?;
-        if let Some(other) = self.nodes.iter().find(|n| first < n.first + n.count && n.first < end) {
+        if let Some(other) = self.nodes.values().find(|n| first < n.end() && n.first < end) {
             return Err(WireError::failed_precondition(format!(
                 "resume_first_prosumer_id: ids {first}..{end} overlap node '{}' ({}..{})",
                 other.name,
                 other.first,
-                other.first + other.count
+                other.end()
             )));
         }
-        self.nodes.push(Node {
-            session_id: session_id.to_owned(),
-            name: name.to_owned(),
-            first,
-            count,
-            joined: false,
-            connected: false,
-            generation: 0,
-            last_seen_ms: 0,
-            reported_last_round: true,
-        });
-        self.next_id = self.next_id.max(end);
-        Ok(self.nodes.len() - 1)
+        Ok(self.insert_node(name, session_id.to_owned(), secret.to_owned(), first, count, now_ms))
     }
 
     fn node_of_session(&self, session_id: &str) -> Result<usize, WireError> {
         self.nodes
             .iter()
-            .position(|n| n.session_id == session_id)
-            .ok_or_else(|| WireError::NotFound { what: "session_id: no such session (register first)".into() })
+            .find(|(_, n)| n.session_id == session_id)
+            .map(|(i, _)| *i)
+            .ok_or_else(|| WireError::NotFound { what: "session_id: no such session (register first, or its lease expired)".into() })
     }
 
     /// Connects a registered node (first `Join`, or a reconnect replacing
-    /// the previous connection). The first join adds its storage to the KPIs.
-    pub fn join(&mut self, session_id: &str, prosumers: &[ProsumerInfo], now_ms: u64) -> Result<NodeKey, WireError> {
+    /// the previous connection, which needs the session's secret). The
+    /// first join adds its storage to the KPIs.
+    pub fn join(&mut self, session_id: &str, secret: &str, prosumers: &[ProsumerInfo], now_ms: u64) -> Result<NodeKey, WireError> {
         let index = self.node_of_session(session_id)?;
-        let node = &self.nodes[index];
+        let node = &self.nodes[&index];
+        if !secret_matches(&node.secret, secret) {
+            return Err(WireError::PermissionDenied { reason: "resume_secret: does not match the session".into() });
+        }
         if prosumers.len() != node.count as usize {
             return Err(WireError::invalid(
                 "prosumers",
@@ -392,21 +545,29 @@ impl MarketState {
                 }
             }
         }
-        let node = &mut self.nodes[index];
+        let (first, end) = (node.first, node.end());
         if !node.joined {
             // One storage addition per prosumer in id order: the same float
             // summation as the reference simulator's capacity when nodes
-            // join in id order.
-            let end = (node.first + node.count) as usize;
-            for p in prosumers {
-                self.kpi.add_households(end, p.battery_kwh);
+            // join in id order. A reused range hosts the same generated
+            // households, whose storage is counted once.
+            if self.counted.len() < end as usize {
+                self.counted.resize(end as usize, false);
             }
-            node.joined = true;
+            for p in prosumers {
+                let seen = std::mem::replace(&mut self.counted[p.prosumer_id as usize], true);
+                self.kpi.add_households(end as usize, if seen { 0.0 } else { p.battery_kwh });
+            }
         }
+        let node = self.nodes.get_mut(&index).expect("found above");
+        debug_assert_eq!((node.first, node.end()), (first, end));
+        node.joined = true;
         node.connected = true;
+        node.idle_since_ms = None;
         node.generation += 1;
         node.last_seen_ms = now_ms;
         node.reported_last_round = true;
+        let generation = node.generation;
         // A node (re)joining mid-slot gets the open slot and is waited for.
         if let Some(round) = self.round.as_mut() {
             if !round.expected.contains(&index) {
@@ -417,35 +578,77 @@ impl MarketState {
         if self.connected_prosumers() >= self.control.min_prosumers {
             self.control.started = true;
         }
-        Ok(NodeKey { index, generation: self.nodes[index].generation })
+        Ok(NodeKey { index, generation })
     }
 
     fn is_current(&self, key: NodeKey) -> bool {
-        self.nodes.get(key.index).is_some_and(|n| n.connected && n.generation == key.generation)
+        self.nodes.get(&key.index).is_some_and(|n| n.connected && n.generation == key.generation)
     }
 
-    /// The connection `key` ended; a newer connection of the node is unaffected.
-    pub fn disconnect(&mut self, key: NodeKey) -> bool {
+    /// The connection `key` ended; a newer connection of the node is
+    /// unaffected. The node's lease starts to run down.
+    pub fn disconnect(&mut self, key: NodeKey, now_ms: u64) -> bool {
         if !self.is_current(key) {
             return false;
         }
-        self.nodes[key.index].connected = false;
+        let node = self.nodes.get_mut(&key.index).expect("current");
+        node.connected = false;
+        node.idle_since_ms = Some(now_ms);
         if let Some(round) = self.round.as_mut() {
             round.waited.remove(&key.index);
+            round.held.remove(&key.index);
         }
         true
     }
 
+    /// Ends the leases that ran out by `now_ms`: registrations that never
+    /// joined within `join_timeout_ms`, and nodes without a stream for
+    /// `lease_grace_ms`. Their households leave the community.
+    pub fn expire_leases(&mut self, now_ms: u64) -> Vec<Expired> {
+        let (grace, join) = (self.control.lease_grace_ms, self.control.join_timeout_ms);
+        let due: Vec<usize> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.idle_since_ms.is_some_and(|t| now_ms.saturating_sub(t) > if n.joined { grace } else { join.min(grace) })
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        let mut expired = Vec::with_capacity(due.len());
+        for index in due {
+            let n = self.nodes.remove(&index).expect("listed above");
+            if let Some(round) = self.round.as_mut() {
+                round.expected.retain(|i| *i != index);
+                round.waited.remove(&index);
+                round.held.remove(&index);
+            }
+            self.leases_expired += 1;
+            expired.push(Expired { name: n.name, first: n.first, count: n.count, never_joined: !n.joined });
+        }
+        expired
+    }
+
+    /// When the next lease may expire (clock ms), if any is running down.
+    pub fn next_lease_expiry(&self) -> Option<u64> {
+        let (grace, join) = (self.control.lease_grace_ms, self.control.join_timeout_ms);
+        self.nodes.values().filter_map(|n| n.idle_since_ms.map(|t| t + if n.joined { grace } else { join.min(grace) } + 1)).min()
+    }
+
     pub fn connected_nodes(&self) -> impl Iterator<Item = NodeKey> + '_ {
-        self.nodes.iter().enumerate().filter(|(_, n)| n.connected).map(|(index, n)| NodeKey { index, generation: n.generation })
+        self.nodes.iter().filter(|(_, n)| n.connected).map(|(index, n)| NodeKey { index: *index, generation: n.generation })
     }
 
     pub fn connected_prosumers(&self) -> u64 {
-        self.nodes.iter().filter(|n| n.connected).map(|n| n.count as u64).sum()
+        self.nodes.values().filter(|n| n.connected).map(|n| n.count as u64).sum()
+    }
+
+    /// Prosumers of joined nodes that are within their lease but without a stream.
+    pub fn absent_prosumers(&self) -> u64 {
+        self.nodes.values().filter(|n| n.joined && !n.connected).map(|n| n.count as u64).sum()
     }
 
     pub fn node_name(&self, index: usize) -> &str {
-        self.nodes.get(index).map_or("?", |n| n.name.as_str())
+        self.nodes.get(&index).map_or("?", |n| n.name.as_str())
     }
 
     // ----- the clock's questions -------------------------------------------
@@ -525,14 +728,21 @@ impl MarketState {
         let timeout = self.control.node_timeout_ms;
         let mut expected = Vec::new();
         let mut waited = BTreeSet::new();
-        for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.connected) {
+        for (&i, n) in self.nodes.iter().filter(|(_, n)| n.connected) {
             expected.push(i);
             let silent = !n.reported_last_round && now_ms.saturating_sub(n.last_seen_ms) > timeout;
             if !silent {
                 waited.insert(i);
             }
         }
-        self.round = Some(Round { open: Arc::clone(&open), expected, waited, batches: BTreeMap::new() });
+        self.round = Some(Round {
+            open: Arc::clone(&open),
+            expected,
+            waited,
+            batches: BTreeMap::new(),
+            held: BTreeSet::new(),
+            opened_ms: now_ms,
+        });
         self.next_slot += 1;
         if let Some(left) = self.control.steps_left.as_mut() {
             *left -= 1;
@@ -568,7 +778,7 @@ impl MarketState {
                 reason: format!("reports: {} reports exceed the batch limit of {}", reports.len(), self.control.max_batch),
             });
         }
-        let node = &self.nodes[key.index];
+        let node = &self.nodes[&key.index];
         let mut seen: BTreeMap<ProsumerId, usize> = BTreeMap::new();
         for (i, r) in reports.iter().enumerate() {
             // Built only on error: formatting a path per valid report was a
@@ -600,10 +810,60 @@ impl MarketState {
         sorted.sort_by_key(|r| r.prosumer_id);
         SlotEngine::check_reports(&sorted, &round.open.ctx.tariff).map_err(WireError::from)?;
         let n = sorted.len();
-        let node = &mut self.nodes[key.index];
+        let node = self.nodes.get_mut(&key.index).expect("current");
         node.last_seen_ms = now_ms;
-        self.round.as_mut().expect("checked above").batches.insert(key.index, sorted);
+        let round = self.round.as_mut().expect("checked above");
+        round.held.remove(&key.index);
+        round.batches.insert(key.index, sorted);
         Ok(n)
+    }
+
+    /// A node asks the market to hold the open slot for it (it waits for the
+    /// next policy version). Fast mode holds the slot at most `max_hold_ms`
+    /// after it opened; real-time mode keeps wall-clock time and only counts it.
+    pub fn hold(&mut self, key: NodeKey, slot: u64, now_ms: u64) -> Result<HoldOutcome, WireError> {
+        if !self.is_current(key) {
+            return Err(WireError::failed_precondition("session: this connection is not (or no longer) joined"));
+        }
+        let mode = self.control.mode;
+        let max_hold = self.control.max_hold_ms;
+        let Some(round) = self.round.as_mut() else {
+            return Err(WireError::failed_precondition(format!("slot: no slot is open, got a hold for slot {slot}")));
+        };
+        if slot != round.open.slot {
+            return Err(WireError::failed_precondition(format!(
+                "slot: the open slot is {}, got a hold for slot {slot}",
+                round.open.slot
+            )));
+        }
+        if round.batches.contains_key(&key.index) {
+            return Err(WireError::failed_precondition(format!("slot: this node already sent its batch for slot {slot}")));
+        }
+        self.nodes.get_mut(&key.index).expect("current").last_seen_ms = now_ms;
+        if mode == ClockMode::RealTime {
+            return Ok(HoldOutcome::Ignored);
+        }
+        round.waited.insert(key.index);
+        if round.held.insert(key.index) && round.held.len() == 1 {
+            self.holds += 1;
+        }
+        Ok(HoldOutcome::Held { until_ms: round.opened_ms + max_hold })
+    }
+
+    /// Slots held so far, and holds cut short at `max_hold_ms`.
+    pub fn hold_counters(&self) -> (u64, u64) {
+        (self.holds, self.holds_expired)
+    }
+
+    /// Whether nodes hold the open slot (and so, in fast mode, its deadline
+    /// extends to [`MarketState::hold_until_ms`]).
+    pub fn held(&self) -> bool {
+        self.round.as_ref().is_some_and(|r| !r.held.is_empty())
+    }
+
+    /// The latest a held slot may stay open, clock ms.
+    pub fn hold_until_ms(&self) -> Option<u64> {
+        self.round.as_ref().filter(|r| !r.held.is_empty()).map(|r| r.opened_ms + self.control.max_hold_ms)
     }
 
     /// Clears the open slot over every report received, settles, records
@@ -651,37 +911,48 @@ impl MarketState {
         self.energy_error_kwh += energy_error.abs();
 
         // Per node: settlements of its reporters, and its missing prosumers.
+        // Only nodes with a stream can be missing: a node within its lease
+        // but without a stream is absent (its households settle with the
+        // grid on their node when it is back), and expired nodes are gone.
         let mut per_node = Vec::new();
-        // Every registered node is involved: a node that is gone still has
-        // households, which settle with the grid and count as missing.
-        let involved = 0..self.nodes.len();
         let mut missing_total = 0u32;
-        for index in involved {
-            let node = &self.nodes[index];
+        let mut absent_total = 0u32;
+        let indices: Vec<usize> = self.nodes.keys().copied().collect();
+        for index in indices {
+            let node = &self.nodes[&index];
             let batch = round.batches.get(&index).map_or(&[][..], Vec::as_slice);
+            if !node.connected {
+                if node.joined && batch.is_empty() {
+                    absent_total += node.count;
+                }
+                continue;
+            }
             let mut settlements = Vec::with_capacity(batch.len());
             for r in batch {
                 let i = reports.binary_search_by_key(&r.prosumer_id, |x| x.prosumer_id).expect("merged");
                 settlements.push((r.prosumer_id, self.engine.fill(i), self.engine.settlements()[i]));
             }
             let reported: BTreeSet<ProsumerId> = batch.iter().map(|r| r.prosumer_id).collect();
-            let missing: Vec<ProsumerId> = (node.first..node.first + node.count)
+            let missing: Vec<ProsumerId> = (node.first..node.end())
                 .filter(|id| !reported.contains(id) && !conditions_for(*id, &round.open.adjustments).1)
                 .collect();
             missing_total += missing.len() as u32;
-            let node = &mut self.nodes[index];
-            node.reported_last_round = round.batches.contains_key(&index);
-            if node.connected {
-                let cleared = NodeCleared {
-                    slot: round.open.slot,
-                    clearing_price: clearing.clearing_price,
-                    matched: clearing.matched,
-                    settlements,
-                    missing,
-                };
-                per_node.push((NodeKey { index, generation: node.generation }, cleared));
+            if round.held.contains(&index) {
+                self.holds_expired += 1;
             }
+            let node = self.nodes.get_mut(&index).expect("listed");
+            node.reported_last_round = round.batches.contains_key(&index);
+            let cleared = NodeCleared {
+                slot: round.open.slot,
+                clearing_price: clearing.clearing_price,
+                matched: clearing.matched,
+                settlements,
+                missing,
+            };
+            per_node.push((NodeKey { index, generation: node.generation }, cleared));
         }
+        summary.absent = absent_total;
+        self.absent_reports += absent_total as u64;
         summary.missing = missing_total;
         self.missing_reports += missing_total as u64;
         ClearOutcome { summary, orders, per_node }
@@ -786,9 +1057,9 @@ impl MarketState {
         StatusSnapshot {
             next_slot: self.next_slot,
             open_slot: self.round.as_ref().map(|r| r.open.slot),
-            prosumers: self.next_id,
+            prosumers: self.registered_prosumers().min(u32::MAX as u64) as u32,
             nodes: self.nodes.len() as u32,
-            connected_nodes: self.nodes.iter().filter(|n| n.connected).count() as u32,
+            connected_nodes: self.nodes.values().filter(|n| n.connected).count() as u32,
             connected_prosumers: self.connected_prosumers(),
             mode: self.control.mode,
             paused: self.control.paused || !self.control.started,
@@ -796,8 +1067,13 @@ impl MarketState {
             deadline_ms: self.control.deadline_ms,
             energy_balance_error_kwh: self.energy_error_kwh,
             money_balance_error: Money(self.p2p_paid.0 - self.p2p_received.0).amount().abs(),
-            kpis: self.kpi.finish(),
+            kpis: Kpis { prosumers: self.registered_prosumers(), ..self.kpi.finish() },
             missing_reports: self.missing_reports,
+            absent_reports: self.absent_reports,
+            absent_prosumers: self.absent_prosumers().min(u32::MAX as u64) as u32,
+            holds: self.holds,
+            holds_expired: self.holds_expired,
+            leases_expired: self.leases_expired,
         }
     }
 }
@@ -814,6 +1090,17 @@ mod tests {
         let ds = Arc::new(synthetic_dataset(3, 2, 60, 1));
         let settings = MarketSettings { min_prosumers: 4, max_batch: 8, insecure_no_auth: true, ..MarketSettings::default() };
         MarketState::new(ds, SimConfig::default(), &settings, 42).unwrap()
+    }
+
+    const SECRET: &str = "00112233445566778899aabbccddeeff";
+
+    fn reg(s: &mut MarketState, name: &str, count: u32) -> Result<Registration, WireError> {
+        s.register(RegisterRequest { name, prosumer_count: count, ..RegisterRequest::default() }, SECRET.replace('0', "f"), 0)
+    }
+
+    fn resume(s: &mut MarketState, name: &str, count: u32, session: &str, first: Option<u32>, secret: &str) -> Result<Registration, WireError> {
+        let request = RegisterRequest { name, prosumer_count: count, resume_session_id: session, resume_first_id: first, resume_secret: secret };
+        s.register(request, SECRET.into(), 0)
     }
 
     fn infos(first: u32, n: u32) -> Vec<ProsumerInfo> {
@@ -842,12 +1129,12 @@ mod tests {
     /// Two nodes of two prosumers, joined, slot 0 open.
     fn two_nodes() -> (MarketState, NodeKey, NodeKey) {
         let mut s = state();
-        let a = s.register("a", 2, "", None).unwrap();
-        let b = s.register("b", 2, "", None).unwrap();
+        let a = reg(&mut s, "a", 2).unwrap();
+        let b = reg(&mut s, "b", 2).unwrap();
         assert_eq!((a.first_prosumer_id, b.first_prosumer_id), (0, 2));
-        let ka = s.join(&a.session_id, &infos(0, 2), 0).unwrap();
+        let ka = s.join(&a.session_id, &a.secret, &infos(0, 2), 0).unwrap();
         assert!(!s.may_open(), "2 of 4 min prosumers");
-        let kb = s.join(&b.session_id, &infos(2, 2), 0).unwrap();
+        let kb = s.join(&b.session_id, &b.secret, &infos(2, 2), 0).unwrap();
         assert!(s.may_open());
         s.open(0, 0);
         (s, ka, kb)
@@ -856,27 +1143,27 @@ mod tests {
     #[test]
     fn registration_assigns_contiguous_ranges_and_resumes() {
         let mut s = state();
-        let a = s.register("a", 3, "", None).unwrap();
-        let b = s.register("b", 5, "", None).unwrap();
+        let a = reg(&mut s, "a", 3).unwrap();
+        let b = reg(&mut s, "b", 5).unwrap();
         assert_eq!((a.first_prosumer_id, b.first_prosumer_id, b.prosumer_count), (0, 3, 5));
         assert_ne!(a.session_id, b.session_id);
-        let again = s.register("b-restarted", 5, &b.session_id, None).unwrap();
-        assert_eq!(again.first_prosumer_id, 3);
-        assert_eq!(s.register("x", 5, "nope", None).unwrap_err().code(), Code::NotFound);
+        let again = resume(&mut s, "b-restarted", 5, &b.session_id, None, &b.secret).unwrap();
+        assert_eq!((again.first_prosumer_id, again.secret.as_str()), (3, b.secret.as_str()));
+        assert_eq!(resume(&mut s, "x", 5, "nope", None, SECRET).unwrap_err().code(), Code::NotFound);
         // A market that restarted adopts a session it does not know, with the
-        // claimed range, unless another node holds part of it.
-        let adopted = s.register("c", 4, "0123456789abcdef0123456789abcdef", Some(20)).unwrap();
-        assert_eq!((adopted.first_prosumer_id, adopted.prosumer_count), (20, 4));
-        let clash = s.register("d", 4, "fedcba9876543210fedcba9876543210", Some(22)).unwrap_err();
+        // claimed range and secret, unless another node holds part of it.
+        let adopted = resume(&mut s, "c", 4, "0123456789abcdef0123456789abcdef", Some(20), SECRET).unwrap();
+        assert_eq!((adopted.first_prosumer_id, adopted.prosumer_count, adopted.secret.as_str()), (20, 4, SECRET));
+        let clash = resume(&mut s, "d", 4, "fedcba9876543210fedcba9876543210", Some(22), SECRET).unwrap_err();
         assert_eq!(clash.code(), Code::FailedPrecondition);
-        assert_eq!(s.register("e", 4, "not-hex", Some(40)).unwrap_err().code(), Code::InvalidArgument);
-        let next = s.register("f", 1, "", None).unwrap();
-        assert_eq!(next.first_prosumer_id, 24, "new ranges start after adopted ones");
-        assert_eq!(s.register("", 1, "", None).unwrap_err().code(), Code::InvalidArgument);
-        assert_eq!(s.register("big", 9, "", None).unwrap_err().code(), Code::InvalidArgument, "above max_batch");
-        let e = s.join(&a.session_id, &infos(1, 3), 0).unwrap_err();
+        assert_eq!(resume(&mut s, "e", 4, "not-hex", Some(40), SECRET).unwrap_err().code(), Code::InvalidArgument);
+        let next = reg(&mut s, "f", 1).unwrap();
+        assert_eq!(next.first_prosumer_id, 8, "first fit: the gap before the adopted range");
+        assert_eq!(reg(&mut s, "", 1).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(reg(&mut s, "big", 9).unwrap_err().code(), Code::InvalidArgument, "above max_batch");
+        let e = s.join(&a.session_id, &a.secret, &infos(1, 3), 0).unwrap_err();
         assert!(e.to_string().contains("prosumers[0].prosumer_id"), "{e}");
-        assert_eq!(s.status().prosumers, 25, "ids 0..25 are assigned: 0..8, the adopted 20..24, then 24");
+        assert_eq!(s.status().prosumers, 13, "3 + 5 + 4 + 1 registered prosumers");
     }
 
     #[test]
@@ -963,5 +1250,92 @@ mod tests {
         s.open(60_000, 0);
         s.submit(ka, 1, vec![report(0, 1.0, 150_000)], 60_000).unwrap();
         assert!(s.round_ready());
+    }
+
+    #[test]
+    fn a_bare_session_id_grants_nothing() {
+        let mut s = state();
+        let a = reg(&mut s, "a", 2).unwrap();
+        let ka = s.join(&a.session_id, &a.secret, &infos(0, 2), 0).unwrap();
+        // Another holder of the agent token knows the session id, not the secret.
+        let wrong = "0123456789abcdef0123456789abcdef";
+        assert_eq!(s.join(&a.session_id, wrong, &infos(0, 2), 0).unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(resume(&mut s, "thief", 2, &a.session_id, Some(0), wrong).unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(resume(&mut s, "thief", 2, &a.session_id, None, "").unwrap_err().code(), Code::InvalidArgument);
+        assert!(s.is_current(ka), "the real node keeps its connection");
+        // The node itself reconnects with the secret and replaces its old connection.
+        let kb = s.join(&a.session_id, &a.secret, &infos(0, 2), 5).unwrap();
+        assert!(s.is_current(kb) && !s.is_current(ka));
+        assert!(!format!("{a:?}").contains(&a.secret), "Debug redacts the secret");
+    }
+
+    #[test]
+    fn leases_expire_and_ranges_are_reused() {
+        let settings = MarketSettings {
+            min_prosumers: 1,
+            max_batch: 8,
+            lease_grace_ms: 1_000,
+            join_timeout_ms: 200,
+            insecure_no_auth: true,
+            ..MarketSettings::default()
+        };
+        let mut s = MarketState::new(Arc::new(synthetic_dataset(3, 2, 60, 1)), SimConfig::default(), &settings, 42).unwrap();
+        let a = reg(&mut s, "a", 4).unwrap();
+        let ka = s.join(&a.session_id, &a.secret, &infos(0, 4), 0).unwrap();
+        // Registrations that never join expire quickly and free their ids.
+        for _ in 0..3 {
+            reg(&mut s, "squatter", 8).unwrap();
+        }
+        assert_eq!(s.status().prosumers, 28);
+        assert_eq!(s.expire_leases(150).len(), 0);
+        let gone = s.expire_leases(201);
+        assert!(gone.len() == 3 && gone.iter().all(|e| e.never_joined), "{gone:?}");
+        assert_eq!(s.status().prosumers, 4);
+        // A node without a stream is absent, not missing, until its grace ends.
+        s.open(300, 0);
+        s.disconnect(ka, 300);
+        let out = s.clear();
+        assert_eq!((out.summary.missing, out.summary.absent), (0, 4));
+        assert_eq!(s.status().absent_prosumers, 4);
+        // It comes back within the grace: same range, nothing expired.
+        assert_eq!(s.expire_leases(1_200).len(), 0);
+        let back = resume(&mut s, "a", 4, &a.session_id, Some(0), &a.secret).unwrap();
+        assert_eq!(back.first_prosumer_id, 0);
+        let ka = s.join(&a.session_id, &a.secret, &infos(0, 4), 1_250).unwrap();
+        s.disconnect(ka, 1_300);
+        assert_eq!(s.expire_leases(2_300).len(), 0);
+        let gone = s.expire_leases(2_301);
+        assert_eq!((gone.len(), gone[0].never_joined), (1, false));
+        let st = s.status();
+        assert_eq!((st.prosumers, st.absent_prosumers, st.nodes, st.leases_expired), (0, 0, 0, 4));
+        // Its ids are free again, and a market that forgot the session
+        // re-creates it from the node's claim.
+        assert_eq!(reg(&mut s, "new", 2).unwrap().first_prosumer_id, 0);
+        assert_eq!(resume(&mut s, "a", 4, &a.session_id, Some(0), &a.secret).unwrap_err().code(), Code::FailedPrecondition);
+        assert_eq!(resume(&mut s, "a", 4, &a.session_id, Some(2), &a.secret).unwrap().first_prosumer_id, 2);
+    }
+
+    #[test]
+    fn a_hold_extends_the_fast_deadline_and_real_time_ignores_it() {
+        let (mut s, ka, kb) = two_nodes();
+        assert_eq!(s.hold(ka, 0, 10).unwrap(), HoldOutcome::Held { until_ms: 60_000 });
+        assert!(s.held());
+        assert_eq!(s.hold(ka, 1, 10).unwrap_err().code(), Code::FailedPrecondition, "not the open slot");
+        s.submit(kb, 0, vec![report(2, 0.5, 170_000)], 20).unwrap();
+        assert!(!s.round_ready(), "a waits for the learner");
+        s.submit(ka, 0, vec![report(0, 1.5, 150_000)], 4_000).unwrap();
+        assert!(s.round_ready() && !s.held());
+        assert_eq!(s.hold(kb, 0, 4_000).unwrap_err().code(), Code::FailedPrecondition, "already reported");
+        s.clear();
+        assert_eq!(s.hold_counters(), (1, 0));
+        // Cut short: the slot clears while a still holds.
+        s.open(5_000, 0);
+        s.hold(ka, 1, 5_000).unwrap();
+        s.clear();
+        assert_eq!(s.hold_counters(), (2, 1));
+        s.set_mode(ClockMode::RealTime, 0, 0).unwrap();
+        s.open(6_000, 0);
+        assert_eq!(s.hold(ka, 2, 6_000).unwrap(), HoldOutcome::Ignored);
+        assert!(!s.held());
     }
 }
