@@ -152,8 +152,11 @@ pub struct AgentConfig {
     pub json_logs: bool,
     /// Threads the prosumer actors are spread over (contiguous id blocks).
     pub actor_threads: usize,
-    /// Session id of an earlier run to resume (same id range).
-    pub resume_session_id: Option<String>,
+    /// Where the node keeps its session (id, secret, id range) across
+    /// process restarts: `session.json`, readable by the owner only. A
+    /// restarted node resumes it and gets its id range back within the
+    /// market's lease grace. Unset: a restarted node registers afresh.
+    pub state_dir: Option<PathBuf>,
     pub reconnect: ReconnectConfig,
     /// Compress the node's messages with gzip (off by default: on a LAN it
     /// costs more CPU than the bytes it saves; useful over slow links).
@@ -191,7 +194,7 @@ impl Default for AgentConfig {
             metrics_listen: None,
             json_logs: false,
             actor_threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(8),
-            resume_session_id: None,
+            state_dir: None,
             reconnect: ReconnectConfig::default(),
             gzip: false,
             drain_timeout_ms: 10_000,
@@ -273,10 +276,8 @@ impl AgentConfig {
             }
             (None, true) => {}
         }
-        if let Some(id) = &self.resume_session_id {
-            if id.is_empty() || id.len() > 128 {
-                return Err(bad("resume_session_id", format!("must be 1..=128 bytes, got {}", id.len())));
-            }
+        if self.state_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(bad("state_dir", "must be a directory path, got an empty one".into()));
         }
         let r = &self.reconnect;
         if r.base_ms == 0 || r.base_ms > r.max_ms || r.max_ms > 3_600_000 {
@@ -355,9 +356,11 @@ pub struct AgentArgs {
     /// Threads the prosumer actors run on (default: the number of cores, at most 8).
     #[arg(long, env = "PEERGRID_AGENT_ACTOR_THREADS")]
     pub actor_threads: Option<usize>,
-    /// Resume an earlier session (gets the same prosumer id range back).
-    #[arg(long)]
-    pub resume_session: Option<String>,
+    /// Keep the session (id, secret, id range) in DIR/session.json and resume
+    /// it after a restart (the same prosumer id range comes back within the
+    /// market's lease grace).
+    #[arg(long, env = "PEERGRID_AGENT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Give up after this many consecutive failed reconnects (default: never).
     #[arg(long)]
     pub max_reconnects: Option<u32>,
@@ -442,8 +445,8 @@ impl AgentArgs {
         if let Some(v) = self.actor_threads {
             cfg.actor_threads = v;
         }
-        if self.resume_session.is_some() {
-            cfg.resume_session_id = self.resume_session;
+        if self.state_dir.is_some() {
+            cfg.state_dir = self.state_dir;
         }
         if self.max_reconnects.is_some() {
             cfg.reconnect.max_attempts = self.max_reconnects;
@@ -562,7 +565,6 @@ mod tests {
             (&["--insecure-no-auth", "--name", ""], "name"),
             (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),
             (&["--insecure-no-auth", "--policy", ""], "policy"),
-            (&["--insecure-no-auth", "--resume-session", ""], "resume_session_id"),
             (&[], "token"),
             (&["--token", "short"], "token"),
             (&["--token", TOKEN, "--insecure-no-auth"], "token"),

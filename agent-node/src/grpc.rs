@@ -52,9 +52,13 @@ impl Interceptor for Auth {
 type Client = MarketServiceClient<InterceptedService<Channel, Auth>>;
 
 /// What the market assigned this node.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Registration {
     pub session_id: String,
+    /// Proves ownership of the session in `Join` and on resume; never logged.
+    pub secret: String,
+    /// How long the market keeps our ids and households while we are gone, ms.
+    pub lease_grace_ms: u64,
     pub first_prosumer_id: ProsumerId,
     pub prosumer_count: u32,
     pub dataset: String,
@@ -63,7 +67,44 @@ pub struct Registration {
     pub next_slot: u64,
 }
 
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("session_id", &self.session_id)
+            .field("secret", &"<redacted>")
+            .field("first_prosumer_id", &self.first_prosumer_id)
+            .field("prosumer_count", &self.prosumer_count)
+            .field("next_slot", &self.next_slot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session to resume: what the node keeps from its registration.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Resume {
+    pub session_id: String,
+    pub secret: String,
+    /// Lets a market that restarted (and forgot us) re-create the session.
+    pub first_prosumer_id: ProsumerId,
+    pub prosumer_count: u32,
+}
+
+impl std::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Resume({}, ids {}+{}, secret <redacted>)", self.session_id, self.first_prosumer_id, self.prosumer_count)
+    }
+}
+
 impl Registration {
+    pub fn resume(&self) -> Resume {
+        Resume {
+            session_id: self.session_id.clone(),
+            secret: self.secret.clone(),
+            first_prosumer_id: self.first_prosumer_id,
+            prosumer_count: self.prosumer_count,
+        }
+    }
+
     /// The hosted ids.
     pub fn range(&self) -> Range<ProsumerId> {
         self.first_prosumer_id..self.first_prosumer_id.saturating_add(self.prosumer_count)
@@ -171,19 +212,15 @@ impl MarketClient {
         Ok(MarketClient { inner })
     }
 
-    /// Registers, or resumes `resume = (session id, first id of our range)`:
-    /// a market that restarted re-creates the session with that range.
-    pub async fn register(
-        &mut self,
-        name: &str,
-        count: u32,
-        resume: Option<(&str, Option<ProsumerId>)>,
-    ) -> Result<Registration, AgentError> {
+    /// Registers, or resumes a session: a market that restarted (or let
+    /// the lease expire) re-creates it with its range if that is free.
+    pub async fn register(&mut self, name: &str, count: u32, resume: Option<&Resume>) -> Result<Registration, AgentError> {
         let request = pb::RegisterRequest {
             node_name: name.to_owned(),
             prosumer_count: count,
-            resume_session_id: resume.map(|r| r.0).unwrap_or_default().to_owned(),
-            resume_first_prosumer_id: resume.and_then(|r| r.1),
+            resume_session_id: resume.map(|r| r.session_id.clone()).unwrap_or_default(),
+            resume_first_prosumer_id: resume.map(|r| r.first_prosumer_id),
+            resume_secret: resume.map(|r| r.secret.clone()).unwrap_or_default(),
         };
         let r = self.inner.register(request).await?.into_inner();
         if r.session_id.is_empty() || r.prosumer_count == 0 || r.first_prosumer_id.checked_add(r.prosumer_count).is_none() {
@@ -192,8 +229,13 @@ impl MarketClient {
                 r.first_prosumer_id, r.prosumer_count
             )));
         }
+        if r.resume_secret.len() != 32 {
+            return Err(AgentError::protocol("RegisterResponse: resume_secret must be 32 hex characters"));
+        }
         Ok(Registration {
             reward_weights: reward_weights_from_json(&r.reward_weights_json, "reward_weights_json")?,
+            secret: r.resume_secret,
+            lease_grace_ms: r.lease_grace_ms,
             session_id: r.session_id,
             first_prosumer_id: r.first_prosumer_id,
             prosumer_count: r.prosumer_count,
@@ -207,11 +249,15 @@ impl MarketClient {
     /// before the call so a market that waits for it before answering works.
     pub async fn open_session(
         &mut self,
-        session_id: &str,
+        resume: &Resume,
         specs: &[ProsumerSpec],
     ) -> Result<(SessionSender, SessionReceiver), AgentError> {
         let (tx, rx) = mpsc::channel(4);
-        let join = pb::Join { session_id: session_id.to_owned(), prosumers: specs.iter().map(summary).collect() };
+        let join = pb::Join {
+            session_id: resume.session_id.clone(),
+            prosumers: specs.iter().map(summary).collect(),
+            resume_secret: resume.secret.clone(),
+        };
         tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) })
             .await
             .map_err(|_| AgentError::protocol("session channel closed before the join"))?;
@@ -248,6 +294,23 @@ impl SessionSender {
             .await
             .map_err(|_| AgentError::protocol("the session stream closed while sending a batch"))
     }
+
+    /// Asks the market to hold the open slot `slot` (we wait for the learner).
+    pub async fn send_hold(&self, slot: u64, reason: &str) -> Result<(), AgentError> {
+        let hold = pb::Hold { slot, reason: reason.to_owned() };
+        self.tx
+            .send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Hold(hold)) })
+            .await
+            .map_err(|_| AgentError::protocol("the session stream closed while sending a hold"))
+    }
+}
+
+/// A batch or hold the market refused in-stream (the session stays open).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub slot: u64,
+    pub reason: String,
+    pub message: String,
 }
 
 /// A market message, decoded.
@@ -255,6 +318,7 @@ impl SessionSender {
 pub enum Inbound {
     Open(OpenSlot),
     Cleared(ClearedMessage),
+    Refused(Refusal),
 }
 
 /// A `SlotCleared` not decoded yet: its settlements can only be rebuilt
@@ -328,6 +392,9 @@ impl SessionReceiver {
         match message.msg {
             Some(pb::market_message::Msg::Open(open)) => Ok(Some(Inbound::Open(slot_open_from_wire(&open)?))),
             Some(pb::market_message::Msg::Cleared(cleared)) => Ok(Some(Inbound::Cleared(ClearedMessage(cleared)))),
+            Some(pb::market_message::Msg::Refused(r)) => {
+                Ok(Some(Inbound::Refused(Refusal { slot: r.slot, reason: r.reason, message: r.message })))
+            }
             None => Err(AgentError::protocol("MarketMessage without a message")),
         }
     }

@@ -3,8 +3,11 @@
 //! A background task follows the trainer's `SubscribePolicy` stream
 //! (reconnecting with backoff, e.g. across a trainer restart) and keeps the
 //! newest [`Learned`] version in a `watch` channel. The session asks
-//! [`Learning::due`] before each slot; once `rollout_slots` slots are
-//! collected it prepares the slot (so the bootstrap value uses the very
+//! [`Learning::due`] before each slot. Rollouts end on the market's slot
+//! grid — at every slot that is a multiple of `rollout_slots` — so every
+//! node of a cluster pushes for the same slot and the synchronous learner
+//! can wait for all of them (a node that joined mid-rollout pushes a
+//! shorter first rollout). Then it prepares the slot (so the bootstrap value uses the very
 //! observation the actors will act on), assembles the step-major
 //! [`Rollout`], pushes it and — in synchronous mode — waits for the next
 //! version before acting. Trainer failures never end the market session:
@@ -148,9 +151,16 @@ impl Learning {
         self.steps += 1;
     }
 
-    /// Whether a rollout is complete and must be sent before the next slot.
-    pub fn due(&self) -> bool {
-        self.steps >= self.cfg.rollout_slots
+    /// Whether a rollout ends before `slot` is played: `slot` is on the
+    /// rollout grid (or, after the market's slot numbers jumped, the
+    /// rollout is full) and there are steps to send.
+    pub fn due(&self, slot: u64) -> bool {
+        self.steps > 0 && (slot % self.cfg.rollout_slots as u64 == 0 || self.steps >= self.cfg.rollout_slots)
+    }
+
+    /// Synchronous learning: the node waits for the next version after each rollout.
+    pub fn is_sync(&self) -> bool {
+        self.sync
     }
 
     /// Async mode: a newer version, if one arrived since the last call.

@@ -28,6 +28,12 @@ pub struct AgentMetrics {
     pub prosumers: Gauge,
     /// Learning: the policy version the actors act with.
     pub policy_version: Gauge,
+    /// Batches (or holds) the market refused in-stream: late, invalid...
+    pub batches_refused: Counter,
+    /// Slots this node asked the market to hold while it waited for the learner.
+    pub holds: Counter,
+    /// Seconds waited for the next policy version (synchronous learning).
+    pub policy_wait_seconds: Histogram,
 }
 
 impl AgentMetrics {
@@ -52,6 +58,13 @@ impl AgentMetrics {
             reconnects: m.counter("agent_reconnects", "Reconnects to the market"),
             prosumers: m.gauge("agent_prosumers", "Prosumers hosted by this node"),
             policy_version: m.gauge("agent_policy_version", "Policy version the actors act with (learning)"),
+            batches_refused: m.counter("agent_batches_refused", "Batches or holds the market refused (late, invalid...)"),
+            holds: m.counter("agent_holds", "Slots held at the market while waiting for the learner"),
+            policy_wait_seconds: m.histogram(
+                "agent_policy_wait_seconds",
+                "Synchronous learning: rollout pushed to next policy version received",
+                exponential_buckets(0.001, 2.0, 18),
+            ),
         }
     }
 

@@ -12,8 +12,20 @@
 //!
 //! Per slot: `SlotOpen` → every actor plays → one `OrderBatch` (reports
 //! sorted by id); `SlotCleared` → each actor gets its settlement or settles
-//! locally (missing, offline). Edge cases, all from the rule "a household
-//! plays each slot at most once and settles everything it played":
+//! locally (missing, offline). When a rollout is due in synchronous
+//! learning the node first sends `Hold` (the market keeps the slot open for
+//! it), pushes the rollout and waits for the next version. A `BatchRefused`
+//! (late, invalid) is counted and logged; the session goes on. Timing never
+//! ends the node: it stops on an operator's stop, or on an error retrying
+//! cannot fix (configuration, credentials, an incompatible market).
+//!
+//! With `state_dir` the session (id, secret, id range) is kept in
+//! `session.json`, so a restarted process resumes it. A resume the market
+//! refuses (lease expired and the range taken, unknown session) falls back
+//! to a fresh registration: new ids, new households.
+//!
+//! Edge cases, all from the rule "a household plays each slot at most once
+//! and settles everything it played":
 //! - a `SlotOpen` for the slot we played but that was never cleared (the
 //!   market re-opened it after our reconnect) re-sends the same batch;
 //! - a `SlotOpen` for a later slot while one is pending settles the pending
@@ -36,7 +48,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::actors::{ActorPool, ProsumerReturn};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
-use crate::grpc::{ClearedMessage, Inbound, MarketClient, Registration, SessionReceiver, SessionSender};
+use crate::grpc::{ClearedMessage, Inbound, MarketClient, Refusal, Registration, Resume, SessionReceiver, SessionSender};
 use crate::learning::Learning;
 use crate::metrics::AgentMetrics;
 use crate::policy::PolicySource;
@@ -66,7 +78,6 @@ enum End {
 
 /// The prosumers of the id range the market assigned.
 struct Hosted {
-    session_id: String,
     registration: Registration,
     specs: Vec<ProsumerSpec>,
     prosumers: ActorPool,
@@ -88,11 +99,61 @@ pub struct Node {
     last_played: Option<u64>,
     report: AgentReport,
     learning: Option<Learning>,
+    /// The session to resume on the next connect (from `state_dir` at start).
+    saved: Option<Resume>,
+}
+
+const SESSION_FILE: &str = "session.json";
+
+/// Reads `dir/session.json`, if any. A file that does not parse is reported
+/// and ignored (the node registers afresh).
+fn load_session(dir: &std::path::Path) -> Option<Resume> {
+    let path = dir.join(SESSION_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    match serde_json::from_str::<Resume>(&text) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(path = %path.display(), "ignoring an unreadable session file: {e}");
+            None
+        }
+    }
+}
+
+/// Writes `dir/session.json` atomically, readable by the owner only (it
+/// holds the session's secret).
+fn save_session(dir: &std::path::Path, resume: &Resume) -> Result<(), AgentError> {
+    let fail = |e: std::io::Error| AgentError::config("state_dir", format!("cannot write {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let tmp = dir.join(format!("{SESSION_FILE}.tmp"));
+    let text = serde_json::to_string(resume).map_err(|e| AgentError::protocol(e.to_string()))?;
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(fail)?;
+        file.write_all(text.as_bytes()).map_err(fail)?;
+        file.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, dir.join(SESSION_FILE)).map_err(fail)
+}
+
+/// Statuses of a refused resume that a fresh registration fixes: the
+/// session is unknown (its lease expired), its range is taken, or the
+/// secret does not match (the market re-created it for someone else).
+fn resume_refused(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied)
 }
 
 impl Node {
     pub fn new(cfg: AgentConfig, ds: Arc<Dataset>, policy: PolicySource, metrics: AgentMetrics) -> Node {
+        let saved = cfg.state_dir.as_deref().and_then(load_session);
+        if let Some(r) = &saved {
+            info!(session_id = %r.session_id, first_prosumer_id = r.first_prosumer_id, "resuming the saved session");
+        }
         Node {
+            saved,
             cfg,
             ds,
             policy,
@@ -164,13 +225,22 @@ impl Node {
         // After a first registration we know our range, so a market that
         // restarted (and forgot us) can re-create the session with it.
         let resume = match &self.hosted {
-            Some(h) => Some((h.session_id.clone(), Some(h.registration.first_prosumer_id))),
-            None => self.cfg.resume_session_id.clone().map(|id| (id, None)),
+            Some(h) => Some(h.registration.resume()),
+            None => self.saved.clone(),
         };
-        let registration =
-            client.register(&self.cfg.name, self.cfg.prosumers, resume.as_ref().map(|(id, first)| (id.as_str(), *first))).await?;
+        let registration = match client.register(&self.cfg.name, self.cfg.prosumers, resume.as_ref()).await {
+            Err(AgentError::Rpc(status)) if resume.is_some() && resume_refused(status.code()) => {
+                warn!(code = ?status.code(), "the market cannot resume our session ({}); registering as a new node", status.message());
+                self.saved = None;
+                client.register(&self.cfg.name, self.cfg.prosumers, None).await?
+            }
+            other => other?,
+        };
+        if let Some(dir) = &self.cfg.state_dir {
+            save_session(dir, &registration.resume())?;
+        }
         let market_next_slot = registration.next_slot;
-        self.host(registration)?;
+        self.host(registration).await?;
         if self.last_played.is_some_and(|last| market_next_slot <= last) {
             // The market restarted and counts slots afresh: our pending slot
             // will never clear there, and its slot numbers start below ours.
@@ -184,10 +254,10 @@ impl Node {
             self.last_played = None;
         }
         let hosted = self.hosted.as_ref().expect("host() sets it");
-        let (tx, rx) = client.open_session(&hosted.session_id, &hosted.specs).await?;
+        let (tx, rx) = client.open_session(&hosted.registration.resume(), &hosted.specs).await?;
         backoff.reset();
         info!(
-            session_id = %hosted.session_id,
+            session_id = %hosted.registration.session_id,
             first_prosumer_id = hosted.registration.first_prosumer_id,
             prosumers = hosted.registration.prosumer_count,
             next_slot = hosted.registration.next_slot,
@@ -197,8 +267,9 @@ impl Node {
     }
 
     /// Adopts a registration: the first one creates the actors; later ones
-    /// (reconnects) must give the same id range back.
-    fn host(&mut self, reg: Registration) -> Result<(), AgentError> {
+    /// (reconnects) give the same id range back, or — when the market could
+    /// not resume us — a new range, whose new households replace ours.
+    async fn host(&mut self, reg: Registration) -> Result<(), AgentError> {
         if reg.slot_minutes != self.ds.slot_minutes {
             return Err(AgentError::Incompatible(format!(
                 "the market runs {}-minute slots, dataset '{}' has {}",
@@ -214,18 +285,17 @@ impl Node {
         if reg.prosumer_count != self.cfg.prosumers {
             warn!(asked = self.cfg.prosumers, assigned = reg.prosumer_count, "the market assigned another prosumer count");
         }
+        if self.hosted.as_ref().is_some_and(|h| h.registration.range() != reg.range()) {
+            let old = self.hosted.as_ref().map(|h| h.registration.range());
+            warn!(old = ?old, new = ?reg.range(), "the market gave us a new id range; our households leave and new ones start");
+            self.settle_pending_locally().await?;
+            self.last_played = None;
+            self.hosted = None;
+        }
         if let Some(h) = self.hosted.as_mut() {
-            if h.registration.range() != reg.range() {
-                return Err(AgentError::Incompatible(format!(
-                    "resumed session came back with ids {:?}, this node hosts {:?}",
-                    reg.range(),
-                    h.registration.range()
-                )));
-            }
             if h.registration.reward_weights != reg.reward_weights {
                 warn!("the market's reward weights changed on reconnect; keeping the first ones");
             }
-            h.session_id = reg.session_id.clone();
             h.registration = reg;
             return Ok(());
         }
@@ -247,7 +317,7 @@ impl Node {
             policy = self.policy.name(),
             "started one actor per prosumer"
         );
-        self.hosted = Some(Hosted { session_id: reg.session_id.clone(), registration: reg, specs, prosumers });
+        self.hosted = Some(Hosted { registration: reg, specs, prosumers });
         Ok(())
     }
 
@@ -284,6 +354,7 @@ impl Node {
                         return Ok(End::Shutdown);
                     }
                 }
+                Some(Inbound::Refused(r)) => self.on_refused(r),
             }
         }
     }
@@ -308,9 +379,20 @@ impl Node {
         }
         let hosted = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("SlotOpen before registration"))?;
         if let Some(learning) = self.learning.as_mut() {
-            let newer = if learning.due() {
+            let newer = if learning.due(open.slot) {
+                if learning.is_sync() {
+                    // We are about to wait for the learner: the market holds
+                    // the slot for us instead of playing on without us.
+                    tx.send_hold(open.slot, "policy").await?;
+                    self.metrics.holds.inc();
+                }
                 let parts = hosted.prosumers.prepare_and_collect(open.slot, &open.ctx, &open.adjustments).await?;
-                learning.exchange(parts).await
+                let waited = Instant::now();
+                let newer = learning.exchange(parts).await;
+                if learning.is_sync() {
+                    self.metrics.policy_wait_seconds.observe(waited.elapsed().as_secs_f64());
+                }
+                newer
             } else {
                 learning.newer()
             };
@@ -347,7 +429,10 @@ impl Node {
                 warn!(pending = slot, "stale SlotCleared ignored");
                 return Ok(());
             }
-            return Err(AgentError::protocol(format!("SlotCleared for slot {} while slot {slot} is pending", message.slot())));
+            // The market cleared a later slot: ours was skipped (we lagged
+            // and messages were dropped). Settle it locally and go on.
+            warn!(pending = slot, cleared = message.slot(), "SlotCleared for a later slot; settling ours locally");
+            return self.settle_pending_locally().await;
         }
         let hosted = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("SlotCleared before registration"))?;
         let cleared = match message.decode(&pending.reports, &hosted.registration.range()) {
@@ -371,6 +456,14 @@ impl Node {
             "slot settled"
         );
         Ok(())
+    }
+
+    /// The market refused a batch or hold: nothing of it was stored. The
+    /// slot's households settle with the grid when its clearing (or the
+    /// next slot) arrives, as for any missing report.
+    fn on_refused(&mut self, r: Refusal) {
+        self.metrics.batches_refused.inc();
+        warn!(slot = r.slot, reason = %r.reason, "the market refused our message: {}", r.message);
     }
 
     async fn settle_pending_locally(&mut self) -> Result<(), AgentError> {

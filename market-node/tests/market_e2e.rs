@@ -75,8 +75,8 @@ async fn a_silent_node_is_reported_missing_and_slots_still_clear() {
 // ----- bad input: every case is rejected whole, with the field named ------
 
 /// Starts a one-node market, lets `mutate` spoil the node's genuine batch
-/// for slot 0, and checks the rejection and that nothing changed; then the
-/// node rejoins and a genuine batch still clears the slot in full.
+/// for slot 0, and checks the in-stream refusal and that nothing changed;
+/// then, on the same session, a genuine batch still clears the slot in full.
 async fn rejected(mutate: impl FnOnce(&mut pb::OrderBatch, &pb::SlotOpen), code: Code, field: &str) {
     // Two slots: the one under test, and one the node answers so shutdown
     // (which finishes the open slot) does not wait for its deadline.
@@ -84,29 +84,25 @@ async fn rejected(mutate: impl FnOnce(&mut pb::OrderBatch, &pb::SlotOpen), code:
     let market = TestMarket::start(settings).await;
     let (mut node, mut agent) = connect(&market, "node", 8, 8).await;
     let open = node.next_open().await;
-    let mut batch = agent.play(&open);
+    let genuine = agent.play(&open);
+    let mut batch = genuine.clone();
     mutate(&mut batch, &open);
     let before = market.status().await;
     node.send(batch).await;
-    let status = node.next().await.expect_err("the batch is rejected");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(status.message().contains(field), "expected {field} in: {}", status.message());
-    // The rejection ends the node's stream, so it no longer counts as
-    // connected; everything the market holds is unchanged.
+    let Msg::Refused(refused) = node.next().await.expect("the session stays open") else { panic!("expected BatchRefused") };
+    assert_eq!(refused.code, code as i32, "{refused:?}");
+    assert!(refused.message.contains(field), "expected {field} in: {}", refused.message);
     let after = market.status().await;
-    let connected_only = |s: &pb::StatusResponse| pb::StatusResponse { prosumers: 0, nodes: 0, ..s.clone() };
-    assert_eq!(connected_only(&after), connected_only(&before), "a rejected batch changes nothing");
+    assert_eq!(after.batches_refused, before.batches_refused + 1);
+    let counters_aside = |s: &pb::StatusResponse| pb::StatusResponse { batches_refused: 0, ..s.clone() };
+    assert_eq!(counters_aside(&after), counters_aside(&before), "a refused batch changes nothing");
 
-    // Nothing of the bad batch was stored: the same node may still report slot 0.
-    let mut fresh = Agent::new(0, 8, 8);
-    let mut node = join(&market, &node.session_id, 0, &fresh).await.unwrap();
-    let open = node.next_open().await;
-    assert_eq!(open.slot, 0);
-    node.send(fresh.play(&open)).await;
+    // Nothing of the bad batch was stored: the node still reports slot 0.
+    node.send(genuine).await;
     let Msg::Cleared(cleared) = node.next().await.unwrap() else { panic!("expected SlotCleared") };
     assert_eq!((cleared.slot, cleared.settlements.len(), cleared.missing_prosumer_ids.len()), (0, 8, 0));
     let open = node.next_open().await;
-    node.send(fresh.play(&open)).await;
+    node.send(agent.play(&open)).await;
     market.wait_for_slot(1).await;
     market.stop().await;
 }
@@ -171,12 +167,7 @@ async fn oversize_batch_is_resource_exhausted() {
 #[tokio::test]
 async fn roles_are_enforced_per_endpoint() {
     let market = TestMarket::start(MarketSettings { min_prosumers: 100, ..settings() }).await;
-    let register = || pb::RegisterRequest {
-        node_name: "n".into(),
-        prosumer_count: 2,
-        resume_session_id: String::new(),
-        resume_first_prosumer_id: None,
-    };
+    let register = || pb::RegisterRequest { node_name: "n".into(), prosumer_count: 2, ..Default::default() };
 
     // No token / an unknown token: UNAUTHENTICATED everywhere.
     let mut anonymous = peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient::new(market.channel.clone());
@@ -199,7 +190,11 @@ async fn roles_are_enforced_per_endpoint() {
     // A session needs the agent token too.
     let reg = register_as(&market, "s").await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let join = pb::Join { session_id: reg.session_id, prosumers: Agent::new(reg.first_prosumer_id, 2, 4).summaries() };
+    let join = pb::Join {
+        session_id: reg.session_id,
+        prosumers: Agent::new(reg.first_prosumer_id, 2, 4).summaries(),
+        resume_secret: reg.resume_secret,
+    };
     tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) }).await.unwrap();
     let session = market.market(OPERATOR).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
     assert_eq!(code(session), Code::PermissionDenied);
@@ -211,12 +206,7 @@ fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
 }
 
 async fn register_as(market: &TestMarket, name: &str) -> pb::RegisterResponse {
-    let request = pb::RegisterRequest {
-        node_name: name.into(),
-        prosumer_count: 2,
-        resume_session_id: String::new(),
-        resume_first_prosumer_id: None,
-    };
+    let request = pb::RegisterRequest { node_name: name.into(), prosumer_count: 2, ..Default::default() };
     market.market(AGENT).register(request).await.unwrap().into_inner()
 }
 
@@ -243,6 +233,7 @@ async fn pause_step_resume_and_an_injected_pv_scale() {
         match recv(&mut seen).await {
             Msg::Open(o) => opens.push(o),
             Msg::Cleared(_) => cleared += 1,
+            Msg::Refused(r) => panic!("unexpected refusal {r:?}"),
         }
     }
     let scaled =

@@ -160,7 +160,7 @@ impl TestCluster {
     }
 
     /// The config of an agent-node of this cluster.
-    pub fn agent_config(&self, name: &str, prosumers: u32, resume: Option<String>) -> AgentConfig {
+    pub fn agent_config(&self, name: &str, prosumers: u32, state_dir: Option<PathBuf>) -> AgentConfig {
         let mut config = AgentConfig {
             market: self.market_url(),
             name: name.into(),
@@ -168,7 +168,7 @@ impl TestCluster {
             policy: self.builder.policy.clone(),
             token: Some(Secret::new(AGENT_TOKEN)),
             actor_threads: 1,
-            resume_session_id: resume,
+            state_dir,
             tls_ca: self.builder.tls.then(|| tls_fixture("ca.pem")),
             learner: self.builder.learner.clone(),
             rollout_slots: self.builder.rollout_slots,
@@ -201,8 +201,8 @@ impl TestCluster {
     }
 
     /// Starts an agent-node; returns its index for [`kill_agent`](Self::kill_agent).
-    pub fn spawn_agent(&mut self, name: &str, prosumers: u32, resume: Option<String>) -> usize {
-        let config = self.agent_config(name, prosumers, resume);
+    pub fn spawn_agent(&mut self, name: &str, prosumers: u32, state_dir: Option<PathBuf>) -> usize {
+        let config = self.agent_config(name, prosumers, state_dir);
         let shutdown = ShutdownController::new();
         let s = shutdown.subscribe();
         let task = tokio::spawn(async move { peergrid_agent_node::run(config, s).await });

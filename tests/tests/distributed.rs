@@ -41,37 +41,47 @@ async fn two_nodes_reproduce_the_reference_simulation_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_settles_with_the_grid_and_a_restarted_node_rejoins() {
+async fn a_stopped_node_is_absent_not_missing_and_a_restarted_node_resumes_its_session() {
     let ds = dataset();
-    let builder = ClusterBuilder { deadline_ms: 150, ..ClusterBuilder::default() }.nodes(&[8, 8]);
+    let builder = ClusterBuilder { deadline_ms: 150, ..ClusterBuilder::default() }.nodes(&[8]);
     let mut cluster = builder.start(ds).await.unwrap();
+    let state_dir = std::env::temp_dir().join(format!("peergrid-node-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let node1 = cluster.spawn_agent("node-1", 8, Some(state_dir.clone()));
+    cluster.wait_for_prosumers(16).await.unwrap();
     cluster.wait_for_slot(5).await.unwrap();
-    // Gracefully stop node 1 to learn its session, then kill it for real after it rejoins.
-    let report = cluster.stop_agent(1).await.unwrap();
-    let session = report.session_id.clone().expect("a joined node has a session");
+    // Stop node 1 (a process restart): its households are absent, not
+    // missing, and the market keeps their ids for the lease grace.
+    let report = cluster.stop_agent(node1).await.unwrap();
+    assert!(state_dir.join("session.json").exists(), "the session is kept for a restart");
     let before = cluster.status().await.unwrap();
     let after = cluster.wait_for_slot(before.slot + 5).await.unwrap();
-    assert!(after.missing_reports >= before.missing_reports + 5 * 8, "{before:?} → {after:?}");
+    assert_eq!(after.missing_reports, before.missing_reports, "a node without a stream is absent, not missing");
+    assert!(after.absent_reports >= before.absent_reports + 5 * 8, "{before:?} → {after:?}");
+    assert_eq!(after.absent_prosumers, 8);
     assert!(after.energy_balance_error_kwh < 1e-9 && after.money_balance_error < 1e-9, "{after:?}");
 
-    // Restart with the old session: the same ids come back and report again.
-    let again = cluster.spawn_agent("node-1-restarted", 8, Some(session));
+    // Restart with the same state dir: the same ids come back and report again.
+    let again = cluster.spawn_agent("node-1-restarted", 8, Some(state_dir.clone()));
     cluster.wait_for_prosumers(16).await.unwrap();
     let rejoined = cluster.status().await.unwrap();
     let later = cluster.wait_for_slot(rejoined.slot + 3).await.unwrap();
     assert_eq!(later.prosumers, 16, "the restarted node took back its 8 prosumers, no new range");
+    assert_eq!(later.absent_prosumers, 0);
     assert_eq!(later.missing_reports, rejoined.missing_reports, "nobody is missing once the node is back");
 
     // An abrupt kill mid-run: the market keeps clearing at the deadline.
     cluster.kill_agent(again).await;
     let k = cluster.status().await.unwrap();
     let after_kill = cluster.wait_for_slot(k.slot + 4).await.unwrap();
-    assert!(after_kill.missing_reports > k.missing_reports);
+    assert!(after_kill.absent_reports > k.absent_reports, "{after_kill:?}");
     assert!(after_kill.energy_balance_error_kwh < 1e-9 && after_kill.money_balance_error < 1e-9, "{after_kill:?}");
     let (status, reports) = cluster.stop().await.unwrap();
     assert_eq!(status.prosumers, 8, "only node 0 is still connected");
     assert_eq!(reports.len(), 1, "node 0 ran to the end");
     assert!(reports[0].slots_cleared + 1 >= status.slot, "node 0 took part in every slot: {:?}", reports[0].slots_cleared);
+    assert!(report.session_id.is_some());
+    let _ = std::fs::remove_dir_all(&state_dir);
 }
 
 async fn next_summary(

@@ -100,7 +100,7 @@ impl LearnerService for Learner {
         let req = request.into_inner();
         let node = node_name_from_wire(&req.node_name, "node_name")?;
         let mut rx = self.handle.published();
-        let guard = self.handle.subscriber();
+        let guard = self.handle.subscriber(&node);
         let after = req.after_version;
         let mut shutdown = self.shutdown.clone();
         info!(%node, after_version = after, "policy subscriber joined");
@@ -118,6 +118,9 @@ impl LearnerService for Learner {
                 }
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { break },
+                    // The client went away: drop the subscription now, not at
+                    // the next publish (the learner stops waiting for it).
+                    _ = tx.closed() => break,
                     _ = shutdown.recv() => break,
                 }
             }

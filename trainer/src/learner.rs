@@ -6,12 +6,19 @@
 //! the thread answers `Accepted`, `Stale` or a rejection before anything is
 //! ingested. Updates run here, off the tokio workers.
 //!
-//! **Synchronous mode** (default): version v is trained once rollouts for v
-//! have arrived from `min_nodes` distinct nodes (or, when a node went
-//! silent, `sync_timeout` after the first of them); rollouts are ordered by
-//! their first prosumer id, so a seed gives the same update every run.
-//! A rollout for an older version is stale (dropped, counted); one for a
-//! version not published yet is rejected.
+//! **Synchronous mode** (default): version v is trained once a rollout for v
+//! has arrived from every *live* node — subscribed to the policy stream and
+//! in step with the others (its last rollout ended on an earlier slot than
+//! this round's) — and from at least `min_nodes` nodes; or `sync_timeout`
+//! after the first rollout, with what arrived (the nodes that missed it
+//! leave the live set until they push again). A node whose subscription
+//! ends leaves the set at once, so scaling the cluster adjusts it by
+//! itself. A node's first rollout does not make it live: it is waited for
+//! from its second rollout on (a newcomer whose first rollout arrives after
+//! the update is stale once). Rollouts are ordered by their first prosumer
+//! id, so a seed gives the same update every run. A rollout for an older
+//! version is stale (dropped, counted per node); one for a version not
+//! published yet is rejected.
 //!
 //! **Asynchronous mode**: rollouts up to `max_policy_lag` versions old are
 //! buffered and an update runs once `async_batch_samples` samples are in;
@@ -67,9 +74,11 @@ impl Mode {
 #[serde(default, deny_unknown_fields)]
 pub struct LearnerSettings {
     pub mode: Mode,
-    /// Sync: update once this many distinct nodes sent a rollout for the version.
+    /// Sync: update only once at least this many distinct nodes sent a
+    /// rollout for the version (besides waiting for every live node).
     pub min_nodes: usize,
-    /// Sync: update with what has arrived this long after the first rollout of a version.
+    /// Sync: update with what has arrived this long after the first rollout
+    /// of a version; live nodes that missed it stop being waited for.
     pub sync_timeout_ms: u64,
     /// Async: drop rollouts more than this many versions old.
     pub max_policy_lag: u64,
@@ -187,6 +196,8 @@ impl std::fmt::Display for Refusal {
 
 enum Command {
     Ingest(Box<Rollout>, oneshot::Sender<Result<Ingest, Refusal>>),
+    /// A policy stream of `node` opened (`true`) or closed (`false`).
+    Subscription(String, bool),
     Stop(oneshot::Sender<Result<(), TrainerError>>),
 }
 
@@ -230,10 +241,12 @@ impl LearnerHandle {
         self.history.lock().expect("history lock").clone()
     }
 
-    /// Counts a policy subscriber for as long as the guard lives.
-    pub fn subscriber(&self) -> SubscriberGuard {
+    /// Counts a policy subscriber of `node` for as long as the guard lives;
+    /// the synchronous learner waits for live subscribed nodes only.
+    pub fn subscriber(&self, node: &str) -> SubscriberGuard {
         self.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        SubscriberGuard(Arc::clone(&self.subscribers))
+        let _ = self.commands.send(Command::Subscription(node.to_owned(), true));
+        SubscriberGuard { count: Arc::clone(&self.subscribers), node: node.to_owned(), commands: self.commands.clone() }
     }
 
     /// Stops the learner: writes a final checkpoint, flushes TensorBoard.
@@ -246,12 +259,27 @@ impl LearnerHandle {
     }
 }
 
-pub struct SubscriberGuard(Arc<std::sync::atomic::AtomicU32>);
+pub struct SubscriberGuard {
+    count: Arc<std::sync::atomic::AtomicU32>,
+    node: String,
+    commands: std::sync::mpsc::Sender<Command>,
+}
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.commands.send(Command::Subscription(std::mem::take(&mut self.node), false));
     }
+}
+
+/// What the synchronous learner knows of one node.
+#[derive(Clone, Debug, Default)]
+struct NodeTrack {
+    /// Open policy streams.
+    subscriptions: u32,
+    /// End slot (first slot + steps) of its last rollout, accepted or
+    /// stale; `None` before its first one or after it missed a round.
+    last_end: Option<u64>,
 }
 
 /// Per-prosumer episode accumulators: return, cost, grid import.
@@ -272,6 +300,9 @@ struct Learner {
     updates_done: u64,
     pending: Vec<Rollout>,
     pending_nodes: BTreeSet<String>,
+    /// Sync: the end slot of this round's rollouts (the first one's).
+    pending_end: Option<u64>,
+    nodes: HashMap<String, NodeTrack>,
     pending_samples: usize,
     lag_sum: f64,
     first_pending_at: Option<Instant>,
@@ -347,6 +378,8 @@ pub fn spawn(
         updates_done,
         pending: Vec::new(),
         pending_nodes: BTreeSet::new(),
+        pending_end: None,
+        nodes: HashMap::new(),
         pending_samples: 0,
         lag_sum: 0.0,
         first_pending_at: None,
@@ -385,17 +418,32 @@ impl Learner {
                         self.update();
                     }
                 }
+                Ok(Command::Subscription(node, open)) => {
+                    self.subscription(node, open);
+                    if self.ready() {
+                        self.update();
+                    }
+                }
                 Ok(Command::Stop(reply)) => {
                     let _ = reply.send(self.finish());
                     return;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if self.settings.mode == Mode::Sync && !self.pending.is_empty() && !self.max_reached() {
+                        let missed: Vec<String> = self.waiting_for();
                         warn!(
                             nodes = self.pending_nodes.len(),
                             min_nodes = self.settings.min_nodes,
+                            missed = ?missed,
                             "sync timeout: updating with the rollouts that arrived"
                         );
+                        // Nodes that missed the round are no longer waited
+                        // for; their next rollout makes them live again.
+                        for node in missed {
+                            if let Some(t) = self.nodes.get_mut(&node) {
+                                t.last_end = None;
+                            }
+                        }
                         self.update();
                     }
                 }
@@ -407,6 +455,42 @@ impl Learner {
                 }
             }
         }
+    }
+
+    fn subscription(&mut self, node: String, open: bool) {
+        let track = self.nodes.entry(node.clone()).or_default();
+        if open {
+            track.subscriptions += 1;
+        } else {
+            track.subscriptions = track.subscriptions.saturating_sub(1);
+            if track.subscriptions == 0 {
+                // Gone (or reconnecting): not waited for until it pushes again.
+                self.nodes.remove(&node);
+            }
+        }
+    }
+
+    /// Sync: live nodes whose rollout for this round has not arrived.
+    fn waiting_for(&self) -> Vec<String> {
+        let Some(end) = self.pending_end else { return Vec::new() };
+        let mut missing: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(name, t)| t.subscriptions > 0 && t.last_end.is_some_and(|e| e < end) && !self.pending_nodes.contains(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        missing.sort();
+        missing
+    }
+
+    /// Remembers where a node's rollout ended (stale ones too: the node is
+    /// in step from its next rollout on).
+    fn track(&mut self, r: &Rollout, outcome: &'static str) {
+        let end = r.first_slot + r.steps as u64;
+        if let Some(t) = self.nodes.get_mut(&r.node_name) {
+            t.last_end = Some(end);
+        }
+        self.metrics.rollouts.get_or_create(&[("node", r.node_name.clone()), ("outcome", outcome.to_owned())]).inc();
     }
 
     fn ingest(&mut self, r: Rollout) -> Result<Ingest, Refusal> {
@@ -423,10 +507,17 @@ impl Learner {
         if stale {
             self.metrics.batches_stale.inc();
             self.status.lock().expect("status lock").batches_stale += 1;
+            self.track(&r, "stale");
             return Ok(Ingest::Stale { version: r.policy_version, current: self.version });
         }
         if self.settings.mode == Mode::Sync && self.pending_nodes.contains(&r.node_name) {
             return Err(Refusal::Duplicate { node: r.node_name, version: r.policy_version });
+        }
+        self.track(&r, "accepted");
+        let end = r.first_slot + r.steps as u64;
+        let round_end = *self.pending_end.get_or_insert(end);
+        if round_end != end {
+            warn!(node = %r.node_name, end, round_end, "a rollout ends on another slot than this round's (a node joined late or the market restarted)");
         }
         let samples = r.samples();
         self.pending_nodes.insert(r.node_name.clone());
@@ -443,7 +534,9 @@ impl Learner {
             return false;
         }
         match self.settings.mode {
-            Mode::Sync => self.pending_nodes.len() >= self.settings.min_nodes,
+            Mode::Sync => {
+                !self.pending.is_empty() && self.pending_nodes.len() >= self.settings.min_nodes && self.waiting_for().is_empty()
+            }
             Mode::Async => self.pending_samples >= self.settings.async_batch_samples,
         }
     }
@@ -490,6 +583,7 @@ impl Learner {
         let samples = self.pending_samples;
         let lag = if samples > 0 { self.lag_sum / samples as f64 } else { 0.0 };
         self.pending_nodes.clear();
+        self.pending_end = None;
         self.pending_samples = 0;
         self.lag_sum = 0.0;
         self.first_pending_at = None;

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use peergrid_runtime::Metrics;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -23,14 +24,22 @@ pub struct TrainerMetrics {
     pub samples_per_s: Gauge<f64, AtomicU64>,
     pub policy_lag: Gauge<f64, AtomicU64>,
     pub mean_episode_return: Gauge<f64, AtomicU64>,
+    /// Rollouts by node and outcome ("accepted", "stale"): the share of each
+    /// node's experience the learner used.
+    pub rollouts: Family<RolloutLabel, Counter>,
 }
+
+/// Labels of [`TrainerMetrics::rollouts`].
+pub type RolloutLabel = [(&'static str, String); 2];
 
 impl TrainerMetrics {
     pub fn register(metrics: &mut Metrics) -> TrainerMetrics {
         let samples_per_s = Gauge::<f64, AtomicU64>::default();
         let policy_lag = Gauge::<f64, AtomicU64>::default();
         let mean_episode_return = Gauge::<f64, AtomicU64>::default();
+        let rollouts = Family::<RolloutLabel, Counter>::default();
         let m = TrainerMetrics {
+            rollouts: rollouts.clone(),
             version: metrics.gauge("trainer_policy_version", "Newest published policy version"),
             updates: metrics.counter("trainer_updates", "PPO updates done"),
             update_seconds: metrics.histogram(
@@ -49,6 +58,7 @@ impl TrainerMetrics {
         r.register("trainer_samples_per_second", "Sample-gradients per second of the last update", samples_per_s);
         r.register("trainer_policy_lag", "Mean version lag of the last update's samples", policy_lag);
         r.register("trainer_mean_episode_return", "Mean episode (day) return of the last update", mean_episode_return);
+        r.register("trainer_rollouts", "Rollouts by node and outcome (accepted, stale)", rollouts);
         m
     }
 

@@ -156,19 +156,14 @@ pub struct Node {
 }
 
 pub async fn register(market: &TestMarket, name: &str, count: u32) -> pb::RegisterResponse {
-    let request = pb::RegisterRequest {
-        node_name: name.into(),
-        prosumer_count: count,
-        resume_session_id: String::new(),
-        resume_first_prosumer_id: None,
-    };
+    let request = pb::RegisterRequest { node_name: name.into(), prosumer_count: count, ..Default::default() };
     market.market(AGENT).register(request).await.unwrap().into_inner()
 }
 
 /// Opens a session and joins; returns once the market has accepted the join.
-pub async fn join(market: &TestMarket, session_id: &str, first: u32, agent: &Agent) -> Result<Node, Status> {
+pub async fn join(market: &TestMarket, session_id: &str, secret: &str, first: u32, agent: &Agent) -> Result<Node, Status> {
     let (tx, rx) = mpsc::channel(16);
-    let join = pb::Join { session_id: session_id.into(), prosumers: agent.summaries() };
+    let join = pb::Join { session_id: session_id.into(), prosumers: agent.summaries(), resume_secret: secret.into() };
     tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) }).await.unwrap();
     let rx = market.market(AGENT).session(ReceiverStream::new(rx)).await?.into_inner();
     Ok(Node { first, count: agent.specs.len() as u32, session_id: session_id.into(), tx, rx })
@@ -177,7 +172,7 @@ pub async fn join(market: &TestMarket, session_id: &str, first: u32, agent: &Age
 pub async fn connect(market: &TestMarket, name: &str, count: u32, community_size: usize) -> (Node, Agent) {
     let reg = register(market, name, count).await;
     let agent = Agent::new(reg.first_prosumer_id, count, community_size);
-    let node = join(market, &reg.session_id, reg.first_prosumer_id, &agent).await.unwrap();
+    let node = join(market, &reg.session_id, &reg.resume_secret, reg.first_prosumer_id, &agent).await.unwrap();
     (node, agent)
 }
 
