@@ -192,43 +192,47 @@ impl Learning {
             }
         }
         if self.sync {
-            let wait = Duration::from_millis(self.cfg.learner_wait_ms);
-            let newer = async {
-                loop {
-                    if let Some(l) = self.versions.borrow_and_update().clone() {
-                        if l.version != self.current.version {
-                            return Some(l);
-                        }
-                    }
-                    if self.versions.changed().await.is_err() {
-                        return None;
-                    }
-                }
-            };
-            let mut shutdown = self.shutdown.clone();
-            let outcome = tokio::select! {
-                r = tokio::time::timeout(wait, newer) => r.ok().flatten(),
+            return self.wait_for_next(&rollout).await;
+        }
+        self.newer()
+    }
+
+    /// Synchronous mode: waits (at most `learner_wait_ms`) for a version
+    /// other than the current one. When the trainer republishes the current
+    /// version — it restarted and resubscribed us, so the rollout we pushed
+    /// (or failed to push while it stopped) may be lost — the rollout is
+    /// pushed again; a trainer that already has it refuses the duplicate.
+    async fn wait_for_next(&mut self, rollout: &Rollout) -> Option<Learned> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.learner_wait_ms);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let changed = tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.versions.changed()) => r,
                 _ = shutdown.recv() => {
                     debug!("shutting down while waiting for a policy version");
                     return None;
                 }
             };
-            match outcome {
-                Some(l) => {
-                    self.current = l.clone();
-                    return Some(l);
-                }
-                None if self.shutdown.is_shutdown() => {
-                    debug!(version = self.current.version, "no new policy version: shutting down");
-                    return None;
-                }
-                None => {
+            match changed {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return None,
+                Err(_) => {
                     warn!(version = self.current.version, "no new policy version in time; acting on with the current one");
                     return None;
                 }
             }
+            let Some(latest) = self.versions.borrow_and_update().clone() else { continue };
+            if latest.version != self.current.version {
+                self.current = latest.clone();
+                return Some(latest);
+            }
+            info!(version = latest.version, "the trainer republished our version (it restarted): pushing the rollout again");
+            match self.push(rollout).await {
+                Ok(Pushed::Accepted) => self.pushed += 1,
+                Ok(Pushed::Stale) => self.stale += 1,
+                Err(e) => debug!("rollout not re-delivered: {e}"),
+            }
         }
-        self.newer()
     }
 
     async fn push(&mut self, rollout: &Rollout) -> Result<Pushed, AgentError> {

@@ -407,7 +407,10 @@ impl Clock {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.node_messages_dropped.inc();
                 if self.lagging.insert(key.index) {
-                    tracing::warn!(node = self.state.node_name(key.index), "node lags: its queue is full; skipping messages until it catches up");
+                    tracing::warn!(
+                        node = self.state.node_name(key.index),
+                        "node lags: its queue is full; skipping messages until it catches up"
+                    );
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -490,7 +493,11 @@ impl Clock {
                     }
                     let until = self.epoch + Duration::from_millis(until_ms);
                     if self.round_deadline.is_some_and(|d| d < until) {
-                        tracing::debug!(node = self.state.node_name(node.index), slot, "slot held for a node waiting on the learner");
+                        tracing::debug!(
+                            node = self.state.node_name(node.index),
+                            slot,
+                            "slot held for a node waiting on the learner"
+                        );
                         self.round_deadline = Some(until);
                     }
                 }

@@ -153,7 +153,9 @@ impl MarketService for Market {
                     Ok(Some(market::NodeMessage { msg: Some(market::node_message::Msg::Hold(hold)) })) => {
                         accept_hold(&edge, key, &hold).await.err().map(|e| (hold.slot, e))
                     }
-                    Ok(Some(_)) => Some((0, WireError::failed_precondition("join: only OrderBatch and Hold messages may follow Join"))),
+                    Ok(Some(_)) => {
+                        Some((0, WireError::failed_precondition("join: only OrderBatch and Hold messages may follow Join")))
+                    }
                     Ok(None) => break,
                     Err(status) => {
                         tracing::debug!(%status, "session stream ended");

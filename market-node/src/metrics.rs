@@ -66,9 +66,12 @@ impl MarketMetrics {
             rejected: rejected.clone(),
             connected_nodes: metrics.gauge("market_connected_nodes", "Agent-nodes connected"),
             connected_prosumers: metrics.gauge("market_connected_prosumers", "Prosumers hosted by connected agent-nodes"),
-            absent_reports: metrics
-                .counter("market_absent_reports", "Prosumer-slots of nodes within their lease but without a stream (not missing)"),
-            absent_prosumers: metrics.gauge("market_absent_prosumers", "Prosumers of nodes within their lease but without a stream"),
+            absent_reports: metrics.counter(
+                "market_absent_reports",
+                "Prosumer-slots of nodes within their lease but without a stream (not missing)",
+            ),
+            absent_prosumers: metrics
+                .gauge("market_absent_prosumers", "Prosumers of nodes within their lease but without a stream"),
             leases_expired: metrics.counter("market_leases_expired", "Registrations whose lease expired (households left)"),
             holds: metrics.counter("market_holds", "Slots held open for nodes waiting on the learner"),
             holds_expired: metrics.counter("market_holds_expired", "Node holds cut short at max_hold_ms"),
@@ -84,7 +87,11 @@ impl MarketMetrics {
         let registry = metrics.registry_mut();
         registry.register("market_matched_kwh", "P2P energy matched, kWh", matched_kwh);
         registry.register("market_rejected_requests", "Requests rejected, by reason", rejected);
-        registry.register("market_batches_refused", "Batches and holds refused in-stream (session kept), by reason", batches_refused);
+        registry.register(
+            "market_batches_refused",
+            "Batches and holds refused in-stream (session kept), by reason",
+            batches_refused,
+        );
         m
     }
 

@@ -397,7 +397,10 @@ impl MarketState {
             self.insert_node(name, session_id, secret, first, prosumer_count, now_ms)
         } else {
             if !is_hex32(resume_secret) {
-                return Err(WireError::invalid("resume_secret", "must be the 32 hex characters the market issued with the session"));
+                return Err(WireError::invalid(
+                    "resume_secret",
+                    "must be the 32 hex characters the market issued with the session",
+                ));
             }
             match (self.node_of_session(resume_session_id), resume_first_id) {
                 (Ok(index), _) => {
@@ -418,7 +421,9 @@ impl MarketState {
                     }
                     index
                 }
-                (Err(_), Some(first)) => self.adopt_session(name, resume_session_id, resume_secret, first, prosumer_count, now_ms)?,
+                (Err(_), Some(first)) => {
+                    self.adopt_session(name, resume_session_id, resume_secret, first, prosumer_count, now_ms)?
+                }
                 (Err(e), None) => return Err(e),
             }
         };
@@ -436,7 +441,15 @@ impl MarketState {
         })
     }
 
-    fn insert_node(&mut self, name: &str, session_id: String, secret: String, first: ProsumerId, count: u32, now_ms: u64) -> usize {
+    fn insert_node(
+        &mut self,
+        name: &str,
+        session_id: String,
+        secret: String,
+        first: ProsumerId,
+        count: u32,
+        now_ms: u64,
+    ) -> usize {
         let index = self.next_index;
         self.next_index += 1;
         self.nodes.insert(
@@ -506,17 +519,21 @@ impl MarketState {
     }
 
     fn node_of_session(&self, session_id: &str) -> Result<usize, WireError> {
-        self.nodes
-            .iter()
-            .find(|(_, n)| n.session_id == session_id)
-            .map(|(i, _)| *i)
-            .ok_or_else(|| WireError::NotFound { what: "session_id: no such session (register first, or its lease expired)".into() })
+        self.nodes.iter().find(|(_, n)| n.session_id == session_id).map(|(i, _)| *i).ok_or_else(|| WireError::NotFound {
+            what: "session_id: no such session (register first, or its lease expired)".into(),
+        })
     }
 
     /// Connects a registered node (first `Join`, or a reconnect replacing
     /// the previous connection, which needs the session's secret). The
     /// first join adds its storage to the KPIs.
-    pub fn join(&mut self, session_id: &str, secret: &str, prosumers: &[ProsumerInfo], now_ms: u64) -> Result<NodeKey, WireError> {
+    pub fn join(
+        &mut self,
+        session_id: &str,
+        secret: &str,
+        prosumers: &[ProsumerInfo],
+        now_ms: u64,
+    ) -> Result<NodeKey, WireError> {
         let index = self.node_of_session(session_id)?;
         let node = &self.nodes[&index];
         if !secret_matches(&node.secret, secret) {
@@ -1098,8 +1115,21 @@ mod tests {
         s.register(RegisterRequest { name, prosumer_count: count, ..RegisterRequest::default() }, SECRET.replace('0', "f"), 0)
     }
 
-    fn resume(s: &mut MarketState, name: &str, count: u32, session: &str, first: Option<u32>, secret: &str) -> Result<Registration, WireError> {
-        let request = RegisterRequest { name, prosumer_count: count, resume_session_id: session, resume_first_id: first, resume_secret: secret };
+    fn resume(
+        s: &mut MarketState,
+        name: &str,
+        count: u32,
+        session: &str,
+        first: Option<u32>,
+        secret: &str,
+    ) -> Result<Registration, WireError> {
+        let request = RegisterRequest {
+            name,
+            prosumer_count: count,
+            resume_session_id: session,
+            resume_first_id: first,
+            resume_secret: secret,
+        };
         s.register(request, SECRET.into(), 0)
     }
 

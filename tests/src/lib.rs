@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod compose;
+pub mod processes;
 
 use std::path::PathBuf;
 
