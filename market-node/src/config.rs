@@ -82,6 +82,9 @@ pub struct MarketSettings {
     pub node_timeout_ms: u64,
     /// Most reports one batch may carry.
     pub max_batch: usize,
+    /// After SIGTERM, how long open calls (streams, idle connections,
+    /// half-sent requests) get before the server abandons them and exits.
+    pub shutdown_timeout_ms: u64,
     pub insecure_no_auth: bool,
     pub json_logs: bool,
     /// PEM certificate chain the gRPC listener presents (TLS on when set,
@@ -113,6 +116,7 @@ impl Default for MarketSettings {
             max_slots: None,
             node_timeout_ms: 10_000,
             max_batch: 100_000,
+            shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
             insecure_no_auth: false,
             json_logs: false,
             tls_cert: None,
@@ -142,6 +146,7 @@ pub struct MarketConfig {
 pub const DEADLINE_MS: (u64, u64) = (1, 600_000);
 pub const SLOT_PERIOD_MS: (u64, u64) = (10, 86_400_000);
 pub const NODE_TIMEOUT_MS: (u64, u64) = (100, 86_400_000);
+pub const SHUTDOWN_TIMEOUT_MS: (u64, u64) = (0, 600_000);
 pub const MAX_BATCH: (usize, usize) = (1, 1_000_000);
 
 impl MarketConfig {
@@ -158,6 +163,7 @@ impl MarketConfig {
         in_range("deadline_ms", settings.deadline_ms, DEADLINE_MS)?;
         in_range("slot_period_ms", settings.slot_period_ms, SLOT_PERIOD_MS)?;
         in_range("node_timeout_ms", settings.node_timeout_ms, NODE_TIMEOUT_MS)?;
+        in_range("shutdown_timeout_ms", settings.shutdown_timeout_ms, SHUTDOWN_TIMEOUT_MS)?;
         in_range("max_batch", settings.max_batch as u64, (MAX_BATCH.0 as u64, MAX_BATCH.1 as u64))?;
         in_range("min_prosumers", settings.min_prosumers as u64, (1, 10_000_000))?;
         if settings.max_slots == Some(0) {
@@ -271,6 +277,9 @@ pub struct RunArgs {
     /// Most reports in one batch [default: 100000].
     #[arg(long, env = "PEERGRID_MARKET_MAX_BATCH")]
     pub max_batch: Option<usize>,
+    /// After SIGTERM, ms open calls get before the server abandons them [default: 10000].
+    #[arg(long, env = "PEERGRID_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -300,6 +309,7 @@ impl RunArgs {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { s.$f = v; } )* };
         }
         set!(listen, dataset, start_slot, mode, deadline_ms, slot_period_ms, min_prosumers, node_timeout_ms, max_batch);
+        set!(shutdown_timeout_ms);
         if self.metrics_listen.is_some() {
             s.metrics_listen = self.metrics_listen;
         }
