@@ -25,7 +25,9 @@ use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::inproc;
 use peergrid_runtime::listener::tcp_incoming;
-use peergrid_runtime::{authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens};
+use peergrid_runtime::{
+    authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens,
+};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};

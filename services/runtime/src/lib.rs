@@ -33,6 +33,6 @@ pub use error::RuntimeError;
 pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};
 pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
-pub use serve::{server_builder, serve_until, status_layer, MAX_MESSAGE_BYTES};
+pub use serve::{serve_until, server_builder, status_layer, MAX_MESSAGE_BYTES};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;

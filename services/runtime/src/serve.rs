@@ -159,7 +159,9 @@ mod tests {
         let s = normalise_status(too_big);
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert!(s.message().contains("the limit is: 9 bytes"), "{}", s.message());
-        let utf8 = Status::internal("failed to decode Protobuf message: Join.node_name: invalid string value: data is not UTF-8 encoded");
+        let utf8 = Status::internal(
+            "failed to decode Protobuf message: Join.node_name: invalid string value: data is not UTF-8 encoded",
+        );
         let s = normalise_status(utf8);
         assert_eq!(s.code(), Code::InvalidArgument);
         assert!(s.message().contains("not UTF-8"), "{}", s.message());
