@@ -90,6 +90,9 @@ pub struct MarketSettings {
     /// Fast mode: the longest a slot waits for nodes that hold it (they wait
     /// for the next policy version of a synchronous learner), from its opening.
     pub max_hold_ms: u64,
+    /// After SIGTERM, how long open calls (streams, idle connections,
+    /// half-sent requests) get before the server abandons them and exits.
+    pub shutdown_timeout_ms: u64,
     pub insecure_no_auth: bool,
     pub json_logs: bool,
     /// PEM certificate chain the gRPC listener presents (TLS on when set,
@@ -124,6 +127,7 @@ impl Default for MarketSettings {
             lease_grace_ms: 30_000,
             join_timeout_ms: 10_000,
             max_hold_ms: 60_000,
+            shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
             insecure_no_auth: false,
             json_logs: false,
             tls_cert: None,
@@ -153,6 +157,7 @@ pub struct MarketConfig {
 pub const DEADLINE_MS: (u64, u64) = (1, 600_000);
 pub const SLOT_PERIOD_MS: (u64, u64) = (10, 86_400_000);
 pub const NODE_TIMEOUT_MS: (u64, u64) = (100, 86_400_000);
+pub const SHUTDOWN_TIMEOUT_MS: (u64, u64) = (0, 600_000);
 pub const MAX_BATCH: (usize, usize) = (1, 1_000_000);
 pub const LEASE_GRACE_MS: (u64, u64) = (100, 86_400_000);
 pub const JOIN_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
@@ -172,6 +177,7 @@ impl MarketConfig {
         in_range("deadline_ms", settings.deadline_ms, DEADLINE_MS)?;
         in_range("slot_period_ms", settings.slot_period_ms, SLOT_PERIOD_MS)?;
         in_range("node_timeout_ms", settings.node_timeout_ms, NODE_TIMEOUT_MS)?;
+        in_range("shutdown_timeout_ms", settings.shutdown_timeout_ms, SHUTDOWN_TIMEOUT_MS)?;
         in_range("max_batch", settings.max_batch as u64, (MAX_BATCH.0 as u64, MAX_BATCH.1 as u64))?;
         in_range("lease_grace_ms", settings.lease_grace_ms, LEASE_GRACE_MS)?;
         in_range("join_timeout_ms", settings.join_timeout_ms, JOIN_TIMEOUT_MS)?;
@@ -297,6 +303,9 @@ pub struct RunArgs {
     /// Fast mode: a slot waits at most this many ms for nodes holding it [default: 60000].
     #[arg(long, env = "PEERGRID_MARKET_MAX_HOLD_MS")]
     pub max_hold_ms: Option<u64>,
+    /// After SIGTERM, ms open calls get before the server abandons them [default: 10000].
+    #[arg(long, env = "PEERGRID_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -339,6 +348,7 @@ impl RunArgs {
             join_timeout_ms,
             max_hold_ms
         );
+        set!(shutdown_timeout_ms);
         if self.metrics_listen.is_some() {
             s.metrics_listen = self.metrics_listen;
         }

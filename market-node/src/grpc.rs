@@ -28,11 +28,14 @@ use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::inproc;
 use peergrid_runtime::listener::tcp_incoming;
-use peergrid_runtime::{authorize, authorize_reader, GrpcListener, Role, Shutdown, Tokens};
+use peergrid_runtime::{
+    authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens,
+};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -45,9 +48,9 @@ use crate::metrics::MarketMetrics;
 use crate::scenario::{FeederLimit, ScaleGroup, ScenarioEvent, TakeOffline, TariffOverride};
 use crate::state::{NodeCleared, ProsumerInfo, SlotSummary, StatusSnapshot};
 
-/// Largest message the server decodes or encodes (an `OrderBatch` of
-/// 100,000 reports is ~10 MB).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message the server decodes or encodes, decompressed (an
+/// `OrderBatch` of 100,000 reports is ~10 MB): the shared server limit.
+pub const MAX_MESSAGE_BYTES: usize = peergrid_runtime::MAX_MESSAGE_BYTES;
 
 /// What both services share.
 #[derive(Clone)]
@@ -157,8 +160,12 @@ impl MarketService for Market {
                         Some((0, WireError::failed_precondition("join: only OrderBatch and Hold messages may follow Join")))
                     }
                     Ok(None) => break,
+                    // An over-limit or undecodable message: end the stream
+                    // with the reason, never with a bare OK.
                     Err(status) => {
                         tracing::debug!(%status, "session stream ended");
+                        let error = WireError::from_status(&peergrid_runtime::serve::normalise_status(status));
+                        let _ = tx.send(NodeEvent::Rejected(error)).await;
                         break;
                     }
                 };
@@ -464,13 +471,16 @@ pub struct ServeParams {
     pub metrics: MarketMetrics,
     pub max_batch: usize,
     pub node_timeout: Duration,
+    /// After `stop`, how long open calls get before they are abandoned.
+    pub shutdown_timeout: Duration,
     pub shutdown: Shutdown,
 }
 
-/// A server builder, serving TLS with `tls` when given. Fails if the
-/// certificate or key does not parse (tonic names which one).
+/// A server builder with the shared connection settings
+/// (`peergrid_runtime::server_builder`), serving TLS with `tls` when
+/// given. Fails if the certificate or key does not parse (tonic names which one).
 pub fn server_builder(tls: Option<ServerTlsConfig>) -> anyhow::Result<Server> {
-    let server = Server::builder();
+    let server = peergrid_runtime::server_builder();
     Ok(match tls {
         Some(tls) => server.tls_config(tls).context("tls_cert/tls_key: the certificate or key is not usable")?,
         None => server,
@@ -496,15 +506,20 @@ pub async fn serve(
     };
     // Accept gzip (the only compression Python clients speak) but answer
     // uncompressed: on a LAN, compressing a 10,000-prosumer SlotCleared costs
-    // more CPU time than the bytes it saves.
+    // more CPU time than the bytes it saves. Both services sit behind
+    // `RequireToken`: a caller without a valid token is refused on its
+    // headers, before its body is read or decompressed; handlers then check
+    // the role their method needs.
     let market = MarketServiceServer::new(Market(edge.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let control = ControlServiceServer::new(Control(edge))
+    let market = InterceptedService::new(market, RequireToken::new(Arc::clone(&edge.tokens)));
+    let control = ControlServiceServer::new(Control(edge.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let control = InterceptedService::new(control, RequireToken::new(Arc::clone(&edge.tokens)));
     let (health, health_service) = peergrid_proto::services::health();
     health.set_serving::<MarketServiceServer<Market>>().await;
     health.set_serving::<ControlServiceServer<Control>>().await;
@@ -515,22 +530,23 @@ pub async fn serve(
         health_on_stop.set_not_serving::<MarketServiceServer<Market>>().await;
         health_on_stop.set_not_serving::<ControlServiceServer<Control>>().await;
     };
-    // Large flow-control windows let a 1 MB batch through without waiting
-    // for WINDOW_UPDATE round trips (TCP sockets also get TCP_NODELAY:
-    // `tcp_incoming`).
+    // TCP sockets also get TCP_NODELAY (`tcp_incoming`); windows, keep-alive
+    // and stream limits come from `server_builder`.
     let router = params
         .server
-        .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
-        .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
+        .layer(status_layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(market)
         .add_service(control);
-    match listener {
-        GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(tcp_incoming(listener), stop).await?,
-        GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, stop).await?,
-    }
+    let serve = |signal| async move {
+        match listener {
+            GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(tcp_incoming(listener), signal).await,
+            GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, signal).await,
+        }
+    };
+    serve_until(serve, stop, params.shutdown_timeout).await?;
     Ok(())
 }
 
@@ -558,7 +574,3 @@ pub async fn check_health(addr: &str, tls: Option<ClientTlsConfig>) -> anyhow::R
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
 }
-
-/// HTTP/2 flow-control windows: room for a whole slot's batch in flight.
-const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
-const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;

@@ -125,6 +125,7 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         metrics,
         max_batch: settings.max_batch,
         node_timeout: Duration::from_millis(settings.node_timeout_ms),
+        shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
         shutdown: shutdown.clone(),
     };
     let server = tokio::spawn(grpc::serve(listener, params, stop));

@@ -11,7 +11,9 @@ use clap::Parser;
 use peergrid_market_node::config::{Cli, Command};
 use peergrid_runtime::{init_tracing, wait_for_signal, ShutdownController, Tokens};
 
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Beyond the server's own shutdown timeout: the open slot clears (at
+/// most its deadline) and the tasks stop.
+const DRAIN_SLACK: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -56,13 +58,14 @@ async fn main() -> ExitCode {
 
 async fn run(config: peergrid_market_node::MarketConfig) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
+    let drain = Duration::from_millis(config.settings.shutdown_timeout_ms) + DRAIN_SLACK;
     let market = peergrid_market_node::start(config, controller.subscribe()).await?;
     tokio::select! {
         signal = wait_for_signal() => { signal?; tracing::info!("signal received: draining"); }
         _ = market.finished() => tracing::info!("run complete: draining"),
     }
     controller.trigger();
-    tokio::time::timeout(DRAIN_TIMEOUT, market.join()).await.map_err(|_| anyhow::anyhow!("drain timed out"))??;
+    tokio::time::timeout(drain, market.join()).await.map_err(|_| anyhow::anyhow!("drain timed out"))??;
     tracing::info!("market-node stopped");
     Ok(())
 }

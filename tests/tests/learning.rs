@@ -247,6 +247,14 @@ async fn bad_experience_is_refused_and_nothing_is_ingested() -> Result<()> {
         (Box::new(|b| b.prosumer_ids = vec![1, 1]), Code::InvalidArgument, "prosumer_ids[1]"),
         (Box::new(|b| b.policy_version = 9), Code::InvalidArgument, "policy_version"),
         (Box::new(|b| b.node_name.clear()), Code::InvalidArgument, "node_name"),
+        // Poisoned but finite (issue 12): beyond the documented bounds of
+        // `Rollout::validate`, refused before the learner sees them.
+        (Box::new(|b| b.rewards.fill(3e38)), Code::InvalidArgument, "rewards[0]"),
+        (Box::new(|b| b.observations.fill(3e38)), Code::InvalidArgument, "observations[0]"),
+        (Box::new(|b| b.values[3] = -1e30), Code::InvalidArgument, "values[3]"),
+        (Box::new(|b| b.bootstrap_values[1] = 1e30), Code::InvalidArgument, "bootstrap_values[1]"),
+        (Box::new(|b| b.log_probs[2] = -1e20), Code::InvalidArgument, "log_probs[2]"),
+        (Box::new(|b| b.actions[5] = 1e10), Code::InvalidArgument, "actions[5]"),
     ];
     for (defect, code, field) in cases {
         let mut b = batch(1);

@@ -58,6 +58,9 @@ pub struct TrainerConfig {
     pub ppo: PpoConfig,
     pub learner: LearnerSettings,
     pub json_logs: bool,
+    /// After SIGTERM, how long open calls (streams, idle connections,
+    /// half-sent requests) get before the server abandons them.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for TrainerConfig {
@@ -72,6 +75,7 @@ impl Default for TrainerConfig {
             ppo: PpoConfig::default(),
             learner: LearnerSettings::default(),
             json_logs: false,
+            shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
         }
     }
 }
@@ -82,6 +86,9 @@ impl TrainerConfig {
         self.learner.validate()?;
         if self.resume && self.run_dir.is_none() {
             return Err(TrainerError::config("resume", "needs --run-dir (where the checkpoints are)"));
+        }
+        if self.shutdown_timeout_ms > 600_000 {
+            return Err(TrainerError::config("shutdown_timeout_ms", "must be in 0..=600000"));
         }
         if let Some(name) = &self.local_name {
             peergrid_runtime::inproc::check_name(name).map_err(|e| TrainerError::config("local_name", e.to_string()))?;
@@ -160,6 +167,9 @@ pub struct RunArgs {
     /// Run without authentication (local demos only).
     #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// After SIGTERM, ms open calls get before the server abandons them [default: 10000].
+    #[arg(long, env = "PEERGRID_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
     #[command(flatten)]
     pub logs: LogArgs,
 }
@@ -183,6 +193,9 @@ impl RunArgs {
         c.run_dir = self.run_dir;
         c.resume = self.resume;
         c.json_logs = self.logs.json(c.json_logs);
+        if let Some(v) = self.shutdown_timeout_ms {
+            c.shutdown_timeout_ms = v;
+        }
         if let Some(v) = self.mode {
             c.learner.mode = v;
         }

@@ -21,19 +21,24 @@ use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, Le
 use peergrid_proto::WireError;
 use peergrid_runtime::inproc;
 use peergrid_runtime::listener::tcp_incoming;
-use peergrid_runtime::{authorize, authorize_reader, GrpcListener, Role, Shutdown, Tokens};
+use peergrid_runtime::{
+    authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens,
+};
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::learner::{Ingest, LearnerHandle, Refusal};
 use crate::metrics::TrainerMetrics;
 
-/// Largest message either way: a 10,000-prosumer × 96-slot rollout is ≈90 MB
-/// of floats, so nodes that large must push in chunks of slots.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Largest message either way, decompressed: the shared server limit of
+/// 64 MiB (the README's limits table). A 1,000-prosumer × 168-slot rollout
+/// is ≈15 MB; a 10,000-prosumer × 96-slot one (≈90 MB) is refused with
+/// RESOURCE_EXHAUSTED, so nodes that large need shorter rollouts.
+pub const MAX_MESSAGE_BYTES: usize = peergrid_runtime::MAX_MESSAGE_BYTES;
 
 #[derive(Clone)]
 struct Learner {
@@ -64,7 +69,7 @@ impl LearnerService for Learner {
         let mut stream = request.into_inner();
         let mut summary = pb::PushSummary::default();
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
+            let batch = batch.map_err(peergrid_runtime::serve::normalise_status)?;
             let rollout = rollout_from_wire(batch).inspect_err(|e| {
                 self.metrics.batches_rejected.inc();
                 warn!("experience batch rejected: {e}");
@@ -158,24 +163,42 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// What [`serve`] needs besides the listener and the learner.
+pub struct ServeParams {
+    pub tokens: Arc<Tokens>,
+    pub metrics: TrainerMetrics,
+    pub shutdown: Shutdown,
+    /// After shutdown, how long open calls get before they are abandoned.
+    pub shutdown_timeout: Duration,
+}
+
 /// Serves the LearnerService with health and reflection on `listener` (TCP,
-/// or in-process for the embedded run) until `shutdown` fires (policy streams end then too).
-pub async fn serve(
-    listener: GrpcListener,
-    handle: LearnerHandle,
-    tokens: Arc<Tokens>,
-    metrics: TrainerMetrics,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
+/// or in-process for the embedded run) until `shutdown` fires (policy
+/// streams end then too) or the learner thread dies. Either way health
+/// turns NOT_SERVING first; open calls get `shutdown_timeout` to finish.
+pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeParams) -> anyhow::Result<()> {
+    let ServeParams { tokens, metrics, shutdown, shutdown_timeout } = params;
+    let learner_died = {
+        let handle = handle.clone();
+        async move { handle.died().await }
+    };
     let stop = {
         let mut shutdown = shutdown.clone();
-        async move { shutdown.recv().await }
+        async move {
+            tokio::select! {
+                _ = shutdown.recv() => {}
+                reason = learner_died => tracing::error!("the learner thread died ({reason}): not serving, stopping"),
+            }
+        }
     };
-    let service = LearnerServiceServer::new(Learner { handle, tokens, metrics, shutdown })
+    // `RequireToken` refuses callers without a valid token on their headers,
+    // before a body is read or decompressed; handlers check the role.
+    let service = LearnerServiceServer::new(Learner { handle, tokens: Arc::clone(&tokens), metrics, shutdown })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = InterceptedService::new(service, RequireToken::new(tokens));
     let (health, health_service) = peergrid_proto::services::health();
     health.set_serving::<LearnerServiceServer<Learner>>().await;
     let (reflection_v1, reflection_v1alpha) = peergrid_proto::services::reflection()?;
@@ -183,17 +206,19 @@ pub async fn serve(
         stop.await;
         health.set_not_serving::<LearnerServiceServer<Learner>>().await;
     };
-    let router = Server::builder()
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(16 << 20))
+    let router = peergrid_runtime::server_builder()
+        .layer(status_layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
-    match listener {
-        GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(tcp_incoming(listener), stop).await?,
-        GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, stop).await?,
-    }
+    let serve = |signal| async move {
+        match listener {
+            GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(tcp_incoming(listener), signal).await,
+            GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, signal).await,
+        }
+    };
+    serve_until(serve, stop, shutdown_timeout).await?;
     Ok(())
 }
 

@@ -165,6 +165,8 @@ pub struct LearnerStatus {
     pub batches_stale: u64,
     pub subscribers: u32,
     pub mean_episode_return: f64,
+    /// Updates undone because they produced non-finite parameters or statistics.
+    pub updates_discarded: u64,
 }
 
 /// The learner's answer to one batch.
@@ -216,6 +218,8 @@ pub struct LearnerHandle {
     status: Arc<Mutex<LearnerStatus>>,
     history: Arc<Mutex<Vec<UpdateRecord>>>,
     subscribers: Arc<std::sync::atomic::AtomicU32>,
+    /// Set to the panic message if the learner thread dies.
+    death: watch::Receiver<Option<String>>,
 }
 
 impl LearnerHandle {
@@ -247,6 +251,23 @@ impl LearnerHandle {
         self.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.commands.send(Command::Subscription(node.to_owned(), true));
         SubscriberGuard { count: Arc::clone(&self.subscribers), node: node.to_owned(), commands: self.commands.clone() }
+    }
+
+    /// Resolves, with the panic message, if the learner thread dies; never
+    /// after a normal stop.
+    pub async fn died(&self) -> String {
+        let mut death = self.death.clone();
+        let reason = death.wait_for(Option::is_some).await.map(|r| r.clone());
+        match reason {
+            Ok(reason) => reason.unwrap_or_default(),
+            // The thread ended normally (its sender is gone, nothing recorded).
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The panic message if the learner thread has died.
+    pub fn death(&self) -> Option<String> {
+        self.death.borrow().clone()
     }
 
     /// Stops the learner: writes a final checkpoint, flushes TensorBoard.
@@ -281,6 +302,20 @@ struct NodeTrack {
     /// stale; `None` before its first one or after it missed a round.
     last_end: Option<u64>,
 }
+
+/// The text of a panic payload (`panic!` with a literal or a format).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_owned(),
+    }
+}
+
+/// Tests only: a rollout from a node of this name makes the update panic,
+/// standing in for any bug that kills the learner thread.
+#[cfg(test)]
+pub(crate) const CRASH_FOR_TEST: &str = "crash-the-learner";
 
 /// Per-prosumer episode accumulators: return, cost, grid import.
 #[derive(Clone, Copy, Debug, Default)]
@@ -357,7 +392,7 @@ pub fn spawn(
     };
     let tb = outputs.tensorboard_dir.as_ref().map(EventWriter::create).transpose()?;
     let normaliser = obs_stats.normaliser(ppo.config.obs_clip);
-    let weights = PolicyWeights { net: ppo.actor_critic(), normaliser: normaliser.clone(), version };
+    let weights = PolicyWeights { net: ppo.actor_critic()?, normaliser: normaliser.clone(), version };
     let blob = to_safetensors(&weights)?;
     let (publish, published) = watch::channel(Published { version, weights: Arc::new(blob) });
     let status = Arc::new(Mutex::new(LearnerStatus {
@@ -392,12 +427,27 @@ pub fn spawn(
         metrics,
     };
     let (tx, rx) = std::sync::mpsc::channel();
+    let (death_tx, death) = watch::channel(None);
     let thread = std::thread::Builder::new()
         .name("learner".into())
-        .spawn(move || learner.run(rx))
+        .spawn(move || {
+            // A panic must not leave a trainer that answers SERVING with
+            // nobody learning: record why, then let the panic continue.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| learner.run(rx)));
+            if let Err(panic) = outcome {
+                death_tx.send_replace(Some(panic_message(panic.as_ref())));
+                std::panic::resume_unwind(panic);
+            }
+        })
         .map_err(|e| TrainerError::Serve(format!("cannot start the learner thread: {e}")))?;
-    let handle =
-        LearnerHandle { commands: tx, published, status, history, subscribers: Arc::new(std::sync::atomic::AtomicU32::new(0)) };
+    let handle = LearnerHandle {
+        commands: tx,
+        published,
+        status,
+        history,
+        subscribers: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        death,
+    };
     Ok((handle, thread))
 }
 
@@ -591,20 +641,14 @@ impl Learner {
         let span = info_span!("update", version = next, samples);
         let _enter = span.enter();
         let started = Instant::now();
-        let normalisers = &self.normalisers;
-        let stats = self.ppo.update(&rollouts, |v| &normalisers[&v], self.updates_done);
+        let Some((stats, weights)) = self.guarded_update(&rollouts, next) else { return };
         let learn_seconds = started.elapsed().as_secs_f64();
-        for r in &rollouts {
-            self.obs_stats.update(&r.observations);
-        }
         let (mean_return, community_cost, grid_import) = self.episodes(&rollouts);
         self.version = next;
         self.updates_done += 1;
-        let normaliser = self.obs_stats.normaliser(self.ppo.config.obs_clip);
-        self.normalisers.insert(next, normaliser.clone());
+        self.normalisers.insert(next, weights.normaliser.clone());
         let keep_from = next.saturating_sub(self.settings.max_policy_lag);
         self.normalisers.retain(|v, _| *v >= keep_from);
-        let weights = PolicyWeights { net: self.ppo.actor_critic(), normaliser, version: next };
         match to_safetensors(&weights) {
             Ok(blob) => {
                 self.publish.send_replace(Published { version: next, weights: Arc::new(blob) });
@@ -640,6 +684,59 @@ impl Learner {
                 warn!("checkpoint failed: {e}");
             }
         }
+    }
+
+    /// Runs the PPO update and absorbs the batch's observations into the
+    /// running statistics, then checks the outcome: if any parameter, Adam
+    /// moment or normaliser statistic is not finite, the update is undone
+    /// (parameters, optimiser and statistics as before), counted and logged,
+    /// and `None` is returned — the published version stays, the learner
+    /// goes on. Otherwise the weights of version `next`.
+    fn guarded_update(&mut self, rollouts: &[Rollout], next: u64) -> Option<(UpdateStats, PolicyWeights)> {
+        #[cfg(test)]
+        if rollouts.iter().any(|r| r.node_name == CRASH_FOR_TEST) {
+            panic!("learner crash requested by a test");
+        }
+        let before = self.ppo.snapshot();
+        let stats_before = self.obs_stats.clone();
+        let normalisers = &self.normalisers;
+        let stats = self.ppo.update(rollouts, |v| &normalisers[&v], self.updates_done);
+        for r in rollouts {
+            self.obs_stats.update(&r.observations);
+        }
+        let problem = if !self.ppo.is_finite() {
+            Some("parameters or optimiser state")
+        } else if !self.obs_stats.is_finite() {
+            Some("observation normaliser statistics")
+        } else {
+            None
+        };
+        let net = match problem {
+            None => self.ppo.actor_critic().ok(),
+            Some(_) => None,
+        };
+        if let Some(net) = net {
+            let normaliser = self.obs_stats.normaliser(self.ppo.config.obs_clip);
+            return Some((stats, PolicyWeights { net, normaliser, version: next }));
+        }
+        self.obs_stats = stats_before;
+        if let Err(e) = self.ppo.restore(&before) {
+            // Cannot happen (the snapshot has this network's shapes); if it
+            // did, the learner must not publish from a half-restored state.
+            panic!("cannot restore the learner after a discarded update: {e}");
+        }
+        self.metrics.updates_discarded.inc();
+        self.status.lock().expect("status lock").updates_discarded += 1;
+        let nodes: BTreeSet<&str> = rollouts.iter().map(|r| r.node_name.as_str()).collect();
+        warn!(
+            version = self.version,
+            would_be = next,
+            ?nodes,
+            "update discarded: non-finite {}; version {} stays published",
+            problem.unwrap_or("parameters"),
+            self.version
+        );
+        None
     }
 
     fn log(&mut self, r: &UpdateRecord, samples_per_s: f64) {
@@ -691,7 +788,7 @@ impl Learner {
         let Some(dir) = &self.outputs.checkpoint_dir else { return Ok(()) };
         let c = Checkpoint {
             policy: PolicyWeights {
-                net: self.ppo.actor_critic(),
+                net: self.ppo.actor_critic()?,
                 normaliser: self.normalisers[&self.version].clone(),
                 version: self.version,
             },

@@ -14,6 +14,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod grpc;
+#[cfg(test)]
+mod hardening_tests;
 pub mod learner;
 pub mod metrics;
 pub mod ppo;
@@ -45,8 +47,9 @@ impl TrainerHandle {
         &self.url
     }
 
-    /// Waits for the trainer to stop (after the shutdown signal): the server
-    /// drains, the learner writes its final checkpoint.
+    /// Waits for the trainer to stop (after the shutdown signal, or once the
+    /// learner thread died): the server drains, the learner writes its final
+    /// checkpoint. An error, naming the panic, if the learner thread died.
     pub async fn join(self) -> anyhow::Result<()> {
         self.join.await.context("trainer task panicked")?
     }
@@ -73,13 +76,22 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
         serve_metrics_if_configured(config.metrics_listen, Arc::new(registry), shutdown.clone()).await?;
     let listener = GrpcListener::bind(config.listen, config.local_name.as_deref()).await?;
     let (grpc_addr, url) = (listener.tcp_addr(), listener.url(false));
-    let server = tokio::spawn(grpc::serve(listener, learner.clone(), Arc::new(tokens), metrics, shutdown.clone()));
+    let params = grpc::ServeParams {
+        tokens: Arc::new(tokens),
+        metrics,
+        shutdown: shutdown.clone(),
+        shutdown_timeout: std::time::Duration::from_millis(config.shutdown_timeout_ms),
+    };
+    let server = tokio::spawn(grpc::serve(listener, learner.clone(), params));
     tracing::info!(%url, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");
     let stopper = learner.clone();
     let join = tokio::spawn(async move {
         server.await.context("server task panicked")??;
         stopper.stop().await?;
-        tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("learner thread panicked"))?;
+        let died = stopper.death();
+        tokio::task::spawn_blocking(move || thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the learner thread panicked: {}", died.unwrap_or_else(|| "no message".to_owned())))?;
         if let Some(task) = metrics_task {
             task.await.context("metrics task panicked")?;
         }

@@ -1,6 +1,6 @@
 //! The `trainer` binary: parse the configuration, start the learner and its
 //! gRPC server, run until SIGTERM / Ctrl-C, then write a final checkpoint
-//! and exit 0. `trainer health` and `trainer status` query a running one.
+//! and exit 0 (exit 1, naming the panic, if the learner thread died). `trainer health` and `trainer status` query a running one.
 
 use std::process::ExitCode;
 
@@ -60,8 +60,13 @@ async fn main() -> ExitCode {
     let controller = ShutdownController::new();
     let result = async {
         let trainer = peergrid_trainer::start(config, tokens, controller.subscribe()).await?;
-        wait_for_signal().await?;
-        tracing::info!("signal received: final checkpoint and stop");
+        let learner = trainer.learner.clone();
+        tokio::select! {
+            signal = wait_for_signal() => { signal?; tracing::info!("signal received: final checkpoint and stop"); }
+            // Health already says NOT_SERVING; join reports the panic and
+            // the process exits non-zero.
+            reason = learner.died() => tracing::error!("the learner thread died ({reason}): stopping"),
+        }
         controller.trigger();
         trainer.join().await
     }

@@ -2,7 +2,7 @@
 //! prefix): `trainer_policy_version`, `trainer_updates_total`,
 //! `trainer_update_seconds`, `trainer_samples_total`,
 //! `trainer_stale_batches_total`, `trainer_rejected_batches_total`,
-//! `trainer_samples_per_second`, `trainer_policy_lag`,
+//! `trainer_discarded_updates_total`, `trainer_samples_per_second`, `trainer_policy_lag`,
 //! `trainer_mean_episode_return`.
 
 use std::sync::atomic::AtomicU64;
@@ -21,6 +21,8 @@ pub struct TrainerMetrics {
     pub samples: Counter,
     pub batches_stale: Counter,
     pub batches_rejected: Counter,
+    /// Updates undone because they produced non-finite parameters or statistics.
+    pub updates_discarded: Counter,
     pub samples_per_s: Gauge<f64, AtomicU64>,
     pub policy_lag: Gauge<f64, AtomicU64>,
     pub mean_episode_return: Gauge<f64, AtomicU64>,
@@ -50,6 +52,10 @@ impl TrainerMetrics {
             samples: metrics.counter("trainer_samples", "Experience samples accepted"),
             batches_stale: metrics.counter("trainer_stale_batches", "Experience batches dropped as too old"),
             batches_rejected: metrics.counter("trainer_rejected_batches", "Experience batches rejected as invalid"),
+            updates_discarded: metrics.counter(
+                "trainer_discarded_updates",
+                "PPO updates undone because they produced non-finite parameters or statistics",
+            ),
             samples_per_s: samples_per_s.clone(),
             policy_lag: policy_lag.clone(),
             mean_episode_return: mean_episode_return.clone(),

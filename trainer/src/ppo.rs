@@ -200,6 +200,12 @@ impl RunningStats {
         self.count = total;
     }
 
+    /// Whether the statistics, and the f32 normaliser made from them, are finite.
+    pub fn is_finite(&self) -> bool {
+        let f32_finite = |x: &f64| x.is_finite() && (*x as f32).is_finite();
+        self.count.is_finite() && self.mean.iter().all(f32_finite) && self.var.iter().all(f32_finite)
+    }
+
     pub fn normaliser(&self, clip: f32) -> ObsNormaliser {
         ObsNormaliser {
             mean: self.mean.iter().map(|m| *m as f32).collect(),
@@ -309,9 +315,38 @@ impl Ppo {
         self.params.iter().flat_map(tensor_to_vec).collect()
     }
 
-    /// The network as the pure-Rust forward pass sees it.
-    pub fn actor_critic(&self) -> ActorCritic {
-        ActorCritic::from_flat(&self.spec, &self.to_flat()).expect("parameters stay finite and shaped")
+    /// The network as the pure-Rust forward pass sees it. An error (never a
+    /// panic) when a parameter is not finite: the caller decides what to do
+    /// with an update that diverged.
+    pub fn actor_critic(&self) -> Result<ActorCritic, TrainerError> {
+        Ok(ActorCritic::from_flat(&self.spec, &self.to_flat())?)
+    }
+
+    /// Everything an update changes (parameters, Adam state, the shuffling
+    /// generator), to put back with [`restore`](Self::restore) when the
+    /// update turns out to be unusable.
+    pub fn snapshot(&self) -> PpoSnapshot {
+        PpoSnapshot { params: self.to_flat(), optimiser: self.optimiser_state() }
+    }
+
+    /// Puts back what [`snapshot`](Self::snapshot) took.
+    pub fn restore(&mut self, s: &PpoSnapshot) -> Result<(), TrainerError> {
+        let mut pos = 0;
+        tch::no_grad(|| {
+            for p in self.params.iter_mut() {
+                let k = p.numel();
+                let size = p.size();
+                p.copy_(&Tensor::from_slice(&s.params[pos..pos + k]).view(size.as_slice()).to_device(self.device));
+                pos += k;
+            }
+        });
+        self.restore_optimiser(&s.optimiser)
+    }
+
+    /// Whether every parameter and Adam moment is finite.
+    pub fn is_finite(&self) -> bool {
+        let finite = |ts: &[Tensor]| ts.iter().all(|t| tensor_to_vec(t).iter().all(|x| x.is_finite()));
+        finite(&self.params) && finite(&self.adam_m) && finite(&self.adam_v)
     }
 
     /// Adam state and the shuffling generator, for checkpoints.
@@ -526,6 +561,13 @@ pub fn explained_variance(values: &[f32], returns: &[f32]) -> f64 {
     1.0 - var(&mut returns.iter().zip(values).map(|(r, v)| (*r - *v) as f64)) / var_y
 }
 
+/// What [`Ppo::snapshot`] saves: the flat parameters and the optimiser.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PpoSnapshot {
+    params: Vec<f32>,
+    optimiser: OptimiserState,
+}
+
 /// Adam moments, step count and the shuffling generator's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimiserState {
@@ -601,7 +643,7 @@ mod tests {
     #[test]
     fn the_tch_forward_pass_equals_the_pure_rust_one() {
         let ppo = Ppo::new(PpoConfig { seed: 9, init_log_std: 0.3, ..PpoConfig::default() }, Device::Cpu).unwrap();
-        let net = ppo.actor_critic();
+        let net = ppo.actor_critic().unwrap();
         let mut rng = SeededRng::new(4);
         let xs: Vec<f32> = (0..32 * OBS_DIM).map(|_| rng.uniform(-3.0, 3.0) as f32).collect();
         let (mean, value) = ppo.forward(&Tensor::from_slice(&xs).view([32, OBS_DIM as i64]));

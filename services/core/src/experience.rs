@@ -8,8 +8,28 @@
 //! as the actors did, and updates its running statistics with them).
 //!
 //! [`Rollout::validate`] is the one check both ends trust: every length,
-//! every value finite, ids strictly ascending. It names the field and the
-//! index of the first problem.
+//! every value finite and within its documented bound (below), ids strictly
+//! ascending. It names the field and the index of the first problem.
+//!
+//! **Bounds.** The trainer must never ingest a number that can overflow its
+//! f32 arithmetic (a reward of 3e38 is finite but its square is not; an
+//! observation of 3e38 makes the running variance infinite). The bounds
+//! are derived from what the physics and the reward can produce, with a
+//! wide margin, so no honest node ever hits them:
+//!
+//! | field | bound | real magnitude |
+//! | ----- | ----- | -------------- |
+//! | `observations` | abs ≤ 1e6 | energies ≤ 1,000 kWh per slot (the market's per-slot bound), prices ≤ 100/kWh, the rest in [-1, 1] |
+//! | `rewards`, `costs` | abs ≤ 1e6 | one slot's bill: ≤ 1,000 kWh × 100/kWh = 1e5 at the extremes, a few units in practice |
+//! | `values`, `bootstrap_values` | abs ≤ 1e8 | discounted returns: the reward bound × 1/(1 − γ) = 100 at γ = 0.99 |
+//! | `log_probs` | in [-1e4, 1e4] | a 3-D Gaussian log-density: tens |
+//! | `actions` | abs ≤ 1e3 | Gaussian samples around a mean in [-1, 1]: a few units |
+//! | `grid_import_kwh` | in [0, 1e6] | ≤ 1,000 kWh per slot |
+//!
+//! Squares of every bounded value stay far below f32's 3.4e38, so the loss
+//! and the normaliser's statistics stay finite for any accepted batch. (A
+//! lie within the bounds, say a log-prob far from the policy's, can still
+//! make one update's ratio overflow; the trainer discards such an update.)
 
 use crate::error::CoreError;
 use crate::observation::OBS_DIM;
@@ -23,6 +43,19 @@ pub const MAX_PROSUMERS: usize = 100_000;
 /// Most samples (steps × prosumers) in one rollout: 2²⁴ (≈ 1.1 GB of floats
 /// on the wire would be far beyond the message limit anyway).
 pub const MAX_SAMPLES: usize = 1 << 24;
+
+/// Largest accepted |observation feature| (see the module's bounds table).
+pub const MAX_ABS_OBSERVATION: f32 = 1e6;
+/// Largest accepted |reward| and |cost| of one step.
+pub const MAX_ABS_REWARD: f32 = 1e6;
+/// Largest accepted |value| and |bootstrap value|.
+pub const MAX_ABS_VALUE: f32 = 1e8;
+/// Largest accepted |log-prob|.
+pub const MAX_ABS_LOG_PROB: f32 = 1e4;
+/// Largest accepted |raw action| component.
+pub const MAX_ABS_ACTION: f32 = 1e3;
+/// Largest accepted grid import of one step, kWh.
+pub const MAX_GRID_IMPORT_KWH: f32 = 1e6;
 
 /// One node's rollout for one policy version.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -63,11 +96,18 @@ fn per(field: &str) -> &'static str {
     }
 }
 
-fn check_finite(field: &str, v: &[f32]) -> Result<(), CoreError> {
-    match v.iter().position(|x| !x.is_finite()) {
-        Some(i) => Err(CoreError::invalid(format!("{field}[{i}]"), format!("{} is not finite", v[i]))),
+/// Every value finite and in `[min, max]`; names the first that is not.
+fn check_range(field: &str, v: &[f32], min: f32, max: f32) -> Result<(), CoreError> {
+    // One pass, no formatting unless a value is bad: batches hold millions.
+    match v.iter().position(|x| !(x.is_finite() && *x >= min && *x <= max)) {
+        Some(i) if !v[i].is_finite() => Err(CoreError::invalid(format!("{field}[{i}]"), format!("{} is not finite", v[i]))),
+        Some(i) => Err(CoreError::invalid(format!("{field}[{i}]"), format!("{} is outside [{min:e}, {max:e}]", v[i]))),
         None => Ok(()),
     }
+}
+
+fn check_abs(field: &str, v: &[f32], max: f32) -> Result<(), CoreError> {
+    check_range(field, v, -max, max)
 }
 
 impl Rollout {
@@ -105,14 +145,14 @@ impl Rollout {
         check_len("bootstrap_values", &self.bootstrap_values, p)?;
         check_len("costs", &self.costs, n)?;
         check_len("grid_import_kwh", &self.grid_import_kwh, n)?;
-        check_finite("observations", &self.observations)?;
-        check_finite("actions", &self.actions)?;
-        check_finite("log_probs", &self.log_probs)?;
-        check_finite("values", &self.values)?;
-        check_finite("rewards", &self.rewards)?;
-        check_finite("bootstrap_values", &self.bootstrap_values)?;
-        check_finite("costs", &self.costs)?;
-        check_finite("grid_import_kwh", &self.grid_import_kwh)?;
+        check_abs("observations", &self.observations, MAX_ABS_OBSERVATION)?;
+        check_abs("actions", &self.actions, MAX_ABS_ACTION)?;
+        check_abs("log_probs", &self.log_probs, MAX_ABS_LOG_PROB)?;
+        check_abs("values", &self.values, MAX_ABS_VALUE)?;
+        check_abs("rewards", &self.rewards, MAX_ABS_REWARD)?;
+        check_abs("bootstrap_values", &self.bootstrap_values, MAX_ABS_VALUE)?;
+        check_abs("costs", &self.costs, MAX_ABS_REWARD)?;
+        check_range("grid_import_kwh", &self.grid_import_kwh, 0.0, MAX_GRID_IMPORT_KWH)?;
         Ok(())
     }
 }
@@ -200,6 +240,15 @@ mod tests {
             (Box::new(|r| r.values[0] = f32::NEG_INFINITY), "values[0]"),
             (Box::new(|r| r.costs.clear()), "costs"),
             (Box::new(|r| r.grid_import_kwh[1] = f32::NAN), "grid_import_kwh[1]"),
+            // Finite but beyond what physics and the reward can produce.
+            (Box::new(|r| r.rewards[4] = 3e38), "rewards[4]"),
+            (Box::new(|r| r.observations[7] = -3e38), "observations[7]"),
+            (Box::new(|r| r.values[2] = 1e9), "values[2]"),
+            (Box::new(|r| r.bootstrap_values[1] = -1e9), "bootstrap_values[1]"),
+            (Box::new(|r| r.log_probs[3] = -1e5), "log_probs[3]"),
+            (Box::new(|r| r.actions[8] = 1e4), "actions[8]"),
+            (Box::new(|r| r.costs[0] = 2e6), "costs[0]"),
+            (Box::new(|r| r.grid_import_kwh[2] = -1.0), "grid_import_kwh[2]"),
         ];
         for (defect, field) in cases {
             let mut r = rollout(3, 2);
@@ -209,6 +258,21 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn values_at_the_bounds_are_accepted_and_the_message_names_the_bound() {
+        let mut r = rollout(2, 1);
+        r.observations[0] = MAX_ABS_OBSERVATION;
+        r.rewards[1] = -MAX_ABS_REWARD;
+        r.values[0] = MAX_ABS_VALUE;
+        r.log_probs[0] = -MAX_ABS_LOG_PROB;
+        r.actions[0] = -MAX_ABS_ACTION;
+        r.grid_import_kwh[0] = 0.0;
+        r.validate().unwrap();
+        r.rewards[1] = 3e38;
+        let message = r.validate().unwrap_err().to_string();
+        assert!(message.contains("rewards[1]") && message.contains("outside [-1e6, 1e6]"), "{message}");
     }
 
     #[test]

@@ -60,6 +60,22 @@ impl WireError {
         WireError::FailedPrecondition { reason: reason.into() }
     }
 
+    /// A status from elsewhere (tonic's decoder, a failed call) as a wire
+    /// error of the same code and message, for handlers that forward it.
+    pub fn from_status(status: &Status) -> WireError {
+        let reason = status.message().to_owned();
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => WireError::invalid("message", reason),
+            Code::FailedPrecondition => WireError::FailedPrecondition { reason },
+            Code::PermissionDenied => WireError::PermissionDenied { reason },
+            Code::Unauthenticated => WireError::Unauthenticated { reason },
+            Code::ResourceExhausted => WireError::ResourceExhausted { reason },
+            Code::NotFound => WireError::NotFound { what: reason },
+            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => WireError::Unavailable { reason },
+            _ => WireError::Internal { reason },
+        }
+    }
+
     /// The gRPC status code of this error.
     pub fn code(&self) -> Code {
         match self {

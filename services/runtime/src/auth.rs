@@ -213,6 +213,31 @@ impl Interceptor for RequireRole {
     }
 }
 
+/// Server-side interceptor for a service whose methods need different
+/// roles: lets through any caller holding *a* valid token (or any caller
+/// in insecure mode) and puts its [`Role`] into the request extensions;
+/// the handler then checks the role it needs. An interceptor sees only the
+/// headers, so a caller without a token is refused before a single byte
+/// of its (possibly compressed, possibly huge) body is read.
+#[derive(Clone, Debug)]
+pub struct RequireToken {
+    tokens: Arc<Tokens>,
+}
+
+impl RequireToken {
+    pub fn new(tokens: Arc<Tokens>) -> RequireToken {
+        RequireToken { tokens }
+    }
+}
+
+impl Interceptor for RequireToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let role = authorize_reader(request.metadata(), &self.tokens)?;
+        request.extensions_mut().insert(role);
+        Ok(request)
+    }
+}
+
 /// Client-side interceptor adding `authorization: Bearer <token>` to every
 /// call (`MarketServiceClient::with_interceptor(channel, BearerInterceptor::new(token)?)`).
 /// The header value is marked sensitive so HTTP/2 never indexes it.
@@ -354,6 +379,10 @@ mod tests {
         let mut agent_only = RequireRole::new(Role::Agent, Arc::new(tokens()));
         let denied = agent_only.call(client.call(Request::new(())).unwrap()).unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied);
+        let mut any = RequireToken::new(Arc::new(tokens()));
+        let request = any.call(client.call(Request::new(())).unwrap()).unwrap();
+        assert_eq!(request.extensions().get::<Role>(), Some(&Role::Operator));
+        assert_eq!(any.call(Request::new(())).unwrap_err().code(), Code::Unauthenticated);
         assert!(BearerInterceptor::new("short").is_err());
     }
 }

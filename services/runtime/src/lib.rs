@@ -8,6 +8,8 @@
 //!   for SIGTERM / Ctrl-C;
 //! - [`inproc`] and [`listener`]: where a gRPC server listens, a TCP port
 //!   or an in-process name (`local://NAME`, for the embedded run);
+//! - [`serve`]: the gRPC server kit (connection hygiene, size limits,
+//!   status normalisation, bounded shutdown) both servers share;
 //! - [`backoff`]: exponential reconnect delays with optional seeded jitter;
 //! - [`tfevents`]: TensorBoard event files (the trainer's scalars).
 //!
@@ -21,14 +23,16 @@ pub mod inproc;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod serve;
 pub mod shutdown;
 pub mod tfevents;
 
-pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, Role, Tokens};
+pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, RequireToken, Role, Tokens};
 pub use backoff::Backoff;
 pub use error::RuntimeError;
 pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};
 pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
+pub use serve::{serve_until, server_builder, status_layer, MAX_MESSAGE_BYTES};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;

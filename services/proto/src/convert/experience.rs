@@ -1,7 +1,8 @@
 //! The learner's messages: experience batches and policy updates.
 //!
 //! An [`pb::ExperienceBatch`] becomes a [`Rollout`] only if
-//! [`Rollout::validate`] accepts it (every length, every value finite, ids
+//! [`Rollout::validate`] accepts it (every length, every value finite and
+//! within the bounds documented in `peergrid_core::experience`, ids
 //! ascending) and its node name is sane; a [`pb::PolicyUpdate`] becomes
 //! [`PolicyWeights`] only if its SHA-256 matches and the safetensors blob
 //! reads back (`peergrid_core::policy::weights`) with the same version.
@@ -138,6 +139,8 @@ mod tests {
             (Box::new(|b| b.policy_version = 0), "policy_version"),
             (Box::new(|b| b.observations.truncate(3)), "observations"),
             (Box::new(|b| b.rewards[2] = f32::NAN), "rewards[2]"),
+            (Box::new(|b| b.rewards.fill(3e38)), "rewards[0]"),
+            (Box::new(|b| b.observations[30] = 3e38), "observations[30]"),
             (Box::new(|b| b.prosumer_ids = vec![5, 5, 6]), "prosumer_ids[1]"),
             (Box::new(|b| b.steps = 0), "steps"),
         ];

@@ -1,0 +1,132 @@
+//! Hostile input at the market's gRPC edge (issue 12), over loopback:
+//! authentication before decompression, one status for every size limit,
+//! undecodable strings, and a shutdown no client can hold up.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{settings, TestMarket, AGENT};
+use peergrid_proto::pb::market::v1 as pb;
+use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
+use tonic::codec::CompressionEncoding;
+use tonic::Code;
+
+/// A `RegisterRequest` whose `node_name` (field 1) is raw bytes, so the
+/// test can send what the generated type cannot: invalid UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawRegister {
+    #[prost(bytes = "vec", tag = "1")]
+    node_name: Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    prosumer_count: u32,
+}
+
+/// A register request that inflates to `bytes` (its name is `bytes` zeros,
+/// which gzip shrinks about a thousandfold).
+fn bomb(bytes: usize) -> pb::RegisterRequest {
+    pb::RegisterRequest { node_name: "0".repeat(bytes), prosumer_count: 1, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_bomb_without_a_token_is_refused_before_it_is_inflated() {
+    let market = TestMarket::start(settings()).await;
+    // 80 MiB inflated, beyond the 64 MiB limit: before the fix the market
+    // inflated it (64 MiB of memory) and answered RESOURCE_EXHAUSTED; the
+    // token check now runs on the headers, so the answer is UNAUTHENTICATED.
+    let mut anonymous = MarketServiceClient::new(market.channel.clone())
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_encoding_message_size(usize::MAX);
+    let status = anonymous.register(bomb(80 << 20)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // With a token the decompressed size is still capped, and the limit
+    // answers RESOURCE_EXHAUSTED naming it.
+    let mut agent = market.market(AGENT).send_compressed(CompressionEncoding::Gzip).max_encoding_message_size(usize::MAX);
+    let status = agent.register(bomb(80 << 20)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("size limit"), "{}", status.message());
+
+    // Uncompressed and over the limit: RESOURCE_EXHAUSTED too (tonic says OUT_OF_RANGE).
+    let mut plain = market.market(AGENT).max_encoding_message_size(usize::MAX);
+    let status = plain.register(bomb(65 << 20)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("too large"), "{}", status.message());
+    assert_eq!(market.status().await.nodes, 0, "nothing was registered");
+    market.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_string_field_is_invalid_argument() {
+    let market = TestMarket::start(settings()).await;
+    let mut grpc = tonic::client::Grpc::new(market.channel.clone());
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(RawRegister { node_name: vec![b'n', 0xff, 0xfe], prosumer_count: 1 });
+    request.metadata_mut().insert("authorization", format!("Bearer {AGENT}").parse().unwrap());
+    let codec = tonic_prost::ProstCodec::<RawRegister, pb::RegisterResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/peergrid.market.v1.MarketService/Register");
+    let status = grpc.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("UTF-8"), "{}", status.message());
+    assert_eq!(market.status().await.nodes, 0);
+    market.stop().await;
+}
+
+/// `market-node` as a real process: SIGTERM while a client holds a Watch
+/// stream and another holds a TCP connection that sent half an HTTP/2
+/// preface. It must exit 0 (before the fix it waited for both forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero_while_clients_hold_streams_and_half_sent_requests() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_market-node"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--dataset", "synthetic", "--shutdown-timeout-ms", "1000"])
+        .args(["--insecure-no-auth", "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let channel = async {
+        for _ in 0..600 {
+            if let Ok(c) = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect().await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("market-node did not start");
+    }
+    .await;
+    let mut watch = MarketServiceClient::new(channel.clone()).watch(pb::WatchRequest {}).await.unwrap().into_inner();
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    // A liveness bound, not a performance one: without the drain timeout
+    // the process never exits while these clients stay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("market-node still running 60 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    // The watcher was told the stream is over (or lost the connection), not left hanging.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the watch stream ended");
+    drop(half);
+}
