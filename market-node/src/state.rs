@@ -771,25 +771,33 @@ impl MarketState {
         open
     }
 
-    /// Validates a node's whole batch for `slot` and stores it; on any
-    /// error nothing is stored. Reports must already be wire-validated
-    /// (finite, in bounds, order consistent with the position).
-    pub fn submit(&mut self, key: NodeKey, slot: u64, reports: Vec<HouseholdReport>, now_ms: u64) -> Result<usize, WireError> {
+    /// The open round, if `key` is the node's current connection, `slot` is
+    /// the open slot and the node has not sent its batch for it yet; `what`
+    /// ("a batch", "a hold") names the message in the error.
+    fn open_round_for(&self, key: NodeKey, slot: u64, what: &str) -> Result<&Round, WireError> {
         if !self.is_current(key) {
             return Err(WireError::failed_precondition("session: this connection is not (or no longer) joined"));
         }
         let Some(round) = self.round.as_ref() else {
-            return Err(WireError::failed_precondition(format!("slot: no slot is open, got a batch for slot {slot}")));
+            return Err(WireError::failed_precondition(format!("slot: no slot is open, got {what} for slot {slot}")));
         };
         if slot != round.open.slot {
             return Err(WireError::failed_precondition(format!(
-                "slot: the open slot is {}, got a batch for slot {slot}",
+                "slot: the open slot is {}, got {what} for slot {slot}",
                 round.open.slot
             )));
         }
         if round.batches.contains_key(&key.index) {
             return Err(WireError::failed_precondition(format!("slot: this node already sent its batch for slot {slot}")));
         }
+        Ok(round)
+    }
+
+    /// Validates a node's whole batch for `slot` and stores it; on any
+    /// error nothing is stored. Reports must already be wire-validated
+    /// (finite, in bounds, order consistent with the position).
+    pub fn submit(&mut self, key: NodeKey, slot: u64, reports: Vec<HouseholdReport>, now_ms: u64) -> Result<usize, WireError> {
+        let round = self.open_round_for(key, slot, "a batch")?;
         if reports.len() > self.control.max_batch {
             return Err(WireError::ResourceExhausted {
                 reason: format!("reports: {} reports exceed the batch limit of {}", reports.len(), self.control.max_batch),
@@ -839,24 +847,11 @@ impl MarketState {
     /// next policy version). Fast mode holds the slot at most `max_hold_ms`
     /// after it opened; real-time mode keeps wall-clock time and only counts it.
     pub fn hold(&mut self, key: NodeKey, slot: u64, now_ms: u64) -> Result<HoldOutcome, WireError> {
-        if !self.is_current(key) {
-            return Err(WireError::failed_precondition("session: this connection is not (or no longer) joined"));
-        }
+        self.open_round_for(key, slot, "a hold")?;
         let mode = self.control.mode;
         let max_hold = self.control.max_hold_ms;
-        let Some(round) = self.round.as_mut() else {
-            return Err(WireError::failed_precondition(format!("slot: no slot is open, got a hold for slot {slot}")));
-        };
-        if slot != round.open.slot {
-            return Err(WireError::failed_precondition(format!(
-                "slot: the open slot is {}, got a hold for slot {slot}",
-                round.open.slot
-            )));
-        }
-        if round.batches.contains_key(&key.index) {
-            return Err(WireError::failed_precondition(format!("slot: this node already sent its batch for slot {slot}")));
-        }
         self.nodes.get_mut(&key.index).expect("current").last_seen_ms = now_ms;
+        let round = self.round.as_mut().expect("checked above");
         if mode == ClockMode::RealTime {
             return Ok(HoldOutcome::Ignored);
         }
@@ -872,15 +867,10 @@ impl MarketState {
         (self.holds, self.holds_expired)
     }
 
-    /// Whether nodes hold the open slot (and so, in fast mode, its deadline
-    /// extends to [`MarketState::hold_until_ms`]).
+    /// Whether nodes hold the open slot (in fast mode its deadline then
+    /// extends to `max_hold_ms` after the opening).
     pub fn held(&self) -> bool {
         self.round.as_ref().is_some_and(|r| !r.held.is_empty())
-    }
-
-    /// The latest a held slot may stay open, clock ms.
-    pub fn hold_until_ms(&self) -> Option<u64> {
-        self.round.as_ref().filter(|r| !r.held.is_empty()).map(|r| r.opened_ms + self.control.max_hold_ms)
     }
 
     /// Clears the open slot over every report received, settles, records
