@@ -473,7 +473,12 @@ impl Clock {
             Command::Join { session_id, secret, prosumers, events, reply } => {
                 let result = self.state.join(&session_id, &secret, &prosumers, self.now_ms());
                 if let Ok(key) = result {
-                    self.nodes.insert(key.index, (key.generation, events));
+                    if let Some((_, old)) = self.nodes.insert(key.index, (key.generation, events)) {
+                        // The node reconnected (with its secret) while its old
+                        // stream still looked open: that stream ends here.
+                        let reason = "session: replaced by a newer connection of this node".to_owned();
+                        let _ = old.try_send(NodeEvent::Rejected(WireError::FailedPrecondition { reason }));
+                    }
                     if let Some(open) = self.state.open_slot().cloned() {
                         self.send(key, NodeEvent::Open(open));
                     }

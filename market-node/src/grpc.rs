@@ -14,7 +14,8 @@
 //! `SlotCleared` through the node's bounded queue. A refused batch or hold
 //! (late, invalid, ...) is answered in-stream with `BatchRefused` — nothing
 //! of it is stored, it is counted by reason, and the session stays open.
-//! Only a replaced connection or a stopping market ends the stream.
+//! Only a replaced connection (the clock ends the old stream when the node
+//! rejoins) or a stopping market ends the stream.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -170,11 +171,6 @@ impl MarketService for Market {
                     }
                 };
                 if let Some((slot, error)) = refused {
-                    if is_replaced(&error) {
-                        // A newer connection of this session took over: this one ends.
-                        let _ = tx.send(NodeEvent::Rejected(error)).await;
-                        break;
-                    }
                     let reason = refusal_reason(&edge, slot, &error);
                     tracing::info!(slot, reason, error = %error, "batch refused; the session stays open");
                     edge.metrics.refuse(reason);
@@ -263,11 +259,6 @@ async fn accept_hold(edge: &Edge, key: crate::state::NodeKey, hold: &market::Hol
         return Err(WireError::invalid("hold.reason", format!("must be 1..=32 printable characters, got {chars}")));
     }
     edge.clock.hold(key, hold.slot).await.map(|_| ())
-}
-
-/// The connection is no longer the session's current one.
-fn is_replaced(error: &WireError) -> bool {
-    error.code() == tonic::Code::FailedPrecondition && error.to_string().contains("session: this connection")
 }
 
 /// The metric label of a refusal: a batch for a slot that is not the open

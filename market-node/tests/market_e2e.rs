@@ -279,3 +279,26 @@ async fn an_in_process_market_serves_local_urls_and_frees_its_name() {
     assert!(format!("{e:#}").contains("no in-process listener named"), "{e:#}");
     drop(peergrid_runtime::inproc::listen(name).expect("the name is free again"));
 }
+
+// ----- sessions -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_with_the_secret_ends_the_old_stream_and_a_wrong_secret_changes_nothing() {
+    let market = TestMarket::start(MarketSettings { min_prosumers: 100, ..settings() }).await;
+    let reg = register(&market, "node", 4).await;
+    let agent = Agent::new(reg.first_prosumer_id, 4, 4);
+    let mut old = join(&market, &reg.session_id, &reg.resume_secret, 0, &agent).await.unwrap();
+
+    // Someone with the agent token and the session id, but not the secret.
+    let thief = join(&market, &reg.session_id, "0123456789abcdef0123456789abcdef", 0, &agent).await;
+    assert_eq!(thief.err().map(|s| s.code()), Some(Code::PermissionDenied));
+    assert_eq!(market.status().await.prosumers, 4, "the real node keeps its session");
+
+    // The node itself reconnects: its old stream ends, naming why.
+    let _new = join(&market, &reg.session_id, &reg.resume_secret, 0, &agent).await.unwrap();
+    let ended = old.next().await.expect_err("the old stream ends");
+    assert_eq!(ended.code(), Code::FailedPrecondition, "{ended:?}");
+    assert!(ended.message().contains("replaced by a newer connection"), "{}", ended.message());
+    assert_eq!(market.status().await.prosumers, 4);
+    market.stop().await;
+}
