@@ -41,10 +41,7 @@ struct Measured {
 
 fn measured(slots: u64, samples: u64, updates: u64, prosumers: u32, secs: f64) -> Measured {
     let per_update = (ROLLOUT_SLOTS * prosumers as u64) as f64;
-    Measured {
-        steps_per_s: (slots * prosumers as u64) as f64 / secs,
-        used: samples as f64 / (updates as f64 * per_update),
-    }
+    Measured { steps_per_s: (slots * prosumers as u64) as f64 / secs, used: samples as f64 / (updates as f64 * per_update) }
 }
 
 async fn cluster(nodes: u32, prosumers: u32, updates: u64) -> Result<Measured> {
@@ -106,8 +103,7 @@ async fn embedded(nodes: u32, prosumers: u32, updates: u64) -> Result<Measured> 
 fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let cases: &[(u32, u32, u64)] =
-        if quick { &[(2, 24, 6)] } else { &[(2, 24, 10), (4, 24, 10), (2, 1_000, 3), (4, 1_000, 3)] };
+    let cases: &[(u32, u32, u64)] = if quick { &[(2, 24, 6)] } else { &[(2, 24, 10), (4, 24, 10), (2, 1_000, 3), (4, 1_000, 3)] };
     println!("| nodes | prosumers | updates | cluster agent-steps/s | embedded agent-steps/s | cluster / embedded | experience used (cluster / embedded) |");
     println!("| ----: | --------: | ------: | --------------------: | ---------------------: | -----------------: | ----------------------------------: |");
     for &(nodes, prosumers, updates) in cases {
