@@ -10,7 +10,9 @@
 //! - after every fault (trainer restart, market restart, agent-node kill
 //!   and restart) learning advances by at least two versions within 30 s;
 //! - a killed node's households are absent, then leave when its lease
-//!   expires; a restarted node resumes its session and its id range.
+//!   expires; a restarted node resumes its session and its id range;
+//! - the same seed and settings train bit-identical weights as separate
+//!   processes and as tasks of one process.
 
 use std::time::Duration;
 
@@ -92,5 +94,86 @@ async fn a_learning_cluster_of_processes_keeps_its_integrity_through_faults() ->
     assert!(gone.leases_expired >= 1, "{gone:?}");
     assert_eq!(gone.nodes, 1);
     cluster.check_agents_alive()?;
+    Ok(())
+}
+
+/// The same seed, node count and settings give bit-identical policy weights
+/// after K synchronous updates whether the market, trainer and agent-nodes
+/// run as separate processes or as tasks of one process (the library code
+/// the binaries run, as `peergrid run` embeds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_and_one_process_train_bit_identical_weights() -> Result<()> {
+    use peergrid_core::data::citylearn::bundled_citylearn;
+    use peergrid_e2e::cluster::{ClusterBuilder, AGENT_TOKEN, OPERATOR_TOKEN};
+    use peergrid_runtime::auth::Tokens;
+    use peergrid_trainer::config::TrainerConfig;
+
+    const K: u64 = 3;
+    const SEED: u64 = 11;
+    let nodes = [24u32, 24];
+    let policy_file = format!("checkpoints/policy-v{:06}.safetensors", K + 1);
+    // Every node must play every slot: all join before slot 0 (min
+    // prosumers), and a deadline no slot can miss on a loaded machine.
+    let builder = ProcessClusterBuilder {
+        nodes: nodes.to_vec(),
+        seed: SEED,
+        market_args: vec!["--min-prosumers=48".into(), "--deadline-ms=10000".into()],
+        trainer_args: vec!["--min-nodes=2".into(), "--checkpoint-every=1".into()],
+        ..ProcessClusterBuilder::default()
+    };
+    let mut processes = builder.start("bit-identical").await?;
+    let (market, _) = processes.wait("K updates", Duration::from_secs(300), |_, t| t.version > K).await?;
+    assert_eq!(market.missing_reports, 0);
+    let wait_file = |path: std::path::PathBuf| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !path.exists() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "waiting for {}", path.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(std::fs::read(&path)?)
+    };
+    let from_processes = wait_file(processes.dir.join("trainer").join(&policy_file)).await?;
+
+    let dir = std::env::temp_dir().join(format!("peergrid-embedded-bits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = TrainerConfig { listen: "127.0.0.1:0".parse()?, run_dir: Some(dir.clone()), ..TrainerConfig::default() };
+    config.ppo.seed = SEED;
+    config.learner.min_nodes = 2;
+    config.learner.checkpoint_every = 1;
+    let stop = peergrid_runtime::ShutdownController::new();
+    let trainer =
+        peergrid_trainer::start(config, Tokens::new(Some(AGENT_TOKEN.into()), Some(OPERATOR_TOKEN.into()))?, stop.subscribe())
+            .await?;
+    let cluster = ClusterBuilder {
+        nodes: nodes.to_vec(),
+        seed: SEED,
+        deadline_ms: 10_000,
+        learner: Some(trainer.url().to_owned()),
+        ..ClusterBuilder::default()
+    }
+    .start(std::sync::Arc::new(bundled_citylearn()?))
+    .await?;
+    let embedded = wait_file(dir.join(&policy_file)).await?;
+    assert_eq!(cluster.status().await?.missing_reports, 0);
+    cluster.stop().await?;
+    stop.trigger();
+    trainer.join().await?;
+    // Compare what the files hold (the safetensors header's metadata order
+    // is not fixed), bit for bit: every f32 and the normaliser.
+    let read = |bytes: &[u8]| peergrid_core::policy::weights::from_safetensors(bytes);
+    let (from_processes, embedded) = (read(&from_processes)?, read(&embedded)?);
+    let bits = |w: &peergrid_core::policy::weights::PolicyWeights| {
+        let flat: Vec<u32> = w.net.to_flat().iter().map(|x| x.to_bits()).collect();
+        (w.version, flat, format!("{:?}", w.normaliser))
+    };
+    assert!(
+        bits(&from_processes) == bits(&embedded),
+        "policy v{} differs between separate processes ({}) and one process ({})",
+        K + 1,
+        processes.dir.display(),
+        dir.display()
+    );
+    processes.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
