@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use peergrid_core::data::Dataset;
-use peergrid_core::household::{conditions_for, Adjustment, Conditions, Household, HouseholdReport, Prepared};
+use peergrid_core::household::{conditions_for, Adjustment, Conditions, Household, HouseholdReport, HouseholdState, Prepared};
 use peergrid_core::market::Fill;
 use peergrid_core::observation::SlotContext;
 use peergrid_core::prosumer::ProsumerSpec;
@@ -98,7 +98,7 @@ pub struct SettleOutcome {
 }
 
 /// One prosumer's accumulated reward.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProsumerReturn {
     pub prosumer_id: ProsumerId,
     /// Sum of the rewards of every settled slot.
@@ -133,7 +133,34 @@ pub struct ProsumerActor {
     prepared: Option<(u64, Prepared)>,
 }
 
+/// What an actor carries across a restart of its process: its household's
+/// state (none before its first slot) and its return.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ActorState {
+    pub household: Option<HouseholdState>,
+    pub ret: ProsumerReturn,
+}
+
 impl ProsumerActor {
+    /// The state to persist (take it between slots: after a settlement).
+    pub fn snapshot(&self) -> ActorState {
+        ActorState { household: self.household.as_ref().map(Household::state), ret: self.ret }
+    }
+
+    /// Continues from `state` (this prosumer's, checked against its spec).
+    pub fn restore(&mut self, state: &ActorState) -> Result<(), String> {
+        if state.ret.prosumer_id != self.spec.id {
+            return Err(format!(
+                "prosumer_id: the state is of prosumer {}, the actor is {}",
+                state.ret.prosumer_id, self.spec.id
+            ));
+        }
+        let household = state.household.map(|h| Household::restore(self.spec.clone(), h)).transpose()?;
+        self.household = household;
+        self.ret = state.ret;
+        Ok(())
+    }
+
     pub fn new(spec: ProsumerSpec, ds: Arc<Dataset>, policy: ActorPolicy, weights: Arc<RewardWeights>) -> ProsumerActor {
         let ret = ProsumerReturn { prosumer_id: spec.id, episode_return: 0.0, slots_settled: 0, local_settlements: 0 };
         ProsumerActor {
@@ -258,11 +285,34 @@ pub fn settle_locally(report: &HouseholdReport, tariff: &SlotTariff) -> Settleme
 
 /// What a pool thread is asked to do with all of its actors.
 enum Command {
-    Play { msg: PlaySlotAll, reply: oneshot::Sender<Vec<HouseholdReport>> },
-    Settle { slot: u64, settlements: Arc<[(ProsumerId, Settlement)]>, reply: oneshot::Sender<SettleSummary> },
-    Returns { reply: oneshot::Sender<Vec<ProsumerReturn>> },
-    Prepare { msg: PlaySlotAll, reply: oneshot::Sender<Vec<ActorRollout>> },
-    SetModel { learned: Learned, reply: oneshot::Sender<()> },
+    Play {
+        msg: PlaySlotAll,
+        reply: oneshot::Sender<Vec<HouseholdReport>>,
+    },
+    Settle {
+        slot: u64,
+        settlements: Arc<[(ProsumerId, Settlement)]>,
+        reply: oneshot::Sender<SettleSummary>,
+    },
+    Returns {
+        reply: oneshot::Sender<Vec<ProsumerReturn>>,
+    },
+    Prepare {
+        msg: PlaySlotAll,
+        reply: oneshot::Sender<Vec<ActorRollout>>,
+    },
+    SetModel {
+        learned: Learned,
+        reply: oneshot::Sender<()>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Vec<ActorState>>,
+    },
+    /// States by prosumer id (sorted); actors without one are left as they are.
+    Restore {
+        states: Arc<[ActorState]>,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
 }
 
 /// One slot for every actor of a thread; each derives its own conditions.
@@ -315,6 +365,16 @@ fn serve_actors(mut actors: Vec<ProsumerActor>, commands: std::sync::mpsc::Recei
             Command::SetModel { learned, reply } => {
                 actors.iter_mut().for_each(|a| a.set_model(&learned));
                 let _ = reply.send(());
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(actors.iter().map(ProsumerActor::snapshot).collect());
+            }
+            Command::Restore { states, reply } => {
+                let restore = |a: &mut ProsumerActor| match states.binary_search_by_key(&a.spec.id, |s| s.ret.prosumer_id) {
+                    Ok(i) => a.restore(&states[i]).map(|()| 1),
+                    Err(_) => Ok(0),
+                };
+                let _ = reply.send(actors.iter_mut().map(restore).sum());
             }
         }
     }
@@ -462,6 +522,22 @@ impl ActorPool {
     /// Learning: every actor acts with `learned` from now on.
     pub async fn set_model(&self, learned: &Learned) -> Result<(), AgentError> {
         self.ask(|reply| Command::SetModel { learned: learned.clone(), reply }).await.map(drop)
+    }
+
+    /// Every actor's state, by id (take it between slots).
+    pub async fn snapshot(&self) -> Result<Vec<ActorState>, AgentError> {
+        Ok(self.ask(|reply| Command::Snapshot { reply }).await?.into_iter().flatten().collect())
+    }
+
+    /// Continues every actor that `states` (sorted by id) has a state for;
+    /// returns how many. A state that does not fit its prosumer is an error
+    /// naming it (the actors before it in that thread are restored).
+    pub async fn restore(&self, states: &[ActorState]) -> Result<usize, AgentError> {
+        let states: Arc<[ActorState]> = states.into();
+        let parts = self.ask(|reply| Command::Restore { states: Arc::clone(&states), reply }).await?;
+        parts
+            .into_iter()
+            .try_fold(0, |n, part| Ok(n + part.map_err(|e| AgentError::config("state_dir", format!("households.json: {e}")))?))
     }
 
     /// Every prosumer's episode return, by id.

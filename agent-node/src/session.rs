@@ -45,7 +45,7 @@ use peergrid_proto::convert::slot::OpenSlot;
 use peergrid_runtime::{Backoff, Shutdown};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::actors::{ActorPool, ProsumerReturn};
+use crate::actors::{ActorPool, ActorState, ProsumerReturn};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::grpc::{ClearedMessage, Inbound, MarketClient, Refusal, Registration, Resume, SessionReceiver, SessionSender};
@@ -104,6 +104,64 @@ pub struct Node {
 }
 
 const SESSION_FILE: &str = "session.json";
+const HOUSEHOLDS_FILE: &str = "households.json";
+/// With `state_dir`, the households' state is saved every this many settled slots (and at the end).
+const SAVE_EVERY_SLOTS: u64 = 24;
+
+/// The households of one id range, as saved in `households.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedHouseholds {
+    first_prosumer_id: ProsumerId,
+    prosumer_count: u32,
+    /// By prosumer id, ascending.
+    actors: Vec<ActorState>,
+}
+
+/// The saved households of exactly `specs`, if `dir` holds them and every
+/// state fits its prosumer; otherwise `None`, with the reason logged.
+fn load_households(dir: &std::path::Path, specs: &[ProsumerSpec]) -> Option<Vec<ActorState>> {
+    let path = dir.join(HOUSEHOLDS_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let saved: SavedHouseholds = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(path = %path.display(), "ignoring an unreadable households file: {e}");
+            return None;
+        }
+    };
+    let first = specs.first().map_or(0, |s| s.id);
+    if (saved.first_prosumer_id, saved.prosumer_count as usize) != (first, specs.len()) || saved.actors.len() != specs.len() {
+        info!(path = %path.display(), "the saved households are of another id range; starting new ones");
+        return None;
+    }
+    for (spec, state) in specs.iter().zip(&saved.actors) {
+        let fits = state.ret.prosumer_id == spec.id
+            && state.household.is_none_or(|h| peergrid_core::household::Household::restore(spec.clone(), h).is_ok());
+        if !fits {
+            warn!(path = %path.display(), prosumer = spec.id, "ignoring saved households that do not fit prosumer {}", spec.id);
+            return None;
+        }
+    }
+    Some(saved.actors)
+}
+
+/// Writes `dir/name` atomically, readable by the owner only.
+fn save_file(dir: &std::path::Path, name: &str, text: &str) -> Result<(), AgentError> {
+    let fail = |e: std::io::Error| AgentError::config("state_dir", format!("cannot write {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(fail)?;
+        file.write_all(text.as_bytes()).map_err(fail)?;
+        file.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, dir.join(name)).map_err(fail)
+}
 
 /// Reads `dir/session.json`, if any. A file that does not parse is reported
 /// and ignored (the node registers afresh).
@@ -119,24 +177,10 @@ fn load_session(dir: &std::path::Path) -> Option<Resume> {
     }
 }
 
-/// Writes `dir/session.json` atomically, readable by the owner only (it
-/// holds the session's secret).
+/// Writes `dir/session.json` (it holds the session's secret: owner only).
 fn save_session(dir: &std::path::Path, resume: &Resume) -> Result<(), AgentError> {
-    let fail = |e: std::io::Error| AgentError::config("state_dir", format!("cannot write {}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let tmp = dir.join(format!("{SESSION_FILE}.tmp"));
     let text = serde_json::to_string(resume).map_err(|e| AgentError::protocol(e.to_string()))?;
-    {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp).map_err(fail)?;
-        file.write_all(text.as_bytes()).map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&tmp, dir.join(SESSION_FILE)).map_err(fail)
+    save_file(dir, SESSION_FILE, &text)
 }
 
 /// Statuses of a refused resume that a fresh registration fixes: the
@@ -308,6 +352,10 @@ impl Node {
         let specs = generate_range(&self.ds, &community, reg.first_prosumer_id, reg.prosumer_count)?;
         let weights = Arc::new(reg.reward_weights.clone());
         let prosumers = ActorPool::spawn(&specs, &self.ds, &self.policy, &weights, self.cfg.actor_threads)?;
+        if let Some(states) = self.cfg.state_dir.as_deref().and_then(|d| load_households(d, &specs)) {
+            let n = prosumers.restore(&states).await?;
+            info!(households = n, "households continue from their saved state");
+        }
         self.metrics.prosumers.set(prosumers.len() as i64);
         self.report.session_id = Some(reg.session_id.clone());
         self.report.first_prosumer_id = Some(reg.first_prosumer_id);
@@ -445,6 +493,9 @@ impl Node {
         };
         let summary = hosted.prosumers.settle(pending.slot, &cleared.settlements).await?;
         self.report.slots_cleared += 1;
+        if self.report.slots_cleared % SAVE_EVERY_SLOTS == 0 {
+            self.save_households().await?;
+        }
         self.metrics.slots_settled.inc();
         self.metrics.local_settlements.inc_by(summary.local as u64);
         self.metrics.mean_reward.set(summary.mean_reward());
@@ -475,9 +526,23 @@ impl Node {
         Ok(())
     }
 
+    /// With `state_dir`: saves every household's state and return (between
+    /// slots), so a restarted process continues them.
+    async fn save_households(&self) -> Result<(), AgentError> {
+        let (Some(dir), Some(h)) = (self.cfg.state_dir.as_deref(), self.hosted.as_ref()) else { return Ok(()) };
+        let saved = SavedHouseholds {
+            first_prosumer_id: h.registration.first_prosumer_id,
+            prosumer_count: h.registration.prosumer_count,
+            actors: h.prosumers.snapshot().await?,
+        };
+        let text = serde_json::to_string(&saved).map_err(|e| AgentError::protocol(e.to_string()))?;
+        save_file(dir, HOUSEHOLDS_FILE, &text)
+    }
+
     /// Settles what is pending and collects the returns.
     async fn finish(mut self) -> Result<AgentReport, AgentError> {
         self.settle_pending_locally().await?;
+        self.save_households().await?;
         if let Some(h) = &self.hosted {
             self.report.returns = h.prosumers.returns().await?;
         }

@@ -70,6 +70,17 @@ async fn a_stopped_node_is_absent_not_missing_and_a_restarted_node_resumes_its_s
     assert_eq!(later.absent_prosumers, 0);
     assert_eq!(later.missing_reports, rejoined.missing_reports, "nobody is missing once the node is back");
 
+    // Its households continued from their saved state: their returns count
+    // the slots before the restart too.
+    let report_again = cluster.stop_agent(again).await.unwrap();
+    for (before, after) in report.returns.iter().zip(&report_again.returns) {
+        assert_eq!(before.prosumer_id, after.prosumer_id);
+        assert!(after.slots_settled > report_again.slots_cleared, "{after:?} continues {before:?}");
+        assert_eq!(after.slots_settled, before.slots_settled + report_again.slots_cleared, "{after:?} continues {before:?}");
+    }
+    let again = cluster.spawn_agent("node-1-third", 8, Some(state_dir.clone()));
+    cluster.wait_for_prosumers(16).await.unwrap();
+
     // An abrupt kill mid-run: the market keeps clearing at the deadline.
     cluster.kill_agent(again).await;
     let k = cluster.status().await.unwrap();

@@ -85,7 +85,38 @@ pub struct EvEvents {
     pub trip_kwh: f64,
 }
 
+/// What a household carries from one slot to the next (its spec aside):
+/// enough to continue it after its host process restarted.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HouseholdState {
+    pub battery: Option<BatteryState>,
+    pub plugged_in: bool,
+}
+
 impl Household {
+    /// The state to persist; [`Household::restore`] continues from it.
+    pub fn state(&self) -> HouseholdState {
+        HouseholdState { battery: self.battery, plugged_in: self.plugged_in }
+    }
+
+    /// The household of `spec` continued from `state`. The state must fit
+    /// the spec: a battery exactly when the spec has one, its stored energy
+    /// finite and within the battery's SoC bounds.
+    pub fn restore(spec: ProsumerSpec, state: HouseholdState) -> Result<Household, String> {
+        match (spec.battery, state.battery) {
+            (None, None) => {}
+            (Some(b), Some(s)) => {
+                let (lo, hi) = (b.min_stored_kwh(), b.max_stored_kwh());
+                if !(s.stored_kwh.is_finite() && s.stored_kwh >= lo - 1e-9 && s.stored_kwh <= hi + 1e-9) {
+                    return Err(format!("battery.stored_kwh must lie in [{lo}, {hi}], got {}", s.stored_kwh));
+                }
+            }
+            (Some(_), None) => return Err("battery: the prosumer has a battery, the state has none".into()),
+            (None, Some(_)) => return Err("battery: the prosumer has no battery, the state has one".into()),
+        }
+        Ok(Household { spec, battery: state.battery, plugged_in: state.plugged_in })
+    }
+
     /// A household at the start of a run, its EV plugged in or not according
     /// to the first slot's hour.
     pub fn new(spec: ProsumerSpec, first_hour: u8) -> Household {
@@ -228,6 +259,38 @@ impl Household {
             ev_shortfall_kwh: ev.shortfall_kwh,
             stored_kwh: self.battery.map_or(0.0, |b| b.stored_kwh),
             order: decision.order,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic::synthetic_dataset;
+    use crate::prosumer::{generate_community, CommunityConfig};
+
+    #[test]
+    fn a_household_continues_from_its_state_and_a_state_that_does_not_fit_is_refused() {
+        let ds = synthetic_dataset(4, 2, 60, 3);
+        let specs = generate_community(&ds, &CommunityConfig { n_prosumers: 12, ..CommunityConfig::default() }).unwrap();
+        let with = specs.iter().find(|s| s.battery.is_some()).unwrap().clone();
+        let without = specs.iter().find(|s| s.battery.is_none()).unwrap().clone();
+
+        let mut h = Household::new(with.clone(), 0);
+        h.battery.as_mut().unwrap().stored_kwh = with.battery.unwrap().min_stored_kwh();
+        let state = h.state();
+        let json = serde_json::to_string(&state).unwrap();
+        let back = Household::restore(with.clone(), serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(back, h, "the state round-trips through JSON");
+
+        let e = Household::restore(without.clone(), state).unwrap_err();
+        assert!(e.contains("no battery"), "{e}");
+        let e = Household::restore(with.clone(), Household::new(without, 0).state()).unwrap_err();
+        assert!(e.contains("has none"), "{e}");
+        for bad in [f64::NAN, -1.0, with.battery.unwrap().capacity_kwh * 2.0] {
+            let s = HouseholdState { battery: Some(BatteryState { stored_kwh: bad }), plugged_in: true };
+            let e = Household::restore(with.clone(), s).unwrap_err();
+            assert!(e.contains("battery.stored_kwh"), "{bad}: {e}");
         }
     }
 }
