@@ -14,12 +14,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use peergrid_core::household::HouseholdReport;
+use peergrid_core::physics::Envelope;
 use peergrid_core::prosumer::ProsumerSpec;
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::settlement::Settlement;
 use peergrid_core::units::{PricePerKwh, ProsumerId};
-use peergrid_proto::convert::reward_weights_from_json;
 use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire_at, slot_open_from_wire, OpenSlot};
+use peergrid_proto::convert::{envelope_to_wire, reward_weights_from_json};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
 use peergrid_runtime::{inproc, BearerInterceptor};
@@ -272,12 +273,7 @@ impl MarketClient {
 }
 
 fn summary(spec: &ProsumerSpec) -> pb::ProsumerSummary {
-    pb::ProsumerSummary {
-        prosumer_id: spec.id,
-        kind: spec.kind.name().to_owned(),
-        pv_kwp: spec.trace.pv_kwp as f64,
-        battery_kwh: spec.battery.map_or(0.0, |b| b.capacity_kwh),
-    }
+    envelope_to_wire(spec.id, &Envelope::of(spec))
 }
 
 /// The node's half of the session stream.

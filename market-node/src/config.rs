@@ -90,6 +90,9 @@ pub struct MarketSettings {
     /// Fast mode: the longest a slot waits for nodes that hold it (they wait
     /// for the next policy version of a synchronous learner), from its opening.
     pub max_hold_ms: u64,
+    /// Largest average power one household may draw, kW: a report with more
+    /// load than this × the slot's hours × its scenario load scale is refused.
+    pub max_household_kw: f64,
     /// After SIGTERM, how long open calls (streams, idle connections,
     /// half-sent requests) get before the server abandons them and exits.
     pub shutdown_timeout_ms: u64,
@@ -127,6 +130,7 @@ impl Default for MarketSettings {
             lease_grace_ms: 30_000,
             join_timeout_ms: 10_000,
             max_hold_ms: 60_000,
+            max_household_kw: 50.0,
             shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
             insecure_no_auth: false,
             json_logs: false,
@@ -162,6 +166,7 @@ pub const MAX_BATCH: (usize, usize) = (1, 1_000_000);
 pub const LEASE_GRACE_MS: (u64, u64) = (100, 86_400_000);
 pub const JOIN_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
 pub const MAX_HOLD_MS: (u64, u64) = (1, 3_600_000);
+pub const MAX_HOUSEHOLD_KW: (f64, f64) = (0.1, 10_000.0);
 
 impl MarketConfig {
     /// Validates `settings`, `sim` and the tokens together. With no token
@@ -183,6 +188,10 @@ impl MarketConfig {
         in_range("join_timeout_ms", settings.join_timeout_ms, JOIN_TIMEOUT_MS)?;
         in_range("max_hold_ms", settings.max_hold_ms, MAX_HOLD_MS)?;
         in_range("min_prosumers", settings.min_prosumers as u64, (1, 10_000_000))?;
+        let (lo, hi) = MAX_HOUSEHOLD_KW;
+        if !(settings.max_household_kw.is_finite() && (lo..=hi).contains(&settings.max_household_kw)) {
+            return Err(bad("max_household_kw", format!("must lie in [{lo}, {hi}] kW, got {}", settings.max_household_kw)));
+        }
         if settings.max_slots == Some(0) {
             return Err(bad("max_slots", "must be ≥ 1 when given"));
         }
@@ -303,6 +312,9 @@ pub struct RunArgs {
     /// Fast mode: a slot waits at most this many ms for nodes holding it [default: 60000].
     #[arg(long, env = "PEERGRID_MARKET_MAX_HOLD_MS")]
     pub max_hold_ms: Option<u64>,
+    /// Largest average power one household may draw, kW; bounds load reports [default: 50].
+    #[arg(long, env = "PEERGRID_MARKET_MAX_HOUSEHOLD_KW")]
+    pub max_household_kw: Option<f64>,
     /// After SIGTERM, ms open calls get before the server abandons them [default: 10000].
     #[arg(long, env = "PEERGRID_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
@@ -346,7 +358,8 @@ impl RunArgs {
             max_batch,
             lease_grace_ms,
             join_timeout_ms,
-            max_hold_ms
+            max_hold_ms,
+            max_household_kw
         );
         set!(shutdown_timeout_ms);
         if self.metrics_listen.is_some() {
@@ -394,6 +407,8 @@ mod tests {
             (MarketSettings { join_timeout_ms: 0, ..insecure() }, "join_timeout_ms"),
             (MarketSettings { max_hold_ms: 0, ..insecure() }, "max_hold_ms"),
             (MarketSettings { min_prosumers: 0, ..insecure() }, "min_prosumers"),
+            (MarketSettings { max_household_kw: 0.0, ..insecure() }, "max_household_kw"),
+            (MarketSettings { max_household_kw: f64::NAN, ..insecure() }, "max_household_kw"),
             (MarketSettings { max_slots: Some(0), ..insecure() }, "max_slots"),
             (MarketSettings { tls_cert: Some("server.pem".into()), ..insecure() }, "tls_key"),
             (MarketSettings { tls_key: Some("server.key".into()), ..insecure() }, "tls_cert"),

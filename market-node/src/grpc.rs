@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use peergrid_proto::convert::slot::{report_from_wire_at, settlement_to_wire, slot_open_to_wire};
-use peergrid_proto::convert::{index, reward_weights_to_json};
+use peergrid_proto::convert::{envelope_from_wire, index, reward_weights_to_json};
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
@@ -124,13 +124,13 @@ impl MarketService for Market {
         let prosumers = join
             .prosumers
             .iter()
-            .map(|p| ProsumerInfo {
-                prosumer_id: p.prosumer_id,
-                kind: p.kind.clone(),
-                pv_kwp: p.pv_kwp,
-                battery_kwh: p.battery_kwh,
+            .enumerate()
+            .map(|(i, p)| {
+                let envelope = envelope_from_wire(p, &format!("prosumers[{i}]"))?;
+                Ok(ProsumerInfo { prosumer_id: p.prosumer_id, envelope })
             })
-            .collect();
+            .collect::<Result<Vec<_>, WireError>>()
+            .map_err(|e| edge.fail(e))?;
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
         let key = edge.clock.join(join.session_id, join.resume_secret, prosumers, tx.clone()).await.map_err(|e| edge.fail(e))?;
         tokio::spawn(async move {

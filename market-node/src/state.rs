@@ -28,7 +28,7 @@ use peergrid_core::data::Dataset;
 use peergrid_core::household::{conditions_for, HouseholdReport};
 use peergrid_core::kpi::{KpiAccumulator, Kpis};
 use peergrid_core::market::{Fill, PriceBounds, Side};
-use peergrid_core::prosumer::ProsumerKind;
+use peergrid_core::physics::{Envelope, SlotLimits};
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::rng::derive_seed;
 use peergrid_core::settlement::Settlement;
@@ -110,9 +110,8 @@ impl std::fmt::Debug for Registration {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProsumerInfo {
     pub prosumer_id: ProsumerId,
-    pub kind: String,
-    pub pv_kwp: f64,
-    pub battery_kwh: f64,
+    /// Its declared equipment, which bounds its reports.
+    pub envelope: Envelope,
 }
 
 /// A registration: a lease on an id range.
@@ -132,6 +131,9 @@ struct Node {
     /// When the lease started to run down: registration (not joined yet)
     /// or the end of its last stream. `None` while connected.
     idle_since_ms: Option<u64>,
+    /// Declared equipment of prosumers `first..first + count` (from the
+    /// latest `Join`; empty before the first).
+    envelopes: Vec<Envelope>,
 }
 
 impl Node {
@@ -261,6 +263,8 @@ struct Control {
     lease_grace_ms: u64,
     join_timeout_ms: u64,
     max_hold_ms: u64,
+    /// Largest average power one household may draw, kW (bounds load reports).
+    max_household_kw: f64,
     started: bool,
     paused: bool,
     steps_left: Option<u32>,
@@ -268,6 +272,8 @@ struct Control {
 
 pub struct MarketState {
     ds: Arc<Dataset>,
+    /// The dataset's PV yield in its sunniest slot, kWh/kWp (bounds PV reports).
+    pv_peak_kwh_per_kwp: f64,
     sim: SimConfig,
     start_slot: usize,
     /// With `skip_eval_weeks`: the dataset slots played, in order.
@@ -328,6 +334,7 @@ impl MarketState {
             None => None,
         };
         Ok(MarketState {
+            pv_peak_kwh_per_kwp: ds.pv_peak_kwh_per_kwp(),
             schedule,
             start_slot: settings.start_slot as usize,
             session_seed,
@@ -342,6 +349,7 @@ impl MarketState {
                 lease_grace_ms: settings.lease_grace_ms,
                 join_timeout_ms: settings.join_timeout_ms,
                 max_hold_ms: settings.max_hold_ms,
+                max_household_kw: settings.max_household_kw,
                 started: false,
                 paused: false,
                 steps_left: None,
@@ -466,6 +474,7 @@ impl MarketState {
                 last_seen_ms: now_ms,
                 reported_last_round: true,
                 idle_since_ms: Some(now_ms),
+                envelopes: Vec::new(),
             },
         );
         index
@@ -553,14 +562,7 @@ impl MarketState {
                     format!("must be {want} (ids in range order), got {}", p.prosumer_id),
                 ));
             }
-            if !ProsumerKind::ALL.iter().any(|k| k.name() == p.kind) {
-                return Err(WireError::invalid(format!("prosumers[{i}].kind"), format!("unknown kind {:?}", p.kind)));
-            }
-            for (name, v) in [("pv_kwp", p.pv_kwp), ("battery_kwh", p.battery_kwh)] {
-                if !(v.is_finite() && (0.0..=1000.0).contains(&v)) {
-                    return Err(WireError::invalid(format!("prosumers[{i}].{name}"), format!("must lie in [0, 1000], got {v}")));
-                }
-            }
+            p.envelope.validate(&format!("prosumers[{i}]")).map_err(WireError::from)?;
         }
         let (first, end) = (node.first, node.end());
         if !node.joined {
@@ -573,11 +575,13 @@ impl MarketState {
             }
             for p in prosumers {
                 let seen = std::mem::replace(&mut self.counted[p.prosumer_id as usize], true);
-                self.kpi.add_households(end as usize, if seen { 0.0 } else { p.battery_kwh });
+                let capacity = p.envelope.battery.map_or(0.0, |b| b.capacity_kwh);
+                self.kpi.add_households(end as usize, if seen { 0.0 } else { capacity });
             }
         }
         let node = self.nodes.get_mut(&index).expect("found above");
         debug_assert_eq!((node.first, node.end()), (first, end));
+        node.envelopes = prosumers.iter().map(|p| p.envelope).collect();
         node.joined = true;
         node.connected = true;
         node.idle_since_ms = None;
@@ -804,6 +808,13 @@ impl MarketState {
             });
         }
         let node = &self.nodes[&key.index];
+        let ctx = &round.open.ctx;
+        let limits = SlotLimits {
+            hours: ctx.hours,
+            hour: ctx.hour,
+            pv_peak_kwh_per_kwp: self.pv_peak_kwh_per_kwp,
+            max_household_kw: self.control.max_household_kw,
+        };
         let mut seen: BTreeMap<ProsumerId, usize> = BTreeMap::new();
         for (i, r) in reports.iter().enumerate() {
             // Built only on error: formatting a path per valid report was a
@@ -823,13 +834,16 @@ impl MarketState {
             if let Some(j) = seen.insert(r.prosumer_id, i) {
                 return Err(WireError::invalid(field(), format!("duplicate prosumer id {} (also reports[{j}])", r.prosumer_id)));
             }
-            if conditions_for(r.prosumer_id, &round.open.adjustments).1 {
+            let (conditions, offline) = conditions_for(r.prosumer_id, &round.open.adjustments);
+            if offline {
                 return Err(WireError::failed_precondition(format!(
                     "{}: prosumer {} is offline in slot {slot} and must not report",
                     field(),
                     r.prosumer_id
                 )));
             }
+            let envelope = &node.envelopes[(r.prosumer_id - node.first) as usize];
+            envelope.check(r, &limits, conditions, &|| format!("reports[{i}]")).map_err(WireError::from)?;
         }
         let mut sorted = reports;
         sorted.sort_by_key(|r| r.prosumer_id);
@@ -1090,6 +1104,7 @@ mod tests {
     use super::*;
     use peergrid_core::battery::BatteryStep;
     use peergrid_core::data::synthetic::synthetic_dataset;
+    use peergrid_core::prosumer::ProsumerKind;
     use peergrid_core::safety::OrderIntent;
     use tonic::Code;
 
@@ -1123,9 +1138,13 @@ mod tests {
         s.register(request, SECRET.into(), 0)
     }
 
+    /// PV-only households with panels large enough for any test position.
     fn infos(first: u32, n: u32) -> Vec<ProsumerInfo> {
         (first..first + n)
-            .map(|id| ProsumerInfo { prosumer_id: id, kind: "pv-battery".into(), pv_kwp: 4.0, battery_kwh: 10.0 })
+            .map(|id| ProsumerInfo {
+                prosumer_id: id,
+                envelope: Envelope { kind: ProsumerKind::PvOnly, pv_kwp: 100.0, battery: None, ev: None },
+            })
             .collect()
     }
 
@@ -1216,6 +1235,22 @@ mod tests {
             (ka, 0, (0..9).map(|_| report(0, 1.0, 150_000)).collect(), Code::ResourceExhausted, "reports"),
             (ka, 0, vec![report(0, 1.0, 9_000_000)], Code::InvalidArgument, "orders[0]"),
             (NodeKey { index: 0, generation: 9 }, 0, vec![], Code::FailedPrecondition, "session"),
+            // Beyond the declared equipment (100 kWp, no battery).
+            (ka, 0, vec![report(0, -5000.0, 150_000)], Code::InvalidArgument, "reports[0].pv_kwh"),
+            (
+                ka,
+                0,
+                vec![HouseholdReport { load_kwh: 1e4, net_kwh: 1e4, order: None, ..report(0, 1.0, 0) }],
+                Code::InvalidArgument,
+                "reports[0].load_kwh",
+            ),
+            (
+                ka,
+                0,
+                vec![HouseholdReport { stored_kwh: 10.0, ..report(0, 1.0, 150_000) }],
+                Code::InvalidArgument,
+                "reports[0].stored_kwh",
+            ),
         ];
         for (key, slot, reports, code, field) in cases {
             let e = s.submit(key, slot, reports, 5).unwrap_err();

@@ -9,7 +9,7 @@ use common::*;
 use pb::market_message::Msg;
 use peergrid_core::kpi::Kpis;
 use peergrid_core::policy::RuleBased;
-use peergrid_core::prosumer::generate_community;
+use peergrid_core::prosumer::{generate_community, ProsumerKind, ProsumerSpec};
 use peergrid_core::simulation::{SimConfig, Simulation};
 use peergrid_market_node::{MarketConfig, MarketSettings};
 use peergrid_proto::pb::control::v1 as control;
@@ -78,6 +78,24 @@ async fn a_silent_node_is_reported_missing_and_slots_still_clear() {
 /// for slot 0, and checks the in-stream refusal and that nothing changed;
 /// then, on the same session, a genuine batch still clears the slot in full.
 async fn rejected(mutate: impl FnOnce(&mut pb::OrderBatch, &pb::SlotOpen), code: Code, field: &str) {
+    rejected_with(
+        |b, o, _| {
+            mutate(b, o);
+            String::new()
+        },
+        code,
+        field,
+    )
+    .await
+}
+
+/// [`rejected`] where `mutate` also sees the node's prosumers (report `i`
+/// belongs to `specs[i]`) and returns the field the refusal must name.
+async fn rejected_with(
+    mutate: impl FnOnce(&mut pb::OrderBatch, &pb::SlotOpen, &[ProsumerSpec]) -> String,
+    code: Code,
+    field: &str,
+) {
     // Two slots: the one under test, and one the node answers so shutdown
     // (which finishes the open slot) does not wait for its deadline.
     let settings = MarketSettings { min_prosumers: 8, max_batch: 8, max_slots: Some(2), ..settings() };
@@ -86,7 +104,9 @@ async fn rejected(mutate: impl FnOnce(&mut pb::OrderBatch, &pb::SlotOpen), code:
     let open = node.next_open().await;
     let genuine = agent.play(&open);
     let mut batch = genuine.clone();
-    mutate(&mut batch, &open);
+    let named = mutate(&mut batch, &open, &agent.specs);
+    let field = format!("{named}{field}");
+    let field = field.as_str();
     let before = market.status().await;
     node.send(batch).await;
     let Msg::Refused(refused) = node.next().await.expect("the session stays open") else { panic!("expected BatchRefused") };
@@ -160,6 +180,102 @@ async fn wrong_slot_is_failed_precondition() {
 #[tokio::test]
 async fn oversize_batch_is_resource_exhausted() {
     rejected(|b, _| b.reports.push(b.reports[0]), Code::ResourceExhausted, "reports").await;
+}
+
+// ----- physics: reports beyond the declared equipment ------------------------
+
+/// The index of the first of the node's prosumers of `kind`.
+fn first_of(specs: &[ProsumerSpec], kind: ProsumerKind) -> usize {
+    specs.iter().position(|s| s.kind == kind).unwrap_or_else(|| panic!("the test community has no {} prosumer", kind.name()))
+}
+
+/// Keeps report `r` self-consistent (`net_kwh` = load − pv + charged −
+/// discharged, no order), so only the physics can refuse it.
+fn rebalance(r: &mut pb::HouseholdReport) {
+    r.net_kwh = r.load_kwh - r.pv_kwh + r.battery_charged_kwh - r.battery_discharged_kwh;
+    r.order = None;
+}
+
+#[tokio::test]
+async fn a_consumer_selling_pv_is_refused() {
+    let mutate = |b: &mut pb::OrderBatch, _: &pb::SlotOpen, specs: &[ProsumerSpec]| {
+        let i = first_of(specs, ProsumerKind::Consumer);
+        b.reports[i].pv_kwh = 50.0;
+        rebalance(&mut b.reports[i]);
+        format!("reports[{i}].")
+    };
+    rejected_with(mutate, Code::InvalidArgument, "pv_kwh").await;
+}
+
+#[tokio::test]
+async fn more_pv_than_the_panels_yield_is_refused() {
+    let mutate = |b: &mut pb::OrderBatch, _: &pb::SlotOpen, specs: &[ProsumerSpec]| {
+        let i = first_of(specs, ProsumerKind::PvOnly);
+        b.reports[i].pv_kwh = 900.0;
+        rebalance(&mut b.reports[i]);
+        format!("reports[{i}].")
+    };
+    rejected_with(mutate, Code::InvalidArgument, "pv_kwh").await;
+}
+
+#[tokio::test]
+async fn storage_without_a_battery_is_refused() {
+    let mutate = |b: &mut pb::OrderBatch, _: &pb::SlotOpen, specs: &[ProsumerSpec]| {
+        let i = first_of(specs, ProsumerKind::PvOnly);
+        b.reports[i].battery_charged_kwh = 3.0;
+        b.reports[i].stored_kwh = 10.0;
+        rebalance(&mut b.reports[i]);
+        format!("reports[{i}].")
+    };
+    rejected_with(mutate, Code::InvalidArgument, "battery_charged_kwh").await;
+}
+
+#[tokio::test]
+async fn a_battery_beyond_its_power_rating_is_refused() {
+    let mutate = |b: &mut pb::OrderBatch, _: &pb::SlotOpen, specs: &[ProsumerSpec]| {
+        let i = first_of(specs, ProsumerKind::PvBattery);
+        let battery = specs[i].battery.unwrap();
+        let r = &mut b.reports[i];
+        r.battery_discharged_kwh = 0.0;
+        r.battery_charged_kwh = battery.capacity_kwh * 4.0;
+        r.battery_losses_kwh = r.battery_charged_kwh * (1.0 - battery.one_way_efficiency());
+        r.degradation_cost = battery.degradation_cost_per_kwh * r.battery_charged_kwh;
+        rebalance(r);
+        format!("reports[{i}].")
+    };
+    rejected_with(mutate, Code::InvalidArgument, "battery_charged_kwh").await;
+}
+
+#[tokio::test]
+async fn a_join_with_impossible_equipment_is_refused_and_changes_nothing() {
+    let market = TestMarket::start(MarketSettings { min_prosumers: 8, ..settings() }).await;
+    let reg = register(&market, "node", 8).await;
+    let agent = Agent::new(reg.first_prosumer_id, 8, 8);
+    let before = market.status().await;
+    type Case = (fn(&mut pb::ProsumerSummary), &'static str);
+    let cases: [Case; 4] = [
+        (|p| p.pv_kwp = 5000.0, "prosumers[2].pv_kwp"),
+        (|p| p.kind = "windmill".into(), "prosumers[2].kind"),
+        (|p| p.battery_kwh += 1.0, "prosumers[2].battery_kwh"),
+        (
+            |p| p.battery = Some(pb::BatteryRating { capacity_kwh: 10.0, round_trip_efficiency: 2.0, ..Default::default() }),
+            "prosumers[2].battery",
+        ),
+    ];
+    for (spoil, field) in cases {
+        let mut prosumers = agent.summaries();
+        spoil(&mut prosumers[2]);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let join = pb::Join { session_id: reg.session_id.clone(), prosumers, resume_secret: reg.resume_secret.clone() };
+        tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) }).await.unwrap();
+        let e = market.market(AGENT).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert!(e.message().contains(field), "expected {field} in: {}", e.message());
+        assert_eq!(market.status().await, before, "a refused join changes nothing");
+    }
+    // The registration is intact: the genuine join still works.
+    join(&market, &reg.session_id, &reg.resume_secret, reg.first_prosumer_id, &agent).await.unwrap();
+    market.stop().await;
 }
 
 // ----- auth ---------------------------------------------------------------

@@ -9,10 +9,12 @@ use std::time::Duration;
 use peergrid_core::data::citylearn::bundled_citylearn;
 use peergrid_core::data::Dataset;
 use peergrid_core::household::{conditions_for, Household};
+use peergrid_core::physics::Envelope;
 use peergrid_core::policy::RuleBased;
 use peergrid_core::prosumer::{generate_range, CommunityConfig, ProsumerSpec};
 use peergrid_core::simulation::SimConfig;
 use peergrid_market_node::{MarketConfig, MarketHandle, MarketSettings};
+use peergrid_proto::convert::envelope_to_wire;
 use peergrid_proto::convert::slot::{report_to_wire, slot_open_from_wire};
 use peergrid_proto::pb::control::v1::control_service_client::ControlServiceClient;
 use peergrid_proto::pb::market::v1 as pb;
@@ -118,15 +120,7 @@ impl Agent {
     }
 
     pub fn summaries(&self) -> Vec<pb::ProsumerSummary> {
-        self.specs
-            .iter()
-            .map(|s| pb::ProsumerSummary {
-                prosumer_id: s.id,
-                kind: s.kind.name().into(),
-                pv_kwp: s.trace.pv_kwp as f64,
-                battery_kwh: s.battery.map_or(0.0, |b| b.capacity_kwh),
-            })
-            .collect()
+        self.specs.iter().map(|s| envelope_to_wire(s.id, &Envelope::of(s))).collect()
     }
 
     /// This node's batch for a slot: every online household plays it.

@@ -19,6 +19,7 @@ pub mod household;
 pub mod kpi;
 pub mod market;
 pub mod observation;
+pub mod physics;
 pub mod policy;
 pub mod prosumer;
 pub mod reward;

@@ -60,6 +60,12 @@ impl Dataset {
         self.homes.first().map_or(0, |h| h.load_kwh.len())
     }
 
+    /// PV yield of the sunniest slot of any home, kWh per kWp installed:
+    /// what bounds a prosumer's PV report (see [`crate::physics`]).
+    pub fn pv_peak_kwh_per_kwp(&self) -> f64 {
+        self.homes.iter().flat_map(|h| h.pv_kwh_per_kwp.iter()).fold(0.0f32, |m, &v| m.max(v)) as f64
+    }
+
     pub fn slots_per_day(&self) -> u32 {
         24 * 60 / self.slot_minutes
     }

@@ -10,18 +10,20 @@
 //!
 //! One concept per file: [`enums`] (side, time-of-use band), [`tariff`],
 //! [`order`], [`kpis`], [`reward`], [`slot`] (SlotOpen, HouseholdReport,
-//! ProsumerSettlement).
+//! ProsumerSettlement), [`prosumer`] (a prosumer's equipment).
 
 pub mod enums;
 pub mod experience;
 pub mod kpis;
 pub mod order;
+pub mod prosumer;
 pub mod reward;
 pub mod slot;
 pub mod tariff;
 
 pub use enums::{side_from_wire, tou_band_from_wire};
 pub use order::{order_from_wire, MAX_ORDER_WH};
+pub use prosumer::{envelope_from_wire, envelope_to_wire};
 pub use reward::{reward_weights_from_json, reward_weights_to_json, MAX_REWARD_WEIGHTS_JSON_BYTES};
 pub use tariff::{slot_tariff_from_wire, MAX_CO2_KG_PER_KWH, MAX_PRICE_MICROS};
 
