@@ -35,7 +35,7 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learning_cluster_of_processes_keeps_its_integrity_through_faults() -> Result<()> {
-    let faults: usize = std::env::var("PEERGRID_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let faults: usize = std::env::var("PEERGRID_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let builder = ProcessClusterBuilder {
         nodes: vec![48, 48],
         // A short lease grace so the test sees a killed node leave.

@@ -7,8 +7,10 @@
 //!   with INVALID_ARGUMENT / FAILED_PRECONDITION naming the problem, and
 //!   nothing of that batch is ingested.
 //! - `SubscribePolicy` (agent token): the current version at once (if newer
-//!   than `after_version`), then every new one; a slow subscriber skips to
-//!   the newest version rather than queueing old ones.
+//!   than `after_version`), then every new one, and the current one again
+//!   when an update was discarded (synchronous nodes then push their
+//!   rollouts again); a slow subscriber skips to the newest version rather
+//!   than queueing old ones.
 //! - `Status` (either token).
 
 use std::pin::Pin;
@@ -111,15 +113,18 @@ impl LearnerService for Learner {
         info!(%node, after_version = after, "policy subscriber joined");
         let stream = async_stream(move |tx| async move {
             let _guard = guard;
-            let mut sent = after;
+            // The last (version, republished) sent: a version announced
+            // again after a discarded update goes out once more.
+            let mut sent: Option<(u64, u32)> = None;
             loop {
                 let current = rx.borrow_and_update().clone();
-                if current.version > sent {
+                let key = (current.version, current.republished);
+                if current.version > after && sent.is_none_or(|s| key > s) {
                     let update = policy_update_from_blob(current.version, current.weights.as_ref().clone());
                     if tx.send(Ok(update)).await.is_err() {
                         break;
                     }
-                    sent = current.version;
+                    sent = Some(key);
                 }
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { break },

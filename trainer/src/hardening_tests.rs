@@ -74,6 +74,14 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_that_diverges_is_discarded_and_the_learner_goes_on() {
     let (trainer, controller, channel) = start().await;
+    let mut client = LearnerServiceClient::with_interceptor(channel.clone(), BearerInterceptor::new(AGENT).unwrap());
+    let request = pb::SubscribeRequest { node_name: "watcher".into(), after_version: 0 };
+    let mut policy = client.subscribe_policy(request).await.unwrap().into_inner();
+    let mut next_version = async move || {
+        let next = tokio::time::timeout(Duration::from_secs(30), policy.message()).await;
+        next.expect("timed out waiting for a policy update on the subscription").unwrap().unwrap().version
+    };
+    assert_eq!(next_version().await, 1);
     // Within every bound, but the behaviour log-probs are a lie: the PPO
     // ratio exp(new − old) overflows, the loss and then every parameter
     // become NaN. Before the fix the learner thread panicked on publishing.
@@ -87,6 +95,9 @@ async fn an_update_that_diverges_is_discarded_and_the_learner_goes_on() {
     assert_eq!((s.version, s.updates_done), (1, 0), "version 1 stays published");
     assert_eq!(trainer.learner.published().borrow().version, 1);
     assert!(trainer.learner.death().is_none(), "the learner thread is alive");
+    // Subscribers hear version 1 again: synchronous nodes push their
+    // rollouts once more instead of waiting out their timeouts.
+    assert_eq!(next_version().await, 1, "version 1 announced again after the discard");
 
     // The learner goes on: an honest batch for version 1 makes version 2,
     // with finite weights and normaliser.
@@ -95,6 +106,7 @@ async fn an_update_that_diverges_is_discarded_and_the_learner_goes_on() {
     let published = trainer.learner.published().borrow().clone();
     let weights = from_safetensors(&published.weights).expect("version 2 reads back: every parameter finite");
     assert!(weights.normaliser.var.iter().chain(&weights.normaliser.mean).all(|x| x.is_finite()));
+    assert_eq!(next_version().await, 2);
     controller.trigger();
     trainer.join().await.unwrap();
 }

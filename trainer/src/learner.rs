@@ -134,7 +134,17 @@ impl LearnerSettings {
 pub struct Published {
     pub version: u64,
     pub weights: Arc<Vec<u8>>,
+    /// How often this version was announced again after a discarded
+    /// update: subscribers receive it once more, and synchronous nodes
+    /// push their rollout again for a fresh round.
+    pub republished: u32,
 }
+
+/// A version is announced again after at most this many discarded updates
+/// in a row; after that the learner waits for new experience (nodes then
+/// act on at their `learner_wait_ms`) instead of spinning on data that
+/// diverges every time.
+pub const MAX_REPUBLISH: u32 = 3;
 
 /// One update's record: the learning curve.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -394,7 +404,7 @@ pub fn spawn(
     let normaliser = obs_stats.normaliser(ppo.config.obs_clip);
     let weights = PolicyWeights { net: ppo.actor_critic()?, normaliser: normaliser.clone(), version };
     let blob = to_safetensors(&weights)?;
-    let (publish, published) = watch::channel(Published { version, weights: Arc::new(blob) });
+    let (publish, published) = watch::channel(Published { version, weights: Arc::new(blob), republished: 0 });
     let status = Arc::new(Mutex::new(LearnerStatus {
         version,
         updates_done,
@@ -651,7 +661,7 @@ impl Learner {
         self.normalisers.retain(|v, _| *v >= keep_from);
         match to_safetensors(&weights) {
             Ok(blob) => {
-                self.publish.send_replace(Published { version: next, weights: Arc::new(blob) });
+                self.publish.send_replace(Published { version: next, weights: Arc::new(blob), republished: 0 });
             }
             Err(e) => warn!("cannot encode version {next}: {e}"),
         }
@@ -736,6 +746,27 @@ impl Learner {
             problem.unwrap_or("parameters"),
             self.version
         );
+        // Synchronous nodes wait for a version after this one: announce
+        // this one again, so they push their rollouts for a fresh round
+        // (a poisoner's aside) instead of waiting out their timeouts.
+        let mut announced = false;
+        self.publish.send_if_modified(|p| {
+            announced = p.republished < MAX_REPUBLISH;
+            if announced {
+                p.republished += 1;
+            }
+            announced
+        });
+        if announced {
+            // The round's nodes are in step again: waited for in the next round.
+            for r in rollouts {
+                if let Some(t) = self.nodes.get_mut(&r.node_name) {
+                    t.last_end = Some(r.first_slot);
+                }
+            }
+        } else {
+            warn!(version = self.version, "{MAX_REPUBLISH} updates in a row discarded: waiting for new experience");
+        }
         None
     }
 
