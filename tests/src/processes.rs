@@ -302,6 +302,21 @@ impl ProcessCluster {
         self.agents.len()
     }
 
+    /// The trainer's gRPC address (`http://127.0.0.1:PORT`).
+    pub fn trainer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.trainer_port)
+    }
+
+    /// Name and pid of every running process (market-node, trainer,
+    /// agent-nodes), e.g. to sample their memory.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        std::iter::once(&self.market)
+            .chain(std::iter::once(&self.trainer))
+            .chain(&self.agents)
+            .filter_map(|p| p.child.as_ref().map(|c| (p.name.clone(), c.id())))
+            .collect()
+    }
+
     /// SIGKILL an agent-node (it can be restarted with [`Self::restart_agent`]).
     pub fn kill_agent(&mut self, i: usize) {
         self.agents[i].kill();
