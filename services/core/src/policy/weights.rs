@@ -114,8 +114,21 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<PolicyWeights, CoreError> {
         get(key)?.parse::<f64>().map_err(|e| CoreError::invalid(format!("weights.metadata.{key}"), e.to_string()))
     };
     let version = get("version")?.parse::<u64>().map_err(|e| CoreError::invalid("weights.metadata.version", e.to_string()))?;
+    // The spec is a claim of the header: reserve nothing for it that the
+    // blob cannot hold (8 layers of 4096 units declare ~1 GB in a few bytes).
+    let n_params = spec.n_params();
+    if n_params.saturating_mul(4) > bytes.len() {
+        return Err(CoreError::invalid(
+            "weights.metadata.spec",
+            format!(
+                "declares {n_params} parameters ({} bytes of F32) but the blob holds {} bytes",
+                n_params.saturating_mul(4),
+                bytes.len()
+            ),
+        ));
+    }
     let st = SafeTensors::deserialize(bytes).map_err(|e| CoreError::invalid("weights", e.to_string()))?;
-    let mut flat = Vec::with_capacity(spec.n_params());
+    let mut flat = Vec::with_capacity(n_params);
     for (name, shape) in layout(&spec) {
         flat.extend(f32s(&st, &name, &shape)?);
     }
