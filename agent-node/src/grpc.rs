@@ -33,8 +33,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 
-/// Largest message decoded or encoded, bytes.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message decoded or encoded, bytes, on both the market and the
+/// learner channel: the servers' limit (`peergrid_runtime::MAX_MESSAGE_BYTES`,
+/// 64 MiB, the README's limits table), so the node never sends what the
+/// server must refuse, and a rollout too large for it fails here, before
+/// any byte is sent, and is counted as lost.
+pub const MAX_MESSAGE_BYTES: usize = peergrid_runtime::MAX_MESSAGE_BYTES;
 
 /// Adds the bearer token, if there is one.
 #[derive(Clone, Debug)]
@@ -494,8 +498,8 @@ impl LearnerClient {
         let inner =
             peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient::with_interceptor(channel, auth(cfg)?)
                 .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES)
-                .max_encoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES);
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(LearnerClient { inner, url: url.to_owned() })
     }
 
@@ -523,6 +527,3 @@ impl LearnerClient {
         Ok(if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale })
     }
 }
-
-/// Largest learner message: a rollout of many prosumers is large.
-pub const MAX_LEARNER_MESSAGE_BYTES: usize = 256 << 20;
