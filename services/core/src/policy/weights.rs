@@ -179,8 +179,11 @@ mod tests {
         let w = sample();
         let mut bad = w.clone();
         bad.net.spec.hidden = vec![64, 64];
-        let data = vec![0u8; 4 * 5];
-        let views = vec![("actor.0.weight".to_string(), TensorView::new(Dtype::F32, vec![5], &data).unwrap())];
+        // As many values as the spec declares (a blob smaller than its spec
+        // is refused before any tensor is read), in the wrong shape.
+        let n = bad.net.spec.n_params();
+        let data = vec![0u8; 4 * n];
+        let views = vec![("actor.0.weight".to_string(), TensorView::new(Dtype::F32, vec![n], &data).unwrap())];
         let spec_json = serde_json::to_string(&bad.net.spec).unwrap();
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
