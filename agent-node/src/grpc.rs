@@ -523,6 +523,15 @@ impl LearnerClient {
     /// Pushes one rollout (a one-message client stream) and reports the verdict.
     pub async fn push(&mut self, rollout: &peergrid_core::experience::Rollout) -> Result<Pushed, AgentError> {
         let batch = peergrid_proto::pb::learner::v1::ExperienceBatch::from(rollout);
+        // Checked here, not left to the encoder: over the limit, tonic resets
+        // the stream and the node would only log "h2 protocol error".
+        let bytes = prost::Message::encoded_len(&batch);
+        if bytes > MAX_MESSAGE_BYTES {
+            return Err(AgentError::Rpc(tonic::Status::resource_exhausted(format!(
+                "rollout: {bytes} bytes encoded exceed the message limit of {MAX_MESSAGE_BYTES} bytes ({} samples); not sent",
+                rollout.samples()
+            ))));
+        }
         let summary = self.inner.push_experience(tokio_stream::once(batch)).await.map_err(AgentError::Rpc)?.into_inner();
         Ok(if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale })
     }
