@@ -34,8 +34,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 
-/// Largest message decoded or encoded, bytes.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message decoded or encoded, bytes, on both the market and the
+/// learner channel: the servers' limit (`peergrid_runtime::MAX_MESSAGE_BYTES`,
+/// 64 MiB, the README's limits table), so the node never sends what the
+/// server must refuse, and a rollout too large for it fails here, before
+/// any byte is sent, and is counted as lost.
+pub const MAX_MESSAGE_BYTES: usize = peergrid_runtime::MAX_MESSAGE_BYTES;
 
 /// Adds the bearer token, if there is one.
 #[derive(Clone, Debug)]
@@ -490,8 +494,8 @@ impl LearnerClient {
         let inner =
             peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient::with_interceptor(channel, auth(cfg)?)
                 .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES)
-                .max_encoding_message_size(crate::grpc::MAX_LEARNER_MESSAGE_BYTES);
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(LearnerClient { inner, url: url.to_owned() })
     }
 
@@ -515,10 +519,16 @@ impl LearnerClient {
     /// Pushes one rollout (a one-message client stream) and reports the verdict.
     pub async fn push(&mut self, rollout: &peergrid_core::experience::Rollout) -> Result<Pushed, AgentError> {
         let batch = peergrid_proto::pb::learner::v1::ExperienceBatch::from(rollout);
+        // Checked here, not left to the encoder: over the limit, tonic resets
+        // the stream and the node would only log "h2 protocol error".
+        let bytes = prost::Message::encoded_len(&batch);
+        if bytes > MAX_MESSAGE_BYTES {
+            return Err(AgentError::Rpc(tonic::Status::resource_exhausted(format!(
+                "rollout: {bytes} bytes encoded exceed the message limit of {MAX_MESSAGE_BYTES} bytes ({} samples); not sent",
+                rollout.samples()
+            ))));
+        }
         let summary = self.inner.push_experience(tokio_stream::once(batch)).await.map_err(AgentError::Rpc)?.into_inner();
         Ok(if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale })
     }
 }
-
-/// Largest learner message: a rollout of many prosumers is large.
-pub const MAX_LEARNER_MESSAGE_BYTES: usize = 256 << 20;

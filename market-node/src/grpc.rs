@@ -370,7 +370,7 @@ impl Control {
     }
 }
 
-fn inject_from_wire(r: control::InjectRequest) -> Result<ScenarioEvent, WireError> {
+pub(crate) fn inject_from_wire(r: control::InjectRequest) -> Result<ScenarioEvent, WireError> {
     use control::inject_request::Event;
     Ok(match r.event.ok_or_else(|| WireError::invalid("event", "is required"))? {
         Event::Scale(s) => ScenarioEvent::Scale(ScaleGroup {
@@ -396,7 +396,7 @@ fn inject_from_wire(r: control::InjectRequest) -> Result<ScenarioEvent, WireErro
     })
 }
 
-fn mode_from_wire(r: &control::SetModeRequest) -> Result<ControlCommand, WireError> {
+pub(crate) fn mode_from_wire(r: &control::SetModeRequest) -> Result<ControlCommand, WireError> {
     let mode = match control::Mode::try_from(r.mode) {
         Ok(control::Mode::Fast) => ClockMode::Fast,
         Ok(control::Mode::RealTime) => ClockMode::RealTime,

@@ -23,6 +23,10 @@ pub const MAX_SCENARIO_EVENTS: usize = 10_000;
 pub const MAX_SCENARIO_BYTES: usize = 1 << 20;
 /// Highest tariff price an override may set, currency/kWh (the wire bound).
 pub const MAX_PRICE_PER_KWH: f64 = 100.0;
+/// Most events in force, injected or scheduled at once: every effect in
+/// force travels in each `SlotOpen`, so their number is bounded like the
+/// adjustments a node accepts (`peergrid_proto::convert::slot::MAX_ADJUSTMENTS`).
+pub const MAX_LIVE_EVENTS: usize = peergrid_proto::convert::slot::MAX_ADJUSTMENTS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +262,15 @@ impl Effects {
             ScenarioEvent::Feeder(_) => return,
         };
         self.active.push(effect);
+    }
+
+    /// Effects in force.
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
     }
 
     /// The adjustments of the slot being opened, in the order they started.

@@ -40,7 +40,7 @@ use peergrid_proto::convert::slot::OpenSlot;
 use peergrid_proto::WireError;
 
 use crate::config::{ClockMode, ConfigError, MarketSettings, DEADLINE_MS, SLOT_PERIOD_MS};
-use crate::scenario::{parse_scenario, Effects, ScenarioEvent, TimedEvent};
+use crate::scenario::{parse_scenario, Effects, ScenarioEvent, TimedEvent, MAX_LIVE_EVENTS};
 
 /// Most prosumers one node may host.
 pub const MAX_NODE_PROSUMERS: u32 = 100_000;
@@ -1042,6 +1042,7 @@ impl MarketState {
     pub fn load_scenario(&mut self, json: &str) -> Result<String, WireError> {
         let events = parse_scenario(json, self.next_slot)?;
         let n = events.len();
+        self.room_for_events(n, "scenario_json.events")?;
         self.scheduled.extend(events);
         self.scheduled.sort_by_key(|e| e.at_slot);
         Ok(format!("scheduled {n} event(s)"))
@@ -1050,8 +1051,20 @@ impl MarketState {
     /// Validates one event and applies it from the next slot opened.
     pub fn inject(&mut self, event: ScenarioEvent) -> Result<String, WireError> {
         event.validate("event")?;
+        self.room_for_events(1, "event")?;
         self.pending.push(event);
         Ok(format!("{event} from slot {}", self.next_slot))
+    }
+
+    /// Whether `n` more events fit beside those in force, pending and scheduled.
+    fn room_for_events(&self, n: usize, field: &str) -> Result<(), WireError> {
+        let live = self.effects.len() + self.pending.len() + self.scheduled.len();
+        if live + n > MAX_LIVE_EVENTS {
+            return Err(WireError::ResourceExhausted {
+                reason: format!("{field}: {live} events in force or scheduled, {n} more exceed the limit of {MAX_LIVE_EVENTS}"),
+            });
+        }
+        Ok(())
     }
 
     fn apply_event(&mut self, event: &ScenarioEvent) {
@@ -1098,6 +1111,10 @@ impl MarketState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "state_props.rs"]
+mod props;
 
 #[cfg(test)]
 mod tests {

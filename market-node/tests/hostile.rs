@@ -8,11 +8,12 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{settings, TestMarket, AGENT};
+use common::{register, settings, Agent, TestMarket, AGENT};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
-use tonic::Code;
+use tonic::{Code, Status};
 
 /// A `RegisterRequest` whose `node_name` (field 1) is raw bytes, so the
 /// test can send what the generated type cannot: invalid UTF-8.
@@ -22,6 +23,153 @@ struct RawRegister {
     node_name: Vec<u8>,
     #[prost(uint32, tag = "2")]
     prosumer_count: u32,
+}
+
+/// A `NodeMessage` whose string fields are raw bytes (`Join` is field 1 of
+/// its oneof, `Hold` field 3), so a test can send invalid UTF-8 in them.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawNodeMessage {
+    #[prost(message, optional, tag = "1")]
+    join: Option<RawJoin>,
+    #[prost(message, optional, tag = "3")]
+    hold: Option<RawHold>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawJoin {
+    #[prost(bytes = "vec", tag = "1")]
+    session_id: Vec<u8>,
+    #[prost(message, repeated, tag = "2")]
+    prosumers: Vec<RawProsumerSummary>,
+    #[prost(bytes = "vec", tag = "3")]
+    resume_secret: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawProsumerSummary {
+    #[prost(uint32, tag = "1")]
+    prosumer_id: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    kind: Vec<u8>,
+    #[prost(double, tag = "3")]
+    pv_kwp: f64,
+    #[prost(double, tag = "4")]
+    battery_kwh: f64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawHold {
+    #[prost(uint64, tag = "1")]
+    slot: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    reason: Vec<u8>,
+}
+
+const INVALID_UTF8: &[u8] = &[b'n', 0xff, 0xfe];
+
+/// A valid `Join` of the registered node `reg`, as raw bytes fields.
+fn raw_join(reg: &pb::RegisterResponse) -> RawJoin {
+    let agent = Agent::new(reg.first_prosumer_id, reg.prosumer_count, 4);
+    RawJoin {
+        session_id: reg.session_id.clone().into_bytes(),
+        prosumers: agent
+            .summaries()
+            .into_iter()
+            .map(|p| RawProsumerSummary {
+                prosumer_id: p.prosumer_id,
+                kind: p.kind.into_bytes(),
+                pv_kwp: p.pv_kwp,
+                battery_kwh: p.battery_kwh,
+            })
+            .collect(),
+        resume_secret: reg.resume_secret.clone().into_bytes(),
+    }
+}
+
+/// Opens a session stream sending `messages` (then holding the stream
+/// open) and returns the status it ends with: the call's own status if
+/// the market refuses it at once, else the one that ends the response
+/// stream. A stream that ends with OK fails the test.
+async fn session_end(market: &TestMarket, messages: Vec<RawNodeMessage>) -> Status {
+    let mut grpc = tonic::client::Grpc::new(market.channel.clone()).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let sender = tokio::spawn(async move {
+        for m in messages {
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+        // Keep the request stream open until the market ends the call.
+        tx.closed().await;
+    });
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request.metadata_mut().insert("authorization", format!("Bearer {AGENT}").parse().unwrap());
+    let codec = tonic_prost::ProstCodec::<RawNodeMessage, pb::MarketMessage>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/peergrid.market.v1.MarketService/Session");
+    let call = tokio::time::timeout(Duration::from_secs(60), grpc.streaming(request, path, codec)).await;
+    let status = match call.expect("the market answers the session call within 60 s") {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(60), stream.message()).await;
+                match next.expect("the market ends the session within 60 s") {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the session stream ended with OK and no message"),
+                    Err(status) => break status,
+                }
+            }
+        }
+    };
+    sender.abort();
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_limit_session_message_ends_the_stream_with_resource_exhausted() {
+    let market = TestMarket::start(settings()).await;
+    let reg = register(&market, "big", 2).await;
+    // 65 MiB of hold reason after a valid Join, beyond the 64 MiB limit.
+    // Before the fix the stream ended with status OK and no message.
+    let hold = RawHold { slot: 0, reason: vec![b'x'; 65 << 20] };
+    let join = RawNodeMessage { join: Some(raw_join(&reg)), hold: None };
+    let status = session_end(&market, vec![join, RawNodeMessage { join: None, hold: Some(hold.clone()) }]).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("too large") && status.message().contains("67108864"), "{}", status.message());
+    // An over-limit first message (the Join itself) is refused the same way.
+    let status = session_end(&market, vec![RawNodeMessage { join: None, hold: Some(hold) }]).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(!status.message().is_empty());
+    market.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_session_message_is_invalid_argument_naming_the_field() {
+    let market = TestMarket::start(settings()).await;
+    let reg = register(&market, "utf8", 2).await;
+    type Defect = fn(&mut RawJoin);
+    let cases: [(Defect, &str); 3] = [
+        (|j| j.session_id = INVALID_UTF8.to_vec(), "session_id"),
+        (|j| j.resume_secret = INVALID_UTF8.to_vec(), "resume_secret"),
+        (|j| j.prosumers[1].kind = INVALID_UTF8.to_vec(), "kind"),
+    ];
+    for (defect, field) in cases {
+        let mut join = raw_join(&reg);
+        defect(&mut join);
+        let status = session_end(&market, vec![RawNodeMessage { join: Some(join), hold: None }]).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        let message = status.message();
+        assert!(message.contains("UTF-8") && message.contains(field), "{field}: {message}");
+    }
+    assert_eq!(market.status().await.nodes, 0, "no node joined");
+    // After a valid Join: the undecodable message ends the stream with the reason.
+    let hold = RawHold { slot: 0, reason: INVALID_UTF8.to_vec() };
+    let join = RawNodeMessage { join: Some(raw_join(&reg)), hold: None };
+    let status = session_end(&market, vec![join, RawNodeMessage { join: None, hold: Some(hold) }]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("UTF-8") && status.message().contains("reason"), "{}", status.message());
+    market.stop().await;
 }
 
 /// A register request that inflates to `bytes` (its name is `bytes` zeros,

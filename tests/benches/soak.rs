@@ -83,7 +83,8 @@ async fn subscriptions() -> Result<()> {
         }
         let request = pb::SubscribeRequest { node_name: format!("soak-{}", cycle % 100), after_version: 0 };
         let mut stream = client.subscribe_policy(request).await?.into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.context("no first version within 10 s")??;
+        let first =
+            tokio::time::timeout(Duration::from_secs(10), stream.message()).await.context("no first version within 10 s")??;
         if first.is_none() {
             bail!("cycle {cycle}: the stream ended without a version");
         }
@@ -134,7 +135,10 @@ async fn soak() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
     let (m, l) = cluster.statuses().await?;
-    println!("\nslots cleared: {}, missing reports: {}, policy version: {}, stale rollouts: {}", m.slot, m.missing_reports, l.version, l.batches_stale);
+    println!(
+        "\nslots cleared: {}, missing reports: {}, policy version: {}, stale rollouts: {}",
+        m.slot, m.missing_reports, l.version, l.batches_stale
+    );
     println!("\n| process | RSS after warm-up MiB | RSS at end MiB | slope MiB/min | over the run |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     for ((name, _), s) in pids.iter().zip(&series) {

@@ -37,14 +37,18 @@ pub struct Adjustment {
     pub offline: bool,
 }
 
+/// The largest combined load or PV multiplier: overlapping adjustments
+/// compose, and thousands of them could otherwise reach ∞ (and 0 × ∞ = NaN).
+pub const MAX_COMBINED_SCALE: f64 = 100.0;
+
 /// The conditions of prosumer `id` under `adjustments` (later ones compose
-/// multiplicatively) and whether it is offline.
+/// multiplicatively, capped at [`MAX_COMBINED_SCALE`]) and whether it is offline.
 pub fn conditions_for(id: ProsumerId, adjustments: &[Adjustment]) -> (Conditions, bool) {
     let mut c = Conditions::default();
     let mut offline = false;
     for a in adjustments.iter().filter(|a| (a.first_id..=a.last_id).contains(&id)) {
-        c.load_scale *= a.conditions.load_scale;
-        c.pv_scale *= a.conditions.pv_scale;
+        c.load_scale = (c.load_scale * a.conditions.load_scale).min(MAX_COMBINED_SCALE);
+        c.pv_scale = (c.pv_scale * a.conditions.pv_scale).min(MAX_COMBINED_SCALE);
         offline |= a.offline;
     }
     (c, offline)

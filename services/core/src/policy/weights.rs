@@ -114,8 +114,21 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<PolicyWeights, CoreError> {
         get(key)?.parse::<f64>().map_err(|e| CoreError::invalid(format!("weights.metadata.{key}"), e.to_string()))
     };
     let version = get("version")?.parse::<u64>().map_err(|e| CoreError::invalid("weights.metadata.version", e.to_string()))?;
+    // The spec is a claim of the header: reserve nothing for it that the
+    // blob cannot hold (8 layers of 4096 units declare ~1 GB in a few bytes).
+    let n_params = spec.n_params();
+    if n_params.saturating_mul(4) > bytes.len() {
+        return Err(CoreError::invalid(
+            "weights.metadata.spec",
+            format!(
+                "declares {n_params} parameters ({} bytes of F32) but the blob holds {} bytes",
+                n_params.saturating_mul(4),
+                bytes.len()
+            ),
+        ));
+    }
     let st = SafeTensors::deserialize(bytes).map_err(|e| CoreError::invalid("weights", e.to_string()))?;
-    let mut flat = Vec::with_capacity(spec.n_params());
+    let mut flat = Vec::with_capacity(n_params);
     for (name, shape) in layout(&spec) {
         flat.extend(f32s(&st, &name, &shape)?);
     }
@@ -166,8 +179,11 @@ mod tests {
         let w = sample();
         let mut bad = w.clone();
         bad.net.spec.hidden = vec![64, 64];
-        let data = vec![0u8; 4 * 5];
-        let views = vec![("actor.0.weight".to_string(), TensorView::new(Dtype::F32, vec![5], &data).unwrap())];
+        // As many values as the spec declares (a blob smaller than its spec
+        // is refused before any tensor is read), in the wrong shape.
+        let n = bad.net.spec.n_params();
+        let data = vec![0u8; 4 * n];
+        let views = vec![("actor.0.weight".to_string(), TensorView::new(Dtype::F32, vec![n], &data).unwrap())];
         let spec_json = serde_json::to_string(&bad.net.spec).unwrap();
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),

@@ -16,7 +16,7 @@ use peergrid_core::safety::OrderIntent;
 use peergrid_core::settlement::Settlement;
 use peergrid_core::units::{Money, PricePerKwh, ProsumerId, Wh};
 
-use super::{field, finite_in, index, order_from_wire, required, slot_tariff_from_wire};
+use super::{field, finite_in, index, order_from_wire, required, slot_tariff_from_wire, MAX_PRICE_MICROS};
 use crate::error::WireError;
 use crate::pb::common::v1 as common;
 use crate::pb::market::v1 as pb;
@@ -28,6 +28,13 @@ pub const MAX_SLOT_KWH: f64 = 1000.0;
 pub const MAX_SLOT_MONEY: f64 = 1.0e6;
 /// The largest load/PV multiplier an adjustment may apply.
 pub const MAX_SCALE: f64 = 100.0;
+/// The largest dataset slot a `SlotOpen` may name: more than 19 years of
+/// one-minute slots. Nodes add small offsets to it (the next slot's
+/// forecast, a household's trace shift), which must never overflow.
+pub const MAX_DATA_SLOT: u64 = 10_000_000;
+/// Most adjustments one `SlotOpen` may carry (the market bounds the
+/// scenario events in force by the same number).
+pub const MAX_ADJUSTMENTS: usize = 10_000;
 
 /// A slot as the market opens it.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,7 +81,22 @@ pub fn slot_open_from_wire(w: &pb::SlotOpen) -> Result<OpenSlot, WireError> {
     }
     let day_fraction = finite_in(w.day_fraction, 0.0, 1.0, "day_fraction")?;
     let hours = finite_in(w.slot_hours, 1.0 / 60.0, 24.0, "slot_hours")?;
-    let data_slot = usize::try_from(w.data_slot).map_err(|_| WireError::invalid("data_slot", "does not fit this platform"))?;
+    if w.data_slot > MAX_DATA_SLOT {
+        return Err(WireError::invalid("data_slot", format!("must lie in [0, {MAX_DATA_SLOT}], got {}", w.data_slot)));
+    }
+    let data_slot = w.data_slot as usize;
+    if !(0..=MAX_PRICE_MICROS).contains(&w.last_clearing_price_micros) {
+        return Err(WireError::invalid(
+            "last_clearing_price_micros",
+            format!("must lie in [0, {MAX_PRICE_MICROS}] µ/kWh, got {}", w.last_clearing_price_micros),
+        ));
+    }
+    if w.adjustments.len() > MAX_ADJUSTMENTS {
+        return Err(WireError::invalid(
+            "adjustments",
+            format!("must hold at most {MAX_ADJUSTMENTS} entries, got {}", w.adjustments.len()),
+        ));
+    }
     let mut adjustments = Vec::with_capacity(w.adjustments.len());
     for (i, a) in w.adjustments.iter().enumerate() {
         let path = index("adjustments", i);
@@ -259,8 +281,19 @@ pub fn settlement_from_wire_at(
 ) -> Result<(Fill, Settlement), WireError> {
     let kwh = |v: f64, name: &str| bounded(v, 0.0, MAX_SLOT_KWH, path, name);
     let money = |v: f64, name: &str| bounded(v, 0.0, MAX_SLOT_MONEY, path, name);
-    if !(0..=super::MAX_ORDER_WH).contains(&w.filled_wh) || w.fill_value_nanos < 0 {
-        return Err(WireError::invalid(field(&path(), "filled_wh"), "fill quantity and value must be ≥ 0 and within bounds"));
+    if !(0..=super::MAX_ORDER_WH).contains(&w.filled_wh) {
+        return Err(WireError::invalid(
+            field(&path(), "filled_wh"),
+            format!("must lie in [0, {}] Wh, got {}", super::MAX_ORDER_WH, w.filled_wh),
+        ));
+    }
+    // No fill is worth more than its energy at the highest price a tariff may have.
+    let max_value = w.filled_wh as i128 * MAX_PRICE_MICROS as i128;
+    if !(0..=max_value).contains(&(w.fill_value_nanos as i128)) {
+        return Err(WireError::invalid(
+            field(&path(), "fill_value_nanos"),
+            format!("must lie in [0, filled_wh × {MAX_PRICE_MICROS} µ/kWh = {max_value}] nano, got {}", w.fill_value_nanos),
+        ));
     }
     if w.filled_wh > 0 && side.is_none() {
         return Err(WireError::invalid(field(&path(), "filled_wh"), "a household without an order cannot be filled"));
@@ -334,6 +367,31 @@ mod tests {
     }
 
     #[test]
+    fn slot_open_bounds_name_the_field() {
+        let open = OpenSlot { slot: 5, ctx: ctx(), deadline_unix_ms: 123, adjustments: vec![] };
+        type Case = (fn(&mut pb::SlotOpen), &'static str, &'static str);
+        let cases: [Case; 4] = [
+            (|w| w.data_slot = MAX_DATA_SLOT + 1, "data_slot", "[0, 10000000], got 10000001"),
+            (|w| w.data_slot = u64::MAX, "data_slot", "got 18446744073709551615"),
+            (|w| w.last_clearing_price_micros = -1, "last_clearing_price_micros", "[0, 100000000] µ/kWh, got -1"),
+            (|w| w.last_clearing_price_micros = i64::MAX, "last_clearing_price_micros", "got 9223372036854775807"),
+        ];
+        for (mutate, name, bound) in cases {
+            let mut w = slot_open_to_wire(&open);
+            mutate(&mut w);
+            let e = slot_open_from_wire(&w).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument);
+            let msg = e.to_string();
+            assert!(msg.starts_with(&format!("invalid {name}: ")) && msg.contains(bound), "{msg}");
+        }
+        let mut w = slot_open_to_wire(&open);
+        w.data_slot = MAX_DATA_SLOT;
+        w.last_clearing_price_micros = MAX_PRICE_MICROS;
+        let back = slot_open_from_wire(&w).unwrap();
+        assert_eq!((back.ctx.data_slot, back.ctx.last_clearing_price_per_kwh), (MAX_DATA_SLOT as usize, 100.0));
+    }
+
+    #[test]
     fn report_round_trips() {
         let r = report();
         assert_eq!(report_from_wire(&report_to_wire(&r), ctx().tariff.bounds(), "reports[0]").unwrap(), r);
@@ -375,5 +433,19 @@ mod tests {
         w.grid_import_kwh = f64::NAN;
         assert!(settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string().contains("s.grid_import_kwh"));
         assert!(settlement_from_wire(&settlement_to_wire(7, fill, &s), None, "s").is_err());
+        // A fill worth more than its energy at the highest tariff price.
+        let mut w = settlement_to_wire(7, fill, &s);
+        w.fill_value_nanos = 1500 * MAX_PRICE_MICROS + 1;
+        let e = settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string();
+        assert!(e.starts_with("invalid s.fill_value_nanos: ") && e.contains("= 150000000000] nano"), "{e}");
+        w.fill_value_nanos = 1500 * MAX_PRICE_MICROS;
+        assert!(settlement_from_wire(&w, Some(Side::Buy), "s").is_ok(), "at the bound");
+        w.filled_wh = 0;
+        w.fill_value_nanos = 1;
+        let e = settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string();
+        assert!(e.contains("s.fill_value_nanos"), "value without a fill: {e}");
+        w.filled_wh = -1;
+        let e = settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string();
+        assert!(e.contains("s.filled_wh") && e.contains("got -1"), "{e}");
     }
 }
