@@ -28,7 +28,7 @@ use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::inproc;
 use peergrid_runtime::{
-    authorize, Acceptor, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens,
+    authorize, authorize_reader, serve_until, status_layer, Acceptor, GrpcListener, RequireToken, Role, Shutdown, Tokens,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;

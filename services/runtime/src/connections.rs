@@ -33,13 +33,13 @@
 //! HTTP/2 keep-alive, streams per connection, header size and call timeout
 //! stay in [`crate::serve::server_builder`].
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -105,9 +105,7 @@ impl ConnectionLimits {
         let max_connections = match max_connections {
             None => default_max_connections(),
             Some(n) if (MAX_CONNECTIONS.0..=MAX_CONNECTIONS.1).contains(&n) => n,
-            Some(n) => {
-                return Err(format!("max_connections must lie in {}..={}, got {n}", MAX_CONNECTIONS.0, MAX_CONNECTIONS.1))
-            }
+            Some(n) => return Err(format!("max_connections must lie in {}..={}, got {n}", MAX_CONNECTIONS.0, MAX_CONNECTIONS.1)),
         };
         let ms = handshake_timeout_ms.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS);
         let (lo, hi) = HANDSHAKE_TIMEOUT_MS;

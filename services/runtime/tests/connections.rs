@@ -26,7 +26,8 @@ impl Server {
     async fn start(limits: ConnectionLimits, tls: bool) -> Server {
         let metrics = ConnectionMetrics::register(&mut Metrics::new());
         let tls = tls.then(|| {
-            let fixture = |name: &str| std::fs::read(format!("{}/../../tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let fixture =
+                |name: &str| std::fs::read(format!("{}/../../tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
             tls_server_config(&fixture("server.pem"), &fixture("server.key")).unwrap()
         });
         let acceptor = Acceptor::new(limits, metrics.clone(), tls);
@@ -258,7 +259,9 @@ fn out_of_descriptors_the_server_keeps_serving_and_does_not_spin() {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!("ulimit -n {CHILD_NOFILE} && exec \"$0\" --exact fd_limit_child_server --ignored --nocapture --test-threads 1"))
+        .arg(format!(
+            "ulimit -n {CHILD_NOFILE} && exec \"$0\" --exact fd_limit_child_server --ignored --nocapture --test-threads 1"
+        ))
         .arg(&exe)
         .env(CHILD_ENV, "1")
         .stdin(Stdio::null())
