@@ -275,7 +275,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn out_of_descriptors_the_server_keeps_serving_and_does_not_spin() {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "ulimit -n {CHILD_NOFILE} && exec \"$0\" --exact fd_limit_child_server --ignored --nocapture --test-threads 1"
