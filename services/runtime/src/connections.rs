@@ -31,7 +31,10 @@
 //!   socket options apply only to listeners it binds itself.
 //!
 //! HTTP/2 keep-alive, streams per connection, header size and call timeout
-//! stay in [`crate::serve::server_builder`].
+//! stay in [`crate::serve::server_builder`]. After the preface, a peer that
+//! stops answering pings is dropped by that keep-alive; one that answers
+//! pings but never completes a request keeps its place under the cap
+//! (hyper's HTTP/2 server has no idle timeout), which bounds what it costs.
 
 use std::collections::VecDeque;
 use std::fmt;
