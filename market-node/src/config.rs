@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::simulation::SimConfig;
+use peergrid_runtime::connections::{self, ConnectionArgs, ConnectionLimits};
 use peergrid_runtime::{LogArgs, Tokens};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -96,6 +97,12 @@ pub struct MarketSettings {
     /// After SIGTERM, how long open calls (streams, idle connections,
     /// half-sent requests) get before the server abandons them and exits.
     pub shutdown_timeout_ms: u64,
+    /// Most open gRPC connections (more are accepted and closed at once).
+    /// Unset: the soft RLIMIT_NOFILE minus a quarter, at most 4096.
+    pub max_connections: Option<usize>,
+    /// A new connection must complete its TLS handshake and HTTP/2 preface
+    /// within this long, or it is closed.
+    pub handshake_timeout_ms: u64,
     pub insecure_no_auth: bool,
     pub json_logs: bool,
     /// PEM certificate chain the gRPC listener presents (TLS on when set,
@@ -132,6 +139,8 @@ impl Default for MarketSettings {
             max_hold_ms: 60_000,
             max_household_kw: 50.0,
             shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
+            max_connections: None,
+            handshake_timeout_ms: connections::DEFAULT_HANDSHAKE_TIMEOUT_MS,
             insecure_no_auth: false,
             json_logs: false,
             tls_cert: None,
@@ -192,6 +201,11 @@ impl MarketConfig {
         if !(settings.max_household_kw.is_finite() && (lo..=hi).contains(&settings.max_household_kw)) {
             return Err(bad("max_household_kw", format!("must lie in [{lo}, {hi}] kW, got {}", settings.max_household_kw)));
         }
+        in_range("handshake_timeout_ms", settings.handshake_timeout_ms, connections::HANDSHAKE_TIMEOUT_MS)?;
+        if let Some(n) = settings.max_connections {
+            let (lo, hi) = connections::MAX_CONNECTIONS;
+            in_range("max_connections", n as u64, (lo as u64, hi as u64))?;
+        }
         if settings.max_slots == Some(0) {
             return Err(bad("max_slots", "must be ≥ 1 when given"));
         }
@@ -222,6 +236,16 @@ impl MarketConfig {
             tokens
         };
         Ok(MarketConfig { settings, sim, tokens })
+    }
+}
+
+impl MarketConfig {
+    /// The accept loop's limits; the error names the setting and its bound.
+    pub fn connection_limits(&self) -> Result<ConnectionLimits, ConfigError> {
+        ConnectionLimits::new(self.settings.max_connections, Some(self.settings.handshake_timeout_ms)).map_err(|reason| {
+            let field = if reason.starts_with("max_connections") { "max_connections" } else { "handshake_timeout_ms" };
+            bad(field, reason)
+        })
     }
 }
 
@@ -323,6 +347,8 @@ pub struct RunArgs {
     pub insecure_no_auth: bool,
     #[command(flatten)]
     pub logs: LogArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "PEERGRID_MARKET_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -368,6 +394,12 @@ impl RunArgs {
         if self.max_slots.is_some() {
             s.max_slots = self.max_slots;
         }
+        if self.connections.max_connections.is_some() {
+            s.max_connections = self.connections.max_connections;
+        }
+        if let Some(ms) = self.connections.handshake_timeout_ms {
+            s.handshake_timeout_ms = ms;
+        }
         if self.tls_cert.is_some() {
             s.tls_cert = self.tls_cert.clone();
         }
@@ -410,6 +442,8 @@ mod tests {
             (MarketSettings { max_household_kw: 0.0, ..insecure() }, "max_household_kw"),
             (MarketSettings { max_household_kw: f64::NAN, ..insecure() }, "max_household_kw"),
             (MarketSettings { max_slots: Some(0), ..insecure() }, "max_slots"),
+            (MarketSettings { max_connections: Some(0), ..insecure() }, "max_connections"),
+            (MarketSettings { handshake_timeout_ms: 1, ..insecure() }, "handshake_timeout_ms"),
             (MarketSettings { tls_cert: Some("server.pem".into()), ..insecure() }, "tls_key"),
             (MarketSettings { tls_key: Some("server.key".into()), ..insecure() }, "tls_cert"),
             (MarketSettings { local_name: Some("no spaces".into()), ..insecure() }, "local_name"),
@@ -452,6 +486,24 @@ mod tests {
         let shorthand =
             RunArgs { logs: LogArgs { log_format: None, json_logs: true }, insecure_no_auth: true, ..RunArgs::default() };
         assert!(shorthand.resolve(Tokens::default()).unwrap().settings.json_logs, "--json-logs");
+        let cli = Cli::try_parse_from([
+            "market-node",
+            "--insecure-no-auth",
+            "--max-connections",
+            "64",
+            "--handshake-timeout-ms",
+            "500",
+        ])
+        .unwrap();
+        let c = cli.run.resolve(Tokens::default()).unwrap();
+        assert_eq!((c.settings.max_connections, c.settings.handshake_timeout_ms), (Some(64), 500));
+        assert_eq!(c.connection_limits().unwrap().max_connections, 64);
+        let e = Cli::try_parse_from(["market-node", "--insecure-no-auth", "--max-connections", "0"])
+            .unwrap()
+            .run
+            .resolve(Tokens::default())
+            .unwrap_err();
+        assert_eq!(e.field, "max_connections", "{e}");
         let tokens = Tokens::new(Some("agent-secret-0123456789".into()), Some("operator-secret-0123456789".into())).unwrap();
         let c = MarketConfig::new(MarketSettings::default(), SimConfig::default(), tokens).unwrap();
         let shown = c.to_string();

@@ -21,23 +21,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use peergrid_proto::convert::slot::{report_from_wire_at, settlement_to_wire, slot_open_to_wire};
 use peergrid_proto::convert::{envelope_from_wire, index, reward_weights_to_json};
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::inproc;
-use peergrid_runtime::listener::tcp_incoming;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens,
+    authorize, authorize_reader, serve_until, status_layer, Acceptor, GrpcListener, RequireToken, Role, Shutdown, Tokens,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use control::control_service_server::{ControlService, ControlServiceServer};
@@ -455,8 +453,8 @@ impl ControlService for Control {
 
 /// Everything the server needs besides the listener.
 pub struct ServeParams {
-    /// From [`server_builder`] (TLS already configured, if any).
-    pub server: Server,
+    /// Accepts TCP connections: cap, handshake deadline, TLS if configured.
+    pub acceptor: Acceptor,
     pub clock: ClockHandle,
     pub tokens: Arc<Tokens>,
     pub metrics: MarketMetrics,
@@ -465,17 +463,6 @@ pub struct ServeParams {
     /// After `stop`, how long open calls get before they are abandoned.
     pub shutdown_timeout: Duration,
     pub shutdown: Shutdown,
-}
-
-/// A server builder with the shared connection settings
-/// (`peergrid_runtime::server_builder`), serving TLS with `tls` when
-/// given. Fails if the certificate or key does not parse (tonic names which one).
-pub fn server_builder(tls: Option<ServerTlsConfig>) -> anyhow::Result<Server> {
-    let server = peergrid_runtime::server_builder();
-    Ok(match tls {
-        Some(tls) => server.tls_config(tls).context("tls_cert/tls_key: the certificate or key is not usable")?,
-        None => server,
-    })
 }
 
 /// Serves both peergrid services plus health and reflection on `listener`
@@ -521,10 +508,11 @@ pub async fn serve(
         health_on_stop.set_not_serving::<MarketServiceServer<Market>>().await;
         health_on_stop.set_not_serving::<ControlServiceServer<Control>>().await;
     };
-    // TCP sockets also get TCP_NODELAY (`tcp_incoming`); windows, keep-alive
-    // and stream limits come from `server_builder`.
-    let router = params
-        .server
+    // TCP connections come through the acceptor (cap, handshake deadline,
+    // TLS, socket options); windows, keep-alive and stream limits come
+    // from `server_builder`.
+    let acceptor = params.acceptor;
+    let router = peergrid_runtime::server_builder()
         .layer(status_layer())
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -533,7 +521,7 @@ pub async fn serve(
         .add_service(control);
     let serve = |signal| async move {
         match listener {
-            GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(tcp_incoming(listener), signal).await,
+            GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await,
             GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, signal).await,
         }
     };

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use peergrid_core::data::{citylearn::bundled_citylearn, synthetic::synthetic_dataset, Dataset};
-use peergrid_runtime::{serve_metrics_if_configured, GrpcListener, Metrics, Shutdown};
+use peergrid_runtime::{serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown};
 use tokio::task::JoinHandle;
 
 pub use clock::ClockHandle;
@@ -95,10 +95,11 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         (Some(cert), Some(key)) => Some(tls::server_tls(cert, key)?),
         _ => None,
     };
-    let server = grpc::server_builder(tls)?;
+    let limits = config.connection_limits()?;
 
     let mut registry = Metrics::new();
     let metrics = MarketMetrics::register(&mut registry);
+    let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut registry), tls);
     let (metrics_addr, metrics_task) =
         serve_metrics_if_configured(settings.metrics_listen, Arc::new(registry), shutdown.clone()).await?;
 
@@ -119,7 +120,7 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         }
     };
     let params = grpc::ServeParams {
-        server,
+        acceptor,
         clock: clock.clone(),
         tokens: Arc::new(config.tokens.clone()),
         metrics,
@@ -129,7 +130,7 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
         shutdown: shutdown.clone(),
     };
     let server = tokio::spawn(grpc::serve(listener, params, stop));
-    tracing::info!(%url, tls, metrics_addr = ?metrics_addr, dataset = %ds.name, "market-node listening");
+    tracing::info!(%url, tls, max_connections = limits.max_connections, metrics_addr = ?metrics_addr, dataset = %ds.name, "market-node listening");
 
     let join = tokio::spawn(async move {
         let clock_result = clock_task.await;

@@ -1,18 +1,23 @@
 //! TLS material for the gRPC edge: reads the PEM files the configuration
-//! names into tonic's rustls configs (ring provider), failing with an error
-//! that names the file. It opens no sockets; [`crate::grpc`] uses what it
-//! returns. Without `tls_cert`/`tls_key` the market serves plain HTTP/2.
+//! names into rustls configs (ring provider), failing with an error that
+//! names the file. It opens no sockets: the server side goes to the accept
+//! loop (`peergrid_runtime::connections`), which runs the handshake under
+//! its deadline. Without `tls_cert`/`tls_key` the market serves plain HTTP/2.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use peergrid_runtime::connections::{tls_server_config, TlsServerConfig};
+use tonic::transport::{Certificate, ClientTlsConfig};
 
-/// The server side: the market's certificate chain and private key.
-pub fn server_tls(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
+/// The server side: the market's certificate chain and private key, checked
+/// to parse and to belong together.
+pub fn server_tls(cert: &Path, key: &Path) -> Result<Arc<TlsServerConfig>> {
     let cert_pem = read_pem(cert, "tls_cert", "CERTIFICATE")?;
     let key_pem = read_pem(key, "tls_key", "PRIVATE KEY")?;
-    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+    tls_server_config(&cert_pem, &key_pem)
+        .map_err(|e| anyhow::anyhow!("tls_cert/tls_key ({}, {}): {e}", cert.display(), key.display()))
 }
 
 /// The client side (the `health` subcommand): trust `ca`, verify the

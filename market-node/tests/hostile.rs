@@ -1,14 +1,16 @@
 //! Hostile input at the market's gRPC edge (issue 12), over loopback:
 //! authentication before decompression, one status for every size limit,
-//! undecodable strings, and a shutdown no client can hold up.
+//! undecodable strings, a shutdown no client can hold up, and idle
+//! connections beyond the connection cap.
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::{register, settings, Agent, TestMarket, AGENT};
+use peergrid_market_node::MarketSettings;
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
 use tokio_stream::wrappers::ReceiverStream;
@@ -277,4 +279,70 @@ async fn sigterm_exits_zero_while_clients_hold_streams_and_half_sent_requests() 
     .await;
     assert!(end.is_ok(), "the watch stream ended");
     drop(half);
+}
+
+/// One sample of `/metrics` at `addr` (the metrics listener is separate
+/// from the gRPC one, so the cap does not apply to it).
+fn scrape(addr: std::net::SocketAddr, sample: &str) -> Option<f64> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    body.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn wait_for_metric(addr: std::net::SocketAddr, sample: &str, value: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = scrape(addr, sample);
+        if now == Some(value) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited 30 s for {sample} = {value}, last {now:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 12: with 128 descriptors and 200 idle connections the market used
+/// to spin and a Status call timed out. Now, with a cap of 64, the client's
+/// connection keeps being answered and the connections over the cap are
+/// closed and counted; a new client takes the place of an idle connection
+/// that has waited a quarter of the handshake deadline, and the idle ones
+/// are closed at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_answered_while_idle_connections_exceed_the_cap() {
+    let market = TestMarket::start(MarketSettings {
+        max_connections: Some(64),
+        handshake_timeout_ms: 12_000,
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..settings()
+    })
+    .await;
+    let handle = market.handle.as_ref().unwrap();
+    let (grpc, metrics) = (handle.grpc_addr.unwrap(), handle.metrics_addr.unwrap());
+    assert_eq!(market.status().await.nodes, 0);
+    wait_for_metric(metrics, "peergrid_connections_open", 1.0).await;
+
+    let opened = std::time::Instant::now();
+    let idle: Vec<std::net::TcpStream> = (0..200).map(|_| std::net::TcpStream::connect(grpc).unwrap()).collect();
+    wait_for_metric(metrics, "peergrid_connections_refused_total{reason=\"cap\"}", 137.0).await;
+    assert_eq!(scrape(metrics, "peergrid_connections_open"), Some(64.0));
+    let status = tokio::time::timeout(Duration::from_secs(5), market.status()).await;
+    assert!(status.is_ok(), "Status answered within 5 s while 200 idle connections are held");
+
+    // After a quarter of the deadline a new client gets the place of an idle one.
+    tokio::time::sleep(Duration::from_millis(3_500).saturating_sub(opened.elapsed())).await;
+    let fresh = tonic::transport::Endpoint::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    let mut client = MarketServiceClient::with_interceptor(fresh, peergrid_runtime::BearerInterceptor::new(AGENT).unwrap());
+    assert_eq!(client.status(pb::StatusRequest {}).await.unwrap().into_inner().nodes, 0);
+    assert!(opened.elapsed() < Duration::from_secs(12), "the new client came in while the idle connections were held");
+    assert_eq!(scrape(metrics, "peergrid_connections_refused_total{reason=\"cap\"}"), Some(138.0));
+
+    // The 62 idle connections left never send a preface: closed at the deadline.
+    wait_for_metric(metrics, "peergrid_connections_handshake_timeouts_total", 62.0).await;
+    wait_for_metric(metrics, "peergrid_connections_open", 2.0).await;
+    assert_eq!(market.status().await.nodes, 0);
+    drop(idle);
+    market.stop().await;
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use peergrid_runtime::connections::{self, ConnectionArgs, ConnectionLimits};
 use peergrid_runtime::LogArgs;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,11 @@ pub struct TrainerConfig {
     /// After SIGTERM, how long open calls (streams, idle connections,
     /// half-sent requests) get before the server abandons them.
     pub shutdown_timeout_ms: u64,
+    /// Most open gRPC connections (more are accepted and closed at once).
+    /// Unset: the soft RLIMIT_NOFILE minus a quarter, at most 4096.
+    pub max_connections: Option<usize>,
+    /// A new connection must send its HTTP/2 preface within this long.
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for TrainerConfig {
@@ -76,6 +82,8 @@ impl Default for TrainerConfig {
             learner: LearnerSettings::default(),
             json_logs: false,
             shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
+            max_connections: None,
+            handshake_timeout_ms: connections::DEFAULT_HANDSHAKE_TIMEOUT_MS,
         }
     }
 }
@@ -90,10 +98,19 @@ impl TrainerConfig {
         if self.shutdown_timeout_ms > 600_000 {
             return Err(TrainerError::config("shutdown_timeout_ms", "must be in 0..=600000"));
         }
+        self.connection_limits()?;
         if let Some(name) = &self.local_name {
             peergrid_runtime::inproc::check_name(name).map_err(|e| TrainerError::config("local_name", e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The accept loop's limits; the error names the setting and its bound.
+    pub fn connection_limits(&self) -> Result<ConnectionLimits, TrainerError> {
+        ConnectionLimits::new(self.max_connections, Some(self.handshake_timeout_ms)).map_err(|reason| {
+            let field = if reason.starts_with("max_connections") { "max_connections" } else { "handshake_timeout_ms" };
+            TrainerError::config(field, reason)
+        })
     }
 
     pub fn checkpoint_dir(&self) -> Option<PathBuf> {
@@ -172,6 +189,8 @@ pub struct RunArgs {
     pub shutdown_timeout_ms: Option<u64>,
     #[command(flatten)]
     pub logs: LogArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 impl RunArgs {
@@ -195,6 +214,10 @@ impl RunArgs {
         c.json_logs = self.logs.json(c.json_logs);
         if let Some(v) = self.shutdown_timeout_ms {
             c.shutdown_timeout_ms = v;
+        }
+        c.max_connections = self.connections.max_connections;
+        if let Some(v) = self.connections.handshake_timeout_ms {
+            c.handshake_timeout_ms = v;
         }
         if let Some(v) = self.mode {
             c.learner.mode = v;
@@ -236,5 +259,22 @@ mod tests {
         assert!(json.resolve().unwrap().json_logs);
         let text = RunArgs { logs: LogArgs { log_format: Some(LogFormat::Text), json_logs: false }, ..RunArgs::default() };
         assert!(!text.resolve().unwrap().json_logs);
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_flags_and_are_bounded() {
+        let args = RunArgs {
+            connections: ConnectionArgs { max_connections: Some(64), handshake_timeout_ms: Some(500) },
+            ..RunArgs::default()
+        };
+        let limits = args.resolve().unwrap().connection_limits().unwrap();
+        assert_eq!((limits.max_connections, limits.handshake_timeout.as_millis()), (64, 500));
+        for (config, field) in [
+            (TrainerConfig { max_connections: Some(0), ..TrainerConfig::default() }, "max_connections"),
+            (TrainerConfig { handshake_timeout_ms: 0, ..TrainerConfig::default() }, "handshake_timeout_ms"),
+        ] {
+            let e = config.validate().unwrap_err();
+            assert!(matches!(&e, TrainerError::Config { field: f, .. } if f == field), "{e}");
+        }
     }
 }

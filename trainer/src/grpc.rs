@@ -22,7 +22,7 @@ use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
 use peergrid_proto::WireError;
 use peergrid_runtime::inproc;
-use peergrid_runtime::listener::tcp_incoming;
+use peergrid_runtime::Acceptor;
 use peergrid_runtime::{
     authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens,
 };
@@ -170,6 +170,8 @@ where
 
 /// What [`serve`] needs besides the listener and the learner.
 pub struct ServeParams {
+    /// Accepts TCP connections (cap, handshake deadline, socket options).
+    pub acceptor: Acceptor,
     pub tokens: Arc<Tokens>,
     pub metrics: TrainerMetrics,
     pub shutdown: Shutdown,
@@ -182,7 +184,7 @@ pub struct ServeParams {
 /// streams end then too) or the learner thread dies. Either way health
 /// turns NOT_SERVING first; open calls get `shutdown_timeout` to finish.
 pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeParams) -> anyhow::Result<()> {
-    let ServeParams { tokens, metrics, shutdown, shutdown_timeout } = params;
+    let ServeParams { acceptor, tokens, metrics, shutdown, shutdown_timeout } = params;
     let learner_died = {
         let handle = handle.clone();
         async move { handle.died().await }
@@ -219,7 +221,7 @@ pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeP
         .add_service(service);
     let serve = |signal| async move {
         match listener {
-            GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(tcp_incoming(listener), signal).await,
+            GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await,
             GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, signal).await,
         }
     };

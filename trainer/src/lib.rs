@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use peergrid_runtime::{serve_metrics_if_configured, GrpcListener, Metrics, Shutdown, Tokens};
+use peergrid_runtime::{serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown, Tokens};
 
 pub use config::TrainerConfig;
 pub use error::TrainerError;
@@ -67,8 +67,10 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
     if device != tch::Device::Cpu {
         tracing::info!(?device, "training on CUDA");
     }
+    let limits = config.connection_limits()?;
     let mut registry = Metrics::new();
     let metrics = metrics::TrainerMetrics::register(&mut registry);
+    let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut registry), None);
     let outputs = learner::Outputs { checkpoint_dir: config.checkpoint_dir(), tensorboard_dir: config.tensorboard_dir() };
     let (learner, thread) =
         learner::spawn(config.ppo.clone(), config.learner.clone(), outputs, config.resume, device, metrics.clone())?;
@@ -77,6 +79,7 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
     let listener = GrpcListener::bind(config.listen, config.local_name.as_deref()).await?;
     let (grpc_addr, url) = (listener.tcp_addr(), listener.url(false));
     let params = grpc::ServeParams {
+        acceptor,
         tokens: Arc::new(tokens),
         metrics,
         shutdown: shutdown.clone(),

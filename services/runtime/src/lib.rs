@@ -8,6 +8,8 @@
 //!   for SIGTERM / Ctrl-C;
 //! - [`inproc`] and [`listener`]: where a gRPC server listens, a TCP port
 //!   or an in-process name (`local://NAME`, for the embedded run);
+//! - [`connections`]: the accept loop of every gRPC TCP server (connection
+//!   cap, handshake deadline, file-descriptor exhaustion, TLS);
 //! - [`serve`]: the gRPC server kit (connection hygiene, size limits,
 //!   status normalisation, bounded shutdown) both servers share;
 //! - [`backoff`]: exponential reconnect delays with optional seeded jitter;
@@ -18,6 +20,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod connections;
 pub mod error;
 pub mod inproc;
 pub mod listener;
@@ -29,6 +32,7 @@ pub mod tfevents;
 
 pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, RequireToken, Role, Tokens};
 pub use backoff::Backoff;
+pub use connections::{Acceptor, ConnectionArgs, ConnectionLimits, ConnectionMetrics};
 pub use error::RuntimeError;
 pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};

@@ -4,16 +4,15 @@
 //! The market-node and the trainer bind a [`GrpcListener`] at start-up
 //! (so a taken port or name is a start-up error), report its [`url`] to
 //! whoever starts their clients, and hand it to their `serve`, which runs
-//! the same tonic router over either kind of connection.
+//! the same tonic router over either kind of connection (TCP connections
+//! through [`crate::connections::Acceptor`]).
 //!
 //! [`url`]: GrpcListener::url
 
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio::net::TcpListener;
 
 use crate::inproc;
 
@@ -59,18 +58,6 @@ impl GrpcListener {
             GrpcListener::Tcp(_, addr) => format!("{}://{addr}", if tls { "https" } else { "http" }),
         }
     }
-}
-
-/// Accepted TCP connections with `TCP_NODELAY` set: one batch per slot is
-/// a request/response exchange, and Nagle + delayed ACKs would add ~40 ms
-/// to every slot.
-pub fn tcp_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<TcpStream>> {
-    TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    })
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ pub async fn serve_metrics(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
+        let mut warned: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.recv() => break,
@@ -119,8 +120,12 @@ pub async fn serve_metrics(
                         });
                     }
                     Err(e) => {
-                        // E.g. out of file descriptors: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "metrics accept failed");
+                        // E.g. out of file descriptors: back off briefly instead of
+                        // spinning, and warn at most every 10 s.
+                        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                            warned = Some(std::time::Instant::now());
+                            tracing::warn!(error = %e, "metrics accept failed (pausing 100 ms per failure; next warning in 10 s at the earliest)");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },

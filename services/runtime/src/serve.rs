@@ -3,8 +3,8 @@
 //! shutdown from, so the two servers cannot drift apart.
 //!
 //! - [`server_builder`]: HTTP/2 keep-alive (a peer that stops answering
-//!   pings is dropped), TCP keep-alive, a cap on concurrent streams per
-//!   connection and on header size, a timeout for each call's handler
+//!   pings is dropped), a cap on concurrent streams per connection and on
+//!   header size, a timeout for each call's handler
 //!   future (a half-sent unary request cannot pin a task forever), and the
 //!   flow-control windows a slot's batch needs.
 //! - [`MAX_MESSAGE_BYTES`]: the decoded (and decompressed: tonic stops
@@ -15,6 +15,9 @@
 //! - [`serve_until`]: stops accepting when `stop` resolves, lets open calls
 //!   finish for at most the drain timeout, then returns whatever clients
 //!   still hold open (idle connections, watch streams, half-sent requests).
+//!
+//! Which connections reach the server at all (cap, handshake deadline, TCP
+//! keep-alive and nodelay, TLS) is [`crate::connections`]' job.
 //!
 //! Authentication runs before any of this reads a body: each node wraps its
 //! services in [`crate::auth::RequireToken`], an interceptor that sees only
@@ -40,7 +43,8 @@ pub mod limits {
     pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
     /// …that must be answered within this long, or the connection is closed.
     pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-    /// TCP keep-alive probes on idle sockets (dead peers behind NAT).
+    /// TCP keep-alive probes on idle sockets (dead peers behind NAT), set on
+    /// every accepted socket by [`crate::connections::Acceptor`].
     pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
     /// Concurrent calls on one connection (a node needs three or four).
     pub const MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -62,7 +66,6 @@ pub fn server_builder() -> Server {
     Server::builder()
         .http2_keepalive_interval(Some(limits::HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::HTTP2_KEEPALIVE_TIMEOUT))
-        .tcp_keepalive(Some(limits::TCP_KEEPALIVE))
         .max_concurrent_streams(Some(limits::MAX_CONCURRENT_STREAMS))
         .http2_max_header_list_size(Some(limits::MAX_HEADER_LIST_BYTES))
         .timeout(limits::CALL_TIMEOUT)
