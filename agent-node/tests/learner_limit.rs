@@ -17,7 +17,7 @@ use peergrid_agent_node::grpc::{LearnerClient, Pushed, MAX_MESSAGE_BYTES};
 use peergrid_core::experience::Rollout;
 use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
-use peergrid_runtime::listener::tcp_incoming;
+use peergrid_runtime::{Acceptor, ConnectionLimits, ConnectionMetrics, Metrics};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -77,11 +77,13 @@ async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent(
     let service = LearnerServiceServer::new(learner.clone())
         .max_decoding_message_size(peergrid_runtime::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(peergrid_runtime::MAX_MESSAGE_BYTES);
+    let limits = ConnectionLimits::new(None, None).unwrap();
+    let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut Metrics::new()), None);
     let server = tokio::spawn(
         peergrid_runtime::server_builder()
             .layer(peergrid_runtime::status_layer())
             .add_service(service)
-            .serve_with_incoming(tcp_incoming(listener)),
+            .serve_with_incoming(acceptor.incoming(listener)),
     );
     let cfg = AgentConfig { insecure_no_auth: true, ..AgentConfig::default() };
     let mut client = LearnerClient::connect(&cfg, &url).await.unwrap();
