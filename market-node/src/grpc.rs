@@ -17,27 +17,27 @@
 //! Only a replaced connection (the clock ends the old stream when the node
 //! rejoins) or a stopping market ends the stream.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use peergrid_proto::convert::slot::{report_from_wire_at, settlement_to_wire, slot_open_to_wire};
 use peergrid_proto::convert::{index, reward_weights_to_json};
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
-use peergrid_runtime::inproc;
 use peergrid_runtime::listener::tcp_incoming;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens,
+    authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, SettingNames, Shutdown, Target,
+    Tokens,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use control::control_service_server::{ControlService, ControlServiceServer};
@@ -455,7 +455,7 @@ impl ControlService for Control {
 
 /// Everything the server needs besides the listener.
 pub struct ServeParams {
-    /// From [`server_builder`] (TLS already configured, if any).
+    /// From `peergrid_runtime::tls::server_builder_with_tls` (TLS already configured, if any).
     pub server: Server,
     pub clock: ClockHandle,
     pub tokens: Arc<Tokens>,
@@ -465,17 +465,6 @@ pub struct ServeParams {
     /// After `stop`, how long open calls get before they are abandoned.
     pub shutdown_timeout: Duration,
     pub shutdown: Shutdown,
-}
-
-/// A server builder with the shared connection settings
-/// (`peergrid_runtime::server_builder`), serving TLS with `tls` when
-/// given. Fails if the certificate or key does not parse (tonic names which one).
-pub fn server_builder(tls: Option<ServerTlsConfig>) -> anyhow::Result<Server> {
-    let server = peergrid_runtime::server_builder();
-    Ok(match tls {
-        Some(tls) => server.tls_config(tls).context("tls_cert/tls_key: the certificate or key is not usable")?,
-        None => server,
-    })
 }
 
 /// Serves both peergrid services plus health and reflection on `listener`
@@ -541,26 +530,17 @@ pub async fn serve(
     Ok(())
 }
 
+/// The names the `health` subcommand gives its settings, for errors.
+pub const HEALTH_SETTINGS: SettingNames = SettingNames { url: "--addr", ca: "--tls-ca", domain: "--tls-domain" };
+
 /// Asks the gRPC health service at `addr` (e.g. `http://127.0.0.1:50051`,
-/// or `local://NAME` in this process) whether the market is serving. An `https://` address needs `tls` (from
-/// [`crate::tls::client_tls`]).
-pub async fn check_health(addr: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<bool> {
+/// `https://…` trusting the PEM CA `ca`, or `local://NAME` in this
+/// process) whether the market is serving.
+pub async fn check_health(addr: &str, ca: Option<&Path>, domain: Option<&str>) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let timeouts = |e: Endpoint| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3));
-    let channel = match (inproc::local_name(addr), tls) {
-        (Some(_), Some(_)) => anyhow::bail!("TLS is for TCP markets; a local:// market is in this process"),
-        (Some(name), None) => inproc::connect(timeouts(inproc::endpoint()), name).await?,
-        (None, tls) => {
-            let mut endpoint = Endpoint::from_shared(addr.to_owned())?;
-            match tls {
-                Some(tls) => endpoint = endpoint.tls_config(tls)?,
-                None if addr.starts_with("https://") => anyhow::bail!("an https:// address needs --tls-ca (the CA to trust)"),
-                None => {}
-            }
-            timeouts(endpoint).connect().await?
-        }
-    };
+    let target = Target { url: addr, ca, domain, names: HEALTH_SETTINGS };
+    let channel = target.connect(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3))).await?;
     let request = HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
