@@ -2,20 +2,22 @@
 //! from (lowest to highest precedence) its defaults, a JSON file
 //! (`--config`), environment variables and command-line flags
 //! ([`AgentArgs`], clap), then validated once with errors that name the
-//! field. The bearer token is a [`Secret`]: it is never logged, never shown by
+//! field. The bearer token is a [`Secret`] read like every peergrid token
+//! (`peergrid_runtime::load_token`): it is never logged, never shown by
 //! `Debug` and serialised as `<redacted>`, so [`AgentConfig::redacted_json`]
-//! is safe for the first log line.
+//! is safe for the first log line. URLs and their TLS settings are checked
+//! by `peergrid_runtime::dial`, the code that later dials them.
 //!
 //! This module reads files and the environment but starts nothing.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::prosumer::CommunityConfig;
-use peergrid_runtime::{inproc, LogArgs};
+pub use peergrid_runtime::Secret;
+use peergrid_runtime::{load_token_with, LogArgs, SettingNames, Target};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -24,37 +26,12 @@ use crate::error::AgentError;
 pub const MAX_PROSUMERS: u32 = 100_000;
 /// Most actor threads one node may run.
 pub const MAX_ACTOR_THREADS: usize = 64;
-/// Environment variables holding the agent token or a file with it.
+/// The environment variable holding the agent token (`…_FILE`: a file with it).
 pub const TOKEN_ENV: &str = "PEERGRID_AGENT_TOKEN";
 pub const TOKEN_FILE_ENV: &str = "PEERGRID_AGENT_TOKEN_FILE";
-
-/// A secret string (the agent bearer token): redacted everywhere it could leak.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
+/// How the config names the market's and the trainer's URL and TLS settings.
+pub const MARKET_SETTINGS: SettingNames = SettingNames { url: "market", ca: "tls_ca", domain: "tls_domain" };
+pub const LEARNER_SETTINGS: SettingNames = SettingNames { url: "learner", ca: "learner_tls_ca", domain: "learner_tls_domain" };
 
 /// Which policy every prosumer of this node runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,12 +142,17 @@ pub struct AgentConfig {
     pub drain_timeout_ms: u64,
     /// TCP connect timeout towards the market, ms.
     pub connect_timeout_ms: u64,
-    /// The trainer's gRPC URL (`http://host:port`, or `local://NAME` for a
+    /// The trainer's gRPC URL (`http://host:port`, `https://host:port` for a
+    /// TLS trainer, which needs `learner_tls_ca`, or `local://NAME` for a
     /// trainer in this process). When set, the node
     /// learns: its actors sample from the trainer's current policy, stream
     /// their experience back and swap weights between slots (`policy` is
     /// then ignored).
     pub learner: Option<String>,
+    /// PEM CA certificate(s) to trust for an `https://` learner.
+    pub learner_tls_ca: Option<PathBuf>,
+    /// Server name to verify instead of the learner URL's host.
+    pub learner_tls_domain: Option<String>,
     /// Slots per rollout pushed to the trainer (1..=10000).
     pub rollout_slots: usize,
     /// Synchronous learning: longest wait for the next policy version after
@@ -200,6 +182,8 @@ impl Default for AgentConfig {
             drain_timeout_ms: 10_000,
             connect_timeout_ms: 5_000,
             learner: None,
+            learner_tls_ca: None,
+            learner_tls_domain: None,
             rollout_slots: 48,
             learner_wait_ms: 600_000,
         }
@@ -210,41 +194,13 @@ impl AgentConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), AgentError> {
         let bad = AgentError::config;
-        let (rest, https) = match (self.market.strip_prefix("http://"), self.market.strip_prefix("https://")) {
-            (Some(rest), _) => (rest, false),
-            (_, Some(rest)) => (rest, true),
-            _ if inproc::local_name(&self.market).is_some() => ("", false),
-            _ => return Err(bad("market", format!("must be an http://, https:// or local:// URL, got '{}'", self.market))),
-        };
-        if let Some(name) = inproc::local_name(&self.market) {
-            inproc::check_name(name).map_err(|e| bad("market", e.to_string()))?;
-        } else if rest.is_empty() || rest.starts_with('/') || self.market.parse::<tonic::transport::Uri>().is_err() {
-            return Err(bad("market", format!("is not a valid URL: '{}'", self.market)));
-        }
-        if https && self.tls_ca.is_none() {
-            return Err(bad(
-                "tls_ca",
-                "is required for an https:// market: pass --tls-ca FILE (this build has no system root store)".into(),
-            ));
-        }
-        if !https && self.tls_ca.is_some() {
-            return Err(bad("tls_ca", format!("is only used with an https:// market, got '{}'", self.market)));
-        }
-        if let Some(domain) = &self.tls_domain {
-            if !https || domain.is_empty() {
-                return Err(bad("tls_domain", "must be a non-empty name, used only with an https:// market".into()));
+        self.market_target().check()?;
+        match self.learner_target() {
+            Some(learner) => learner.check()?,
+            None if self.learner_tls_ca.is_some() || self.learner_tls_domain.is_some() => {
+                return Err(bad("learner_tls_ca", "is only used with a learner URL (--learner)".into()))
             }
-        }
-        if let Some(url) = &self.learner {
-            if let Some(name) = inproc::local_name(url) {
-                inproc::check_name(name).map_err(|e| bad("learner", e.to_string()))?;
-            } else {
-                let ok = url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
-                    && url.parse::<tonic::transport::Uri>().is_ok();
-                if !ok {
-                    return Err(bad("learner", format!("must be an http:// or local:// URL, got '{url}'")));
-                }
-            }
+            None => {}
         }
         if !(1..=10_000).contains(&self.rollout_slots) {
             return Err(bad("rollout_slots", format!("must lie in 1..=10000, got {}", self.rollout_slots)));
@@ -263,6 +219,7 @@ impl AgentConfig {
         if !(1..=MAX_ACTOR_THREADS).contains(&self.actor_threads) {
             return Err(bad("actor_threads", format!("must lie in 1..={MAX_ACTOR_THREADS}, got {}", self.actor_threads)));
         }
+        // The token itself was validated when it became a `Secret`.
         match (&self.token, self.insecure_no_auth) {
             (Some(_), true) => return Err(bad("token", "set a token or --insecure-no-auth, not both".into())),
             (None, false) => {
@@ -271,10 +228,7 @@ impl AgentConfig {
                     format!("is required: pass --token, set {TOKEN_ENV} or {TOKEN_FILE_ENV}, or run with --insecure-no-auth"),
                 ))
             }
-            (Some(t), false) => {
-                peergrid_runtime::BearerInterceptor::new(t.expose()).map_err(|e| bad("token", e.to_string()))?;
-            }
-            (None, true) => {}
+            _ => {}
         }
         if self.state_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             return Err(bad("state_dir", "must be a directory path, got an empty one".into()));
@@ -293,6 +247,21 @@ impl AgentConfig {
             return Err(bad("drain_timeout_ms", format!("must be ≤ 600000, got {}", self.drain_timeout_ms)));
         }
         Ok(())
+    }
+
+    /// Where the market is and how to trust it.
+    pub fn market_target(&self) -> Target<'_> {
+        Target { url: &self.market, ca: self.tls_ca.as_deref(), domain: self.tls_domain.as_deref(), names: MARKET_SETTINGS }
+    }
+
+    /// Where the trainer is and how to trust it, when the node learns.
+    pub fn learner_target(&self) -> Option<Target<'_>> {
+        self.learner.as_deref().map(|url| Target {
+            url,
+            ca: self.learner_tls_ca.as_deref(),
+            domain: self.learner_tls_domain.as_deref(),
+            names: LEARNER_SETTINGS,
+        })
     }
 
     /// The configuration as one JSON line with the token redacted.
@@ -367,9 +336,15 @@ pub struct AgentArgs {
     /// Gzip outgoing messages (for slow links; off by default).
     #[arg(long)]
     pub gzip: bool,
-    /// Learn from this trainer (http://host:port): sample from its policy, stream experience back.
+    /// Learn from this trainer (http://host:port, https:// with --learner-tls-ca): sample from its policy, stream experience back.
     #[arg(long, env = "PEERGRID_LEARNER")]
     pub learner: Option<String>,
+    /// PEM CA certificate to trust for an https:// learner.
+    #[arg(long, env = "PEERGRID_LEARNER_TLS_CA")]
+    pub learner_tls_ca: Option<PathBuf>,
+    /// Verify the learner's certificate for this name instead of the URL's host.
+    #[arg(long, env = "PEERGRID_LEARNER_TLS_DOMAIN")]
+    pub learner_tls_domain: Option<String>,
     /// Slots per rollout sent to the trainer [default: 48].
     #[arg(long, env = "PEERGRID_AGENT_ROLLOUT_SLOTS")]
     pub rollout_slots: Option<usize>,
@@ -457,6 +432,12 @@ impl AgentArgs {
         if self.learner.as_deref().is_some_and(|l| !l.is_empty()) {
             cfg.learner = self.learner;
         }
+        if self.learner_tls_ca.is_some() {
+            cfg.learner_tls_ca = self.learner_tls_ca;
+        }
+        if self.learner_tls_domain.is_some() {
+            cfg.learner_tls_domain = self.learner_tls_domain;
+        }
         if let Some(v) = self.rollout_slots {
             cfg.rollout_slots = v;
         }
@@ -466,21 +447,13 @@ impl AgentArgs {
 }
 
 /// The token from `--token`, else `PEERGRID_AGENT_TOKEN`, else the file named
-/// by `PEERGRID_AGENT_TOKEN_FILE`. The variable and the file together is an
-/// error (which one would win is not obvious).
+/// by `PEERGRID_AGENT_TOKEN_FILE` (`peergrid_runtime::load_token`: both
+/// variables set is an error, and every token is checked for length).
 fn token_from(flag: Option<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Option<Secret>, AgentError> {
-    if let Some(t) = flag {
-        return Ok(Some(Secret(t)));
-    }
-    match (env(TOKEN_ENV), env(TOKEN_FILE_ENV)) {
-        (Some(_), Some(_)) => Err(AgentError::config("token", format!("set either {TOKEN_ENV} or {TOKEN_FILE_ENV}, not both"))),
-        (Some(t), None) => Ok(Some(Secret(t))),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| AgentError::config("token", format!("{TOKEN_FILE_ENV}: cannot read {path}: {e}")))?;
-            Ok(Some(Secret(text.trim_end().to_owned())))
-        }
-        (None, None) => Ok(None),
+    let named = |e: peergrid_runtime::RuntimeError| AgentError::config("token", e.to_string());
+    match flag {
+        Some(t) => Secret::new("--token", t).map(Some).map_err(named),
+        None => load_token_with(TOKEN_ENV, env).map_err(named),
     }
 }
 
@@ -534,6 +507,22 @@ mod tests {
     }
 
     #[test]
+    fn an_https_learner_with_a_ca_is_accepted() {
+        let argv = ["--insecure-no-auth", "--learner", "https://trainer:50061", "--learner-tls-ca", "ca.pem"];
+        let cfg = args(&[&argv[..], &["--learner-tls-domain", "trainer.internal"]].concat()).into_config_with(no_env).unwrap();
+        let target = cfg.learner_target().unwrap();
+        assert_eq!((target.ca, target.domain), (Some(Path::new("ca.pem")), Some("trainer.internal")));
+        assert!(target.is_tls() && !cfg.market_target().is_tls());
+    }
+
+    #[test]
+    fn a_short_token_names_the_minimum_without_echoing_it() {
+        let short = |name: &str| (name == TOKEN_ENV).then(|| "hunter2".to_string());
+        let e = args(&[]).into_config_with(short).unwrap_err().to_string();
+        assert!(e.contains(TOKEN_ENV) && e.contains("at least 16") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
     fn token_comes_from_env_or_file_but_not_both() {
         let env = |name: &str| (name == TOKEN_ENV).then(|| TOKEN.to_string());
         assert_eq!(args(&[]).into_config_with(env).unwrap().token.unwrap().expose(), TOKEN);
@@ -561,7 +550,14 @@ mod tests {
             (&["--insecure-no-auth", "--market", "local://two words"], "market"),
             (&["--insecure-no-auth", "--market", "local://market", "--tls-ca", "ca.pem"], "tls_ca"),
             (&["--insecure-no-auth", "--learner", "local://a/b"], "learner"),
-            (&["--insecure-no-auth", "--learner", "https://trainer:1"], "learner"),
+            (&["--insecure-no-auth", "--learner", "ftp://trainer:1"], "learner"),
+            (&["--insecure-no-auth", "--learner", "https://trainer:1"], "learner_tls_ca"),
+            (&["--insecure-no-auth", "--learner", "http://trainer:1", "--learner-tls-ca", "ca.pem"], "learner_tls_ca"),
+            (&["--insecure-no-auth", "--learner-tls-ca", "ca.pem"], "learner_tls_ca"),
+            (
+                &["--insecure-no-auth", "--learner", "https://t:1", "--learner-tls-ca", "ca.pem", "--learner-tls-domain", ""],
+                "learner_tls_domain",
+            ),
             (&["--insecure-no-auth", "--name", ""], "name"),
             (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),
             (&["--insecure-no-auth", "--policy", ""], "policy"),

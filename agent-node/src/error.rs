@@ -50,6 +50,20 @@ pub enum AgentError {
     Actors(String),
 }
 
+/// Runtime errors come from settings (tokens, TLS files, URLs: named as
+/// the runtime names them) or from dialling (worth a retry).
+impl From<peergrid_runtime::RuntimeError> for AgentError {
+    fn from(e: peergrid_runtime::RuntimeError) -> AgentError {
+        use peergrid_runtime::RuntimeError;
+        match e {
+            RuntimeError::Config { name, reason } => AgentError::Config { field: name, reason },
+            RuntimeError::Io { name, path, source } => AgentError::config(name, format!("cannot read {path}: {source}")),
+            RuntimeError::Connect { url, reason } => AgentError::Connect { url, reason },
+            other => AgentError::config("runtime", other.to_string()),
+        }
+    }
+}
+
 impl AgentError {
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> AgentError {
         AgentError::Config { field: field.into(), reason: reason.into() }

@@ -3,14 +3,14 @@
 //! validated conversions of `peergrid_proto::convert`, into domain values the
 //! session works with: [`Registration`], [`Inbound`], [`Cleared`].
 //!
-//! The channel carries the agent bearer token on every call
-//! ([`BearerInterceptor`]; none with `--insecure-no-auth`), accepts gzip
+//! Both channels (market and trainer) are dialled by `peergrid_runtime::dial`
+//! (TLS when the URL is `https://`), carry the agent bearer token on every
+//! call ([`ClientAuth`]; none with `--insecure-no-auth`), accept gzip
 //! responses, gzips its own messages with `--gzip`, and raises the
 //! decode limit to [`MAX_MESSAGE_BYTES`] (a batch of 100,000 reports is
 //! ~10 MB before compression).
 
 use std::ops::Range;
-use std::path::Path;
 use std::time::Duration;
 
 use peergrid_core::household::HouseholdReport;
@@ -23,13 +23,12 @@ use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire_at, slo
 use peergrid_proto::convert::{envelope_to_wire, reward_weights_from_json};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
-use peergrid_runtime::{inproc, BearerInterceptor};
+use peergrid_runtime::{ClientAuth, Target};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{CompressionEncoding, Streaming};
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::AgentConfig;
 use crate::error::AgentError;
@@ -41,20 +40,7 @@ use crate::error::AgentError;
 /// any byte is sent, and is counted as lost.
 pub const MAX_MESSAGE_BYTES: usize = peergrid_runtime::MAX_MESSAGE_BYTES;
 
-/// Adds the bearer token, if there is one.
-#[derive(Clone, Debug)]
-pub struct Auth(Option<BearerInterceptor>);
-
-impl Interceptor for Auth {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        match self.0.as_mut() {
-            Some(bearer) => bearer.call(request),
-            None => Ok(request),
-        }
-    }
-}
-
-type Client = MarketServiceClient<InterceptedService<Channel, Auth>>;
+type Client = MarketServiceClient<InterceptedService<Channel, ClientAuth>>;
 
 /// What the market assigned this node.
 #[derive(Clone, PartialEq)]
@@ -131,83 +117,37 @@ pub struct MarketClient {
     inner: Client,
 }
 
-/// Renders an error with its sources (tonic's transport errors say little at the top).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
-/// The rustls client config for an `https://` market: trust the PEM CA at
-/// `ca` (read on every connect, so a rotated CA file is picked up), verify
-/// the server as `domain` (default: the URL's host).
-fn client_tls(ca: &Path, domain: Option<&str>) -> Result<ClientTlsConfig, AgentError> {
-    let pem = std::fs::read(ca).map_err(|e| AgentError::config("tls_ca", format!("cannot read {}: {e}", ca.display())))?;
-    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-        return Err(AgentError::config("tls_ca", format!("{} holds no PEM CERTIFICATE block", ca.display())));
-    }
-    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-    Ok(match domain {
-        Some(d) => config.domain_name(d),
-        None => config,
-    })
-}
-
-/// A channel to `url` (the market or the trainer; `field` names its
-/// setting in errors) with the node's tuning: connect timeout, no Nagle,
-/// HTTP/2 windows with room for a whole slot's batch in flight (see the
-/// market's server), keep-alive. `local://NAME` dials the in-process
-/// listener `NAME` instead of TCP (`peergrid run --transport local`), with
-/// the same HTTP/2 settings; TLS (`tls`) is for TCP only.
-async fn channel(cfg: &AgentConfig, url: &str, field: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, AgentError> {
-    let local = inproc::local_name(url);
-    let mut endpoint = match local {
-        Some(_) => inproc::endpoint(),
-        None => Endpoint::from_shared(url.to_owned()).map_err(|e| AgentError::config(field, chain(&e)))?,
-    };
-    if let Some(tls) = tls {
-        if local.is_some() {
-            return Err(AgentError::config("tls_ca", format!("TLS is for TCP; {url} is in this process")));
-        }
-        endpoint = endpoint.tls_config(tls).map_err(|e| AgentError::config("tls_ca", chain(&e)))?;
-    }
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(16 << 20)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
-    let connected = match local {
-        Some(name) => inproc::connect(endpoint, name).await,
-        None => endpoint.connect().await,
-    };
-    connected.map_err(|e| AgentError::Connect { url: url.to_owned(), reason: chain(&e) })
+/// A channel to `target` (the market or the trainer) with the node's
+/// tuning: connect timeout, no Nagle, HTTP/2 windows with room for a whole
+/// slot's batch in flight (see the market's server), keep-alive. The same
+/// settings apply to an in-process `local://NAME` target
+/// (`peergrid run --transport local`).
+async fn channel(cfg: &AgentConfig, target: Target<'_>) -> Result<Channel, AgentError> {
+    let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms);
+    let channel = target
+        .connect(|endpoint| {
+            endpoint
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .initial_stream_window_size(8 << 20)
+                .initial_connection_window_size(16 << 20)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true)
+        })
+        .await?;
+    Ok(channel)
 }
 
 /// The interceptor adding the agent token to every call (none with `--insecure-no-auth`).
-fn auth(cfg: &AgentConfig) -> Result<Auth, AgentError> {
-    let bearer = match &cfg.token {
-        Some(t) => Some(BearerInterceptor::new(t.expose()).map_err(|e| AgentError::config("token", e.to_string()))?),
-        None => None,
-    };
-    Ok(Auth(bearer))
+fn auth(cfg: &AgentConfig) -> ClientAuth {
+    ClientAuth::new(cfg.token.as_ref())
 }
 
 impl MarketClient {
     pub async fn connect(cfg: &AgentConfig) -> Result<MarketClient, AgentError> {
-        let tls = match &cfg.tls_ca {
-            Some(ca) => Some(client_tls(ca, cfg.tls_domain.as_deref())?),
-            None => None,
-        };
-        let channel = channel(cfg, &cfg.market, "market", tls).await?;
-        let mut inner = MarketServiceClient::with_interceptor(channel, auth(cfg)?)
+        let channel = channel(cfg, cfg.market_target()).await?;
+        let mut inner = MarketServiceClient::with_interceptor(channel, auth(cfg))
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -457,7 +397,7 @@ mod tests {
 
 /// The trainer client: policy subscription and experience pushes.
 pub struct LearnerClient {
-    inner: peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient<InterceptedService<Channel, Auth>>,
+    inner: peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient<InterceptedService<Channel, ClientAuth>>,
     url: String,
 }
 
@@ -489,10 +429,18 @@ pub enum Pushed {
 }
 
 impl LearnerClient {
+    /// Connects to the trainer at `url` (the node's `learner`), trusting
+    /// the node's `learner_tls_ca` for `https://`.
     pub async fn connect(cfg: &AgentConfig, url: &str) -> Result<LearnerClient, AgentError> {
-        let channel = channel(cfg, url, "learner", None).await?;
+        let target = Target {
+            url,
+            ca: cfg.learner_tls_ca.as_deref(),
+            domain: cfg.learner_tls_domain.as_deref(),
+            names: crate::config::LEARNER_SETTINGS,
+        };
+        let channel = channel(cfg, target).await?;
         let inner =
-            peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient::with_interceptor(channel, auth(cfg)?)
+            peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient::with_interceptor(channel, auth(cfg))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);

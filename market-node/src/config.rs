@@ -26,6 +26,16 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A runtime setting error (TLS files, tokens) keeps the setting's name.
+impl From<peergrid_runtime::RuntimeError> for ConfigError {
+    fn from(e: peergrid_runtime::RuntimeError) -> ConfigError {
+        match e {
+            peergrid_runtime::RuntimeError::Config { name, reason } => ConfigError { field: name, reason },
+            other => ConfigError { field: "runtime".into(), reason: other.to_string() },
+        }
+    }
+}
+
 fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), reason: reason.into() }
 }
@@ -209,11 +219,8 @@ impl MarketConfig {
         if settings.max_slots == Some(0) {
             return Err(bad("max_slots", "must be ≥ 1 when given"));
         }
-        match (&settings.tls_cert, &settings.tls_key) {
-            (Some(_), None) => return Err(bad("tls_key", "is required when tls_cert is set (both or neither)")),
-            (None, Some(_)) => return Err(bad("tls_cert", "is required when tls_key is set (both or neither)")),
-            _ => {}
-        }
+        peergrid_runtime::tls::check_server_pair(settings.tls_cert.as_deref(), settings.tls_key.as_deref())
+            .map_err(ConfigError::from)?;
         if let Some(name) = &settings.local_name {
             peergrid_runtime::inproc::check_name(name).map_err(|e| bad("local_name", e.to_string()))?;
             if settings.tls_cert.is_some() {

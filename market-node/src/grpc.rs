@@ -17,6 +17,7 @@
 //! Only a replaced connection (the clock ends the old stream when the node
 //! rejoins) or a stopping market ends the stream.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,16 +27,15 @@ use peergrid_proto::convert::{envelope_from_wire, index, reward_weights_to_json}
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
-use peergrid_runtime::inproc;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, Acceptor, GrpcListener, RequireToken, Role, Shutdown, Tokens,
+    authorize, authorize_reader, serve_until, status_layer, Acceptor, GrpcListener, RequireToken, Role, SettingNames, Shutdown,
+    Target, Tokens,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use control::control_service_server::{ControlService, ControlServiceServer};
@@ -529,26 +529,17 @@ pub async fn serve(
     Ok(())
 }
 
+/// The names the `health` subcommand gives its settings, for errors.
+pub const HEALTH_SETTINGS: SettingNames = SettingNames { url: "--addr", ca: "--tls-ca", domain: "--tls-domain" };
+
 /// Asks the gRPC health service at `addr` (e.g. `http://127.0.0.1:50051`,
-/// or `local://NAME` in this process) whether the market is serving. An `https://` address needs `tls` (from
-/// [`crate::tls::client_tls`]).
-pub async fn check_health(addr: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<bool> {
+/// `https://…` trusting the PEM CA `ca`, or `local://NAME` in this
+/// process) whether the market is serving.
+pub async fn check_health(addr: &str, ca: Option<&Path>, domain: Option<&str>) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let timeouts = |e: Endpoint| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3));
-    let channel = match (inproc::local_name(addr), tls) {
-        (Some(_), Some(_)) => anyhow::bail!("TLS is for TCP markets; a local:// market is in this process"),
-        (Some(name), None) => inproc::connect(timeouts(inproc::endpoint()), name).await?,
-        (None, tls) => {
-            let mut endpoint = Endpoint::from_shared(addr.to_owned())?;
-            match tls {
-                Some(tls) => endpoint = endpoint.tls_config(tls)?,
-                None if addr.starts_with("https://") => anyhow::bail!("an https:// address needs --tls-ca (the CA to trust)"),
-                None => {}
-            }
-            timeouts(endpoint).connect().await?
-        }
-    };
+    let target = Target { url: addr, ca, domain, names: HEALTH_SETTINGS };
+    let channel = target.connect(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3))).await?;
     let request = HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)

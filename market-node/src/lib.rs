@@ -9,8 +9,8 @@
 //! [`grpc`] (the only file naming generated types: auth, wire ⇄ domain,
 //! services), [`clock`] (the task owning the state; fast and real-time
 //! pacing), [`state`] (pure membership, rounds, clearing, KPIs, balances),
-//! [`scenario`] (operator events), [`metrics`] (Prometheus), [`tls`] (PEM
-//! files → rustls configs, when TLS is configured).
+//! [`scenario`] (operator events), [`metrics`] (Prometheus). TLS, tokens
+//! and dialling come from `peergrid_runtime`, as in every node.
 //!
 //! [`start`] runs everything in-process on the configured (or ephemeral)
 //! ports and returns a [`MarketHandle`]; `main.rs` is a thin wrapper.
@@ -21,7 +21,6 @@ pub mod grpc;
 pub mod metrics;
 pub mod scenario;
 pub mod state;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,10 +90,7 @@ pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown
     let state = MarketState::new(Arc::clone(&ds), config.sim.clone(), &settings, session_seed)?;
     // TLS material is read and checked before anything binds, so a bad file
     // is a start-up error naming it.
-    let tls = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_tls(cert, key)?),
-        _ => None,
-    };
+    let tls = peergrid_runtime::tls::server_tls_pair(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
     let limits = config.connection_limits()?;
 
     let mut registry = Metrics::new();

@@ -19,14 +19,7 @@ const DRAIN_SLACK: Duration = Duration::from_secs(30);
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Health { addr, tls_ca, tls_domain }) = cli.command {
-        let tls = match tls_ca.map(|ca| peergrid_market_node::tls::client_tls(&ca, tls_domain.as_deref())).transpose() {
-            Ok(tls) => tls,
-            Err(e) => {
-                eprintln!("market-node health: {e:#}");
-                return ExitCode::from(2);
-            }
-        };
-        return match peergrid_market_node::grpc::check_health(&addr, tls).await {
+        return match peergrid_market_node::grpc::check_health(&addr, tls_ca.as_deref(), tls_domain.as_deref()).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
                 eprintln!("market-node at {addr} is not serving");

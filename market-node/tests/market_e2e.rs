@@ -385,13 +385,13 @@ async fn an_in_process_market_serves_local_urls_and_frees_its_name() {
     let url = market.handle.as_ref().unwrap().url().to_owned();
     assert_eq!(url, format!("local://{name}"));
     assert_eq!(market.handle.as_ref().unwrap().grpc_addr, None, "no TCP port");
-    assert!(peergrid_market_node::grpc::check_health(&url, None).await.unwrap());
+    assert!(peergrid_market_node::grpc::check_health(&url, None, None).await.unwrap());
     assert_eq!(market.status().await.prosumers, 0, "the services answer over the pipe");
     let again = MarketConfig::new(MarketSettings { local_name: Some(name.into()), ..settings() }, SimConfig::default(), tokens());
     let e = peergrid_market_node::start_with_dataset(again.unwrap(), dataset(), market.controller.subscribe()).await.err();
     assert!(format!("{:#}", e.expect("the name is taken")).contains("already exists"));
     market.stop().await;
-    let e = peergrid_market_node::grpc::check_health(&url, None).await.unwrap_err();
+    let e = peergrid_market_node::grpc::check_health(&url, None, None).await.unwrap_err();
     assert!(format!("{e:#}").contains("no in-process listener named"), "{e:#}");
     drop(peergrid_runtime::inproc::listen(name).expect("the name is free again"));
 }

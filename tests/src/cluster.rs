@@ -14,10 +14,10 @@ use peergrid_market_node::{ClockMode, MarketConfig, MarketHandle, MarketSettings
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_runtime::auth::{BearerInterceptor, Tokens};
-use peergrid_runtime::{Shutdown, ShutdownController};
+use peergrid_runtime::{Shutdown, ShutdownController, Target};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 pub const AGENT_TOKEN: &str = "agent-token-for-tests-0123456789";
 pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
@@ -38,7 +38,8 @@ pub struct ClusterBuilder {
     /// Serve the market over TLS with the test-only certificate of
     /// `tests/fixtures/tls`; the agent-nodes and test clients trust its CA.
     pub tls: bool,
-    /// The trainer's URL: agent-nodes learn from it.
+    /// The trainer's URL: agent-nodes learn from it (an `https://` trainer
+    /// serves the fixture certificate: the nodes trust the fixture CA).
     pub learner: Option<String>,
     /// Slots per rollout when learning.
     pub rollout_slots: usize,
@@ -151,12 +152,9 @@ impl TestCluster {
 
     /// A connected channel to the market, trusting the fixture CA with TLS.
     pub async fn channel(&self) -> Result<Channel> {
-        let mut endpoint = Endpoint::from_shared(self.market_url())?;
-        if self.builder.tls {
-            let ca = std::fs::read(tls_fixture("ca.pem"))?;
-            endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
-        }
-        Ok(endpoint.connect().await?)
+        let (url, ca) = (self.market_url(), self.builder.tls.then(|| tls_fixture("ca.pem")));
+        let target = Target { url: &url, ca: ca.as_deref(), domain: None, names: peergrid_agent_node::config::MARKET_SETTINGS };
+        Ok(target.connect(|endpoint| endpoint).await?)
     }
 
     /// The config of an agent-node of this cluster.
@@ -166,11 +164,17 @@ impl TestCluster {
             name: name.into(),
             prosumers,
             policy: self.builder.policy.clone(),
-            token: Some(Secret::new(AGENT_TOKEN)),
+            token: Some(Secret::new("agent token", AGENT_TOKEN).expect("a valid test token")),
             actor_threads: 1,
             state_dir,
             tls_ca: self.builder.tls.then(|| tls_fixture("ca.pem")),
             learner: self.builder.learner.clone(),
+            learner_tls_ca: self
+                .builder
+                .learner
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+                .then(|| tls_fixture("ca.pem")),
             rollout_slots: self.builder.rollout_slots,
             ..AgentConfig::default()
         };

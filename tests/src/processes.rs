@@ -34,7 +34,9 @@ pub fn bin_dir() -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-fn binary(name: &str) -> Result<PathBuf> {
+/// The path of the workspace binary `name`; an error saying how to build it
+/// when it is missing.
+pub fn binary(name: &str) -> Result<PathBuf> {
     let path = bin_dir()?.join(name);
     if !path.exists() {
         bail!("{} is not built: run `cargo build --workspace --bins` (or the test suite with --workspace)", path.display());

@@ -67,6 +67,11 @@ pub struct TrainerConfig {
     pub max_connections: Option<usize>,
     /// A new connection must send its HTTP/2 preface within this long.
     pub handshake_timeout_ms: u64,
+    /// Serve gRPC over TLS with this PEM certificate chain (both or neither
+    /// with `tls_key`; agent-nodes then dial `https://` with `--learner-tls-ca`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for TrainerConfig {
@@ -84,7 +89,17 @@ impl Default for TrainerConfig {
             shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
             max_connections: None,
             handshake_timeout_ms: connections::DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+}
+
+/// A runtime setting error as a trainer configuration error with the same name.
+fn config_error(e: peergrid_runtime::RuntimeError) -> TrainerError {
+    match e {
+        peergrid_runtime::RuntimeError::Config { name, reason } => TrainerError::Config { field: name, reason },
+        other => TrainerError::Runtime(other),
     }
 }
 
@@ -99,8 +114,15 @@ impl TrainerConfig {
             return Err(TrainerError::config("shutdown_timeout_ms", "must be in 0..=600000"));
         }
         self.connection_limits()?;
+        peergrid_runtime::tls::check_server_pair(self.tls_cert.as_deref(), self.tls_key.as_deref()).map_err(config_error)?;
         if let Some(name) = &self.local_name {
             peergrid_runtime::inproc::check_name(name).map_err(|e| TrainerError::config("local_name", e.to_string()))?;
+            if self.tls_cert.is_some() {
+                return Err(TrainerError::config(
+                    "local_name",
+                    "an in-process trainer serves without TLS: unset tls_cert/tls_key",
+                ));
+            }
         }
         Ok(())
     }
@@ -135,17 +157,44 @@ pub struct Cli {
 pub enum Command {
     /// Query the gRPC health service of a running trainer; exit 0 if SERVING, 1 otherwise.
     Health {
-        #[arg(long, default_value = "http://127.0.0.1:50061")]
-        addr: String,
+        #[command(flatten)]
+        target: TargetArgs,
     },
-    /// Print a running trainer's status (policy version, updates, throughput).
+    /// Print a running trainer's status (policy version, updates, throughput),
+    /// with the operator token (else the agent token) from the environment.
     Status {
-        #[arg(long, default_value = "http://127.0.0.1:50061")]
-        addr: String,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where a client subcommand finds the trainer, and how it trusts it (the
+/// agent-node's learner settings, same variables).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TargetArgs {
+    /// `http://host:port`, or `https://host:port` for a TLS trainer (with --tls-ca).
+    #[arg(long, default_value = "http://127.0.0.1:50061")]
+    pub addr: String,
+    /// PEM CA certificate to trust for an https:// trainer.
+    #[arg(long, env = "PEERGRID_LEARNER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Verify the trainer's certificate for this name instead of the address's host.
+    #[arg(long, env = "PEERGRID_LEARNER_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> peergrid_runtime::Target<'_> {
+        peergrid_runtime::Target {
+            url: &self.addr,
+            ca: self.tls_ca.as_deref(),
+            domain: self.tls_domain.as_deref(),
+            names: peergrid_runtime::SettingNames { url: "--addr", ca: "--tls-ca", domain: "--tls-domain" },
+        }
+    }
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -191,6 +240,12 @@ pub struct RunArgs {
     pub logs: LogArgs,
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "PEERGRID_TRAINER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PEERGRID_TRAINER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -237,6 +292,8 @@ impl RunArgs {
         if let Some(v) = self.device {
             c.device = v;
         }
+        c.tls_cert = self.tls_cert;
+        c.tls_key = self.tls_key;
         c.validate()?;
         Ok(c)
     }
@@ -276,5 +333,24 @@ mod tests {
             let e = config.validate().unwrap_err();
             assert!(matches!(&e, TrainerError::Config { field: f, .. } if f == field), "{e}");
         }
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_a_tcp_listener() {
+        let field = |args: &[&str]| match Cli::try_parse_from([&["trainer"], args].concat()).unwrap().run.resolve() {
+            Ok(_) => "ok".to_owned(),
+            Err(TrainerError::Config { field, .. }) => field,
+            Err(other) => panic!("not a config error: {other}"),
+        };
+        assert_eq!(field(&["--tls-cert", "server.pem"]), "tls_key");
+        assert_eq!(field(&["--tls-key", "server.key"]), "tls_cert");
+        assert_eq!(field(&["--tls-cert", "server.pem", "--tls-key", "server.key"]), "ok");
+        let local = TrainerConfig {
+            local_name: Some("trainer-1".into()),
+            tls_cert: Some("server.pem".into()),
+            tls_key: Some("server.key".into()),
+            ..TrainerConfig::default()
+        };
+        assert!(matches!(local.validate().unwrap_err(), TrainerError::Config { field, .. } if field == "local_name"));
     }
 }

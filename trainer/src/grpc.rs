@@ -21,15 +21,15 @@ use peergrid_proto::convert::experience::{node_name_from_wire, policy_update_fro
 use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
 use peergrid_proto::WireError;
-use peergrid_runtime::inproc;
 use peergrid_runtime::Acceptor;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, GrpcListener, RequireToken, Role, Shutdown, Tokens,
+    authorize, authorize_reader, serve_until, status_layer, ClientAuth, GrpcListener, RequireToken, Role, Secret, Shutdown,
+    Target, Tokens,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -229,38 +229,29 @@ pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeP
     Ok(())
 }
 
-/// A channel to the trainer at `addr`: `http://host:port`, or `local://NAME`
-/// for a trainer in this process.
-async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    let timeouts = |e: Endpoint| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5));
-    if let Some(name) = inproc::local_name(addr) {
-        return Ok(inproc::connect(timeouts(inproc::endpoint()), name).await?);
-    }
-    if addr.starts_with("https://") {
-        anyhow::bail!("the trainer serves plain gRPC; use http:// (TLS terminates in front of it)");
-    }
-    Ok(timeouts(Endpoint::from_shared(addr.to_owned())?).connect().await?)
+/// A channel to the trainer at `target`: `http://host:port`,
+/// `https://host:port` (trusting the target's CA), or `local://NAME` for a
+/// trainer in this process.
+async fn connect(target: Target<'_>) -> anyhow::Result<Channel> {
+    Ok(target.connect(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5))).await?)
 }
 
-/// Whether the trainer at `addr` reports SERVING (the `health` command).
-pub async fn check_health(addr: &str) -> anyhow::Result<bool> {
+/// Whether the trainer at `target` reports SERVING (the `health` command).
+pub async fn check_health(target: Target<'_>) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let channel = connect(addr).await?;
+    let channel = connect(target).await?;
     let request = HealthCheckRequest { service: peergrid_proto::services::LEARNER_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
 }
 
 /// The trainer's status as JSON (the `status` command), with `token` if given.
-pub async fn fetch_status(addr: &str, token: Option<&str>) -> anyhow::Result<serde_json::Value> {
+pub async fn fetch_status(target: Target<'_>, token: Option<&Secret>) -> anyhow::Result<serde_json::Value> {
     use peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient;
-    let channel = connect(addr).await?;
-    let mut request = Request::new(pb::StatusRequest {});
-    if let Some(t) = token {
-        request.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
-    }
-    let s = LearnerServiceClient::new(channel).status(request).await?.into_inner();
+    let channel = connect(target).await?;
+    let mut client = LearnerServiceClient::with_interceptor(channel, ClientAuth::new(token));
+    let s = client.status(pb::StatusRequest {}).await?.into_inner();
     Ok(serde_json::json!({
         "version": s.version,
         "updates_done": s.updates_done,

@@ -42,7 +42,8 @@ pub struct TrainerHandle {
 }
 
 impl TrainerHandle {
-    /// The URL agent-nodes learn from: `http://ADDR`, or `local://NAME` in this process.
+    /// The URL agent-nodes learn from: `http://ADDR` (`https://ADDR` with
+    /// TLS), or `local://NAME` in this process.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -70,14 +71,18 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
     let limits = config.connection_limits()?;
     let mut registry = Metrics::new();
     let metrics = metrics::TrainerMetrics::register(&mut registry);
-    let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut registry), None);
+    // TLS material is read and checked before anything binds, so a bad file
+    // is a start-up error naming it.
+    let tls = peergrid_runtime::tls::server_tls_pair(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut registry), tls);
     let outputs = learner::Outputs { checkpoint_dir: config.checkpoint_dir(), tensorboard_dir: config.tensorboard_dir() };
     let (learner, thread) =
         learner::spawn(config.ppo.clone(), config.learner.clone(), outputs, config.resume, device, metrics.clone())?;
     let (metrics_addr, metrics_task) =
         serve_metrics_if_configured(config.metrics_listen, Arc::new(registry), shutdown.clone()).await?;
+    let tls = config.tls_cert.is_some();
     let listener = GrpcListener::bind(config.listen, config.local_name.as_deref()).await?;
-    let (grpc_addr, url) = (listener.tcp_addr(), listener.url(false));
+    let (grpc_addr, url) = (listener.tcp_addr(), listener.url(tls));
     let params = grpc::ServeParams {
         acceptor,
         tokens: Arc::new(tokens),
@@ -86,7 +91,7 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
         shutdown_timeout: std::time::Duration::from_millis(config.shutdown_timeout_ms),
     };
     let server = tokio::spawn(grpc::serve(listener, learner.clone(), params));
-    tracing::info!(%url, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");
+    tracing::info!(%url, tls, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");
     let stopper = learner.clone();
     let join = tokio::spawn(async move {
         server.await.context("server task panicked")??;

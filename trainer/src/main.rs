@@ -1,19 +1,31 @@
 //! The `trainer` binary: parse the configuration, start the learner and its
 //! gRPC server, run until SIGTERM / Ctrl-C, then write a final checkpoint
-//! and exit 0 (exit 1, naming the panic, if the learner thread died). `trainer health` and `trainer status` query a running one.
+//! and exit 0 (exit 1, naming the panic, if the learner thread died).
+//! `trainer health` and `trainer status` query a running one (`https://`
+//! with `--tls-ca` for a TLS trainer).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use peergrid_runtime::{init_tracing, wait_for_signal, ShutdownController, Tokens};
+use peergrid_runtime::{init_tracing, load_token, wait_for_signal, Secret, ShutdownController, Tokens};
 use peergrid_trainer::config::{Cli, Command};
+
+/// The token `status` presents: the operator's, else the agent's (either
+/// may read status), each from its variable or `_FILE` as everywhere.
+fn status_token() -> Result<Option<Secret>, peergrid_runtime::RuntimeError> {
+    match load_token(Tokens::OPERATOR_ENV)? {
+        Some(token) => Ok(Some(token)),
+        None => load_token(Tokens::AGENT_ENV),
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Health { addr }) => {
-            return match peergrid_trainer::grpc::check_health(&addr).await {
+        Some(Command::Health { target }) => {
+            let addr = &target.addr;
+            return match peergrid_trainer::grpc::check_health(target.target()).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
                     eprintln!("trainer at {addr} is not serving");
@@ -25,9 +37,16 @@ async fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Status { addr, json }) => {
-            let token = std::env::var(Tokens::OPERATOR_ENV).or_else(|_| std::env::var(Tokens::AGENT_ENV)).ok();
-            return match peergrid_trainer::grpc::fetch_status(&addr, token.as_deref()).await {
+        Some(Command::Status { target, json }) => {
+            let addr = &target.addr;
+            let token = match status_token() {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!("trainer status: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            return match peergrid_trainer::grpc::fetch_status(target.target(), token.as_ref()).await {
                 Ok(s) if json => {
                     println!("{s}");
                     ExitCode::SUCCESS

@@ -2,20 +2,23 @@
 //!
 //! `status`, `pause`, `resume`, `step N`, `mode`, `load FILE`, `inject …`,
 //! and `watch` (live slot summaries). The operator token comes from
-//! `PEERGRID_OPERATOR_TOKEN` (or `PEERGRID_OPERATOR_TOKEN_FILE`); with none
-//! set, requests go without credentials (for markets started with
+//! `PEERGRID_OPERATOR_TOKEN` or `PEERGRID_OPERATOR_TOKEN_FILE`, read and
+//! checked like every peergrid token (`peergrid_runtime::load_token`); with
+//! none set, requests go without credentials (for markets started with
 //! `--insecure-no-auth`). An `https://` market needs `--tls-ca FILE`
-//! (`PEERGRID_TLS_CA`), the PEM CA its certificate chains to. The only file of the CLI that names generated types.
+//! (`PEERGRID_TLS_CA`), the PEM CA its certificate chains to; dialling is
+//! `peergrid_runtime::dial`, as in the nodes. The only file of the CLI that
+//! names generated types.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use tonic::metadata::{Ascii, MetadataValue};
+use peergrid_runtime::{load_token, ClientAuth, RuntimeError, SettingNames, Target, Tokens};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
+use tonic::transport::Channel;
+use tonic::Status;
 
 use peergrid_core::kpi::Kpis;
 use peergrid_proto::pb::control::v1 as ctl;
@@ -128,37 +131,24 @@ pub enum InjectEvent {
     },
 }
 
-type AuthFn = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
-type Control = ctl::control_service_client::ControlServiceClient<InterceptedService<Channel, AuthFn>>;
-type MarketClient = market::market_service_client::MarketServiceClient<InterceptedService<Channel, AuthFn>>;
+type Control = ctl::control_service_client::ControlServiceClient<InterceptedService<Channel, ClientAuth>>;
+type MarketClient = market::market_service_client::MarketServiceClient<InterceptedService<Channel, ClientAuth>>;
 
-fn operator_token() -> Result<Option<MetadataValue<Ascii>>> {
-    let token = match (std::env::var("PEERGRID_OPERATOR_TOKEN"), std::env::var("PEERGRID_OPERATOR_TOKEN_FILE")) {
-        (Ok(t), _) => Some(t),
-        (_, Ok(path)) => {
-            Some(std::fs::read_to_string(&path).map_err(|e| InputError(format!("PEERGRID_OPERATOR_TOKEN_FILE {path}: {e}")))?)
-        }
-        _ => None,
-    };
-    token
-        .map(|t| {
-            let mut v: MetadataValue<Ascii> = format!("Bearer {}", t.trim())
-                .parse()
-                .map_err(|_| InputError("PEERGRID_OPERATOR_TOKEN is not a valid header value".into()))?;
-            v.set_sensitive(true);
-            Ok(v)
-        })
-        .transpose()
+/// How `ctl` names its market settings in errors.
+const MARKET_SETTINGS: SettingNames = SettingNames { url: "--market", ca: "--tls-ca", domain: "--tls-domain" };
+
+/// A bad setting is the user's to fix (exit 2); an unreachable market is not.
+fn setting_error(e: RuntimeError) -> anyhow::Error {
+    match e {
+        RuntimeError::Connect { .. } => anyhow::Error::new(e),
+        other => InputError(other.to_string()).into(),
+    }
 }
 
-fn auth() -> Result<AuthFn> {
-    let token = operator_token()?;
-    Ok(Box::new(move |mut req: Request<()>| {
-        if let Some(v) = &token {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }))
+/// The operator token, if one is configured.
+fn auth() -> Result<ClientAuth> {
+    let token = load_token(Tokens::OPERATOR_ENV).map_err(setting_error)?;
+    Ok(ClientAuth::new(token.as_ref()))
 }
 
 /// The channel to the market; TLS (trusting `--tls-ca`) for `https://`.
@@ -172,28 +162,14 @@ async fn channel(args: &CtlArgs) -> Result<Channel> {
         ))
         .into());
     }
-    let mut endpoint = Endpoint::from_shared(addr.to_string()).map_err(|e| InputError(format!("--market {addr}: {e}")))?;
-    let https = addr.starts_with("https://");
-    match &args.tls_ca {
-        Some(ca) if https => {
-            let pem = std::fs::read(ca).map_err(|e| InputError(format!("--tls-ca {}: {e}", ca.display())))?;
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-            if let Some(domain) = &args.tls_domain {
-                tls = tls.domain_name(domain);
-            }
-            endpoint = endpoint.tls_config(tls).map_err(|e| InputError(format!("--tls-ca {}: {e}", ca.display())))?;
+    let target = Target { url: addr, ca: args.tls_ca.as_deref(), domain: args.tls_domain.as_deref(), names: MARKET_SETTINGS };
+    match target.connect(|e| e.connect_timeout(Duration::from_secs(5))).await {
+        Ok(channel) => Ok(channel),
+        Err(e @ RuntimeError::Connect { .. }) => {
+            Err(anyhow::Error::new(e).context(format!("connecting to the market at {addr}")))
         }
-        Some(_) => return Err(InputError(format!("--tls-ca is only used with an https:// market, got {addr}")).into()),
-        None if https => {
-            return Err(InputError(format!("--market {addr}: https needs --tls-ca FILE (or PEERGRID_TLS_CA)")).into())
-        }
-        None => {}
+        Err(e) => Err(setting_error(e)),
     }
-    endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the market at {addr}"))
 }
 
 pub fn run(args: CtlArgs) -> Result<()> {
@@ -202,12 +178,13 @@ pub fn run(args: CtlArgs) -> Result<()> {
 }
 
 async fn run_async(args: CtlArgs) -> Result<()> {
+    let auth = auth()?;
     let ch = channel(&args).await?;
-    let mut control: Control = ctl::control_service_client::ControlServiceClient::with_interceptor(ch.clone(), auth()?);
+    let mut control: Control = ctl::control_service_client::ControlServiceClient::with_interceptor(ch.clone(), auth.clone());
     let reply = match args.command {
         CtlCommand::Status => return status(&mut control, args.json).await,
         CtlCommand::Watch { count } => {
-            let client: MarketClient = market::market_service_client::MarketServiceClient::with_interceptor(ch, auth()?);
+            let client: MarketClient = market::market_service_client::MarketServiceClient::with_interceptor(ch, auth);
             return watch(client, count, args.json).await;
         }
         CtlCommand::Start => control.start(ctl::Empty {}).await,

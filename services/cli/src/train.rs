@@ -199,8 +199,9 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
     std::fs::write(out.join("ppo.json"), serde_json::to_string_pretty(&ppo)? + "\n")
         .with_context(|| format!("writing {}", out.join("ppo.json").display()))?;
     let (market_name, trainer_name) = args.transport.local_names();
-    let (agent_token, operator_token) = (secret("agent"), secret("operator"));
-    let tokens = Tokens::new(Some(agent_token.clone()), Some(operator_token))?;
+    let agent_token = Secret::new("agent token", secret("agent"))?;
+    let operator_token = Secret::new("operator token", secret("operator"))?;
+    let tokens = Tokens::from_secrets(Some(agent_token.clone()), Some(operator_token))?;
     let n = community.n_prosumers as u32;
 
     let trainer_stop = ShutdownController::new();
@@ -247,7 +248,7 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
             name: format!("node-{i}"),
             prosumers: share,
             community: community.clone(),
-            token: Some(Secret::new(&agent_token)),
+            token: Some(agent_token.clone()),
             actor_threads: 1,
             learner: Some(trainer.url().to_owned()),
             rollout_slots: args.rollout_slots,

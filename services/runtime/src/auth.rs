@@ -31,6 +31,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::error::RuntimeError;
+use crate::token::{load_token_with, Secret, MIN_TOKEN_LEN};
 
 /// Who a caller is, as proven by its token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,8 +43,8 @@ pub enum Role {
 /// The configured secrets. `Debug` shows only whether each is set.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    agent: Option<String>,
-    operator: Option<String>,
+    agent: Option<Secret>,
+    operator: Option<Secret>,
     insecure_no_auth: bool,
 }
 
@@ -52,17 +53,20 @@ impl Tokens {
     pub const AGENT_FILE_ENV: &'static str = "PEERGRID_AGENT_TOKEN_FILE";
     pub const OPERATOR_ENV: &'static str = "PEERGRID_OPERATOR_TOKEN";
     pub const OPERATOR_FILE_ENV: &'static str = "PEERGRID_OPERATOR_TOKEN_FILE";
-    /// Shortest accepted token, bytes: guessing must be hopeless.
-    pub const MIN_LEN: usize = 16;
+    /// Shortest accepted token, bytes (the one [`MIN_TOKEN_LEN`]).
+    pub const MIN_LEN: usize = MIN_TOKEN_LEN;
 
     /// Validated tokens: at least [`MIN_LEN`](Self::MIN_LEN) visible ASCII
     /// characters (they travel in an HTTP header), and two different secrets.
     pub fn new(agent: Option<String>, operator: Option<String>) -> Result<Tokens, RuntimeError> {
-        for (name, token) in [(Self::AGENT_ENV, &agent), (Self::OPERATOR_ENV, &operator)] {
-            if let Some(t) = token {
-                validate_token(name, t)?;
-            }
-        }
+        let agent = agent.map(|t| Secret::new(Self::AGENT_ENV, t)).transpose()?;
+        let operator = operator.map(|t| Secret::new(Self::OPERATOR_ENV, t)).transpose()?;
+        Tokens::from_secrets(agent, operator)
+    }
+
+    /// [`new`](Self::new) for secrets already validated: only checks that
+    /// the two differ.
+    pub fn from_secrets(agent: Option<Secret>, operator: Option<Secret>) -> Result<Tokens, RuntimeError> {
         if agent.is_some() && agent == operator {
             return Err(RuntimeError::config(
                 Self::OPERATOR_ENV,
@@ -78,17 +82,18 @@ impl Tokens {
     }
 
     /// Reads `PEERGRID_AGENT_TOKEN` / `PEERGRID_OPERATOR_TOKEN`, or the files
-    /// named by their `_FILE` variants (for mounted secrets). Setting both a
-    /// variable and its `_FILE` variant is an error.
+    /// named by their `_FILE` variants (for mounted secrets), with
+    /// [`load_token`](crate::token::load_token). Setting both a variable and
+    /// its `_FILE` variant is an error.
     pub fn from_env() -> Result<Tokens, RuntimeError> {
         Tokens::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// [`from_env`](Self::from_env) with the environment supplied by `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Tokens, RuntimeError> {
-        let agent = load(&lookup, Self::AGENT_ENV, Self::AGENT_FILE_ENV)?;
-        let operator = load(&lookup, Self::OPERATOR_ENV, Self::OPERATOR_FILE_ENV)?;
-        Tokens::new(agent, operator)
+        let agent = load_token_with(Self::AGENT_ENV, &lookup)?;
+        let operator = load_token_with(Self::OPERATOR_ENV, &lookup)?;
+        Tokens::from_secrets(agent, operator)
     }
 
     /// No token configured and not explicitly insecure: the node must not start.
@@ -101,19 +106,20 @@ impl Tokens {
     }
 
     /// The agent secret, for a client that must present it.
-    pub fn agent(&self) -> Option<&str> {
-        self.agent.as_deref()
+    pub fn agent(&self) -> Option<&Secret> {
+        self.agent.as_ref()
     }
 
     /// The operator secret, for a client that must present it.
-    pub fn operator(&self) -> Option<&str> {
-        self.operator.as_deref()
+    pub fn operator(&self) -> Option<&Secret> {
+        self.operator.as_ref()
     }
 
     /// The role whose secret equals `presented`. Both secrets are always
     /// compared, in constant time for equal lengths.
     fn role_of(&self, presented: &[u8]) -> Option<Role> {
-        let matches = |secret: &Option<String>| secret.as_ref().is_some_and(|s| bool::from(s.as_bytes().ct_eq(presented)));
+        let matches =
+            |secret: &Option<Secret>| secret.as_ref().is_some_and(|s| bool::from(s.expose().as_bytes().ct_eq(presented)));
         let (is_agent, is_operator) = (matches(&self.agent), matches(&self.operator));
         match (is_agent, is_operator) {
             (true, _) => Some(Role::Agent),
@@ -125,35 +131,12 @@ impl Tokens {
 
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = |t: &Option<String>| if t.is_some() { "<redacted>" } else { "<unset>" };
+        let shown = |t: &Option<Secret>| if t.is_some() { "<redacted>" } else { "<unset>" };
         f.debug_struct("Tokens")
             .field("agent", &shown(&self.agent))
             .field("operator", &shown(&self.operator))
             .field("insecure_no_auth", &self.insecure_no_auth)
             .finish()
-    }
-}
-
-fn validate_token(name: &str, token: &str) -> Result<(), RuntimeError> {
-    if token.len() < Tokens::MIN_LEN {
-        return Err(RuntimeError::config(name, format!("must be at least {} characters, got {}", Tokens::MIN_LEN, token.len())));
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(RuntimeError::config(name, "must be visible ASCII without spaces"));
-    }
-    Ok(())
-}
-
-fn load(lookup: &impl Fn(&str) -> Option<String>, var: &str, file_var: &str) -> Result<Option<String>, RuntimeError> {
-    match (lookup(var), lookup(file_var)) {
-        (Some(_), Some(_)) => Err(RuntimeError::config(var, format!("set either {var} or {file_var}, not both"))),
-        (Some(token), None) => Ok(Some(token)),
-        (None, Some(path)) => {
-            let contents =
-                std::fs::read_to_string(&path).map_err(|source| RuntimeError::Io { name: file_var.into(), path, source })?;
-            Ok(Some(contents.trim_end().to_owned()))
-        }
-        (None, None) => Ok(None),
     }
 }
 
@@ -247,12 +230,18 @@ pub struct BearerInterceptor {
 }
 
 impl BearerInterceptor {
+    /// Checks `token` like any configured [`Secret`].
     pub fn new(token: &str) -> Result<BearerInterceptor, RuntimeError> {
-        validate_token("bearer token", token)?;
+        Ok(BearerInterceptor::from_secret(&Secret::new("bearer token", token)?))
+    }
+
+    pub fn from_secret(token: &Secret) -> BearerInterceptor {
+        // A `Secret` is visible ASCII, which is always a valid header value;
+        // the fallback (an empty value, refused by every server) is unreachable.
         let mut value: MetadataValue<Ascii> =
-            format!("Bearer {token}").parse().map_err(|_| RuntimeError::config("bearer token", "is not a valid header value"))?;
+            format!("Bearer {}", token.expose()).parse().unwrap_or_else(|_| MetadataValue::from_static(""));
         value.set_sensitive(true);
-        Ok(BearerInterceptor { value })
+        BearerInterceptor { value }
     }
 }
 
@@ -266,6 +255,31 @@ impl Interceptor for BearerInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         request.metadata_mut().insert("authorization", self.value.clone());
         Ok(request)
+    }
+}
+
+/// The client-side interceptor of every peergrid client: the bearer token
+/// when one is configured, nothing under `--insecure-no-auth`.
+#[derive(Clone, Debug, Default)]
+pub struct ClientAuth(Option<BearerInterceptor>);
+
+impl ClientAuth {
+    pub fn new(token: Option<&Secret>) -> ClientAuth {
+        ClientAuth(token.map(BearerInterceptor::from_secret))
+    }
+
+    /// Whether calls carry a token.
+    pub fn has_token(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Interceptor for ClientAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        match self.0.as_mut() {
+            Some(bearer) => bearer.call(request),
+            None => Ok(request),
+        }
     }
 }
 
@@ -351,7 +365,11 @@ mod tests {
 
         let t =
             Tokens::from_lookup(env(&[(Tokens::AGENT_ENV, AGENT.into()), (Tokens::OPERATOR_FILE_ENV, file.clone())])).unwrap();
-        assert_eq!((t.agent(), t.operator()), (Some(AGENT), Some(OPERATOR)), "file contents are trimmed");
+        assert_eq!(
+            (t.agent().map(Secret::expose), t.operator().map(Secret::expose)),
+            (Some(AGENT), Some(OPERATOR)),
+            "file contents are trimmed"
+        );
         let debug = format!("{t:?}");
         assert!(!debug.contains(AGENT) && !debug.contains(OPERATOR) && debug.contains("<redacted>"), "{debug}");
 
@@ -384,5 +402,13 @@ mod tests {
         assert_eq!(request.extensions().get::<Role>(), Some(&Role::Operator));
         assert_eq!(any.call(Request::new(())).unwrap_err().code(), Code::Unauthenticated);
         assert!(BearerInterceptor::new("short").is_err());
+        let mut none = ClientAuth::new(None);
+        assert!(!none.has_token());
+        assert_eq!(any.call(none.call(Request::new(())).unwrap()).unwrap_err().code(), Code::Unauthenticated);
+        let secret = Secret::new("t", AGENT).unwrap();
+        let mut some = ClientAuth::new(Some(&secret));
+        assert_eq!(format!("{some:?}"), "ClientAuth(Some(BearerInterceptor(<redacted>)))");
+        let request = any.call(some.call(Request::new(())).unwrap()).unwrap();
+        assert_eq!(request.extensions().get::<Role>(), Some(&Role::Agent));
     }
 }

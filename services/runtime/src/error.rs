@@ -1,5 +1,7 @@
 //! The one error type of the runtime crate: start-up problems a node reports
-//! and exits on (bad token configuration, unreadable token files), and the
+//! and exits on (bad token or TLS configuration, unreadable token, key or
+//! CA files), a server a client could not reach ([`RuntimeError::Connect`],
+//! worth retrying), and the
 //! failures of TensorBoard event files ([`crate::tfevents`]). Request-time
 //! auth failures are `tonic::Status` values, not this type.
 
@@ -21,6 +23,11 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+
+    /// A client could not reach the server at `url` (refused, timed out, TLS
+    /// handshake failed); `reason` is the whole error chain.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
 
     /// A TensorBoard event file (or its log directory) could not be created,
     /// written, flushed or read.

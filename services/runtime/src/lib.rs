@@ -3,7 +3,12 @@
 //!
 //! - [`logging`]: `tracing` initialisation (RUST_LOG filter, text or JSON);
 //! - [`metrics`]: a Prometheus registry and a tiny `GET /metrics` server;
-//! - [`auth`]: bearer tokens with roles, checked in constant time;
+//! - [`token`]: the [`Secret`] bearer token and [`load_token`], how every
+//!   binary reads `X_TOKEN` or `X_TOKEN_FILE`;
+//! - [`auth`]: bearer tokens with roles, checked in constant time, and the
+//!   client-side interceptor;
+//! - [`tls`]: PEM files → rustls server and client configs;
+//! - [`dial`]: the client side of every connection (URL, CA, in-process);
 //! - [`shutdown`]: one shutdown signal every task listens to, and the wait
 //!   for SIGTERM / Ctrl-C;
 //! - [`inproc`] and [`listener`]: where a gRPC server listens, a TCP port
@@ -21,6 +26,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod connections;
+pub mod dial;
 pub mod error;
 pub mod inproc;
 pub mod listener;
@@ -29,10 +35,13 @@ pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod tfevents;
+pub mod tls;
+pub mod token;
 
-pub use auth::{authorize, authorize_reader, BearerInterceptor, RequireRole, RequireToken, Role, Tokens};
+pub use auth::{authorize, authorize_reader, BearerInterceptor, ClientAuth, RequireRole, RequireToken, Role, Tokens};
 pub use backoff::Backoff;
 pub use connections::{Acceptor, ConnectionArgs, ConnectionLimits, ConnectionMetrics};
+pub use dial::{SettingNames, Target};
 pub use error::RuntimeError;
 pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};
@@ -40,3 +49,4 @@ pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
 pub use serve::{serve_until, server_builder, status_layer, MAX_MESSAGE_BYTES};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;
+pub use token::{load_token, load_token_with, Secret, MIN_TOKEN_LEN};
