@@ -11,6 +11,9 @@ echo "== format"; cargo fmt --all --check
 echo "== dependency rules"; scripts/check-deps.sh
 echo "== clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== doc tests"; cargo test --locked --workspace --doc
+# The process-cluster tests start the workspace's binaries (market-node,
+# trainer, agent-node): build them all, not only those of packages with tests.
+echo "== binaries"; cargo build --locked --workspace --bins
 # The test runner's summary must be the last thing printed: CI reads it.
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
