@@ -221,7 +221,7 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
     let mut stream = TcpStream::connect_timeout(&socket, timeout).with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).with_context(|| format!("reading GET {path} from {addr}"))?;
     let (head, body) = answer.split_once("\r\n\r\n").with_context(|| format!("GET {path} from {addr}: no HTTP header"))?;
@@ -268,8 +268,15 @@ mod tests {
         let server = std::thread::spawn(move || {
             for answer in ["HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nmetric 1\n", "HTTP/1.0 404 Not Found\r\n\r\n"] {
                 let (mut s, _) = listener.accept().unwrap();
-                let mut request = [0u8; 1024];
-                let _ = s.read(&mut request).unwrap();
+                // The whole request first: closing with unread bytes resets the connection.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut chunk).unwrap();
+                    assert!(n > 0, "the client closed mid-request: {request:?}");
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                assert!(request.starts_with(b"GET /metrics HTTP/1.0\r\n"), "{request:?}");
                 s.write_all(answer.as_bytes()).unwrap();
             }
         });
