@@ -111,12 +111,52 @@ static_binaries() {
   done
 }
 
-static_image() { # image name, binary name
+# The unprivileged user every image runs as.
+IMAGE_UID=65532
+
+# Stages $1/state.tar: the empty directory $2 (absolute, e.g.
+# /var/lib/peergrid/agent) owned by $IMAGE_UID with mode 0700, its parents
+# by root. A FROM scratch image cannot RUN mkdir/chown: its Dockerfile ADDs
+# this tar, which both builders unpack with the owners it records. Fixed
+# mtimes and order keep the bytes, hence the layer cache, the same each run.
+stage_state_dir() {
+  local context="$1" dir="${2#/}" tree
+  tree="$(mktemp -d "${TMPDIR:-/tmp}/peergrid-state.XXXXXX")"
+  mkdir -p "$tree/$dir"
+  local parents=() p="$dir"
+  while [ "$(dirname "$p")" != . ]; do
+    p="$(dirname "$p")"
+    parents=("$p" "${parents[@]}")
+  done
+  local common=(--format=gnu --numeric-owner --no-recursion --mtime=@0 -C "$tree")
+  tar -cf "$context/state.tar.new" "${common[@]}" --owner=0 --group=0 --mode=0755 "${parents[@]}"
+  tar -rf "$context/state.tar.new" "${common[@]}" --owner="$IMAGE_UID" --group="$IMAGE_UID" --mode=0700 "$dir"
+  rm -rf "$tree"
+  stage_file "$context/state.tar.new" "$context/state.tar"
+  rm -f "$context/state.tar.new"
+}
+
+# Fails unless directory $2 in image $1 is owned by $IMAGE_UID (a named or
+# anonymous volume mounted there inherits owner and mode from the image).
+check_owned() {
+  local id listing
+  id="$(docker create "$1")" || die "cannot create a container of $1"
+  listing="$(docker export "$id" | tar -tvf - --numeric-owner "${2#/}/" 2>/dev/null | head -n1)" || true
+  docker rm "$id" >/dev/null
+  case "$listing" in
+    d*" $IMAGE_UID/$IMAGE_UID "*) ;;
+    *) die "$1: $2 is not a directory owned by $IMAGE_UID:$IMAGE_UID (got: '${listing:-nothing}')" ;;
+  esac
+}
+
+static_image() { # image name, binary name[, state directory]
   local context="$STAGE/$1"
   mkdir -p "$context"
   stage_file "$STATIC_TARGET_DIR/$TARGET/release/$2" "$context/$2"
+  [ -z "${3:-}" ] || stage_state_dir "$context" "$3"
   build_image "$1" "$context"
   docker run --rm "peergrid/$1:$TAG" --version >/dev/null || die "peergrid/$1:$TAG does not start ('--version' failed)"
+  [ -z "${3:-}" ] || check_owned "peergrid/$1:$TAG" "$3"
 }
 
 # Copies binary $1 to $2 without its debug line tables (most of a release
@@ -206,7 +246,8 @@ if wanted cli && ! wanted trainer; then
 fi
 static_binaries
 wanted market-node && static_image market-node market-node
-wanted agent-node && static_image agent-node agent-node
+# The agent-node keeps its session and households there (PEERGRID_AGENT_STATE_DIR).
+wanted agent-node && static_image agent-node agent-node /var/lib/peergrid/agent
 if wanted trainer; then
   libtorch_binaries
   trainer_image

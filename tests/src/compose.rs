@@ -1,13 +1,16 @@
 //! Driving the docker compose cluster of `deploy/compose.yaml` from tests:
 //! external commands with time limits, a compose project that is torn down
 //! (`down -v`) when it goes out of scope, and clients that run as containers
-//! on the project's network (`docker-compose run --rm`), so no test traffic
-//! goes through the host's ports.
+//! on the project's network (`docker-compose run --rm`). Only Prometheus
+//! metrics are read through a published port (an ephemeral one on the
+//! loopback address, [`ComposeProject::published`]), as a user would
+//! `curl` them.
 //!
 //! Works with docker-compose 1.29 (`docker-compose`) and Compose v2
 //! (`docker compose`): only commands and flags both understand are used.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -184,6 +187,23 @@ impl ComposeProject {
         Ok(self.exec(&["ps", "-q", service], Duration::from_secs(60))?.lines().map(str::to_owned).collect())
     }
 
+    /// The host address (`127.0.0.1:PORT`) that `service`'s container
+    /// `port` is published on. Ask again after a restart: an ephemeral
+    /// host port may change.
+    pub fn published(&self, service: &str, port: u16) -> Result<String> {
+        let out = self.exec(&["port", service, &port.to_string()], Duration::from_secs(60))?;
+        let addr = out.trim();
+        let (host, host_port) = addr
+            .rsplit_once(':')
+            .filter(|(_, p)| p.parse::<u16>().is_ok())
+            .with_context(|| format!("{service}:{port} is not published (`port` printed '{addr}')"))?;
+        // A port published on every address answers on the loopback one.
+        Ok(match host {
+            "0.0.0.0" | "[::]" | "::" => format!("127.0.0.1:{host_port}"),
+            _ => addr.to_owned(),
+        })
+    }
+
     /// The last lines of every service's log, for failure reports.
     pub fn logs(&self, lines: usize) -> String {
         let n = lines.to_string();
@@ -192,6 +212,24 @@ impl ComposeProject {
             Err(e) => format!("(no logs: {e:#})"),
         }
     }
+}
+
+/// `GET path` from `addr` (`host:port`) over plain HTTP/1.0: the body of a
+/// 200 answer, else an error with the status line.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
+    let socket = addr.to_socket_addrs()?.next().with_context(|| format!("{addr} resolves to no address"))?;
+    let mut stream = TcpStream::connect_timeout(&socket, timeout).with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).with_context(|| format!("reading GET {path} from {addr}"))?;
+    let (head, body) = answer.split_once("\r\n\r\n").with_context(|| format!("GET {path} from {addr}: no HTTP header"))?;
+    let status = head.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("GET {path} from {addr} answered '{status}'");
+    }
+    Ok(body.to_owned())
 }
 
 impl Drop for ComposeProject {
@@ -221,6 +259,31 @@ mod tests {
         let e = run(Command::new("sleep").arg("30"), Duration::from_millis(200)).unwrap_err();
         assert!(e.to_string().contains("did not finish"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn http_get_returns_the_body_of_a_200_and_fails_otherwise() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            for answer in ["HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nmetric 1\n", "HTTP/1.0 404 Not Found\r\n\r\n"] {
+                let (mut s, _) = listener.accept().unwrap();
+                // The whole request first: closing with unread bytes resets the connection.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut chunk).unwrap();
+                    assert!(n > 0, "the client closed mid-request: {request:?}");
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                assert!(request.starts_with(b"GET /metrics HTTP/1.0\r\n"), "{request:?}");
+                s.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        assert_eq!(http_get(&addr, "/metrics", Duration::from_secs(10)).unwrap(), "metric 1\n");
+        let e = http_get(&addr, "/metrics", Duration::from_secs(10)).unwrap_err();
+        assert!(e.to_string().contains("404"), "{e}");
+        server.join().unwrap();
     }
 
     #[test]

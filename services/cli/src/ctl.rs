@@ -244,23 +244,34 @@ fn status_error(s: Status) -> anyhow::Error {
     }
 }
 
+/// `ctl status --json`: every field of the market's status, membership
+/// and holds included (`prosumers` and `nodes` are the connected ones).
+fn status_json(s: &market::StatusResponse, kpis: &Kpis) -> serde_json::Value {
+    serde_json::json!({
+        "slot": s.slot,
+        "prosumers": s.prosumers,
+        "nodes": s.nodes,
+        "mode": s.mode,
+        "paused": s.paused,
+        "slot_period_ms": s.slot_period_ms,
+        "energy_balance_error_kwh": s.energy_balance_error_kwh,
+        "money_balance_error": s.money_balance_error,
+        "missing_reports": s.missing_reports,
+        "absent_reports": s.absent_reports,
+        "absent_prosumers": s.absent_prosumers,
+        "holds": s.holds,
+        "holds_expired": s.holds_expired,
+        "batches_refused": s.batches_refused,
+        "leases_expired": s.leases_expired,
+        "kpis": kpis,
+    })
+}
+
 async fn status(control: &mut Control, json: bool) -> Result<()> {
     let s = control.get_status(ctl::Empty {}).await.map_err(status_error)?.into_inner();
     let kpis: Kpis = s.kpis.as_ref().map(Kpis::from).unwrap_or_default();
     if json {
-        let v = serde_json::json!({
-            "slot": s.slot,
-            "prosumers": s.prosumers,
-            "nodes": s.nodes,
-            "mode": s.mode,
-            "paused": s.paused,
-            "slot_period_ms": s.slot_period_ms,
-            "energy_balance_error_kwh": s.energy_balance_error_kwh,
-            "money_balance_error": s.money_balance_error,
-            "missing_reports": s.missing_reports,
-            "kpis": kpis,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&status_json(&s, &kpis))?);
     } else {
         println!(
             "slot {} | {} prosumers on {} nodes | mode {}{} | missing reports {} | balance errors: energy {:.3e} kWh, money {:.3e}",
@@ -320,4 +331,43 @@ async fn watch(mut client: MarketClient, count: u64, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_carries_membership_and_hold_counters() {
+        let s = market::StatusResponse {
+            slot: 9,
+            prosumers: 80,
+            nodes: 4,
+            missing_reports: 3,
+            absent_reports: 40,
+            absent_prosumers: 20,
+            holds: 5,
+            holds_expired: 1,
+            batches_refused: 2,
+            leases_expired: 1,
+            ..market::StatusResponse::default()
+        };
+        let v = status_json(&s, &Kpis::default());
+        let fields = [
+            ("slot", 9),
+            ("prosumers", 80),
+            ("nodes", 4),
+            ("missing_reports", 3),
+            ("absent_reports", 40),
+            ("absent_prosumers", 20),
+            ("holds", 5),
+            ("holds_expired", 1),
+            ("batches_refused", 2),
+            ("leases_expired", 1),
+        ];
+        for (k, want) in fields {
+            assert_eq!(v[k].as_u64(), Some(want), "{k} in {v}");
+        }
+        assert!(v["kpis"].is_object(), "{v}");
+    }
 }
