@@ -220,22 +220,14 @@ impl Envelope {
                 format!("a battery charges or discharges in a slot, not both (charged {})", b.charged_kwh),
             );
         }
-        let charge_max = spec.max_charge_kw * limits.hours;
-        if !at_most(b.charged_kwh, charge_max) {
-            return refuse(
-                "battery_charged_kwh",
-                format!("at most {} kW × {} h = {charge_max} kWh, got {}", spec.max_charge_kw, limits.hours, b.charged_kwh),
-            );
-        }
-        let discharge_max = spec.max_discharge_kw * limits.hours;
-        if !at_most(b.discharged_kwh, discharge_max) {
-            return refuse(
-                "battery_discharged_kwh",
-                format!(
-                    "at most {} kW × {} h = {discharge_max} kWh, got {}",
-                    spec.max_discharge_kw, limits.hours, b.discharged_kwh
-                ),
-            );
+        for (name, v, kw) in [
+            ("battery_charged_kwh", b.charged_kwh, spec.max_charge_kw),
+            ("battery_discharged_kwh", b.discharged_kwh, spec.max_discharge_kw),
+        ] {
+            let max = kw * limits.hours;
+            if !at_most(v, max) {
+                return refuse(name, format!("at most {kw} kW × {} h = {max} kWh, got {v}", limits.hours));
+            }
         }
         let e = spec.one_way_efficiency();
         let losses =
