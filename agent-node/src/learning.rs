@@ -143,6 +143,12 @@ impl Learning {
         &self.current
     }
 
+    /// The newest version the trainer's policy stream has announced (the
+    /// actors may still act with an older one until the next exchange).
+    pub fn newest_version(&self) -> Option<u64> {
+        self.versions.borrow().as_ref().map(|l| l.version)
+    }
+
     /// A slot was played: one more step in every actor's buffer.
     pub fn count_step(&mut self, slot: u64) {
         if self.steps == 0 {
@@ -205,6 +211,16 @@ impl Learning {
     async fn wait_for_next(&mut self, rollout: &Rollout) -> Option<Learned> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.learner_wait_ms);
         let mut shutdown = self.shutdown.clone();
+        // The next version may be here already: the round closed without
+        // us (our rollout was stale) and its version arrived before we
+        // pushed. Waiting for a change would then wait for a round that
+        // cannot close while we hold the market's slot.
+        let arrived = self.versions.borrow().clone();
+        if let Some(latest) = arrived.filter(|l| l.version != self.current.version) {
+            self.versions.borrow_and_update();
+            self.current = latest.clone();
+            return Some(latest);
+        }
         loop {
             let changed = tokio::select! {
                 r = tokio::time::timeout_at(deadline, self.versions.changed()) => r,
@@ -235,17 +251,28 @@ impl Learning {
         }
     }
 
+    /// Pushes `rollout`, once more on a fresh connection if the first try
+    /// found the connection gone (`UNAVAILABLE`: e.g. the trainer closed it
+    /// as idle just as the rollout was sent, so the trainer never saw it).
     async fn push(&mut self, rollout: &Rollout) -> Result<Pushed, AgentError> {
-        if self.client.is_none() {
-            self.client = Some(LearnerClient::connect(&self.cfg, &self.url).await?);
-        }
-        let client = self.client.as_mut().expect("just connected");
-        let result = client.push(rollout).await;
-        if result.is_err() {
-            // Reconnect for the next rollout.
+        let mut retried = false;
+        loop {
+            if self.client.is_none() {
+                self.client = Some(LearnerClient::connect(&self.cfg, &self.url).await?);
+            }
+            let client = self.client.as_mut().expect("just connected");
+            let result = client.push(rollout).await;
+            let Err(e) = result else { return result };
+            // Reconnect for the next try or the next rollout.
             self.client = None;
+            match &e {
+                AgentError::Rpc(status) if status.code() == tonic::Code::Unavailable && !retried => {
+                    debug!("the learner connection was gone ({}); pushing again on a new one", status.message());
+                    retried = true;
+                }
+                _ => return Err(e),
+            }
         }
-        result
     }
 }
 

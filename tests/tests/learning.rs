@@ -286,3 +286,62 @@ async fn bad_experience_is_refused_and_nothing_is_ingested() -> Result<()> {
 fn tokio_stream_once(b: pb::ExperienceBatch) -> impl tonic::codegen::tokio_stream::Stream<Item = pb::ExperienceBatch> {
     tonic::codegen::tokio_stream::once(b)
 }
+
+/// One actor's part of a rollout: `steps` quiet steps of prosumer `id`.
+fn part(id: u32, steps: usize) -> peergrid_agent_node::actors::ActorRollout {
+    use peergrid_agent_node::actors::{ActorRollout, Step};
+    ActorRollout { prosumer_id: id, steps: vec![Step { reward: -0.1, ..Step::default() }; steps], bootstrap_value: 0.0 }
+}
+
+/// A node whose rollout is stale because the round closed without it acts
+/// at once on the version that closed the round, even when that version
+/// reached it before it pushed. After a trainer restart no node is "live"
+/// yet, so the first rollout makes the update alone; a node that got there
+/// later used to wait for a version after that one — which cannot come
+/// while it holds the market's slot — until the market's hold expired
+/// (the process-cluster test stalled on this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_rollout_is_stale_acts_on_the_version_that_closed_the_round() -> Result<()> {
+    use peergrid_agent_node::config::AgentConfig;
+    use peergrid_agent_node::learning::Learning;
+    use peergrid_runtime::Secret;
+
+    let (trainer, controller) = start_trainer(ppo(5), None, false).await?;
+    let cfg = |name: &str| AgentConfig {
+        name: name.into(),
+        learner: Some(trainer.url().to_owned()),
+        token: Some(Secret::new("agent token", AGENT_TOKEN).expect("a valid test token")),
+        rollout_slots: 4,
+        learner_wait_ms: 60_000,
+        ..AgentConfig::default()
+    };
+    let mut a = Learning::start(&cfg("node-a"), controller.subscribe()).await?;
+    let mut b = Learning::start(&cfg("node-b"), controller.subscribe()).await?;
+    let first = trainer.learner.status().version;
+    assert_eq!((a.current().version, b.current().version), (first, first));
+    for slot in 0..4 {
+        a.count_step(slot);
+        b.count_step(slot);
+    }
+    // node-a's rollout closes the round on its own: neither node is live yet.
+    let next = a.exchange(vec![part(0, 4), part(1, 4)]).await.context("node-a got no version after its rollout")?;
+    assert_eq!(next.version, first + 1);
+    // node-b's policy stream delivers that version before node-b pushes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.newest_version() != Some(first + 1) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "node-b's policy stream did not deliver version {} within 10 s (newest: {:?})",
+            first + 1,
+            b.newest_version()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(10), b.exchange(vec![part(2, 4), part(3, 4)]))
+        .await
+        .context("node-b still waits for a version after the one that closed the round")?;
+    assert_eq!(got.map(|l| l.version), Some(first + 1), "node-b acts on the version that closed the round");
+    assert_eq!((b.stale, b.pushed), (1, 0), "node-b's rollout was stale");
+    controller.trigger();
+    Ok(())
+}
