@@ -32,6 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,7 @@ use tracing::{info, info_span, warn};
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::TrainerError;
 use crate::metrics::TrainerMetrics;
-use crate::ppo::{Ppo, PpoConfig, RunningStats, UpdateStats};
+use crate::ppo::{Interrupted, Ppo, PpoConfig, RunningStats, UpdateStats};
 
 /// How nodes and learner stay in step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -230,6 +231,9 @@ pub struct LearnerHandle {
     subscribers: Arc<std::sync::atomic::AtomicU32>,
     /// Set to the panic message if the learner thread dies.
     death: watch::Receiver<Option<String>>,
+    /// Set by [`LearnerHandle::stop`]: an update in progress ends at its
+    /// next gradient step and is undone, new rollouts are refused.
+    stopping: Arc<AtomicBool>,
 }
 
 impl LearnerHandle {
@@ -280,8 +284,17 @@ impl LearnerHandle {
         self.death.borrow().clone()
     }
 
-    /// Stops the learner: writes a final checkpoint, flushes TensorBoard.
+    /// Begins stopping: an update in progress ends at its next gradient
+    /// step and is undone (its version is not published), and rollouts are
+    /// refused from now on. [`stop`](Self::stop) then ends the thread.
+    pub fn interrupt(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops the learner (interrupting an update in progress): writes a
+    /// final checkpoint, flushes TensorBoard.
     pub async fn stop(&self) -> Result<(), TrainerError> {
+        self.interrupt();
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Stop(tx)).is_err() {
             return Ok(());
@@ -358,6 +371,7 @@ struct Learner {
     status: Arc<Mutex<LearnerStatus>>,
     history: Arc<Mutex<Vec<UpdateRecord>>>,
     metrics: TrainerMetrics,
+    stopping: Arc<AtomicBool>,
 }
 
 /// Starts the learner thread: from the latest checkpoint in
@@ -413,6 +427,7 @@ pub fn spawn(
         ..LearnerStatus::default()
     }));
     let history = Arc::new(Mutex::new(Vec::new()));
+    let stopping = Arc::new(AtomicBool::new(false));
     metrics.version.set(version as i64);
     let learner = Learner {
         ppo,
@@ -435,6 +450,7 @@ pub fn spawn(
         status: Arc::clone(&status),
         history: Arc::clone(&history),
         metrics,
+        stopping: Arc::clone(&stopping),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let (death_tx, death) = watch::channel(None);
@@ -457,6 +473,7 @@ pub fn spawn(
         history,
         subscribers: Arc::new(std::sync::atomic::AtomicU32::new(0)),
         death,
+        stopping,
     };
     Ok((handle, thread))
 }
@@ -472,6 +489,12 @@ impl Learner {
             };
             match rx.recv_timeout(timeout) {
                 Ok(Command::Ingest(rollout, reply)) => {
+                    if self.stopping.load(Ordering::Relaxed) {
+                        // Stopping: nothing more is learned from (a node
+                        // pushes it again to the resumed trainer).
+                        let _ = reply.send(Err(Refusal::Stopped));
+                        continue;
+                    }
                     let verdict = self.ingest(*rollout);
                     let _ = reply.send(verdict);
                     if self.ready() {
@@ -710,7 +733,25 @@ impl Learner {
         let before = self.ppo.snapshot();
         let stats_before = self.obs_stats.clone();
         let normalisers = &self.normalisers;
-        let stats = self.ppo.update(rollouts, |v| &normalisers[&v], self.updates_done);
+        let stats = match self.ppo.update_unless(rollouts, |v| &normalisers[&v], self.updates_done, &self.stopping) {
+            Ok(stats) => stats,
+            Err(Interrupted { gradient_steps }) => {
+                if let Err(e) = self.ppo.restore(&before) {
+                    panic!("cannot restore the learner after an interrupted update: {e}");
+                }
+                self.metrics.updates_interrupted.inc();
+                let nodes: BTreeSet<&str> = rollouts.iter().map(|r| r.node_name.as_str()).collect();
+                warn!(
+                    version = self.version,
+                    would_be = next,
+                    gradient_steps,
+                    ?nodes,
+                    "shutting down: update interrupted and undone; version {} stays (the nodes push their rollouts again to the resumed trainer)",
+                    self.version
+                );
+                return None;
+            }
+        };
         for r in rollouts {
             self.obs_stats.update(&r.observations);
         }
@@ -877,6 +918,49 @@ mod tests {
         )
         .unwrap();
         handle
+    }
+
+    /// A stop during an update ends it at its next gradient step and undoes
+    /// it: the final checkpoint holds the version before it, later rollouts
+    /// are refused, and the interruption is counted. (Uninterrupted, this
+    /// update takes 64,000 gradient steps — tens of seconds — and would
+    /// publish version 2.)
+    #[tokio::test]
+    async fn a_stop_interrupts_an_update_in_progress_and_undoes_it() {
+        let dir = std::env::temp_dir().join(format!("peergrid-learner-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let metrics = TrainerMetrics::unregistered();
+        let (h, thread) = spawn(
+            PpoConfig { minibatch_size: 1, update_epochs: 1000, ..PpoConfig::default() },
+            LearnerSettings::default(),
+            Outputs { checkpoint_dir: Some(dir.clone()), tensorboard_dir: None },
+            false,
+            tch::Device::Cpu,
+            metrics.clone(),
+        )
+        .unwrap();
+        let mut long = rollout("a", 1, 0);
+        let (steps, p) = (32usize, 2usize);
+        let n = steps * p;
+        long.steps = steps;
+        long.observations = (0..n * OBS_DIM).map(|i| (i % 7) as f32 * 0.1).collect();
+        long.actions = vec![0.1; n * 3];
+        long.log_probs = vec![-2.0; n];
+        long.values = vec![0.0; n];
+        long.rewards = vec![-0.2; n];
+        long.dones = (0..n).map(|i| i >= n - p).collect();
+        long.costs = vec![0.1; n];
+        long.grid_import_kwh = vec![0.5; n];
+        long.validate().unwrap();
+        // Accepted, then the update starts on the learner thread.
+        assert_eq!(h.ingest(long).await, Ok(Ingest::Accepted { samples: n }));
+        h.stop().await.unwrap();
+        thread.join().unwrap();
+        assert_eq!(metrics.updates_interrupted.get(), 1, "the update was interrupted");
+        assert_eq!((h.status().version, h.status().updates_done), (1, 0), "nothing was published");
+        assert_eq!(checkpoint::latest_version(&dir).unwrap(), Some(1), "the final checkpoint holds version 1");
+        assert_eq!(h.ingest(rollout("b", 1, 2)).await, Err(Refusal::Stopped));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     async fn wait_version(h: &LearnerHandle, v: u64) {

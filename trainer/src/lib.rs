@@ -92,6 +92,15 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
     };
     let server = tokio::spawn(grpc::serve(listener, learner.clone(), params));
     tracing::info!(%url, tls, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");
+    // On the shutdown signal the learner stops learning at once, while the
+    // server drains: an update in progress (seconds to minutes on a large
+    // cluster) would otherwise hold the stop for its whole length.
+    let interrupter = learner.clone();
+    let mut signal = shutdown.clone();
+    tokio::spawn(async move {
+        signal.recv().await;
+        interrupter.interrupt();
+    });
     let stopper = learner.clone();
     let join = tokio::spawn(async move {
         server.await.context("server task panicked")??;

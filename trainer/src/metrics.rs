@@ -23,6 +23,8 @@ pub struct TrainerMetrics {
     pub batches_rejected: Counter,
     /// Updates undone because they produced non-finite parameters or statistics.
     pub updates_discarded: Counter,
+    /// Updates interrupted (and undone) by a shutdown.
+    pub updates_interrupted: Counter,
     pub samples_per_s: Gauge<f64, AtomicU64>,
     pub policy_lag: Gauge<f64, AtomicU64>,
     pub mean_episode_return: Gauge<f64, AtomicU64>,
@@ -55,6 +57,10 @@ impl TrainerMetrics {
             updates_discarded: metrics.counter(
                 "trainer_discarded_updates",
                 "PPO updates undone because they produced non-finite parameters or statistics",
+            ),
+            updates_interrupted: metrics.counter(
+                "trainer_interrupted_updates",
+                "PPO updates interrupted and undone by a shutdown (their rollouts are pushed again after a restart)",
             ),
             samples_per_s: samples_per_s.clone(),
             policy_lag: policy_lag.clone(),

@@ -27,6 +27,8 @@ use peergrid_core::experience::{gae, Rollout};
 use peergrid_core::observation::OBS_DIM;
 use peergrid_core::policy::{ActionPrior, ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
 use peergrid_core::rng::SeededRng;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -232,6 +234,13 @@ pub struct UpdateStats {
     pub gradient_steps: usize,
 }
 
+/// An update ended early because its stop flag was set (a shutdown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupted {
+    /// Gradient steps taken before it stopped.
+    pub gradient_steps: usize,
+}
+
 /// The learner: parameters, Adam moments and the shuffling generator.
 pub struct Ppo {
     pub config: PpoConfig,
@@ -431,11 +440,29 @@ impl Ppo {
         normaliser_of: impl Fn(u64) -> &'a ObsNormaliser,
         update_index: u64,
     ) -> UpdateStats {
+        let never = AtomicBool::new(false);
+        match self.update_unless(rollouts, normaliser_of, update_index, &never) {
+            Ok(stats) => stats,
+            Err(Interrupted { .. }) => unreachable!("nothing sets the flag"),
+        }
+    }
+
+    /// [`Ppo::update`], checking `stop` before every gradient step: once it
+    /// is set the update ends early with [`Interrupted`], leaving the
+    /// parameters part-way (the caller restores its snapshot). Bounds a
+    /// shutdown by one minibatch step instead of a whole update.
+    pub fn update_unless<'a>(
+        &mut self,
+        rollouts: &[Rollout],
+        normaliser_of: impl Fn(u64) -> &'a ObsNormaliser,
+        update_index: u64,
+        stop: &AtomicBool,
+    ) -> Result<UpdateStats, Interrupted> {
         let batch = Batch::build(rollouts, normaliser_of, &self.config);
         let n = batch.len();
         let mut stats = UpdateStats { samples: n, ..UpdateStats::default() };
         if n == 0 {
-            return stats;
+            return Ok(stats);
         }
         let cfg = self.config.clone();
         let lr = match (cfg.anneal_lr, cfg.total_updates) {
@@ -462,6 +489,9 @@ impl Ppo {
             let mut epoch_kl = 0.0;
             let mut epoch_steps = 0;
             for chunk in order.chunks(mb) {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Interrupted { gradient_steps: steps });
+                }
                 let idx = Tensor::from_slice(chunk).to_device(dev);
                 let (mean, new_value) = self.forward(&obs.index_select(0, &idx));
                 let new_logp = self.log_prob(&mean, &actions.index_select(0, &idx));
@@ -517,7 +547,7 @@ impl Ppo {
         stats.clipfrac = cf_sum / k;
         stats.gradient_steps = steps;
         stats.explained_variance = explained_variance(&batch.values, &batch.returns);
-        stats
+        Ok(stats)
     }
 
     /// Adam with the gradients clipped to a total norm of `max_grad_norm`.
