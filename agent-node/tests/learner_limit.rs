@@ -77,7 +77,7 @@ async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent(
     let service = LearnerServiceServer::new(learner.clone())
         .max_decoding_message_size(peergrid_runtime::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(peergrid_runtime::MAX_MESSAGE_BYTES);
-    let limits = ConnectionLimits::new(None, None).unwrap();
+    let limits = ConnectionLimits::new(None, None, None).unwrap();
     let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut Metrics::new()), None);
     let server = tokio::spawn(
         peergrid_runtime::server_builder()

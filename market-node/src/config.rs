@@ -113,6 +113,9 @@ pub struct MarketSettings {
     /// A new connection must complete its TLS handshake and HTTP/2 preface
     /// within this long, or it is closed.
     pub handshake_timeout_ms: u64,
+    /// A served connection that carries no call (request or stream) for
+    /// this long is closed, even if it answers pings.
+    pub idle_timeout_ms: u64,
     pub insecure_no_auth: bool,
     pub json_logs: bool,
     /// PEM certificate chain the gRPC listener presents (TLS on when set,
@@ -151,6 +154,7 @@ impl Default for MarketSettings {
             shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
             max_connections: None,
             handshake_timeout_ms: connections::DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            idle_timeout_ms: connections::DEFAULT_IDLE_TIMEOUT_MS,
             insecure_no_auth: false,
             json_logs: false,
             tls_cert: None,
@@ -212,6 +216,7 @@ impl MarketConfig {
             return Err(bad("max_household_kw", format!("must lie in [{lo}, {hi}] kW, got {}", settings.max_household_kw)));
         }
         in_range("handshake_timeout_ms", settings.handshake_timeout_ms, connections::HANDSHAKE_TIMEOUT_MS)?;
+        in_range("idle_timeout_ms", settings.idle_timeout_ms, connections::IDLE_TIMEOUT_MS)?;
         if let Some(n) = settings.max_connections {
             let (lo, hi) = connections::MAX_CONNECTIONS;
             in_range("max_connections", n as u64, (lo as u64, hi as u64))?;
@@ -249,8 +254,12 @@ impl MarketConfig {
 impl MarketConfig {
     /// The accept loop's limits; the error names the setting and its bound.
     pub fn connection_limits(&self) -> Result<ConnectionLimits, ConfigError> {
-        ConnectionLimits::new(self.settings.max_connections, Some(self.settings.handshake_timeout_ms)).map_err(|reason| {
-            let field = if reason.starts_with("max_connections") { "max_connections" } else { "handshake_timeout_ms" };
+        let s = &self.settings;
+        ConnectionLimits::new(s.max_connections, Some(s.handshake_timeout_ms), Some(s.idle_timeout_ms)).map_err(|reason| {
+            let field = ["max_connections", "handshake_timeout_ms", "idle_timeout_ms"]
+                .into_iter()
+                .find(|f| reason.starts_with(f))
+                .unwrap_or("connections");
             bad(field, reason)
         })
     }
@@ -407,6 +416,9 @@ impl RunArgs {
         if let Some(ms) = self.connections.handshake_timeout_ms {
             s.handshake_timeout_ms = ms;
         }
+        if let Some(ms) = self.connections.idle_timeout_ms {
+            s.idle_timeout_ms = ms;
+        }
         if self.tls_cert.is_some() {
             s.tls_cert = self.tls_cert.clone();
         }
@@ -451,6 +463,7 @@ mod tests {
             (MarketSettings { max_slots: Some(0), ..insecure() }, "max_slots"),
             (MarketSettings { max_connections: Some(0), ..insecure() }, "max_connections"),
             (MarketSettings { handshake_timeout_ms: 1, ..insecure() }, "handshake_timeout_ms"),
+            (MarketSettings { idle_timeout_ms: 1, ..insecure() }, "idle_timeout_ms"),
             (MarketSettings { tls_cert: Some("server.pem".into()), ..insecure() }, "tls_key"),
             (MarketSettings { tls_key: Some("server.key".into()), ..insecure() }, "tls_cert"),
             (MarketSettings { local_name: Some("no spaces".into()), ..insecure() }, "local_name"),

@@ -28,7 +28,7 @@ use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, Acceptor, GrpcListener, RequireToken, Role, SettingNames, Shutdown,
+    authorize, authorize_reader, serve_until, status_layer, track_calls, Acceptor, GrpcListener, RequireToken, Role, SettingNames, Shutdown,
     Target, Tokens,
 };
 use tokio::sync::{broadcast, mpsc};
@@ -514,6 +514,7 @@ pub async fn serve(
     let acceptor = params.acceptor;
     let router = peergrid_runtime::server_builder()
         .layer(status_layer())
+        .layer(track_calls())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -67,6 +67,8 @@ pub struct TrainerConfig {
     pub max_connections: Option<usize>,
     /// A new connection must send its HTTP/2 preface within this long.
     pub handshake_timeout_ms: u64,
+    /// A served connection that carries no call for this long is closed.
+    pub idle_timeout_ms: u64,
     /// Serve gRPC over TLS with this PEM certificate chain (both or neither
     /// with `tls_key`; agent-nodes then dial `https://` with `--learner-tls-ca`).
     pub tls_cert: Option<PathBuf>,
@@ -89,6 +91,7 @@ impl Default for TrainerConfig {
             shutdown_timeout_ms: peergrid_runtime::serve::limits::SHUTDOWN_TIMEOUT_MS,
             max_connections: None,
             handshake_timeout_ms: connections::DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            idle_timeout_ms: connections::DEFAULT_IDLE_TIMEOUT_MS,
             tls_cert: None,
             tls_key: None,
         }
@@ -129,10 +132,15 @@ impl TrainerConfig {
 
     /// The accept loop's limits; the error names the setting and its bound.
     pub fn connection_limits(&self) -> Result<ConnectionLimits, TrainerError> {
-        ConnectionLimits::new(self.max_connections, Some(self.handshake_timeout_ms)).map_err(|reason| {
-            let field = if reason.starts_with("max_connections") { "max_connections" } else { "handshake_timeout_ms" };
-            TrainerError::config(field, reason)
-        })
+        ConnectionLimits::new(self.max_connections, Some(self.handshake_timeout_ms), Some(self.idle_timeout_ms)).map_err(
+            |reason| {
+                let field = ["max_connections", "handshake_timeout_ms", "idle_timeout_ms"]
+                    .into_iter()
+                    .find(|f| reason.starts_with(f))
+                    .unwrap_or("connections");
+                TrainerError::config(field, reason)
+            },
+        )
     }
 
     pub fn checkpoint_dir(&self) -> Option<PathBuf> {
@@ -274,6 +282,9 @@ impl RunArgs {
         if let Some(v) = self.connections.handshake_timeout_ms {
             c.handshake_timeout_ms = v;
         }
+        if let Some(v) = self.connections.idle_timeout_ms {
+            c.idle_timeout_ms = v;
+        }
         if let Some(v) = self.mode {
             c.learner.mode = v;
         }
@@ -321,14 +332,18 @@ mod tests {
     #[test]
     fn connection_limits_come_from_the_flags_and_are_bounded() {
         let args = RunArgs {
-            connections: ConnectionArgs { max_connections: Some(64), handshake_timeout_ms: Some(500) },
+            connections: ConnectionArgs { max_connections: Some(64), handshake_timeout_ms: Some(500), idle_timeout_ms: Some(2_000) },
             ..RunArgs::default()
         };
         let limits = args.resolve().unwrap().connection_limits().unwrap();
-        assert_eq!((limits.max_connections, limits.handshake_timeout.as_millis()), (64, 500));
+        assert_eq!(
+            (limits.max_connections, limits.handshake_timeout.as_millis(), limits.idle_timeout.as_millis()),
+            (64, 500, 2_000)
+        );
         for (config, field) in [
             (TrainerConfig { max_connections: Some(0), ..TrainerConfig::default() }, "max_connections"),
             (TrainerConfig { handshake_timeout_ms: 0, ..TrainerConfig::default() }, "handshake_timeout_ms"),
+            (TrainerConfig { idle_timeout_ms: 10, ..TrainerConfig::default() }, "idle_timeout_ms"),
         ] {
             let e = config.validate().unwrap_err();
             assert!(matches!(&e, TrainerError::Config { field: f, .. } if f == field), "{e}");

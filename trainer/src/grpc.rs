@@ -23,7 +23,7 @@ use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, Le
 use peergrid_proto::WireError;
 use peergrid_runtime::Acceptor;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, ClientAuth, GrpcListener, RequireToken, Role, Secret, Shutdown,
+    authorize, authorize_reader, serve_until, status_layer, track_calls, ClientAuth, GrpcListener, RequireToken, Role, Secret, Shutdown,
     Target, Tokens,
 };
 use tokio_stream::{Stream, StreamExt};
@@ -215,6 +215,7 @@ pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeP
     };
     let router = peergrid_runtime::server_builder()
         .layer(status_layer())
+        .layer(track_calls())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

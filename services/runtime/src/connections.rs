@@ -30,11 +30,20 @@
 //!   keep-alive ([`crate::serve::limits::TCP_KEEPALIVE`]); tonic's own
 //!   socket options apply only to listeners it binds itself.
 //!
+//! - **Idle timeout.** A served connection that carries no call for
+//!   [`ConnectionLimits::idle_timeout`] is closed (`idle_closed_total`),
+//!   even if it answers every keep-alive ping, so idle clients cannot hold
+//!   places under the cap for ever. Calls are counted by [`track_calls`], a
+//!   layer every server installs: a call lasts from its request until its
+//!   response body ends (a stream's whole life). The close happens only
+//!   when no call is open and nothing is waiting to be read; a client whose
+//!   new request crosses the close on the wire sees `UNAVAILABLE` for a
+//!   call that never ran, safe to retry (hyper's HTTP/2 server cannot send
+//!   a GOAWAY for idleness, so there is no gentler way from outside it).
+//!
 //! HTTP/2 keep-alive, streams per connection, header size and call timeout
 //! stay in [`crate::serve::server_builder`]. After the preface, a peer that
-//! stops answering pings is dropped by that keep-alive; one that answers
-//! pings but never completes a request keeps its place under the cap
-//! (hyper's HTTP/2 server has no idle timeout), which bounds what it costs.
+//! stops answering pings is dropped by that keep-alive.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -42,7 +51,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -67,6 +76,10 @@ pub const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Bounds of `handshake_timeout_ms`.
 pub const HANDSHAKE_TIMEOUT_MS: (u64, u64) = (10, 600_000);
+/// Default time a served connection may carry no call before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// Bounds of `idle_timeout_ms`.
+pub const IDLE_TIMEOUT_MS: (u64, u64) = (100, 86_400_000);
 /// The default connection cap never exceeds this, whatever the descriptor limit.
 pub const MAX_CONNECTIONS_CEILING: usize = 4096;
 /// Bounds of `max_connections`.
@@ -91,6 +104,10 @@ pub struct ConnectionArgs {
     /// preface within this many ms is closed [default: 10000].
     #[arg(long, env = "PEERGRID_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
+    /// A served connection that carries no call (request or stream) for
+    /// this many ms is closed, even if it answers pings [default: 300000].
+    #[arg(long, env = "PEERGRID_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// The limits one server's accept loop enforces.
@@ -98,13 +115,18 @@ pub struct ConnectionArgs {
 pub struct ConnectionLimits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl ConnectionLimits {
     /// Checks explicit settings against their bounds; `None` takes the
-    /// default ([`default_max_connections`], [`DEFAULT_HANDSHAKE_TIMEOUT_MS`]).
-    /// The error names the setting and its bound.
-    pub fn new(max_connections: Option<usize>, handshake_timeout_ms: Option<u64>) -> Result<ConnectionLimits, String> {
+    /// default ([`default_max_connections`], [`DEFAULT_HANDSHAKE_TIMEOUT_MS`],
+    /// [`DEFAULT_IDLE_TIMEOUT_MS`]). The error names the setting and its bound.
+    pub fn new(
+        max_connections: Option<usize>,
+        handshake_timeout_ms: Option<u64>,
+        idle_timeout_ms: Option<u64>,
+    ) -> Result<ConnectionLimits, String> {
         let max_connections = match max_connections {
             None => default_max_connections(),
             Some(n) if (MAX_CONNECTIONS.0..=MAX_CONNECTIONS.1).contains(&n) => n,
@@ -115,7 +137,16 @@ impl ConnectionLimits {
         if !(lo..=hi).contains(&ms) {
             return Err(format!("handshake_timeout_ms must lie in {lo}..={hi}, got {ms}"));
         }
-        Ok(ConnectionLimits { max_connections, handshake_timeout: Duration::from_millis(ms) })
+        let idle = idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
+        let (lo, hi) = IDLE_TIMEOUT_MS;
+        if !(lo..=hi).contains(&idle) {
+            return Err(format!("idle_timeout_ms must lie in {lo}..={hi}, got {idle}"));
+        }
+        Ok(ConnectionLimits {
+            max_connections,
+            handshake_timeout: Duration::from_millis(ms),
+            idle_timeout: Duration::from_millis(idle),
+        })
     }
 }
 
@@ -124,6 +155,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: default_max_connections(),
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
         }
     }
 }
@@ -185,6 +217,7 @@ pub struct ConnectionMetrics {
     refused: Family<RefusedLabels, Counter>,
     open: Gauge,
     handshake_timeouts: Counter,
+    idle_closed: Counter,
 }
 
 impl ConnectionMetrics {
@@ -206,6 +239,11 @@ impl ConnectionMetrics {
             "gRPC connections closed for not completing the TLS handshake and HTTP/2 preface in time",
             metrics.handshake_timeouts.clone(),
         );
+        registry.registry_mut().register(
+            "connections_idle_closed",
+            "gRPC connections closed after carrying no call for the idle timeout",
+            metrics.idle_closed.clone(),
+        );
         metrics
     }
 
@@ -219,6 +257,10 @@ impl ConnectionMetrics {
 
     pub fn handshake_timeouts(&self) -> u64 {
         self.handshake_timeouts.get()
+    }
+
+    pub fn idle_closed(&self) -> u64 {
+        self.idle_closed.get()
     }
 }
 
@@ -481,7 +523,7 @@ impl Incoming {
         configure(&stream);
         let handshake = Arc::new(Handshake { since: Instant::now(), slot: Mutex::new(Some(slot)), evicted: Notify::new() });
         shared.pending.push(&handshake, shared.limits.max_connections);
-        let info = ConnInfo { local: self.local, peer };
+        let info = ConnInfo { local: self.local, peer, activity: None };
         tokio::spawn(admit(stream, info, handshake, Arc::clone(shared), self.admitted_tx.clone()));
     }
 
@@ -577,7 +619,15 @@ async fn admit(stream: TcpStream, info: ConnInfo, handshake: Arc<Handshake>, sha
     };
     match outcome {
         Ok(Ok(transport)) => {
-            let admitted = Admitted { transport, replayed: 0, info, _slot: slot };
+            let activity = Arc::new(Activity::new());
+            let idle = IdleTimer {
+                timeout: shared.limits.idle_timeout,
+                sleep: Box::pin(tokio::time::sleep(shared.limits.idle_timeout)),
+                activity: Arc::clone(&activity),
+                closed: shared.metrics.idle_closed.clone(),
+            };
+            let info = ConnInfo { activity: Some(activity), ..info };
+            let admitted = Admitted { transport, replayed: 0, info, idle, _slot: slot };
             // An error means the server stopped accepting: the connection closes.
             let _ = tx.send(admitted).await;
         }
@@ -651,11 +701,157 @@ impl AsyncWrite for Transport {
     }
 }
 
-/// The addresses of an admitted connection (tonic's connect info for it).
-#[derive(Clone, Copy, Debug)]
+/// The addresses of an admitted connection (tonic's connect info for it,
+/// in every request's extensions) and its call count.
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub local: Option<SocketAddr>,
     pub peer: SocketAddr,
+    activity: Option<Arc<Activity>>,
+}
+
+/// How many calls a connection carries, and since when it carries none.
+#[derive(Debug)]
+struct Activity {
+    born: Instant,
+    calls: AtomicUsize,
+    /// When the last call ended (or the connection was admitted), in ms after `born`.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { born: Instant::now(), calls: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0) }
+    }
+
+    fn begin(self: &Arc<Self>) -> CallGuard {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        CallGuard(Arc::clone(self))
+    }
+
+    /// When the connection became idle, if it carries no call now.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.calls.load(Ordering::SeqCst) == 0)
+            .then(|| self.born + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst)))
+    }
+}
+
+/// One open call; ends it when dropped (with the response body).
+struct CallGuard(Arc<Activity>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.idle_since_ms.store(self.0.born.elapsed().as_millis() as u64, Ordering::SeqCst);
+        self.0.calls.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The idle deadline of one served connection.
+struct IdleTimer {
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    activity: Arc<Activity>,
+    closed: Counter,
+}
+
+impl IdleTimer {
+    /// Whether the connection has carried no call for the timeout; if not,
+    /// the timer is armed for the earliest moment it could have.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let now = tokio::time::Instant::now();
+            let due = match self.activity.idle_since() {
+                Some(since) => tokio::time::Instant::from_std(since + self.timeout),
+                None => now + self.timeout,
+            };
+            if due <= now {
+                return true;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+    }
+}
+
+/// A tower layer counting each connection's open calls for its idle
+/// timeout; every server built on [`Acceptor`] installs it with
+/// `Server::layer`. Requests from other transports pass untouched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrackCallsLayer;
+
+/// The [`TrackCallsLayer`] for `Server::layer`.
+pub fn track_calls() -> TrackCallsLayer {
+    TrackCallsLayer
+}
+
+impl<S> tower::Layer<S> for TrackCallsLayer {
+    type Service = TrackCalls<S>;
+
+    fn layer(&self, inner: S) -> TrackCalls<S> {
+        TrackCalls { inner }
+    }
+}
+
+/// See [`TrackCallsLayer`].
+#[derive(Clone, Debug)]
+pub struct TrackCalls<S> {
+    inner: S,
+}
+
+type Response = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for TrackCalls<S>
+where
+    S: tower::Service<tonic::codegen::http::Request<B>, Response = Response>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let guard = request.extensions().get::<ConnInfo>().and_then(|info| info.activity.as_ref()).map(Activity::begin);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match guard {
+                Some(guard) => response.map(|body| tonic::body::Body::new(TrackedBody { inner: body, _guard: guard })),
+                None => response,
+            })
+        })
+    }
+}
+
+/// A response body that ends its call when it is dropped.
+struct TrackedBody {
+    inner: tonic::body::Body,
+    _guard: CallGuard,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = <tonic::body::Body as http_body::Body>::Data;
+    type Error = <tonic::body::Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A connection that completed its handshake: the preface it sent is
@@ -665,6 +861,7 @@ pub struct Admitted {
     transport: Transport,
     replayed: usize,
     info: ConnInfo,
+    idle: IdleTimer,
     _slot: Slot,
 }
 
@@ -678,7 +875,7 @@ impl tonic::transport::server::Connected for Admitted {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
-        self.info
+        self.info.clone()
     }
 }
 
@@ -692,7 +889,15 @@ impl AsyncRead for Admitted {
             this.replayed += n;
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.transport).poll_read(cx, buf)
+        let read = Pin::new(&mut this.transport).poll_read(cx, buf);
+        // Nothing to read and no call for the idle timeout: end of stream,
+        // which makes the HTTP/2 server close the connection.
+        if read.is_pending() && this.idle.expired(cx) {
+            this.idle.closed.inc();
+            tracing::debug!(peer = %this.info.peer, idle_ms = this.idle.timeout.as_millis() as u64, "closing an idle connection");
+            return Poll::Ready(Ok(()));
+        }
+        read
     }
 }
 
@@ -737,13 +942,23 @@ mod tests {
 
     #[test]
     fn settings_outside_their_bounds_are_named() {
-        let e = ConnectionLimits::new(Some(0), None).unwrap_err();
+        let e = ConnectionLimits::new(Some(0), None, None).unwrap_err();
         assert!(e.contains("max_connections"), "{e}");
-        let e = ConnectionLimits::new(None, Some(0)).unwrap_err();
+        let e = ConnectionLimits::new(None, Some(0), None).unwrap_err();
         assert!(e.contains("handshake_timeout_ms"), "{e}");
-        let ok = ConnectionLimits::new(Some(64), Some(500)).unwrap();
-        assert_eq!(ok, ConnectionLimits { max_connections: 64, handshake_timeout: Duration::from_millis(500) });
-        assert_eq!(ConnectionLimits::new(None, None).unwrap().max_connections, default_max_connections());
+        let e = ConnectionLimits::new(None, None, Some(99)).unwrap_err();
+        assert!(e.starts_with("idle_timeout_ms must lie in 100..="), "{e}");
+        let ok = ConnectionLimits::new(Some(64), Some(500), Some(1_000)).unwrap();
+        assert_eq!(
+            ok,
+            ConnectionLimits {
+                max_connections: 64,
+                handshake_timeout: Duration::from_millis(500),
+                idle_timeout: Duration::from_secs(1)
+            }
+        );
+        let defaults = ConnectionLimits::new(None, None, None).unwrap();
+        assert_eq!(defaults, ConnectionLimits::default());
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub mod token;
 
 pub use auth::{authorize, authorize_reader, BearerInterceptor, ClientAuth, RequireRole, RequireToken, Role, Tokens};
 pub use backoff::Backoff;
-pub use connections::{Acceptor, ConnectionArgs, ConnectionLimits, ConnectionMetrics};
+pub use connections::{track_calls, Acceptor, ConnectionArgs, ConnectionLimits, ConnectionMetrics};
 pub use dial::{SettingNames, Target};
 pub use error::RuntimeError;
 pub use listener::GrpcListener;

@@ -36,12 +36,14 @@ impl Server {
         let (reporter, service) = tonic_health::server::health_reporter();
         reporter.set_service_status("probe", tonic_health::ServingStatus::Serving).await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(peergrid_runtime::server_builder().add_service(service).serve_with_incoming_shutdown(
+        let task = tokio::spawn(
+            peergrid_runtime::server_builder().layer(peergrid_runtime::track_calls()).add_service(service).serve_with_incoming_shutdown(
             acceptor.incoming(listener),
             async {
                 let _ = stopped.await;
             },
-        ));
+        ),
+        );
         Server { addr, metrics, stop: Some(stop), task }
     }
 
@@ -96,9 +98,41 @@ async fn closed_within(mut stream: TcpStream, within: Duration) -> (bool, TcpStr
     .unwrap()
 }
 
+/// Issue 12: a connection that answers pings but carries no call kept its
+/// place under the cap for ever. Now it is closed after the idle timeout,
+/// while a connection holding a stream open (a health `Watch`, as a
+/// session or policy subscription would) stays however long it lasts, and
+/// a client whose idle connection was closed simply dials again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_streams_keep_theirs() {
+    let idle = Duration::from_millis(400);
+    let limits = ConnectionLimits { max_connections: 16, idle_timeout: idle, ..ConnectionLimits::default() };
+    let server = Server::start(limits, false).await;
+    let mut unary = server.client().await;
+    assert!(serving(&mut unary).await);
+    let mut watcher = server.client().await;
+    let mut watch = watcher.watch(HealthCheckRequest { service: "probe".into() }).await.expect("a watch stream").into_inner();
+    let first = watch.message().await.expect("a first status").expect("the stream is open");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    wait_until("two connections open", || server.metrics.open() == 2).await;
+    // The unary client's connection carries no call: closed after `idle`.
+    wait_until("the idle connection to be closed", || server.metrics.idle_closed() == 1).await;
+    wait_until("one connection left open", || server.metrics.open() == 1).await;
+    // Five idle timeouts later the watching connection is still there.
+    tokio::time::sleep(idle * 5).await;
+    assert_eq!((server.metrics.open(), server.metrics.idle_closed()), (1, 1), "the stream's connection stays");
+    // The closed client dials again on its next call.
+    assert!(serving(&mut unary).await, "a call after the idle close is answered");
+    drop(watch);
+    // The stream ended: now both connections are idle and both close.
+    wait_until("both connections closed as idle", || server.metrics.idle_closed() == 3).await;
+    wait_until("no connection open", || server.metrics.open() == 0).await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_and_open_ones_are_served() {
-    let limits = ConnectionLimits { max_connections: 4, handshake_timeout: Duration::from_secs(30) };
+    let limits = ConnectionLimits { max_connections: 4, handshake_timeout: Duration::from_secs(30), ..ConnectionLimits::default() };
     let server = Server::start(limits, false).await;
     let mut client = server.client().await;
     assert!(serving(&mut client).await);
@@ -141,7 +175,7 @@ async fn connections_over_the_cap_are_closed_and_open_ones_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_cap_a_new_client_takes_the_place_of_an_old_silent_connection() {
-    let limits = ConnectionLimits { max_connections: 2, handshake_timeout: Duration::from_secs(2) };
+    let limits = ConnectionLimits { max_connections: 2, handshake_timeout: Duration::from_secs(2), ..ConnectionLimits::default() };
     let server = Server::start(limits, false).await;
     let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
     wait_until("the silent connections to fill the cap", || server.metrics.open() == 2).await;
@@ -173,7 +207,7 @@ async fn at_the_cap_a_new_client_takes_the_place_of_an_old_silent_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_without_a_complete_preface_is_closed_at_the_deadline() {
     let deadline = Duration::from_millis(300);
-    let limits = ConnectionLimits { max_connections: 16, handshake_timeout: deadline };
+    let limits = ConnectionLimits { max_connections: 16, handshake_timeout: deadline, ..ConnectionLimits::default() };
     let server = Server::start(limits, false).await;
     let started = Instant::now();
     let silent = TcpStream::connect(server.addr).unwrap();
@@ -203,7 +237,7 @@ async fn a_connection_without_a_complete_preface_is_closed_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tls_a_stalled_handshake_is_closed_and_counted() {
-    let limits = ConnectionLimits { max_connections: 16, handshake_timeout: Duration::from_millis(300) };
+    let limits = ConnectionLimits { max_connections: 16, handshake_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };
     let server = Server::start(limits, true).await;
     // Half a TLS record header, then nothing.
     let mut stalled = TcpStream::connect(server.addr).unwrap();
@@ -236,7 +270,7 @@ fn fd_limit_child_server() {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let limits = ConnectionLimits { max_connections: 10_000, handshake_timeout: Duration::from_secs(120) };
+        let limits = ConnectionLimits { max_connections: 10_000, handshake_timeout: Duration::from_secs(120), ..ConnectionLimits::default() };
         let server = Server::start(limits, false).await;
         println!("PORT {}", server.addr.port());
         loop {
