@@ -189,7 +189,17 @@ impl Learning {
         let Some(rollout) = rollout else { return self.newer() };
         // Mark what we have seen, so that waiting below sees only newer versions.
         self.versions.borrow_and_update();
-        match self.push(&rollout).await {
+        let started = tokio::time::Instant::now();
+        let pushed = self.push(&rollout).await;
+        debug!(
+            version = rollout.policy_version,
+            first_slot = rollout.first_slot,
+            steps = rollout.steps,
+            verdict = ?pushed.as_ref().map_err(|e| e.to_string()),
+            push_ms = started.elapsed().as_millis() as u64,
+            "rollout pushed"
+        );
+        match pushed {
             Ok(Pushed::Accepted) => self.pushed += 1,
             Ok(Pushed::Stale) => self.stale += 1,
             Err(e) => {
@@ -230,7 +240,7 @@ impl Learning {
                 }
             };
             match changed {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => debug!(newest = ?self.newest_version(), "the policy stream changed while waiting"),
                 Ok(Err(_)) => return None,
                 Err(_) => {
                     warn!(version = self.current.version, "no new policy version in time; acting on with the current one");

@@ -44,6 +44,9 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The processes' log filter unless `PEERGRID_PROC_LOG` says otherwise.
+const PROC_LOG: &str = "info,peergrid_agent_node::learning=debug,peergrid_trainer::grpc=debug";
+
 /// A free loopback port (bound and released; fine for tests on one machine).
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -65,7 +68,8 @@ impl Proc {
             .args(&self.args)
             .env("PEERGRID_AGENT_TOKEN", AGENT_TOKEN)
             .env("PEERGRID_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .env("RUST_LOG", "info")
+            // Each rollout's verdict and wait, so a stalled round can be read off the logs.
+            .env("RUST_LOG", std::env::var("PEERGRID_PROC_LOG").unwrap_or_else(|_| PROC_LOG.to_owned()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
