@@ -428,6 +428,14 @@ pub enum Pushed {
     Stale,
 }
 
+/// A push's verdict and the version the trainer says to act with next
+/// (synchronous mode; `None` from an asynchronous or older trainer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushReply {
+    pub verdict: Pushed,
+    pub act_version: Option<u64>,
+}
+
 impl LearnerClient {
     /// Connects to the trainer at `url` (the node's `learner`), trusting
     /// the node's `learner_tls_ca` for `https://`.
@@ -465,7 +473,7 @@ impl LearnerClient {
     }
 
     /// Pushes one rollout (a one-message client stream) and reports the verdict.
-    pub async fn push(&mut self, rollout: &peergrid_core::experience::Rollout) -> Result<Pushed, AgentError> {
+    pub async fn push(&mut self, rollout: &peergrid_core::experience::Rollout) -> Result<PushReply, AgentError> {
         let batch = peergrid_proto::pb::learner::v1::ExperienceBatch::from(rollout);
         // Checked here, not left to the encoder: over the limit, tonic resets
         // the stream and the node would only log "h2 protocol error".
@@ -477,6 +485,7 @@ impl LearnerClient {
             ))));
         }
         let summary = self.inner.push_experience(tokio_stream::once(batch)).await.map_err(AgentError::Rpc)?.into_inner();
-        Ok(if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale })
+        let verdict = if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale };
+        Ok(PushReply { verdict, act_version: (summary.act_version > 0).then_some(summary.act_version) })
     }
 }

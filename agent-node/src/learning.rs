@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::actors::ActorRollout;
 use crate::config::AgentConfig;
 use crate::error::AgentError;
-use crate::grpc::{LearnerClient, Pushed};
+use crate::grpc::{LearnerClient, PushReply, Pushed};
 use crate::policy::{Learned, MlpModel};
 
 pub struct Learning {
@@ -199,35 +199,45 @@ impl Learning {
             push_ms = started.elapsed().as_millis() as u64,
             "rollout pushed"
         );
-        match pushed {
-            Ok(Pushed::Accepted) => self.pushed += 1,
-            Ok(Pushed::Stale) => self.stale += 1,
+        let act_version = match pushed {
+            Ok(reply) => {
+                match reply.verdict {
+                    Pushed::Accepted => self.pushed += 1,
+                    Pushed::Stale => self.stale += 1,
+                }
+                reply.act_version
+            }
             Err(e) => {
                 self.lost += 1;
                 warn!(samples = rollout.samples(), "rollout not delivered to the trainer: {e}");
+                None
             }
-        }
+        };
         if self.sync {
-            return self.wait_for_next(&rollout).await;
+            return self.wait_for_next(&rollout, act_version).await;
         }
         self.newer()
     }
 
-    /// Synchronous mode: waits (at most `learner_wait_ms`) for a version
-    /// other than the current one. When the trainer republishes the current
-    /// version — it restarted and resubscribed us, so the rollout we pushed
-    /// (or failed to push while it stopped) may be lost — the rollout is
-    /// pushed again; a trainer that already has it refuses the duplicate.
-    async fn wait_for_next(&mut self, rollout: &Rollout) -> Option<Learned> {
+    /// Synchronous mode: waits (at most `learner_wait_ms`) for the version
+    /// to act with next: `target` as the trainer answered the push (or
+    /// newer; or older than ours — a trainer resumed from an earlier
+    /// checkpoint), or without an answer any version other than the current
+    /// one. The target may be here already: after a stale rollout with no
+    /// round open it is the trainer's current version, which may have
+    /// arrived before we pushed. When the trainer republishes our version
+    /// — it restarted and resubscribed us, so the rollout we pushed (or
+    /// failed to push while it stopped) may be lost — the rollout is pushed
+    /// again; a trainer that already has it refuses the duplicate.
+    async fn wait_for_next(&mut self, rollout: &Rollout, mut target: Option<u64>) -> Option<Learned> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.learner_wait_ms);
         let mut shutdown = self.shutdown.clone();
-        // The next version may be here already: the round closed without
-        // us (our rollout was stale) and its version arrived before we
-        // pushed. Waiting for a change would then wait for a round that
-        // cannot close while we hold the market's slot.
+        let current = self.current.version;
+        let wanted = |v: u64, target: Option<u64>| v != current && target.is_none_or(|t| v >= t || v < current);
+        // Not marked seen: a republish that happened during the push still
+        // wakes the loop below.
         let arrived = self.versions.borrow().clone();
-        if let Some(latest) = arrived.filter(|l| l.version != self.current.version) {
-            self.versions.borrow_and_update();
+        if let Some(latest) = arrived.filter(|l| target.is_some() && wanted(l.version, target)) {
             self.current = latest.clone();
             return Some(latest);
         }
@@ -248,14 +258,27 @@ impl Learning {
                 }
             }
             let Some(latest) = self.versions.borrow_and_update().clone() else { continue };
-            if latest.version != self.current.version {
+            if wanted(latest.version, target) {
                 self.current = latest.clone();
                 return Some(latest);
             }
+            if latest.version != current {
+                // Between ours and the target: the round we wait for is still open.
+                continue;
+            }
             info!(version = latest.version, "the trainer republished our version (it restarted): pushing the rollout again");
             match self.push(rollout).await {
-                Ok(Pushed::Accepted) => self.pushed += 1,
-                Ok(Pushed::Stale) => self.stale += 1,
+                Ok(PushReply { verdict, act_version }) => {
+                    match verdict {
+                        Pushed::Accepted => self.pushed += 1,
+                        Pushed::Stale => self.stale += 1,
+                    }
+                    target = act_version;
+                    if let Some(l) = self.versions.borrow().clone().filter(|l| target.is_some() && wanted(l.version, target)) {
+                        self.current = l.clone();
+                        return Some(l);
+                    }
+                }
                 Err(e) => debug!("rollout not re-delivered: {e}"),
             }
         }
@@ -264,7 +287,7 @@ impl Learning {
     /// Pushes `rollout`, once more on a fresh connection if the first try
     /// found the connection gone (`UNAVAILABLE`: e.g. the trainer closed it
     /// as idle just as the rollout was sent, so the trainer never saw it).
-    async fn push(&mut self, rollout: &Rollout) -> Result<Pushed, AgentError> {
+    async fn push(&mut self, rollout: &Rollout) -> Result<PushReply, AgentError> {
         let mut retried = false;
         loop {
             if self.client.is_none() {

@@ -89,7 +89,7 @@ async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent(
     let mut client = LearnerClient::connect(&cfg, &url).await.unwrap();
 
     let under = rollout_of(MAX_MESSAGE_BYTES - (1 << 20));
-    assert_eq!(client.push(&under).await.unwrap(), Pushed::Accepted);
+    assert_eq!(client.push(&under).await.unwrap().verdict, Pushed::Accepted);
     let delivered = learner.received_bytes.load(Ordering::Relaxed);
     assert!(delivered > (MAX_MESSAGE_BYTES - (2 << 20)) as u64, "{delivered} bytes delivered");
 

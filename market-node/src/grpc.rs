@@ -28,8 +28,8 @@ use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, track_calls, Acceptor, GrpcListener, RequireToken, Role, SettingNames, Shutdown,
-    Target, Tokens,
+    authorize, authorize_reader, serve_until, status_layer, track_calls, Acceptor, GrpcListener, RequireToken, Role,
+    SettingNames, Shutdown, Target, Tokens,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;

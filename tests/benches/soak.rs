@@ -139,6 +139,25 @@ async fn soak() -> Result<()> {
         "\nslots cleared: {}, missing reports: {}, policy version: {}, stale rollouts: {}",
         m.slot, m.missing_reports, l.version, l.batches_stale
     );
+    // SIGTERM the trainer while the market is held for its update (the
+    // slot does not move for a second), and time its exit.
+    let held = Instant::now();
+    loop {
+        let before = cluster.market_status().await?.slot;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if cluster.market_status().await?.slot == before || held.elapsed() > Duration::from_secs(180) {
+            break;
+        }
+    }
+    let signalled = Instant::now();
+    cluster.restart_trainer()?;
+    let exit = signalled.elapsed();
+    let log = std::fs::read_to_string(cluster.dir.join("trainer.log")).unwrap_or_default();
+    println!(
+        "trainer SIGTERMed while the market was held for its update: exited and restarted in {:.1} s; updates interrupted: {}",
+        exit.as_secs_f64(),
+        log.matches("update interrupted and undone").count()
+    );
     println!("\n| process | RSS after warm-up MiB | RSS at end MiB | slope MiB/min | over the run |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     for ((name, _), s) in pids.iter().zip(&series) {

@@ -332,7 +332,11 @@ mod tests {
     #[test]
     fn connection_limits_come_from_the_flags_and_are_bounded() {
         let args = RunArgs {
-            connections: ConnectionArgs { max_connections: Some(64), handshake_timeout_ms: Some(500), idle_timeout_ms: Some(2_000) },
+            connections: ConnectionArgs {
+                max_connections: Some(64),
+                handshake_timeout_ms: Some(500),
+                idle_timeout_ms: Some(2_000),
+            },
             ..RunArgs::default()
         };
         let limits = args.resolve().unwrap().connection_limits().unwrap();

@@ -23,8 +23,8 @@ use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, Le
 use peergrid_proto::WireError;
 use peergrid_runtime::Acceptor;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, track_calls, ClientAuth, GrpcListener, RequireToken, Role, Secret, Shutdown,
-    Target, Tokens,
+    authorize, authorize_reader, serve_until, status_layer, track_calls, ClientAuth, GrpcListener, RequireToken, Role, Secret,
+    Shutdown, Target, Tokens,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
@@ -77,7 +77,9 @@ impl LearnerService for Learner {
                 warn!("experience batch rejected: {e}");
             })?;
             let node = rollout.node_name.clone();
-            match self.handle.ingest(rollout).await {
+            let (verdict, act_version) = self.handle.ingest_and_next(rollout).await;
+            summary.act_version = act_version;
+            match verdict {
                 Ok(Ingest::Accepted { samples }) => {
                     summary.batches_accepted += 1;
                     summary.samples_accepted += samples as u64;

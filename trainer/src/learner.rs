@@ -207,8 +207,12 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// A verdict and, in synchronous mode, the version the node should act
+/// with next (`PushSummary.act_version`; 0 in asynchronous mode).
+type Verdict = (Result<Ingest, Refusal>, u64);
+
 enum Command {
-    Ingest(Box<Rollout>, oneshot::Sender<Result<Ingest, Refusal>>),
+    Ingest(Box<Rollout>, oneshot::Sender<Verdict>),
     /// A policy stream of `node` opened (`true`) or closed (`false`).
     Subscription(String, bool),
     Stop(oneshot::Sender<Result<(), TrainerError>>),
@@ -239,9 +243,17 @@ pub struct LearnerHandle {
 impl LearnerHandle {
     /// Hands a validated rollout to the learner and awaits its verdict.
     pub async fn ingest(&self, rollout: Rollout) -> Result<Ingest, Refusal> {
+        self.ingest_and_next(rollout).await.0
+    }
+
+    /// [`ingest`](Self::ingest), with the version the node should act with
+    /// next: 0 in asynchronous mode; see `PushSummary.act_version`.
+    pub async fn ingest_and_next(&self, rollout: Rollout) -> Verdict {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Ingest(Box::new(rollout), tx)).map_err(|_| Refusal::Stopped)?;
-        rx.await.map_err(|_| Refusal::Stopped)?
+        if self.commands.send(Command::Ingest(Box::new(rollout), tx)).is_err() {
+            return (Err(Refusal::Stopped), 0);
+        }
+        rx.await.unwrap_or((Err(Refusal::Stopped), 0))
     }
 
     pub fn published(&self) -> watch::Receiver<Published> {
@@ -492,11 +504,13 @@ impl Learner {
                     if self.stopping.load(Ordering::Relaxed) {
                         // Stopping: nothing more is learned from (a node
                         // pushes it again to the resumed trainer).
-                        let _ = reply.send(Err(Refusal::Stopped));
+                        let _ = reply.send((Err(Refusal::Stopped), 0));
                         continue;
                     }
+                    let (node, end) = (rollout.node_name.clone(), rollout.first_slot + rollout.steps as u64);
                     let verdict = self.ingest(*rollout);
-                    let _ = reply.send(verdict);
+                    let next = self.act_version(&verdict, &node, end);
+                    let _ = reply.send((verdict, next));
                     if self.ready() {
                         self.update();
                     }
@@ -550,6 +564,32 @@ impl Learner {
                 // Gone (or reconnecting): not waited for until it pushes again.
                 self.nodes.remove(&node);
             }
+        }
+    }
+
+    /// Sync: the version a node should act with after this verdict on its
+    /// rollout ending at slot `end`. Accepted: the next one (this round's
+    /// update). Stale: the current one if nobody else's rollout is pending
+    /// or due for this round — no update will follow, and waiting for one
+    /// would hold the market until the hold expires — else the next one,
+    /// so the node is in step again for the following round (acting with
+    /// the current one would make its next rollout stale too).
+    fn act_version(&self, verdict: &Result<Ingest, Refusal>, node: &str, end: u64) -> u64 {
+        if self.settings.mode != Mode::Sync || self.max_reached() {
+            return if self.settings.mode == Mode::Sync { self.version } else { 0 };
+        }
+        match verdict {
+            Ok(Ingest::Accepted { .. }) => self.version + 1,
+            Ok(Ingest::Stale { .. }) => {
+                let others_due =
+                    self.nodes.iter().any(|(name, t)| name != node && t.subscriptions > 0 && t.last_end.is_some_and(|e| e < end));
+                if !self.pending.is_empty() || others_due {
+                    self.version + 1
+                } else {
+                    self.version
+                }
+            }
+            Err(_) => 0,
         }
     }
 
@@ -918,6 +958,37 @@ mod tests {
         )
         .unwrap();
         handle
+    }
+
+    /// The version a synchronous node is told to act with next: after an
+    /// accepted rollout the next one; after a stale one the current one when
+    /// nothing will close the round (acting on is the only way forward),
+    /// the next one when another node's rollout is due for it (acting with
+    /// the current one would make the node's next rollout stale too).
+    #[tokio::test]
+    async fn a_stale_node_is_told_which_version_to_act_with() {
+        let h = start(LearnerSettings::default());
+        let (_a, _b) = (h.subscriber("a"), h.subscriber("b"));
+        let at = |node: &str, version: u64, first_id: u32, first_slot: u64| {
+            let mut r = rollout(node, version, first_id);
+            r.first_slot = first_slot;
+            r
+        };
+        // Round 1 (slots 0..4): neither node is live yet, a's rollout closes it.
+        assert_eq!(h.ingest_and_next(at("a", 1, 0, 0)).await, (Ok(Ingest::Accepted { samples: 8 }), 2));
+        wait_version(&h, 2).await;
+        // b acted with version 1 too: stale, nothing else due → act with 2 now.
+        assert_eq!(h.ingest_and_next(at("b", 1, 2, 0)).await, (Ok(Ingest::Stale { version: 1, current: 2 }), 2));
+        // Round 2 (slots 4..8): b is stale again and first; a is due → wait for 3.
+        assert_eq!(h.ingest_and_next(at("b", 1, 2, 4)).await, (Ok(Ingest::Stale { version: 1, current: 2 }), 3));
+        assert_eq!(h.status().version, 2, "the round waits for a");
+        assert_eq!(h.ingest_and_next(at("a", 2, 0, 4)).await, (Ok(Ingest::Accepted { samples: 8 }), 3));
+        wait_version(&h, 3).await;
+        // Round 3 (slots 8..12): both in step with version 3.
+        assert_eq!(h.ingest_and_next(at("b", 3, 2, 8)).await, (Ok(Ingest::Accepted { samples: 8 }), 4));
+        assert_eq!(h.status().version, 3, "the round waits for a");
+        assert_eq!(h.ingest_and_next(at("a", 3, 0, 8)).await, (Ok(Ingest::Accepted { samples: 8 }), 4));
+        wait_version(&h, 4).await;
     }
 
     /// A stop during an update ends it at its next gradient step and undoes

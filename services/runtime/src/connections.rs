@@ -838,10 +838,7 @@ impl http_body::Body for TrackedBody {
     type Data = <tonic::body::Body as http_body::Body>::Data;
     type Error = <tonic::body::Body as http_body::Body>::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 

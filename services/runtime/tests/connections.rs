@@ -37,12 +37,12 @@ impl Server {
         reporter.set_service_status("probe", tonic_health::ServingStatus::Serving).await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(
-            peergrid_runtime::server_builder().layer(peergrid_runtime::track_calls()).add_service(service).serve_with_incoming_shutdown(
-            acceptor.incoming(listener),
-            async {
-                let _ = stopped.await;
-            },
-        ),
+            peergrid_runtime::server_builder()
+                .layer(peergrid_runtime::track_calls())
+                .add_service(service)
+                .serve_with_incoming_shutdown(acceptor.incoming(listener), async {
+                    let _ = stopped.await;
+                }),
         );
         Server { addr, metrics, stop: Some(stop), task }
     }
@@ -132,7 +132,8 @@ async fn idle_connections_are_closed_and_streams_keep_theirs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_and_open_ones_are_served() {
-    let limits = ConnectionLimits { max_connections: 4, handshake_timeout: Duration::from_secs(30), ..ConnectionLimits::default() };
+    let limits =
+        ConnectionLimits { max_connections: 4, handshake_timeout: Duration::from_secs(30), ..ConnectionLimits::default() };
     let server = Server::start(limits, false).await;
     let mut client = server.client().await;
     assert!(serving(&mut client).await);
@@ -175,7 +176,8 @@ async fn connections_over_the_cap_are_closed_and_open_ones_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_cap_a_new_client_takes_the_place_of_an_old_silent_connection() {
-    let limits = ConnectionLimits { max_connections: 2, handshake_timeout: Duration::from_secs(2), ..ConnectionLimits::default() };
+    let limits =
+        ConnectionLimits { max_connections: 2, handshake_timeout: Duration::from_secs(2), ..ConnectionLimits::default() };
     let server = Server::start(limits, false).await;
     let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
     wait_until("the silent connections to fill the cap", || server.metrics.open() == 2).await;
@@ -237,7 +239,8 @@ async fn a_connection_without_a_complete_preface_is_closed_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tls_a_stalled_handshake_is_closed_and_counted() {
-    let limits = ConnectionLimits { max_connections: 16, handshake_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };
+    let limits =
+        ConnectionLimits { max_connections: 16, handshake_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };
     let server = Server::start(limits, true).await;
     // Half a TLS record header, then nothing.
     let mut stalled = TcpStream::connect(server.addr).unwrap();
@@ -270,7 +273,11 @@ fn fd_limit_child_server() {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let limits = ConnectionLimits { max_connections: 10_000, handshake_timeout: Duration::from_secs(120), ..ConnectionLimits::default() };
+        let limits = ConnectionLimits {
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(120),
+            ..ConnectionLimits::default()
+        };
         let server = Server::start(limits, false).await;
         println!("PORT {}", server.addr.port());
         loop {
