@@ -255,13 +255,8 @@ impl MarketConfig {
     /// The accept loop's limits; the error names the setting and its bound.
     pub fn connection_limits(&self) -> Result<ConnectionLimits, ConfigError> {
         let s = &self.settings;
-        ConnectionLimits::new(s.max_connections, Some(s.handshake_timeout_ms), Some(s.idle_timeout_ms)).map_err(|reason| {
-            let field = ["max_connections", "handshake_timeout_ms", "idle_timeout_ms"]
-                .into_iter()
-                .find(|f| reason.starts_with(f))
-                .unwrap_or("connections");
-            bad(field, reason)
-        })
+        ConnectionLimits::new(s.max_connections, Some(s.handshake_timeout_ms), Some(s.idle_timeout_ms))
+            .map_err(|e| bad(e.field, e.reason))
     }
 }
 

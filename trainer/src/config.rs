@@ -132,15 +132,8 @@ impl TrainerConfig {
 
     /// The accept loop's limits; the error names the setting and its bound.
     pub fn connection_limits(&self) -> Result<ConnectionLimits, TrainerError> {
-        ConnectionLimits::new(self.max_connections, Some(self.handshake_timeout_ms), Some(self.idle_timeout_ms)).map_err(
-            |reason| {
-                let field = ["max_connections", "handshake_timeout_ms", "idle_timeout_ms"]
-                    .into_iter()
-                    .find(|f| reason.starts_with(f))
-                    .unwrap_or("connections");
-                TrainerError::config(field, reason)
-            },
-        )
+        ConnectionLimits::new(self.max_connections, Some(self.handshake_timeout_ms), Some(self.idle_timeout_ms))
+            .map_err(|e| TrainerError::config(e.field, e.reason))
     }
 
     pub fn checkpoint_dir(&self) -> Option<PathBuf> {

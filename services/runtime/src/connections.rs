@@ -118,6 +118,29 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
 }
 
+/// A connection setting outside its bounds: which one, and the message
+/// (naming the setting, its bound and the value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for LimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// `value` if it lies in `bounds`, else the error naming `field`.
+fn within(field: &'static str, value: u64, (lo, hi): (u64, u64)) -> Result<u64, LimitError> {
+    if (lo..=hi).contains(&value) {
+        Ok(value)
+    } else {
+        Err(LimitError { field, reason: format!("{field} must lie in {lo}..={hi}, got {value}") })
+    }
+}
+
 impl ConnectionLimits {
     /// Checks explicit settings against their bounds; `None` takes the
     /// default ([`default_max_connections`], [`DEFAULT_HANDSHAKE_TIMEOUT_MS`],
@@ -126,22 +149,17 @@ impl ConnectionLimits {
         max_connections: Option<usize>,
         handshake_timeout_ms: Option<u64>,
         idle_timeout_ms: Option<u64>,
-    ) -> Result<ConnectionLimits, String> {
+    ) -> Result<ConnectionLimits, LimitError> {
         let max_connections = match max_connections {
             None => default_max_connections(),
-            Some(n) if (MAX_CONNECTIONS.0..=MAX_CONNECTIONS.1).contains(&n) => n,
-            Some(n) => return Err(format!("max_connections must lie in {}..={}, got {n}", MAX_CONNECTIONS.0, MAX_CONNECTIONS.1)),
+            Some(n) => {
+                within("max_connections", n as u64, (MAX_CONNECTIONS.0 as u64, MAX_CONNECTIONS.1 as u64))?;
+                n
+            }
         };
-        let ms = handshake_timeout_ms.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS);
-        let (lo, hi) = HANDSHAKE_TIMEOUT_MS;
-        if !(lo..=hi).contains(&ms) {
-            return Err(format!("handshake_timeout_ms must lie in {lo}..={hi}, got {ms}"));
-        }
-        let idle = idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
-        let (lo, hi) = IDLE_TIMEOUT_MS;
-        if !(lo..=hi).contains(&idle) {
-            return Err(format!("idle_timeout_ms must lie in {lo}..={hi}, got {idle}"));
-        }
+        let ms =
+            within("handshake_timeout_ms", handshake_timeout_ms.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS), HANDSHAKE_TIMEOUT_MS)?;
+        let idle = within("idle_timeout_ms", idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS), IDLE_TIMEOUT_MS)?;
         Ok(ConnectionLimits {
             max_connections,
             handshake_timeout: Duration::from_millis(ms),
@@ -940,11 +958,11 @@ mod tests {
     #[test]
     fn settings_outside_their_bounds_are_named() {
         let e = ConnectionLimits::new(Some(0), None, None).unwrap_err();
-        assert!(e.contains("max_connections"), "{e}");
+        assert!(e.field == "max_connections" && e.reason.contains("max_connections"), "{e}");
         let e = ConnectionLimits::new(None, Some(0), None).unwrap_err();
-        assert!(e.contains("handshake_timeout_ms"), "{e}");
+        assert!(e.field == "handshake_timeout_ms" && e.reason.contains("handshake_timeout_ms"), "{e}");
         let e = ConnectionLimits::new(None, None, Some(99)).unwrap_err();
-        assert!(e.starts_with("idle_timeout_ms must lie in 100..="), "{e}");
+        assert!(e.field == "idle_timeout_ms" && e.reason.starts_with("idle_timeout_ms must lie in 100..="), "{e}");
         let ok = ConnectionLimits::new(Some(64), Some(500), Some(1_000)).unwrap();
         assert_eq!(
             ok,
