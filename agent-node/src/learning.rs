@@ -200,13 +200,7 @@ impl Learning {
             "rollout pushed"
         );
         let act_version = match pushed {
-            Ok(reply) => {
-                match reply.verdict {
-                    Pushed::Accepted => self.pushed += 1,
-                    Pushed::Stale => self.stale += 1,
-                }
-                reply.act_version
-            }
+            Ok(reply) => self.count(reply),
             Err(e) => {
                 self.lost += 1;
                 warn!(samples = rollout.samples(), "rollout not delivered to the trainer: {e}");
@@ -234,12 +228,8 @@ impl Learning {
         let mut shutdown = self.shutdown.clone();
         let current = self.current.version;
         let wanted = |v: u64, target: Option<u64>| v != current && target.is_none_or(|t| v >= t || v < current);
-        // Not marked seen: a republish that happened during the push still
-        // wakes the loop below.
-        let arrived = self.versions.borrow().clone();
-        if let Some(latest) = arrived.filter(|l| target.is_some() && wanted(l.version, target)) {
-            self.current = latest.clone();
-            return Some(latest);
+        if let Some(l) = self.arrived(target, wanted) {
+            return Some(l);
         }
         loop {
             let changed = tokio::select! {
@@ -268,20 +258,33 @@ impl Learning {
             }
             info!(version = latest.version, "the trainer republished our version (it restarted): pushing the rollout again");
             match self.push(rollout).await {
-                Ok(PushReply { verdict, act_version }) => {
-                    match verdict {
-                        Pushed::Accepted => self.pushed += 1,
-                        Pushed::Stale => self.stale += 1,
-                    }
-                    target = act_version;
-                    if let Some(l) = self.versions.borrow().clone().filter(|l| target.is_some() && wanted(l.version, target)) {
-                        self.current = l.clone();
+                Ok(reply) => {
+                    target = self.count(reply);
+                    if let Some(l) = self.arrived(target, wanted) {
                         return Some(l);
                     }
                 }
                 Err(e) => debug!("rollout not re-delivered: {e}"),
             }
         }
+    }
+
+    /// Counts a delivered rollout; the version the trainer says to act with next.
+    fn count(&mut self, reply: PushReply) -> Option<u64> {
+        match reply.verdict {
+            Pushed::Accepted => self.pushed += 1,
+            Pushed::Stale => self.stale += 1,
+        }
+        reply.act_version
+    }
+
+    /// With a known `target`, adopts the newest version if it is the one
+    /// to act with. Not marked seen: a republish that happened during the
+    /// push still wakes the wait for a change.
+    fn arrived(&mut self, target: Option<u64>, wanted: impl Fn(u64, Option<u64>) -> bool) -> Option<Learned> {
+        let latest = self.versions.borrow().clone().filter(|l| target.is_some() && wanted(l.version, target))?;
+        self.current = latest.clone();
+        Some(latest)
     }
 
     /// Pushes `rollout`, once more on a fresh connection if the first try

@@ -575,8 +575,11 @@ impl Learner {
     /// so the node is in step again for the following round (acting with
     /// the current one would make its next rollout stale too).
     fn act_version(&self, verdict: &Result<Ingest, Refusal>, node: &str, end: u64) -> u64 {
-        if self.settings.mode != Mode::Sync || self.max_reached() {
-            return if self.settings.mode == Mode::Sync { self.version } else { 0 };
+        if self.settings.mode != Mode::Sync {
+            return 0;
+        }
+        if self.max_reached() {
+            return self.version;
         }
         match verdict {
             Ok(Ingest::Accepted { .. }) => self.version + 1,
