@@ -14,10 +14,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use peergrid_core::data::{DatasetKind, DatasetSource};
 use peergrid_core::prosumer::CommunityConfig;
 pub use peergrid_runtime::Secret;
-use peergrid_runtime::{load_token_with, LogArgs, SettingNames, Target};
+use peergrid_runtime::{load_token_with, DatasetArgs, LogArgs, SettingNames, Target};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -73,16 +74,6 @@ impl From<PolicyChoice> for String {
     }
 }
 
-/// The dataset the prosumers' load and PV come from; it must be the market's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum DatasetChoice {
-    /// The bundled CityLearn-derived measured year.
-    Bundled,
-    /// The standard synthetic year (`standard_synthetic()`, as the market and `peergrid run`).
-    Synthetic,
-}
-
 /// Reconnect delays: exponential from `base_ms` up to `max_ms`, with seeded
 /// jitter; `max_attempts` consecutive failures end the run (unset = forever).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,7 +108,10 @@ pub struct AgentConfig {
     /// Number of prosumers this node hosts (1..=100000).
     pub prosumers: u32,
     pub policy: PolicyChoice,
-    pub dataset: DatasetChoice,
+    /// The dataset the prosumers' load and PV come from; it must be the market's.
+    pub dataset: DatasetKind,
+    /// The CSV file of a `citylearn-csv` or `ausgrid-csv` dataset.
+    pub data_file: Option<PathBuf>,
     /// Community generator settings (shares, sizes, seed); `n_prosumers` is
     /// ignored: the market assigns the id range.
     pub community: CommunityConfig,
@@ -169,7 +163,8 @@ impl Default for AgentConfig {
             name: "agent-node".into(),
             prosumers: 100,
             policy: PolicyChoice::RuleBased,
-            dataset: DatasetChoice::Bundled,
+            dataset: DatasetKind::Bundled,
+            data_file: None,
             community: CommunityConfig::default(),
             token: None,
             insecure_no_auth: false,
@@ -212,6 +207,7 @@ impl AgentConfig {
         if !(1..=64).contains(&name_len) || self.name.chars().any(char::is_control) {
             return Err(bad("name", format!("must be 1..=64 printable characters, got {name_len}")));
         }
+        self.dataset_source()?;
         if !(1..=MAX_PROSUMERS).contains(&self.prosumers) {
             return Err(bad("prosumers", format!("must lie in 1..={MAX_PROSUMERS}, got {}", self.prosumers)));
         }
@@ -249,6 +245,11 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// The dataset `dataset` and `data_file` name, checked.
+    pub fn dataset_source(&self) -> Result<DatasetSource, AgentError> {
+        DatasetSource::new(self.dataset, self.data_file.clone()).map_err(field_error)
+    }
+
     /// Where the market is and how to trust it.
     pub fn market_target(&self) -> Target<'_> {
         Target { url: &self.market, ca: self.tls_ca.as_deref(), domain: self.tls_domain.as_deref(), names: MARKET_SETTINGS }
@@ -267,6 +268,14 @@ impl AgentConfig {
     /// The configuration as one JSON line with the token redacted.
     pub fn redacted_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("<unprintable config: {e}>"))
+    }
+}
+
+/// A core error about a setting, as a configuration error naming it.
+fn field_error(e: peergrid_core::CoreError) -> AgentError {
+    match e {
+        peergrid_core::CoreError::InvalidField { field, reason } => AgentError::Config { field, reason },
+        other => AgentError::Core(other),
     }
 }
 
@@ -296,7 +305,8 @@ pub struct AgentArgs {
     /// Number of prosumers to host.
     #[arg(long, env = "PEERGRID_AGENT_PROSUMERS")]
     pub prosumers: Option<u32>,
-    /// Community seed (overrides the community file's seed); must match the market's run.
+    /// The run's seed (`PEERGRID_SEED`, as `peergrid run --seed`): here it
+    /// seeds the community generator (overrides the community file's seed).
     #[arg(long, env = "PEERGRID_SEED")]
     pub seed: Option<u64>,
     /// rule-based, grid-only, or the path of a JSON weights file.
@@ -305,8 +315,8 @@ pub struct AgentArgs {
     /// Community config JSON (shares, sizes, seed).
     #[arg(long)]
     pub community: Option<PathBuf>,
-    #[arg(long, value_enum, env = "PEERGRID_DATASET")]
-    pub dataset: Option<DatasetChoice>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
     /// Node name for the market's logs and the trainer's rollouts; unique per
     /// node [default: $HOSTNAME, else agent-node].
     #[arg(long, env = "PEERGRID_AGENT_NAME")]
@@ -394,9 +404,7 @@ impl AgentArgs {
         if let Some(v) = self.policy {
             cfg.policy = v.parse().map_err(|e: String| AgentError::config("policy", e))?;
         }
-        if let Some(v) = self.dataset {
-            cfg.dataset = v;
-        }
+        self.dataset.apply(&mut cfg.dataset, &mut cfg.data_file).map_err(field_error)?;
         match self.name {
             Some(v) => cfg.name = v,
             // Unnamed replicas (`docker compose --scale`) must not share one
@@ -561,6 +569,8 @@ mod tests {
             (&["--insecure-no-auth", "--name", ""], "name"),
             (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),
             (&["--insecure-no-auth", "--policy", ""], "policy"),
+            (&["--insecure-no-auth", "--dataset", "ausgrid-csv"], "data_file"),
+            (&["--insecure-no-auth", "--data-file", "homes.csv"], "data_file"),
             (&[], "token"),
             (&["--token", "short"], "token"),
             (&["--token", TOKEN, "--insecure-no-auth"], "token"),
@@ -572,6 +582,9 @@ mod tests {
             let text = e.to_string();
             assert_eq!(field_of(e), *field, "{argv:?}: {text}");
         }
+        let csv = args(&["--insecure-no-auth", "--dataset", "ausgrid-csv", "--data-file", "homes.csv"]);
+        let source = csv.into_config_with(no_env).unwrap().dataset_source().unwrap();
+        assert_eq!(source, DatasetSource::AusgridCsv("homes.csv".into()), "the same flags as `peergrid run`");
         let local = args(&["--insecure-no-auth", "--market", "local://market-1", "--learner", "local://trainer-1"]);
         local.into_config_with(no_env).expect("in-process URLs are valid");
         let mut cfg = AgentConfig { insecure_no_auth: true, ..AgentConfig::default() };

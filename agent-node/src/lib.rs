@@ -34,19 +34,10 @@ use peergrid_runtime::{serve_metrics, Metrics, Shutdown};
 use tracing::info;
 
 pub use actors::{ActorPool, ProsumerActor, ProsumerReturn};
-pub use config::{AgentArgs, AgentConfig, Command, DatasetChoice, PolicyChoice, Secret};
+pub use config::{AgentArgs, AgentConfig, Command, PolicyChoice, Secret};
 pub use error::AgentError;
 pub use grpc::MarketStatus;
 pub use session::AgentReport;
-
-/// Loads the dataset the config names (the market must run the same one).
-pub fn load_dataset(config: &AgentConfig) -> Result<Dataset, AgentError> {
-    Ok(match config.dataset {
-        DatasetChoice::Bundled => peergrid_core::data::citylearn::bundled_citylearn()?,
-        // As `peergrid run --dataset synthetic`: 17 homes, 364 days, hourly, the run's seed.
-        DatasetChoice::Synthetic => peergrid_core::data::synthetic::standard_synthetic(),
-    })
-}
 
 /// Runs an agent-node: connects to `config.market`, hosts
 /// `config.prosumers` prosumer actors and plays slots until `shutdown`
@@ -57,7 +48,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<Agen
     config.validate()?;
     let ds = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || load_dataset(&config)).await??
+        tokio::task::spawn_blocking(move || config.dataset_source()?.load().map_err(AgentError::from)).await??
     };
     run_with_dataset(config, Arc::new(ds), shutdown).await
 }

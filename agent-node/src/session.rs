@@ -363,6 +363,7 @@ impl Node {
             prosumers = specs.len(),
             actor_threads = prosumers.threads(),
             policy = self.policy.name(),
+            dataset = %self.ds.name,
             "started one actor per prosumer"
         );
         self.hosted = Some(Hosted { registration: reg, specs, prosumers });

@@ -12,9 +12,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use peergrid_core::data::{DatasetKind, DatasetSource};
 use peergrid_core::simulation::SimConfig;
 use peergrid_runtime::connections::{self, ConnectionArgs, ConnectionLimits};
-use peergrid_runtime::{LogArgs, Tokens};
+use peergrid_runtime::{DatasetArgs, LogArgs, Tokens};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -38,17 +39,6 @@ impl From<peergrid_runtime::RuntimeError> for ConfigError {
 
 fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), reason: reason.into() }
-}
-
-/// Which dataset the run plays.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum DatasetChoice {
-    /// The bundled measured CityLearn 2022 year (17 homes, hourly).
-    #[default]
-    Bundled,
-    /// A seeded synthetic year (17 homes, 364 days, hourly, seed 1).
-    Synthetic,
 }
 
 /// How the clock advances.
@@ -77,7 +67,10 @@ impl ClockMode {
 pub struct MarketSettings {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
-    pub dataset: DatasetChoice,
+    /// The dataset the run plays (every agent-node must play the same one).
+    pub dataset: DatasetKind,
+    /// The CSV file of a `citylearn-csv` or `ausgrid-csv` dataset.
+    pub data_file: Option<PathBuf>,
     /// First dataset slot; later slots follow consecutively, wrapping at the end.
     pub start_slot: u64,
     pub mode: ClockMode,
@@ -138,7 +131,8 @@ impl Default for MarketSettings {
         MarketSettings {
             listen: "127.0.0.1:50051".parse().expect("literal address"),
             metrics_listen: None,
-            dataset: DatasetChoice::Bundled,
+            dataset: DatasetKind::Bundled,
+            data_file: None,
             start_slot: 0,
             mode: ClockMode::Fast,
             deadline_ms: 200,
@@ -232,6 +226,7 @@ impl MarketConfig {
                 return Err(bad("local_name", "an in-process market serves without TLS: unset tls_cert/tls_key"));
             }
         }
+        settings.dataset_source()?;
         sim.validate().map_err(|e| bad("sim", e.to_string()))?;
         let tokens = if settings.insecure_no_auth {
             Tokens::insecure_no_auth()
@@ -248,6 +243,21 @@ impl MarketConfig {
             tokens
         };
         Ok(MarketConfig { settings, sim, tokens })
+    }
+}
+
+impl MarketSettings {
+    /// The dataset `dataset` and `data_file` name, checked.
+    pub fn dataset_source(&self) -> Result<DatasetSource, ConfigError> {
+        DatasetSource::new(self.dataset, self.data_file.clone()).map_err(core_error)
+    }
+}
+
+/// A core error about a field keeps the field's name.
+fn core_error(e: peergrid_core::CoreError) -> ConfigError {
+    match e {
+        peergrid_core::CoreError::InvalidField { field, reason } => ConfigError { field, reason },
+        other => bad("dataset", other.to_string()),
     }
 }
 
@@ -313,8 +323,8 @@ pub struct RunArgs {
     /// JSON file: `{"sim": SimConfig, "market": settings}`, both optional.
     #[arg(long, env = "PEERGRID_MARKET_CONFIG")]
     pub config: Option<PathBuf>,
-    #[arg(long, value_enum, env = "PEERGRID_MARKET_DATASET")]
-    pub dataset: Option<DatasetChoice>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
     /// First dataset slot [default: 0].
     #[arg(long, env = "PEERGRID_MARKET_START_SLOT")]
     pub start_slot: Option<u64>,
@@ -385,7 +395,6 @@ impl RunArgs {
         }
         set!(
             listen,
-            dataset,
             start_slot,
             mode,
             deadline_ms,
@@ -399,6 +408,7 @@ impl RunArgs {
             max_household_kw
         );
         set!(shutdown_timeout_ms);
+        self.dataset.apply(&mut s.dataset, &mut s.data_file).map_err(core_error)?;
         if self.metrics_listen.is_some() {
             s.metrics_listen = self.metrics_listen;
         }
@@ -523,5 +533,19 @@ mod tests {
         let c = MarketConfig::new(MarketSettings::default(), SimConfig::default(), tokens).unwrap();
         let shown = c.to_string();
         assert!(!shown.contains("secret") && shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn the_dataset_comes_from_the_shared_flags_and_a_csv_needs_its_file() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(["market-node", "--insecure-no-auth"].iter().chain(argv)).unwrap();
+        let c = parse(&["--dataset", "ausgrid-csv", "--data-file", "/data/homes.csv"]).run.resolve(Tokens::default()).unwrap();
+        assert_eq!(c.settings.dataset_source().unwrap(), DatasetSource::AusgridCsv("/data/homes.csv".into()));
+        assert_eq!(c.settings.dataset, DatasetKind::AusgridCsv);
+        for argv in [&["--dataset", "citylearn-csv"][..], &["--data-file", "homes.csv"][..]] {
+            let e = parse(argv).run.resolve(Tokens::default()).unwrap_err();
+            assert_eq!(e.field, "data_file", "{argv:?}: {e}");
+        }
+        let file: ConfigFile = serde_json::from_str(r#"{"market": {"dataset": "synthetic"}}"#).unwrap();
+        assert_eq!(file.market.dataset_source().unwrap(), DatasetSource::Synthetic, "config files name it the same way");
     }
 }

@@ -27,12 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use peergrid_core::data::{citylearn::bundled_citylearn, synthetic::synthetic_dataset, Dataset};
+use peergrid_core::data::Dataset;
 use peergrid_runtime::{serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown};
 use tokio::task::JoinHandle;
 
 pub use clock::ClockHandle;
-pub use config::{ClockMode, DatasetChoice, MarketConfig, MarketSettings};
+pub use config::{ClockMode, MarketConfig, MarketSettings};
 
 use crate::metrics::MarketMetrics;
 use crate::state::MarketState;
@@ -65,20 +65,13 @@ impl MarketHandle {
     }
 }
 
-/// Loads the dataset a run plays.
-pub fn load_dataset(choice: DatasetChoice) -> anyhow::Result<Dataset> {
-    Ok(match choice {
-        DatasetChoice::Bundled => bundled_citylearn()?,
-        DatasetChoice::Synthetic => synthetic_dataset(17, 364, 60, 1),
-    })
-}
-
 /// Starts the market: loads the dataset, binds the gRPC (and metrics)
 /// listeners (port 0 picks a free port; `local_name` serves in-process
 /// instead of TCP), spawns the clock and the server.
 /// Everything stops after `shutdown` fires and the open slot has cleared.
 pub async fn start(config: MarketConfig, shutdown: Shutdown) -> anyhow::Result<MarketHandle> {
-    let ds = Arc::new(load_dataset(config.settings.dataset)?);
+    let source = config.settings.dataset_source()?;
+    let ds = Arc::new(source.load().with_context(|| format!("loading dataset {source}"))?);
     start_with_dataset(config, ds, shutdown).await
 }
 

@@ -31,6 +31,10 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Err(e) = peergrid_runtime::check_renamed_env(|name| std::env::var(name).ok()) {
+        eprintln!("market-node: {e}");
+        return ExitCode::from(2);
+    }
     let config = match Tokens::from_env().map_err(|e| e.to_string()).and_then(|t| cli.run.resolve(t).map_err(|e| e.to_string())) {
         Ok(config) => config,
         Err(e) => {

@@ -177,3 +177,28 @@ async fn separate_processes_and_one_process_train_bit_identical_weights() -> Res
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// The cluster plays a CSV dataset as `peergrid run --dataset citylearn-csv`
+/// does: the market-node and the agent-nodes read the same flags through the
+/// same loader, agree on the dataset's name, and trade with nobody missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_processes_plays_a_csv_dataset() -> Result<()> {
+    let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/citylearn2022/fontana_hourly.csv");
+    let dataset = vec!["--dataset=citylearn-csv".to_owned(), format!("--data-file={}", csv.display())];
+    let builder = ProcessClusterBuilder {
+        nodes: vec![8, 8],
+        market_args: dataset.clone(),
+        agent_args: dataset,
+        ..ProcessClusterBuilder::default()
+    };
+    let mut cluster = builder.start("csv-dataset").await?;
+    let (m0, _) = cluster.statuses().await?;
+    let (m1, _) = cluster.wait("the market clears 24 slots", Duration::from_secs(60), |m, _| m.slot >= m0.slot + 24).await?;
+    let missing = m1.missing_reports - m0.missing_reports;
+    assert!(missing * 100 < (m1.slot - m0.slot) * 16, "missing {missing} prosumer-slots (≥ 1 %): {m1:?}");
+    assert_eq!((m1.nodes, m1.prosumers), (2, 16));
+    let logs = cluster.logs(400);
+    let on_csv = logs.lines().filter(|l| l.contains("started one actor per prosumer") && l.contains("fontana_hourly.csv"));
+    assert_eq!(on_csv.count(), 2, "both agent-nodes play the CSV (named by its file), not the bundled data:\n{logs}");
+    cluster.stop()
+}

@@ -226,7 +226,8 @@ pub struct RunArgs {
     /// Checkpoint every N updates [default: 10].
     #[arg(long, env = "PEERGRID_TRAINER_CHECKPOINT_EVERY")]
     pub checkpoint_every: Option<u64>,
-    /// Seed of the initial weights and minibatch shuffling [default: 1].
+    /// The run's seed (`PEERGRID_SEED`, as `peergrid run --seed`): here it
+    /// seeds the initial weights and minibatch shuffling [default: 1].
     #[arg(long, env = "PEERGRID_SEED")]
     pub seed: Option<u64>,
     #[arg(long, value_enum, env = "PEERGRID_TRAINER_DEVICE")]

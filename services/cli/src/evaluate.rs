@@ -17,7 +17,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use peergrid_core::data::{self, Dataset};
+use peergrid_core::data::{Dataset, DatasetKind};
 use peergrid_core::policy::Policy;
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
@@ -25,6 +25,7 @@ use peergrid_eval::days::{held_out_days, DaySelection};
 use peergrid_eval::report::table::kpi_table;
 use peergrid_eval::report::CheckpointInfo;
 use peergrid_eval::{EvalScenario, Evaluation, LearningPoint, OptimumMode, RunInfo};
+use peergrid_runtime::DatasetArgs;
 
 use crate::InputError;
 
@@ -41,12 +42,8 @@ pub struct ScenarioArgs {
     /// Run seed (community generation and noise).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Dataset: the bundled measured data, a seeded synthetic one, or a file.
-    #[arg(long, value_enum, default_value_t = DatasetArg::Bundled)]
-    pub dataset: DatasetArg,
-    /// CSV path for `--dataset citylearn-csv` or `--dataset ausgrid-csv`.
-    #[arg(long)]
-    pub data_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DatasetArgs,
     /// Hold out every n-th whole week for evaluation.
     #[arg(long, default_value_t = 4)]
     pub eval_every_nth_week: u32,
@@ -70,8 +67,7 @@ impl Default for ScenarioArgs {
             scenario: None,
             prosumers: None,
             seed: 7,
-            dataset: DatasetArg::Bundled,
-            data_file: None,
+            data: DatasetArgs::default(),
             eval_every_nth_week: 4,
             days: None,
             optimum: OptimumArg::Auto,
@@ -79,18 +75,6 @@ impl Default for ScenarioArgs {
             json: false,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum DatasetArg {
-    /// One year of measured hourly data from 17 homes (CityLearn 2022, Fontana CA).
-    Bundled,
-    /// A seeded synthetic year (no real data).
-    Synthetic,
-    /// A tidy CSV in the bundled file's format (`--data-file`).
-    CitylearnCsv,
-    /// An Ausgrid Solar Home CSV (`--data-file`).
-    AusgridCsv,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -180,13 +164,8 @@ impl Setup {
 }
 
 fn load_dataset(args: &ScenarioArgs) -> Result<Dataset> {
-    let file = || args.data_file.clone().ok_or_else(|| InputError(format!("--dataset {:?} needs --data-file", args.dataset)));
-    Ok(match args.dataset {
-        DatasetArg::Bundled => data::citylearn::bundled_citylearn()?,
-        DatasetArg::Synthetic => data::synthetic::standard_synthetic(),
-        DatasetArg::CitylearnCsv => data::citylearn::load_citylearn_csv(&file()?)?,
-        DatasetArg::AusgridCsv => data::ausgrid::load_ausgrid_csv(&file()?)?,
-    })
+    let (mut kind, mut file) = (DatasetKind::default(), None);
+    Ok(args.data.apply(&mut kind, &mut file)?.load()?)
 }
 
 fn load_config(args: &ScenarioArgs) -> Result<RunConfig> {

@@ -8,6 +8,7 @@
 //! - [`auth`]: bearer tokens with roles, checked in constant time, and the
 //!   client-side interceptor;
 //! - [`tls`]: PEM files → rustls server and client configs;
+//! - [`dataset`]: the `--dataset`/`--data-file` flags every node shares;
 //! - [`dial`]: the client side of every connection (URL, CA, in-process);
 //! - [`shutdown`]: one shutdown signal every task listens to, and the wait
 //!   for SIGTERM / Ctrl-C;
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod connections;
+pub mod dataset;
 pub mod dial;
 pub mod error;
 pub mod inproc;
@@ -41,6 +43,7 @@ pub mod token;
 pub use auth::{authorize, authorize_reader, BearerInterceptor, ClientAuth, RequireRole, RequireToken, Role, Tokens};
 pub use backoff::Backoff;
 pub use connections::{track_calls, Acceptor, ConnectionArgs, ConnectionLimits, ConnectionMetrics};
+pub use dataset::{check_renamed_env, DatasetArgs};
 pub use dial::{SettingNames, Target};
 pub use error::RuntimeError;
 pub use listener::GrpcListener;

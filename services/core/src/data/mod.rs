@@ -4,7 +4,9 @@
 //! length), plus per-slot grid signals (carbon intensity, measured price).
 //! Loaders fill it from the bundled CityLearn-derived file ([`citylearn`]),
 //! from Ausgrid Solar Home CSVs ([`ausgrid`]), or from a seeded synthetic
-//! generator for tests and huge scaled runs ([`synthetic`]); [`split`] holds
+//! generator for tests and huge scaled runs ([`synthetic`]);
+//! [`DatasetSource`] names one of them the same way in every node and command
+//! and loads it; [`split`] holds
 //! whole weeks out for evaluation. Scaling a dataset up to a large community
 //! happens in `crate::prosumer`, which references homes of a dataset instead
 //! of copying their series.
@@ -18,11 +20,14 @@
 pub mod ausgrid;
 mod cells;
 pub mod citylearn;
+mod source;
 pub mod split;
 pub mod synthetic;
 
 use crate::error::CoreError;
 use serde::{Deserialize, Serialize};
+
+pub use source::{DatasetKind, DatasetSource};
 
 /// One measured home.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
