@@ -226,20 +226,24 @@ trainer_image() {
 }
 
 cli_image() {
-  local bin="$CARGO_TARGET_DIR/release/peergrid" context="$STAGE/cli" soname path
-  [ -x "$bin" ] || die "no peergrid binary at $bin after building peergrid-cli"
-  # The trainer image must already hold every venv library peergrid loads.
-  while read -r soname path; do
-    [ -f "$STAGE/trainer/lib/$soname" ] || die "peergrid needs $soname, which the trainer image lacks"
-  done < <(venv_libraries "$bin")
+  local context="$STAGE/cli" soname path name bin
   mkdir -p "$context"
-  stage_stripped "$bin" "$context/peergrid"
+  for name in peergrid peergrid-run; do
+    bin="$CARGO_TARGET_DIR/release/$name"
+    [ -x "$bin" ] || die "no $name binary at $bin after building peergrid-cli"
+    # The trainer image must already hold every venv library these load.
+    while read -r soname path; do
+      [ -f "$STAGE/trainer/lib/$soname" ] || die "$name needs $soname, which the trainer image lacks"
+    done < <(venv_libraries "$bin")
+    stage_stripped "$bin" "$context/$name"
+  done
   build_image cli "$context" --build-arg "TRAINER_IMAGE=peergrid/trainer:$TAG"
   check_loadable "peergrid/cli:$TAG" /usr/local/bin/peergrid
+  check_loadable "peergrid/cli:$TAG" /usr/local/bin/peergrid-run
   docker run --rm "peergrid/cli:$TAG" --version >/dev/null || die "peergrid/cli:$TAG does not start ('--version' failed)"
 }
 
-# The cli image is the trainer image plus one binary.
+# The cli image is the trainer image plus two binaries.
 if wanted cli && ! wanted trainer; then
   IMAGES="$IMAGES,trainer"
   WANTED+=(trainer)

@@ -24,7 +24,7 @@ use peergrid_core::kpi::Kpis;
 use peergrid_proto::pb::control::v1 as ctl;
 use peergrid_proto::pb::market::v1 as market;
 
-use crate::InputError;
+use peergrid_cli::InputError;
 use peergrid_eval::report::table::kpi_table;
 
 #[derive(Args, Debug)]

@@ -14,8 +14,8 @@ use clap::Args;
 use peergrid_core::policy::weights::from_safetensors;
 use peergrid_core::policy::MlpPolicy;
 
-use crate::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
-use crate::InputError;
+use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
+use peergrid_cli::InputError;
 
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {

@@ -1,23 +1,23 @@
 //! `peergrid`: the umbrella command.
 //!
 //! `peergrid run` (the default) trains a shared PPO policy with the
-//! embedded cluster (market-node, trainer and agent-nodes in this process,
-//! over loopback gRPC or in-process pipes), then evaluates it, the
-//! baselines and the perfect-foresight optimum on held-out days and writes
-//! a report; evaluates a saved policy the same way (`peergrid eval`),
-//! clears order books from CSV (`peergrid market clear`) and operates a
-//! running market (`peergrid ctl`). Each subcommand lives in its own
-//! module; this file only parses arguments (and the global `--log-format`),
-//! installs logging and maps errors to exit codes: 2 for bad input (a
-//! file, a flag), 1 for anything else.
+//! embedded cluster, then evaluates it, the baselines and the
+//! perfect-foresight optimum on held-out days and writes a report; it is
+//! the separate binary `peergrid-run` (it links libtorch), which this
+//! command executes in its place with the same arguments. Everything else
+//! runs here and starts in milliseconds: evaluating a saved policy
+//! (`peergrid eval`), clearing order books from CSV (`peergrid market
+//! clear`) and operating a running market (`peergrid ctl`). Each subcommand
+//! lives in its own module; this file only parses arguments (and the global
+//! `--log-format`), installs logging and maps errors to exit codes: 2 for
+//! bad input (a file, a flag), 1 for anything else.
 
 mod ctl;
 mod eval;
-mod evaluate;
 mod market;
-mod run;
-mod train;
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -36,8 +36,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a shared policy (embedded cluster), evaluate it against the baselines and the optimum on held-out days, write a report (default).
-    Run(run::RunArgs),
+    /// Train a shared policy (embedded cluster), evaluate it against the baselines and the optimum on held-out days, write a report (default; `peergrid run --help` for its options).
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Options of `peergrid run` (see `peergrid run --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Evaluate a saved policy against the baselines and the optimum on held-out days, write a report.
     Eval(eval::EvalArgs),
     /// Operate a running market-node (status, pause, step, inject scenarios, watch).
@@ -49,44 +54,48 @@ enum Command {
     },
 }
 
-/// An error caused by the user's input: exit code 2.
-#[derive(Debug)]
-pub struct InputError(pub String);
-
-impl std::fmt::Display for InputError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InputError {}
+/// The binary that trains: `peergrid run` is `peergrid-run`.
+const RUN_BINARY: &str = "peergrid-run";
 
 fn main() -> ExitCode {
+    peergrid_cli::quiet_on_closed_stdout();
     let cli = Cli::parse();
-    // Warnings only (for `run`, the progress bar shows the rest of what the
-    // embedded nodes would log) unless RUST_LOG says otherwise.
-    if std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("RUST_LOG", "warn");
-    }
-    peergrid_runtime::init_tracing(cli.log_format.is_json());
-    let result = match cli.command.unwrap_or(Command::Run(run::RunArgs::default())) {
-        Command::Run(args) => run::run(args),
-        Command::Eval(args) => eval::run(args),
-        Command::Market { command } => market::run(command),
-        Command::Ctl(args) => ctl::run(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            let bad_input = e.downcast_ref::<InputError>().is_some()
-                || e.downcast_ref::<peergrid_core::CoreError>().is_some()
-                || e.downcast_ref::<peergrid_eval::EvalError>().is_some_and(|e| e.is_bad_input());
-            if bad_input {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
+    let result = match cli.command.unwrap_or(Command::Run { args: Vec::new() }) {
+        Command::Run { args } => return exec_run(cli.log_format, args),
+        command => {
+            peergrid_cli::init_logging(cli.log_format.is_json());
+            match command {
+                Command::Run { .. } => unreachable!("handled above"),
+                Command::Eval(args) => eval::run(args),
+                Command::Market { command } => market::run(command),
+                Command::Ctl(args) => ctl::run(args),
             }
         }
-    }
+    };
+    peergrid_cli::exit_code(result)
+}
+
+/// Replaces this process with `peergrid-run ARGS` (same exit code, same
+/// signals); the log format travels in `PEERGRID_LOG_FORMAT`.
+fn exec_run(log_format: LogFormat, args: Vec<OsString>) -> ExitCode {
+    let Some(program) = find_run_binary() else {
+        eprintln!(
+            "error: `peergrid run` trains with libtorch in the separate binary {RUN_BINARY}, which is neither next to \
+             this one nor on PATH: build both with `cargo build --release -p peergrid-cli` (or run scripts/run.sh)"
+        );
+        return ExitCode::FAILURE;
+    };
+    let mut command = std::process::Command::new(&program);
+    command.args(args).env("PEERGRID_LOG_FORMAT", if log_format.is_json() { "json" } else { "text" });
+    use std::os::unix::process::CommandExt;
+    let e = command.exec();
+    eprintln!("error: cannot run {}: {e}", program.display());
+    ExitCode::FAILURE
+}
+
+/// `peergrid-run` next to this executable, else the first on PATH.
+fn find_run_binary() -> Option<PathBuf> {
+    let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join(RUN_BINARY)));
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    beside.into_iter().chain(on_path.map(|dir| dir.join(RUN_BINARY))).find(|p| p.is_file())
 }

@@ -60,7 +60,7 @@ pub fn run(cmd: MarketCommand) -> Result<()> {
             let book = if label == "-" {
                 market::read_order_book(std::io::stdin().lock(), "<stdin>")?
             } else {
-                let file = File::open(&orders).map_err(|e| crate::InputError(format!("{label}: {e}")))?;
+                let file = File::open(&orders).map_err(|e| peergrid_cli::InputError(format!("{label}: {e}")))?;
                 market::read_order_book(file, &label)?
             };
             let mechanism = match mechanism {

@@ -434,3 +434,42 @@ fn ctl_https_needs_a_ca_and_a_ca_needs_https() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to the market"));
 }
+
+/// The shared libraries a binary needs, as `ldd` lists them.
+fn needed_libraries(binary: &str) -> String {
+    let out = Command::new("ldd").arg(binary).output().expect("ldd (Debian's libc-bin) runs");
+    assert!(out.status.success(), "ldd {binary}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn operator_commands_do_not_load_libtorch_and_run_hands_over_to_the_binary_that_does() {
+    let operator = needed_libraries(env!("CARGO_BIN_EXE_peergrid"));
+    assert!(!operator.contains("torch"), "`peergrid` must start without libtorch:\n{operator}");
+    let run = needed_libraries(env!("CARGO_BIN_EXE_peergrid-run"));
+    assert!(run.contains("libtorch"), "`peergrid-run` trains, so it links libtorch:\n{run}");
+    let help = peergrid(&["run", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{}", String::from_utf8_lossy(&help.stderr));
+    assert!(text.contains("Usage: peergrid run") && text.contains("--updates"), "run's own help: {text}");
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::process::Stdio;
+    // Enough output that the pipe's reader is gone long before the last line.
+    let book: String = std::iter::once("id,side,kwh,limit_price\n".to_owned())
+        .chain((0..20_000).map(|i| format!("O{i},{},1,0.{}\n", if i % 2 == 0 { "buy" } else { "sell" }, 10 + i % 7)))
+        .collect();
+    let orders = scratch_file("big_book.csv", &book);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peergrid"))
+        .args(["market", "clear", "--orders", &orders])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("peergrid runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("peergrid ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "a quiet end, got: {err}");
+}

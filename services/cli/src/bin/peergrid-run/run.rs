@@ -16,8 +16,8 @@ use peergrid_core::policy::MlpPolicy;
 
 use peergrid_eval::days::DaySelection;
 
-use crate::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
-use crate::InputError;
+use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
+use peergrid_cli::InputError;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {

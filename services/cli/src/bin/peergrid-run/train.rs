@@ -33,7 +33,7 @@ use peergrid_runtime::{ShutdownController, Tokens};
 use peergrid_trainer::config::TrainerConfig;
 use peergrid_trainer::{LearnerSettings, PpoConfig};
 
-use crate::InputError;
+use peergrid_cli::InputError;
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {

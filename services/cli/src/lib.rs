@@ -1,0 +1,60 @@
+//! What the two halves of the `peergrid` command share.
+//!
+//! `peergrid` itself (operator commands: `ctl`, `eval`, `market clear`) does
+//! not link libtorch, so it starts in milliseconds; `peergrid run`, which
+//! trains, is the separate binary `peergrid-run` that `peergrid` hands the
+//! command line to. Both evaluate and report through [`evaluate`] and map
+//! errors to exit codes with [`exit_code`]: 2 for bad input (a file, a
+//! flag), 1 for anything else.
+
+pub mod evaluate;
+
+use std::process::ExitCode;
+
+/// An error caused by the user's input: exit code 2.
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Lets a closed stdout end the command quietly (`peergrid ctl watch | head`):
+/// the default SIGPIPE action, as other Unix tools, instead of Rust's
+/// ignored SIGPIPE and a panic on the next `println!`.
+pub fn quiet_on_closed_stdout() {
+    // SAFETY: called first thing in `main`, before any thread exists;
+    // restores the signal's default disposition, which is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Installs logging for a command: warnings only unless RUST_LOG says
+/// otherwise (for `run`, the progress bar shows the rest of what the
+/// embedded nodes would log).
+pub fn init_logging(json: bool) {
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
+    peergrid_runtime::init_tracing(json);
+}
+
+/// Prints a command's error and picks its exit code: 2 when the user's
+/// input was wrong, 1 otherwise.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    let Err(e) = result else { return ExitCode::SUCCESS };
+    eprintln!("error: {e:#}");
+    let bad_input = e.downcast_ref::<InputError>().is_some()
+        || e.downcast_ref::<peergrid_core::CoreError>().is_some()
+        || e.downcast_ref::<peergrid_eval::EvalError>().is_some_and(|e| e.is_bad_input());
+    if bad_input {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
