@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peergrid_core::household::HouseholdReport;
 use peergrid_core::market::PriceBounds;
-use peergrid_proto::convert::slot::OpenSlot;
+use peergrid_core::observation::OpenSlot;
 use peergrid_proto::WireError;
 use peergrid_runtime::Shutdown;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};

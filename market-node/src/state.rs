@@ -36,7 +36,7 @@ use peergrid_core::simulation::{slot_context, SimConfig};
 use peergrid_core::slot_engine::{household_slot, SlotEngine};
 use peergrid_core::tariff::GridConfig;
 use peergrid_core::units::{Money, PricePerKwh, ProsumerId, Wh};
-use peergrid_proto::convert::slot::OpenSlot;
+use peergrid_core::observation::OpenSlot;
 use peergrid_proto::WireError;
 
 use crate::config::{ClockMode, ConfigError, MarketSettings, DEADLINE_MS, SLOT_PERIOD_MS};
