@@ -6,7 +6,8 @@
 //! Control), converts wire → domain with `peergrid_proto::convert` (which
 //! validates and names the failing field), asks the clock, and converts the
 //! answer back. Every error leaves as a `WireError` → `Status`, counted in
-//! the `rejected` metric by reason.
+//! the `rejected` metric by reason; the market's own refusals
+//! ([`MarketError`]) become wire errors here, in one `From` impl.
 //!
 //! A session is a bidi stream: the node's first message is `Join` (with the
 //! session's secret), then one `OrderBatch` per slot, preceded by a `Hold`
@@ -43,6 +44,7 @@ use market::market_service_server::{MarketService, MarketServiceServer};
 
 use crate::clock::{ClockHandle, ControlCommand, ControlOutcome, MarketEvent, NodeEvent, OwnedRegister, Refused, NODE_QUEUE};
 use crate::config::ClockMode;
+use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::{FeederLimit, ScaleGroup, ScenarioEvent, TakeOffline, TariffOverride};
 use crate::state::{NodeCleared, ProsumerInfo, SlotSummary, StatusSnapshot};
@@ -64,8 +66,27 @@ struct Edge {
     refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The one place a market refusal becomes a wire error: same words, and
+/// the gRPC code its variant stands for.
+impl From<MarketError> for WireError {
+    fn from(e: MarketError) -> WireError {
+        // The wire's non-argument errors carry one reason; the market's name
+        // the field first, as the wire's messages always did.
+        let reason = |field: String, reason: String| format!("{field}: {reason}");
+        match e {
+            MarketError::Invalid { field, reason } => WireError::InvalidArgument { field, reason },
+            MarketError::Precondition { field, reason: r } => WireError::FailedPrecondition { reason: reason(field, r) },
+            MarketError::Forbidden { field, reason: r } => WireError::PermissionDenied { reason: reason(field, r) },
+            MarketError::Exhausted { field, reason: r } => WireError::ResourceExhausted { reason: reason(field, r) },
+            MarketError::NotFound { field, reason: r } => WireError::NotFound { what: reason(field, r) },
+            MarketError::Internal { reason } => WireError::Internal { reason },
+        }
+    }
+}
+
 impl Edge {
-    fn fail(&self, e: WireError) -> Status {
+    fn fail(&self, e: impl Into<WireError>) -> Status {
+        let e = e.into();
         self.metrics.reject(e.code());
         e.into()
     }
@@ -247,7 +268,7 @@ async fn accept_batch(edge: &Edge, key: crate::state::NodeKey, batch: market::Or
         .enumerate()
         .map(|(i, w)| report_from_wire_at(w, bounds, &|| index("reports", i)))
         .collect::<Result<Vec<_>, _>>()?;
-    edge.clock.submit(key, batch.slot, reports).await
+    Ok(edge.clock.submit(key, batch.slot, reports).await?)
 }
 
 /// Validates a hold at the edge and asks the clock to hold the open slot.
@@ -256,7 +277,8 @@ async fn accept_hold(edge: &Edge, key: crate::state::NodeKey, hold: &market::Hol
     if !(1..=32).contains(&chars) || hold.reason.chars().any(char::is_control) {
         return Err(WireError::invalid("hold.reason", format!("must be 1..=32 printable characters, got {chars}")));
     }
-    edge.clock.hold(key, hold.slot).await.map(|_| ())
+    edge.clock.hold(key, hold.slot).await?;
+    Ok(())
 }
 
 /// The metric label of a refusal: a batch for a slot that is not the open
@@ -278,6 +300,10 @@ fn node_event_to_wire(event: NodeEvent) -> Result<market::MarketMessage, Status>
     let msg = match event {
         NodeEvent::Open(open) => Msg::Open(slot_open_to_wire(&open)),
         NodeEvent::Cleared(c) => Msg::Cleared(cleared_to_wire(&c)),
+        NodeEvent::Replaced => {
+            let reason = "session: replaced by a newer connection of this node".to_owned();
+            return Err(WireError::FailedPrecondition { reason }.into());
+        }
         NodeEvent::Refused(r) => Msg::Refused(market::BatchRefused {
             slot: r.slot,
             code: r.error.code() as i32,

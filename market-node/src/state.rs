@@ -37,8 +37,8 @@ use peergrid_core::slot_engine::{household_slot, SlotEngine};
 use peergrid_core::tariff::GridConfig;
 use peergrid_core::units::{Money, PricePerKwh, ProsumerId, Wh};
 use peergrid_core::observation::OpenSlot;
-use peergrid_proto::WireError;
 
+use crate::error::MarketError;
 use crate::config::{ClockMode, ConfigError, MarketSettings, DEADLINE_MS, SLOT_PERIOD_MS};
 use crate::scenario::{parse_scenario, Effects, ScenarioEvent, TimedEvent, MAX_LIVE_EVENTS};
 
@@ -71,10 +71,10 @@ pub struct RegisterRequest<'a> {
 }
 
 /// Node names: 1..=64 printable characters.
-pub fn check_node_name(name: &str) -> Result<(), WireError> {
+pub fn check_node_name(name: &str) -> Result<(), MarketError> {
     let chars = name.chars().count();
     if !(1..=MAX_NODE_NAME_CHARS).contains(&chars) || name.chars().any(char::is_control) {
-        return Err(WireError::invalid("node_name", format!("must be 1..={MAX_NODE_NAME_CHARS} printable characters")));
+        return Err(MarketError::invalid("node_name", format!("must be 1..={MAX_NODE_NAME_CHARS} printable characters")));
     }
     Ok(())
 }
@@ -382,19 +382,19 @@ impl MarketState {
     /// Assigns a new node a free contiguous id range (first fit over the
     /// live leases), or gives a resuming node its range back. `secret` is a
     /// fresh unguessable value the caller drew; a new registration keeps it.
-    pub fn register(&mut self, request: RegisterRequest<'_>, secret: String, now_ms: u64) -> Result<Registration, WireError> {
+    pub fn register(&mut self, request: RegisterRequest<'_>, secret: String, now_ms: u64) -> Result<Registration, MarketError> {
         let RegisterRequest { name, prosumer_count, resume_session_id, resume_first_id, resume_secret } = request;
         check_node_name(name)?;
         let max = MAX_NODE_PROSUMERS.min(self.control.max_batch as u32);
         if !(1..=max).contains(&prosumer_count) {
-            return Err(WireError::invalid("prosumer_count", format!("must lie in 1..={max}, got {prosumer_count}")));
+            return Err(MarketError::invalid("prosumer_count", format!("must lie in 1..={max}, got {prosumer_count}")));
         }
         let index = if resume_session_id.is_empty() {
-            let first = self.free_range(prosumer_count).ok_or_else(|| WireError::ResourceExhausted {
-                reason: format!(
-                    "prosumer_count: the market hosts at most {MAX_PROSUMERS} prosumers ({} registered)",
-                    self.registered_prosumers()
-                ),
+            let first = self.free_range(prosumer_count).ok_or_else(|| {
+                MarketError::exhausted(
+                    "prosumer_count",
+                    format!("the market hosts at most {MAX_PROSUMERS} prosumers ({} registered)", self.registered_prosumers()),
+                )
             })?;
             let index = self.next_index;
             let session_id = format!(
@@ -405,7 +405,7 @@ impl MarketState {
             self.insert_node(name, session_id, secret, first, prosumer_count, now_ms)
         } else {
             if !is_hex32(resume_secret) {
-                return Err(WireError::invalid(
+                return Err(MarketError::invalid(
                     "resume_secret",
                     "must be the 32 hex characters the market issued with the session",
                 ));
@@ -414,10 +414,10 @@ impl MarketState {
                 (Ok(index), _) => {
                     let node = &self.nodes[&index];
                     if !secret_matches(&node.secret, resume_secret) {
-                        return Err(WireError::PermissionDenied { reason: "resume_secret: does not match the session".into() });
+                        return Err(MarketError::forbidden("resume_secret", "does not match the session"));
                     }
                     if node.count != prosumer_count {
-                        return Err(WireError::invalid(
+                        return Err(MarketError::invalid(
                             "prosumer_count",
                             format!("a resumed session hosts {} prosumers, got {prosumer_count}", node.count),
                         ));
@@ -509,16 +509,17 @@ impl MarketState {
         first: ProsumerId,
         count: u32,
         now_ms: u64,
-    ) -> Result<usize, WireError> {
+    ) -> Result<usize, MarketError> {
         if !is_hex32(session_id) {
-            return Err(WireError::invalid("resume_session_id", "must be the 32 hex characters a market issued"));
+            return Err(MarketError::invalid("resume_session_id", "must be the 32 hex characters a market issued"));
         }
         let end = first.checked_add(count).filter(|end| *end <= MAX_PROSUMERS).ok_or_else(|| {
-            WireError::invalid("resume_first_prosumer_id", format!("range {first}+{count} exceeds {MAX_PROSUMERS}"))
+            MarketError::invalid("resume_first_prosumer_id", format!("range {first}+{count} exceeds {MAX_PROSUMERS}"))
         })?;
         if let Some(other) = self.nodes.values().find(|n| first < n.end() && n.first < end) {
-            return Err(WireError::failed_precondition(format!(
-                "resume_first_prosumer_id: ids {first}..{end} overlap node '{}' ({}..{})",
+            return Err(MarketError::precondition(
+                "resume_first_prosumer_id",
+                format!("ids {first}..{end} overlap node '{}' ({}..{})",
                 other.name,
                 other.first,
                 other.end()
@@ -527,9 +528,9 @@ impl MarketState {
         Ok(self.insert_node(name, session_id.to_owned(), secret.to_owned(), first, count, now_ms))
     }
 
-    fn node_of_session(&self, session_id: &str) -> Result<usize, WireError> {
-        self.nodes.iter().find(|(_, n)| n.session_id == session_id).map(|(i, _)| *i).ok_or_else(|| WireError::NotFound {
-            what: "session_id: no such session (register first, or its lease expired)".into(),
+    fn node_of_session(&self, session_id: &str) -> Result<usize, MarketError> {
+        self.nodes.iter().find(|(_, n)| n.session_id == session_id).map(|(i, _)| *i).ok_or_else(|| {
+            MarketError::not_found("session_id", "no such session (register first, or its lease expired)")
         })
     }
 
@@ -542,14 +543,14 @@ impl MarketState {
         secret: &str,
         prosumers: &[ProsumerInfo],
         now_ms: u64,
-    ) -> Result<NodeKey, WireError> {
+    ) -> Result<NodeKey, MarketError> {
         let index = self.node_of_session(session_id)?;
         let node = &self.nodes[&index];
         if !secret_matches(&node.secret, secret) {
-            return Err(WireError::PermissionDenied { reason: "resume_secret: does not match the session".into() });
+            return Err(MarketError::forbidden("resume_secret", "does not match the session"));
         }
         if prosumers.len() != node.count as usize {
-            return Err(WireError::invalid(
+            return Err(MarketError::invalid(
                 "prosumers",
                 format!("must describe the node's {} prosumers, got {}", node.count, prosumers.len()),
             ));
@@ -557,12 +558,12 @@ impl MarketState {
         for (i, p) in prosumers.iter().enumerate() {
             let want = node.first + i as u32;
             if p.prosumer_id != want {
-                return Err(WireError::invalid(
+                return Err(MarketError::invalid(
                     format!("prosumers[{i}].prosumer_id"),
                     format!("must be {want} (ids in range order), got {}", p.prosumer_id),
                 ));
             }
-            p.envelope.validate(&format!("prosumers[{i}]")).map_err(WireError::from)?;
+            p.envelope.validate(&format!("prosumers[{i}]")).map_err(MarketError::from)?;
         }
         let (first, end) = (node.first, node.end());
         if !node.joined {
@@ -778,21 +779,21 @@ impl MarketState {
     /// The open round, if `key` is the node's current connection, `slot` is
     /// the open slot and the node has not sent its batch for it yet; `what`
     /// ("a batch", "a hold") names the message in the error.
-    fn open_round_for(&self, key: NodeKey, slot: u64, what: &str) -> Result<&Round, WireError> {
+    fn open_round_for(&self, key: NodeKey, slot: u64, what: &str) -> Result<&Round, MarketError> {
         if !self.is_current(key) {
-            return Err(WireError::failed_precondition("session: this connection is not (or no longer) joined"));
+            return Err(MarketError::precondition("session", "this connection is not (or no longer) joined"));
         }
         let Some(round) = self.round.as_ref() else {
-            return Err(WireError::failed_precondition(format!("slot: no slot is open, got {what} for slot {slot}")));
+            return Err(MarketError::precondition("slot", format!("no slot is open, got {what} for slot {slot}")));
         };
         if slot != round.open.slot {
-            return Err(WireError::failed_precondition(format!(
-                "slot: the open slot is {}, got {what} for slot {slot}",
-                round.open.slot
-            )));
+            return Err(MarketError::precondition(
+                "slot",
+                format!("the open slot is {}, got {what} for slot {slot}", round.open.slot),
+            ));
         }
         if round.batches.contains_key(&key.index) {
-            return Err(WireError::failed_precondition(format!("slot: this node already sent its batch for slot {slot}")));
+            return Err(MarketError::precondition("slot", format!("this node already sent its batch for slot {slot}")));
         }
         Ok(round)
     }
@@ -800,12 +801,13 @@ impl MarketState {
     /// Validates a node's whole batch for `slot` and stores it; on any
     /// error nothing is stored. Reports must already be wire-validated
     /// (finite, in bounds, order consistent with the position).
-    pub fn submit(&mut self, key: NodeKey, slot: u64, reports: Vec<HouseholdReport>, now_ms: u64) -> Result<usize, WireError> {
+    pub fn submit(&mut self, key: NodeKey, slot: u64, reports: Vec<HouseholdReport>, now_ms: u64) -> Result<usize, MarketError> {
         let round = self.open_round_for(key, slot, "a batch")?;
         if reports.len() > self.control.max_batch {
-            return Err(WireError::ResourceExhausted {
-                reason: format!("reports: {} reports exceed the batch limit of {}", reports.len(), self.control.max_batch),
-            });
+            return Err(MarketError::exhausted(
+                "reports",
+                format!("{} reports exceed the batch limit of {}", reports.len(), self.control.max_batch),
+            ));
         }
         let node = &self.nodes[&key.index];
         let ctx = &round.open.ctx;
@@ -821,33 +823,32 @@ impl MarketState {
             // measurable share of a 10,000-prosumer slot.
             let field = || format!("reports[{i}].prosumer_id");
             if !node.hosts(r.prosumer_id) {
-                return Err(WireError::PermissionDenied {
-                    reason: format!(
-                        "{}: prosumer {} is not hosted by this node (it hosts {}..{})",
-                        field(),
+                return Err(MarketError::forbidden(
+                    field(),
+                    format!(
+                        "prosumer {} is not hosted by this node (it hosts {}..{})",
                         r.prosumer_id,
                         node.first,
                         node.first + node.count
                     ),
-                });
+                ));
             }
             if let Some(j) = seen.insert(r.prosumer_id, i) {
-                return Err(WireError::invalid(field(), format!("duplicate prosumer id {} (also reports[{j}])", r.prosumer_id)));
+                return Err(MarketError::invalid(field(), format!("duplicate prosumer id {} (also reports[{j}])", r.prosumer_id)));
             }
             let (conditions, offline) = conditions_for(r.prosumer_id, &round.open.adjustments);
             if offline {
-                return Err(WireError::failed_precondition(format!(
-                    "{}: prosumer {} is offline in slot {slot} and must not report",
+                return Err(MarketError::precondition(
                     field(),
-                    r.prosumer_id
-                )));
+                    format!("prosumer {} is offline in slot {slot} and must not report", r.prosumer_id),
+                ));
             }
             let envelope = &node.envelopes[(r.prosumer_id - node.first) as usize];
-            envelope.check(r, &limits, conditions, &|| format!("reports[{i}]")).map_err(WireError::from)?;
+            envelope.check(r, &limits, conditions, &|| format!("reports[{i}]")).map_err(MarketError::from)?;
         }
         let mut sorted = reports;
         sorted.sort_by_key(|r| r.prosumer_id);
-        SlotEngine::check_reports(&sorted, &round.open.ctx.tariff).map_err(WireError::from)?;
+        SlotEngine::check_reports(&sorted, &round.open.ctx.tariff).map_err(MarketError::from)?;
         let n = sorted.len();
         let node = self.nodes.get_mut(&key.index).expect("current");
         node.last_seen_ms = now_ms;
@@ -860,7 +861,7 @@ impl MarketState {
     /// A node asks the market to hold the open slot for it (it waits for the
     /// next policy version). Fast mode holds the slot at most `max_hold_ms`
     /// after it opened; real-time mode keeps wall-clock time and only counts it.
-    pub fn hold(&mut self, key: NodeKey, slot: u64, now_ms: u64) -> Result<HoldOutcome, WireError> {
+    pub fn hold(&mut self, key: NodeKey, slot: u64, now_ms: u64) -> Result<HoldOutcome, MarketError> {
         self.open_round_for(key, slot, "a hold")?;
         let mode = self.control.mode;
         let max_hold = self.control.max_hold_ms;
@@ -1002,9 +1003,9 @@ impl MarketState {
     }
 
     /// Opens exactly `count` more slots, then pauses.
-    pub fn step(&mut self, count: u32) -> Result<String, WireError> {
+    pub fn step(&mut self, count: u32) -> Result<String, MarketError> {
         if !(1..=MAX_STEP).contains(&count) {
-            return Err(WireError::invalid("count", format!("must lie in 1..={MAX_STEP}, got {count}")));
+            return Err(MarketError::invalid("count", format!("must lie in 1..={MAX_STEP}, got {count}")));
         }
         self.control.started = true;
         self.control.paused = true;
@@ -1013,12 +1014,12 @@ impl MarketState {
     }
 
     /// Changes the clock mode; a 0 period or deadline keeps the current one.
-    pub fn set_mode(&mut self, mode: ClockMode, slot_period_ms: u64, deadline_ms: u64) -> Result<String, WireError> {
+    pub fn set_mode(&mut self, mode: ClockMode, slot_period_ms: u64, deadline_ms: u64) -> Result<String, MarketError> {
         let check = |field: &str, v: u64, (lo, hi): (u64, u64)| {
             if v == 0 || (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(WireError::invalid(field, format!("must lie in {lo}..={hi} (or 0 = unchanged), got {v}")))
+                Err(MarketError::invalid(field, format!("must lie in {lo}..={hi} (or 0 = unchanged), got {v}")))
             }
         };
         check("slot_period_ms", slot_period_ms, SLOT_PERIOD_MS)?;
@@ -1039,7 +1040,7 @@ impl MarketState {
     }
 
     /// Validates a whole scenario, then schedules all of its events.
-    pub fn load_scenario(&mut self, json: &str) -> Result<String, WireError> {
+    pub fn load_scenario(&mut self, json: &str) -> Result<String, MarketError> {
         let events = parse_scenario(json, self.next_slot)?;
         let n = events.len();
         self.room_for_events(n, "scenario_json.events")?;
@@ -1049,7 +1050,7 @@ impl MarketState {
     }
 
     /// Validates one event and applies it from the next slot opened.
-    pub fn inject(&mut self, event: ScenarioEvent) -> Result<String, WireError> {
+    pub fn inject(&mut self, event: ScenarioEvent) -> Result<String, MarketError> {
         event.validate("event")?;
         self.room_for_events(1, "event")?;
         self.pending.push(event);
@@ -1057,12 +1058,13 @@ impl MarketState {
     }
 
     /// Whether `n` more events fit beside those in force, pending and scheduled.
-    fn room_for_events(&self, n: usize, field: &str) -> Result<(), WireError> {
+    fn room_for_events(&self, n: usize, field: &str) -> Result<(), MarketError> {
         let live = self.effects.len() + self.pending.len() + self.scheduled.len();
         if live + n > MAX_LIVE_EVENTS {
-            return Err(WireError::ResourceExhausted {
-                reason: format!("{field}: {live} events in force or scheduled, {n} more exceed the limit of {MAX_LIVE_EVENTS}"),
-            });
+            return Err(MarketError::exhausted(
+                field,
+                format!("{live} events in force or scheduled, {n} more exceed the limit of {MAX_LIVE_EVENTS}"),
+            ));
         }
         Ok(())
     }
@@ -1123,7 +1125,19 @@ mod tests {
     use peergrid_core::data::synthetic::synthetic_dataset;
     use peergrid_core::prosumer::ProsumerKind;
     use peergrid_core::safety::OrderIntent;
+    use peergrid_proto::WireError;
     use tonic::Code;
+
+    /// The gRPC code a refusal leaves the market with (mapped at the edge).
+    trait WireCode {
+        fn code(&self) -> Code;
+    }
+
+    impl WireCode for MarketError {
+        fn code(&self) -> Code {
+            WireError::from(self.clone()).code()
+        }
+    }
 
     fn state() -> MarketState {
         let ds = Arc::new(synthetic_dataset(3, 2, 60, 1));
@@ -1133,7 +1147,7 @@ mod tests {
 
     const SECRET: &str = "00112233445566778899aabbccddeeff";
 
-    fn reg(s: &mut MarketState, name: &str, count: u32) -> Result<Registration, WireError> {
+    fn reg(s: &mut MarketState, name: &str, count: u32) -> Result<Registration, MarketError> {
         s.register(RegisterRequest { name, prosumer_count: count, ..RegisterRequest::default() }, SECRET.replace('0', "f"), 0)
     }
 
@@ -1144,7 +1158,7 @@ mod tests {
         session: &str,
         first: Option<u32>,
         secret: &str,
-    ) -> Result<Registration, WireError> {
+    ) -> Result<Registration, MarketError> {
         let request = RegisterRequest {
             name,
             prosumer_count: count,

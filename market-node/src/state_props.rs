@@ -29,6 +29,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::config::MarketSettings;
 use crate::grpc::{inject_from_wire, mode_from_wire};
+use peergrid_proto::WireError;
 
 /// Everything the state holds, as text. The exhaustive destructuring makes
 /// a field added to [`MarketState`] without adding it here a compile error.
@@ -312,7 +313,7 @@ impl Harness {
                     resume_first_id: first,
                     resume_secret: &secret,
                 };
-                self.s.register(request, fresh, now).map(|r| self.regs.push(r))
+                self.s.register(request, fresh, now).map(|r| self.regs.push(r)).map_err(WireError::from)
             }
             Op::Join { node, secret, defect } => {
                 let reg = pick(node, self.regs.len()).map(|i| self.regs[i].clone());
@@ -334,7 +335,7 @@ impl Harness {
                     JoinDefect::Kind => infos[0].envelope.kind = ProsumerKind::Consumer,
                     JoinDefect::Value(v) => infos[0].envelope.pv_kwp = *v,
                 }
-                self.s.join(&session, &secret, &infos, now).map(|k| self.keys.push(k))
+                self.s.join(&session, &secret, &infos, now).map(|k| self.keys.push(k)).map_err(WireError::from)
             }
             Op::Submit { node, slot, reports } => {
                 let key = pick(node, self.keys.len()).map(|i| self.keys[i])?;
@@ -344,19 +345,21 @@ impl Harness {
             }
             Op::Hold { node, slot } => {
                 let key = pick(node, self.keys.len()).map(|i| self.keys[i])?;
-                self.s.hold(key, self.slot(*slot), now).map(drop)
+                self.s.hold(key, self.slot(*slot), now).map(drop).map_err(WireError::from)
             }
-            Op::Inject(request) => inject_from_wire(*request).and_then(|event| self.s.inject(event)).map(drop),
+            Op::Inject(request) => {
+                inject_from_wire(*request).and_then(|event| self.s.inject(event).map_err(WireError::from)).map(drop)
+            }
             Op::SetMode(request) => mode_from_wire(request)
                 .and_then(|command| match command {
                     crate::clock::ControlCommand::SetMode { mode, slot_period_ms, deadline_ms } => {
-                        self.s.set_mode(mode, slot_period_ms, deadline_ms)
+                        self.s.set_mode(mode, slot_period_ms, deadline_ms).map_err(WireError::from)
                     }
                     other => panic!("mode_from_wire made {other:?}"),
                 })
                 .map(drop),
-            Op::LoadScenario(json) => self.s.load_scenario(json).map(drop),
-            Op::Step(count) => self.s.step(*count).map(drop),
+            Op::LoadScenario(json) => self.s.load_scenario(json).map(drop).map_err(WireError::from),
+            Op::Step(count) => self.s.step(*count).map(drop).map_err(WireError::from),
             Op::Open => {
                 if self.s.may_open() {
                     self.s.open(now, 0);
@@ -397,7 +400,7 @@ impl Harness {
             .enumerate()
             .map(|(i, w)| report_from_wire_at(w, bounds, &|| index("reports", i)))
             .collect::<Result<Vec<_>, _>>()?;
-        self.s.submit(key, slot, reports, self.now_ms).map(drop)
+        self.s.submit(key, slot, reports, self.now_ms).map(drop).map_err(WireError::from)
     }
 }
 
@@ -484,7 +487,7 @@ fn live_scenario_events_are_bounded() {
     }
     let before = fingerprint(&h.s);
     let e = h.s.inject(event).unwrap_err();
-    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(matches!(e, MarketError::Exhausted { .. }), "{e}");
     assert!(e.to_string().contains("event: 10000 events in force or scheduled"), "{e}");
     let e = h.s.load_scenario(r#"{"events": [{"at_slot": 3, "feeder": {}}]}"#).unwrap_err();
     assert!(e.to_string().contains("scenario_json.events"), "{e}");
