@@ -115,7 +115,10 @@ fn range_ok(first: ProsumerId, last: ProsumerId, path: &str) -> Result<(), Marke
     if first <= last {
         Ok(())
     } else {
-        Err(MarketError::invalid(format!("{path}.last_prosumer_id"), format!("must be ≥ first_prosumer_id ({first}), got {last}")))
+        Err(MarketError::invalid(
+            format!("{path}.last_prosumer_id"),
+            format!("must be ≥ first_prosumer_id ({first}), got {last}"),
+        ))
     }
 }
 
