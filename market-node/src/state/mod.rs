@@ -260,7 +260,8 @@ impl MarketState {
 
     /// Validates a node's whole batch for `slot` and stores it; on any
     /// error nothing is stored. Reports must already be wire-validated
-    /// (finite, in bounds, order consistent with the position).
+    /// (finite, in bounds, order consistent with the position; at most the
+    /// batch limit of them, which the edge checks before decoding).
     pub fn submit(&mut self, key: NodeKey, slot: u64, reports: Vec<HouseholdReport>, now_ms: u64) -> Result<usize, MarketError> {
         self.rounds.submit(&mut self.members, key, slot, reports, now_ms)
     }

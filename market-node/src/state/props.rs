@@ -4,14 +4,14 @@
 //! interleaved with the clock's own moves (open, clear, disconnect, expire).
 //!
 //! Each request goes through the same validation the gRPC edge applies
-//! (`report_from_wire_at` for batches, [`crate::grpc::inject_from_wire`]
-//! and [`crate::grpc::mode_from_wire`] for control), then to the state; the state's refusals are compared as
-//! the wire sees them.
-//! Properties: nothing panics; a refused request carries a non-OK code and
-//! a message and leaves the state exactly as it was (compared by
-//! [`fingerprint`], which covers every field); after every clearing the
-//! cleared energy and money balance (every Wh bought was sold, every
-//! nano-currency paid was received) and the KPIs stay finite.
+//! ([`crate::grpc::batch_from_wire`] for batches,
+//! [`crate::grpc::inject_from_wire`] and [`crate::grpc::mode_from_wire`]
+//! for control), then to the state, whose refusals are judged as the wire
+//! sees them. Properties: nothing panics; a refused request carries a
+//! non-OK code and a message and leaves the state exactly as it was
+//! (compared by [`fingerprint`], which covers every field); after every
+//! clearing the cleared energy and money balance (every Wh bought was
+//! sold, every nano-currency paid was received) and the KPIs stay finite.
 //!
 //! A child of `state`, so it can see the state's parts.
 
@@ -22,7 +22,6 @@ use peergrid_core::physics::Envelope;
 use peergrid_core::prosumer::ProsumerKind;
 use peergrid_core::simulation::SimConfig;
 use peergrid_core::units::Wh;
-use peergrid_proto::convert::{index, slot::report_from_wire_at};
 use peergrid_proto::pb::common::v1 as common;
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
@@ -31,7 +30,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::MarketSettings;
-use crate::grpc::{inject_from_wire, mode_from_wire};
+use crate::grpc::{batch_from_wire, inject_from_wire, mode_from_wire};
 use peergrid_proto::WireError;
 
 /// Everything the state holds, as text: each part's derived `Debug`
@@ -368,19 +367,10 @@ impl Harness {
         })
     }
 
-    /// What `grpc::accept_batch` does: size, slot and wire checks, then the state.
+    /// What `grpc::accept_batch` does: the edge's checks, then the state.
     fn edge_submit(&mut self, key: NodeKey, slot: u64, batch: &[market::HouseholdReport]) -> Result<(), WireError> {
-        let Some((open, bounds)) = self.s.open_bounds() else {
-            return Err(WireError::failed_precondition(format!("slot: no slot is open, got a batch for slot {slot}")));
-        };
-        if slot != open {
-            return Err(WireError::failed_precondition(format!("slot: the open slot is {open}, got {slot}")));
-        }
-        let reports = batch
-            .iter()
-            .enumerate()
-            .map(|(i, w)| report_from_wire_at(w, bounds, &|| index("reports", i)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let batch = market::OrderBatch { slot, reports: batch.to_vec() };
+        let reports = batch_from_wire(&batch, self.s.open_bounds(), MAX_BATCH)?;
         self.s.submit(key, slot, reports, self.now_ms).map(drop).map_err(WireError::from)
     }
 }

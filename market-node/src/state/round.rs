@@ -95,7 +95,6 @@ impl Round {
 /// waited for.
 #[derive(Clone, Debug)]
 struct RoundLimits {
-    max_batch: usize,
     node_timeout_ms: u64,
     max_hold_ms: u64,
     /// Largest average power one household may draw, kW (bounds load reports).
@@ -145,7 +144,6 @@ impl Rounds {
             start_slot: settings.start_slot as usize,
             schedule,
             limits: RoundLimits {
-                max_batch: settings.max_batch,
                 node_timeout_ms: settings.node_timeout_ms,
                 max_hold_ms: settings.max_hold_ms,
                 max_household_kw: settings.max_household_kw,
@@ -269,8 +267,10 @@ impl Rounds {
     }
 
     /// Validates a node's whole batch for `slot` and stores it; on any
-    /// error nothing is stored. Reports must already be wire-validated
-    /// (finite, in bounds, order consistent with the position).
+    /// error nothing is stored. Reports come decoded by the edge (finite,
+    /// in bounds, order consistent with the position, at most `max_batch`
+    /// of them); this checks what only the market knows: the round, the
+    /// node's ids and declared equipment, the scenario's offline prosumers.
     pub(super) fn submit(
         &mut self,
         members: &mut Membership,
@@ -280,12 +280,6 @@ impl Rounds {
         now_ms: u64,
     ) -> Result<usize, MarketError> {
         let round = self.round_for(members, key, slot, "a batch")?;
-        if reports.len() > self.limits.max_batch {
-            return Err(MarketError::exhausted(
-                "reports",
-                format!("{} reports exceed the batch limit of {}", reports.len(), self.limits.max_batch),
-            ));
-        }
         let node = members.get(key.index).expect("current");
         check_reports(round, node, &self.limits, slot, &reports)?;
         let mut sorted = reports;
@@ -388,7 +382,9 @@ mod tests {
             (ka, 1, vec![report(0, 1.0, 150_000)], Code::FailedPrecondition, "slot"),
             (ka, 0, vec![report(0, 1.0, 150_000), report(2, 1.0, 150_000)], Code::PermissionDenied, "reports[1].prosumer_id"),
             (ka, 0, vec![report(0, 1.0, 150_000), report(0, 1.0, 150_000)], Code::InvalidArgument, "reports[1].prosumer_id"),
-            (ka, 0, (0..9).map(|_| report(0, 1.0, 150_000)).collect(), Code::ResourceExhausted, "reports"),
+            // More reports than the node hosts (the edge refuses more than
+            // the batch limit before decoding): the first foreign one is named.
+            (ka, 0, (0..9).map(|id| report(id, 1.0, 150_000)).collect(), Code::PermissionDenied, "reports[2].prosumer_id"),
             (ka, 0, vec![report(0, 1.0, 9_000_000)], Code::InvalidArgument, "orders[0]"),
             (NodeKey { index: 0, generation: 9 }, 0, vec![], Code::FailedPrecondition, "session"),
             // Beyond the declared equipment (100 kWp, no battery).
