@@ -309,7 +309,7 @@ impl Clock {
             }
             let open = self.state.open_slot().is_some();
             if !open && self.state.finished() && !*self.finished.borrow() {
-                tracing::info!(slots = self.state.status().next_slot, "max slots reached; no further slots open");
+                tracing::info!(slots = self.state.next_slot(), "max slots reached; no further slots open");
                 self.finished.send_replace(true);
             }
             if stopping && !open {
@@ -543,6 +543,6 @@ impl Clock {
             ControlCommand::LoadScenario(json) => s.load_scenario(&json)?,
             ControlCommand::Inject(event) => s.inject(event)?,
         };
-        Ok(ControlOutcome { message, slot: s.status().next_slot })
+        Ok(ControlOutcome { message, slot: s.next_slot() })
     }
 }
