@@ -26,8 +26,9 @@ use peergrid_core::slot_engine::{household_slot, SlotEngine};
 use peergrid_core::tariff::GridConfig;
 use peergrid_core::units::{Money, PricePerKwh, ProsumerId, Wh};
 
-use super::membership::{Membership, NodeKey, ProsumerInfo};
+use super::membership::Membership;
 use super::round::Round;
+use super::{NodeKey, ProsumerInfo};
 use crate::config::ClockMode;
 use crate::scenario::FeederLimit;
 

@@ -20,6 +20,7 @@ use peergrid_core::physics::Envelope;
 use peergrid_core::rng::derive_seed;
 use peergrid_core::units::ProsumerId;
 
+use super::{Expired, NodeKey, ProsumerInfo, RegisterRequest};
 use crate::config::MarketSettings;
 use crate::error::MarketError;
 
@@ -30,25 +31,6 @@ pub const MAX_PROSUMERS: u32 = 10_000_000;
 /// Longest node name, characters.
 pub const MAX_NODE_NAME_CHARS: usize = 64;
 
-/// A node's connection: its index and which (re)connection this is, so
-/// messages of a replaced connection are ignored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct NodeKey {
-    pub index: usize,
-    pub generation: u64,
-}
-
-/// A node's `Register`, as the market reads it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RegisterRequest<'a> {
-    pub name: &'a str,
-    pub prosumer_count: u32,
-    /// Empty for a new node.
-    pub resume_session_id: &'a str,
-    pub resume_first_id: Option<ProsumerId>,
-    pub resume_secret: &'a str,
-}
-
 /// Node names: 1..=64 printable characters.
 pub fn check_node_name(name: &str) -> Result<(), MarketError> {
     let chars = name.chars().count();
@@ -56,24 +38,6 @@ pub fn check_node_name(name: &str) -> Result<(), MarketError> {
         return Err(MarketError::invalid("node_name", format!("must be 1..={MAX_NODE_NAME_CHARS} printable characters")));
     }
     Ok(())
-}
-
-/// One hosted prosumer as a node describes it in `Join`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProsumerInfo {
-    pub prosumer_id: ProsumerId,
-    /// Its declared equipment, which bounds its reports.
-    pub envelope: Envelope,
-}
-
-/// Why a lease ended.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Expired {
-    pub name: String,
-    pub first: ProsumerId,
-    pub count: u32,
-    /// It registered but never joined.
-    pub never_joined: bool,
 }
 
 /// A registration: a lease on an id range. The round and the ledger read

@@ -34,15 +34,14 @@ use peergrid_core::data::Dataset;
 use peergrid_core::household::HouseholdReport;
 use peergrid_core::market::PriceBounds;
 use peergrid_core::observation::OpenSlot;
+use peergrid_core::physics::Envelope;
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::simulation::{slot_context, SimConfig};
 use peergrid_core::units::ProsumerId;
 
 pub use control::MAX_STEP;
 pub use ledger::{ClearOutcome, NodeCleared, SlotSummary, StatusSnapshot};
-pub use membership::{
-    check_node_name, Expired, NodeKey, ProsumerInfo, RegisterRequest, MAX_NODE_NAME_CHARS, MAX_NODE_PROSUMERS, MAX_PROSUMERS,
-};
+pub use membership::{check_node_name, MAX_NODE_NAME_CHARS, MAX_NODE_PROSUMERS, MAX_PROSUMERS};
 pub use round::{check_open_slot, HoldOutcome};
 
 use crate::config::{ClockMode, ConfigError, MarketSettings};
@@ -52,6 +51,45 @@ use control::Control;
 use ledger::Ledger;
 use membership::Membership;
 use round::Rounds;
+
+// ----- how callers speak of nodes (membership's requests and answers) ------
+
+/// A node's connection: its index and which (re)connection this is, so
+/// messages of a replaced connection are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeKey {
+    pub index: usize,
+    pub generation: u64,
+}
+
+/// A node's `Register`, as the market reads it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RegisterRequest<'a> {
+    pub name: &'a str,
+    pub prosumer_count: u32,
+    /// Empty for a new node.
+    pub resume_session_id: &'a str,
+    pub resume_first_id: Option<ProsumerId>,
+    pub resume_secret: &'a str,
+}
+
+/// One hosted prosumer as a node describes it in `Join`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProsumerInfo {
+    pub prosumer_id: ProsumerId,
+    /// Its declared equipment, which bounds its reports.
+    pub envelope: Envelope,
+}
+
+/// Why a lease ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expired {
+    pub name: String,
+    pub first: ProsumerId,
+    pub count: u32,
+    /// It registered but never joined.
+    pub never_joined: bool,
+}
 
 /// What a node gets back from `Register`.
 #[derive(Clone, PartialEq)]
@@ -80,6 +118,8 @@ impl std::fmt::Debug for Registration {
     }
 }
 
+/// The market's state: the parts, and the dataset and simulation
+/// settings every slot is built from.
 pub struct MarketState {
     ds: Arc<Dataset>,
     sim: SimConfig,

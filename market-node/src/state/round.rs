@@ -23,7 +23,8 @@ use peergrid_core::physics::SlotLimits;
 use peergrid_core::slot_engine::SlotEngine;
 use peergrid_core::units::ProsumerId;
 
-use super::membership::{Membership, Node, NodeKey};
+use super::membership::{Membership, Node};
+use super::NodeKey;
 use crate::config::{ClockMode, ConfigError, MarketSettings};
 use crate::error::MarketError;
 
