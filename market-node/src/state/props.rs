@@ -272,9 +272,21 @@ impl Harness {
 
     /// Applies `op`; requests return their result, clock moves `None`.
     fn apply(&mut self, op: &Op) -> Option<Result<(), WireError>> {
+        match op {
+            Op::Open | Op::Clear | Op::Disconnect(_) | Op::Expire(_) => {
+                self.clock_move(op);
+                None
+            }
+            Op::Submit { .. } | Op::Hold { .. } if self.keys.is_empty() => None,
+            request => Some(self.request(request)),
+        }
+    }
+
+    /// A request a client may send, through the edge's checks to the state.
+    fn request(&mut self, op: &Op) -> Result<(), WireError> {
         let now = self.now_ms;
         let pick = |i: &usize, n: usize| (n > 0).then(|| i % n);
-        Some(match op {
+        match op {
             Op::Register { name, count, resume } => {
                 self.drawn += 1;
                 let fresh = format!("{:032x}", self.drawn);
@@ -318,13 +330,13 @@ impl Harness {
                 self.s.join(&session, &secret, &infos, now).map(|k| self.keys.push(k)).map_err(WireError::from)
             }
             Op::Submit { node, slot, reports } => {
-                let key = pick(node, self.keys.len()).map(|i| self.keys[i])?;
+                let key = self.keys[node % self.keys.len()];
                 let first = self.s.members.get(key.index).map_or(0, |n| n.first);
                 let batch: Vec<market::HouseholdReport> = reports.iter().map(|seed| self.wire_report(first, *seed)).collect();
                 self.edge_submit(key, self.slot(*slot), &batch)
             }
             Op::Hold { node, slot } => {
-                let key = pick(node, self.keys.len()).map(|i| self.keys[i])?;
+                let key = self.keys[node % self.keys.len()];
                 self.s.hold(key, self.slot(*slot), now).map(drop).map_err(WireError::from)
             }
             Op::Inject(request) => {
@@ -340,31 +352,37 @@ impl Harness {
                 .map(drop),
             Op::LoadScenario(json) => self.s.load_scenario(json).map(drop).map_err(WireError::from),
             Op::Step(count) => self.s.step(*count).map(drop).map_err(WireError::from),
+            Op::Open | Op::Clear | Op::Disconnect(_) | Op::Expire(_) => unreachable!("a clock move: {op:?}"),
+        }
+    }
+
+    /// Something the clock does: open or clear a slot, see a stream end,
+    /// let time pass (and leases expire).
+    fn clock_move(&mut self, op: &Op) {
+        let now = self.now_ms;
+        match op {
             Op::Open => {
                 if self.s.may_open() {
                     self.s.open(now, 0);
                 }
-                return None;
             }
             Op::Clear => {
                 if self.s.open_slot().is_some() {
                     let out = self.s.clear();
                     check_cleared(&self.s, &out);
                 }
-                return None;
             }
             Op::Disconnect(i) => {
-                if let Some(key) = pick(i, self.keys.len()).map(|i| self.keys[i]) {
-                    self.s.disconnect(key, now);
+                if !self.keys.is_empty() {
+                    self.s.disconnect(self.keys[i % self.keys.len()], now);
                 }
-                return None;
             }
             Op::Expire(dt) => {
                 self.now_ms += dt;
                 self.s.expire_leases(self.now_ms);
-                return None;
             }
-        })
+            request => unreachable!("a request: {request:?}"),
+        }
     }
 
     /// What `grpc::accept_batch` does: the edge's checks, then the state.
