@@ -10,9 +10,11 @@
 //! free. Ids are allocated first-fit over the live ranges, so expired ranges
 //! are reused and the id space never fills with ghosts.
 //!
-//! This file owns the leases only: what a node's (dis)connection means for
-//! the open round or the KPIs is [`super::MarketState`]'s to decide. Every
-//! request is checked whole before a lease changes.
+//! This file owns the leases and their rules only; the types callers use
+//! to speak of nodes ([`super::NodeKey`], [`super::RegisterRequest`], ...)
+//! are the state's, and what a node's (dis)connection means for the open
+//! round or the KPIs is [`super::MarketState`]'s to decide. Every request
+//! is checked whole before a lease changes.
 
 use std::collections::BTreeMap;
 
