@@ -1,13 +1,13 @@
 //! The market's whole state, pure and synchronous, composed of one part
 //! per concern:
 //!
-//! - [`membership`]: nodes, registrations and their leases, sessions and
+//! - `membership.rs`: nodes, registrations and their leases, sessions and
 //!   secrets, id ranges (first fit, adopt on resume), expiry;
-//! - [`round`]: the open round — opening a slot, whom it waits for, batches
+//! - `round.rs`: the open round — opening a slot, whom it waits for, batches
 //!   checked whole and stored, holds, readiness;
-//! - [`control`]: run control (start, pause, resume, step, mode) and the
+//! - `control.rs`: run control (start, pause, resume, step, mode) and the
 //!   scenario (load, inject, the effects in force);
-//! - [`ledger`]: clearing and settling a round exactly as the reference
+//! - `ledger.rs`: clearing and settling a round exactly as the reference
 //!   simulator does, KPIs, balances, summaries, counters.
 //!
 //! [`MarketState`] is owned by one task ([`crate::clock`]) and driven by

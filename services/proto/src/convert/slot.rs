@@ -1,6 +1,6 @@
-//! The per-slot messages: `SlotOpen` ⇄ the domain
-//! [`OpenSlot`](peergrid_core::observation::OpenSlot), `HouseholdReport` ⇄ the domain report, `ProsumerSettlement`
-//! ⇄ a fill and a `Settlement`.
+//! The per-slot messages: `SlotOpen` ⇄ the domain [`OpenSlot`] (the
+//! slot's context and adjustments; a core type), `HouseholdReport` ⇄ the
+//! domain report, `ProsumerSettlement` ⇄ a fill and a `Settlement`.
 //!
 //! Reports come from agent-nodes, so they are validated hard: every number
 //! finite and within physical bounds, and the order consistent with the
