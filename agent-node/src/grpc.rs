@@ -14,12 +14,13 @@ use std::ops::Range;
 use std::time::Duration;
 
 use peergrid_core::household::HouseholdReport;
+use peergrid_core::observation::OpenSlot;
 use peergrid_core::physics::Envelope;
 use peergrid_core::prosumer::ProsumerSpec;
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::settlement::Settlement;
 use peergrid_core::units::{PricePerKwh, ProsumerId};
-use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire_at, slot_open_from_wire, OpenSlot};
+use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire_at, slot_open_from_wire};
 use peergrid_proto::convert::{envelope_to_wire, reward_weights_from_json};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;

@@ -39,9 +39,9 @@ use std::time::{Duration, Instant};
 
 use peergrid_core::data::Dataset;
 use peergrid_core::household::HouseholdReport;
+use peergrid_core::observation::OpenSlot;
 use peergrid_core::prosumer::{generate_range, CommunityConfig, ProsumerSpec};
 use peergrid_core::units::ProsumerId;
-use peergrid_proto::convert::slot::OpenSlot;
 use peergrid_runtime::{Backoff, Shutdown};
 use tracing::{debug, info, info_span, warn, Instrument};
 

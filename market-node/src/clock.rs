@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use peergrid_core::household::HouseholdReport;
 use peergrid_core::market::PriceBounds;
-use peergrid_proto::convert::slot::OpenSlot;
+use peergrid_core::observation::OpenSlot;
 use peergrid_proto::WireError;
 use peergrid_runtime::Shutdown;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -35,6 +35,7 @@ use tokio::time::sleep_until;
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 use crate::config::ClockMode;
+use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::ScenarioEvent;
 use crate::state::{
@@ -50,15 +51,20 @@ pub const NODE_QUEUE: usize = 16;
 pub const WATCH_BUFFER: usize = 256;
 const COMMAND_QUEUE: usize = 1024;
 
-/// What the clock tells one node (converted to wire by `grpc.rs`).
+/// What one node is told, in order: the clock's slot messages, and the
+/// refusals and stream errors the gRPC edge adds to the same queue
+/// (converted to wire by `grpc.rs`).
 #[derive(Clone, Debug)]
 pub enum NodeEvent {
     Open(Arc<OpenSlot>),
     Cleared(NodeCleared),
-    /// A batch or hold was refused; nothing of it was stored, the session stays open.
+    /// The node reconnected: this (older) connection's session ends.
+    Replaced,
+    /// A batch or hold was refused (by the edge); nothing of it was stored,
+    /// the session stays open.
     Refused(Refused),
-    /// The session ends with this error (the market is stopping, or the
-    /// connection was replaced).
+    /// The session ends with this error (the edge: the market is stopping,
+    /// or the node's stream broke).
     Rejected(WireError),
 }
 
@@ -97,7 +103,7 @@ pub struct ControlOutcome {
     pub slot: u64,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, WireError>>;
+type Reply<T> = oneshot::Sender<Result<T, MarketError>>;
 
 enum Command {
     Register {
@@ -164,18 +170,18 @@ pub struct ClockHandle {
     finished: watch::Receiver<bool>,
 }
 
-fn gone() -> WireError {
-    WireError::Internal { reason: "the market clock has stopped".into() }
+fn gone() -> MarketError {
+    MarketError::Internal { reason: "the market clock has stopped".into() }
 }
 
 impl ClockHandle {
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, WireError> {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, MarketError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
-    pub async fn register(&self, request: OwnedRegister) -> Result<Registration, WireError> {
+    pub async fn register(&self, request: OwnedRegister) -> Result<Registration, MarketError> {
         self.call(|reply| Command::Register { request, reply }).await
     }
 
@@ -186,16 +192,16 @@ impl ClockHandle {
         secret: String,
         prosumers: Vec<ProsumerInfo>,
         events: mpsc::Sender<NodeEvent>,
-    ) -> Result<NodeKey, WireError> {
+    ) -> Result<NodeKey, MarketError> {
         self.call(|reply| Command::Join { session_id, secret, prosumers, events, reply }).await
     }
 
     /// The node asks the market to hold the open slot `slot` for it.
-    pub async fn hold(&self, node: NodeKey, slot: u64) -> Result<HoldOutcome, WireError> {
+    pub async fn hold(&self, node: NodeKey, slot: u64) -> Result<HoldOutcome, MarketError> {
         self.call(|reply| Command::Hold { node, slot, reply }).await
     }
 
-    pub async fn submit(&self, node: NodeKey, slot: u64, reports: Vec<HouseholdReport>) -> Result<usize, WireError> {
+    pub async fn submit(&self, node: NodeKey, slot: u64, reports: Vec<HouseholdReport>) -> Result<usize, MarketError> {
         self.call(|reply| Command::Submit { node, slot, reports, reply }).await
     }
 
@@ -203,11 +209,11 @@ impl ClockHandle {
         let _ = self.tx.send(Command::Disconnect { node }).await;
     }
 
-    pub async fn status(&self) -> Result<StatusSnapshot, WireError> {
+    pub async fn status(&self) -> Result<StatusSnapshot, MarketError> {
         self.call(|reply| Command::Status { reply }).await
     }
 
-    pub async fn control(&self, command: ControlCommand) -> Result<ControlOutcome, WireError> {
+    pub async fn control(&self, command: ControlCommand) -> Result<ControlOutcome, MarketError> {
         self.call(|reply| Command::Control { command, reply }).await
     }
 
@@ -303,7 +309,7 @@ impl Clock {
             }
             let open = self.state.open_slot().is_some();
             if !open && self.state.finished() && !*self.finished.borrow() {
-                tracing::info!(slots = self.state.status().next_slot, "max slots reached; no further slots open");
+                tracing::info!(slots = self.state.next_slot(), "max slots reached; no further slots open");
                 self.finished.send_replace(true);
             }
             if stopping && !open {
@@ -476,8 +482,7 @@ impl Clock {
                     if let Some((_, old)) = self.nodes.insert(key.index, (key.generation, events)) {
                         // The node reconnected (with its secret) while its old
                         // stream still looked open: that stream ends here.
-                        let reason = "session: replaced by a newer connection of this node".to_owned();
-                        let _ = old.try_send(NodeEvent::Rejected(WireError::FailedPrecondition { reason }));
+                        let _ = old.try_send(NodeEvent::Replaced);
                     }
                     if let Some(open) = self.state.open_slot().cloned() {
                         self.send(key, NodeEvent::Open(open));
@@ -527,7 +532,7 @@ impl Clock {
         }
     }
 
-    fn control(&mut self, command: ControlCommand) -> Result<ControlOutcome, WireError> {
+    fn control(&mut self, command: ControlCommand) -> Result<ControlOutcome, MarketError> {
         let s = &mut self.state;
         let message = match command {
             ControlCommand::Start => s.start(),
@@ -538,6 +543,6 @@ impl Clock {
             ControlCommand::LoadScenario(json) => s.load_scenario(&json)?,
             ControlCommand::Inject(event) => s.inject(event)?,
         };
-        Ok(ControlOutcome { message, slot: s.status().next_slot })
+        Ok(ControlOutcome { message, slot: s.next_slot() })
     }
 }

@@ -6,7 +6,8 @@
 //! Control), converts wire → domain with `peergrid_proto::convert` (which
 //! validates and names the failing field), asks the clock, and converts the
 //! answer back. Every error leaves as a `WireError` → `Status`, counted in
-//! the `rejected` metric by reason.
+//! the `rejected` metric by reason; the market's own refusals
+//! ([`MarketError`]) become wire errors here, in one `From` impl.
 //!
 //! A session is a bidi stream: the node's first message is `Join` (with the
 //! session's secret), then one `OrderBatch` per slot, preceded by a `Hold`
@@ -22,6 +23,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use peergrid_core::household::HouseholdReport;
+use peergrid_core::market::PriceBounds;
 use peergrid_proto::convert::slot::{report_from_wire_at, settlement_to_wire, slot_open_to_wire};
 use peergrid_proto::convert::{envelope_from_wire, index, reward_weights_to_json};
 use peergrid_proto::pb::control::v1 as control;
@@ -43,9 +46,10 @@ use market::market_service_server::{MarketService, MarketServiceServer};
 
 use crate::clock::{ClockHandle, ControlCommand, ControlOutcome, MarketEvent, NodeEvent, OwnedRegister, Refused, NODE_QUEUE};
 use crate::config::ClockMode;
+use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::{FeederLimit, ScaleGroup, ScenarioEvent, TakeOffline, TariffOverride};
-use crate::state::{NodeCleared, ProsumerInfo, SlotSummary, StatusSnapshot};
+use crate::state::{check_open_slot, NodeCleared, ProsumerInfo, SlotSummary, StatusSnapshot};
 
 /// Largest message the server decodes or encodes, decompressed (an
 /// `OrderBatch` of 100,000 reports is ~10 MB): the shared server limit.
@@ -64,8 +68,27 @@ struct Edge {
     refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The one place a market refusal becomes a wire error: same words, and
+/// the gRPC code its variant stands for.
+impl From<MarketError> for WireError {
+    fn from(e: MarketError) -> WireError {
+        // The wire's non-argument errors carry one reason; the market's name
+        // the field first, as the wire's messages always did.
+        let reason = |field: String, reason: String| format!("{field}: {reason}");
+        match e {
+            MarketError::Invalid { field, reason } => WireError::InvalidArgument { field, reason },
+            MarketError::Precondition { field, reason: r } => WireError::FailedPrecondition { reason: reason(field, r) },
+            MarketError::Forbidden { field, reason: r } => WireError::PermissionDenied { reason: reason(field, r) },
+            MarketError::Exhausted { field, reason: r } => WireError::ResourceExhausted { reason: reason(field, r) },
+            MarketError::NotFound { field, reason: r } => WireError::NotFound { what: reason(field, r) },
+            MarketError::Internal { reason } => WireError::Internal { reason },
+        }
+    }
+}
+
 impl Edge {
-    fn fail(&self, e: WireError) -> Status {
+    fn fail(&self, e: impl Into<WireError>) -> Status {
+        let e = e.into();
         self.metrics.reject(e.code());
         e.into()
     }
@@ -223,31 +246,34 @@ impl MarketService for Market {
     }
 }
 
-/// Checks a batch at the edge (size, slot, every report against the open
-/// slot's tariff) and hands the domain reports to the clock, which checks
-/// ids and stores the batch only if all of it is valid.
+/// Decodes a batch and hands the domain reports to the clock, whose state
+/// checks what only it knows (session, round, ids, equipment) and stores
+/// the batch only if all of it is valid.
 async fn accept_batch(edge: &Edge, key: crate::state::NodeKey, batch: market::OrderBatch) -> Result<usize, WireError> {
-    if batch.reports.len() > edge.max_batch {
+    let reports = batch_from_wire(&batch, edge.clock.open_bounds(), edge.max_batch)?;
+    Ok(edge.clock.submit(key, batch.slot, reports).await?)
+}
+
+/// The edge's checks of a batch, each made here and nowhere else: at most
+/// `max_batch` reports (counted before any is decoded), then every report
+/// decoded and validated against the tariff of the slot last seen open
+/// (`open`). That slot must be the batch's ([`check_open_slot`], the
+/// state's rule): a late batch is refused as late rather than judged by
+/// another slot's prices. The state checks the slot again, against its
+/// round, which may have moved on since.
+pub(crate) fn batch_from_wire(
+    batch: &market::OrderBatch,
+    open: Option<(u64, PriceBounds)>,
+    max_batch: usize,
+) -> Result<Vec<HouseholdReport>, WireError> {
+    if batch.reports.len() > max_batch {
         return Err(WireError::ResourceExhausted {
-            reason: format!("reports: {} reports exceed the batch limit of {}", batch.reports.len(), edge.max_batch),
+            reason: format!("reports: {} reports exceed the batch limit of {max_batch}", batch.reports.len()),
         });
     }
-    let Some((open_slot, bounds)) = edge.clock.open_bounds() else {
-        return Err(WireError::failed_precondition(format!("slot: no slot is open, got a batch for slot {}", batch.slot)));
-    };
-    if batch.slot != open_slot {
-        return Err(WireError::failed_precondition(format!(
-            "slot: the open slot is {open_slot}, got a batch for slot {}",
-            batch.slot
-        )));
-    }
-    let reports = batch
-        .reports
-        .iter()
-        .enumerate()
-        .map(|(i, w)| report_from_wire_at(w, bounds, &|| index("reports", i)))
-        .collect::<Result<Vec<_>, _>>()?;
-    edge.clock.submit(key, batch.slot, reports).await
+    check_open_slot(open.map(|(slot, _)| slot), batch.slot, "a batch")?;
+    let Some((_, bounds)) = open else { unreachable!("check_open_slot refuses a batch when no slot is open") };
+    batch.reports.iter().enumerate().map(|(i, w)| report_from_wire_at(w, bounds, &|| index("reports", i))).collect()
 }
 
 /// Validates a hold at the edge and asks the clock to hold the open slot.
@@ -256,7 +282,8 @@ async fn accept_hold(edge: &Edge, key: crate::state::NodeKey, hold: &market::Hol
     if !(1..=32).contains(&chars) || hold.reason.chars().any(char::is_control) {
         return Err(WireError::invalid("hold.reason", format!("must be 1..=32 printable characters, got {chars}")));
     }
-    edge.clock.hold(key, hold.slot).await.map(|_| ())
+    edge.clock.hold(key, hold.slot).await?;
+    Ok(())
 }
 
 /// The metric label of a refusal: a batch for a slot that is not the open
@@ -278,6 +305,10 @@ fn node_event_to_wire(event: NodeEvent) -> Result<market::MarketMessage, Status>
     let msg = match event {
         NodeEvent::Open(open) => Msg::Open(slot_open_to_wire(&open)),
         NodeEvent::Cleared(c) => Msg::Cleared(cleared_to_wire(&c)),
+        NodeEvent::Replaced => {
+            let reason = "session: replaced by a newer connection of this node".to_owned();
+            return Err(WireError::FailedPrecondition { reason }.into());
+        }
         NodeEvent::Refused(r) => Msg::Refused(market::BatchRefused {
             slot: r.slot,
             code: r.error.code() as i32,
@@ -544,4 +575,49 @@ pub async fn check_health(addr: &str, ca: Option<&Path>, domain: Option<&str>) -
     let request = HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peergrid_core::units::PricePerKwh;
+    use tonic::Code;
+
+    #[test]
+    fn market_refusals_keep_their_words_and_take_their_code() {
+        let cases = [
+            (MarketError::invalid("reports[0].pv_kwh", "too much"), Code::InvalidArgument),
+            (MarketError::precondition("slot", "the open slot is 4, got a batch for slot 3"), Code::FailedPrecondition),
+            (MarketError::forbidden("resume_secret", "does not match the session"), Code::PermissionDenied),
+            (MarketError::exhausted("event", "too many"), Code::ResourceExhausted),
+            (MarketError::not_found("session_id", "no such session"), Code::NotFound),
+            (MarketError::Internal { reason: "the market clock has stopped".into() }, Code::Internal),
+        ];
+        for (e, code) in cases {
+            let wire = WireError::from(e.clone());
+            assert_eq!((wire.code(), wire.to_string()), (code, e.to_string()));
+        }
+    }
+
+    #[test]
+    fn a_batch_is_counted_before_it_is_decoded_and_must_name_the_open_slot() {
+        let bounds = PriceBounds { feed_in: PricePerKwh(50_000), retail: PricePerKwh(300_000) };
+        // Reports too broken to decode: the size is refused first.
+        let broken = market::HouseholdReport { load_kwh: f64::NAN, ..market::HouseholdReport::default() };
+        let batch = market::OrderBatch { slot: 3, reports: vec![broken; 3] };
+        let e = batch_from_wire(&batch, Some((3, bounds)), 2).unwrap_err();
+        assert_eq!(
+            (e.code(), e.to_string()),
+            (Code::ResourceExhausted, "resource exhausted: reports: 3 reports exceed the batch limit of 2".into())
+        );
+        // A late batch is late, whatever its reports.
+        let e = batch_from_wire(&batch, Some((4, bounds)), 8).unwrap_err();
+        assert_eq!(e.to_string(), "failed precondition: slot: the open slot is 4, got a batch for slot 3");
+        let e = batch_from_wire(&batch, None, 8).unwrap_err();
+        assert_eq!(e.to_string(), "failed precondition: slot: no slot is open, got a batch for slot 3");
+        let e = batch_from_wire(&batch, Some((3, bounds)), 8).unwrap_err();
+        assert!(e.to_string().contains("reports[0].load_kwh"), "{e}");
+        let fine = market::OrderBatch { slot: 3, reports: vec![market::HouseholdReport::default(); 2] };
+        assert_eq!(batch_from_wire(&fine, Some((3, bounds)), 2).unwrap().len(), 2);
+    }
 }

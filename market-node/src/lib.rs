@@ -9,7 +9,8 @@
 //! [`grpc`] (the only file naming generated types: auth, wire ⇄ domain,
 //! services), [`clock`] (the task owning the state; fast and real-time
 //! pacing), [`state`] (pure membership, rounds, clearing, KPIs, balances),
-//! [`scenario`] (operator events), [`metrics`] (Prometheus). TLS, tokens
+//! [`scenario`] (operator events), [`error`] (the state's refusals, mapped
+//! to the wire once in `grpc`), [`metrics`] (Prometheus). TLS, tokens
 //! and dialling come from `peergrid_runtime`, as in every node.
 //!
 //! [`start`] runs everything in-process on the configured (or ephemeral)
@@ -17,6 +18,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod scenario;

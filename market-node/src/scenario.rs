@@ -13,7 +13,8 @@ use peergrid_core::units::ProsumerId;
 use serde::Deserialize;
 
 use peergrid_proto::convert::slot::MAX_SCALE;
-use peergrid_proto::WireError;
+
+use crate::error::MarketError;
 
 /// Longest duration of a timed effect, slots.
 pub const MAX_EFFECT_SLOTS: u32 = 100_000;
@@ -102,33 +103,36 @@ impl std::fmt::Display for ScenarioEvent {
     }
 }
 
-fn slots_ok(slots: u32, path: &str) -> Result<(), WireError> {
+fn slots_ok(slots: u32, path: &str) -> Result<(), MarketError> {
     if (1..=MAX_EFFECT_SLOTS).contains(&slots) {
         Ok(())
     } else {
-        Err(WireError::invalid(format!("{path}.slots"), format!("must lie in 1..={MAX_EFFECT_SLOTS}, got {slots}")))
+        Err(MarketError::invalid(format!("{path}.slots"), format!("must lie in 1..={MAX_EFFECT_SLOTS}, got {slots}")))
     }
 }
 
-fn range_ok(first: ProsumerId, last: ProsumerId, path: &str) -> Result<(), WireError> {
+fn range_ok(first: ProsumerId, last: ProsumerId, path: &str) -> Result<(), MarketError> {
     if first <= last {
         Ok(())
     } else {
-        Err(WireError::invalid(format!("{path}.last_prosumer_id"), format!("must be ≥ first_prosumer_id ({first}), got {last}")))
+        Err(MarketError::invalid(
+            format!("{path}.last_prosumer_id"),
+            format!("must be ≥ first_prosumer_id ({first}), got {last}"),
+        ))
     }
 }
 
-fn finite_in(v: f64, lo: f64, hi: f64, path: String) -> Result<(), WireError> {
+fn finite_in(v: f64, lo: f64, hi: f64, path: String) -> Result<(), MarketError> {
     if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(())
     } else {
-        Err(WireError::invalid(path, format!("must be finite and lie in [{lo}, {hi}], got {v}")))
+        Err(MarketError::invalid(path, format!("must be finite and lie in [{lo}, {hi}], got {v}")))
     }
 }
 
 impl ScenarioEvent {
     /// Checks every field; `path` names the event in errors (`"event"`, `"events[3].scale"`).
-    pub fn validate(&self, path: &str) -> Result<(), WireError> {
+    pub fn validate(&self, path: &str) -> Result<(), MarketError> {
         match *self {
             ScenarioEvent::Scale(s) => {
                 range_ok(s.first_prosumer_id, s.last_prosumer_id, path)?;
@@ -179,21 +183,22 @@ struct RawTimedEvent {
 /// Parses and validates a whole scenario; `next_slot` is the first slot an
 /// event may still target. Nothing is applied here: on any error the caller
 /// changes nothing.
-pub fn parse_scenario(json: &str, next_slot: u64) -> Result<Vec<TimedEvent>, WireError> {
+pub fn parse_scenario(json: &str, next_slot: u64) -> Result<Vec<TimedEvent>, MarketError> {
     if json.len() > MAX_SCENARIO_BYTES {
-        return Err(WireError::ResourceExhausted {
-            reason: format!("scenario_json: {} bytes exceed the limit of {MAX_SCENARIO_BYTES}", json.len()),
-        });
+        return Err(MarketError::exhausted(
+            "scenario_json",
+            format!("{} bytes exceed the limit of {MAX_SCENARIO_BYTES}", json.len()),
+        ));
     }
-    let file: ScenarioFile = serde_json::from_str(json).map_err(|e| WireError::invalid("scenario_json", e.to_string()))?;
+    let file: ScenarioFile = serde_json::from_str(json).map_err(|e| MarketError::invalid("scenario_json", e.to_string()))?;
     if file.events.len() > MAX_SCENARIO_EVENTS {
-        return Err(WireError::invalid("scenario_json.events", format!("at most {MAX_SCENARIO_EVENTS} events")));
+        return Err(MarketError::invalid("scenario_json.events", format!("at most {MAX_SCENARIO_EVENTS} events")));
     }
     let mut events = Vec::with_capacity(file.events.len());
     for (i, raw) in file.events.into_iter().enumerate() {
         let path = format!("events[{i}]");
         if raw.at_slot < next_slot {
-            return Err(WireError::invalid(
+            return Err(MarketError::invalid(
                 format!("{path}.at_slot"),
                 format!("must be ≥ the next slot {next_slot}, got {}", raw.at_slot),
             ));
@@ -212,7 +217,7 @@ pub fn parse_scenario(json: &str, next_slot: u64) -> Result<Vec<TimedEvent>, Wir
             set.push(("offline", ScenarioEvent::Offline(o)));
         }
         let [(name, event)] = set[..] else {
-            return Err(WireError::invalid(path, "needs exactly one of scale, tariff, feeder, offline"));
+            return Err(MarketError::invalid(path, "needs exactly one of scale, tariff, feeder, offline"));
         };
         event.validate(&format!("{path}.{name}"))?;
         events.push(TimedEvent { at_slot: raw.at_slot, event });

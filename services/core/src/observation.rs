@@ -1,11 +1,14 @@
 //! What a prosumer sees at the start of a slot, and its feature vector.
 //!
 //! [`SlotContext`] is what is common to every prosumer in a slot (time,
-//! tariffs, the last clearing price); [`Observation`] adds the household's own
-//! state. [`Observation::features`] is the fixed, documented layout the MLP
+//! tariffs, the last clearing price); [`OpenSlot`] is a slot as a market
+//! opens it for a distributed run (its number, that context, the deadline
+//! and the scenario adjustments in force); [`Observation`] adds the
+//! household's own state. [`Observation::features`] is the fixed, documented layout the MLP
 //! policy consumes — changing it changes the policy's input and must bump
 //! [`OBS_DIM`] or the order below in lock-step with the trainer.
 
+use crate::household::Adjustment;
 use crate::tariff::SlotTariff;
 
 /// Number of features in [`Observation::features`].
@@ -45,6 +48,25 @@ pub struct SlotContext {
     pub next_tariff: SlotTariff,
     /// Last uniform clearing price, or the tariff midpoint when there was none.
     pub last_clearing_price_per_kwh: f64,
+}
+
+/// A slot as the market opens it: what the market-node sends every
+/// agent-node (`SlotOpen` on the wire) and what each household plays.
+///
+/// The market builds it once per slot from [`SlotContext`] and the scenario
+/// effects in force; the proto crate converts it to and from the wire
+/// (`slot_open_to_wire`, `slot_open_from_wire`, which validates every field).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenSlot {
+    /// The run's slot number (counts from 0 for each market run).
+    pub slot: u64,
+    pub ctx: SlotContext,
+    /// When the market stops waiting for batches, Unix ms (fast mode: the
+    /// normal deadline, before any hold).
+    pub deadline_unix_ms: i64,
+    /// Scenario adjustments in force, in the order they started
+    /// ([`crate::household::conditions_for`] reads them per prosumer).
+    pub adjustments: Vec<Adjustment>,
 }
 
 /// One household's view of a slot.

@@ -566,7 +566,7 @@ fn overlapping_adjustments_are_bounded_in_number_and_combined_scale() {
     assert!(e.starts_with("invalid adjustments: ") && e.contains("at most 10000"), "{e}");
 }
 
-fn common_open() -> peergrid_proto::convert::slot::OpenSlot {
+fn common_open() -> peergrid_core::observation::OpenSlot {
     use peergrid_core::observation::SlotContext;
     use peergrid_core::tariff::TariffConfig;
     let t = TariffConfig::default();
@@ -580,7 +580,7 @@ fn common_open() -> peergrid_proto::convert::slot::OpenSlot {
         next_tariff: t.slot(19, None),
         last_clearing_price_per_kwh: 0.25,
     };
-    peergrid_proto::convert::slot::OpenSlot { slot: 1, ctx, deadline_unix_ms: 0, adjustments: vec![] }
+    peergrid_core::observation::OpenSlot { slot: 1, ctx, deadline_unix_ms: 0, adjustments: vec![] }
 }
 
 fn policy_update_to_wire_digest(weights: &[u8]) -> Vec<u8> {
@@ -593,12 +593,11 @@ mod domain_round_trips {
     use peergrid_core::battery::BatteryStep;
     use peergrid_core::household::{Adjustment, Conditions, HouseholdReport};
     use peergrid_core::market::{Fill, Order};
-    use peergrid_core::observation::SlotContext;
+    use peergrid_core::observation::{OpenSlot, SlotContext};
     use peergrid_core::safety::OrderIntent;
     use peergrid_core::settlement::Settlement;
     use peergrid_core::tariff::{SlotTariff, TouBand};
     use peergrid_core::units::{Money, Wh};
-    use peergrid_proto::convert::slot::OpenSlot;
 
     fn valid_tariff() -> impl Strategy<Value = SlotTariff> {
         (

@@ -1,6 +1,6 @@
-//! The per-slot messages: `SlotOpen` ⇄ the domain `SlotContext` and
-//! adjustments, `HouseholdReport` ⇄ the domain report, `ProsumerSettlement`
-//! ⇄ a fill and a `Settlement`.
+//! The per-slot messages: `SlotOpen` ⇄ the domain [`OpenSlot`] (the
+//! slot's context and adjustments; a core type), `HouseholdReport` ⇄ the
+//! domain report, `ProsumerSettlement` ⇄ a fill and a `Settlement`.
 //!
 //! Reports come from agent-nodes, so they are validated hard: every number
 //! finite and within physical bounds, and the order consistent with the
@@ -11,7 +11,7 @@
 use peergrid_core::battery::BatteryStep;
 use peergrid_core::household::{Adjustment, Conditions, HouseholdReport};
 use peergrid_core::market::{Fill, PriceBounds, Side};
-use peergrid_core::observation::SlotContext;
+use peergrid_core::observation::{OpenSlot, SlotContext};
 use peergrid_core::safety::OrderIntent;
 use peergrid_core::settlement::Settlement;
 use peergrid_core::units::{Money, PricePerKwh, ProsumerId, Wh};
@@ -35,15 +35,6 @@ pub const MAX_DATA_SLOT: u64 = 10_000_000;
 /// Most adjustments one `SlotOpen` may carry (the market bounds the
 /// scenario events in force by the same number).
 pub const MAX_ADJUSTMENTS: usize = 10_000;
-
-/// A slot as the market opens it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OpenSlot {
-    pub slot: u64,
-    pub ctx: SlotContext,
-    pub deadline_unix_ms: i64,
-    pub adjustments: Vec<Adjustment>,
-}
 
 pub fn slot_open_to_wire(open: &OpenSlot) -> pb::SlotOpen {
     let ctx = &open.ctx;
