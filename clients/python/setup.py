@@ -46,8 +46,9 @@ def proto_root() -> Path:
 def generate(out_dir: Path) -> list[Path]:
     """Runs protoc (the one bundled with grpcio-tools) into ``out_dir``;
     returns the files written."""
-    from grpc_tools import protoc  # a build requirement (pyproject.toml)
+    # A build requirement (pyproject.toml).
     import grpc_tools
+    from grpc_tools import protoc
 
     root = proto_root()
     protos = sorted(str(p.relative_to(root)) for p in (root / "peergrid").rglob("*.proto"))

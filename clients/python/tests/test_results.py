@@ -6,10 +6,10 @@ import dataclasses
 
 import grpc
 import pytest
+from peergrid.market.v1 import market_pb2
 
 import peergrid
 from peergrid.errors import from_rpc_error
-from peergrid.market.v1 import market_pb2
 
 
 def test_slot_summary_keeps_a_missing_price_missing() -> None:

@@ -53,8 +53,7 @@ def load_token(env: str) -> str | None:
             value = Path(path).read_text()
         except OSError as e:
             raise ConfigError(f"{file_env}: cannot read {path}: {e.strerror}") from None
-        if value.endswith("\n"):
-            value = value[:-1]
+        value = value.removesuffix("\n")
     return None if value is None else check_token(value, file_env if path is not None else env)
 
 
@@ -101,7 +100,7 @@ class Target:
 
     def channel(self) -> grpc.Channel:
         """A channel to the server (gRPC connects lazily, on the first call)."""
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
