@@ -103,23 +103,36 @@ def test_take_offline_settles_the_range_without_reports(market: peergrid.Market)
 
 
 def test_inject_tariff_bounds_the_clearing_price(market: peergrid.Market) -> None:
+    # The bundled tariff's retail price is at most 0.45/kWh: a clearing price
+    # in [0.5, 0.6] can only come from the override.
     first = market.status().slot
-    reply = market.inject_tariff(retail_per_kwh=0.6, feed_in_per_kwh=0.5, slots=2)
-    assert reply.message == f"tariff: retail 0.6/kWh, feed-in 0.5/kWh for 2 slot(s) from slot {first}"
+    reply = market.inject_tariff(retail_per_kwh=0.6, feed_in_per_kwh=0.5, slots=24)
+    assert reply.message == f"tariff: retail 0.6/kWh, feed-in 0.5/kWh for 24 slot(s) from slot {first}"
     with market.watch(timeout=WATCH_S) as watch:
-        market.step(2)
-        slots = take_slots(watch, 2, "inject_tariff and step(2)")
-    for s in slots:
-        if s.clearing_price_per_kwh is not None:
-            assert 0.5 <= s.clearing_price_per_kwh <= 0.6
+        market.step(24)
+        slots = take_slots(watch, 24, "inject_tariff(24 slots) and step(24)")
+    prices = [s.clearing_price_per_kwh for s in slots if s.clearing_price_per_kwh is not None]
+    assert prices, "a day of slots has a P2P match"
+    assert all(0.5 <= p <= 0.6 for p in prices), prices
 
 
-def test_set_feeder_limit_and_back_to_unlimited(market: peergrid.Market) -> None:
+def test_set_feeder_limit_counts_overload_until_unlimited_again(market: peergrid.Market) -> None:
+    def step_and_overload(what: str) -> float:
+        with market.watch(timeout=WATCH_S) as watch:
+            market.step(2)
+            slots = take_slots(watch, 2, what)
+        assert all(s.grid_import_kwh > 0.01 for s in slots), "every slot imports more than the limit"
+        return market.status().kpis.overload_kwh
+
     first = market.status().slot
-    reply = market.set_feeder_limit(import_limit_kw=50.0)
-    assert reply.message == f"feeder limits: import 50 kW, export unlimited from slot {first}"
+    before = market.status().kpis.overload_kwh
+    reply = market.set_feeder_limit(import_limit_kw=0.001)
+    assert reply.message == f"feeder limits: import 0.001 kW, export unlimited from slot {first}"
+    limited = step_and_overload("set_feeder_limit(import 0.001 kW) and step(2)")
+    assert limited > before
     reply = market.set_feeder_limit()
-    assert reply.message == f"feeder limits: import unlimited, export unlimited from slot {first}"
+    assert reply.message == f"feeder limits: import unlimited, export unlimited from slot {first + 2}"
+    assert step_and_overload("set_feeder_limit() and step(2)") == limited
 
 
 def scenario_at(slot: int) -> dict[str, object]:
