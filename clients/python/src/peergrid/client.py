@@ -274,7 +274,7 @@ class Market(_Client):
         return ControlReply.from_pb(self._unary(method, request))
 
 
-class Watch(Iterator[Any]):
+class Watch(Iterator["SlotSummary | Notice"]):
     """The live event stream of :meth:`Market.watch`: iterates
     :class:`~peergrid.results.SlotSummary` (and, if asked for,
     :class:`~peergrid.results.Notice`) until cancelled or the market stops."""
@@ -286,9 +286,11 @@ class Watch(Iterator[Any]):
         self._wait_subscribed(subscribe_timeout)
 
     def _wait_subscribed(self, timeout: float) -> None:
-        # The market sends the response headers once it has subscribed the
-        # watcher; gRPC's initial_metadata() blocks until then (or until the
-        # call fails), so it is waited for on a thread with a deadline.
+        # The market's Watch handler subscribes the watcher before it returns
+        # the response, and the response headers go out when it returns
+        # (market-node/src/grpc.rs): once gRPC's initial_metadata() is back,
+        # no later slot is missed. It blocks (until the headers or a
+        # failure), so it is waited for on a thread, with a deadline.
         answered = threading.Event()
 
         def wait() -> None:
