@@ -1,0 +1,57 @@
+"""peergrid: a Python client of the peergrid market-node and trainer.
+
+    from peergrid import Market
+
+    with Market("http://127.0.0.1:50051", token) as market:
+        market.step(3)
+        print(market.status().kpis.community_cost)
+
+:class:`Market` operates a running market (status, watch, pause, resume,
+step, mode, scenario injection), :class:`Trainer` reads the trainer's
+status; results are the dataclasses of :mod:`peergrid.results`, failures
+raise :class:`PeergridError` subclasses (:mod:`peergrid.errors`). The gRPC
+modules generated from the repository's ``proto/`` at install time live
+beside this one, named as the proto packages: ``peergrid.market.v1``,
+``peergrid.control.v1``, ``peergrid.learner.v1``, ``peergrid.common.v1``.
+"""
+
+from peergrid.client import DEFAULT_TIMEOUT_S, Market, Trainer, Watch
+from peergrid.connection import MIN_TOKEN_LEN, load_token
+from peergrid.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    PeergridError,
+    PermissionDenied,
+    ResourceExhausted,
+    RpcError,
+    Unauthenticated,
+    Unavailable,
+)
+from peergrid.results import ControlReply, Kpis, MarketStatus, Notice, SlotSummary, TrainerStatus
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "MIN_TOKEN_LEN",
+    "ConfigError",
+    "ControlReply",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "Kpis",
+    "Market",
+    "MarketStatus",
+    "Notice",
+    "PeergridError",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "RpcError",
+    "SlotSummary",
+    "Trainer",
+    "TrainerStatus",
+    "Unauthenticated",
+    "Unavailable",
+    "Watch",
+    "load_token",
+]
