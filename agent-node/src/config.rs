@@ -203,10 +203,7 @@ impl AgentConfig {
         if !(100..=86_400_000).contains(&self.learner_wait_ms) {
             return Err(bad("learner_wait_ms", format!("must lie in 100..=86400000, got {}", self.learner_wait_ms)));
         }
-        let name_len = self.name.chars().count();
-        if !(1..=64).contains(&name_len) || self.name.chars().any(char::is_control) {
-            return Err(bad("name", format!("must be 1..=64 printable characters, got {name_len}")));
-        }
+        peergrid_core::node_name::check_node_name(&self.name, "name").map_err(field_error)?;
         self.dataset_source()?;
         if !(1..=MAX_PROSUMERS).contains(&self.prosumers) {
             return Err(bad("prosumers", format!("must lie in 1..={MAX_PROSUMERS}, got {}", self.prosumers)));
@@ -411,7 +408,9 @@ impl AgentArgs {
             // name: the trainer takes one rollout per node name and version.
             // The container's host name is unique, so it is the fallback.
             None if cfg.name == AgentConfig::default().name => {
-                if let Some(host) = env("HOSTNAME").filter(|h| !h.is_empty() && h.chars().count() <= 64) {
+                if let Some(host) = env("HOSTNAME")
+                    .filter(|h| !h.is_empty() && h.chars().count() <= peergrid_core::node_name::MAX_NODE_NAME_CHARS)
+                {
                     cfg.name = host;
                 }
             }

@@ -30,16 +30,12 @@ use crate::error::MarketError;
 pub const MAX_NODE_PROSUMERS: u32 = 100_000;
 /// Most prosumers a market hosts in total.
 pub const MAX_PROSUMERS: u32 = 10_000_000;
-/// Longest node name, characters.
-pub const MAX_NODE_NAME_CHARS: usize = 64;
-
-/// Node names: 1..=64 printable characters.
+/// Node names follow the one rule (`peergrid_core::node_name`).
 pub fn check_node_name(name: &str) -> Result<(), MarketError> {
-    let chars = name.chars().count();
-    if !(1..=MAX_NODE_NAME_CHARS).contains(&chars) || name.chars().any(char::is_control) {
-        return Err(MarketError::invalid("node_name", format!("must be 1..={MAX_NODE_NAME_CHARS} printable characters")));
-    }
-    Ok(())
+    peergrid_core::node_name::check_node_name(name, "node_name").map_err(|e| match e {
+        peergrid_core::CoreError::InvalidField { field, reason } => MarketError::invalid(field, reason),
+        other => MarketError::invalid("node_name", other.to_string()),
+    })
 }
 
 /// A registration: a lease on an id range. The round and the ledger read

@@ -41,7 +41,7 @@ use peergrid_core::units::ProsumerId;
 
 pub use control::MAX_STEP;
 pub use ledger::{ClearOutcome, NodeCleared, SlotSummary, StatusSnapshot};
-pub use membership::{check_node_name, MAX_NODE_NAME_CHARS, MAX_NODE_PROSUMERS, MAX_PROSUMERS};
+pub use membership::{check_node_name, MAX_NODE_PROSUMERS, MAX_PROSUMERS};
 pub use round::{check_open_slot, HoldOutcome};
 
 use crate::config::{ClockMode, ConfigError, MarketSettings};

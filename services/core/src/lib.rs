@@ -18,6 +18,7 @@ pub mod experience;
 pub mod household;
 pub mod kpi;
 pub mod market;
+pub mod node_name;
 pub mod observation;
 pub mod physics;
 pub mod policy;

@@ -8,20 +8,20 @@
 //! reads back (`peergrid_core::policy::weights`) with the same version.
 
 use peergrid_core::experience::Rollout;
+use peergrid_core::node_name::check_node_name;
 use peergrid_core::policy::weights::{from_safetensors, to_safetensors, PolicyWeights};
+use peergrid_core::CoreError;
 use sha2::{Digest, Sha256};
 
 use crate::error::WireError;
 use crate::pb::learner::v1 as pb;
 
-/// Longest node name.
-pub const MAX_NODE_NAME: usize = 64;
-
-/// Checks a node name: 1..=64 characters, no control characters.
+/// Checks a node name by the one rule (`peergrid_core::node_name`).
 pub fn node_name_from_wire(name: &str, field: &str) -> Result<String, WireError> {
-    if name.is_empty() || name.chars().count() > MAX_NODE_NAME || name.chars().any(char::is_control) {
-        return Err(WireError::invalid(field, format!("must be 1..={MAX_NODE_NAME} printable characters")));
-    }
+    check_node_name(name, field).map_err(|e| match e {
+        CoreError::InvalidField { field, reason } => WireError::invalid(field, reason),
+        other => WireError::invalid(field, other.to_string()),
+    })?;
     Ok(name.to_owned())
 }
 
