@@ -209,7 +209,7 @@ impl AgentConfig {
         }
         self.dataset_source()?;
         if let PolicyChoice::Weights(path) = &self.policy {
-            if !path.extension().is_some_and(|e| e == "safetensors") {
+            if path.extension().is_none_or(|e| e != "safetensors") {
                 return Err(bad(
                     "policy",
                     format!(

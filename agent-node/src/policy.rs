@@ -32,7 +32,7 @@ use crate::error::AgentError;
 /// `peergrid_core::policy::weights`); every error names the `policy` field.
 pub fn load_model(path: &Path) -> Result<MlpModel, AgentError> {
     let bad = |e: String| AgentError::config("policy", format!("{}: {e}", path.display()));
-    if !path.extension().is_some_and(|e| e == "safetensors") {
+    if path.extension().is_none_or(|e| e != "safetensors") {
         return Err(bad("must be a .safetensors policy (the trainer's format)".into()));
     }
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
