@@ -225,10 +225,7 @@ impl ProsumerActor {
         let spec = &self.spec;
         let household = self.household.get_or_insert_with(|| Household::new(spec.clone(), ctx.hour));
         let prepared = household.prepare(&self.ds, ctx, conditions);
-        let bootstrap_value = match &mut self.policy {
-            ActorPolicy::Learning(p) => p.value_of(&prepared.obs),
-            _ => 0.0,
-        };
+        let bootstrap_value = self.policy.value_of(&prepared.obs);
         self.prepared = Some((slot, prepared));
         if self.awaiting_reward {
             // Collected before its settlement (cannot happen in the node's
@@ -241,9 +238,7 @@ impl ProsumerActor {
 
     /// Learning: act with a new policy version from the next slot on.
     pub fn set_model(&mut self, learned: &Learned) {
-        if let ActorPolicy::Learning(p) = &mut self.policy {
-            p.learned = learned.clone();
-        }
+        self.policy.set_model(learned);
     }
 
     /// Settles the slot played last if it is `msg.slot`; `None` if there is

@@ -40,8 +40,8 @@ pub const LEARNER_SETTINGS: SettingNames = SettingNames { url: "learner", ca: "l
 pub enum PolicyChoice {
     RuleBased,
     GridOnly,
-    /// A JSON weights file `{"spec": MlpSpec, "weights": [f32...], "normaliser": ObsNormaliser}`,
-    /// run as the deterministic Gaussian mean.
+    /// A `.safetensors` policy, the trainer's format
+    /// (`peergrid_core::policy::weights`), run as the deterministic Gaussian mean.
     Weights(PathBuf),
 }
 
@@ -49,7 +49,7 @@ impl FromStr for PolicyChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<PolicyChoice, String> {
         match s {
-            "" => Err("must be rule-based, grid-only or the path of a weights file".into()),
+            "" => Err("must be rule-based, grid-only or the path of a .safetensors policy".into()),
             "rule-based" => Ok(PolicyChoice::RuleBased),
             "grid-only" => Ok(PolicyChoice::GridOnly),
             path => Ok(PolicyChoice::Weights(PathBuf::from(path))),
@@ -205,6 +205,17 @@ impl AgentConfig {
         }
         peergrid_core::node_name::check_node_name(&self.name, "name").map_err(field_error)?;
         self.dataset_source()?;
+        if let PolicyChoice::Weights(path) = &self.policy {
+            if path.extension().is_none_or(|e| e != "safetensors") {
+                return Err(bad(
+                    "policy",
+                    format!(
+                        "must be rule-based, grid-only or a .safetensors policy (the trainer's format), got {}",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         if !(1..=MAX_PROSUMERS).contains(&self.prosumers) {
             return Err(bad("prosumers", format!("must lie in 1..={MAX_PROSUMERS}, got {}", self.prosumers)));
         }
@@ -306,7 +317,7 @@ pub struct AgentArgs {
     /// seeds the community generator (overrides the community file's seed).
     #[arg(long, env = "PEERGRID_SEED")]
     pub seed: Option<u64>,
-    /// rule-based, grid-only, or the path of a JSON weights file.
+    /// rule-based, grid-only, or the path of a .safetensors policy (the trainer's format).
     #[arg(long, env = "PEERGRID_AGENT_POLICY")]
     pub policy: Option<String>,
     /// Community config JSON (shares, sizes, seed).
@@ -568,6 +579,7 @@ mod tests {
             (&["--insecure-no-auth", "--name", ""], "name"),
             (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),
             (&["--insecure-no-auth", "--policy", ""], "policy"),
+            (&["--insecure-no-auth", "--policy", "w.json"], "policy"),
             (&["--insecure-no-auth", "--dataset", "ausgrid-csv"], "data_file"),
             (&["--insecure-no-auth", "--data-file", "homes.csv"], "data_file"),
             (&[], "token"),
@@ -612,10 +624,16 @@ mod tests {
         assert_eq!(args(&["--insecure-no-auth", "--name", "n1"]).into_config_with(host).unwrap().name, "n1");
         assert_eq!(args(&["--insecure-no-auth", "--config", &f]).into_config_with(host).unwrap().name, "from-file");
         assert_eq!(cfg.policy, PolicyChoice::GridOnly);
-        let cfg =
-            args(&["--insecure-no-auth", "--config", &f, "--seed", "9", "--policy", "w.json"]).into_config_with(no_env).unwrap();
+        let cfg = args(&["--insecure-no-auth", "--config", &f, "--seed", "9", "--policy", "w.safetensors"])
+            .into_config_with(no_env)
+            .unwrap();
         assert_eq!(cfg.community.seed, 9);
-        assert_eq!(cfg.policy, PolicyChoice::Weights("w.json".into()));
+        assert_eq!(cfg.policy, PolicyChoice::Weights("w.safetensors".into()));
+        // The JSON weights format is gone: a config file naming one is refused.
+        std::fs::write(&file, r#"{"policy": "weights.json"}"#).unwrap();
+        let e = args(&["--insecure-no-auth", "--config", &f]).into_config_with(no_env).unwrap_err();
+        assert!(e.to_string().contains(".safetensors"), "{e}");
+        assert_eq!(field_of(e), "policy");
         std::fs::write(&file, r#"{"prosumerz": 40}"#).unwrap();
         let e = args(&["--insecure-no-auth", "--config", &f]).into_config_with(no_env).unwrap_err();
         assert!(e.to_string().contains("prosumerz"), "{e}");

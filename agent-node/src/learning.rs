@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use peergrid_core::experience::Rollout;
 use peergrid_core::observation::OBS_DIM;
-use peergrid_core::policy::ACT_DIM;
+use peergrid_core::policy::{MlpModel, ACT_DIM};
 use peergrid_runtime::{Backoff, Shutdown};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -27,7 +27,7 @@ use crate::actors::ActorRollout;
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::grpc::{LearnerClient, PushReply, Pushed};
-use crate::policy::{Learned, MlpModel};
+use crate::policy::Learned;
 
 pub struct Learning {
     cfg: AgentConfig,
@@ -54,7 +54,7 @@ impl Drop for Learning {
 
 fn learned(w: peergrid_core::policy::weights::PolicyWeights) -> Result<Learned, AgentError> {
     let version = w.version;
-    Ok(Learned { model: std::sync::Arc::new(MlpModel::from_weights(w)?), version })
+    Ok(Learned { model: std::sync::Arc::new(MlpModel::new(w.net, w.normaliser)?), version })
 }
 
 async fn follow(cfg: AgentConfig, url: String, tx: watch::Sender<Option<Learned>>, mut shutdown: Shutdown) {

@@ -1,88 +1,43 @@
 //! The policy each prosumer actor runs, and loading it from the config.
 //!
 //! [`PolicySource`] is loaded once per node; [`PolicySource::instance`] hands
-//! every actor its own [`ActorPolicy`]. The MLP's weights are shared through
-//! an `Arc` (a 64×64 actor-critic is ~40 KB; copying it into 10,000 actors
-//! would cost 400 MB), while each actor keeps its own scratch buffers, so
-//! actors never contend. The forward pass is exactly
-//! [`MlpPolicy`]'s deterministic path (features → normaliser → actor mean):
-//! the same numbers as the reference simulator (tested below).
+//! every actor its own [`ActorPolicy`]. An MLP is the core's [`MlpPolicy`]
+//! over one [`MlpModel`] shared through an `Arc` (a 64×64 actor-critic is
+//! ~40 KB; copying it into 10,000 actors would cost 400 MB), while each actor
+//! keeps its own generator, scratch buffers and step record, so actors never
+//! contend. Acting through the very type the reference simulator uses is
+//! what makes the numbers the same (tested below).
 //!
-//! Weights file: a `.safetensors` policy (`peergrid_core::policy::weights`) or
-//! JSON `{"spec": MlpSpec, "weights": [f32...], "normaliser": ObsNormaliser}`
-//! in the flat layout of `peergrid_core::policy::mlp`.
+//! Weights file: a `.safetensors` policy, the trainer's format
+//! (`peergrid_core::policy::weights`), run as the deterministic Gaussian mean.
 //!
 //! While learning ([`PolicySource::Learning`]), each actor samples from the
-//! trainer's current version with its own seeded generator and remembers
-//! the step ([`LearningPolicy::last`]); the node swaps in new versions
-//! between slots.
+//! trainer's current version with its own generator, seeded by (`seed`, its
+//! prosumer id), and remembers the step ([`MlpPolicy::last`]); the node swaps
+//! in new versions between slots ([`ActorPolicy::set_model`]), and the
+//! generator carries on across them.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use peergrid_core::observation::{Observation, OBS_DIM};
-use peergrid_core::policy::mlp::Scratch;
-use peergrid_core::policy::weights::PolicyWeights;
-use peergrid_core::policy::{
-    Action, ActorCritic, GridOnly, MlpPolicy, MlpSpec, ObsNormaliser, Policy, RuleBased, StepRecord, ACT_DIM,
-};
-use peergrid_core::rng::{derive_seed, SeededRng};
+use peergrid_core::observation::Observation;
+use peergrid_core::policy::{Action, GridOnly, MlpModel, MlpPolicy, Policy, RuleBased};
+use peergrid_core::rng::derive_seed;
 use peergrid_core::units::ProsumerId;
-use serde::{Deserialize, Serialize};
 
 use crate::config::PolicyChoice;
 use crate::error::AgentError;
 
-/// The on-disk weights format.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeightsFile {
-    pub spec: MlpSpec,
-    pub weights: Vec<f32>,
-    pub normaliser: ObsNormaliser,
-}
-
-/// A validated network and its observation normaliser, shared by all actors.
-#[derive(Debug)]
-pub struct MlpModel {
-    net: ActorCritic,
-    normaliser: ObsNormaliser,
-}
-
-impl MlpModel {
-    /// Validates the weights against the spec and the observation layout.
-    pub fn new(file: WeightsFile) -> Result<MlpModel, AgentError> {
-        let net = ActorCritic::from_flat(&file.spec, &file.weights)?;
-        // MlpPolicy::new checks obs/act dims and the normaliser.
-        let checked = MlpPolicy::new(net, file.normaliser)?;
-        Ok(MlpModel { net: checked.net, normaliser: checked.normaliser })
+/// Loads a `.safetensors` policy (the trainer's format, see
+/// `peergrid_core::policy::weights`); every error names the `policy` field.
+pub fn load_model(path: &Path) -> Result<MlpModel, AgentError> {
+    let bad = |e: String| AgentError::config("policy", format!("{}: {e}", path.display()));
+    if path.extension().is_none_or(|e| e != "safetensors") {
+        return Err(bad("must be a .safetensors policy (the trainer's format)".into()));
     }
-
-    /// Loads a `.safetensors` policy (the trainer's format, see
-    /// `peergrid_core::policy::weights`) or a JSON weights file.
-    pub fn load(path: &Path) -> Result<MlpModel, AgentError> {
-        if path.extension().is_some_and(|e| e == "safetensors") {
-            let bytes =
-                std::fs::read(path).map_err(|e| AgentError::config("policy", format!("cannot read {}: {e}", path.display())))?;
-            let w = peergrid_core::policy::weights::from_safetensors(&bytes)
-                .map_err(|e| AgentError::config("policy", format!("{}: {e}", path.display())))?;
-            let file = WeightsFile { spec: w.net.spec.clone(), weights: w.net.to_flat(), normaliser: w.normaliser };
-            return MlpModel::new(file).map_err(|e| AgentError::config("policy", format!("{}: {e}", path.display())));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AgentError::config("policy", format!("cannot read {}: {e}", path.display())))?;
-        let file: WeightsFile =
-            serde_json::from_str(&text).map_err(|e| AgentError::config("policy", format!("{}: {e}", path.display())))?;
-        MlpModel::new(file).map_err(|e| AgentError::config("policy", format!("{}: {e}", path.display())))
-    }
-}
-
-impl MlpModel {
-    /// A model from a policy the trainer published.
-    pub fn from_weights(w: PolicyWeights) -> Result<MlpModel, AgentError> {
-        let checked = MlpPolicy::new(w.net, w.normaliser)?;
-        Ok(MlpModel { net: checked.net, normaliser: checked.normaliser })
-    }
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let w = peergrid_core::policy::weights::from_safetensors(&bytes).map_err(|e| bad(e.to_string()))?;
+    MlpModel::new(w.net, w.normaliser).map_err(|e| bad(e.to_string()))
 }
 
 /// A policy version received from the trainer.
@@ -111,7 +66,7 @@ impl PolicySource {
         Ok(match choice {
             PolicyChoice::GridOnly => PolicySource::GridOnly,
             PolicyChoice::RuleBased => PolicySource::RuleBased,
-            PolicyChoice::Weights(path) => PolicySource::Mlp(Arc::new(MlpModel::load(path)?)),
+            PolicyChoice::Weights(path) => PolicySource::Mlp(Arc::new(load_model(path)?)),
         })
     }
 
@@ -120,13 +75,11 @@ impl PolicySource {
         match self {
             PolicySource::GridOnly => ActorPolicy::GridOnly(GridOnly),
             PolicySource::RuleBased => ActorPolicy::RuleBased(RuleBased),
-            PolicySource::Mlp(model) => ActorPolicy::Mlp { model: Arc::clone(model), scratch: Scratch::default() },
-            PolicySource::Learning { learned, seed } => ActorPolicy::Learning(Box::new(LearningPolicy {
-                learned: learned.clone(),
-                rng: SeededRng::new(derive_seed(*seed, &format!("actor-{id}"))),
-                scratch: Scratch::default(),
-                last: StepRecord::default(),
-            })),
+            PolicySource::Mlp(model) => ActorPolicy::Mlp(Box::new(MlpPolicy::deterministic(Arc::clone(model)))),
+            PolicySource::Learning { learned, seed } => ActorPolicy::Learning(Box::new(MlpPolicy::sampling(
+                Arc::clone(&learned.model),
+                derive_seed(*seed, &format!("actor-{id}")),
+            ))),
         }
     }
 
@@ -140,52 +93,35 @@ impl PolicySource {
     }
 }
 
-/// An actor's sampling policy while learning: the shared model of the
-/// current version, the actor's own generator, and the last step's record.
-#[derive(Debug)]
-pub struct LearningPolicy {
-    pub learned: Learned,
-    rng: SeededRng,
-    scratch: Scratch,
-    last: StepRecord,
-}
-
-impl LearningPolicy {
-    /// What the last `act` did: raw features, sampled action, log-prob, value.
-    pub fn last(&self) -> &StepRecord {
-        &self.last
-    }
-
-    /// V(obs) under the current version, for bootstrapping a rollout.
-    pub fn value_of(&mut self, obs: &Observation) -> f32 {
-        let mut x = [0.0f32; OBS_DIM];
-        obs.features(&mut x);
-        self.learned.model.normaliser.apply(&mut x);
-        self.learned.model.net.value(&x, &mut self.scratch)
-    }
-
-    fn act(&mut self, obs: &Observation) -> Action {
-        let mut x = [0.0f32; OBS_DIM];
-        obs.features(&mut x);
-        self.last.features = x;
-        let model = &self.learned.model;
-        model.normaliser.apply(&mut x);
-        let (a, log_prob, value) = model.net.sample(&x, &mut self.rng, &mut self.scratch);
-        self.last.obs = x;
-        self.last.action = a;
-        self.last.log_prob = log_prob;
-        self.last.value = value;
-        model.net.spec.prior.compose(obs, a)
-    }
-}
-
-/// One actor's policy.
+/// One actor's policy. The MLP variants are boxed: an [`MlpPolicy`] carries
+/// its step record, and baseline actors should not pay for it.
 #[derive(Debug)]
 pub enum ActorPolicy {
     GridOnly(GridOnly),
     RuleBased(RuleBased),
-    Mlp { model: Arc<MlpModel>, scratch: Scratch },
-    Learning(Box<LearningPolicy>),
+    /// The deterministic Gaussian mean of a loaded policy.
+    Mlp(Box<MlpPolicy>),
+    /// Sampling from the trainer's current version.
+    Learning(Box<MlpPolicy>),
+}
+
+impl ActorPolicy {
+    /// Learning: act with `learned` from the next slot on (the generator
+    /// keeps its state). Other policies ignore it.
+    pub fn set_model(&mut self, learned: &Learned) {
+        if let ActorPolicy::Learning(p) = self {
+            p.set_model(Arc::clone(&learned.model));
+        }
+    }
+
+    /// Learning: V(obs) under the current version, for bootstrapping a
+    /// rollout; 0 for the other policies.
+    pub fn value_of(&mut self, obs: &Observation) -> f32 {
+        match self {
+            ActorPolicy::Learning(p) => p.value_of(obs),
+            _ => 0.0,
+        }
+    }
 }
 
 impl Policy for ActorPolicy {
@@ -193,7 +129,7 @@ impl Policy for ActorPolicy {
         match self {
             ActorPolicy::GridOnly(p) => p.name(),
             ActorPolicy::RuleBased(p) => p.name(),
-            ActorPolicy::Mlp { .. } => "mlp",
+            ActorPolicy::Mlp(p) => p.name(),
             ActorPolicy::Learning(_) => "learning",
         }
     }
@@ -202,16 +138,7 @@ impl Policy for ActorPolicy {
         match self {
             ActorPolicy::GridOnly(p) => p.act(prosumer, obs),
             ActorPolicy::RuleBased(p) => p.act(prosumer, obs),
-            ActorPolicy::Mlp { model, scratch } => {
-                // MlpPolicy::act without a sampler, on shared weights.
-                let mut x = [0.0f32; OBS_DIM];
-                obs.features(&mut x);
-                model.normaliser.apply(&mut x);
-                let mut mean = [0.0f32; ACT_DIM];
-                model.net.mean(&x, scratch, &mut mean);
-                model.net.spec.prior.compose(obs, mean)
-            }
-            ActorPolicy::Learning(p) => p.act(obs),
+            ActorPolicy::Mlp(p) | ActorPolicy::Learning(p) => p.act(prosumer, obs),
         }
     }
 }
@@ -221,22 +148,29 @@ mod tests {
     use super::*;
     use crate::testing::{contexts, small_community};
     use peergrid_core::household::{Conditions, Household};
+    use peergrid_core::observation::OBS_DIM;
+    use peergrid_core::policy::weights::{to_safetensors, PolicyWeights};
+    use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser};
 
-    pub(crate) fn weights_file(seed: u64) -> WeightsFile {
+    /// A random network with a normaliser that is not the identity.
+    fn weights(seed: u64) -> PolicyWeights {
         let spec = MlpSpec::default();
-        let net = ActorCritic::random(&spec, seed);
         let mut normaliser = ObsNormaliser::identity(spec.obs_dim);
         normaliser.mean[0] = 0.5;
         normaliser.var[0] = 2.0;
-        WeightsFile { weights: net.to_flat(), spec, normaliser }
+        PolicyWeights { net: ActorCritic::random(&spec, seed), normaliser, version: seed }
+    }
+
+    fn learned(seed: u64) -> Learned {
+        let w = weights(seed);
+        Learned { model: Arc::new(MlpModel::new(w.net, w.normaliser).unwrap()), version: seed }
     }
 
     #[test]
     fn shared_mlp_acts_exactly_like_mlp_policy() {
-        let file = weights_file(11);
-        let model = Arc::new(MlpModel::new(file.clone()).unwrap());
-        let mut reference =
-            MlpPolicy::new(ActorCritic::from_flat(&file.spec, &file.weights).unwrap(), file.normaliser.clone()).unwrap();
+        let w = weights(11);
+        let model = Arc::new(MlpModel::new(w.net.clone(), w.normaliser.clone()).unwrap());
+        let mut reference = MlpPolicy::new(w.net, w.normaliser).unwrap();
         let (ds, specs) = small_community(6, 4);
         let ctxs = contexts(&ds, 30);
         for spec in specs {
@@ -251,31 +185,77 @@ mod tests {
         }
     }
 
+    /// Each learning actor samples exactly as an owned `MlpPolicy` seeded by
+    /// `derive_seed(seed, "actor-{id}")`, step records and bootstrap values
+    /// included, and a version swap halfway keeps the generator's stream.
+    #[test]
+    fn learning_actors_sample_exactly_like_seeded_mlp_policies_across_a_swap() {
+        let (first, second) = (learned(3), learned(4));
+        let source = PolicySource::Learning { learned: first.clone(), seed: 77 };
+        let (ds, specs) = small_community(6, 4);
+        let ctxs = contexts(&ds, 40);
+        for spec in specs {
+            let id = spec.id;
+            let w = weights(3);
+            let mut reference = MlpPolicy::new(w.net, w.normaliser).unwrap().stochastic(derive_seed(77, &format!("actor-{id}")));
+            let mut ours = source.instance(id);
+            let mut a = Household::new(spec.clone(), ctxs[0].hour);
+            let mut b = Household::new(spec, ctxs[0].hour);
+            for (slot, ctx) in ctxs.iter().enumerate() {
+                if slot == ctxs.len() / 2 {
+                    let w = weights(4);
+                    reference.set_model(Arc::new(MlpModel::new(w.net, w.normaliser).unwrap()));
+                    ours.set_model(&second);
+                }
+                let ra = a.play(&ds, ctx, Conditions::default(), &mut reference);
+                let rb = b.play(&ds, ctx, Conditions::default(), &mut ours);
+                assert_eq!(ra, rb, "prosumer {id}, slot {slot}");
+                let ActorPolicy::Learning(p) = &mut ours else { panic!("a learning actor") };
+                assert_eq!(p.last(), reference.last(), "prosumer {id}, slot {slot}");
+                let obs = a.clone().prepare(&ds, ctx, Conditions::default()).obs;
+                assert_eq!(ours.value_of(&obs), reference.value_of(&obs));
+            }
+        }
+    }
+
+    #[test]
+    fn set_model_leaves_other_policies_alone() {
+        let w = weights(5);
+        let model = Arc::new(MlpModel::new(w.net, w.normaliser).unwrap());
+        let mut p = PolicySource::Mlp(Arc::clone(&model)).instance(1);
+        p.set_model(&learned(6));
+        let ActorPolicy::Mlp(p) = p else { panic!("an MLP actor") };
+        assert!(Arc::ptr_eq(p.model(), &model));
+    }
+
     #[test]
     fn bad_weights_files_name_the_policy_field() {
         let dir = std::env::temp_dir().join(format!("peergrid-agent-policy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("w.json");
-        let mut file = weights_file(1);
-        std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
-        assert!(matches!(PolicySource::load(&PolicyChoice::Weights(path.clone())).unwrap(), PolicySource::Mlp(_)));
+        let load = |path: &Path| PolicySource::load(&PolicyChoice::Weights(path.to_path_buf()));
+        let policy_field = |e: &AgentError| matches!(e, AgentError::Config { field, .. } if field == "policy");
         // The trainer's safetensors format loads to the same network.
         let st = dir.join("policy.safetensors");
-        let net = peergrid_core::policy::ActorCritic::from_flat(&file.spec, &file.weights).unwrap();
-        let w = peergrid_core::policy::weights::PolicyWeights { net, normaliser: file.normaliser.clone(), version: 3 };
-        std::fs::write(&st, peergrid_core::policy::weights::to_safetensors(&w).unwrap()).unwrap();
-        let PolicySource::Mlp(a) = PolicySource::load(&PolicyChoice::Weights(st.clone())).unwrap() else { panic!("an MLP") };
-        let PolicySource::Mlp(b) = PolicySource::load(&PolicyChoice::Weights(path.clone())).unwrap() else { panic!("an MLP") };
-        assert_eq!(a.net, b.net);
+        let w = weights(1);
+        std::fs::write(&st, to_safetensors(&w).unwrap()).unwrap();
+        let PolicySource::Mlp(model) = load(&st).unwrap() else { panic!("an MLP") };
+        assert_eq!((model.net(), model.normaliser()), (&w.net, &w.normaliser));
         std::fs::write(&st, b"garbage").unwrap();
-        assert!(PolicySource::load(&PolicyChoice::Weights(st)).unwrap_err().to_string().contains("safetensors"));
-        file.weights.pop();
-        std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
-        let e = PolicySource::load(&PolicyChoice::Weights(path.clone())).unwrap_err();
-        assert!(matches!(&e, AgentError::Config { field, .. } if field == "policy"), "{e}");
-        assert!(e.to_string().contains("weights"), "{e}");
-        let e = PolicySource::load(&PolicyChoice::Weights(dir.join("missing.json"))).unwrap_err();
-        assert!(e.to_string().contains("missing.json"), "{e}");
+        let e = load(&st).unwrap_err();
+        assert!(policy_field(&e) && e.to_string().contains("safetensors"), "{e}");
+        // A network that does not fit the observations.
+        let spec = MlpSpec { obs_dim: 5, ..MlpSpec::default() };
+        let narrow = PolicyWeights { net: ActorCritic::random(&spec, 1), normaliser: ObsNormaliser::identity(5), version: 1 };
+        std::fs::write(&st, to_safetensors(&narrow).unwrap()).unwrap();
+        let e = load(&st).unwrap_err();
+        assert!(policy_field(&e) && e.to_string().contains(&format!("obs_dim {OBS_DIM}")), "{e}");
+        // Anything but safetensors (the JSON weights format is gone).
+        let json = dir.join("w.json");
+        std::fs::write(&json, "{}").unwrap();
+        let e = load(&json).unwrap_err();
+        assert!(policy_field(&e) && e.to_string().contains(".safetensors"), "{e}");
+        let e = load(&dir.join("missing.safetensors")).unwrap_err();
+        assert!(policy_field(&e) && e.to_string().contains("missing.safetensors"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -21,6 +21,13 @@
 //! same kernel is picked at run time when the CPU has it (without FMA, so
 //! results are bit-identical on every machine). `tanh` uses a rational approximation accurate to a few
 //! 1e-7, far inside the 1e-5 parity budget with libtorch.
+//!
+//! A policy version is an [`MlpModel`] (network + normaliser, validated
+//! once) shared by `Arc`; an [`MlpPolicy`] runs one with its own generator,
+//! scratch buffers and step record. The simulator, the evaluation and every
+//! agent-node actor act through this one type.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -404,13 +411,47 @@ impl ObsNormaliser {
     }
 }
 
+/// A validated policy version: the actor-critic and the observation
+/// normaliser it was trained with, checked against the observation and
+/// action layout. Immutable once built, so any number of [`MlpPolicy`]
+/// instances share one through an `Arc` (a 64×64 actor-critic is ~40 KB;
+/// 10,000 actors must not each own a copy).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpModel {
+    net: ActorCritic,
+    normaliser: ObsNormaliser,
+}
+
+impl MlpModel {
+    /// Checks that `net` maps this crate's observations to its actions and
+    /// that `normaliser` fits them.
+    pub fn new(net: ActorCritic, normaliser: ObsNormaliser) -> Result<MlpModel, CoreError> {
+        if net.spec.obs_dim != OBS_DIM || net.spec.act_dim != ACT_DIM {
+            return Err(CoreError::invalid("mlp", format!("needs obs_dim {OBS_DIM} and act_dim {ACT_DIM}, got {:?}", net.spec)));
+        }
+        normaliser.validate(OBS_DIM)?;
+        Ok(MlpModel { net, normaliser })
+    }
+
+    pub fn net(&self) -> &ActorCritic {
+        &self.net
+    }
+
+    pub fn normaliser(&self) -> &ObsNormaliser {
+        &self.normaliser
+    }
+}
+
 /// The MLP as a [`Policy`]: deterministic (the Gaussian mean) for
 /// evaluation, or sampling with a seeded generator for rollouts. After each
 /// `act`, [`MlpPolicy::last`] holds the log-prob and value of that step.
+///
+/// The model is shared ([`MlpModel`] behind an `Arc`); the generator,
+/// scratch buffers and step record are this instance's own, so many
+/// instances run one model without contending.
 #[derive(Clone, Debug)]
 pub struct MlpPolicy {
-    pub net: ActorCritic,
-    pub normaliser: ObsNormaliser,
+    model: Arc<MlpModel>,
     sampler: Option<SeededRng>,
     scratch: Scratch,
     last: StepRecord,
@@ -429,12 +470,19 @@ pub struct StepRecord {
 }
 
 impl MlpPolicy {
+    /// A deterministic policy owning its (validated) network.
     pub fn new(net: ActorCritic, normaliser: ObsNormaliser) -> Result<MlpPolicy, CoreError> {
-        if net.spec.obs_dim != OBS_DIM || net.spec.act_dim != ACT_DIM {
-            return Err(CoreError::invalid("mlp", format!("needs obs_dim {OBS_DIM} and act_dim {ACT_DIM}, got {:?}", net.spec)));
-        }
-        normaliser.validate(OBS_DIM)?;
-        Ok(MlpPolicy { net, normaliser, sampler: None, scratch: Scratch::default(), last: StepRecord::default() })
+        Ok(MlpPolicy::deterministic(Arc::new(MlpModel::new(net, normaliser)?)))
+    }
+
+    /// Plays the Gaussian mean of the shared `model`.
+    pub fn deterministic(model: Arc<MlpModel>) -> MlpPolicy {
+        MlpPolicy { model, sampler: None, scratch: Scratch::default(), last: StepRecord::default() }
+    }
+
+    /// Samples from the shared `model`'s Gaussian with a generator seeded by `seed`.
+    pub fn sampling(model: Arc<MlpModel>, seed: u64) -> MlpPolicy {
+        MlpPolicy::deterministic(model).stochastic(seed)
     }
 
     /// Samples actions from the Gaussian with a generator seeded by `seed`.
@@ -443,8 +491,30 @@ impl MlpPolicy {
         self
     }
 
+    pub fn model(&self) -> &Arc<MlpModel> {
+        &self.model
+    }
+
+    /// Acts with `model` from the next `act` on. The generator carries on
+    /// where it was: a learner's stream of draws does not restart with
+    /// each policy version.
+    pub fn set_model(&mut self, model: Arc<MlpModel>) {
+        self.model = model;
+    }
+
+    /// What the last `act` did: raw features, action, and (when sampling)
+    /// log-prob and value.
     pub fn last(&self) -> &StepRecord {
         &self.last
+    }
+
+    /// V(obs) under the current model, for bootstrapping a rollout. Draws
+    /// nothing from the generator.
+    pub fn value_of(&mut self, obs: &Observation) -> f32 {
+        let mut x = [0.0f32; OBS_DIM];
+        obs.features(&mut x);
+        self.model.normaliser.apply(&mut x);
+        self.model.net.value(&x, &mut self.scratch)
     }
 }
 
@@ -457,23 +527,24 @@ impl Policy for MlpPolicy {
         let mut x = [0.0f32; OBS_DIM];
         obs.features(&mut x);
         self.last.features = x;
-        self.normaliser.apply(&mut x);
+        let MlpModel { net, normaliser } = &*self.model;
+        normaliser.apply(&mut x);
         let action = match self.sampler.as_mut() {
             Some(rng) => {
-                let (a, log_prob, value) = self.net.sample(&x, rng, &mut self.scratch);
+                let (a, log_prob, value) = net.sample(&x, rng, &mut self.scratch);
                 self.last.log_prob = log_prob;
                 self.last.value = value;
                 a
             }
             None => {
                 let mut mean = [0.0f32; ACT_DIM];
-                self.net.mean(&x, &mut self.scratch, &mut mean);
+                net.mean(&x, &mut self.scratch, &mut mean);
                 mean
             }
         };
         self.last.obs = x;
         self.last.action = action;
-        self.net.spec.prior.compose(obs, action)
+        net.spec.prior.compose(obs, action)
     }
 }
 
@@ -591,6 +662,72 @@ mod tests {
         for i in 0..ACT_DIM {
             assert_eq!(played[i], rule.to_array()[i] + raw[i]);
         }
+    }
+
+    /// Observations that exercise the network (a spread of hours, prices, states).
+    fn observations(n: usize) -> Vec<Observation> {
+        (0..n)
+            .map(|i| {
+                let f = i as f64;
+                crate::safety::tests::obs((f * 0.37).sin() + 1.5, (f * 0.11).cos() * 3.0 + 3.0, (f * 0.7).sin() - 5.0, 4.0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn policies_sharing_a_model_act_like_policies_owning_it() {
+        let spec = MlpSpec::default();
+        let net = ActorCritic::random(&spec, 21);
+        let mut normaliser = ObsNormaliser::identity(OBS_DIM);
+        normaliser.mean[0] = 0.5;
+        normaliser.var[0] = 2.0;
+        let model = Arc::new(MlpModel::new(net.clone(), normaliser.clone()).unwrap());
+        let mut owner = MlpPolicy::new(net.clone(), normaliser.clone()).unwrap();
+        let mut shared = MlpPolicy::deterministic(Arc::clone(&model));
+        let mut owner_sampling = MlpPolicy::new(net, normaliser).unwrap().stochastic(9);
+        let mut shared_sampling = MlpPolicy::sampling(Arc::clone(&model), 9);
+        for obs in observations(50) {
+            assert_eq!(owner.act(0, &obs), shared.act(0, &obs));
+            assert_eq!(owner.last(), shared.last());
+            assert_eq!(owner_sampling.act(0, &obs), shared_sampling.act(0, &obs));
+            assert_eq!(owner_sampling.last(), shared_sampling.last());
+            assert_eq!(owner_sampling.value_of(&obs), shared_sampling.last().value);
+        }
+        assert!(Arc::ptr_eq(shared.model(), shared_sampling.model()));
+    }
+
+    #[test]
+    fn set_model_swaps_the_network_and_keeps_the_generator() {
+        let spec = MlpSpec::default();
+        let models: Vec<Arc<MlpModel>> = (0..3)
+            .map(|seed| Arc::new(MlpModel::new(ActorCritic::random(&spec, seed), ObsNormaliser::identity(OBS_DIM)).unwrap()))
+            .collect();
+        let mut policy = MlpPolicy::sampling(Arc::clone(&models[0]), 4);
+        // By hand: one generator, sampled through each version in turn.
+        let mut rng = SeededRng::new(4);
+        let mut scratch = Scratch::default();
+        for (i, obs) in observations(60).iter().enumerate() {
+            let model = &models[i / 20];
+            if i % 20 == 0 {
+                policy.set_model(Arc::clone(model));
+            }
+            let mut x = [0.0f32; OBS_DIM];
+            obs.features(&mut x);
+            model.normaliser().apply(&mut x);
+            let (a, log_prob, value) = model.net().sample(&x, &mut rng, &mut scratch);
+            assert_eq!(policy.act(0, obs), ActionPrior::None.compose(obs, a));
+            assert_eq!((policy.last().action, policy.last().log_prob, policy.last().value), (a, log_prob, value));
+            assert_eq!(policy.value_of(obs), value, "valuing draws nothing");
+        }
+    }
+
+    #[test]
+    fn models_must_fit_the_observation_and_action_layout() {
+        let spec = MlpSpec { obs_dim: 5, ..MlpSpec::default() };
+        let e = MlpModel::new(ActorCritic::random(&spec, 1), ObsNormaliser::identity(5)).unwrap_err().to_string();
+        assert!(e.contains("obs_dim"), "{e}");
+        let net = ActorCritic::random(&MlpSpec::default(), 1);
+        assert!(MlpModel::new(net, ObsNormaliser::identity(OBS_DIM - 1)).unwrap_err().to_string().contains("normaliser"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::observation::Observation;
 use crate::units::ProsumerId;
 
 pub use baselines::{GridOnly, RuleBased};
-pub use mlp::{ActionPrior, ActorCritic, Mlp, MlpPolicy, MlpSpec, ObsNormaliser, StepRecord};
+pub use mlp::{ActionPrior, ActorCritic, Mlp, MlpModel, MlpPolicy, MlpSpec, ObsNormaliser, StepRecord};
 
 /// Number of action components.
 pub const ACT_DIM: usize = 3;
