@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use peergrid_core::household::HouseholdReport;
 use peergrid_core::market::PriceBounds;
 use peergrid_core::observation::OpenSlot;
+use peergrid_core::settlement::ClearedSlot;
 use peergrid_proto::WireError;
 use peergrid_runtime::Shutdown;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -39,7 +40,7 @@ use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::ScenarioEvent;
 use crate::state::{
-    HoldOutcome, MarketState, NodeCleared, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary, StatusSnapshot,
+    HoldOutcome, MarketState, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary, StatusSnapshot,
 };
 
 /// How often leases are checked for expiry.
@@ -57,7 +58,7 @@ const COMMAND_QUEUE: usize = 1024;
 #[derive(Clone, Debug)]
 pub enum NodeEvent {
     Open(Arc<OpenSlot>),
-    Cleared(NodeCleared),
+    Cleared(ClearedSlot),
     /// The node reconnected: this (older) connection's session ends.
     Replaced,
     /// A batch or hold was refused (by the edge); nothing of it was stored,
