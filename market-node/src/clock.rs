@@ -39,9 +39,7 @@ use crate::config::ClockMode;
 use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::ScenarioEvent;
-use crate::state::{
-    HoldOutcome, MarketState, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary, StatusSnapshot,
-};
+use crate::state::{HoldOutcome, MarketState, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary, StatusSnapshot};
 
 /// How often leases are checked for expiry.
 const LEASE_TICK: Duration = Duration::from_millis(250);

@@ -18,10 +18,10 @@
 use std::sync::Arc;
 
 use peergrid_core::data::synthetic::synthetic_dataset;
+use peergrid_core::market::Side;
 use peergrid_core::physics::Envelope;
 use peergrid_core::prosumer::ProsumerKind;
 use peergrid_core::simulation::SimConfig;
-use peergrid_core::market::Side;
 use peergrid_core::units::Wh;
 use peergrid_proto::pb::common::v1 as common;
 use peergrid_proto::pb::control::v1 as control;

@@ -17,8 +17,8 @@ use peergrid_core::observation::OBS_DIM;
 use peergrid_core::policy::weights::PolicyWeights;
 use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
 use peergrid_core::units::PricePerKwh;
-use peergrid_proto::convert::experience::{node_name_from_wire, policy_from_wire, policy_update_to_wire, rollout_from_wire};
 use peergrid_proto::convert::cleared::{settlement_from_wire, settlement_to_wire, slot_cleared_from_wire, slot_cleared_to_wire};
+use peergrid_proto::convert::experience::{node_name_from_wire, policy_from_wire, policy_update_to_wire, rollout_from_wire};
 use peergrid_proto::convert::slot::{
     report_from_wire, report_to_wire, slot_open_from_wire, slot_open_to_wire, MAX_ADJUSTMENTS, MAX_DATA_SLOT, MAX_SCALE,
     MAX_SLOT_KWH, MAX_SLOT_MONEY,
@@ -272,13 +272,8 @@ fn slot_cleared() -> impl Strategy<Value = (market::SlotCleared, std::ops::Range
             if reverse {
                 all.reverse();
             }
-            let w = market::SlotCleared {
-                slot,
-                clearing_price_micros,
-                matched_wh,
-                settlements: all,
-                missing_prosumer_ids: missing,
-            };
+            let w =
+                market::SlotCleared { slot, clearing_price_micros, matched_wh, settlements: all, missing_prosumer_ids: missing };
             (w, first..first + count)
         })
 }

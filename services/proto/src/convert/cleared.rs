@@ -100,7 +100,10 @@ fn fill_from_wire(w: &pb::ProsumerSettlement, side: Option<Side>, path: &dyn Fn(
         ));
     }
     if w.filled_wh > 0 && side.is_none() {
-        return Err(WireError::invalid(field(&path(), "filled_wh"), "a household without an order (side SIDE_UNSPECIFIED) cannot be filled"));
+        return Err(WireError::invalid(
+            field(&path(), "filled_wh"),
+            "a household without an order (side SIDE_UNSPECIFIED) cannot be filled",
+        ));
     }
     Ok(Fill { quantity: Wh(w.filled_wh), value: Money(w.fill_value_nanos as i128) })
 }
@@ -270,7 +273,10 @@ mod tests {
     fn ids_must_be_hosted_and_named_once() {
         type Case = (fn(&mut pb::SlotCleared), &'static str);
         let cases: [Case; 5] = [
-            (|w| w.settlements[1].prosumer_id = 42, "invalid settlements[1].prosumer_id: 42 is not hosted by this node (ids 3..6)"),
+            (
+                |w| w.settlements[1].prosumer_id = 42,
+                "invalid settlements[1].prosumer_id: 42 is not hosted by this node (ids 3..6)",
+            ),
             (|w| w.missing_prosumer_ids = vec![99], "invalid missing_prosumer_ids[0]: 99 is not hosted"),
             (|w| w.settlements[1].prosumer_id = 3, "invalid settlements[1].prosumer_id: prosumer 3 is named twice"),
             (|w| w.missing_prosumer_ids = vec![5], "invalid missing_prosumer_ids[0]: prosumer 5 is named twice"),
