@@ -210,10 +210,54 @@ fn report() -> impl Strategy<Value = market::HouseholdReport> {
         )
 }
 
-/// A settlement: the side mostly a valid one (sometimes any value); the
-/// P2P split three times in four what the side and the fill imply (so
-/// accepted settlements are common), otherwise hostile.
+/// A settlement: half the time a plausible one (the accepted branch runs
+/// often), otherwise hostile.
 fn settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
+    prop_oneof![plausible_settlement(), hostile_settlement()]
+}
+
+/// A settlement as the market builds it: a fill only with a side, worth
+/// its energy at some tariff price, the split what side and fill imply.
+fn plausible_settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
+    (
+        (any::<u32>(), 0..=MAX_ORDER_WH, 0..=MAX_PRICE_MICROS, 0..=2i32),
+        (0.0..20.0f64, 0.0..20.0f64, 0.0..20.0f64, 0.0..20.0f64, 0.0..20.0f64),
+    )
+        .prop_map(|((prosumer_id, filled_wh, price, side), (gi, ge, ic, er, op))| {
+            let filled_wh = if side == 0 { 0 } else { filled_wh };
+            let mut w = market::ProsumerSettlement {
+                prosumer_id,
+                filled_wh,
+                fill_value_nanos: filled_wh * price,
+                grid_import_kwh: gi,
+                grid_export_kwh: ge,
+                import_cost: ic,
+                export_revenue: er,
+                overload_penalty: op,
+                side,
+                ..market::ProsumerSettlement::default()
+            };
+            consistent_split(&mut w);
+            w
+        })
+}
+
+/// Sets the P2P split `settle_household` builds from the side and the fill.
+fn consistent_split(w: &mut market::ProsumerSettlement) {
+    let (kwh, money) = (w.filled_wh as f64 / 1000.0, w.fill_value_nanos as f64 / 1e9);
+    let traded = w.filled_wh > 0;
+    let buy = traded && w.side == common::Side::Buy as i32;
+    let sell = traded && w.side == common::Side::Sell as i32;
+    w.p2p_bought_kwh = if buy { kwh } else { 0.0 };
+    w.p2p_paid = if buy { money } else { 0.0 };
+    w.p2p_sold_kwh = if sell { kwh } else { 0.0 };
+    w.p2p_revenue = if sell { money } else { 0.0 };
+    w.p2p_received_kwh = w.p2p_bought_kwh * 0.98;
+}
+
+/// A settlement with hostile numbers: the side mostly a valid one
+/// (sometimes any value), the split three times in four consistent.
+fn hostile_settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
     (
         (any::<u32>(), hostile_i64(0..=MAX_ORDER_WH), hostile_i64(0..=MAX_ORDER_WH * MAX_PRICE_MICROS)),
         (hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64()),
@@ -240,29 +284,28 @@ fn settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
                 p2p_revenue: 0.0,
             };
             if split {
-                let (kwh, money) = (filled_wh as f64 / 1000.0, fill_value_nanos as f64 / 1e9);
-                let traded = filled_wh > 0;
-                let buy = traded && side == common::Side::Buy as i32;
-                let sell = traded && side == common::Side::Sell as i32;
-                w.p2p_bought_kwh = if buy { kwh } else { 0.0 };
-                w.p2p_paid = if buy { money } else { 0.0 };
-                w.p2p_sold_kwh = if sell { kwh } else { 0.0 };
-                w.p2p_revenue = if sell { money } else { 0.0 };
-                w.p2p_received_kwh = w.p2p_bought_kwh * 0.98;
+                consistent_split(&mut w);
             }
             w
         })
 }
 
-/// A `SlotCleared` and the id range of the node receiving it: settlement
-/// ids unique (a quarter of the time reversed), missing ids unique but
-/// maybe also settled, both drawn from 0..12 around a range of 1..10 ids.
+/// A `SlotCleared` and the id range of the node receiving it: mostly
+/// plausible settlements; their ids unique (a quarter of the time
+/// reversed), missing ids unique but maybe also settled, both drawn from
+/// 0..12 against a range of 6..13 ids from 0..3 (so some fall outside).
 fn slot_cleared() -> impl Strategy<Value = (market::SlotCleared, std::ops::Range<u32>)> {
-    let ids = || prop::sample::subsequence((0u32..12).collect::<Vec<_>>(), 0..6);
+    let ids = |n: std::ops::Range<usize>| prop::sample::subsequence((0u32..12).collect::<Vec<_>>(), n);
     (
         (any::<u64>(), prop_oneof![Just(None), (0..=MAX_PRICE_MICROS).prop_map(Some), any::<i64>().prop_map(Some)]),
-        (hostile_i64(0..=MAX_ORDER_WH), vec(settlement(), 6), ids(), ids(), prop::bool::weighted(0.25)),
-        (0u32..4, 1u32..10),
+        (
+            hostile_i64(0..=MAX_ORDER_WH),
+            vec(prop_oneof![4 => plausible_settlement(), 1 => hostile_settlement()], 6),
+            ids(0..7),
+            ids(0..3),
+            prop::bool::weighted(0.25),
+        ),
+        (0u32..3, 6u32..13),
     )
         .prop_map(|((slot, clearing_price_micros), (matched_wh, mut all, settled, missing, reverse), (first, count))| {
             all.truncate(settled.len());
