@@ -1,7 +1,10 @@
 //! The market client: the only file of the agent-node that names generated
-//! (`pb`) types. Everything crossing it is converted here, with the
-//! validated conversions of `peergrid_proto::convert`, into domain values the
-//! session works with: [`Registration`], [`Inbound`], [`Cleared`].
+//! (`pb`) types. Everything crossing it is converted here, in one pass, with
+//! the validated conversions of `peergrid_proto::convert`, into domain
+//! values the session works with: [`Registration`], [`Inbound`] (an
+//! `OpenSlot`, a `ClearedSlot` — self-describing, so decoded without the
+//! batch we sent — or a [`Refusal`]). The one thing kept of a sent batch is
+//! the [`Outbox`], for sending it again on a new stream.
 //!
 //! Both channels (market and trainer) are dialled by `peergrid_runtime::dial`
 //! (TLS when the URL is `https://`), carry the agent bearer token on every
@@ -18,9 +21,10 @@ use peergrid_core::observation::OpenSlot;
 use peergrid_core::physics::Envelope;
 use peergrid_core::prosumer::ProsumerSpec;
 use peergrid_core::reward::RewardWeights;
-use peergrid_core::settlement::Settlement;
-use peergrid_core::units::{PricePerKwh, ProsumerId};
-use peergrid_proto::convert::slot::{report_to_wire, settlement_from_wire_at, slot_open_from_wire};
+use peergrid_core::settlement::ClearedSlot;
+use peergrid_core::units::ProsumerId;
+use peergrid_proto::convert::cleared::slot_cleared_from_wire;
+use peergrid_proto::convert::slot::{report_to_wire, slot_open_from_wire};
 use peergrid_proto::convert::{envelope_to_wire, reward_weights_from_json};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
@@ -84,6 +88,13 @@ pub struct Resume {
 impl std::fmt::Debug for Resume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Resume({}, ids {}+{}, secret <redacted>)", self.session_id, self.first_prosumer_id, self.prosumer_count)
+    }
+}
+
+impl Resume {
+    /// The hosted ids.
+    pub fn range(&self) -> Range<ProsumerId> {
+        self.first_prosumer_id..self.first_prosumer_id.saturating_add(self.prosumer_count)
     }
 }
 
@@ -208,7 +219,7 @@ impl MarketClient {
             .await
             .map_err(|_| AgentError::protocol("session channel closed before the join"))?;
         let inbound = self.inner.session(ReceiverStream::new(rx)).await?.into_inner();
-        Ok((SessionSender { tx }, SessionReceiver { inbound }))
+        Ok((SessionSender { tx }, SessionReceiver { inbound, hosted: resume.range() }))
     }
 
     pub async fn status(&mut self) -> Result<MarketStatus, AgentError> {
@@ -226,10 +237,44 @@ pub struct SessionSender {
     tx: mpsc::Sender<pb::NodeMessage>,
 }
 
+/// The last batch sent, kept until the session stops waiting for its slot,
+/// so that a market that re-opens the slot on a new stream (the old one
+/// broke, maybe before the batch left) gets the very same batch again: the
+/// households have played the slot and cannot play it twice. A
+/// retransmission buffer only: nothing reads the reports back.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    sent: Option<(u64, Vec<HouseholdReport>)>,
+}
+
+impl Outbox {
+    /// Drops the kept batch (its slot is settled, by the market or locally).
+    pub fn clear(&mut self) {
+        self.sent = None;
+    }
+}
+
 impl SessionSender {
-    /// Sends one `OrderBatch`; `reports` must be sorted by prosumer id.
-    pub async fn send_batch(&self, slot: u64, reports: &[HouseholdReport]) -> Result<(), AgentError> {
+    /// Sends slot `slot`'s `OrderBatch` (`reports` sorted by prosumer id)
+    /// and keeps the reports in `outbox`, even if sending fails.
+    pub async fn send_batch(&self, slot: u64, reports: Vec<HouseholdReport>, outbox: &mut Outbox) -> Result<(), AgentError> {
         let batch = pb::OrderBatch { slot, reports: reports.iter().map(report_to_wire).collect() };
+        outbox.sent = Some((slot, reports));
+        self.send(batch).await
+    }
+
+    /// Sends the batch `outbox` keeps for `slot` again; `false` if it keeps none for it.
+    pub async fn resend_batch(&self, slot: u64, outbox: &Outbox) -> Result<bool, AgentError> {
+        match &outbox.sent {
+            Some((sent, reports)) if *sent == slot => {
+                self.send(pb::OrderBatch { slot, reports: reports.iter().map(report_to_wire).collect() }).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn send(&self, batch: pb::OrderBatch) -> Result<(), AgentError> {
         self.tx
             .send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Batch(batch)) })
             .await
@@ -254,73 +299,19 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// A market message, decoded.
+/// A market message, decoded and validated.
 #[derive(Debug)]
 pub enum Inbound {
     Open(OpenSlot),
-    Cleared(ClearedMessage),
+    Cleared(ClearedSlot),
     Refused(Refusal),
-}
-
-/// A `SlotCleared` not decoded yet: its settlements can only be rebuilt
-/// knowing the side of each prosumer's order, i.e. the batch we sent.
-#[derive(Debug)]
-pub struct ClearedMessage(pb::SlotCleared);
-
-/// A decoded `SlotCleared`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cleared {
-    pub slot: u64,
-    pub clearing_price: Option<PricePerKwh>,
-    pub matched_wh: i64,
-    /// Sorted by prosumer id, unique, each one that reported.
-    pub settlements: Vec<(ProsumerId, Settlement)>,
-    pub missing: Vec<ProsumerId>,
-}
-
-impl ClearedMessage {
-    pub fn slot(&self) -> u64 {
-        self.0.slot
-    }
-
-    /// Validates the settlements against the batch we sent for this slot
-    /// (`reported`, sorted by id) and the hosted id `range`.
-    pub fn decode(&self, reported: &[HouseholdReport], range: &Range<ProsumerId>) -> Result<Cleared, AgentError> {
-        let w = &self.0;
-        let mut settlements = Vec::with_capacity(w.settlements.len());
-        for (i, s) in w.settlements.iter().enumerate() {
-            let path = || format!("settlements[{i}]");
-            let Ok(j) = reported.binary_search_by_key(&s.prosumer_id, |r| r.prosumer_id) else {
-                return Err(AgentError::protocol(format!(
-                    "{}.prosumer_id: {} did not report in slot {}",
-                    path(),
-                    s.prosumer_id,
-                    w.slot
-                )));
-            };
-            let (_, settlement) = settlement_from_wire_at(s, reported[j].order.map(|o| o.side), &path)?;
-            settlements.push((s.prosumer_id, settlement));
-        }
-        settlements.sort_by_key(|(id, _)| *id);
-        if let Some(d) = settlements.windows(2).find(|d| d[0].0 == d[1].0) {
-            return Err(AgentError::protocol(format!("settlements: prosumer {} settled twice", d[0].0)));
-        }
-        if let Some(id) = w.missing_prosumer_ids.iter().find(|id| !range.contains(id)) {
-            return Err(AgentError::protocol(format!("missing_prosumer_ids: {id} is not hosted here ({range:?})")));
-        }
-        Ok(Cleared {
-            slot: w.slot,
-            clearing_price: w.clearing_price_micros.map(PricePerKwh),
-            matched_wh: w.matched_wh,
-            settlements,
-            missing: w.missing_prosumer_ids.clone(),
-        })
-    }
 }
 
 /// The market's half of the session stream.
 pub struct SessionReceiver {
     inbound: Streaming<pb::MarketMessage>,
+    /// The ids this node hosts: a `SlotCleared` may name no other.
+    hosted: Range<ProsumerId>,
 }
 
 impl SessionReceiver {
@@ -332,67 +323,14 @@ impl SessionReceiver {
         };
         match message.msg {
             Some(pb::market_message::Msg::Open(open)) => Ok(Some(Inbound::Open(slot_open_from_wire(&open)?))),
-            Some(pb::market_message::Msg::Cleared(cleared)) => Ok(Some(Inbound::Cleared(ClearedMessage(cleared)))),
+            Some(pb::market_message::Msg::Cleared(cleared)) => {
+                Ok(Some(Inbound::Cleared(slot_cleared_from_wire(&cleared, &self.hosted)?)))
+            }
             Some(pb::market_message::Msg::Refused(r)) => {
                 Ok(Some(Inbound::Refused(Refusal { slot: r.slot, reason: r.reason, message: r.message })))
             }
             None => Err(AgentError::protocol("MarketMessage without a message")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::{contexts, small_community};
-    use peergrid_core::household::{Conditions, Household};
-    use peergrid_core::market::Fill;
-    use peergrid_core::policy::RuleBased;
-    use peergrid_core::settlement::settle_household;
-    use peergrid_core::tariff::GridConfig;
-    use peergrid_proto::convert::slot::settlement_to_wire;
-
-    fn reports() -> (Vec<HouseholdReport>, peergrid_core::tariff::SlotTariff) {
-        let (ds, specs) = small_community(8, 3);
-        let ctx = contexts(&ds, 14)[13];
-        let reports = specs
-            .into_iter()
-            .map(|s| Household::new(s, ctx.hour).play(&ds, &ctx, Conditions::default(), &mut RuleBased))
-            .collect();
-        (reports, ctx.tariff)
-    }
-
-    #[test]
-    fn cleared_decodes_against_the_batch_and_rejects_foreign_ids() {
-        let (reports, tariff) = reports();
-        let settle = |r: &HouseholdReport| {
-            let s = settle_household(r.net_kwh, None, Fill::default(), &tariff, &GridConfig::default());
-            settlement_to_wire(r.prosumer_id, Fill::default(), &s)
-        };
-        let mut w = pb::SlotCleared {
-            slot: 4,
-            clearing_price_micros: Some(120_000),
-            matched_wh: 0,
-            settlements: reports.iter().rev().skip(1).map(settle).collect(),
-            missing_prosumer_ids: vec![7],
-        };
-        let c = ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap();
-        assert_eq!(c.settlements.len(), 7);
-        assert!(c.settlements.windows(2).all(|p| p[0].0 < p[1].0), "sorted by id");
-        assert_eq!((c.missing.clone(), c.clearing_price), (vec![7], Some(PricePerKwh(120_000))));
-
-        w.missing_prosumer_ids = vec![99];
-        let e = ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap_err().to_string();
-        assert!(e.contains("missing_prosumer_ids") && e.contains("99"), "{e}");
-        w.missing_prosumer_ids.clear();
-        w.settlements[0].prosumer_id = 42;
-        let e = ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap_err().to_string();
-        assert!(e.contains("settlements[0].prosumer_id") && e.contains("42"), "{e}");
-        w.settlements[0] = w.settlements[1];
-        assert!(ClearedMessage(w.clone()).decode(&reports, &(0..8)).unwrap_err().to_string().contains("twice"));
-        w.settlements[0].grid_import_kwh = f64::NAN;
-        let e = ClearedMessage(w).decode(&reports, &(0..8)).unwrap_err().to_string();
-        assert!(e.contains("settlements[0].grid_import_kwh"), "{e}");
     }
 }
 

@@ -2,8 +2,11 @@
 //! and reconnecting.
 //!
 //! [`Node`] owns everything that must survive a lost connection: the
-//! prosumer actors (whose households hold battery state), the id range and
-//! session id the market gave us, and the slot played but not yet settled.
+//! prosumer actors (whose households hold battery state and the report of
+//! the slot they played), the id range and session id the market gave us,
+//! and the number of the slot played but not yet settled — only its
+//! number: `SlotCleared` describes itself (grpc.rs decodes it whole), so
+//! nothing of the sent batch is needed to apply it.
 //! [`Node::run`] loops: connect → `Register` (resuming our session id, so
 //! the same id range comes back) → `Session` with `Join` → serve slots until
 //! the stream ends. A retryable failure waits an exponential backoff
@@ -11,8 +14,8 @@
 //! session is established.
 //!
 //! Per slot: `SlotOpen` → every actor plays → one `OrderBatch` (reports
-//! sorted by id); `SlotCleared` → each actor gets its settlement or settles
-//! locally (missing, offline). When a rollout is due in synchronous
+//! sorted by id); `SlotCleared` (already decoded and validated) → each
+//! actor gets its settlement or settles locally (missing, offline). When a rollout is due in synchronous
 //! learning the node first sends `Hold` (the market keeps the slot open for
 //! it), pushes the rollout and waits for the next version. A `BatchRefused`
 //! (late, invalid) is counted and logged; the session goes on. Timing never
@@ -27,7 +30,8 @@
 //! Edge cases, all from the rule "a household plays each slot at most once
 //! and settles everything it played":
 //! - a `SlotOpen` for the slot we played but that was never cleared (the
-//!   market re-opened it after our reconnect) re-sends the same batch;
+//!   market re-opened it after our reconnect) re-sends the same batch (kept
+//!   by the transport's [`Outbox`], never read back here);
 //! - a `SlotOpen` for a later slot while one is pending settles the pending
 //!   one locally first (the market moved on without us);
 //! - a `SlotOpen` for a slot at or before the last one played is ignored;
@@ -38,9 +42,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peergrid_core::data::Dataset;
-use peergrid_core::household::HouseholdReport;
 use peergrid_core::observation::OpenSlot;
 use peergrid_core::prosumer::{generate_range, CommunityConfig, ProsumerSpec};
+use peergrid_core::settlement::{ClearedSlot, Settlement};
 use peergrid_core::units::ProsumerId;
 use peergrid_runtime::{Backoff, Shutdown};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -48,7 +52,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::actors::{ActorPool, ActorState, ProsumerReturn};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
-use crate::grpc::{ClearedMessage, Inbound, MarketClient, Refusal, Registration, Resume, SessionReceiver, SessionSender};
+use crate::grpc::{Inbound, MarketClient, Outbox, Refusal, Registration, Resume, SessionReceiver, SessionSender};
 use crate::learning::Learning;
 use crate::metrics::AgentMetrics;
 use crate::policy::PolicySource;
@@ -83,19 +87,16 @@ struct Hosted {
     prosumers: ActorPool,
 }
 
-/// A slot played and sent, waiting for its clearing.
-struct Pending {
-    slot: u64,
-    reports: Vec<HouseholdReport>,
-}
-
 pub struct Node {
     cfg: AgentConfig,
     ds: Arc<Dataset>,
     policy: PolicySource,
     metrics: AgentMetrics,
     hosted: Option<Hosted>,
-    pending: Option<Pending>,
+    /// The slot played and sent whose clearing we wait for.
+    pending: Option<u64>,
+    /// The transport's copy of that slot's batch, for re-sending it.
+    outbox: Outbox,
     last_played: Option<u64>,
     report: AgentReport,
     learning: Option<Learning>,
@@ -204,6 +205,7 @@ impl Node {
             metrics,
             hosted: None,
             pending: None,
+            outbox: Outbox::default(),
             last_played: None,
             report: AgentReport::default(),
             learning: None,
@@ -397,7 +399,7 @@ impl Node {
                     self.on_open(open, &tx).instrument(span).await?;
                 }
                 Some(Inbound::Cleared(cleared)) => {
-                    let span = info_span!("clearing", slot = cleared.slot());
+                    let span = info_span!("clearing", slot = cleared.slot);
                     self.on_cleared(cleared).instrument(span).await?;
                     if shutdown.is_shutdown() {
                         return Ok(End::Shutdown);
@@ -410,16 +412,22 @@ impl Node {
 
     async fn on_open(&mut self, open: OpenSlot, tx: &SessionSender) -> Result<(), AgentError> {
         let started = Instant::now();
-        if let Some(p) = &self.pending {
-            if p.slot == open.slot {
+        if let Some(pending) = self.pending {
+            if pending == open.slot {
                 debug!("slot re-opened after a reconnect; sending the same batch again");
-                return tx.send_batch(p.slot, &p.reports).await;
-            }
-            if open.slot < p.slot {
-                warn!(pending = p.slot, "stale SlotOpen ignored");
+                if !tx.resend_batch(pending, &self.outbox).await? {
+                    // Cannot happen (the batch is kept while its slot is
+                    // pending); the households still settle what they played.
+                    warn!(pending, "the pending slot's batch is not kept; settling it locally");
+                    self.settle_pending_locally().await?;
+                }
                 return Ok(());
             }
-            warn!(pending = p.slot, "the market moved on before clearing our last slot; settling it locally");
+            if open.slot < pending {
+                warn!(pending, "stale SlotOpen ignored");
+                return Ok(());
+            }
+            warn!(pending, "the market moved on before clearing our last slot; settling it locally");
             self.settle_pending_locally().await?;
         }
         if self.last_played.is_some_and(|last| open.slot <= last) {
@@ -453,46 +461,40 @@ impl Node {
             learning.count_step(open.slot);
         }
         let reports = hosted.prosumers.play(open.slot, &open.ctx, &open.adjustments).await?;
+        let sent = reports.len();
         // From here the households have played this slot: it must be settled
-        // even if sending fails.
+        // even if sending fails (the outbox keeps the batch either way).
         self.last_played = Some(open.slot);
-        self.pending = Some(Pending { slot: open.slot, reports });
-        let reports = &self.pending.as_ref().expect("just set").reports;
-        tx.send_batch(open.slot, reports).await?;
+        self.pending = Some(open.slot);
+        tx.send_batch(open.slot, reports, &mut self.outbox).await?;
         self.report.slots_played += 1;
         self.metrics.slots_played.inc();
         self.metrics.batch_build_seconds.observe(started.elapsed().as_secs_f64());
-        debug!(reports = reports.len(), elapsed_us = started.elapsed().as_micros() as u64, "batch sent");
+        debug!(reports = sent, elapsed_us = started.elapsed().as_micros() as u64, "batch sent");
         Ok(())
     }
 
-    async fn on_cleared(&mut self, message: ClearedMessage) -> Result<(), AgentError> {
+    async fn on_cleared(&mut self, cleared: ClearedSlot) -> Result<(), AgentError> {
         let Some(pending) = self.pending.take() else {
             warn!("SlotCleared without a pending slot; ignored");
             return Ok(());
         };
-        if message.slot() != pending.slot {
-            let slot = pending.slot;
+        if cleared.slot != pending {
             self.pending = Some(pending);
-            if message.slot() < slot {
-                warn!(pending = slot, "stale SlotCleared ignored");
+            if cleared.slot < pending {
+                warn!(pending, "stale SlotCleared ignored");
                 return Ok(());
             }
             // The market cleared a later slot: ours was skipped (we lagged
             // and messages were dropped). Settle it locally and go on.
-            warn!(pending = slot, cleared = message.slot(), "SlotCleared for a later slot; settling ours locally");
+            warn!(pending, cleared = cleared.slot, "SlotCleared for a later slot; settling ours locally");
             return self.settle_pending_locally().await;
         }
         let hosted = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("SlotCleared before registration"))?;
-        let cleared = match message.decode(&pending.reports, &hosted.registration.range()) {
-            Ok(c) => c,
-            Err(e) => {
-                // Keep the slot pending: it is settled locally later.
-                self.pending = Some(pending);
-                return Err(e);
-            }
-        };
-        let summary = hosted.prosumers.settle(pending.slot, &cleared.settlements).await?;
+        let settlements: Vec<(ProsumerId, Settlement)> =
+            cleared.settlements.iter().map(|h| (h.prosumer_id, h.settlement)).collect();
+        self.outbox.clear();
+        let summary = hosted.prosumers.settle(pending, &settlements).await?;
         self.report.slots_cleared += 1;
         if self.report.slots_cleared % SAVE_EVERY_SLOTS == 0 {
             self.save_households().await?;
@@ -519,10 +521,11 @@ impl Node {
     }
 
     async fn settle_pending_locally(&mut self) -> Result<(), AgentError> {
-        let (Some(p), Some(h)) = (self.pending.take(), self.hosted.as_ref()) else {
+        self.outbox.clear();
+        let (Some(slot), Some(h)) = (self.pending.take(), self.hosted.as_ref()) else {
             return Ok(());
         };
-        let summary = h.prosumers.settle(p.slot, &[]).await?;
+        let summary = h.prosumers.settle(slot, &[]).await?;
         self.metrics.local_settlements.inc_by(summary.local as u64);
         Ok(())
     }

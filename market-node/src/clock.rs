@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use peergrid_core::household::HouseholdReport;
 use peergrid_core::market::PriceBounds;
 use peergrid_core::observation::OpenSlot;
+use peergrid_core::settlement::ClearedSlot;
 use peergrid_proto::WireError;
 use peergrid_runtime::Shutdown;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -38,9 +39,7 @@ use crate::config::ClockMode;
 use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::ScenarioEvent;
-use crate::state::{
-    HoldOutcome, MarketState, NodeCleared, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary, StatusSnapshot,
-};
+use crate::state::{HoldOutcome, MarketState, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary, StatusSnapshot};
 
 /// How often leases are checked for expiry.
 const LEASE_TICK: Duration = Duration::from_millis(250);
@@ -57,7 +56,7 @@ const COMMAND_QUEUE: usize = 1024;
 #[derive(Clone, Debug)]
 pub enum NodeEvent {
     Open(Arc<OpenSlot>),
-    Cleared(NodeCleared),
+    Cleared(ClearedSlot),
     /// The node reconnected: this (older) connection's session ends.
     Replaced,
     /// A batch or hold was refused (by the edge); nothing of it was stored,

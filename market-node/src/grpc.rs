@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use peergrid_core::household::HouseholdReport;
 use peergrid_core::market::PriceBounds;
-use peergrid_proto::convert::slot::{report_from_wire_at, settlement_to_wire, slot_open_to_wire};
+use peergrid_proto::convert::cleared::slot_cleared_to_wire;
+use peergrid_proto::convert::slot::{report_from_wire_at, slot_open_to_wire};
 use peergrid_proto::convert::{envelope_from_wire, index, reward_weights_to_json};
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
@@ -49,7 +50,7 @@ use crate::config::ClockMode;
 use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::{FeederLimit, ScaleGroup, ScenarioEvent, TakeOffline, TariffOverride};
-use crate::state::{check_open_slot, NodeCleared, ProsumerInfo, SlotSummary, StatusSnapshot};
+use crate::state::{check_open_slot, ProsumerInfo, SlotSummary, StatusSnapshot};
 
 /// Largest message the server decodes or encodes, decompressed (an
 /// `OrderBatch` of 100,000 reports is ~10 MB): the shared server limit.
@@ -304,7 +305,7 @@ fn node_event_to_wire(event: NodeEvent) -> Result<market::MarketMessage, Status>
     use market::market_message::Msg;
     let msg = match event {
         NodeEvent::Open(open) => Msg::Open(slot_open_to_wire(&open)),
-        NodeEvent::Cleared(c) => Msg::Cleared(cleared_to_wire(&c)),
+        NodeEvent::Cleared(c) => Msg::Cleared(slot_cleared_to_wire(&c)),
         NodeEvent::Replaced => {
             let reason = "session: replaced by a newer connection of this node".to_owned();
             return Err(WireError::FailedPrecondition { reason }.into());
@@ -318,16 +319,6 @@ fn node_event_to_wire(event: NodeEvent) -> Result<market::MarketMessage, Status>
         NodeEvent::Rejected(e) => return Err(e.into()),
     };
     Ok(market::MarketMessage { msg: Some(msg) })
-}
-
-fn cleared_to_wire(c: &NodeCleared) -> market::SlotCleared {
-    market::SlotCleared {
-        slot: c.slot,
-        clearing_price_micros: c.clearing_price.map(|p| p.0),
-        matched_wh: c.matched.0,
-        settlements: c.settlements.iter().map(|(id, fill, s)| settlement_to_wire(*id, *fill, s)).collect(),
-        missing_prosumer_ids: c.missing.clone(),
-    }
 }
 
 fn market_event_to_wire(event: MarketEvent) -> market::MarketEvent {

@@ -18,13 +18,13 @@ use std::collections::BTreeSet;
 
 use peergrid_core::household::{conditions_for, HouseholdReport};
 use peergrid_core::kpi::{KpiAccumulator, Kpis};
-use peergrid_core::market::{Fill, Side};
+use peergrid_core::market::Side;
 use peergrid_core::reward::RewardWeights;
-use peergrid_core::settlement::Settlement;
+use peergrid_core::settlement::{ClearedSlot, SettledHousehold};
 use peergrid_core::simulation::SimConfig;
 use peergrid_core::slot_engine::{household_slot, SlotEngine};
 use peergrid_core::tariff::GridConfig;
-use peergrid_core::units::{Money, PricePerKwh, ProsumerId, Wh};
+use peergrid_core::units::{Money, PricePerKwh, ProsumerId};
 
 use super::membership::Membership;
 use super::round::Round;
@@ -52,22 +52,12 @@ pub struct SlotSummary {
     pub held_ms: f64,
 }
 
-/// A cleared slot as one node sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeCleared {
-    pub slot: u64,
-    pub clearing_price: Option<PricePerKwh>,
-    pub matched: Wh,
-    pub settlements: Vec<(ProsumerId, Fill, Settlement)>,
-    pub missing: Vec<ProsumerId>,
-}
-
 #[derive(Clone, Debug)]
 pub struct ClearOutcome {
     pub summary: SlotSummary,
     pub orders: u64,
     /// One entry per connected node that was expected or reported.
-    pub per_node: Vec<(NodeKey, NodeCleared)>,
+    pub per_node: Vec<(NodeKey, ClearedSlot)>,
 }
 
 /// Run status and KPIs so far.
@@ -96,7 +86,7 @@ pub struct StatusSnapshot {
 
 /// What each connected node is told about a cleared slot, and the totals.
 struct NodeTally {
-    per_node: Vec<(NodeKey, NodeCleared)>,
+    per_node: Vec<(NodeKey, ClearedSlot)>,
     missing: u32,
     absent: u32,
     /// Nodes that still held the slot when it cleared.
@@ -223,7 +213,9 @@ impl Ledger {
         (summary, orders)
     }
 
-    /// Per node: settlements of its reporters, and its missing prosumers.
+    /// Per node: settlements of its reporters, each with the side of the
+    /// order it reported (so the node needs nothing of its batch to apply
+    /// it), and its missing prosumers.
     /// Only nodes with a stream can be missing: a node within its lease but
     /// without a stream is absent (its households settle with the grid on
     /// their node when it is back), and expired nodes are gone.
@@ -243,7 +235,12 @@ impl Ledger {
             let mut settlements = Vec::with_capacity(batch.len());
             for r in batch {
                 let i = reports.binary_search_by_key(&r.prosumer_id, |x| x.prosumer_id).expect("merged");
-                settlements.push((r.prosumer_id, self.engine.fill(i), self.engine.settlements()[i]));
+                settlements.push(SettledHousehold {
+                    prosumer_id: r.prosumer_id,
+                    side: r.order.map(|o| o.side),
+                    fill: self.engine.fill(i),
+                    settlement: self.engine.settlements()[i],
+                });
             }
             let reported: BTreeSet<ProsumerId> = batch.iter().map(|r| r.prosumer_id).collect();
             let missing: Vec<ProsumerId> = (node.first..node.end())
@@ -255,7 +252,7 @@ impl Ledger {
             }
             let generation = node.generation;
             members.set_reported(index, round.reported(index));
-            let cleared = NodeCleared {
+            let cleared = ClearedSlot {
                 slot: round.open.slot,
                 clearing_price: clearing.clearing_price,
                 matched: clearing.matched,

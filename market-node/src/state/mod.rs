@@ -40,7 +40,7 @@ use peergrid_core::simulation::{slot_context, SimConfig};
 use peergrid_core::units::ProsumerId;
 
 pub use control::MAX_STEP;
-pub use ledger::{ClearOutcome, NodeCleared, SlotSummary, StatusSnapshot};
+pub use ledger::{ClearOutcome, SlotSummary, StatusSnapshot};
 pub use membership::{check_node_name, MAX_NODE_PROSUMERS, MAX_PROSUMERS};
 pub use round::{check_open_slot, HoldOutcome};
 

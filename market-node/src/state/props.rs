@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use peergrid_core::data::synthetic::synthetic_dataset;
+use peergrid_core::market::Side;
 use peergrid_core::physics::Envelope;
 use peergrid_core::prosumer::ProsumerKind;
 use peergrid_core::simulation::SimConfig;
@@ -402,12 +403,13 @@ fn check_cleared(s: &MarketState, out: &ClearOutcome) {
     assert!(status.energy_balance_error_kwh < 1e-6, "energy: {status:?}");
     let (mut bought, mut sold) = (0i64, 0i64);
     for (_, node) in &out.per_node {
-        for (id, fill, settlement) in &node.settlements {
-            assert!(fill.quantity.0 >= 0 && fill.value.0 >= 0, "prosumer {id}: {fill:?}");
-            if settlement.p2p_bought_kwh > 0.0 {
-                bought += fill.quantity.0;
-            } else {
-                sold += fill.quantity.0;
+        for h in &node.settlements {
+            let fill = h.fill;
+            assert!(fill.quantity.0 >= 0 && fill.value.0 >= 0, "prosumer {}: {fill:?}", h.prosumer_id);
+            assert!(fill.quantity.0 == 0 || h.side.is_some(), "prosumer {}: a fill without a side", h.prosumer_id);
+            match h.side {
+                Some(Side::Buy) => bought += fill.quantity.0,
+                _ => sold += fill.quantity.0,
             }
         }
     }

@@ -10,6 +10,7 @@
 
 use crate::market::{Fill, Side};
 use crate::tariff::{GridConfig, SlotTariff};
+use crate::units::{PricePerKwh, ProsumerId, Wh};
 
 /// One household's settled slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -35,6 +36,35 @@ impl Settlement {
     pub fn energy_cost(&self) -> f64 {
         self.import_cost - self.export_revenue + self.p2p_paid - self.p2p_revenue
     }
+}
+
+/// One household's part of a cleared slot, as the market tells its node:
+/// the side of the order it placed (`None`: it placed none), what the order
+/// got, and the settlement built from them. Self-describing: a node settles
+/// the household from it alone, without the report it sent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SettledHousehold {
+    pub prosumer_id: ProsumerId,
+    pub side: Option<Side>,
+    pub fill: Fill,
+    pub settlement: Settlement,
+}
+
+/// A cleared slot as one node sees it: the market builds it per node
+/// after clearing, the proto crate converts it to and from `SlotCleared`
+/// (`slot_cleared_to_wire`, `slot_cleared_from_wire`, which validates
+/// every field), and the node's households apply their settlements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClearedSlot {
+    pub slot: u64,
+    /// The uniform clearing price; `None` if nothing traded or pay-as-bid.
+    pub clearing_price: Option<PricePerKwh>,
+    /// Energy matched in the whole community.
+    pub matched: Wh,
+    /// The node's households that reported in time, sorted by id, unique.
+    pub settlements: Vec<SettledHousehold>,
+    /// The node's households whose report missed the slot.
+    pub missing: Vec<ProsumerId>,
 }
 
 /// Settles one household whose post-battery position is `net_kwh`

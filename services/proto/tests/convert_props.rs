@@ -17,10 +17,11 @@ use peergrid_core::observation::OBS_DIM;
 use peergrid_core::policy::weights::PolicyWeights;
 use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
 use peergrid_core::units::PricePerKwh;
+use peergrid_proto::convert::cleared::{settlement_from_wire, settlement_to_wire, slot_cleared_from_wire, slot_cleared_to_wire};
 use peergrid_proto::convert::experience::{node_name_from_wire, policy_from_wire, policy_update_to_wire, rollout_from_wire};
 use peergrid_proto::convert::slot::{
-    report_from_wire, report_to_wire, settlement_from_wire, settlement_to_wire, slot_open_from_wire, slot_open_to_wire,
-    MAX_ADJUSTMENTS, MAX_DATA_SLOT, MAX_SCALE, MAX_SLOT_KWH, MAX_SLOT_MONEY,
+    report_from_wire, report_to_wire, slot_open_from_wire, slot_open_to_wire, MAX_ADJUSTMENTS, MAX_DATA_SLOT, MAX_SCALE,
+    MAX_SLOT_KWH, MAX_SLOT_MONEY,
 };
 use peergrid_proto::convert::{
     order_from_wire, reward_weights_from_json, side_from_wire, slot_tariff_from_wire, tou_band_from_wire, MAX_CO2_KG_PER_KWH,
@@ -209,31 +210,115 @@ fn report() -> impl Strategy<Value = market::HouseholdReport> {
         )
 }
 
+/// A settlement: half the time a plausible one (the accepted branch runs
+/// often), otherwise hostile.
 fn settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
+    prop_oneof![plausible_settlement(), hostile_settlement()]
+}
+
+/// A settlement as the market builds it: a fill only with a side, worth
+/// its energy at some tariff price, the split what side and fill imply.
+fn plausible_settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
     (
-        (any::<u32>(), hostile_i64(0..=MAX_ORDER_WH), hostile_i64(0..=MAX_ORDER_WH * MAX_PRICE_MICROS)),
-        (hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64()),
+        (any::<u32>(), 0..=MAX_ORDER_WH, 0..=MAX_PRICE_MICROS, 0..=2i32),
+        (0.0..20.0f64, 0.0..20.0f64, 0.0..20.0f64, 0.0..20.0f64, 0.0..20.0f64),
     )
-        .prop_map(|((prosumer_id, filled_wh, value), (gi, ge, p2p, ic, er, op))| market::ProsumerSettlement {
-            prosumer_id,
-            filled_wh,
-            // Mostly a plausible value for the fill, sometimes anything.
-            fill_value_nanos: if value % 3 == 0 {
-                value
-            } else {
-                filled_wh.saturating_mul(value.rem_euclid(MAX_PRICE_MICROS + 2))
-            },
-            grid_import_kwh: gi,
-            grid_export_kwh: ge,
-            p2p_received_kwh: p2p,
-            import_cost: ic,
-            export_revenue: er,
-            overload_penalty: op,
+        .prop_map(|((prosumer_id, filled_wh, price, side), (gi, ge, ic, er, op))| {
+            let filled_wh = if side == 0 { 0 } else { filled_wh };
+            let mut w = market::ProsumerSettlement {
+                prosumer_id,
+                filled_wh,
+                fill_value_nanos: filled_wh * price,
+                grid_import_kwh: gi,
+                grid_export_kwh: ge,
+                import_cost: ic,
+                export_revenue: er,
+                overload_penalty: op,
+                side,
+                ..market::ProsumerSettlement::default()
+            };
+            consistent_split(&mut w);
+            w
         })
 }
 
-fn side() -> impl Strategy<Value = Option<Side>> {
-    prop_oneof![Just(None), Just(Some(Side::Buy)), Just(Some(Side::Sell))]
+/// Sets the P2P split `settle_household` builds from the side and the fill.
+fn consistent_split(w: &mut market::ProsumerSettlement) {
+    let (kwh, money) = (w.filled_wh as f64 / 1000.0, w.fill_value_nanos as f64 / 1e9);
+    let traded = w.filled_wh > 0;
+    let buy = traded && w.side == common::Side::Buy as i32;
+    let sell = traded && w.side == common::Side::Sell as i32;
+    w.p2p_bought_kwh = if buy { kwh } else { 0.0 };
+    w.p2p_paid = if buy { money } else { 0.0 };
+    w.p2p_sold_kwh = if sell { kwh } else { 0.0 };
+    w.p2p_revenue = if sell { money } else { 0.0 };
+    w.p2p_received_kwh = w.p2p_bought_kwh * 0.98;
+}
+
+/// A settlement with hostile numbers: the side mostly a valid one
+/// (sometimes any value), the split three times in four consistent.
+fn hostile_settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
+    (
+        (any::<u32>(), hostile_i64(0..=MAX_ORDER_WH), hostile_i64(0..=MAX_ORDER_WH * MAX_PRICE_MICROS)),
+        (hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64()),
+        (prop_oneof![3 => 0..=2i32, 1 => any::<i32>()], prop::bool::weighted(0.75), hostile_f64(), hostile_f64()),
+    )
+        .prop_map(|((prosumer_id, filled_wh, value), (gi, ge, p2p, ic, er, op), (side, split, bought, paid))| {
+            // Mostly a plausible value for the fill, sometimes anything.
+            let fill_value_nanos =
+                if value % 3 == 0 { value } else { filled_wh.saturating_mul(value.rem_euclid(MAX_PRICE_MICROS + 2)) };
+            let mut w = market::ProsumerSettlement {
+                prosumer_id,
+                filled_wh,
+                fill_value_nanos,
+                grid_import_kwh: gi,
+                grid_export_kwh: ge,
+                p2p_received_kwh: p2p,
+                import_cost: ic,
+                export_revenue: er,
+                overload_penalty: op,
+                side,
+                p2p_bought_kwh: bought,
+                p2p_sold_kwh: 0.0,
+                p2p_paid: paid,
+                p2p_revenue: 0.0,
+            };
+            if split {
+                consistent_split(&mut w);
+            }
+            w
+        })
+}
+
+/// A `SlotCleared` and the id range of the node receiving it: mostly
+/// plausible settlements; their ids unique (a quarter of the time
+/// reversed), missing ids unique but maybe also settled, both drawn from
+/// 0..12 against a range of 6..13 ids from 0..3 (so some fall outside).
+fn slot_cleared() -> impl Strategy<Value = (market::SlotCleared, std::ops::Range<u32>)> {
+    let ids = |n: std::ops::Range<usize>| prop::sample::subsequence((0u32..12).collect::<Vec<_>>(), n);
+    (
+        (any::<u64>(), prop_oneof![Just(None), (0..=MAX_PRICE_MICROS).prop_map(Some), any::<i64>().prop_map(Some)]),
+        (
+            hostile_i64(0..=MAX_ORDER_WH),
+            vec(prop_oneof![4 => plausible_settlement(), 1 => hostile_settlement()], 6),
+            ids(0..7),
+            ids(0..3),
+            prop::bool::weighted(0.25),
+        ),
+        (0u32..3, 6u32..13),
+    )
+        .prop_map(|((slot, clearing_price_micros), (matched_wh, mut all, settled, missing, reverse), (first, count))| {
+            all.truncate(settled.len());
+            for (s, id) in all.iter_mut().zip(&settled) {
+                s.prosumer_id = *id;
+            }
+            if reverse {
+                all.reverse();
+            }
+            let w =
+                market::SlotCleared { slot, clearing_price_micros, matched_wh, settlements: all, missing_prosumer_ids: missing };
+            (w, first..first + count)
+        })
 }
 
 /// A batch of `steps` × `ids` samples, every array the right length, the
@@ -387,20 +472,50 @@ proptest! {
     }
 
     #[test]
-    fn settlements_accepted_are_within_bounds_and_round_trip(w in settlement(), side in side()) {
-        match settlement_from_wire(&w, side, "settlements[0]") {
-            Ok((fill, s)) => {
+    fn settlements_accepted_are_within_bounds_and_round_trip(w in settlement()) {
+        match settlement_from_wire(&w, "settlements[0]") {
+            Ok(h) => {
+                let (fill, s) = (h.fill, h.settlement);
                 prop_assert!((0..=MAX_ORDER_WH).contains(&fill.quantity.0));
                 // The fill's value is at most its energy at the highest tariff price.
                 prop_assert!(0 <= fill.value.0 && fill.value.0 <= fill.quantity.0 as i128 * MAX_PRICE_MICROS as i128);
-                prop_assert!(fill.quantity.0 == 0 || side.is_some());
-                for v in [s.grid_import_kwh, s.grid_export_kwh, s.p2p_received_kwh] {
+                prop_assert!(fill.quantity.0 == 0 || h.side.is_some());
+                for v in [s.grid_import_kwh, s.grid_export_kwh, s.p2p_received_kwh, s.p2p_bought_kwh, s.p2p_sold_kwh] {
                     prop_assert!(in_kwh(v, 0.0));
                 }
                 for v in [s.import_cost, s.export_revenue, s.overload_penalty, s.p2p_paid, s.p2p_revenue] {
                     prop_assert!(v.is_finite() && (0.0..=MAX_SLOT_MONEY).contains(&v), "{:?}", s);
                 }
-                prop_assert_eq!(settlement_to_wire(w.prosumer_id, fill, &s), w);
+                // The split follows the side: one side trades, a buyer receives at most what it bought.
+                prop_assert!(s.p2p_sold_kwh == 0.0 || h.side == Some(Side::Sell), "{:?}", h);
+                prop_assert!(s.p2p_bought_kwh == 0.0 || h.side == Some(Side::Buy), "{:?}", h);
+                prop_assert_eq!(s.p2p_bought_kwh + s.p2p_sold_kwh, fill.quantity.kwh());
+                prop_assert_eq!(s.p2p_paid + s.p2p_revenue, fill.value.amount());
+                prop_assert!(s.p2p_received_kwh <= s.p2p_bought_kwh);
+                prop_assert_eq!(settlement_to_wire(&h), w);
+            }
+            Err(e) => {
+                assert_invalid_argument(&e);
+                prop_assert!(e.to_string().starts_with("invalid settlements[0]."), "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn cleared_slots_accepted_name_hosted_ids_once_and_round_trip((w, hosted) in slot_cleared()) {
+        match slot_cleared_from_wire(&w, &hosted) {
+            Ok(c) => {
+                prop_assert!(c.clearing_price.is_none_or(|p| (0..=MAX_PRICE_MICROS).contains(&p.0)));
+                prop_assert!(c.matched.0 >= 0);
+                prop_assert!(c.settlements.windows(2).all(|p| p[0].prosumer_id < p[1].prosumer_id), "sorted, unique");
+                let settled: Vec<u32> = c.settlements.iter().map(|h| h.prosumer_id).collect();
+                for id in settled.iter().chain(&c.missing) {
+                    prop_assert!(hosted.contains(id), "{} outside {:?}", id, hosted);
+                }
+                prop_assert!(c.missing.iter().all(|id| !settled.contains(id)), "settled or missing, never both");
+                let mut sorted = w.clone();
+                sorted.settlements.sort_by_key(|s| s.prosumer_id);
+                prop_assert_eq!(slot_cleared_to_wire(&c), sorted);
             }
             Err(e) => assert_invalid_argument(&e),
         }
@@ -496,7 +611,7 @@ proptest! {
     /// Random bytes decoded as each wire message (prost refuses most), then
     /// converted: neither step panics, and every refusal names a field.
     #[test]
-    fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..512), b in bounds(), side in side()) {
+    fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..512), b in bounds()) {
         if let Ok(w) = common::SlotTariff::decode(&bytes[..]) {
             let _ = slot_tariff_from_wire(&w, "tariff").map_err(|e| assert_invalid_argument(&e));
         }
@@ -510,7 +625,10 @@ proptest! {
             let _ = report_from_wire(&w, b, "r").map_err(|e| assert_invalid_argument(&e));
         }
         if let Ok(w) = market::ProsumerSettlement::decode(&bytes[..]) {
-            let _ = settlement_from_wire(&w, side, "s").map_err(|e| assert_invalid_argument(&e));
+            let _ = settlement_from_wire(&w, "s").map_err(|e| assert_invalid_argument(&e));
+        }
+        if let Ok(w) = market::SlotCleared::decode(&bytes[..]) {
+            let _ = slot_cleared_from_wire(&w, &(0..8)).map_err(|e| assert_invalid_argument(&e));
         }
         if let Ok(w) = market::RegisterResponse::decode(&bytes[..]) {
             let _ = reward_weights_from_json(&w.reward_weights_json, "r").map_err(|e| assert_invalid_argument(&e));
@@ -595,8 +713,8 @@ mod domain_round_trips {
     use peergrid_core::market::{Fill, Order};
     use peergrid_core::observation::{OpenSlot, SlotContext};
     use peergrid_core::safety::OrderIntent;
-    use peergrid_core::settlement::Settlement;
-    use peergrid_core::tariff::{SlotTariff, TouBand};
+    use peergrid_core::settlement::{settle_household, ClearedSlot, SettledHousehold, Settlement};
+    use peergrid_core::tariff::{GridConfig, SlotTariff, TariffConfig, TouBand};
     use peergrid_core::units::{Money, Wh};
 
     fn valid_tariff() -> impl Strategy<Value = SlotTariff> {
@@ -716,7 +834,7 @@ mod domain_round_trips {
             let s = Settlement {
                 grid_import_kwh: kwh,
                 grid_export_kwh: kwh / 2.0,
-                p2p_received_kwh: kwh / 3.0,
+                p2p_received_kwh: if buy && traded { fill.quantity.kwh() * 0.98 } else { 0.0 },
                 import_cost: money,
                 export_revenue: money / 2.0,
                 overload_penalty: money / 4.0,
@@ -725,9 +843,31 @@ mod domain_round_trips {
                 p2p_sold_kwh: if !buy && traded { fill.quantity.kwh() } else { 0.0 },
                 p2p_revenue: if !buy && traded { fill.value.amount() } else { 0.0 },
             };
-            let (f2, s2) = settlement_from_wire(&settlement_to_wire(3, fill, &s), Some(side), "s").unwrap();
-            prop_assert_eq!(f2, fill);
-            prop_assert_eq!(s2, s);
+            let h = SettledHousehold { prosumer_id: 3, side: Some(side), fill, settlement: s };
+            prop_assert_eq!(settlement_from_wire(&settlement_to_wire(&h), "s").unwrap(), h);
+        }
+
+        /// What the market settles is what the node decodes, to the bit:
+        /// `settle_household` for each household, in any id order.
+        #[test]
+        fn cleared_slots(nets in vec((-5.0f64..5.0, 0.0f64..=1.0, 0..=MAX_PRICE_MICROS), 0..8), price in proptest::option::of(0..=MAX_PRICE_MICROS), slot in any::<u64>()) {
+            let tariff = TariffConfig::default().slot(18, None);
+            let grid = GridConfig::default();
+            let settlements: Vec<SettledHousehold> = nets
+                .iter()
+                .enumerate()
+                .map(|(i, &(net, share, price))| {
+                    let side = (net.abs() >= 0.001).then_some(if net > 0.0 { Side::Buy } else { Side::Sell });
+                    let q = if side.is_some() { (net.abs() * 1000.0 * share).floor() as i64 } else { 0 };
+                    let fill = Fill { quantity: Wh(q), value: Money::of(Wh(q), PricePerKwh(price)) };
+                    let settlement = settle_household(net, side, fill, &tariff, &grid);
+                    SettledHousehold { prosumer_id: 10 + i as u32, side, fill, settlement }
+                })
+                .collect();
+            let c = ClearedSlot { slot, clearing_price: price.map(PricePerKwh), matched: Wh(5), settlements, missing: vec![30, 31] };
+            let mut w = slot_cleared_to_wire(&c);
+            w.settlements.reverse();
+            prop_assert_eq!(slot_cleared_from_wire(&w, &(10..32)).unwrap(), c);
         }
 
         #[test]

@@ -9,9 +9,11 @@
 //! by construction.
 //!
 //! One concept per file: [`enums`] (side, time-of-use band), [`tariff`],
-//! [`order`], [`kpis`], [`reward`], [`slot`] (SlotOpen, HouseholdReport,
-//! ProsumerSettlement), [`prosumer`] (a prosumer's equipment).
+//! [`order`], [`kpis`], [`reward`], [`slot`] (SlotOpen, HouseholdReport),
+//! [`cleared`] (SlotCleared, ProsumerSettlement), [`prosumer`] (a
+//! prosumer's equipment).
 
+pub mod cleared;
 pub mod enums;
 pub mod experience;
 pub mod kpis;

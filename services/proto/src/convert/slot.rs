@@ -1,20 +1,20 @@
-//! The per-slot messages: `SlotOpen` ⇄ the domain [`OpenSlot`] (the
-//! slot's context and adjustments; a core type), `HouseholdReport` ⇄ the
-//! domain report, `ProsumerSettlement` ⇄ a fill and a `Settlement`.
+//! The per-slot messages up to clearing: `SlotOpen` ⇄ the domain
+//! [`OpenSlot`] (the slot's context and adjustments; a core type) and
+//! `HouseholdReport` ⇄ the domain report. The answer, `SlotCleared`, is
+//! [`super::cleared`].
 //!
 //! Reports come from agent-nodes, so they are validated hard: every number
 //! finite and within physical bounds, and the order consistent with the
 //! household's position (a deficit can only buy, a surplus only sell, never
-//! more than the position). `SlotOpen` and settlements come from the market
-//! and are validated too, so a broken market cannot corrupt an agent.
+//! more than the position). `SlotOpen` comes from the market and is
+//! validated too, so a broken market cannot corrupt an agent.
 
 use peergrid_core::battery::BatteryStep;
 use peergrid_core::household::{Adjustment, Conditions, HouseholdReport};
-use peergrid_core::market::{Fill, PriceBounds, Side};
+use peergrid_core::market::{PriceBounds, Side};
 use peergrid_core::observation::{OpenSlot, SlotContext};
 use peergrid_core::safety::OrderIntent;
-use peergrid_core::settlement::Settlement;
-use peergrid_core::units::{Money, PricePerKwh, ProsumerId, Wh};
+use peergrid_core::units::{PricePerKwh, ProsumerId, Wh};
 
 use super::{field, finite_in, index, order_from_wire, required, slot_tariff_from_wire, MAX_PRICE_MICROS};
 use crate::error::WireError;
@@ -195,7 +195,7 @@ pub fn report_from_wire_at(
 
 /// A finite value in `[min, max]`; the field path is formatted only on error.
 #[inline]
-fn bounded(v: f64, min: f64, max: f64, path: &dyn Fn() -> String, name: &str) -> Result<f64, WireError> {
+pub(super) fn bounded(v: f64, min: f64, max: f64, path: &dyn Fn() -> String, name: &str) -> Result<f64, WireError> {
     if v.is_finite() && (min..=max).contains(&v) {
         Ok(v)
     } else {
@@ -245,80 +245,10 @@ fn order_intent(
     Ok(order)
 }
 
-pub fn settlement_to_wire(id: ProsumerId, fill: Fill, s: &Settlement) -> pb::ProsumerSettlement {
-    pb::ProsumerSettlement {
-        prosumer_id: id,
-        filled_wh: fill.quantity.0,
-        fill_value_nanos: i64::try_from(fill.value.0).unwrap_or(i64::MAX),
-        grid_import_kwh: s.grid_import_kwh,
-        grid_export_kwh: s.grid_export_kwh,
-        p2p_received_kwh: s.p2p_received_kwh,
-        import_cost: s.import_cost,
-        export_revenue: s.export_revenue,
-        overload_penalty: s.overload_penalty,
-    }
-}
-
-/// Rebuilds a household's settlement; `side` is the side of the order it placed.
-pub fn settlement_from_wire(w: &pb::ProsumerSettlement, side: Option<Side>, path: &str) -> Result<(Fill, Settlement), WireError> {
-    settlement_from_wire_at(w, side, &|| path.to_owned())
-}
-
-/// [`settlement_from_wire`] with the path built only on error.
-pub fn settlement_from_wire_at(
-    w: &pb::ProsumerSettlement,
-    side: Option<Side>,
-    path: &dyn Fn() -> String,
-) -> Result<(Fill, Settlement), WireError> {
-    let kwh = |v: f64, name: &str| bounded(v, 0.0, MAX_SLOT_KWH, path, name);
-    let money = |v: f64, name: &str| bounded(v, 0.0, MAX_SLOT_MONEY, path, name);
-    if !(0..=super::MAX_ORDER_WH).contains(&w.filled_wh) {
-        return Err(WireError::invalid(
-            field(&path(), "filled_wh"),
-            format!("must lie in [0, {}] Wh, got {}", super::MAX_ORDER_WH, w.filled_wh),
-        ));
-    }
-    // No fill is worth more than its energy at the highest price a tariff may have.
-    let max_value = w.filled_wh as i128 * MAX_PRICE_MICROS as i128;
-    if !(0..=max_value).contains(&(w.fill_value_nanos as i128)) {
-        return Err(WireError::invalid(
-            field(&path(), "fill_value_nanos"),
-            format!("must lie in [0, filled_wh × {MAX_PRICE_MICROS} µ/kWh = {max_value}] nano, got {}", w.fill_value_nanos),
-        ));
-    }
-    if w.filled_wh > 0 && side.is_none() {
-        return Err(WireError::invalid(field(&path(), "filled_wh"), "a household without an order cannot be filled"));
-    }
-    let fill = Fill { quantity: Wh(w.filled_wh), value: Money(w.fill_value_nanos as i128) };
-    let traded = fill.quantity.kwh();
-    let mut s = Settlement {
-        grid_import_kwh: kwh(w.grid_import_kwh, "grid_import_kwh")?,
-        grid_export_kwh: kwh(w.grid_export_kwh, "grid_export_kwh")?,
-        p2p_received_kwh: kwh(w.p2p_received_kwh, "p2p_received_kwh")?,
-        import_cost: money(w.import_cost, "import_cost")?,
-        export_revenue: money(w.export_revenue, "export_revenue")?,
-        overload_penalty: money(w.overload_penalty, "overload_penalty")?,
-        ..Settlement::default()
-    };
-    match side {
-        Some(Side::Buy) if traded > 0.0 => {
-            s.p2p_bought_kwh = traded;
-            s.p2p_paid = fill.value.amount();
-        }
-        Some(Side::Sell) if traded > 0.0 => {
-            s.p2p_sold_kwh = traded;
-            s.p2p_revenue = fill.value.amount();
-        }
-        _ => {}
-    }
-    Ok((fill, s))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peergrid_core::settlement::settle_household;
-    use peergrid_core::tariff::{GridConfig, TariffConfig};
+    use peergrid_core::tariff::TariffConfig;
     use tonic::Code;
 
     fn ctx() -> SlotContext {
@@ -410,33 +340,5 @@ mod tests {
             assert_eq!(status.code(), Code::InvalidArgument);
             assert!(status.message().contains(field), "{field}: {}", status.message());
         }
-    }
-
-    #[test]
-    fn settlement_round_trips() {
-        let t = ctx().tariff;
-        let fill = Fill { quantity: Wh(1500), value: Money::of(Wh(1500), PricePerKwh(250_000)) };
-        let s = settle_household(2.5, Some(Side::Buy), fill, &t, &GridConfig::default());
-        let (f2, s2) = settlement_from_wire(&settlement_to_wire(7, fill, &s), Some(Side::Buy), "settlements[0]").unwrap();
-        assert_eq!(f2, fill);
-        assert_eq!(s2, s);
-        let mut w = settlement_to_wire(7, fill, &s);
-        w.grid_import_kwh = f64::NAN;
-        assert!(settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string().contains("s.grid_import_kwh"));
-        assert!(settlement_from_wire(&settlement_to_wire(7, fill, &s), None, "s").is_err());
-        // A fill worth more than its energy at the highest tariff price.
-        let mut w = settlement_to_wire(7, fill, &s);
-        w.fill_value_nanos = 1500 * MAX_PRICE_MICROS + 1;
-        let e = settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string();
-        assert!(e.starts_with("invalid s.fill_value_nanos: ") && e.contains("= 150000000000] nano"), "{e}");
-        w.fill_value_nanos = 1500 * MAX_PRICE_MICROS;
-        assert!(settlement_from_wire(&w, Some(Side::Buy), "s").is_ok(), "at the bound");
-        w.filled_wh = 0;
-        w.fill_value_nanos = 1;
-        let e = settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string();
-        assert!(e.contains("s.fill_value_nanos"), "value without a fill: {e}");
-        w.filled_wh = -1;
-        let e = settlement_from_wire(&w, Some(Side::Buy), "s").unwrap_err().to_string();
-        assert!(e.contains("s.filled_wh") && e.contains("got -1"), "{e}");
     }
 }
