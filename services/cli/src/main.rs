@@ -60,17 +60,14 @@ const RUN_BINARY: &str = "peergrid-run";
 fn main() -> ExitCode {
     peergrid_cli::quiet_on_closed_stdout();
     let cli = Cli::parse();
+    // Before `run` too: the default RUST_LOG it sets is the one
+    // `peergrid-run` would set, and it inherits it.
+    peergrid_cli::init_logging(cli.log_format.is_json());
     let result = match cli.command.unwrap_or(Command::Run { args: Vec::new() }) {
         Command::Run { args } => return exec_run(cli.log_format, args),
-        command => {
-            peergrid_cli::init_logging(cli.log_format.is_json());
-            match command {
-                Command::Run { .. } => unreachable!("handled above"),
-                Command::Eval(args) => eval::run(args),
-                Command::Market { command } => market::run(command),
-                Command::Ctl(args) => ctl::run(args),
-            }
-        }
+        Command::Eval(args) => eval::run(args),
+        Command::Market { command } => market::run(command),
+        Command::Ctl(args) => ctl::run(args),
     };
     peergrid_cli::exit_code(result)
 }
