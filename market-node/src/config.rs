@@ -37,6 +37,16 @@ impl From<peergrid_runtime::RuntimeError> for ConfigError {
     }
 }
 
+/// A core error about a setting (the dataset's) keeps the setting's name.
+impl From<peergrid_core::CoreError> for ConfigError {
+    fn from(e: peergrid_core::CoreError) -> ConfigError {
+        match e {
+            peergrid_core::CoreError::InvalidField { field, reason } => ConfigError { field, reason },
+            other => bad("dataset", other.to_string()),
+        }
+    }
+}
+
 fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), reason: reason.into() }
 }
@@ -249,15 +259,7 @@ impl MarketConfig {
 impl MarketSettings {
     /// The dataset `dataset` and `data_file` name, checked.
     pub fn dataset_source(&self) -> Result<DatasetSource, ConfigError> {
-        DatasetSource::new(self.dataset, self.data_file.clone()).map_err(core_error)
-    }
-}
-
-/// A core error about a field keeps the field's name.
-fn core_error(e: peergrid_core::CoreError) -> ConfigError {
-    match e {
-        peergrid_core::CoreError::InvalidField { field, reason } => ConfigError { field, reason },
-        other => bad("dataset", other.to_string()),
+        DatasetSource::new(self.dataset, self.data_file.clone()).map_err(ConfigError::from)
     }
 }
 
@@ -408,7 +410,7 @@ impl RunArgs {
             max_household_kw
         );
         set!(shutdown_timeout_ms);
-        self.dataset.apply(&mut s.dataset, &mut s.data_file).map_err(core_error)?;
+        self.dataset.apply(&mut s.dataset, &mut s.data_file).map_err(ConfigError::from)?;
         if self.metrics_listen.is_some() {
             s.metrics_listen = self.metrics_listen;
         }
