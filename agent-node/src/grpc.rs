@@ -28,7 +28,8 @@ use peergrid_proto::convert::slot::{report_to_wire, slot_open_from_wire};
 use peergrid_proto::convert::{envelope_to_wire, reward_weights_from_json};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
-use peergrid_runtime::{ClientAuth, Target};
+use peergrid_runtime::serve::limits;
+use peergrid_runtime::{ClientAuth, Target, MAX_MESSAGE_BYTES};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{CompressionEncoding, Streaming};
@@ -37,13 +38,6 @@ use tonic::transport::Channel;
 
 use crate::config::AgentConfig;
 use crate::error::AgentError;
-
-/// Largest message decoded or encoded, bytes, on both the market and the
-/// learner channel: the servers' limit (`peergrid_runtime::MAX_MESSAGE_BYTES`,
-/// 64 MiB, the README's limits table), so the node never sends what the
-/// server must refuse, and a rollout too large for it fails here, before
-/// any byte is sent, and is counted as lost.
-pub const MAX_MESSAGE_BYTES: usize = peergrid_runtime::MAX_MESSAGE_BYTES;
 
 type Client = MarketServiceClient<InterceptedService<Channel, ClientAuth>>;
 
@@ -141,8 +135,8 @@ async fn channel(cfg: &AgentConfig, target: Target<'_>) -> Result<Channel, Agent
             endpoint
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
-                .initial_stream_window_size(8 << 20)
-                .initial_connection_window_size(16 << 20)
+                .initial_stream_window_size(limits::HTTP2_STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(limits::HTTP2_CONNECTION_WINDOW_BYTES)
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(20))
                 .keep_alive_while_idle(true)

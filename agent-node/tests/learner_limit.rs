@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use peergrid_agent_node::config::AgentConfig;
 use peergrid_agent_node::error::AgentError;
-use peergrid_agent_node::grpc::{LearnerClient, Pushed, MAX_MESSAGE_BYTES};
+use peergrid_agent_node::grpc::{LearnerClient, Pushed};
 use peergrid_core::experience::Rollout;
 use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
-use peergrid_runtime::{Acceptor, ConnectionLimits, ConnectionMetrics, Metrics};
+use peergrid_runtime::{Acceptor, ConnectionLimits, ConnectionMetrics, Metrics, MAX_MESSAGE_BYTES};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -69,14 +69,13 @@ fn rollout_of(bytes: usize) -> Rollout {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent() {
-    assert_eq!(MAX_MESSAGE_BYTES, peergrid_runtime::MAX_MESSAGE_BYTES);
     let learner = Learner::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     // Served as the trainer serves: the shared kit, limit and status layer.
     let service = LearnerServiceServer::new(learner.clone())
-        .max_decoding_message_size(peergrid_runtime::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(peergrid_runtime::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let limits = ConnectionLimits::new(None, None, None).unwrap();
     let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut Metrics::new()), None);
     let server = tokio::spawn(

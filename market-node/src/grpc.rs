@@ -33,7 +33,7 @@ use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::{
     authorize, authorize_reader, serve_until, status_layer, track_calls, Acceptor, GrpcListener, RequireToken, Role,
-    SettingNames, Shutdown, Target, Tokens,
+    SettingNames, Shutdown, Target, Tokens, MAX_MESSAGE_BYTES,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -51,10 +51,6 @@ use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::{FeederLimit, ScaleGroup, ScenarioEvent, TakeOffline, TariffOverride};
 use crate::state::{check_open_slot, ProsumerInfo, SlotSummary, StatusSnapshot};
-
-/// Largest message the server decodes or encodes, decompressed (an
-/// `OrderBatch` of 100,000 reports is ~10 MB): the shared server limit.
-pub const MAX_MESSAGE_BYTES: usize = peergrid_runtime::MAX_MESSAGE_BYTES;
 
 /// What both services share.
 #[derive(Clone)]

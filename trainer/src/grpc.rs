@@ -21,11 +21,11 @@ use peergrid_proto::convert::experience::{node_name_from_wire, policy_update_fro
 use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
 use peergrid_proto::WireError;
-use peergrid_runtime::Acceptor;
 use peergrid_runtime::{
     authorize, authorize_reader, serve_until, status_layer, track_calls, ClientAuth, GrpcListener, RequireToken, Role, Secret,
     Shutdown, Target, Tokens,
 };
+use peergrid_runtime::{Acceptor, MAX_MESSAGE_BYTES};
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
@@ -35,12 +35,6 @@ use tracing::{debug, info, warn};
 
 use crate::learner::{Ingest, LearnerHandle, Refusal};
 use crate::metrics::TrainerMetrics;
-
-/// Largest message either way, decompressed: the shared server limit of
-/// 64 MiB (the README's limits table). A 1,000-prosumer × 168-slot rollout
-/// is ≈15 MB; a 10,000-prosumer × 96-slot one (≈90 MB) is refused with
-/// RESOURCE_EXHAUSTED, so nodes that large need shorter rollouts.
-pub const MAX_MESSAGE_BYTES: usize = peergrid_runtime::MAX_MESSAGE_BYTES;
 
 #[derive(Clone)]
 struct Learner {

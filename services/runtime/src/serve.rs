@@ -32,7 +32,10 @@ use tonic::{Code, Status};
 
 /// Largest message a server decodes or encodes, after decompression (an
 /// `OrderBatch` of 100,000 reports is ~10 MB; a rollout of 1,000
-/// prosumers × 168 slots ~15 MB).
+/// prosumers × 168 slots ~15 MB, while a 10,000-prosumer × 96-slot one,
+/// ≈90 MB, is refused with `RESOURCE_EXHAUSTED`: nodes that large need
+/// shorter rollouts). The one definition: the agent-node's clients use the
+/// same limit, so what a server must refuse fails before it is sent.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The connection settings both servers share (see the README's limits table).
@@ -54,8 +57,10 @@ pub mod limits {
     /// (unary calls: the whole call, including reading the request body).
     /// Streams answer at once and then live as long as the client wants.
     pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-    /// HTTP/2 flow-control windows: room for a whole slot's batch in flight.
+    /// HTTP/2 flow-control window of one stream: room for a whole slot's
+    /// batch in flight (servers and the agent-node's channels alike).
     pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
+    /// HTTP/2 flow-control window of a whole connection (all its streams).
     pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
     /// Default time open calls get to finish after SIGTERM.
     pub const SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
