@@ -2,7 +2,7 @@
 //! `ppo_continuous_action.py`, adapted to a shared policy over many
 //! prosumers).
 //!
-//! - **Network**: the actor-critic of `peergrid_core::policy::mlp` — two
+//! - **Network**: the actor-critic of `peergrid_core::policy::network` — two
 //!   tanh MLPs (actor mean, critic value) and a state-independent Gaussian
 //!   log std — held as plain tensors in the flat layout order, so
 //!   publishing a version is `to_flat` → [`ActorCritic::from_flat`] → the
@@ -654,7 +654,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peergrid_core::policy::mlp::Scratch;
+    use peergrid_core::policy::Scratch;
 
     #[test]
     fn running_stats_match_a_direct_computation() {

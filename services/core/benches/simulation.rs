@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use peergrid_core::data::synthetic::synthetic_dataset;
-use peergrid_core::policy::mlp::Scratch;
+use peergrid_core::policy::Scratch;
 use peergrid_core::policy::{ActorCritic, MlpPolicy, MlpSpec, ObsNormaliser, Policy, RuleBased};
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::{SimConfig, Simulation};

@@ -2,11 +2,14 @@
 //!
 //! A policy only proposes; the safety filter (`crate::safety`) turns the raw
 //! action into something physically feasible. Baselines live in
-//! `baselines.rs`, the pure-Rust MLP forward pass shared with the trainer in
-//! `mlp.rs`.
+//! `baselines.rs`; the pure-Rust network forward pass and weight layout
+//! shared with the trainer in `network.rs`; the MLP as a policy (a shared,
+//! validated model and the actor that runs it) in `mlp.rs`; the weight file
+//! in `weights.rs`.
 
 pub mod baselines;
 pub mod mlp;
+pub mod network;
 pub mod weights;
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +18,8 @@ use crate::observation::Observation;
 use crate::units::ProsumerId;
 
 pub use baselines::{GridOnly, RuleBased};
-pub use mlp::{ActionPrior, ActorCritic, Mlp, MlpModel, MlpPolicy, MlpSpec, ObsNormaliser, StepRecord};
+pub use mlp::{ActionPrior, MlpModel, MlpPolicy, ObsNormaliser, StepRecord};
+pub use network::{ActorCritic, Mlp, MlpSpec, Scratch};
 
 /// Number of action components.
 pub const ACT_DIM: usize = 3;

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::mlp::{ActorCritic, MlpSpec, ObsNormaliser};
+use super::{ActorCritic, MlpSpec, ObsNormaliser};
 use crate::error::CoreError;
 
 pub const FORMAT: &str = "peergrid-policy-v1";
