@@ -139,16 +139,7 @@ impl MarketService for Market {
         let Some(market::NodeMessage { msg: Some(market::node_message::Msg::Join(join)) }) = first else {
             return Err(edge.fail(WireError::failed_precondition("join: the first message of a session must be Join")));
         };
-        let prosumers = join
-            .prosumers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let envelope = envelope_from_wire(p, &format!("prosumers[{i}]"))?;
-                Ok(ProsumerInfo { prosumer_id: p.prosumer_id, envelope })
-            })
-            .collect::<Result<Vec<_>, WireError>>()
-            .map_err(|e| edge.fail(e))?;
+        let prosumers = prosumers_from_wire(&join.prosumers).map_err(|e| edge.fail(e))?;
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
         let key = edge.clock.join(join.session_id, join.resume_secret, prosumers, tx.clone()).await.map_err(|e| edge.fail(e))?;
         tokio::spawn(async move {
@@ -249,6 +240,20 @@ impl MarketService for Market {
 async fn accept_batch(edge: &Edge, key: crate::state::NodeKey, batch: market::OrderBatch) -> Result<usize, WireError> {
     let reports = batch_from_wire(&batch, edge.clock.open_bounds(), edge.max_batch)?;
     Ok(edge.clock.submit(key, batch.slot, reports).await?)
+}
+
+/// A `Join`'s prosumer descriptions as the state takes them: every
+/// envelope decoded and validated here, once (the state checks the
+/// session, the secret and the id range, and only asserts the envelopes).
+pub(crate) fn prosumers_from_wire(prosumers: &[market::ProsumerSummary]) -> Result<Vec<ProsumerInfo>, WireError> {
+    prosumers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let envelope = envelope_from_wire(p, &index("prosumers", i))?;
+            Ok(ProsumerInfo { prosumer_id: p.prosumer_id, envelope })
+        })
+        .collect()
 }
 
 /// The edge's checks of a batch, each made here and nowhere else: at most

@@ -77,7 +77,8 @@ pub struct RegisterRequest<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProsumerInfo {
     pub prosumer_id: ProsumerId,
-    /// Its declared equipment, which bounds its reports.
+    /// Its declared equipment, which bounds its reports; valid
+    /// (`Envelope::validate`), as the edge checked.
     pub envelope: Envelope,
 }
 

@@ -5,6 +5,7 @@
 //!
 //! Each request goes through the same validation the gRPC edge applies
 //! ([`crate::grpc::batch_from_wire`] for batches,
+//! [`crate::grpc::prosumers_from_wire`] for joins,
 //! [`crate::grpc::inject_from_wire`] and [`crate::grpc::mode_from_wire`]
 //! for control), then to the state, whose refusals are judged as the wire
 //! sees them. Properties: nothing panics; a refused request carries a
@@ -31,7 +32,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::MarketSettings;
-use crate::grpc::{batch_from_wire, inject_from_wire, mode_from_wire};
+use crate::grpc::{batch_from_wire, inject_from_wire, mode_from_wire, prosumers_from_wire};
+use peergrid_proto::convert::envelope_to_wire;
 use peergrid_proto::WireError;
 
 /// Everything the state holds, as text: each part's derived `Debug`
@@ -328,6 +330,10 @@ impl Harness {
                     JoinDefect::Kind => infos[0].envelope.kind = ProsumerKind::Consumer,
                     JoinDefect::Value(v) => infos[0].envelope.pv_kwp = *v,
                 }
+                // Through the edge, as the server does: envelopes are validated there.
+                let wire: Vec<market::ProsumerSummary> =
+                    infos.iter().map(|p| envelope_to_wire(p.prosumer_id, &p.envelope)).collect();
+                let infos = prosumers_from_wire(&wire)?;
                 self.s.join(&session, &secret, &infos, now).map(|k| self.keys.push(k)).map_err(WireError::from)
             }
             Op::Submit { node, slot, reports } => {
