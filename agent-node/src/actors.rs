@@ -440,10 +440,6 @@ impl ActorPool {
         Ok(ActorPool { ids: specs.iter().map(|s| s.id).collect(), threads })
     }
 
-    pub fn ids(&self) -> &[ProsumerId] {
-        &self.ids
-    }
-
     pub fn len(&self) -> usize {
         self.ids.len()
     }

@@ -331,7 +331,6 @@ impl SessionReceiver {
 /// The trainer client: policy subscription and experience pushes.
 pub struct LearnerClient {
     inner: peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient<InterceptedService<Channel, ClientAuth>>,
-    url: String,
 }
 
 /// A subscription to the trainer's policy versions.
@@ -385,11 +384,7 @@ impl LearnerClient {
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(LearnerClient { inner, url: url.to_owned() })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
+        Ok(LearnerClient { inner })
     }
 
     /// The trainer's mode: `true` for synchronous.

@@ -40,10 +40,10 @@ pub struct Learning {
     first_slot: u64,
     task: tokio::task::JoinHandle<()>,
     shutdown: Shutdown,
-    /// Rollouts delivered, dropped as stale, or lost.
+    /// Rollouts the trainer accepted.
     pub pushed: u64,
+    /// Rollouts the trainer dropped as stale.
     pub stale: u64,
-    pub lost: u64,
 }
 
 impl Drop for Learning {
@@ -134,7 +134,6 @@ impl Learning {
             shutdown,
             pushed: 0,
             stale: 0,
-            lost: 0,
         })
     }
 
@@ -202,7 +201,6 @@ impl Learning {
         let act_version = match pushed {
             Ok(reply) => self.count(reply),
             Err(e) => {
-                self.lost += 1;
                 warn!(samples = rollout.samples(), "rollout not delivered to the trainer: {e}");
                 None
             }

@@ -67,11 +67,6 @@ impl AgentMetrics {
             ),
         }
     }
-
-    /// Metrics registered in a throw-away registry (tests, embedding without /metrics).
-    pub fn detached() -> AgentMetrics {
-        AgentMetrics::register(&mut Metrics::new())
-    }
 }
 
 #[cfg(test)]

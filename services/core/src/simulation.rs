@@ -200,14 +200,6 @@ impl Simulation {
         &self.households
     }
 
-    pub fn is_done(&self) -> bool {
-        self.cursor >= self.schedule.len()
-    }
-
-    pub fn slots_left(&self) -> usize {
-        self.schedule.len() - self.cursor
-    }
-
     /// Rewards of the last slot, one per household.
     pub fn rewards(&self) -> &[f32] {
         &self.rewards

@@ -16,9 +16,6 @@ use crate::error::CoreError;
 /// Identifies a prosumer within a community (dense, 0-based in the reference simulator).
 pub type ProsumerId = u32;
 
-/// Index of a market slot (one market interval) from the start of a run.
-pub type SlotIndex = u64;
-
 /// Energy in whole watt-hours: the market's quantity unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Wh(pub i64);

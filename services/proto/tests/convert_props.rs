@@ -14,11 +14,11 @@ use peergrid_core::experience::{Rollout, MAX_STEPS};
 use peergrid_core::household::{conditions_for, MAX_COMBINED_SCALE};
 use peergrid_core::market::{PriceBounds, Side};
 use peergrid_core::observation::OBS_DIM;
-use peergrid_core::policy::weights::PolicyWeights;
+use peergrid_core::policy::weights::{to_safetensors, PolicyWeights};
 use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
 use peergrid_core::units::PricePerKwh;
 use peergrid_proto::convert::cleared::{settlement_from_wire, settlement_to_wire, slot_cleared_from_wire, slot_cleared_to_wire};
-use peergrid_proto::convert::experience::{node_name_from_wire, policy_from_wire, policy_update_to_wire, rollout_from_wire};
+use peergrid_proto::convert::experience::{node_name_from_wire, policy_from_wire, policy_update_from_blob, rollout_from_wire};
 use peergrid_proto::convert::slot::{
     report_from_wire, report_to_wire, slot_open_from_wire, slot_open_to_wire, MAX_ADJUSTMENTS, MAX_DATA_SLOT, MAX_SCALE,
     MAX_SLOT_KWH, MAX_SLOT_MONEY,
@@ -592,7 +592,7 @@ proptest! {
     ) {
         let spec = MlpSpec { hidden, ..MlpSpec::default() };
         let w = PolicyWeights { net: ActorCritic::random(&spec, seed), normaliser: ObsNormaliser::identity(OBS_DIM), version };
-        let mut u = policy_update_to_wire(&w).unwrap();
+        let mut u = policy_update_from_blob(w.version, to_safetensors(&w).unwrap());
         prop_assert_eq!(policy_from_wire(&u).unwrap(), w);
         if flips.is_empty() {
             return Ok(());
@@ -602,7 +602,7 @@ proptest! {
             let i = at.index(u.weights.len());
             u.weights[i] ^= xor;
         }
-        u.sha256 = policy_update_to_wire_digest(&u.weights);
+        u.sha256 = policy_update_from_blob(0, u.weights.clone()).sha256;
         if let Err(e) = policy_from_wire(&u) {
             assert_invalid_argument(&e);
         }
@@ -699,10 +699,6 @@ fn common_open() -> peergrid_core::observation::OpenSlot {
         last_clearing_price_per_kwh: 0.25,
     };
     peergrid_core::observation::OpenSlot { slot: 1, ctx, deadline_unix_ms: 0, adjustments: vec![] }
-}
-
-fn policy_update_to_wire_digest(weights: &[u8]) -> Vec<u8> {
-    peergrid_proto::convert::experience::policy_update_from_blob(0, weights.to_vec()).sha256
 }
 
 /// Valid domain values survive domain → wire → domain unchanged.

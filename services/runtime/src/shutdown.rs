@@ -1,25 +1,21 @@
-//! Graceful shutdown: one signal every long-lived task listens to, and a way
-//! to wait until they have all finished.
+//! Graceful shutdown: one signal every long-lived task listens to.
 //!
-//! As in mini-redis, but with a single `tokio::sync::watch` channel doing both
-//! jobs: the [`ShutdownController`] owns the sender, every task owns a
-//! [`Shutdown`] (a receiver clone). [`ShutdownController::trigger`] flips the
-//! value and wakes every task; a task finishes its current unit of work (the
-//! slot, the update), then returns and drops its `Shutdown`.
-//! [`ShutdownController::drained`] resolves when the last `Shutdown` is gone,
-//! because the sender sees its channel close. No task is ever aborted
-//! mid-slot.
+//! As in mini-redis, with a `tokio::sync::watch` channel: the
+//! [`ShutdownController`] owns the sender, every task owns a [`Shutdown`]
+//! (a receiver clone). [`ShutdownController::trigger`] flips the value and
+//! wakes every task; a task finishes its current unit of work (the slot,
+//! the update), then returns. Whoever started a task waits for it through
+//! its own handle (a node's `join()`), so no task is ever aborted mid-slot.
 
 use tokio::sync::watch;
 
-/// Owned by `main`: triggers shutdown and waits for the tasks to drain.
+/// Owned by `main`: triggers shutdown.
 #[derive(Debug)]
 pub struct ShutdownController {
     tx: watch::Sender<bool>,
 }
 
-/// Owned by each task: tells it when to stop. Clone it for sub-tasks; a task
-/// keeps the controller's `drained` pending for as long as it holds one.
+/// Owned by each task: tells it when to stop. Clone it for sub-tasks.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
     rx: watch::Receiver<bool>,
@@ -45,13 +41,6 @@ impl ShutdownController {
     /// Tells every task to stop. Idempotent.
     pub fn trigger(&self) {
         self.tx.send_replace(true);
-    }
-
-    /// Resolves once every [`Shutdown`] handle has been dropped (all tasks
-    /// finished). Call after [`trigger`](Self::trigger), typically under a
-    /// timeout.
-    pub async fn drained(&self) {
-        self.tx.closed().await;
     }
 }
 
@@ -93,7 +82,7 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn every_task_stops_and_drained_waits_for_all() {
+    async fn every_task_stops_after_the_trigger_and_not_before() {
         let controller = ShutdownController::new();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         for id in 0..3 {
@@ -108,13 +97,12 @@ mod tests {
             });
         }
         drop(done_tx);
-        let early = tokio::time::timeout(Duration::from_millis(30), controller.drained()).await;
+        let early = tokio::time::timeout(Duration::from_millis(30), done_rx.recv()).await;
         assert!(early.is_err(), "tasks are still running before the trigger");
         controller.trigger();
         controller.trigger();
-        tokio::time::timeout(Duration::from_secs(5), controller.drained()).await.expect("drained");
         let mut finished = Vec::new();
-        while let Some(id) = done_rx.recv().await {
+        while let Some(id) = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await.expect("every task stops") {
             finished.push(id);
         }
         finished.sort();

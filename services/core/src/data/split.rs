@@ -15,25 +15,6 @@ use std::ops::Range;
 
 use super::Dataset;
 
-/// How a dataset is split; defaults to holding out every 4th week.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SplitConfig {
-    /// Hold out every n-th whole week for evaluation; 0 holds out nothing.
-    pub eval_every_nth_week: u32,
-}
-
-impl Default for SplitConfig {
-    fn default() -> Self {
-        SplitConfig { eval_every_nth_week: 4 }
-    }
-}
-
-impl SplitConfig {
-    pub fn split(&self, ds: &Dataset) -> DatasetSplit {
-        split_weeks(ds, self.eval_every_nth_week)
-    }
-}
-
 /// Disjoint slot ranges, each a whole number of days starting at midnight,
 /// in increasing order; adjacent days of one side are merged into one range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -128,7 +109,7 @@ mod tests {
     fn citylearn_shaped_year_holds_out_every_fourth_week() {
         // 365 days from Monday 00:00: 52 whole weeks and one Monday left over.
         let ds = hourly(8760, 0, 0);
-        let split = SplitConfig::default().split(&ds);
+        let split = split_weeks(&ds, 4);
         check_invariants(&ds, &split);
         assert_eq!(split.eval.len(), 13);
         assert_eq!(split.eval[0], 3 * 168..4 * 168);

@@ -55,22 +55,3 @@ pub trait Policy {
     fn name(&self) -> &str;
     fn act(&mut self, prosumer: ProsumerId, obs: &Observation) -> Action;
 }
-
-/// Which policy to use, by name (for CLIs and configs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PolicyKind {
-    GridOnly,
-    RuleBased,
-    Mlp,
-}
-
-impl PolicyKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            PolicyKind::GridOnly => "grid-only",
-            PolicyKind::RuleBased => "rule-based",
-            PolicyKind::Mlp => "mlp",
-        }
-    }
-}

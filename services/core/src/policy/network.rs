@@ -83,7 +83,7 @@ impl MlpSpec {
 /// (`generic_fast_tanh_float`): max abs error a few 1e-7, no branches but a clamp.
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the published coefficients, kept verbatim
-pub fn fast_tanh(x: f32) -> f32 {
+fn fast_tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     let x = x.clamp(-CLAMP, CLAMP);
     let x2 = x * x;

@@ -9,7 +9,7 @@
 
 use peergrid_core::experience::Rollout;
 use peergrid_core::node_name::check_node_name;
-use peergrid_core::policy::weights::{from_safetensors, to_safetensors, PolicyWeights};
+use peergrid_core::policy::weights::{from_safetensors, PolicyWeights};
 use peergrid_core::CoreError;
 use sha2::{Digest, Sha256};
 
@@ -72,13 +72,8 @@ pub fn rollout_from_wire(b: pb::ExperienceBatch) -> Result<Rollout, WireError> {
     Ok(rollout)
 }
 
-/// A policy as an update message: its safetensors blob and the blob's SHA-256.
-pub fn policy_update_to_wire(w: &PolicyWeights) -> Result<pb::PolicyUpdate, WireError> {
-    let weights = to_safetensors(w).map_err(|e| WireError::Internal { reason: format!("cannot encode the policy: {e}") })?;
-    Ok(policy_update_from_blob(w.version, weights))
-}
-
-/// An update message for an already encoded blob.
+/// A policy as an update message: its safetensors blob (encoded once per
+/// version by the trainer, `weights::to_safetensors`) and the blob's SHA-256.
 pub fn policy_update_from_blob(version: u64, weights: Vec<u8>) -> pb::PolicyUpdate {
     let sha256 = Sha256::digest(&weights).to_vec();
     pb::PolicyUpdate { version, weights, sha256 }
@@ -100,6 +95,7 @@ pub fn policy_from_wire(u: &pb::PolicyUpdate) -> Result<PolicyWeights, WireError
 mod tests {
     use super::*;
     use peergrid_core::observation::OBS_DIM;
+    use peergrid_core::policy::weights::to_safetensors;
     use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser};
 
     type Defect = Box<dyn Fn(&mut pb::ExperienceBatch)>;
@@ -158,7 +154,7 @@ mod tests {
     fn policy_updates_check_digest_and_version() {
         let spec = MlpSpec::default();
         let w = PolicyWeights { net: ActorCritic::random(&spec, 3), normaliser: ObsNormaliser::identity(OBS_DIM), version: 7 };
-        let u = policy_update_to_wire(&w).unwrap();
+        let u = policy_update_from_blob(w.version, to_safetensors(&w).unwrap());
         assert_eq!(policy_from_wire(&u).unwrap(), w);
         let mut tampered = u.clone();
         tampered.weights[100] ^= 1;
