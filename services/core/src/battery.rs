@@ -15,8 +15,11 @@ use crate::error::CoreError;
 /// Static parameters of a battery (home battery or EV).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatterySpec {
+    /// Usable capacity, kWh.
     pub capacity_kwh: f64,
+    /// Largest charging power, kW (drawn from the bus).
     pub max_charge_kw: f64,
+    /// Largest discharging power, kW (delivered to the bus).
     pub max_discharge_kw: f64,
     /// Round-trip efficiency η ∈ (0, 1]; each direction applies √η.
     pub round_trip_efficiency: f64,
@@ -42,6 +45,7 @@ impl BatterySpec {
         }
     }
 
+    /// Checks every parameter is finite and in range; errors name `field`.
     pub fn validate(&self, field: &str) -> Result<(), CoreError> {
         let check = |name: &str, v: f64, lo: f64, hi: f64| {
             if !v.is_finite() || v < lo || v > hi {
@@ -59,15 +63,18 @@ impl BatterySpec {
         check("degradation_cost_per_kwh", self.degradation_cost_per_kwh, 0.0, 100.0)
     }
 
+    /// Efficiency of one direction: `√η`.
     #[inline]
     pub fn one_way_efficiency(&self) -> f64 {
         self.round_trip_efficiency.sqrt()
     }
 
+    /// Least energy the battery may hold, kWh.
     pub fn min_stored_kwh(&self) -> f64 {
         self.soc_min * self.capacity_kwh
     }
 
+    /// Most energy the battery may hold, kWh.
     pub fn max_stored_kwh(&self) -> f64 {
         self.soc_max * self.capacity_kwh
     }
@@ -90,6 +97,7 @@ impl BatterySpec {
 /// The mutable part of a battery.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatteryState {
+    /// Energy stored now, kWh.
     pub stored_kwh: f64,
 }
 
@@ -112,12 +120,14 @@ impl BatteryStep {
         self.charged_kwh - self.discharged_kwh
     }
 
+    /// Energy through the bus either way, kWh: what degradation is charged on.
     pub fn throughput_kwh(&self) -> f64 {
         self.charged_kwh + self.discharged_kwh
     }
 }
 
 impl BatteryState {
+    /// State of charge as a fraction of capacity (0 for a zero-capacity battery).
     pub fn soc(&self, spec: &BatterySpec) -> f64 {
         if spec.capacity_kwh > 0.0 {
             self.stored_kwh / spec.capacity_kwh

@@ -17,10 +17,13 @@ use crate::simulation::{SimConfig, Simulation, SlotRecord};
 /// One policy's result.
 #[derive(Clone, Debug)]
 pub struct PolicyResult {
+    /// The policy's name.
     pub policy: String,
+    /// The KPIs of its run.
     pub kpis: Kpis,
     /// Per-slot community records (for plots).
     pub records: Vec<SlotRecord>,
+    /// Wall-clock time of its run (a measurement, not a result).
     pub elapsed: Duration,
 }
 

@@ -60,17 +60,29 @@ pub const MAX_GRID_IMPORT_KWH: f32 = 1e6;
 /// One node's rollout for one policy version.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rollout {
+    /// The sending node's name.
     pub node_name: String,
+    /// The policy version every action was taken with.
     pub policy_version: u64,
+    /// Market slot of the rollout's first step.
     pub first_slot: u64,
+    /// Consecutive slots (steps) in the rollout.
     pub steps: usize,
+    /// The node's prosumer ids, strictly ascending: the `P` of the layout.
     pub prosumer_ids: Vec<ProsumerId>,
+    /// Raw observations, T × P × [`OBS_DIM`].
     pub observations: Vec<f32>,
+    /// The network's raw actions, T × P × [`ACT_DIM`].
     pub actions: Vec<f32>,
+    /// Log-probability of each action under `policy_version`, T × P.
     pub log_probs: Vec<f32>,
+    /// The critic's value of each observation, T × P.
     pub values: Vec<f32>,
+    /// Reward of each step, T × P.
     pub rewards: Vec<f32>,
+    /// Whether the step was the last of an episode (a day), T × P.
     pub dones: Vec<bool>,
+    /// Value of each prosumer's observation after the last step, P.
     pub bootstrap_values: Vec<f32>,
     /// Information only (charts, not learning): the household's energy
     /// cost of the step (grid and P2P, net of revenue), T × P.
@@ -111,6 +123,7 @@ fn check_abs(field: &str, v: &[f32], max: f32) -> Result<(), CoreError> {
 }
 
 impl Rollout {
+    /// Prosumers in the rollout (`P`).
     pub fn n_prosumers(&self) -> usize {
         self.prosumer_ids.len()
     }

@@ -17,7 +17,9 @@ use crate::units::ProsumerId;
 /// scales load, a cloudy week scales PV).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Conditions {
+    /// Factor on the household's load.
     pub load_scale: f64,
+    /// Factor on the household's PV output.
     pub pv_scale: f64,
 }
 
@@ -30,8 +32,11 @@ impl Default for Conditions {
 /// A scenario's temporary change to an inclusive id range of prosumers.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Adjustment {
+    /// First prosumer id affected.
     pub first_id: ProsumerId,
+    /// Last prosumer id affected (inclusive).
     pub last_id: ProsumerId,
+    /// The load and PV factors it applies.
     pub conditions: Conditions,
     /// Offline prosumers place no order and settle with the grid.
     pub offline: bool,
@@ -59,22 +64,32 @@ pub fn conditions_for(id: ProsumerId, adjustments: &[Adjustment]) -> (Conditions
 /// the order it places. This is what an agent-node sends for each prosumer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HouseholdReport {
+    /// Whose slot this is.
     pub prosumer_id: ProsumerId,
+    /// Consumption, kWh.
     pub load_kwh: f64,
+    /// PV generation, kWh.
     pub pv_kwh: f64,
     /// Position after the battery, kWh (positive = deficit).
     pub net_kwh: f64,
+    /// What the battery did.
     pub battery: BatteryStep,
+    /// Battery degradation cost of the slot.
     pub degradation_cost: f64,
+    /// EV energy missing at a departure or for a trip this slot, kWh.
     pub ev_shortfall_kwh: f64,
     /// Energy stored at the end of the slot, kWh.
     pub stored_kwh: f64,
+    /// The order the household places, if any.
     pub order: Option<OrderIntent>,
 }
 
+/// A household during a run: its spec and its battery's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Household {
+    /// What the household owns and where its series come from.
     pub spec: ProsumerSpec,
+    /// Its battery's state (the EV's for an EV owner).
     pub battery: Option<BatteryState>,
     /// Whether the EV was plugged in during the previous slot.
     plugged_in: bool,
@@ -93,7 +108,9 @@ pub struct EvEvents {
 /// enough to continue it after its host process restarted.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HouseholdState {
+    /// The battery's state.
     pub battery: Option<BatteryState>,
+    /// Whether the EV was plugged in during the last slot.
     pub plugged_in: bool,
 }
 
@@ -131,6 +148,7 @@ impl Household {
         Household { spec, battery, plugged_in }
     }
 
+    /// Whether the battery can be used this slot (an EV's only while plugged in).
     pub fn battery_available(&self) -> bool {
         self.battery.is_some() && self.plugged_in
     }
@@ -180,6 +198,7 @@ impl Household {
         }
     }
 
+    /// Observes the slot under default conditions.
     pub fn observe(&self, ds: &Dataset, ctx: &SlotContext) -> Observation {
         self.observe_under(ds, ctx, Conditions::default())
     }
@@ -228,7 +247,9 @@ impl Household {
 /// between to value the observation and wait for a new policy version.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Prepared {
+    /// The EV events of the slot.
     pub ev: EvEvents,
+    /// The observation the household acts on.
     pub obs: Observation,
 }
 

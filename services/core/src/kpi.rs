@@ -29,44 +29,73 @@ use crate::battery::BatteryStep;
 use crate::settlement::Settlement;
 use crate::tariff::SlotTariff;
 
+/// An episode's community-wide indicators (definitions in the module docs).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Kpis {
+    /// Slots played.
     pub slots: u64,
+    /// Households in the community.
     pub prosumers: u64,
+    /// Σ household consumption, kWh.
     pub load_kwh: f64,
+    /// Σ PV generation, kWh.
     pub pv_kwh: f64,
+    /// Σ household grid import, kWh.
     pub grid_import_kwh: f64,
+    /// Σ household grid export, kWh.
     pub grid_export_kwh: f64,
+    /// Peak of the community's net import power over the slots, kW.
     pub peak_import_kw: f64,
+    /// Σ household bills (grid energy, degradation, overload penalties).
     pub community_cost: f64,
     /// What the same community would pay with no battery use and no P2P.
     pub grid_only_cost: f64,
+    /// Σ energy sold P2P (= Σ bought), kWh.
     pub p2p_kwh: f64,
+    /// Share of the load not imported from the grid, %.
     pub self_sufficiency_pct: f64,
+    /// Share of the PV output not exported to the grid, %.
     pub self_consumption_pct: f64,
+    /// Σ import × the slot's CO2 intensity, kg.
     pub co2_kg: f64,
+    /// Equivalent full battery cycles of the community's storage.
     pub battery_cycles: f64,
+    /// Gini coefficient of per-household savings against grid-only.
     pub gini_savings: f64,
+    /// Energy lost in P2P distribution (bought − received), kWh.
     pub p2p_losses_kwh: f64,
+    /// Energy lost in battery charging and discharging, kWh.
     pub battery_losses_kwh: f64,
+    /// EV energy missing at departures and for trips, kWh.
     pub ev_shortfall_kwh: f64,
+    /// Energy imported above the feeder limit, kWh.
     pub overload_kwh: f64,
+    /// Mean per-household, per-slot reward.
     pub mean_reward: f64,
 }
 
 /// Everything the KPIs need from one household's slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HouseholdSlot {
+    /// Consumption, kWh.
     pub load_kwh: f64,
+    /// PV generation, kWh.
     pub pv_kwh: f64,
+    /// What the battery did.
     pub battery: BatteryStep,
+    /// The household's settled trades and grid exchange.
     pub settlement: Settlement,
+    /// Battery degradation cost of the slot.
     pub degradation_cost: f64,
+    /// CO2 of the slot's grid import, kg.
     pub co2_kg: f64,
+    /// EV energy missing at a departure or for a trip this slot, kWh.
     pub ev_shortfall_kwh: f64,
+    /// The reward the household received.
     pub reward: f64,
 }
 
+/// Sums settled household slots into [`Kpis`].
 #[derive(Clone, Debug, Default)]
 pub struct KpiAccumulator {
     k: Kpis,
@@ -116,6 +145,7 @@ impl KpiAccumulator {
         &self.cost_by_household
     }
 
+    /// Adds household `i`'s settled slot `h`, priced at `tariff`.
     pub fn record(&mut self, i: usize, h: &HouseholdSlot, tariff: &SlotTariff) {
         let s = &h.settlement;
         let k = &mut self.k;
@@ -152,6 +182,7 @@ impl KpiAccumulator {
         self.slot_export_kwh = 0.0;
     }
 
+    /// The KPIs of everything recorded so far.
     pub fn finish(&self) -> Kpis {
         let mut k = self.k.clone();
         k.self_sufficiency_pct = if k.load_kwh > 0.0 { 100.0 * (1.0 - k.grid_import_kwh / k.load_kwh) } else { 100.0 };

@@ -10,6 +10,10 @@
 //! This crate must never depend on an async runtime, gRPC or libtorch
 //! (checked in CI by `scripts/check-deps.sh`).
 
+// Every public item is documented: the core is the vocabulary the other
+// crates speak.
+#![warn(missing_docs)]
+
 pub mod battery;
 pub mod data;
 pub mod error;

@@ -41,10 +41,13 @@ pub struct SlotContext {
     pub hour: u8,
     /// Fraction of the day elapsed at the start of the slot, [0, 1).
     pub day_fraction: f64,
+    /// Whether the slot falls on a Saturday or Sunday.
     pub weekend: bool,
     /// Slot length in hours.
     pub hours: f64,
+    /// This slot's prices.
     pub tariff: SlotTariff,
+    /// The next slot's prices (what a battery could wait for).
     pub next_tariff: SlotTariff,
     /// Last uniform clearing price, or the tariff midpoint when there was none.
     pub last_clearing_price_per_kwh: f64,
@@ -60,6 +63,7 @@ pub struct SlotContext {
 pub struct OpenSlot {
     /// The run's slot number (counts from 0 for each market run).
     pub slot: u64,
+    /// The common facts of the slot.
     pub ctx: SlotContext,
     /// When the market stops waiting for batches, Unix ms (fast mode: the
     /// normal deadline, before any hold).
@@ -72,19 +76,24 @@ pub struct OpenSlot {
 /// One household's view of a slot.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Observation {
+    /// The household's load this slot, kWh.
     pub load_kwh: f64,
+    /// The household's PV generation this slot, kWh.
     pub pv_kwh: f64,
     /// SoC as a fraction of capacity (0 without battery).
     pub soc: f64,
+    /// Battery capacity, kWh (0 without battery).
     pub battery_capacity_kwh: f64,
     /// Whether the battery can be used this slot (false for an EV away from home).
     pub battery_available: bool,
     /// Feasible battery set-point range this slot, kW (`min ≤ 0 ≤ max`),
     /// after the EV departure requirement.
     pub setpoint_min_kw: f64,
+    /// Largest feasible charging set-point, kW (≥ 0).
     pub setpoint_max_kw: f64,
     /// Perfect one-slot-ahead forecast of own load − PV, kWh.
     pub forecast_net_load_kwh: f64,
+    /// The common facts of the slot.
     pub ctx: SlotContext,
 }
 

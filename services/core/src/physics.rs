@@ -34,12 +34,16 @@ const ABS_TOL: f64 = 1e-9;
 /// usable and how much a trip can take out.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvWindow {
+    /// Hour of day (0..=23) the EV is plugged in again.
     pub arrive_hour: u8,
+    /// Hour of day (0..=23) the EV leaves.
     pub depart_hour: u8,
+    /// Energy a trip takes out of the battery, kWh.
     pub trip_kwh: f64,
 }
 
 impl EvWindow {
+    /// Whether the EV is plugged in during the slot starting at `hour`.
     pub fn plugged_in(&self, hour: u8) -> bool {
         EvSpec { arrive_hour: self.arrive_hour, depart_hour: self.depart_hour, trip_kwh: self.trip_kwh, departure_soc: 0.0 }
             .plugged_in(hour)
@@ -50,6 +54,7 @@ impl EvWindow {
 /// reports against.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Envelope {
+    /// What the prosumer owns; decides which equipment it must declare.
     pub kind: ProsumerKind,
     /// Installed PV, kWp (0 = none).
     pub pv_kwp: f64,

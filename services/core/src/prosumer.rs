@@ -15,6 +15,7 @@ use crate::error::CoreError;
 use crate::rng::{derive_seed, hash_unit, SeededRng};
 use crate::units::ProsumerId;
 
+/// What a household owns, which decides its equipment and its trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProsumerKind {
@@ -29,8 +30,10 @@ pub enum ProsumerKind {
 }
 
 impl ProsumerKind {
+    /// Every kind, in the order of [`CommunityConfig`]'s shares.
     pub const ALL: [ProsumerKind; 4] = [ProsumerKind::PvBattery, ProsumerKind::PvOnly, ProsumerKind::Consumer, ProsumerKind::Ev];
 
+    /// The kind's name in configs, files and on the wire (kebab-case).
     pub fn name(self) -> &'static str {
         match self {
             ProsumerKind::PvBattery => "pv-battery",
@@ -45,7 +48,9 @@ impl ProsumerKind {
 /// `departure_soc`, drives `trip_kwh`, and is plugged in again at `arrive_hour`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvSpec {
+    /// Hour of day (0..=23) the EV is plugged in again.
     pub arrive_hour: u8,
+    /// Hour of day (0..=23) the EV leaves.
     pub depart_hour: u8,
     /// Energy used while away, removed from the battery on arrival.
     pub trip_kwh: f64,
@@ -64,6 +69,7 @@ impl EvSpec {
         }
     }
 
+    /// Checks the hours, the trip and the departure SoC; errors name `field`.
     pub fn validate(&self, field: &str) -> Result<(), CoreError> {
         if self.arrive_hour > 23 || self.depart_hour > 23 || self.arrive_hour == self.depart_hour {
             return Err(CoreError::invalid(
@@ -92,13 +98,17 @@ impl EvSpec {
 /// is a pure function of `(noise_seed, slot)`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TraceRef {
+    /// Index of the measured home in the dataset.
     pub home: u32,
+    /// Factor applied to the home's load.
     pub load_scale: f32,
     /// Installed PV, kWp (0 = none).
     pub pv_kwp: f32,
+    /// Slots the home's series is shifted forward (circularly).
     pub shift_slots: u32,
     /// Relative standard deviation of the load noise.
     pub noise_sigma: f32,
+    /// Seed of the load noise: the noise of a slot is a pure function of it and the slot.
     pub noise_seed: u64,
 }
 
@@ -133,17 +143,22 @@ impl TraceRef {
 /// Everything static about one household.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProsumerSpec {
+    /// Dense id within the community.
     pub id: ProsumerId,
+    /// What the household owns.
     pub kind: ProsumerKind,
+    /// Where its load and PV come from.
     pub trace: TraceRef,
     /// Home battery, or the EV's battery for [`ProsumerKind::Ev`].
     pub battery: Option<BatterySpec>,
+    /// The EV's routine, for [`ProsumerKind::Ev`].
     pub ev: Option<EvSpec>,
     /// Initial SoC as a fraction of capacity.
     pub initial_soc: f64,
 }
 
 impl ProsumerSpec {
+    /// Checks the trace against `ds` and every part of the spec; errors name `prosumers[id]`.
     pub fn validate(&self, ds: &Dataset) -> Result<(), CoreError> {
         let field = format!("prosumers[{}]", self.id);
         if self.trace.home as usize >= ds.homes.len() {
@@ -182,18 +197,27 @@ impl ProsumerSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CommunityConfig {
+    /// Households in the community.
     pub n_prosumers: usize,
+    /// Share of PV + home battery households.
     pub share_pv_battery: f64,
+    /// Share of PV-only households.
     pub share_pv_only: f64,
+    /// Share of PV + EV households; the rest are consumers.
     pub share_ev: f64,
-    /// The rest are consumers.
+    /// Range of the load scale factor, `[min, max]`.
     pub load_scale_range: [f64; 2],
+    /// Range of installed PV, kWp, `[min, max]`.
     pub pv_kwp_range: [f64; 2],
     /// Home battery sizes to pick from, kWh.
     pub battery_kwh_choices: Vec<f64>,
+    /// Battery of every EV, kWh.
     pub ev_battery_kwh: f64,
+    /// Charge and discharge power of every EV, kW.
     pub ev_charge_kw: f64,
+    /// Largest time shift of a home's series, slots, either way.
     pub max_shift_slots: u32,
+    /// Relative standard deviation of the load noise.
     pub noise_sigma: f64,
     /// Seed of the generator; each prosumer's noise stream derives from it.
     pub seed: u64,
@@ -219,6 +243,7 @@ impl Default for CommunityConfig {
 }
 
 impl CommunityConfig {
+    /// Checks the counts, shares and ranges; errors name `community.<field>`.
     pub fn validate(&self) -> Result<(), CoreError> {
         if self.n_prosumers == 0 || self.n_prosumers > 10_000_000 {
             return Err(CoreError::invalid(

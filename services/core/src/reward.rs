@@ -14,14 +14,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
 
+/// How the terms of a household's slot weigh in its reward (all ≥ 0).
+/// The reward is minus the weighted sum (see [`reward`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RewardWeights {
+    /// Weight of the energy bill.
     pub cost: f64,
+    /// Weight of the battery degradation cost.
     pub degradation: f64,
+    /// Weight of the CO2 cost (`co2_kg × co2_price_per_kg`).
     pub co2: f64,
     /// Carbon price, currency per kg CO2.
     pub co2_price_per_kg: f64,
+    /// Weight of the share of feeder overload penalties.
     pub overload: f64,
     /// Penalty per kWh an EV lacks at departure.
     pub ev_shortfall_per_kwh: f64,
@@ -34,6 +40,7 @@ impl Default for RewardWeights {
 }
 
 impl RewardWeights {
+    /// Checks every weight lies in [0, 1000]; errors name `reward.<field>`.
     pub fn validate(&self) -> Result<(), CoreError> {
         for (field, v) in [
             ("reward.cost", self.cost),
@@ -54,13 +61,19 @@ impl RewardWeights {
 /// The ingredients of one reward.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RewardTerms {
+    /// Net energy bill of the slot (grid and P2P).
     pub energy_cost: f64,
+    /// Battery degradation cost.
     pub degradation_cost: f64,
+    /// CO2 of the slot's grid import, kg.
     pub co2_kg: f64,
+    /// The household's share of overload penalties.
     pub overload_penalty: f64,
+    /// EV energy missing at a departure or for a trip, kWh.
     pub ev_shortfall_kwh: f64,
 }
 
+/// The reward of a slot: minus the weighted cost terms.
 pub fn reward(terms: &RewardTerms, w: &RewardWeights) -> f64 {
     -(w.cost * terms.energy_cost
         + w.degradation * terms.degradation_cost

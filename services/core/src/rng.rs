@@ -42,6 +42,7 @@ pub struct SeededRng {
 }
 
 impl SeededRng {
+    /// A generator seeded by `seed` (through SplitMix64).
     pub fn new(seed: u64) -> SeededRng {
         let mut x = seed;
         let mut next = || {
@@ -67,6 +68,7 @@ impl SeededRng {
         }
     }
 
+    /// The next 64 random bits (xoshiro256++).
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[0].wrapping_add(self.s[3]).rotate_left(23).wrapping_add(self.s[0]);
         let t = self.s[1] << 17;

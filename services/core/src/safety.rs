@@ -13,8 +13,11 @@ use crate::units::{PricePerKwh, Wh};
 /// An order a household wants to place this slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OrderIntent {
+    /// Buy or sell.
     pub side: Side,
+    /// Energy to trade, whole Wh (> 0).
     pub quantity: Wh,
+    /// Limit price, within the slot's price bounds.
     pub limit_price: PricePerKwh,
 }
 
@@ -26,6 +29,7 @@ pub struct Decision {
     /// Household position after the battery, kWh: load − PV + battery bus energy
     /// (positive = needs energy, negative = surplus).
     pub net_kwh: f64,
+    /// The order to place, if any.
     pub order: Option<OrderIntent>,
 }
 

@@ -15,16 +15,23 @@ use crate::units::{PricePerKwh, ProsumerId, Wh};
 /// One household's settled slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Settlement {
+    /// Energy bought from the grid, kWh.
     pub grid_import_kwh: f64,
+    /// Energy sold to the grid, kWh.
     pub grid_export_kwh: f64,
     /// P2P energy bought (paid for), kWh.
     pub p2p_bought_kwh: f64,
     /// P2P energy received after distribution losses, kWh.
     pub p2p_received_kwh: f64,
+    /// P2P energy sold, kWh.
     pub p2p_sold_kwh: f64,
+    /// Paid to P2P sellers.
     pub p2p_paid: f64,
+    /// Received from P2P buyers.
     pub p2p_revenue: f64,
+    /// Paid to the grid for `grid_import_kwh`.
     pub import_cost: f64,
+    /// Received from the grid for `grid_export_kwh`.
     pub export_revenue: f64,
     /// This household's share of the slot's feeder overload penalty.
     pub overload_penalty: f64,
@@ -44,9 +51,13 @@ impl Settlement {
 /// the household from it alone, without the report it sent.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SettledHousehold {
+    /// Whose settlement this is.
     pub prosumer_id: ProsumerId,
+    /// The side of the order it placed; `None` if it placed none.
     pub side: Option<Side>,
+    /// What the order got.
     pub fill: Fill,
+    /// The household's settlement.
     pub settlement: Settlement,
 }
 
@@ -56,6 +67,7 @@ pub struct SettledHousehold {
 /// every field), and the node's households apply their settlements.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClearedSlot {
+    /// The market slot that cleared.
     pub slot: u64,
     /// The uniform clearing price; `None` if nothing traded or pay-as-bid.
     pub clearing_price: Option<PricePerKwh>,

@@ -30,15 +30,21 @@ use crate::units::PricePerKwh;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
+    /// Retail, feed-in and CO2 prices by hour.
     pub tariff: TariffConfig,
+    /// Feeder limits and their penalties.
     pub grid: GridConfig,
+    /// How a household's reward weighs its bill, battery wear, CO2, overload
+    /// and EV shortfall.
     pub reward: RewardWeights,
+    /// How the market clears the slot's orders.
     pub mechanism: Mechanism,
     /// Use the configured CO2 profile even when the dataset has measured intensity.
     pub ignore_dataset_co2: bool,
 }
 
 impl SimConfig {
+    /// Checks every part; errors name the offending setting.
     pub fn validate(&self) -> Result<(), CoreError> {
         self.tariff.validate()?;
         self.grid.validate()?;
@@ -88,23 +94,39 @@ pub fn slot_hour(ds: &Dataset, t: usize) -> u8 {
 /// Community-level record of one slot (for plots and balance checks).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SlotRecord {
+    /// Dataset slot played.
     pub data_slot: usize,
+    /// Hour of day at the start of the slot.
     pub hour: u8,
+    /// Σ household consumption, kWh.
     pub load_kwh: f64,
+    /// Σ PV generation, kWh.
     pub pv_kwh: f64,
+    /// Σ energy into the batteries, kWh.
     pub battery_charged_kwh: f64,
+    /// Σ energy out of the batteries, kWh.
     pub battery_discharged_kwh: f64,
+    /// Σ grid import, kWh.
     pub grid_import_kwh: f64,
+    /// Σ grid export, kWh.
     pub grid_export_kwh: f64,
+    /// Energy traded P2P, kWh.
     pub p2p_kwh: f64,
+    /// Energy lost in P2P distribution, kWh.
     pub p2p_losses_kwh: f64,
+    /// Σ paid by P2P buyers.
     pub p2p_paid: f64,
+    /// Σ received by P2P sellers.
     pub p2p_received: f64,
     /// Energy stored in all batteries at the end of the slot, kWh.
     pub stored_kwh: f64,
+    /// The uniform clearing price, if the market cleared anything.
     pub clearing_price_per_kwh: Option<f64>,
+    /// Retail (import) price of the slot, per kWh.
     pub retail_per_kwh: f64,
+    /// Feed-in (export) price of the slot, per kWh.
     pub feed_in_per_kwh: f64,
+    /// Mean household reward of the slot.
     pub mean_reward: f64,
 }
 
@@ -121,6 +143,9 @@ pub fn schedule(ranges: &[Range<usize>]) -> Vec<usize> {
     ranges.iter().flat_map(|r| r.clone()).collect()
 }
 
+/// The single-threaded reference simulator: plays a community over a
+/// schedule of dataset slots, slot by slot, with one policy. Every
+/// distributed run must reproduce its numbers.
 pub struct Simulation {
     ds: Arc<Dataset>,
     cfg: SimConfig,
@@ -137,6 +162,8 @@ pub struct Simulation {
 }
 
 impl Simulation {
+    /// A simulation of `prosumers` (ids `0..n` in order) over the dataset
+    /// slots `schedule`; validates the config, the schedule and every prosumer.
     pub fn new(
         ds: Arc<Dataset>,
         prosumers: Vec<ProsumerSpec>,
@@ -196,6 +223,7 @@ impl Simulation {
         self.kpi.household_costs()
     }
 
+    /// The households in id order, as they stand now.
     pub fn households(&self) -> &[Household] {
         &self.households
     }
@@ -210,10 +238,12 @@ impl Simulation {
         &self.reports
     }
 
+    /// The per-slot records kept so far (empty without [`Simulation::with_slot_records`]).
     pub fn records(&self) -> &[SlotRecord] {
         &self.records
     }
 
+    /// The KPIs of the slots played so far.
     pub fn kpis(&self) -> Kpis {
         self.kpi.finish()
     }

@@ -19,6 +19,8 @@ use crate::units::PricePerKwh;
 
 const NO_ORDER: u32 = u32::MAX;
 
+/// Clears and settles slots for a community (see the module docs); its
+/// buffers are reused from slot to slot.
 #[derive(Debug, Default)]
 pub struct SlotEngine {
     grid: GridConfig,
@@ -32,10 +34,12 @@ pub struct SlotEngine {
 }
 
 impl SlotEngine {
+    /// An engine with `grid` limits clearing with `mechanism`.
     pub fn new(grid: GridConfig, mechanism: Mechanism) -> SlotEngine {
         SlotEngine { grid, mechanism, ..SlotEngine::default() }
     }
 
+    /// The grid settings in force.
     pub fn grid(&self) -> &GridConfig {
         &self.grid
     }
@@ -120,6 +124,7 @@ impl SlotEngine {
         }
     }
 
+    /// The clearing of the last slot.
     pub fn clearing(&self) -> &Clearing {
         &self.clearing
     }

@@ -16,8 +16,11 @@ use crate::units::PricePerKwh;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TouBand {
+    /// Hours in neither the peak nor the shoulder ranges.
     OffPeak,
+    /// Hours in `shoulder_hours`.
     Shoulder,
+    /// Hours in `peak_hours`.
     Peak,
 }
 
@@ -26,9 +29,13 @@ pub enum TouBand {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TariffConfig {
+    /// Retail price of an off-peak kWh.
     pub off_peak_per_kwh: f64,
+    /// Retail price of a shoulder kWh.
     pub shoulder_per_kwh: f64,
+    /// Retail price of a peak kWh.
     pub peak_per_kwh: f64,
+    /// Price paid for an exported kWh (flat, every hour).
     pub feed_in_per_kwh: f64,
     /// Half-open hour ranges `[start, end)` of the peak band, e.g. `[[16, 21]]`.
     pub peak_hours: Vec<[u8; 2]>,
@@ -60,13 +67,18 @@ impl Default for TariffConfig {
 /// Everything price-related about one slot, in fixed point.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SlotTariff {
+    /// The slot's time-of-use band.
     pub band: TouBand,
+    /// Retail (import) price.
     pub retail: PricePerKwh,
+    /// Feed-in (export) price.
     pub feed_in: PricePerKwh,
+    /// Grid CO2 intensity, kg/kWh.
     pub co2_kg_per_kwh: f64,
 }
 
 impl SlotTariff {
+    /// The price range orders must lie in: feed-in to retail.
     pub fn bounds(&self) -> PriceBounds {
         PriceBounds { feed_in: self.feed_in, retail: self.retail }
     }
@@ -78,6 +90,7 @@ impl SlotTariff {
 }
 
 impl TariffConfig {
+    /// Checks prices, hour ranges and the CO2 profile; errors name `tariff.<field>`.
     pub fn validate(&self) -> Result<(), CoreError> {
         let prices = [
             ("tariff.off_peak_per_kwh", self.off_peak_per_kwh),
@@ -116,6 +129,7 @@ impl TariffConfig {
         Ok(())
     }
 
+    /// The band of `hour` (peak wins over shoulder where ranges overlap).
     pub fn band(&self, hour: u8) -> TouBand {
         let within = |ranges: &[[u8; 2]]| ranges.iter().any(|r| hour >= r[0] && hour < r[1]);
         if within(&self.peak_hours) {
@@ -127,6 +141,7 @@ impl TariffConfig {
         }
     }
 
+    /// The retail price of `band`, per kWh.
     pub fn retail_per_kwh(&self, band: TouBand) -> f64 {
         match band {
             TouBand::OffPeak => self.off_peak_per_kwh,
@@ -179,6 +194,7 @@ impl Default for GridConfig {
 }
 
 impl GridConfig {
+    /// Checks the limits, the penalty and the loss fraction; errors name `grid.<field>`.
     pub fn validate(&self) -> Result<(), CoreError> {
         for (field, v) in [
             ("grid.feeder_import_limit_kw", self.feeder_import_limit_kw),

@@ -21,6 +21,7 @@ pub type ProsumerId = u32;
 pub struct Wh(pub i64);
 
 impl Wh {
+    /// No energy.
     pub const ZERO: Wh = Wh(0);
 
     /// Converts kWh to whole Wh, rounding to nearest. Non-finite input is an error
@@ -46,6 +47,7 @@ impl Wh {
         }
     }
 
+    /// The quantity in kWh.
     pub fn kwh(self) -> f64 {
         self.0 as f64 / 1000.0
     }
@@ -62,6 +64,7 @@ impl fmt::Display for Wh {
 pub struct PricePerKwh(pub i64);
 
 impl PricePerKwh {
+    /// Fixed-point units per currency unit.
     pub const MICROS_PER_UNIT: f64 = 1_000_000.0;
 
     /// Converts a currency/kWh price to fixed point, rounding to the nearest µ.
@@ -75,6 +78,7 @@ impl PricePerKwh {
         Ok(PricePerKwh((price * Self::MICROS_PER_UNIT).round() as i64))
     }
 
+    /// The price in currency/kWh.
     pub fn per_kwh(self) -> f64 {
         self.0 as f64 / Self::MICROS_PER_UNIT
     }
@@ -92,7 +96,9 @@ impl fmt::Display for PricePerKwh {
 pub struct Money(pub i128);
 
 impl Money {
+    /// No money.
     pub const ZERO: Money = Money(0);
+    /// Fixed-point units per currency unit.
     pub const NANOS_PER_UNIT: f64 = 1_000_000_000.0;
 
     /// The exact value of `quantity` at `price`.
@@ -100,6 +106,7 @@ impl Money {
         Money(quantity.0 as i128 * price.0 as i128)
     }
 
+    /// The amount in currency units.
     pub fn amount(self) -> f64 {
         self.0 as f64 / Self::NANOS_PER_UNIT
     }

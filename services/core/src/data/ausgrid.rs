@@ -42,20 +42,27 @@ const REQUIRED_COLUMNS: [&str; 4] = ["Customer", "Generator Capacity", "Consumpt
 /// A loaded file and the customers that were left out, with why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AusgridImport {
+    /// The homes that were kept.
     pub dataset: Dataset,
+    /// The customers that were left out.
     pub excluded: Vec<ExcludedCustomer>,
 }
 
+/// A customer of the file left out of the dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExcludedCustomer {
+    /// The customer's number as written in the file.
     pub customer: String,
+    /// Why it was left out.
     pub reason: String,
 }
 
+/// Reads an Ausgrid solar home file (see the module docs).
 pub fn load_ausgrid_csv(path: &Path) -> Result<Dataset, CoreError> {
     parse_ausgrid(open(path)?, &path.display().to_string())
 }
 
+/// Parses Ausgrid's layout; `file_label` names the file in errors and the dataset.
 pub fn parse_ausgrid(reader: impl Read, file_label: &str) -> Result<Dataset, CoreError> {
     parse_ausgrid_with_report(reader, file_label).map(|import| import.dataset)
 }

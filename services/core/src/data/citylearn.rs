@@ -49,6 +49,7 @@ pub fn bundled_citylearn() -> Result<Dataset, CoreError> {
     Ok(ds)
 }
 
+/// Reads a CityLearn CSV file in the tidy layout (see the module docs).
 pub fn load_citylearn_csv(path: &Path) -> Result<Dataset, CoreError> {
     parse_citylearn(open(path)?, &path.display().to_string())
 }

@@ -45,6 +45,7 @@ pub struct HomeSeries {
 /// Homes and grid signals on one time axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dataset {
+    /// Where the data came from, shown in reports.
     pub name: String,
     /// Slot length in minutes (60 for CityLearn, 30 for Ausgrid).
     pub slot_minutes: u32,
@@ -61,6 +62,7 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// Slots on the time axis.
     pub fn n_slots(&self) -> usize {
         self.homes.first().map_or(0, |h| h.load_kwh.len())
     }
@@ -71,10 +73,12 @@ impl Dataset {
         self.homes.iter().flat_map(|h| h.pv_kwh_per_kwp.iter()).fold(0.0f32, |m, &v| m.max(v)) as f64
     }
 
+    /// Slots in a day.
     pub fn slots_per_day(&self) -> u32 {
         24 * 60 / self.slot_minutes
     }
 
+    /// Slot length in hours.
     pub fn slot_hours(&self) -> f64 {
         self.slot_minutes as f64 / 60.0
     }
@@ -133,6 +137,7 @@ impl Dataset {
 }
 
 impl HomeSeries {
+    /// Household consumption over the whole axis, kWh.
     pub fn total_load_kwh(&self) -> f64 {
         self.load_kwh.iter().map(|&x| x as f64).sum()
     }
@@ -142,6 +147,7 @@ impl HomeSeries {
         self.pv_kwh_per_kwp.iter().map(|&x| x as f64).sum()
     }
 
+    /// PV generation over the whole axis (scaled by `pv_kwp`), kWh.
     pub fn total_pv_kwh(&self) -> f64 {
         self.total_pv_kwh_per_kwp() * self.pv_kwp
     }

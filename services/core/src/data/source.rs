@@ -73,9 +73,13 @@ impl FromStr for DatasetKind {
 /// A dataset to load: a kind and, for the CSV kinds, its file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DatasetSource {
+    /// The CityLearn 2022 extract bundled with the crate.
     Bundled,
+    /// The small deterministic synthetic dataset.
     Synthetic,
+    /// A CityLearn CSV file.
     CitylearnCsv(PathBuf),
+    /// An Ausgrid solar home CSV file.
     AusgridCsv(PathBuf),
 }
 

@@ -19,15 +19,19 @@ use super::Dataset;
 /// in increasing order; adjacent days of one side are merged into one range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DatasetSplit {
+    /// Slot ranges a policy may train on.
     pub train: Vec<Range<usize>>,
+    /// Slot ranges held out for evaluation.
     pub eval: Vec<Range<usize>>,
 }
 
 impl DatasetSplit {
+    /// Slots in the training ranges.
     pub fn train_slots(&self) -> usize {
         self.train.iter().map(ExactSizeIterator::len).sum()
     }
 
+    /// Slots in the evaluation ranges.
     pub fn eval_slots(&self) -> usize {
         self.eval.iter().map(ExactSizeIterator::len).sum()
     }

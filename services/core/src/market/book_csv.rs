@@ -24,14 +24,18 @@ const MAX_KWH: f64 = 1e9;
 /// A parsed book: `orders[i].id == i`, and `labels[i]` is row i's `id` text.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OrderBook {
+    /// The `id` text of each row, in row order.
     pub labels: Vec<String>,
+    /// The orders, `orders[i].id == i`.
     pub orders: Vec<Order>,
 }
 
 /// One order's outcome in human units, for JSON or table output.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FillReport {
+    /// The order's `id` text from the file.
     pub id: String,
+    /// The order's side.
     pub side: Side,
     /// Energy filled, kWh (0 when unfilled).
     pub kwh: f64,

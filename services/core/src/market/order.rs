@@ -13,14 +13,18 @@ use crate::units::{Money, PricePerKwh, Wh};
 /// Identifies an order within one book. In simulations it is the prosumer id.
 pub type OrderId = u64;
 
+/// Which side of the book an order is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
+    /// Wants energy; pays at most its limit price.
     Buy,
+    /// Offers energy; accepts at least its limit price.
     Sell,
 }
 
 impl Side {
+    /// `"buy"` or `"sell"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Buy => "buy",
@@ -29,9 +33,12 @@ impl Side {
     }
 }
 
+/// One order of a book.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
+    /// Unique within the book.
     pub id: OrderId,
+    /// Buy or sell.
     pub side: Side,
     /// Must be > 0.
     pub quantity: Wh,
@@ -43,7 +50,9 @@ pub struct Order {
 /// retail or sells below feed-in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceBounds {
+    /// The feed-in price: the lowest limit price.
     pub feed_in: PricePerKwh,
+    /// The retail price: the highest limit price.
     pub retail: PricePerKwh,
 }
 
@@ -53,9 +62,15 @@ pub struct PriceBounds {
 pub enum Mechanism {
     /// Uniform-price call auction; the price is `lower + k·(upper − lower)` of
     /// the clearing interval, `k ∈ [0, 1]`.
-    Uniform { k: f64 },
+    Uniform {
+        /// Where in the clearing interval the price lies, 0 to 1.
+        k: f64,
+    },
     /// Discriminatory: each matched pair trades at its own price.
-    PayAsBid { pricing: PairPricing },
+    PayAsBid {
+        /// How a matched pair's price is set.
+        pricing: PairPricing,
+    },
 }
 
 impl Default for Mechanism {
@@ -65,6 +80,7 @@ impl Default for Mechanism {
 }
 
 impl Mechanism {
+    /// The mechanism's name in configs and reports.
     pub fn name(&self) -> &'static str {
         match self {
             Mechanism::Uniform { .. } => "uniform",

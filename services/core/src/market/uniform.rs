@@ -44,6 +44,7 @@ pub struct ClearingScratch {
 }
 
 impl ClearingScratch {
+    /// Empty buffers; they grow to the largest book cleared with them.
     pub fn new() -> ClearingScratch {
         ClearingScratch::default()
     }

@@ -10,6 +10,7 @@ use super::{Action, Policy};
 use crate::observation::Observation;
 use crate::units::ProsumerId;
 
+/// The battery idles and nothing is traded P2P: the reference for savings.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GridOnly;
 
@@ -23,6 +24,7 @@ impl Policy for GridOnly {
     }
 }
 
+/// Self-consumption: battery follows the PV surplus or deficit, the rest is offered P2P at the tariff midpoint.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RuleBased;
 

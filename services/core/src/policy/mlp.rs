@@ -54,17 +54,23 @@ impl ActionPrior {
 /// Running observation normaliser: `clip((x − mean) / sqrt(var + eps), ±clip)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObsNormaliser {
+    /// Running mean of each feature.
     pub mean: Vec<f32>,
+    /// Running variance of each feature.
     pub var: Vec<f32>,
+    /// Normalised values are clipped to `±clip`.
     pub clip: f32,
+    /// Added to the variance before the square root.
     pub epsilon: f32,
 }
 
 impl ObsNormaliser {
+    /// A normaliser that leaves `dim` features unchanged (but clipped to ±10).
     pub fn identity(dim: usize) -> ObsNormaliser {
         ObsNormaliser { mean: vec![0.0; dim], var: vec![1.0 - 1e-8; dim], clip: 10.0, epsilon: 1e-8 }
     }
 
+    /// Checks it fits `dim` features and every value is finite, variances ≥ 0.
     pub fn validate(&self, dim: usize) -> Result<(), CoreError> {
         if self.mean.len() != dim || self.var.len() != dim {
             return Err(CoreError::invalid(
@@ -81,6 +87,7 @@ impl ObsNormaliser {
         Ok(())
     }
 
+    /// Normalises `x` in place.
     pub fn apply(&self, x: &mut [f32]) {
         for ((v, m), var) in x.iter_mut().zip(&self.mean).zip(&self.var) {
             *v = ((*v - m) / (var + self.epsilon).sqrt()).clamp(-self.clip, self.clip);
@@ -110,10 +117,12 @@ impl MlpModel {
         Ok(MlpModel { net, normaliser })
     }
 
+    /// The actor-critic network.
     pub fn net(&self) -> &ActorCritic {
         &self.net
     }
 
+    /// The observation normaliser the network was trained with.
     pub fn normaliser(&self) -> &ObsNormaliser {
         &self.normaliser
     }
@@ -141,8 +150,11 @@ pub struct StepRecord {
     pub features: [f32; OBS_DIM],
     /// The normalised observation the network saw.
     pub obs: [f32; OBS_DIM],
+    /// The network's own output `a` (before the prior is added).
     pub action: [f32; ACT_DIM],
+    /// Log-probability of `action` (when sampling).
     pub log_prob: f32,
+    /// The critic's value of the observation (when sampling).
     pub value: f32,
 }
 
@@ -168,6 +180,7 @@ impl MlpPolicy {
         self
     }
 
+    /// The model this policy acts with.
     pub fn model(&self) -> &Arc<MlpModel> {
         &self.model
     }

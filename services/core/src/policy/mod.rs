@@ -34,16 +34,21 @@ pub const ACT_DIM: usize = 3;
 /// - `price`: limit price between feed-in (−1) and retail (+1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Action {
+    /// Battery set-point as a fraction of the feasible range.
     pub battery: f32,
+    /// Share of the post-battery position offered P2P.
     pub quantity: f32,
+    /// Limit price between feed-in (−1) and retail (+1).
     pub price: f32,
 }
 
 impl Action {
+    /// The action `[battery, quantity, price]`.
     pub fn from_array(a: [f32; ACT_DIM]) -> Action {
         Action { battery: a[0], quantity: a[1], price: a[2] }
     }
 
+    /// The action as `[battery, quantity, price]`, the network's output order.
     pub fn to_array(self) -> [f32; ACT_DIM] {
         [self.battery, self.quantity, self.price]
     }
@@ -52,6 +57,8 @@ impl Action {
 /// A decision rule for prosumers. `&mut self` lets stochastic policies keep
 /// their seeded generator.
 pub trait Policy {
+    /// The policy's name in reports (`grid-only`, `rule-based`, `mlp`, …).
     fn name(&self) -> &str;
+    /// The raw action of `prosumer` for `obs` (the safety filter makes it feasible).
     fn act(&mut self, prosumer: ProsumerId, obs: &Observation) -> Action;
 }

@@ -37,8 +37,11 @@ use crate::rng::SeededRng;
 /// Sizes of the actor-critic network, and what its actions are added to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MlpSpec {
+    /// Observation features the network reads.
     pub obs_dim: usize,
+    /// Width of each hidden layer.
     pub hidden: Vec<usize>,
+    /// Action components the actor outputs.
     pub act_dim: usize,
     /// Policies saved before the prior existed have none.
     #[serde(default)]
@@ -52,6 +55,7 @@ impl Default for MlpSpec {
 }
 
 impl MlpSpec {
+    /// Checks the dimensions are non-zero and within the limits a policy file may declare.
     pub fn validate(&self) -> Result<(), CoreError> {
         if self.obs_dim == 0 || self.obs_dim > 4096 || self.act_dim == 0 || self.act_dim > 64 {
             return Err(CoreError::invalid("mlp", format!("obs_dim {} / act_dim {} out of range", self.obs_dim, self.act_dim)));
@@ -62,6 +66,7 @@ impl MlpSpec {
         Ok(())
     }
 
+    /// `(inputs, outputs)` of each layer of an MLP with `out` outputs.
     pub fn layer_sizes(&self, out: usize) -> Vec<(usize, usize)> {
         let mut dims = vec![self.obs_dim];
         dims.extend(&self.hidden);
@@ -252,9 +257,13 @@ impl Scratch {
 /// The shared actor-critic: Gaussian policy mean, log std, and value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActorCritic {
+    /// The architecture.
     pub spec: MlpSpec,
+    /// The actor: observation → action mean.
     pub actor: Mlp,
+    /// Log standard deviation of each action component (state-independent).
     pub log_std: Vec<f32>,
+    /// The critic: observation → value.
     pub critic: Mlp,
 }
 
@@ -277,6 +286,7 @@ impl ActorCritic {
         Ok(ActorCritic { spec: spec.clone(), actor, log_std, critic })
     }
 
+    /// The parameters in the flat layout (see the module docs).
     pub fn to_flat(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.spec.n_params());
         self.actor.write_flat(&mut out);
@@ -302,10 +312,12 @@ impl ActorCritic {
         ActorCritic::from_flat(spec, &flat).expect("generated weights match the spec")
     }
 
+    /// The actor's mean action for the normalised observation `obs`, into `out`.
     pub fn mean(&self, obs: &[f32], scratch: &mut Scratch, out: &mut [f32]) {
         self.actor.forward(obs, scratch, out);
     }
 
+    /// The critic's value of the normalised observation `obs`.
     pub fn value(&self, obs: &[f32], scratch: &mut Scratch) -> f32 {
         let mut v = [0.0f32];
         self.critic.forward(obs, scratch, &mut v);

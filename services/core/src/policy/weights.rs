@@ -25,13 +25,17 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use super::{ActorCritic, MlpSpec, ObsNormaliser};
 use crate::error::CoreError;
 
+/// The `format` metadata of a policy file; a file saying otherwise is refused.
 pub const FORMAT: &str = "peergrid-policy-v1";
 
 /// A policy as it travels: network, normaliser and the version that made it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyWeights {
+    /// The actor-critic.
     pub net: ActorCritic,
+    /// The observation normaliser it was trained with.
     pub normaliser: ObsNormaliser,
+    /// The policy version it is.
     pub version: u64,
 }
 
