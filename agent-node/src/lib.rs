@@ -4,11 +4,11 @@
 //!
 //! The data path, top to bottom:
 //! - [`config`]: the typed configuration (file + env + flags, validated);
-//! - [`session`]: register, join, the slot loop, reconnects ([`session::Node`]);
+//! - `session`: register, join, the slot loop, reconnects (`session::Node`);
 //! - [`grpc`]: the market client, the only file naming generated types;
 //! - [`actors`]: one actor per prosumer, run by a small pool of dedicated threads;
 //! - [`policy`]: the policy each actor runs (baselines or a shared MLP);
-//! - [`metrics`]: Prometheus counters, gauges and histograms.
+//! - `metrics`: Prometheus counters, gauges and histograms.
 //!
 //! Every household's slot is `peergrid_core::household::Household::play`
 //! and every reward `peergrid_core::slot_engine::household_slot`, the very
@@ -21,9 +21,9 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod learning;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod policy;
-pub mod session;
+pub(crate) mod session;
 #[doc(hidden)]
 pub mod testing;
 

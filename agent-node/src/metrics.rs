@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 #[derive(Clone, Debug)]
-pub struct AgentMetrics {
+pub(crate) struct AgentMetrics {
     /// Slots whose batch was sent.
     pub slots_played: Counter,
     /// Slots whose settlements reached the actors.
@@ -37,7 +37,7 @@ pub struct AgentMetrics {
 }
 
 impl AgentMetrics {
-    pub fn register(m: &mut Metrics) -> AgentMetrics {
+    pub(crate) fn register(m: &mut Metrics) -> AgentMetrics {
         let mean_reward = Gauge::<f64, AtomicU64>::default();
         m.registry_mut().register(
             "agent_mean_reward",

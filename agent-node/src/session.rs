@@ -87,7 +87,7 @@ struct Hosted {
     prosumers: ActorPool,
 }
 
-pub struct Node {
+pub(crate) struct Node {
     cfg: AgentConfig,
     ds: Arc<Dataset>,
     policy: PolicySource,
@@ -192,7 +192,7 @@ fn resume_refused(code: tonic::Code) -> bool {
 }
 
 impl Node {
-    pub fn new(cfg: AgentConfig, ds: Arc<Dataset>, policy: PolicySource, metrics: AgentMetrics) -> Node {
+    pub(crate) fn new(cfg: AgentConfig, ds: Arc<Dataset>, policy: PolicySource, metrics: AgentMetrics) -> Node {
         let saved = cfg.state_dir.as_deref().and_then(load_session);
         if let Some(r) = &saved {
             info!(session_id = %r.session_id, first_prosumer_id = r.first_prosumer_id, "resuming the saved session");
@@ -213,7 +213,7 @@ impl Node {
     }
 
     /// Learn from the trainer: `learning` must have given the policy source.
-    pub fn with_learning(mut self, learning: Learning) -> Node {
+    pub(crate) fn with_learning(mut self, learning: Learning) -> Node {
         self.learning = Some(learning);
         self
     }
@@ -221,7 +221,7 @@ impl Node {
     /// Serves the market until shutdown, until the market ends the stream,
     /// or until a failure that retrying cannot fix; then settles what is
     /// pending and returns the report.
-    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<AgentReport, AgentError> {
+    pub(crate) async fn run(mut self, mut shutdown: Shutdown) -> Result<AgentReport, AgentError> {
         let r = &self.cfg.reconnect;
         let jitter_seed = peergrid_core::rng::derive_seed(self.cfg.community.seed, &self.cfg.name);
         let mut backoff =

@@ -45,9 +45,9 @@ use crate::state::{HoldOutcome, MarketState, NodeKey, ProsumerInfo, RegisterRequ
 const LEASE_TICK: Duration = Duration::from_millis(250);
 
 /// Messages queued per node before the clock gives up on it.
-pub const NODE_QUEUE: usize = 16;
+pub(crate) const NODE_QUEUE: usize = 16;
 /// Summaries a watcher may fall behind before it skips some.
-pub const WATCH_BUFFER: usize = 256;
+pub(crate) const WATCH_BUFFER: usize = 256;
 const COMMAND_QUEUE: usize = 1024;
 
 /// What one node is told, in order: the clock's slot messages, and the
@@ -258,7 +258,7 @@ struct Clock {
 
 /// Starts the clock task. It ends after `shutdown` fires and the open slot
 /// (if any) has cleared.
-pub fn spawn_clock(state: MarketState, metrics: MarketMetrics, shutdown: Shutdown) -> (ClockHandle, JoinHandle<()>) {
+pub(crate) fn spawn_clock(state: MarketState, metrics: MarketMetrics, shutdown: Shutdown) -> (ClockHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (open_tx, open) = watch::channel(None);
     let (events, _) = broadcast::channel(WATCH_BUFFER);

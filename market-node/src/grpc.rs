@@ -7,7 +7,7 @@
 //! validates and names the failing field), asks the clock, and converts the
 //! answer back. Every error leaves as a `WireError` → `Status`, counted in
 //! the `rejected` metric by reason; the market's own refusals
-//! ([`MarketError`]) become wire errors here, in one `From` impl.
+//! (`MarketError`) become wire errors here, in one `From` impl.
 //!
 //! A session is a bidi stream: the node's first message is `Join` (with the
 //! session's secret), then one `OrderBatch` per slot, preceded by a `Hold`

@@ -7,22 +7,24 @@
 //!
 //! Modules, top to bottom: [`config`] (flags, file, env; validated),
 //! [`grpc`] (the only file naming generated types: auth, wire ⇄ domain,
-//! services), [`clock`] (the task owning the state; fast and real-time
-//! pacing), [`state`] (pure membership, rounds, clearing, KPIs, balances),
-//! [`scenario`] (operator events), [`error`] (the state's refusals, mapped
-//! to the wire once in `grpc`), [`metrics`] (Prometheus). TLS, tokens
+//! services), `clock` (the task owning the state; fast and real-time
+//! pacing), `state` (pure membership, rounds, clearing, KPIs, balances),
+//! `scenario` (operator events), `error` (the state's refusals, mapped
+//! to the wire once in `grpc`), `metrics` (Prometheus). TLS, tokens
 //! and dialling come from `peergrid_runtime`, as in every node.
 //!
 //! [`start`] runs everything in-process on the configured (or ephemeral)
 //! ports and returns a [`MarketHandle`]; `main.rs` is a thin wrapper.
 
-pub mod clock;
+// Public: what the binary, the CLI and the end-to-end tests use. The rest
+// is this crate's own (`unreachable_pub` keeps it so).
+pub(crate) mod clock;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod grpc;
-pub mod metrics;
-pub mod scenario;
-pub mod state;
+pub(crate) mod metrics;
+pub(crate) mod scenario;
+pub(crate) mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use peergrid_core::data::Dataset;
 use peergrid_runtime::{serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown};
 use tokio::task::JoinHandle;
 
-pub use clock::ClockHandle;
+use clock::ClockHandle;
 pub use config::{ClockMode, MarketConfig, MarketSettings};
 
 use crate::metrics::MarketMetrics;

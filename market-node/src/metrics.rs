@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tonic::Code;
 
 /// Label set of a rejection: `reason` is the gRPC code in snake case.
-pub type ReasonLabel = [(&'static str, &'static str); 1];
+pub(crate) type ReasonLabel = [(&'static str, &'static str); 1];
 
 #[derive(Clone, Debug)]
 pub struct MarketMetrics {
@@ -46,7 +46,7 @@ pub struct MarketMetrics {
 }
 
 /// Label set of a refused batch: `reason` is "late", "invalid", ...
-pub type RefusalLabel = [(&'static str, &'static str); 1];
+pub(crate) type RefusalLabel = [(&'static str, &'static str); 1];
 
 impl MarketMetrics {
     pub fn register(metrics: &mut Metrics) -> MarketMetrics {

@@ -17,17 +17,17 @@ use peergrid_proto::convert::slot::MAX_SCALE;
 use crate::error::MarketError;
 
 /// Longest duration of a timed effect, slots.
-pub const MAX_EFFECT_SLOTS: u32 = 100_000;
+pub(crate) const MAX_EFFECT_SLOTS: u32 = 100_000;
 /// Most events one scenario may schedule.
-pub const MAX_SCENARIO_EVENTS: usize = 10_000;
+pub(crate) const MAX_SCENARIO_EVENTS: usize = 10_000;
 /// Largest scenario document, bytes.
-pub const MAX_SCENARIO_BYTES: usize = 1 << 20;
+pub(crate) const MAX_SCENARIO_BYTES: usize = 1 << 20;
 /// Highest tariff price an override may set, currency/kWh (the wire bound).
-pub const MAX_PRICE_PER_KWH: f64 = 100.0;
+pub(crate) const MAX_PRICE_PER_KWH: f64 = 100.0;
 /// Most events in force, injected or scheduled at once: every effect in
 /// force travels in each `SlotOpen`, so their number is bounded like the
 /// adjustments a node accepts (`peergrid_proto::convert::slot::MAX_ADJUSTMENTS`).
-pub const MAX_LIVE_EVENTS: usize = peergrid_proto::convert::slot::MAX_ADJUSTMENTS;
+pub(crate) const MAX_LIVE_EVENTS: usize = peergrid_proto::convert::slot::MAX_ADJUSTMENTS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,7 +159,7 @@ impl ScenarioEvent {
 
 /// An event of a scenario file, applied when slot `at_slot` opens.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TimedEvent {
+pub(crate) struct TimedEvent {
     pub at_slot: u64,
     pub event: ScenarioEvent,
 }
@@ -183,7 +183,7 @@ struct RawTimedEvent {
 /// Parses and validates a whole scenario; `next_slot` is the first slot an
 /// event may still target. Nothing is applied here: on any error the caller
 /// changes nothing.
-pub fn parse_scenario(json: &str, next_slot: u64) -> Result<Vec<TimedEvent>, MarketError> {
+pub(crate) fn parse_scenario(json: &str, next_slot: u64) -> Result<Vec<TimedEvent>, MarketError> {
     if json.len() > MAX_SCENARIO_BYTES {
         return Err(MarketError::exhausted(
             "scenario_json",
@@ -235,13 +235,13 @@ enum Effect {
 
 /// The effects in force and how many more slots each lasts.
 #[derive(Clone, Debug, Default)]
-pub struct Effects {
+pub(crate) struct Effects {
     active: Vec<(Effect, u32)>,
 }
 
 impl Effects {
     /// Starts a timed effect (feeder changes are not timed: the state applies them).
-    pub fn start(&mut self, event: &ScenarioEvent) {
+    pub(crate) fn start(&mut self, event: &ScenarioEvent) {
         let effect = match *event {
             ScenarioEvent::Scale(s) => (
                 Effect::Adjust(Adjustment {
@@ -270,16 +270,12 @@ impl Effects {
     }
 
     /// Effects in force.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.active.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
-    }
-
     /// The adjustments of the slot being opened, in the order they started.
-    pub fn adjustments(&self) -> Vec<Adjustment> {
+    pub(crate) fn adjustments(&self) -> Vec<Adjustment> {
         self.active
             .iter()
             .filter_map(|(e, _)| match e {
@@ -290,7 +286,7 @@ impl Effects {
     }
 
     /// The latest tariff override in force: (retail, feed-in) per kWh.
-    pub fn tariff(&self) -> Option<(f64, f64)> {
+    pub(crate) fn tariff(&self) -> Option<(f64, f64)> {
         self.active.iter().rev().find_map(|(e, _)| match e {
             Effect::Tariff { retail_per_kwh, feed_in_per_kwh } => Some((*retail_per_kwh, *feed_in_per_kwh)),
             Effect::Adjust(_) => None,
@@ -298,7 +294,7 @@ impl Effects {
     }
 
     /// One slot has used the effects: count them down, drop the expired ones.
-    pub fn consume_slot(&mut self) {
+    pub(crate) fn consume_slot(&mut self) {
         for (_, left) in self.active.iter_mut() {
             *left -= 1;
         }

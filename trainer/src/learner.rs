@@ -145,7 +145,7 @@ pub struct Published {
 /// in a row; after that the learner waits for new experience (nodes then
 /// act on at their `learner_wait_ms`) instead of spinning on data that
 /// diverges every time.
-pub const MAX_REPUBLISH: u32 = 3;
+pub(crate) const MAX_REPUBLISH: u32 = 3;
 
 /// One update's record: the learning curve.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,7 +220,7 @@ enum Command {
 
 /// Where the learner writes.
 #[derive(Clone, Debug, Default)]
-pub struct Outputs {
+pub(crate) struct Outputs {
     pub checkpoint_dir: Option<PathBuf>,
     pub tensorboard_dir: Option<PathBuf>,
 }
@@ -389,7 +389,7 @@ struct Learner {
 /// Starts the learner thread: from the latest checkpoint in
 /// `outputs.checkpoint_dir` when `resume` (same version numbers), else
 /// fresh at version 1.
-pub fn spawn(
+pub(crate) fn spawn(
     ppo_config: PpoConfig,
     settings: LearnerSettings,
     outputs: Outputs,

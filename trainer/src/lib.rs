@@ -1,7 +1,7 @@
 //! peergrid trainer: the central PPO learner.
 //!
 //! Agent-nodes stream experience batches in (`PushExperience`); the learner
-//! thread ([`learner`]) runs PPO updates on tch ([`ppo`]) and publishes each
+//! thread (`learner`) runs PPO updates on tch (`ppo`) and publishes each
 //! new policy version, which every node receives on its `SubscribePolicy`
 //! stream as one safetensors blob. Checkpoints ([`checkpoint`]) and
 //! TensorBoard event files go under the run directory.
@@ -10,15 +10,17 @@
 //! leaves it (weights cross as bytes in the pure-Rust format of
 //! `peergrid_core::policy::weights`).
 
+// Public: what the binary, the CLI and the end-to-end tests use; the
+// learner's, PPO's and the error's public types are re-exported below.
 pub mod checkpoint;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod grpc;
 #[cfg(test)]
 mod hardening_tests;
-pub mod learner;
-pub mod metrics;
-pub mod ppo;
+pub(crate) mod learner;
+pub(crate) mod metrics;
+pub(crate) mod ppo;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

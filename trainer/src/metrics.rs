@@ -34,7 +34,7 @@ pub struct TrainerMetrics {
 }
 
 /// Labels of [`TrainerMetrics::rollouts`].
-pub type RolloutLabel = [(&'static str, String); 2];
+pub(crate) type RolloutLabel = [(&'static str, String); 2];
 
 impl TrainerMetrics {
     pub fn register(metrics: &mut Metrics) -> TrainerMetrics {

@@ -236,13 +236,13 @@ pub struct UpdateStats {
 
 /// An update ended early because its stop flag was set (a shutdown).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Interrupted {
+pub(crate) struct Interrupted {
     /// Gradient steps taken before it stopped.
     pub gradient_steps: usize,
 }
 
 /// The learner: parameters, Adam moments and the shuffling generator.
-pub struct Ppo {
+pub(crate) struct Ppo {
     pub config: PpoConfig,
     spec: MlpSpec,
     /// Flat-layout order: actor layers (w, b)…, log_std, critic layers (w, b)….
@@ -281,7 +281,7 @@ impl Ppo {
     /// pure-Rust generator, the actor's mean head scaled by 0.01 (actions
     /// start near 0, as CleanRL's orthogonal init with gain 0.01 intends),
     /// log std at `init_log_std`.
-    pub fn new(config: PpoConfig, device: Device) -> Result<Ppo, TrainerError> {
+    pub(crate) fn new(config: PpoConfig, device: Device) -> Result<Ppo, TrainerError> {
         config.validate()?;
         let spec = config.spec();
         let mut flat = ActorCritic::random(&spec, peergrid_core::rng::derive_seed(config.seed, "ppo-init")).to_flat();
@@ -296,7 +296,7 @@ impl Ppo {
     }
 
     /// A learner with the given flat parameters and zero Adam moments.
-    pub fn from_flat(config: PpoConfig, flat: &[f32], device: Device) -> Result<Ppo, TrainerError> {
+    pub(crate) fn from_flat(config: PpoConfig, flat: &[f32], device: Device) -> Result<Ppo, TrainerError> {
         config.validate()?;
         let spec = config.spec();
         ActorCritic::from_flat(&spec, flat)?;
@@ -315,31 +315,27 @@ impl Ppo {
         Ok(Ppo { config, spec, params, adam_m, adam_v, adam_step: 0, rng, device })
     }
 
-    pub fn spec(&self) -> &MlpSpec {
-        &self.spec
-    }
-
     /// The parameters in the flat layout.
-    pub fn to_flat(&self) -> Vec<f32> {
+    pub(crate) fn to_flat(&self) -> Vec<f32> {
         self.params.iter().flat_map(tensor_to_vec).collect()
     }
 
     /// The network as the pure-Rust forward pass sees it. An error (never a
     /// panic) when a parameter is not finite: the caller decides what to do
     /// with an update that diverged.
-    pub fn actor_critic(&self) -> Result<ActorCritic, TrainerError> {
+    pub(crate) fn actor_critic(&self) -> Result<ActorCritic, TrainerError> {
         Ok(ActorCritic::from_flat(&self.spec, &self.to_flat())?)
     }
 
     /// Everything an update changes (parameters, Adam state, the shuffling
     /// generator), to put back with [`restore`](Self::restore) when the
     /// update turns out to be unusable.
-    pub fn snapshot(&self) -> PpoSnapshot {
+    pub(crate) fn snapshot(&self) -> PpoSnapshot {
         PpoSnapshot { params: self.to_flat(), optimiser: self.optimiser_state() }
     }
 
     /// Puts back what [`snapshot`](Self::snapshot) took.
-    pub fn restore(&mut self, s: &PpoSnapshot) -> Result<(), TrainerError> {
+    pub(crate) fn restore(&mut self, s: &PpoSnapshot) -> Result<(), TrainerError> {
         let mut pos = 0;
         tch::no_grad(|| {
             for p in self.params.iter_mut() {
@@ -353,13 +349,13 @@ impl Ppo {
     }
 
     /// Whether every parameter and Adam moment is finite.
-    pub fn is_finite(&self) -> bool {
+    pub(crate) fn is_finite(&self) -> bool {
         let finite = |ts: &[Tensor]| ts.iter().all(|t| tensor_to_vec(t).iter().all(|x| x.is_finite()));
         finite(&self.params) && finite(&self.adam_m) && finite(&self.adam_v)
     }
 
     /// Adam state and the shuffling generator, for checkpoints.
-    pub fn optimiser_state(&self) -> OptimiserState {
+    pub(crate) fn optimiser_state(&self) -> OptimiserState {
         OptimiserState {
             m: self.adam_m.iter().flat_map(tensor_to_vec).collect(),
             v: self.adam_v.iter().flat_map(tensor_to_vec).collect(),
@@ -369,7 +365,7 @@ impl Ppo {
     }
 
     /// Restores what [`optimiser_state`](Self::optimiser_state) saved.
-    pub fn restore_optimiser(&mut self, s: &OptimiserState) -> Result<(), TrainerError> {
+    pub(crate) fn restore_optimiser(&mut self, s: &OptimiserState) -> Result<(), TrainerError> {
         let n = self.spec.n_params();
         if s.m.len() != n || s.v.len() != n || s.step < 0 {
             return Err(TrainerError::Checkpoint(format!(
@@ -408,7 +404,7 @@ impl Ppo {
 
     /// Batched forward pass on normalised observations `[n, obs_dim]`:
     /// (action means `[n, act_dim]`, values `[n]`).
-    pub fn forward(&self, obs: &Tensor) -> (Tensor, Tensor) {
+    pub(crate) fn forward(&self, obs: &Tensor) -> (Tensor, Tensor) {
         let n_layers = self.spec.hidden.len() + 1;
         let mean = Self::mlp(obs, &self.layers(0, n_layers));
         let critic_first = 2 * n_layers + 1;
@@ -432,26 +428,13 @@ impl Ppo {
     }
 
     /// One PPO update on `rollouts`, each normalised with the observation
-    /// normaliser of the version that produced it (`normaliser_of`).
-    /// `update_index` (0-based) drives learning-rate annealing.
-    pub fn update<'a>(
-        &mut self,
-        rollouts: &[Rollout],
-        normaliser_of: impl Fn(u64) -> &'a ObsNormaliser,
-        update_index: u64,
-    ) -> UpdateStats {
-        let never = AtomicBool::new(false);
-        match self.update_unless(rollouts, normaliser_of, update_index, &never) {
-            Ok(stats) => stats,
-            Err(Interrupted { .. }) => unreachable!("nothing sets the flag"),
-        }
-    }
-
-    /// [`Ppo::update`], checking `stop` before every gradient step: once it
-    /// is set the update ends early with [`Interrupted`], leaving the
-    /// parameters part-way (the caller restores its snapshot). Bounds a
-    /// shutdown by one minibatch step instead of a whole update.
-    pub fn update_unless<'a>(
+    /// normaliser of the version that produced it (`normaliser_of`);
+    /// `update_index` (0-based) drives learning-rate annealing. `stop` is
+    /// checked before every gradient step: once it is set the update ends
+    /// early with [`Interrupted`], leaving the parameters part-way (the
+    /// caller restores its snapshot). Bounds a shutdown by one minibatch
+    /// step instead of a whole update.
+    pub(crate) fn update_unless<'a>(
         &mut self,
         rollouts: &[Rollout],
         normaliser_of: impl Fn(u64) -> &'a ObsNormaliser,
@@ -578,7 +561,7 @@ impl Ppo {
 }
 
 /// 1 − Var(returns − values) / Var(returns); NaN when returns are constant.
-pub fn explained_variance(values: &[f32], returns: &[f32]) -> f64 {
+pub(crate) fn explained_variance(values: &[f32], returns: &[f32]) -> f64 {
     let var = |x: &mut dyn Iterator<Item = f64>| {
         let v: Vec<f64> = x.collect();
         let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -593,7 +576,7 @@ pub fn explained_variance(values: &[f32], returns: &[f32]) -> f64 {
 
 /// What [`Ppo::snapshot`] saves: the flat parameters and the optimiser.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PpoSnapshot {
+pub(crate) struct PpoSnapshot {
     params: Vec<f32>,
     optimiser: OptimiserState,
 }

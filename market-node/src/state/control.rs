@@ -17,7 +17,7 @@ use crate::error::MarketError;
 use crate::scenario::{parse_scenario, Effects, FeederLimit, ScenarioEvent, TimedEvent, MAX_LIVE_EVENTS};
 
 /// Most slots one `Step` may clear.
-pub const MAX_STEP: u32 = 100_000;
+pub(crate) const MAX_STEP: u32 = 100_000;
 
 /// Run control and the scenario.
 #[derive(Clone, Debug)]

@@ -53,7 +53,7 @@ pub struct SlotSummary {
 }
 
 #[derive(Clone, Debug)]
-pub struct ClearOutcome {
+pub(crate) struct ClearOutcome {
     pub summary: SlotSummary,
     pub orders: u64,
     /// One entry per connected node that was expected or reported.

@@ -27,11 +27,11 @@ use crate::config::MarketSettings;
 use crate::error::MarketError;
 
 /// Most prosumers one node may host.
-pub const MAX_NODE_PROSUMERS: u32 = 100_000;
+pub(crate) const MAX_NODE_PROSUMERS: u32 = 100_000;
 /// Most prosumers a market hosts in total.
-pub const MAX_PROSUMERS: u32 = 10_000_000;
+pub(crate) const MAX_PROSUMERS: u32 = 10_000_000;
 /// Node names follow the one rule (`peergrid_core::node_name`).
-pub fn check_node_name(name: &str) -> Result<(), MarketError> {
+pub(crate) fn check_node_name(name: &str) -> Result<(), MarketError> {
     peergrid_core::node_name::check_node_name(name, "node_name").map_err(|e| match e {
         peergrid_core::CoreError::InvalidField { field, reason } => MarketError::invalid(field, reason),
         other => MarketError::invalid("node_name", other.to_string()),
@@ -355,11 +355,6 @@ impl Membership {
             expired.push((index, Expired { name: n.name, first: n.first, count: n.count, never_joined: !n.joined }));
         }
         expired
-    }
-
-    /// When the next lease may expire (clock ms), if any is running down.
-    pub(super) fn next_lease_expiry(&self) -> Option<u64> {
-        self.nodes.values().filter_map(|n| n.idle_since_ms.map(|t| t + self.allowance_ms(n) + 1)).min()
     }
 
     /// The node at `index`, if its lease is live.

@@ -32,17 +32,14 @@ use std::sync::Arc;
 
 use peergrid_core::data::Dataset;
 use peergrid_core::household::HouseholdReport;
-use peergrid_core::market::PriceBounds;
 use peergrid_core::observation::OpenSlot;
 use peergrid_core::physics::Envelope;
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::simulation::{slot_context, SimConfig};
 use peergrid_core::units::ProsumerId;
 
-pub use control::MAX_STEP;
-pub use ledger::{ClearOutcome, SlotSummary, StatusSnapshot};
-pub use membership::{check_node_name, MAX_NODE_PROSUMERS, MAX_PROSUMERS};
-pub use round::{check_open_slot, HoldOutcome};
+pub(crate) use ledger::{ClearOutcome, SlotSummary, StatusSnapshot};
+pub(crate) use round::{check_open_slot, HoldOutcome};
 
 use crate::config::{ClockMode, ConfigError, MarketSettings};
 use crate::error::MarketError;
@@ -64,7 +61,7 @@ pub struct NodeKey {
 
 /// A node's `Register`, as the market reads it.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RegisterRequest<'a> {
+pub(crate) struct RegisterRequest<'a> {
     pub name: &'a str,
     pub prosumer_count: u32,
     /// Empty for a new node.
@@ -84,7 +81,7 @@ pub struct ProsumerInfo {
 
 /// Why a lease ended.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Expired {
+pub(crate) struct Expired {
     pub name: String,
     pub first: ProsumerId,
     pub count: u32,
@@ -121,7 +118,7 @@ impl std::fmt::Debug for Registration {
 
 /// The market's state: the parts, and the dataset and simulation
 /// settings every slot is built from.
-pub struct MarketState {
+pub(crate) struct MarketState {
     ds: Arc<Dataset>,
     sim: SimConfig,
     members: Membership,
@@ -132,7 +129,7 @@ pub struct MarketState {
 
 impl MarketState {
     /// `session_seed` makes session ids unpredictable across runs.
-    pub fn new(
+    pub(crate) fn new(
         ds: Arc<Dataset>,
         sim: SimConfig,
         settings: &MarketSettings,
@@ -153,7 +150,12 @@ impl MarketState {
     /// Assigns a new node a free contiguous id range (first fit over the
     /// live leases), or gives a resuming node its range back. `secret` is a
     /// fresh unguessable value the caller drew; a new registration keeps it.
-    pub fn register(&mut self, request: RegisterRequest<'_>, secret: String, now_ms: u64) -> Result<Registration, MarketError> {
+    pub(crate) fn register(
+        &mut self,
+        request: RegisterRequest<'_>,
+        secret: String,
+        now_ms: u64,
+    ) -> Result<Registration, MarketError> {
         let node = self.members.register(request, secret, now_ms)?;
         let (session_id, secret, first, count) = node.session();
         Ok(Registration {
@@ -173,7 +175,7 @@ impl MarketState {
     /// the previous connection, which needs the session's secret). The
     /// first join adds its storage to the KPIs; a node joining mid-slot is
     /// waited for in the open round.
-    pub fn join(
+    pub(crate) fn join(
         &mut self,
         session_id: &str,
         secret: &str,
@@ -193,7 +195,7 @@ impl MarketState {
 
     /// The connection `key` ended; a newer connection of the node is
     /// unaffected. The node's lease starts to run down.
-    pub fn disconnect(&mut self, key: NodeKey, now_ms: u64) -> bool {
+    pub(crate) fn disconnect(&mut self, key: NodeKey, now_ms: u64) -> bool {
         let current = self.members.disconnect(key, now_ms);
         if current {
             self.rounds.node_left(key.index);
@@ -204,7 +206,7 @@ impl MarketState {
     /// Ends the leases that ran out by `now_ms`: registrations that never
     /// joined within `join_timeout_ms`, and nodes without a stream for
     /// `lease_grace_ms`. Their households leave the community.
-    pub fn expire_leases(&mut self, now_ms: u64) -> Vec<Expired> {
+    pub(crate) fn expire_leases(&mut self, now_ms: u64) -> Vec<Expired> {
         let mut expired = Vec::new();
         for (index, e) in self.members.expire(now_ms) {
             self.rounds.node_expired(index);
@@ -213,69 +215,66 @@ impl MarketState {
         expired
     }
 
-    /// When the next lease may expire (clock ms), if any is running down.
-    pub fn next_lease_expiry(&self) -> Option<u64> {
-        self.members.next_lease_expiry()
-    }
-
-    pub fn connected_nodes(&self) -> impl Iterator<Item = NodeKey> + '_ {
+    pub(crate) fn connected_nodes(&self) -> impl Iterator<Item = NodeKey> + '_ {
         self.members.connected_nodes()
     }
 
-    pub fn connected_prosumers(&self) -> u64 {
+    pub(crate) fn connected_prosumers(&self) -> u64 {
         self.members.connected_prosumers()
     }
 
     /// Prosumers of joined nodes that are within their lease but without a stream.
-    pub fn absent_prosumers(&self) -> u64 {
+    pub(crate) fn absent_prosumers(&self) -> u64 {
         self.members.absent_prosumers()
     }
 
-    pub fn node_name(&self, index: usize) -> &str {
+    pub(crate) fn node_name(&self, index: usize) -> &str {
         self.members.node_name(index)
     }
 
     // ----- the clock's questions -------------------------------------------
 
-    pub fn mode(&self) -> ClockMode {
+    pub(crate) fn mode(&self) -> ClockMode {
         self.control.mode()
     }
 
-    pub fn deadline_ms(&self) -> u64 {
+    pub(crate) fn deadline_ms(&self) -> u64 {
         self.control.deadline_ms()
     }
 
-    pub fn slot_period_ms(&self) -> u64 {
+    pub(crate) fn slot_period_ms(&self) -> u64 {
         self.control.slot_period_ms()
     }
 
     /// The next slot to open (cheap: the clock asks after every command).
-    pub fn next_slot(&self) -> u64 {
+    pub(crate) fn next_slot(&self) -> u64 {
         self.rounds.next_slot()
     }
 
-    pub fn open_slot(&self) -> Option<&Arc<OpenSlot>> {
+    pub(crate) fn open_slot(&self) -> Option<&Arc<OpenSlot>> {
         self.rounds.open_slot()
     }
 
-    /// The open slot and the price bounds its orders must respect.
-    pub fn open_bounds(&self) -> Option<(u64, PriceBounds)> {
+    /// The open slot and the price bounds its orders must respect (the
+    /// clock publishes its own copy to the edge; the tests ask the state).
+    #[cfg(test)]
+    pub(crate) fn open_bounds(&self) -> Option<(u64, peergrid_core::market::PriceBounds)> {
         self.rounds.open_bounds()
     }
 
     /// Whether the run has reached `max_slots`.
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.control.finished(self.rounds.next_slot())
     }
 
     /// Whether a new slot may open now (no round open, started, not paused
     /// or stepping, below `max_slots`; fast mode also needs a connected node).
-    pub fn may_open(&self) -> bool {
+    pub(crate) fn may_open(&self) -> bool {
         !self.rounds.is_open() && self.control.may_open(self.rounds.next_slot(), self.members.connected_prosumers())
     }
 
     /// Fast mode: every node waited for has sent its batch.
-    pub fn round_ready(&self) -> bool {
+    pub(crate) fn round_ready(&self) -> bool {
         self.rounds.ready()
     }
 
@@ -283,7 +282,7 @@ impl MarketState {
 
     /// Opens the next slot: applies due scenario events, builds its context
     /// and adjustments, and fixes which nodes are expected.
-    pub fn open(&mut self, now_ms: u64, deadline_unix_ms: i64) -> Arc<OpenSlot> {
+    pub(crate) fn open(&mut self, now_ms: u64, deadline_unix_ms: i64) -> Arc<OpenSlot> {
         assert!(!self.rounds.is_open(), "a slot is already open");
         let slot = self.rounds.next_slot();
         for feeder in self.control.start_due_events(slot) {
@@ -303,31 +302,38 @@ impl MarketState {
     /// error nothing is stored. Reports must already be wire-validated
     /// (finite, in bounds, order consistent with the position; at most the
     /// batch limit of them, which the edge checks before decoding).
-    pub fn submit(&mut self, key: NodeKey, slot: u64, reports: Vec<HouseholdReport>, now_ms: u64) -> Result<usize, MarketError> {
+    pub(crate) fn submit(
+        &mut self,
+        key: NodeKey,
+        slot: u64,
+        reports: Vec<HouseholdReport>,
+        now_ms: u64,
+    ) -> Result<usize, MarketError> {
         self.rounds.submit(&mut self.members, key, slot, reports, now_ms)
     }
 
     /// A node asks the market to hold the open slot for it (it waits for the
     /// next policy version). Fast mode holds the slot at most `max_hold_ms`
     /// after it opened; real-time mode keeps wall-clock time and only counts it.
-    pub fn hold(&mut self, key: NodeKey, slot: u64, now_ms: u64) -> Result<HoldOutcome, MarketError> {
+    pub(crate) fn hold(&mut self, key: NodeKey, slot: u64, now_ms: u64) -> Result<HoldOutcome, MarketError> {
         self.rounds.hold(&mut self.members, self.control.mode(), key, slot, now_ms)
     }
 
     /// Slots held so far, and holds cut short at `max_hold_ms`.
-    pub fn hold_counters(&self) -> (u64, u64) {
+    pub(crate) fn hold_counters(&self) -> (u64, u64) {
         self.rounds.hold_counters()
     }
 
     /// Whether nodes hold the open slot (in fast mode its deadline then
-    /// extends to `max_hold_ms` after the opening).
-    pub fn held(&self) -> bool {
+    /// extends to `max_hold_ms` after the opening). For the tests.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> bool {
         self.rounds.held()
     }
 
     /// Clears the open slot over every report received, settles, records
     /// KPIs and balances, and says what each node must be told.
-    pub fn clear(&mut self) -> ClearOutcome {
+    pub(crate) fn clear(&mut self) -> ClearOutcome {
         let round = self.rounds.take().expect("clear needs an open slot");
         let (outcome, holds_cut_short) = self.ledger.clear(&round, &mut self.members, &self.sim.reward);
         self.rounds.count_holds_cut_short(holds_cut_short);
@@ -336,35 +342,35 @@ impl MarketState {
 
     // ----- control ----------------------------------------------------------
 
-    pub fn start(&mut self) -> String {
+    pub(crate) fn start(&mut self) -> String {
         self.control.start(self.rounds.next_slot())
     }
 
-    pub fn pause(&mut self) -> String {
+    pub(crate) fn pause(&mut self) -> String {
         self.control.pause(self.rounds.next_slot())
     }
 
-    pub fn resume(&mut self) -> String {
+    pub(crate) fn resume(&mut self) -> String {
         self.control.resume(self.rounds.next_slot())
     }
 
     /// Opens exactly `count` more slots, then pauses.
-    pub fn step(&mut self, count: u32) -> Result<String, MarketError> {
+    pub(crate) fn step(&mut self, count: u32) -> Result<String, MarketError> {
         self.control.step(count, self.rounds.next_slot())
     }
 
     /// Changes the clock mode; a 0 period or deadline keeps the current one.
-    pub fn set_mode(&mut self, mode: ClockMode, slot_period_ms: u64, deadline_ms: u64) -> Result<String, MarketError> {
+    pub(crate) fn set_mode(&mut self, mode: ClockMode, slot_period_ms: u64, deadline_ms: u64) -> Result<String, MarketError> {
         self.control.set_mode(mode, slot_period_ms, deadline_ms)
     }
 
     /// Validates a whole scenario, then schedules all of its events.
-    pub fn load_scenario(&mut self, json: &str) -> Result<String, MarketError> {
+    pub(crate) fn load_scenario(&mut self, json: &str) -> Result<String, MarketError> {
         self.control.load_scenario(json, self.rounds.next_slot())
     }
 
     /// Validates one event and applies it from the next slot opened.
-    pub fn inject(&mut self, event: ScenarioEvent) -> Result<String, MarketError> {
+    pub(crate) fn inject(&mut self, event: ScenarioEvent) -> Result<String, MarketError> {
         self.control.inject(event, self.rounds.next_slot())
     }
 
@@ -372,7 +378,7 @@ impl MarketState {
 
     /// Run status and the KPIs so far (finishing the KPIs costs a pass over
     /// every household: the clock's own questions use the accessors above).
-    pub fn status(&self) -> StatusSnapshot {
+    pub(crate) fn status(&self) -> StatusSnapshot {
         let (holds, holds_expired) = self.rounds.hold_counters();
         let (missing_reports, absent_reports) = self.ledger.report_counters();
         StatusSnapshot {

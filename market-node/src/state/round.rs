@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use peergrid_core::data::Dataset;
 use peergrid_core::household::{conditions_for, HouseholdReport};
-use peergrid_core::market::PriceBounds;
 use peergrid_core::observation::OpenSlot;
 use peergrid_core::physics::SlotLimits;
 use peergrid_core::slot_engine::SlotEngine;
@@ -44,7 +43,7 @@ pub enum HoldOutcome {
 /// to the slot it last saw open, to pick the price bounds it decodes a
 /// batch with; the state applies it again to its round, which may have
 /// moved on since.
-pub fn check_open_slot(open: Option<u64>, slot: u64, what: &str) -> Result<(), MarketError> {
+pub(crate) fn check_open_slot(open: Option<u64>, slot: u64, what: &str) -> Result<(), MarketError> {
     match open {
         None => Err(MarketError::precondition("slot", format!("no slot is open, got {what} for slot {slot}"))),
         Some(open) if open != slot => {
@@ -179,7 +178,8 @@ impl Rounds {
     }
 
     /// The open slot and the price bounds its orders must respect.
-    pub(super) fn open_bounds(&self) -> Option<(u64, PriceBounds)> {
+    #[cfg(test)]
+    pub(super) fn open_bounds(&self) -> Option<(u64, peergrid_core::market::PriceBounds)> {
         self.open.as_ref().map(|r| (r.open.slot, r.open.ctx.tariff.bounds()))
     }
 
@@ -239,6 +239,7 @@ impl Rounds {
     }
 
     /// Whether nodes hold the open slot.
+    #[cfg(test)]
     pub(super) fn held(&self) -> bool {
         self.open.as_ref().is_some_and(|r| !r.held.is_empty())
     }

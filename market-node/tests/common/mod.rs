@@ -26,39 +26,39 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
-pub const AGENT: &str = "agent-token-for-tests-0123";
-pub const OPERATOR: &str = "operator-token-for-tests-0123";
-pub const SEED: u64 = 7;
+pub(crate) const AGENT: &str = "agent-token-for-tests-0123";
+pub(crate) const OPERATOR: &str = "operator-token-for-tests-0123";
+pub(crate) const SEED: u64 = 7;
 
-pub type Market = MarketServiceClient<InterceptedService<Channel, BearerInterceptor>>;
-pub type Control = ControlServiceClient<InterceptedService<Channel, BearerInterceptor>>;
+pub(crate) type Market = MarketServiceClient<InterceptedService<Channel, BearerInterceptor>>;
+pub(crate) type Control = ControlServiceClient<InterceptedService<Channel, BearerInterceptor>>;
 
-pub fn dataset() -> Arc<Dataset> {
+pub(crate) fn dataset() -> Arc<Dataset> {
     static DS: OnceLock<Arc<Dataset>> = OnceLock::new();
     Arc::clone(DS.get_or_init(|| Arc::new(bundled_citylearn().expect("bundled data"))))
 }
 
-pub fn community(n: usize) -> CommunityConfig {
+pub(crate) fn community(n: usize) -> CommunityConfig {
     CommunityConfig { n_prosumers: n, seed: SEED, ..CommunityConfig::default() }
 }
 
-pub fn tokens() -> Tokens {
+pub(crate) fn tokens() -> Tokens {
     Tokens::new(Some(AGENT.into()), Some(OPERATOR.into())).unwrap()
 }
 
 /// Settings for tests: ephemeral port, long deadlines (tests never depend on timing).
-pub fn settings() -> MarketSettings {
+pub(crate) fn settings() -> MarketSettings {
     MarketSettings { listen: "127.0.0.1:0".parse().unwrap(), deadline_ms: 60_000, start_slot: 4000, ..MarketSettings::default() }
 }
 
-pub struct TestMarket {
+pub(crate) struct TestMarket {
     pub controller: ShutdownController,
     pub handle: Option<MarketHandle>,
     pub channel: Channel,
 }
 
 impl TestMarket {
-    pub async fn start(settings: MarketSettings) -> TestMarket {
+    pub(crate) async fn start(settings: MarketSettings) -> TestMarket {
         let config = MarketConfig::new(settings, SimConfig::default(), tokens()).unwrap();
         let controller = ShutdownController::new();
         let handle = peergrid_market_node::start_with_dataset(config, dataset(), controller.subscribe()).await.unwrap();
@@ -69,20 +69,20 @@ impl TestMarket {
         TestMarket { controller, handle: Some(handle), channel }
     }
 
-    pub fn market(&self, token: &str) -> Market {
+    pub(crate) fn market(&self, token: &str) -> Market {
         MarketServiceClient::with_interceptor(self.channel.clone(), BearerInterceptor::new(token).unwrap())
     }
 
-    pub fn control(&self, token: &str) -> Control {
+    pub(crate) fn control(&self, token: &str) -> Control {
         ControlServiceClient::with_interceptor(self.channel.clone(), BearerInterceptor::new(token).unwrap())
     }
 
-    pub async fn status(&self) -> pb::StatusResponse {
+    pub(crate) async fn status(&self) -> pb::StatusResponse {
         self.market(AGENT).status(pb::StatusRequest {}).await.unwrap().into_inner()
     }
 
     /// Waits (via Watch) until slot `slot` has cleared.
-    pub async fn wait_for_slot(&self, slot: u64) {
+    pub(crate) async fn wait_for_slot(&self, slot: u64) {
         let mut watch = self.market(OPERATOR).watch(pb::WatchRequest {}).await.unwrap().into_inner();
         if self.status().await.kpis.unwrap().slots > slot {
             return;
@@ -97,7 +97,7 @@ impl TestMarket {
         }
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.controller.trigger();
         let handle = self.handle.take().unwrap();
         tokio::time::timeout(Duration::from_secs(60), handle.join()).await.expect("market drains").unwrap();
@@ -105,7 +105,7 @@ impl TestMarket {
 }
 
 /// The households of one node, played with the rule-based policy.
-pub struct Agent {
+pub(crate) struct Agent {
     pub ds: Arc<Dataset>,
     pub specs: Vec<ProsumerSpec>,
     pub households: Option<Vec<Household>>,
@@ -113,18 +113,18 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(first: u32, count: u32, community_size: usize) -> Agent {
+    pub(crate) fn new(first: u32, count: u32, community_size: usize) -> Agent {
         let ds = dataset();
         let specs = generate_range(&ds, &community(community_size), first, count).unwrap();
         Agent { ds, specs, households: None, policy: RuleBased }
     }
 
-    pub fn summaries(&self) -> Vec<pb::ProsumerSummary> {
+    pub(crate) fn summaries(&self) -> Vec<pb::ProsumerSummary> {
         self.specs.iter().map(|s| envelope_to_wire(s.id, &Envelope::of(s))).collect()
     }
 
     /// This node's batch for a slot: every online household plays it.
-    pub fn play(&mut self, open: &pb::SlotOpen) -> pb::OrderBatch {
+    pub(crate) fn play(&mut self, open: &pb::SlotOpen) -> pb::OrderBatch {
         let open = slot_open_from_wire(open).unwrap();
         let specs = &self.specs;
         let households =
@@ -141,7 +141,7 @@ impl Agent {
 }
 
 /// A connected node: its outgoing message queue and its incoming stream.
-pub struct Node {
+pub(crate) struct Node {
     pub first: u32,
     pub count: u32,
     pub session_id: String,
@@ -149,13 +149,13 @@ pub struct Node {
     pub rx: Streaming<pb::MarketMessage>,
 }
 
-pub async fn register(market: &TestMarket, name: &str, count: u32) -> pb::RegisterResponse {
+pub(crate) async fn register(market: &TestMarket, name: &str, count: u32) -> pb::RegisterResponse {
     let request = pb::RegisterRequest { node_name: name.into(), prosumer_count: count, ..Default::default() };
     market.market(AGENT).register(request).await.unwrap().into_inner()
 }
 
 /// Opens a session and joins; returns once the market has accepted the join.
-pub async fn join(market: &TestMarket, session_id: &str, secret: &str, first: u32, agent: &Agent) -> Result<Node, Status> {
+pub(crate) async fn join(market: &TestMarket, session_id: &str, secret: &str, first: u32, agent: &Agent) -> Result<Node, Status> {
     let (tx, rx) = mpsc::channel(16);
     let join = pb::Join { session_id: session_id.into(), prosumers: agent.summaries(), resume_secret: secret.into() };
     tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) }).await.unwrap();
@@ -163,7 +163,7 @@ pub async fn join(market: &TestMarket, session_id: &str, secret: &str, first: u3
     Ok(Node { first, count: agent.specs.len() as u32, session_id: session_id.into(), tx, rx })
 }
 
-pub async fn connect(market: &TestMarket, name: &str, count: u32, community_size: usize) -> (Node, Agent) {
+pub(crate) async fn connect(market: &TestMarket, name: &str, count: u32, community_size: usize) -> (Node, Agent) {
     let reg = register(market, name, count).await;
     let agent = Agent::new(reg.first_prosumer_id, count, community_size);
     let node = join(market, &reg.session_id, &reg.resume_secret, reg.first_prosumer_id, &agent).await.unwrap();
@@ -171,17 +171,17 @@ pub async fn connect(market: &TestMarket, name: &str, count: u32, community_size
 }
 
 impl Node {
-    pub async fn send(&self, batch: pb::OrderBatch) {
+    pub(crate) async fn send(&self, batch: pb::OrderBatch) {
         self.tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Batch(batch)) }).await.unwrap();
     }
 
     /// The next message (or the status that ended the stream).
-    pub async fn next(&mut self) -> Result<pb::market_message::Msg, Status> {
+    pub(crate) async fn next(&mut self) -> Result<pb::market_message::Msg, Status> {
         let m = tokio::time::timeout(Duration::from_secs(120), self.rx.message()).await.expect("a message arrives")?;
         Ok(m.expect("stream open").msg.expect("message set"))
     }
 
-    pub async fn next_open(&mut self) -> pb::SlotOpen {
+    pub(crate) async fn next_open(&mut self) -> pb::SlotOpen {
         loop {
             if let pb::market_message::Msg::Open(o) = self.next().await.unwrap() {
                 return o;
@@ -192,7 +192,7 @@ impl Node {
 
 /// Runs a node in the background: answers every SlotOpen with its agent's
 /// batch; every message received is forwarded to the returned channel.
-pub fn run_node(mut node: Node, mut agent: Agent) -> mpsc::UnboundedReceiver<pb::market_message::Msg> {
+pub(crate) fn run_node(mut node: Node, mut agent: Agent) -> mpsc::UnboundedReceiver<pb::market_message::Msg> {
     let (seen, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(Some(m)) = node.rx.message().await {
@@ -208,6 +208,6 @@ pub fn run_node(mut node: Node, mut agent: Agent) -> mpsc::UnboundedReceiver<pb:
     rx
 }
 
-pub async fn recv(rx: &mut mpsc::UnboundedReceiver<pb::market_message::Msg>) -> pb::market_message::Msg {
+pub(crate) async fn recv(rx: &mut mpsc::UnboundedReceiver<pb::market_message::Msg>) -> pb::market_message::Msg {
     tokio::time::timeout(Duration::from_secs(120), rx.recv()).await.expect("a message arrives").expect("node running")
 }

@@ -28,7 +28,7 @@ use peergrid_cli::InputError;
 use peergrid_eval::report::table::kpi_table;
 
 #[derive(Args, Debug)]
-pub struct CtlArgs {
+pub(crate) struct CtlArgs {
     /// Market-node gRPC address (`https://…` for a TLS market, with --tls-ca).
     #[arg(long, env = "PEERGRID_MARKET", default_value = "http://127.0.0.1:50051")]
     pub market: String,
@@ -46,7 +46,7 @@ pub struct CtlArgs {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum CtlCommand {
+pub(crate) enum CtlCommand {
     /// Slot, membership, balance errors and KPIs so far.
     Status,
     /// Start clearing (if the market waits for an operator).
@@ -84,13 +84,13 @@ pub enum CtlCommand {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ModeArg {
+pub(crate) enum ModeArg {
     Fast,
     RealTime,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum InjectEvent {
+pub(crate) enum InjectEvent {
     /// Scale PV and/or load of prosumers FIRST..=LAST for N slots.
     Scale {
         #[arg(long)]
@@ -172,7 +172,7 @@ async fn channel(args: &CtlArgs) -> Result<Channel> {
     }
 }
 
-pub fn run(args: CtlArgs) -> Result<()> {
+pub(crate) fn run(args: CtlArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(run_async(args))
 }

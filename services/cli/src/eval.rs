@@ -18,7 +18,7 @@ use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
 use peergrid_cli::InputError;
 
 #[derive(Args, Debug, Clone)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// The policy weight file (safetensors, as the trainer writes it).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
@@ -26,7 +26,7 @@ pub struct EvalArgs {
     pub scenario: ScenarioArgs,
 }
 
-pub fn run(args: EvalArgs) -> Result<()> {
+pub(crate) fn run(args: EvalArgs) -> Result<()> {
     let path = &args.checkpoint;
     let bytes = std::fs::read(path).map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
     let weights = from_safetensors(&bytes).map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use peergrid_core::market::{self, fill_reports, FillReport, Mechanism, PairPricing};
 
 #[derive(Subcommand, Debug)]
-pub enum MarketCommand {
+pub(crate) enum MarketCommand {
     /// Clear one order book and print fills and price as JSON.
     Clear {
         /// CSV file with header `id,side,kwh,limit_price` (`-` for stdin).
@@ -34,13 +34,13 @@ pub enum MarketCommand {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum MechanismArg {
+pub(crate) enum MechanismArg {
     Uniform,
     PayAsBid,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum PairPricingArg {
+pub(crate) enum PairPricingArg {
     BuyerLimit,
     Midpoint,
 }
@@ -53,7 +53,7 @@ struct ClearOutput<'a> {
     fills: Vec<FillReport>,
 }
 
-pub fn run(cmd: MarketCommand) -> Result<()> {
+pub(crate) fn run(cmd: MarketCommand) -> Result<()> {
     match cmd {
         MarketCommand::Clear { orders, mechanism, k, pair_pricing } => {
             let label = orders.display().to_string();

@@ -18,12 +18,12 @@ pub(crate) struct CellAt<'a> {
 }
 
 impl CellAt<'_> {
-    pub fn error(&self, reason: impl Into<String>) -> CoreError {
+    pub(super) fn error(&self, reason: impl Into<String>) -> CoreError {
         CoreError::data(self.file, self.line, self.column, reason)
     }
 
     /// A finite number; rejects empty cells, NaN and ±inf.
-    pub fn finite(&self, text: &str) -> Result<f64, CoreError> {
+    pub(super) fn finite(&self, text: &str) -> Result<f64, CoreError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(self.error("empty cell"));
@@ -36,7 +36,7 @@ impl CellAt<'_> {
     }
 
     /// A finite, non-negative quantity (energy, capacity, intensity).
-    pub fn non_negative(&self, text: &str) -> Result<f64, CoreError> {
+    pub(super) fn non_negative(&self, text: &str) -> Result<f64, CoreError> {
         let value = self.finite(text)?;
         if value < 0.0 {
             return Err(self.error(format!("{value} is negative")));
@@ -45,7 +45,7 @@ impl CellAt<'_> {
     }
 
     /// An unsigned integer such as a slot index or a building number.
-    pub fn unsigned(&self, text: &str) -> Result<u64, CoreError> {
+    pub(super) fn unsigned(&self, text: &str) -> Result<u64, CoreError> {
         let text = text.trim();
         text.parse().map_err(|_| self.error(format!("{text:?} is not a non-negative integer")))
     }

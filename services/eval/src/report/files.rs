@@ -16,13 +16,13 @@ use crate::compare::{EvalScenario, Evaluation, OptimumReport};
 use crate::error::EvalError;
 
 /// Identifies the layout of `kpis.json`.
-pub const KPIS_FORMAT: &str = "peergrid-kpis-v1";
+pub(super) const KPIS_FORMAT: &str = "peergrid-kpis-v1";
 
 /// A field of [`Kpis`] by name.
-pub type KpiField = (&'static str, fn(&Kpis) -> f64);
+pub(super) type KpiField = (&'static str, fn(&Kpis) -> f64);
 
 /// Every field of [`Kpis`], in declaration order: the columns of `kpis.csv`.
-pub const KPI_FIELDS: [KpiField; 20] = [
+pub(super) const KPI_FIELDS: [KpiField; 20] = [
     ("slots", |k| k.slots as f64),
     ("prosumers", |k| k.prosumers as f64),
     ("load_kwh", |k| k.load_kwh),
@@ -127,7 +127,7 @@ pub(super) fn kpis_csv(evaluation: &Evaluation) -> Result<String, EvalError> {
 }
 
 /// Columns of `slots.csv` after `policy`: the fields of a `SlotRecord`.
-pub const SLOT_FIELDS: [&str; 16] = [
+pub(super) const SLOT_FIELDS: [&str; 16] = [
     "data_slot",
     "hour",
     "load_kwh",

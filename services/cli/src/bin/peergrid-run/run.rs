@@ -20,7 +20,7 @@ use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
 use peergrid_cli::InputError;
 
 #[derive(Args, Debug, Clone, Default)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub scenario: ScenarioArgs,
     /// Evaluate only the first N held-out weeks (0 = all); shorthand for `--days 1-7N`.
@@ -30,7 +30,7 @@ pub struct RunArgs {
     pub train: crate::train::TrainArgs,
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub(crate) fn run(args: RunArgs) -> Result<()> {
     let days = match (args.eval_weeks, &args.scenario.days) {
         (0, _) => None,
         (_, Some(_)) => return Err(InputError("--eval-weeks and --days both select held-out days: use one".into()).into()),

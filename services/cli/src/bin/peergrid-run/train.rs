@@ -36,7 +36,7 @@ use peergrid_trainer::{LearnerSettings, PpoConfig};
 use peergrid_cli::InputError;
 
 #[derive(Args, Debug, Clone)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// PPO updates to train (0: evaluate the baselines only).
     #[arg(long, default_value_t = 200)]
     pub updates: u64,
@@ -83,7 +83,7 @@ impl Default for TrainArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// Real gRPC on 127.0.0.1 between in-process nodes.
     Grpc,
     /// In-process byte pipes, no sockets: the same services, HTTP/2 and
@@ -108,7 +108,7 @@ impl Transport {
 }
 
 /// What a training phase trains on, besides its flags.
-pub struct TrainRequest<'a> {
+pub(crate) struct TrainRequest<'a> {
     /// Checked with [`TrainArgs::validate`].
     pub args: &'a TrainArgs,
     /// From [`TrainArgs::ppo_config`].
@@ -123,7 +123,7 @@ pub struct TrainRequest<'a> {
 }
 
 /// What training produced.
-pub struct Trained {
+pub(crate) struct Trained {
     pub policy: PolicyWeights,
     pub curve: Vec<LearningPoint>,
     pub checkpoint: std::path::PathBuf,
@@ -142,7 +142,7 @@ fn secret(tag: &str) -> String {
 }
 
 impl TrainArgs {
-    pub fn validate(&self, prosumers: usize) -> Result<(), InputError> {
+    pub(crate) fn validate(&self, prosumers: usize) -> Result<(), InputError> {
         if self.nodes == 0 || self.nodes as usize > prosumers {
             return Err(InputError(format!(
                 "--nodes must lie in 1..={prosumers} (one prosumer per node at least), got {}",
@@ -161,7 +161,7 @@ impl TrainArgs {
     /// The effective PPO configuration: `--ppo`'s file (or the defaults),
     /// then the flags, seeded by the run's seed; the learning rate anneals
     /// over `--updates` unless the file plans another horizon.
-    pub fn ppo_config(&self, seed: u64) -> Result<PpoConfig, InputError> {
+    pub(crate) fn ppo_config(&self, seed: u64) -> Result<PpoConfig, InputError> {
         let mut ppo = match &self.ppo {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?;
@@ -187,7 +187,7 @@ impl TrainArgs {
 }
 
 /// Trains `args.updates` updates; writes TensorBoard files and checkpoints under `out`.
-pub fn train(request: TrainRequest<'_>) -> Result<Trained> {
+pub(crate) fn train(request: TrainRequest<'_>) -> Result<Trained> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(train_async(request))
 }

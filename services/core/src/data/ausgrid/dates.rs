@@ -38,13 +38,13 @@ pub fn parse_ausgrid_date(text: &str) -> Option<i64> {
 }
 
 /// 0 = Monday … 6 = Sunday.
-pub fn day_of_week(days: i64) -> u32 {
+pub(super) fn day_of_week(days: i64) -> u32 {
     // 1970-01-01 was a Thursday (3).
     (days + 3).rem_euclid(7) as u32
 }
 
 /// `yyyy-mm-dd`, for messages.
-pub fn format_iso(days: i64) -> String {
+pub(super) fn format_iso(days: i64) -> String {
     let (y, m, d) = civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
 }
