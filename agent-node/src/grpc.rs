@@ -329,6 +329,7 @@ impl SessionReceiver {
 }
 
 /// The trainer client: policy subscription and experience pushes.
+#[derive(Clone)]
 pub struct LearnerClient {
     inner: peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient<InterceptedService<Channel, ClientAuth>>,
 }
@@ -398,6 +399,12 @@ impl LearnerClient {
         let request = peergrid_proto::pb::learner::v1::SubscribeRequest { node_name: node_name.to_owned(), after_version };
         let inner = self.inner.subscribe_policy(request).await.map_err(AgentError::Rpc)?.into_inner();
         Ok(PolicyStream { inner })
+    }
+
+    /// Says that a rollout began (`BeginRollout`): whether the trainer waits for it.
+    pub async fn begin_rollout(&mut self, start: &peergrid_core::experience::RolloutStart) -> Result<bool, AgentError> {
+        let request = peergrid_proto::pb::learner::v1::RolloutStart::from(start);
+        Ok(self.inner.begin_rollout(request).await.map_err(AgentError::Rpc)?.into_inner().awaited)
     }
 
     /// Pushes one rollout (a one-message client stream) and reports the verdict.

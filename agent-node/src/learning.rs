@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use peergrid_core::experience::Rollout;
+use peergrid_core::experience::{Rollout, RolloutStart};
 use peergrid_core::observation::OBS_DIM;
 use peergrid_core::policy::{MlpModel, ACT_DIM};
 use peergrid_runtime::{Backoff, Shutdown};
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::actors::ActorRollout;
 use crate::config::AgentConfig;
 use crate::error::AgentError;
-use crate::grpc::{LearnerClient, PushReply, Pushed};
+use crate::grpc::{LearnerClient, PolicyStream, PushReply, Pushed};
 use crate::policy::Learned;
 
 pub struct Learning {
@@ -57,13 +57,19 @@ fn learned(w: peergrid_core::policy::weights::PolicyWeights) -> Result<Learned, 
     Ok(Learned { model: std::sync::Arc::new(MlpModel::new(w.net, w.normaliser)?), version })
 }
 
-async fn follow(cfg: AgentConfig, url: String, tx: watch::Sender<Option<Learned>>, mut shutdown: Shutdown) {
+/// Follows the policy stream: `first` (the start-up subscription, kept
+/// open so that the trainer never sees this node unsubscribed in between),
+/// then a fresh subscription after every failure.
+async fn follow(cfg: AgentConfig, url: String, tx: watch::Sender<Option<Learned>>, first: PolicyStream, mut shutdown: Shutdown) {
     let mut backoff =
         Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
+    let mut first = Some(first);
     loop {
         let session = async {
-            let mut client = LearnerClient::connect(&cfg, &url).await?;
-            let mut stream = client.subscribe(&cfg.name, 0).await?;
+            let mut stream = match first.take() {
+                Some(stream) => stream,
+                None => LearnerClient::connect(&cfg, &url).await?.subscribe(&cfg.name, 0).await?,
+            };
             while let Some(w) = stream.next().await? {
                 backoff.reset();
                 let l = learned(w)?;
@@ -117,9 +123,8 @@ impl Learning {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(AgentError::Connect { url, reason: "no policy version before learner_wait_ms".into() }),
         };
-        drop(first);
         let (tx, versions) = watch::channel(Some(current.clone()));
-        let task = tokio::spawn(follow(cfg.clone(), url.clone(), tx, shutdown.clone()));
+        let task = tokio::spawn(follow(cfg.clone(), url.clone(), tx, first, shutdown.clone()));
         info!(%url, version = current.version, sync, rollout_slots = cfg.rollout_slots, "learning from the trainer");
         Ok(Learning {
             cfg: cfg.clone(),
@@ -152,8 +157,38 @@ impl Learning {
     pub fn count_step(&mut self, slot: u64) {
         if self.steps == 0 {
             self.first_slot = slot;
+            if self.sync {
+                self.begin_rollout(slot);
+            }
         }
         self.steps += 1;
+    }
+
+    /// Synchronous mode: tells the trainer, without holding up the slot,
+    /// that a rollout with the current version begins at `slot` and ends on
+    /// the next slot of the rollout grid (see [`Learning::due`]), so that
+    /// it waits for this rollout even when it is the node's first, instead
+    /// of updating without it and dropping it as stale. Advisory: a failure
+    /// (or a trainer without `BeginRollout`) costs at most that rollout.
+    fn begin_rollout(&self, slot: u64) {
+        let Some(mut client) = self.client.clone() else {
+            debug!(slot, "no learner connection: the rollout's beginning is not announced");
+            return;
+        };
+        let grid = self.cfg.rollout_slots as u64;
+        let start = RolloutStart {
+            node_name: self.cfg.name.clone(),
+            policy_version: self.current.version,
+            first_slot: slot,
+            end_slot: (slot / grid + 1) * grid,
+        };
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(5), client.begin_rollout(&start)).await {
+                Ok(Ok(awaited)) => debug!(version = start.policy_version, end_slot = start.end_slot, awaited, "rollout begun"),
+                Ok(Err(e)) => debug!("the rollout's beginning was not announced: {e}"),
+                Err(_) => debug!("the rollout's beginning was not announced within 5 s"),
+            }
+        });
     }
 
     /// Whether a rollout ends before `slot` is played: `slot` is on the
@@ -168,9 +203,13 @@ impl Learning {
         self.sync
     }
 
-    /// Async mode: a newer version, if one arrived since the last call.
+    /// A newer version, if one arrived since the last call: in
+    /// asynchronous mode at any slot; in synchronous mode only before the
+    /// node's first rollout begins (it may have started while a round was
+    /// closing), so that the rollout is acted with the trainer's current
+    /// version, not stale from the start.
     pub fn newer(&mut self) -> Option<Learned> {
-        if self.sync {
+        if self.sync && self.steps > 0 {
             return None;
         }
         let latest = self.versions.borrow_and_update().clone()?;

@@ -52,6 +52,10 @@ impl LearnerService for Learner {
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    async fn begin_rollout(&self, _: Request<pb::RolloutStart>) -> Result<Response<pb::RolloutStartReply>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 /// A rollout of one prosumer whose observations make its encoding about `bytes` long.

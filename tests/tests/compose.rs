@@ -4,7 +4,8 @@
 //! trainer following membership, 30 s lease grace; only the prosumers per
 //! node and the clearing start are set, to keep the test small):
 //!
-//! 1. 3 agent-nodes train (policy version ≥ 3), then a steady window;
+//! 1. 3 agent-nodes train (policy version ≥ 3, no rollout stale from the
+//!    first round on), then a steady window;
 //! 2. scale to 5, a steady window once the newcomers are in step;
 //! 3. restart the trainer's container: it resumes from its checkpoint and
 //!    learning advances ≥ 2 versions, then a steady window;
@@ -299,13 +300,17 @@ fn scenario(c: &Cluster) -> Result<()> {
     c.wait_market("3 agent-nodes clearing", STEP_TIMEOUT, |s| s.prosumers == prosumers_of(3) && s.slot > 5)?;
     let first = c.agents()?;
     ensure!(first.len() == 3, "expected 3 agent-node containers, found {first:?}");
-    // Version 1's round may go stale for all but the first node (min_nodes 1
-    // updates before the others are in step): the steady state starts at 3.
-    c.wait_version("3 agent-nodes learning", 3)?;
+    // Every node announces its first rollout as it begins it (all three
+    // before slot 0 clears: clearing waits for all of them), so the first
+    // round waits for all three and nothing is stale from the start.
+    let t = c.wait_version("3 agent-nodes learning", 3)?;
+    ensure!(t.stale_batches == 0, "{} stale rollouts in the first rounds: {:?}", t.stale_batches, t.rollouts);
     c.steady("3 agent-nodes", &first)?;
 
     // 2. Scale to five: the market assigns the new nodes fresh id ranges,
-    // the trainer waits for them from their second rollout on.
+    // the trainer waits for their first rollouts (a newcomer that begins
+    // while a round's end is held may be stale once: the window below
+    // starts two versions later).
     c.project.exec(&["up", "-d", "--no-recreate", "--scale", "agent-node=5"], Duration::from_secs(180))?;
     c.wait_market("scaled to 5 agent-nodes", STEP_TIMEOUT, |s| s.prosumers == prosumers_of(5) && s.nodes == 5)?;
     let five = c.agents()?;

@@ -192,9 +192,15 @@ async fn real_time_mode_paces_slots_and_fast_mode_takes_over_again() {
     assert_eq!(rt.mode, "real-time");
     assert_eq!(rt.slot_period_ms, 20);
     ctl.set_mode(set_mode(control::Mode::Fast)).await.unwrap();
-    let fast = cluster.wait_for_slot(rt.slot + 20).await.unwrap();
+    // Real time keeps the wall clock: on a loaded machine a 20 ms slot may
+    // clear without a late node's reports (counted missing, by design).
+    // Fast mode waits for every report: from the first slot opened after
+    // the switch, nothing more is missing.
+    let switched = cluster.status().await.unwrap();
+    let from = cluster.wait_for_slot(switched.slot + 1).await.unwrap();
+    let fast = cluster.wait_for_slot(from.slot + 20).await.unwrap();
     assert_eq!(fast.mode, "fast");
-    assert_eq!(fast.missing_reports, 0);
+    assert_eq!(fast.missing_reports, from.missing_reports, "fast mode waits for every report: {from:?} → {fast:?}");
     assert!(fast.energy_balance_error_kwh < 1e-9);
     let bad = ctl.set_mode(control::SetModeRequest { mode: 0, slot_period_ms: 0, deadline_ms: 0 }).await.unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");

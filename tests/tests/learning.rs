@@ -293,6 +293,72 @@ fn part(id: u32, steps: usize) -> peergrid_agent_node::actors::ActorRollout {
     ActorRollout { prosumer_id: id, steps: vec![Step { reward: -0.1, ..Step::default() }; steps], bootstrap_value: 0.0 }
 }
 
+/// Nodes that announce their rollouts as they begin them are waited for
+/// from the first one: with `min_nodes` 1, the cluster's first round takes
+/// the rollouts of both nodes and drops nothing as stale (without the
+/// announcement, node-a's rollout alone would close it and node-b's would
+/// be stale, as in the test below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_announce_their_first_rollout_both_feed_the_first_update() -> Result<()> {
+    use peergrid_agent_node::config::AgentConfig;
+    use peergrid_agent_node::learning::Learning;
+    use peergrid_runtime::Secret;
+
+    let (trainer, controller) = start_trainer(ppo(5), None, false).await?;
+    let cfg = |name: &str| AgentConfig {
+        name: name.into(),
+        learner: Some(trainer.url().to_owned()),
+        token: Some(Secret::new("agent token", AGENT_TOKEN).expect("a valid test token")),
+        rollout_slots: 4,
+        learner_wait_ms: 60_000,
+        ..AgentConfig::default()
+    };
+    let mut a = Learning::start(&cfg("node-a"), controller.subscribe()).await?;
+    let mut b = Learning::start(&cfg("node-b"), controller.subscribe()).await?;
+    // Both policy streams are open before the rollouts begin (an agent-node
+    // subscribes before it joins the market).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while trainer.learner.status().subscribers < 2 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "2 policy subscribers within 10 s: {:?}",
+            trainer.learner.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = trainer.learner.status().version;
+    for slot in 0..4 {
+        a.count_step(slot);
+        b.count_step(slot);
+    }
+    // The announcements are sent in the background: wait until both are in.
+    while trainer.learner.status().rollouts_awaited < 2 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "both nodes' rollouts awaited within 10 s: {:?}",
+            trainer.learner.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let a_pushes = tokio::spawn(async move {
+        let next = a.exchange(vec![part(0, 4), part(1, 4)]).await;
+        (next.map(|l| l.version), a.pushed, a.stale)
+    });
+    // node-a waits for node-b's rollout: the round is not closed without it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(trainer.learner.status().version, first, "the round waits for node-b");
+    let b_next = tokio::time::timeout(Duration::from_secs(30), b.exchange(vec![part(2, 4), part(3, 4)]))
+        .await
+        .context("node-b got no version within 30 s after its rollout")?;
+    let (a_next, a_pushed, a_stale) =
+        tokio::time::timeout(Duration::from_secs(30), a_pushes).await.context("node-a got no version within 30 s")??;
+    assert_eq!((a_next, b_next.map(|l| l.version)), (Some(first + 1), Some(first + 1)));
+    assert_eq!((a_pushed, a_stale, b.pushed, b.stale), (1, 0, 1, 0), "both rollouts accepted, none stale");
+    assert_eq!(trainer.learner.status().batches_stale, 0);
+    controller.trigger();
+    Ok(())
+}
+
 /// A node whose rollout is stale because the round closed without it acts
 /// at once on the version that closed the round, even when that version
 /// reached it before it pushed. After a trainer restart no node is "live"
@@ -319,13 +385,18 @@ async fn a_node_whose_rollout_is_stale_acts_on_the_version_that_closed_the_round
     let mut b = Learning::start(&cfg("node-b"), controller.subscribe()).await?;
     let first = trainer.learner.status().version;
     assert_eq!((a.current().version, b.current().version), (first, first));
+    // node-a's rollout closes the round on its own: neither node is live
+    // yet, and node-b announces its rollout (as it plays its first slot)
+    // only after the round closed — as after a trainer restart, which
+    // forgets the announcements.
     for slot in 0..4 {
         a.count_step(slot);
-        b.count_step(slot);
     }
-    // node-a's rollout closes the round on its own: neither node is live yet.
     let next = a.exchange(vec![part(0, 4), part(1, 4)]).await.context("node-a got no version after its rollout")?;
     assert_eq!(next.version, first + 1);
+    for slot in 0..4 {
+        b.count_step(slot);
+    }
     // node-b's policy stream delivers that version before node-b pushes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while b.newest_version() != Some(first + 1) {

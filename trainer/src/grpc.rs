@@ -11,13 +11,17 @@
 //!   when an update was discarded (synchronous nodes then push their
 //!   rollouts again); a slow subscriber skips to the newest version rather
 //!   than queueing old ones.
+//! - `BeginRollout` (agent token): a synchronous node's word that it began
+//!   a rollout; the learner may wait for it (advisory, see the proto).
 //! - `Status` (either token).
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peergrid_proto::convert::experience::{node_name_from_wire, policy_update_from_blob, rollout_from_wire};
+use peergrid_proto::convert::experience::{
+    node_name_from_wire, policy_update_from_blob, rollout_from_wire, rollout_start_from_wire,
+};
 use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
 use peergrid_proto::WireError;
@@ -133,6 +137,13 @@ impl LearnerService for Learner {
             info!(%node, "policy subscriber left");
         });
         Ok(Response::new(stream))
+    }
+
+    async fn begin_rollout(&self, request: Request<pb::RolloutStart>) -> Result<Response<pb::RolloutStartReply>, Status> {
+        authorize(request.metadata(), Role::Agent, &self.tokens)?;
+        let start = rollout_start_from_wire(request.into_inner())?;
+        let awaited = self.handle.begin_rollout(start).await;
+        Ok(Response::new(pb::RolloutStartReply { awaited }))
     }
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {

@@ -14,8 +14,10 @@
 //! leave the live set until they push again). A node whose subscription
 //! ends leaves the set at once, so scaling the cluster adjusts it by
 //! itself. A node's first rollout does not make it live: it is waited for
-//! from its second rollout on (a newcomer whose first rollout arrives after
-//! the update is stale once). Rollouts are ordered by their first prosumer
+//! from its second rollout on — unless it said, as it began the rollout
+//! (`BeginRollout`), that it acts with the current version until this
+//! round's end slot: then it is waited for from its first rollout, so the
+//! cluster's first round and a newcomer's lose nothing as stale. Rollouts are ordered by their first prosumer
 //! id, so a seed gives the same update every run. A rollout for an older
 //! version is stale (dropped, counted per node); one for a version not
 //! published yet is rejected.
@@ -36,14 +38,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peergrid_core::experience::Rollout;
+use peergrid_core::experience::{Rollout, RolloutStart};
 use peergrid_core::observation::OBS_DIM;
 use peergrid_core::policy::weights::{to_safetensors, PolicyWeights};
 use peergrid_core::policy::ObsNormaliser;
 use peergrid_runtime::tfevents::EventWriter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
-use tracing::{info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::TrainerError;
@@ -178,6 +180,8 @@ pub struct LearnerStatus {
     pub mean_episode_return: f64,
     /// Updates undone because they produced non-finite parameters or statistics.
     pub updates_discarded: u64,
+    /// Rollouts announced with `BeginRollout` that a round waited for.
+    pub rollouts_awaited: u64,
 }
 
 /// The learner's answer to one batch.
@@ -213,6 +217,8 @@ type Verdict = (Result<Ingest, Refusal>, u64);
 
 enum Command {
     Ingest(Box<Rollout>, oneshot::Sender<Verdict>),
+    /// A node began a rollout; the reply says whether it is awaited.
+    Begin(RolloutStart, oneshot::Sender<bool>),
     /// A policy stream of `node` opened (`true`) or closed (`false`).
     Subscription(String, bool),
     Stop(oneshot::Sender<Result<(), TrainerError>>),
@@ -254,6 +260,16 @@ impl LearnerHandle {
             return (Err(Refusal::Stopped), 0);
         }
         rx.await.unwrap_or((Err(Refusal::Stopped), 0))
+    }
+
+    /// A node's word that it began a rollout (`BeginRollout`): whether the
+    /// synchronous learner now waits for that rollout before it updates.
+    pub async fn begin_rollout(&self, start: RolloutStart) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Begin(start, tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     pub fn published(&self) -> watch::Receiver<Published> {
@@ -336,6 +352,15 @@ struct NodeTrack {
     /// End slot (first slot + steps) of its last rollout, accepted or
     /// stale; `None` before its first one or after it missed a round.
     last_end: Option<u64>,
+    /// The rollout it said it began (`BeginRollout`) and has not pushed yet.
+    intent: Option<Intent>,
+}
+
+/// A rollout a node began: acting with `version` until slot `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Intent {
+    version: u64,
+    end: u64,
 }
 
 /// The text of a panic payload (`panic!` with a literal or a format).
@@ -515,6 +540,9 @@ impl Learner {
                         self.update();
                     }
                 }
+                Ok(Command::Begin(start, reply)) => {
+                    let _ = reply.send(self.begin(start));
+                }
                 Ok(Command::Subscription(node, open)) => {
                     self.subscription(node, open);
                     if self.ready() {
@@ -538,7 +566,7 @@ impl Learner {
                         // for; their next rollout makes them live again.
                         for node in missed {
                             if let Some(t) = self.nodes.get_mut(&node) {
-                                t.last_end = None;
+                                (t.last_end, t.intent) = (None, None);
                             }
                         }
                         self.update();
@@ -567,6 +595,37 @@ impl Learner {
         }
     }
 
+    /// Sync: records that a subscribed node began a rollout; whether this
+    /// round now waits for it (it acts with the current version and its
+    /// rollout ends with the round's, or no rollout of the round is in).
+    /// Unknown nodes are not recorded: only an open policy stream makes a
+    /// node something to wait for.
+    fn begin(&mut self, s: RolloutStart) -> bool {
+        if self.settings.mode != Mode::Sync || self.max_reached() {
+            return false;
+        }
+        let Some(track) = self.nodes.get_mut(&s.node_name).filter(|t| t.subscriptions > 0) else {
+            debug!(node = %s.node_name, "a rollout began on a node without a policy stream: not awaited");
+            return false;
+        };
+        let intent = Intent { version: s.policy_version, end: s.end_slot };
+        track.intent = Some(intent);
+        let awaited = intent.version == self.version
+            && self.pending_end.is_none_or(|end| end == intent.end)
+            && !self.pending_nodes.contains(&s.node_name);
+        debug!(node = %s.node_name, version = intent.version, end = intent.end, awaited, "rollout begun");
+        if awaited {
+            self.metrics.rollouts_awaited.inc();
+            self.status.lock().expect("status lock").rollouts_awaited += 1;
+        }
+        awaited
+    }
+
+    /// Sync: whether `t` said it acts with the current version until `end`.
+    fn intends(&self, t: &NodeTrack, end: u64) -> bool {
+        t.intent == Some(Intent { version: self.version, end })
+    }
+
     /// Sync: the version a node should act with after this verdict on its
     /// rollout ending at slot `end`. Accepted: the next one (this round's
     /// update). Stale: the current one if nobody else's rollout is pending
@@ -584,8 +643,9 @@ impl Learner {
         match verdict {
             Ok(Ingest::Accepted { .. }) => self.version + 1,
             Ok(Ingest::Stale { .. }) => {
-                let others_due =
-                    self.nodes.iter().any(|(name, t)| name != node && t.subscriptions > 0 && t.last_end.is_some_and(|e| e < end));
+                let others_due = self.nodes.iter().any(|(name, t)| {
+                    name != node && t.subscriptions > 0 && (t.last_end.is_some_and(|e| e < end) || self.intends(t, end))
+                });
                 if !self.pending.is_empty() || others_due {
                     self.version + 1
                 } else {
@@ -596,13 +656,19 @@ impl Learner {
         }
     }
 
-    /// Sync: live nodes whose rollout for this round has not arrived.
+    /// Sync: nodes whose rollout for this round has not arrived — live ones
+    /// (in step: their last rollout ended before this round's end) and
+    /// those that said they began this round's rollout.
     fn waiting_for(&self) -> Vec<String> {
         let Some(end) = self.pending_end else { return Vec::new() };
         let mut missing: Vec<String> = self
             .nodes
             .iter()
-            .filter(|(name, t)| t.subscriptions > 0 && t.last_end.is_some_and(|e| e < end) && !self.pending_nodes.contains(*name))
+            .filter(|(name, t)| {
+                t.subscriptions > 0
+                    && (t.last_end.is_some_and(|e| e < end) || self.intends(t, end))
+                    && !self.pending_nodes.contains(*name)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         missing.sort();
@@ -614,7 +680,7 @@ impl Learner {
     fn track(&mut self, r: &Rollout, outcome: &'static str) {
         let end = r.first_slot + r.steps as u64;
         if let Some(t) = self.nodes.get_mut(&r.node_name) {
-            t.last_end = Some(end);
+            (t.last_end, t.intent) = (Some(end), None);
         }
         self.metrics.rollouts.get_or_create(&[("node", r.node_name.clone()), ("outcome", outcome.to_owned())]).inc();
     }
@@ -992,6 +1058,33 @@ mod tests {
         assert_eq!(h.status().version, 3, "the round waits for a");
         assert_eq!(h.ingest_and_next(at("a", 3, 0, 8)).await, (Ok(Ingest::Accepted { samples: 8 }), 4));
         wait_version(&h, 4).await;
+    }
+
+    /// A node that said it began this round's rollout is waited for from its
+    /// first rollout (without that word, b's first rollout would be stale as
+    /// in the test above). One that began a later round's rollout — it
+    /// joined while the market held this round's end — is not, nor is a
+    /// node without a policy stream, nor a rollout of another version.
+    #[tokio::test]
+    async fn nodes_that_began_this_rounds_rollout_are_waited_for_from_their_first() {
+        let h = start(LearnerSettings::default());
+        let (_a, _b, _c) = (h.subscriber("a"), h.subscriber("b"), h.subscriber("c"));
+        let begin = |node: &str, policy_version: u64, first_slot: u64, end_slot: u64| RolloutStart {
+            node_name: node.into(),
+            policy_version,
+            first_slot,
+            end_slot,
+        };
+        assert!(h.begin_rollout(begin("a", 1, 0, 4)).await);
+        assert!(h.begin_rollout(begin("b", 1, 0, 4)).await);
+        assert!(!h.begin_rollout(begin("nobody", 1, 0, 4)).await, "no policy stream: not awaited");
+        assert!(!h.begin_rollout(begin("c", 2, 0, 4)).await, "version 2 is not published: not awaited");
+        assert_eq!(h.ingest_and_next(rollout("a", 1, 0)).await, (Ok(Ingest::Accepted { samples: 8 }), 2));
+        assert!(!h.begin_rollout(begin("c", 1, 4, 8)).await, "the round ends at slot 4: c's rollout is for the next one");
+        assert_eq!(h.status().version, 1, "the round waits for b");
+        assert_eq!(h.ingest_and_next(rollout("b", 1, 2)).await, (Ok(Ingest::Accepted { samples: 8 }), 2));
+        wait_version(&h, 2).await;
+        assert_eq!(h.status().batches_stale, 0);
     }
 
     /// A stop during an update ends it at its next gradient step and undoes

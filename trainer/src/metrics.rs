@@ -2,7 +2,7 @@
 //! prefix): `trainer_policy_version`, `trainer_updates_total`,
 //! `trainer_update_seconds`, `trainer_samples_total`,
 //! `trainer_stale_batches_total`, `trainer_rejected_batches_total`,
-//! `trainer_discarded_updates_total`, `trainer_samples_per_second`, `trainer_policy_lag`,
+//! `trainer_discarded_updates_total`, `trainer_awaited_rollouts_total`, `trainer_samples_per_second`, `trainer_policy_lag`,
 //! `trainer_mean_episode_return`.
 
 use std::sync::atomic::AtomicU64;
@@ -25,6 +25,9 @@ pub struct TrainerMetrics {
     pub updates_discarded: Counter,
     /// Updates interrupted (and undone) by a shutdown.
     pub updates_interrupted: Counter,
+    /// Rollouts a node announced as it began them (`BeginRollout`) that a
+    /// synchronous round waits for.
+    pub rollouts_awaited: Counter,
     pub samples_per_s: Gauge<f64, AtomicU64>,
     pub policy_lag: Gauge<f64, AtomicU64>,
     pub mean_episode_return: Gauge<f64, AtomicU64>,
@@ -61,6 +64,10 @@ impl TrainerMetrics {
             updates_interrupted: metrics.counter(
                 "trainer_interrupted_updates",
                 "PPO updates interrupted and undone by a shutdown (their rollouts are pushed again after a restart)",
+            ),
+            rollouts_awaited: metrics.counter(
+                "trainer_awaited_rollouts",
+                "Rollouts a node announced as it began them (BeginRollout) that a synchronous round waits for",
             ),
             samples_per_s: samples_per_s.clone(),
             policy_lag: policy_lag.clone(),

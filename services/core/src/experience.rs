@@ -91,6 +91,39 @@ pub struct Rollout {
     pub grid_import_kwh: Vec<f32>,
 }
 
+/// A node's word, as it starts a rollout, that it acts with
+/// `policy_version` until slot `end_slot` (exclusive): the synchronous
+/// learner then waits for that rollout (see the learner's `BeginRollout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutStart {
+    pub node_name: String,
+    pub policy_version: u64,
+    /// The market slot of the rollout's first step.
+    pub first_slot: u64,
+    /// First slot + steps of the rollout to come.
+    pub end_slot: u64,
+}
+
+impl RolloutStart {
+    /// Checks the version and the slot span; names the first bad field.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        if self.policy_version == 0 {
+            return Err(CoreError::invalid("policy_version", "must be ≥ 1 (version 1 is the initial policy)"));
+        }
+        let span = self.end_slot.checked_sub(self.first_slot).filter(|s| (1..=MAX_STEPS as u64).contains(s));
+        if span.is_none() {
+            return Err(CoreError::invalid(
+                "end_slot",
+                format!(
+                    "must be in first_slot + 1..=first_slot + {MAX_STEPS}, got {} with first_slot {}",
+                    self.end_slot, self.first_slot
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn check_len<T>(field: &str, v: &[T], want: usize) -> Result<(), CoreError> {
     if v.len() == want {
         Ok(())

@@ -7,7 +7,7 @@
 //! [`PolicyWeights`] only if its SHA-256 matches and the safetensors blob
 //! reads back (`peergrid_core::policy::weights`) with the same version.
 
-use peergrid_core::experience::Rollout;
+use peergrid_core::experience::{Rollout, RolloutStart};
 use peergrid_core::node_name::check_node_name;
 use peergrid_core::policy::weights::{from_safetensors, PolicyWeights};
 use peergrid_core::CoreError;
@@ -44,6 +44,29 @@ impl From<&Rollout> for pb::ExperienceBatch {
             grid_import_kwh: r.grid_import_kwh.clone(),
         }
     }
+}
+
+impl From<&RolloutStart> for pb::RolloutStart {
+    fn from(s: &RolloutStart) -> pb::RolloutStart {
+        pb::RolloutStart {
+            node_name: s.node_name.clone(),
+            policy_version: s.policy_version,
+            first_slot: s.first_slot,
+            end_slot: s.end_slot,
+        }
+    }
+}
+
+/// Validates a node's rollout announcement (name, version, slot span).
+pub fn rollout_start_from_wire(m: pb::RolloutStart) -> Result<RolloutStart, WireError> {
+    let start = RolloutStart {
+        node_name: node_name_from_wire(&m.node_name, "node_name")?,
+        policy_version: m.policy_version,
+        first_slot: m.first_slot,
+        end_slot: m.end_slot,
+    };
+    start.validate()?;
+    Ok(start)
 }
 
 /// Validates a batch into a rollout; consumes it to avoid copying the arrays.
@@ -145,6 +168,28 @@ mod tests {
             defect(&mut b);
             match rollout_from_wire(b) {
                 Err(WireError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rollout_starts_round_trip_and_bad_ones_name_the_field() {
+        let good = pb::RolloutStart { node_name: "node-a".into(), policy_version: 3, first_slot: 40, end_slot: 48 };
+        let s = rollout_start_from_wire(good.clone()).unwrap();
+        assert_eq!((s.policy_version, s.first_slot, s.end_slot), (3, 40, 48));
+        assert_eq!(pb::RolloutStart::from(&s), good);
+        let cases: Vec<(pb::RolloutStart, &str)> = vec![
+            (pb::RolloutStart { node_name: String::new(), ..good.clone() }, "node_name"),
+            (pb::RolloutStart { policy_version: 0, ..good.clone() }, "policy_version"),
+            (pb::RolloutStart { end_slot: 40, ..good.clone() }, "end_slot"),
+            (pb::RolloutStart { end_slot: 39, ..good.clone() }, "end_slot"),
+            (pb::RolloutStart { end_slot: 100_041, ..good.clone() }, "end_slot"),
+            (pb::RolloutStart { first_slot: u64::MAX, end_slot: 1, ..good.clone() }, "end_slot"),
+        ];
+        for (m, field) in cases {
+            match rollout_start_from_wire(m.clone()) {
+                Err(WireError::InvalidArgument { field: f, .. }) => assert_eq!(f, field, "{m:?}"),
                 other => panic!("{field}: {other:?}"),
             }
         }
