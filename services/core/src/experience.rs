@@ -96,7 +96,9 @@ pub struct Rollout {
 /// learner then waits for that rollout (see the learner's `BeginRollout`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolloutStart {
+    /// The node's name, as its rollout will carry it.
     pub node_name: String,
+    /// The policy version the rollout's actions are sampled from.
     pub policy_version: u64,
     /// The market slot of the rollout's first step.
     pub first_slot: u64,
