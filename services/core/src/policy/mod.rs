@@ -3,10 +3,12 @@
 //! A policy only proposes; the safety filter (`crate::safety`) turns the raw
 //! action into something physically feasible. Baselines live in
 //! `baselines.rs`, the pure-Rust MLP forward pass shared with the trainer in
-//! `mlp.rs`.
+//! `mlp.rs`; what an agent-node exchanges with an external policy service
+//! in `remote.rs`.
 
 pub mod baselines;
 pub mod mlp;
+pub mod remote;
 pub mod weights;
 
 use serde::{Deserialize, Serialize};
