@@ -8,11 +8,14 @@
 
 :class:`Market` operates a running market (status, watch, pause, resume,
 step, mode, scenario injection), :class:`Trainer` reads the trainer's
-status; results are the dataclasses of :mod:`peergrid.results`, failures
-raise :class:`PeergridError` subclasses (:mod:`peergrid.errors`). The gRPC
+status, :func:`serve_policy` serves a Python policy to agent-nodes run with
+``--policy remote:URL`` (:mod:`peergrid.remote_policy`); results are the
+dataclasses of :mod:`peergrid.results`, failures raise
+:class:`PeergridError` subclasses (:mod:`peergrid.errors`). The gRPC
 modules generated from the repository's ``proto/`` at install time live
 beside this one, named as the proto packages: ``peergrid.market.v1``,
-``peergrid.control.v1``, ``peergrid.learner.v1``, ``peergrid.common.v1``.
+``peergrid.control.v1``, ``peergrid.learner.v1``, ``peergrid.common.v1``,
+``peergrid.policy.v1``.
 """
 
 from peergrid.client import DEFAULT_TIMEOUT_S, Market, Trainer, Watch
@@ -29,15 +32,26 @@ from peergrid.errors import (
     Unauthenticated,
     Unavailable,
 )
+from peergrid.remote_policy import (
+    ACTION_NAMES,
+    FEATURE_NAMES,
+    Feedback,
+    PolicyServer,
+    flatten_actions,
+    serve_policy,
+)
 from peergrid.results import ControlReply, Kpis, MarketStatus, Notice, SlotSummary, TrainerStatus
 
 __all__ = [
+    "ACTION_NAMES",
     "DEFAULT_TIMEOUT_S",
+    "FEATURE_NAMES",
     "MIN_TOKEN_LEN",
     "ConfigError",
     "ControlReply",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "Feedback",
     "InvalidArgument",
     "Kpis",
     "Market",
@@ -45,6 +59,7 @@ __all__ = [
     "Notice",
     "PeergridError",
     "PermissionDenied",
+    "PolicyServer",
     "ResourceExhausted",
     "RpcError",
     "SlotSummary",
@@ -53,5 +68,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Watch",
+    "flatten_actions",
     "load_token",
+    "serve_policy",
 ]
