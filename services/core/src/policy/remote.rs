@@ -199,6 +199,8 @@ mod tests {
         }
     }
 
+    type Defect = Box<dyn Fn(&mut ObservationBatch)>;
+
     fn field_of(e: CoreError) -> String {
         match e {
             CoreError::InvalidField { field, .. } => field,
@@ -215,7 +217,7 @@ mod tests {
 
     #[test]
     fn bad_requests_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut ObservationBatch)>, &str)> = vec![
+        let cases: Vec<(Defect, &str)> = vec![
             (Box::new(|r| r.node_name.clear()), "node_name"),
             (Box::new(|r| r.prosumer_ids.clear()), "prosumer_ids"),
             (Box::new(|r| r.prosumer_ids[2] = 5), "prosumer_ids[2]"),

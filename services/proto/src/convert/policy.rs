@@ -148,6 +148,8 @@ mod tests {
         }
     }
 
+    type Defect = Box<dyn Fn(&mut pb::ActRequest)>;
+
     fn invalid_field(e: WireError) -> String {
         match e {
             WireError::InvalidArgument { field, .. } => field,
@@ -179,7 +181,7 @@ mod tests {
 
     #[test]
     fn bad_requests_name_the_field_and_bound() {
-        let cases: Vec<(Box<dyn Fn(&mut pb::ActRequest)>, &str, &str)> = vec![
+        let cases: Vec<(Defect, &str, &str)> = vec![
             (Box::new(|r| r.observations.push(0.0)), "observations", "expected 28 values (prosumers × 14), got 29"),
             (Box::new(|r| r.observations[20] = f32::NAN), "observations[20]", "not finite"),
             (Box::new(|r| r.node_name = String::new()), "node_name", ""),
