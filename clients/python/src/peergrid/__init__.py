@@ -9,7 +9,10 @@
 :class:`Market` operates a running market (status, watch, pause, resume,
 step, mode, scenario injection), :class:`Trainer` reads the trainer's
 status, :func:`serve_policy` serves a Python policy to agent-nodes run with
-``--policy remote:URL`` (:mod:`peergrid.remote_policy`); results are the
+``--policy remote:URL`` (:mod:`peergrid.remote_policy`), and
+:class:`ParallelEnv` (:mod:`peergrid.parallel_env`, needs the ``env`` extra:
+``pettingzoo`` and ``gymnasium``) makes one node's prosumers a PettingZoo
+environment; results are the
 dataclasses of :mod:`peergrid.results`, failures raise
 :class:`PeergridError` subclasses (:mod:`peergrid.errors`). The gRPC
 modules generated from the repository's ``proto/`` at install time live
@@ -42,6 +45,18 @@ from peergrid.remote_policy import (
 )
 from peergrid.results import ControlReply, Kpis, MarketStatus, Notice, SlotSummary, TrainerStatus
 
+
+
+def __getattr__(name: str) -> object:
+    # ParallelEnv needs pettingzoo and gymnasium (the ``env`` extra): imported
+    # on first use, so the rest of the package works without them.
+    if name == "ParallelEnv":
+        from peergrid.parallel_env import ParallelEnv
+
+        return ParallelEnv
+    raise AttributeError(f"module 'peergrid' has no attribute {name!r}")
+
+
 __all__ = [
     "ACTION_NAMES",
     "DEFAULT_TIMEOUT_S",
@@ -58,6 +73,7 @@ __all__ = [
     "MarketStatus",
     "Notice",
     "PeergridError",
+    "ParallelEnv",
     "PermissionDenied",
     "PolicyServer",
     "ResourceExhausted",
