@@ -24,6 +24,9 @@
 //! try. A service that answers — even with an error status or an invalid
 //! answer (`refused`, `invalid`) — is called again the next slot.
 //!
+//! A shutdown ends the wait for an answer at once (that slot falls back),
+//! so SIGTERM never waits out the timeout.
+//!
 //! The session sends the market a `Hold` before each call (so a slow
 //! policy slows the market instead of losing the slot); see `session.rs`.
 
@@ -33,7 +36,7 @@ use peergrid_core::observation::OBS_DIM;
 use peergrid_core::policy::remote::{ActionBatch, ObservationBatch, ProsumerOutcome, SlotFeedback};
 use peergrid_core::policy::Action;
 use peergrid_core::units::ProsumerId;
-use peergrid_runtime::Backoff;
+use peergrid_runtime::{Backoff, Shutdown};
 use tonic::Code;
 use tracing::{info, warn};
 
@@ -123,6 +126,8 @@ pub struct RemotePolicy {
     /// Slots played with the service's actions, and fallen back, in all.
     calls: u64,
     fallbacks: u64,
+    /// A call in progress stops waiting when this fires (the slot falls back).
+    shutdown: Option<Shutdown>,
 }
 
 impl RemotePolicy {
@@ -144,7 +149,14 @@ impl RemotePolicy {
             failing: 0,
             calls: 0,
             fallbacks: 0,
+            shutdown: None,
         }
+    }
+
+    /// Stop waiting for an answer when `shutdown` fires: the node finishes
+    /// its slot with the rule-based action instead of waiting out the timeout.
+    pub fn stop_waiting_on(&mut self, shutdown: Shutdown) {
+        self.shutdown = Some(shutdown);
     }
 
     /// Slots played with the service's actions, and with the rule-based fallback, so far.
@@ -169,9 +181,19 @@ impl RemotePolicy {
             previous: self.feedback.take(),
         };
         let started = Instant::now();
-        let answer = match tokio::time::timeout(self.timeout, self.call(&batch)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(Fallback::new("timeout", format!("no answer within {} ms", self.timeout.as_millis()))),
+        let (timeout, shutdown) = (self.timeout, self.shutdown.clone());
+        let call = async {
+            match tokio::time::timeout(timeout, self.call(&batch)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Fallback::new("timeout", format!("no answer within {} ms", timeout.as_millis()))),
+            }
+        };
+        let answer = match shutdown {
+            Some(mut shutdown) => tokio::select! {
+                answer = call => answer,
+                _ = shutdown.recv() => Err(Fallback::new("unavailable", "the node is shutting down")),
+            },
+            None => call.await,
         };
         self.metrics.remote_policy_seconds.observe(started.elapsed().as_secs_f64());
         match answer {
@@ -449,6 +471,24 @@ mod tests {
         until_ready(&remote).await;
         assert!(remote.act(2, &IDS, observations(0.1)).await.is_some());
         assert_eq!(service.seen().iter().map(|b| b.slot).collect::<Vec<_>>(), [0, 2], "no call while backing off");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_stops_waiting_for_an_answer() {
+        let service = StandIn::new(Answer::Slow(Duration::from_secs(30)));
+        let (addr, _stop) = service.serve("127.0.0.1:0".parse().unwrap()).await;
+        let (mut remote, metrics) = remote(addr, 60_000);
+        let controller = peergrid_runtime::ShutdownController::new();
+        remote.stop_waiting_on(controller.subscribe());
+        let trigger = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            controller.trigger();
+        };
+        let started = Instant::now();
+        let (answer, ()) = tokio::join!(remote.act(0, &IDS, observations(0.1)), trigger);
+        assert_eq!(answer, None);
+        assert!(started.elapsed() < Duration::from_secs(10), "stopped waiting at shutdown, not at the 60 s timeout");
+        assert_eq!(metrics.fallbacks("unavailable"), 1);
     }
 
     #[tokio::test]

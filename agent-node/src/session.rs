@@ -239,6 +239,9 @@ impl Node {
     /// or until a failure that retrying cannot fix; then settles what is
     /// pending and returns the report.
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<AgentReport, AgentError> {
+        if let Some(remote) = self.remote.as_mut() {
+            remote.stop_waiting_on(shutdown.clone());
+        }
         let r = &self.cfg.reconnect;
         let jitter_seed = peergrid_core::rng::derive_seed(self.cfg.community.seed, &self.cfg.name);
         let mut backoff =
