@@ -50,6 +50,25 @@ def test_the_env_passes_pettingzoos_parallel_api_test(env: peergrid.ParallelEnv)
     assert env.action_space(0).shape == (len(peergrid.ACTION_NAMES),)
 
 
+def test_bad_actions_raise_naming_the_agent_and_nothing_is_played(env: peergrid.ParallelEnv) -> None:
+    obs, infos = env.reset()
+    slot = infos[0]["slot"]
+    good = {a: np.zeros(3, dtype=np.float32) for a in env.agents}
+    cases = [
+        ({**good, 99: np.zeros(3)}, "actions[99]: not an agent of this episode"),
+        ({**good, 1: np.zeros(2)}, "actions[1]: expected 3 numbers (battery, quantity, price), got shape (2,)"),
+        ({**good, 2: [0.0, float("nan"), 0.0]}, "actions[2]: [0.0, nan, 0.0] must be finite"),
+        ({**good, 0: "charge"}, "actions[0]: must be 3 numbers"),
+    ]
+    for actions, message in cases:
+        with pytest.raises(ValueError) as e:
+            env.step(actions)
+        assert message in str(e.value)
+    # Nothing was played: the same slot is still open, and a good step plays it.
+    obs, rewards, _, _, infos = env.step(good)
+    assert infos[0]["slot"] == slot + 1 and infos[0]["feedback"], infos[0]
+
+
 def test_a_random_policy_plays_an_episode_with_the_households_rewards(env: peergrid.ParallelEnv) -> None:
     obs, infos = env.reset()
     first_slot = infos[0]["slot"]

@@ -50,7 +50,7 @@ import numpy as np
 from pettingzoo import ParallelEnv as _PettingZooParallelEnv
 
 from peergrid.errors import ConfigError
-from peergrid.remote_policy import ACT_DIM, OBS_DIM, Feedback, PolicyServer
+from peergrid.remote_policy import ACT_DIM, MAX_ABS_ACTION, OBS_DIM, Feedback, PolicyServer
 
 #: Bound of every observation feature (the node's and the learner's bound).
 MAX_ABS_OBSERVATION = 1e6
@@ -213,15 +213,27 @@ class ParallelEnv(_PettingZooParallelEnv):  # type: ignore[misc]
     ) -> tuple[dict[int, Any], dict[int, float], dict[int, bool], dict[int, bool], dict[int, Any]]:
         """Plays ``actions`` (one per agent; a missing agent idles and offers
         nothing) and returns the next slot's observations with this slot's
-        rewards."""
+        rewards. Actions for an unknown agent, of another shape than 3
+        numbers, or not finite raise ``ValueError`` naming the agent; nothing
+        is played then, and the step can be retried."""
         request = self._request
         if request is None or request.answered or not self.agents:
             raise RuntimeError("step() needs an episode in progress: call reset() first")
         played = np.zeros((len(request.ids), ACT_DIM), dtype=np.float32)
         played[:, 1] = -1.0  # offer nothing unless told
-        for i, pid in enumerate(request.ids):
-            if pid in actions:
-                played[i] = np.asarray(actions[pid], dtype=np.float32).reshape(ACT_DIM)
+        index = {pid: i for i, pid in enumerate(request.ids)}
+        for pid, action in actions.items():
+            if pid not in index or pid not in self.agents:
+                raise ValueError(f"actions[{pid!r}]: not an agent of this episode (agents: {self.agents})")
+            try:
+                a = np.asarray(action, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise ValueError(f"actions[{pid}]: must be {ACT_DIM} numbers, got {action!r}") from None
+            if a.size != ACT_DIM:
+                raise ValueError(f"actions[{pid}]: expected {ACT_DIM} numbers (battery, quantity, price), got shape {a.shape}")
+            if not (np.all(np.isfinite(a)) and np.all(np.abs(a) <= MAX_ABS_ACTION)):
+                raise ValueError(f"actions[{pid}]: {a.reshape(-1).tolist()} must be finite and within ±{MAX_ABS_ACTION:g}")
+            played[index[pid]] = a.reshape(ACT_DIM)
         self._exchange.answer(request, played)
         started = time.monotonic()
         following = self._take(request)
