@@ -84,17 +84,17 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_policy_holds_the_market_and_a_gone_or_hung_one_falls_back_without_losing_a_report() {
-    let mut policy = StandInPolicy::start(Behaviour::Slow(CHARGE, Duration::from_millis(1_000))).await.unwrap();
+    let mut policy = StandInPolicy::start(Behaviour::Slow(CHARGE, Duration::from_millis(1_500))).await.unwrap();
     let builder = ClusterBuilder {
         policy: PolicyChoice::Remote(policy.url()),
-        deadline_ms: 300,
-        remote_policy_timeout_ms: 3_000,
+        deadline_ms: 500,
+        remote_policy_timeout_ms: 4_000,
         ..ClusterBuilder::default()
     }
     .nodes(&[4]);
     let cluster = builder.start(dataset()).await.unwrap();
 
-    // Slow (1 s a slot against a 300 ms deadline): the market holds each
+    // Slow (1.5 s a slot against a 500 ms deadline): the market holds each
     // slot for the node instead of clearing without it.
     let start = cluster.status().await.unwrap();
     let slow = cluster.wait_for_slot(start.slot + 3).await.unwrap();
@@ -111,11 +111,21 @@ async fn a_slow_policy_holds_the_market_and_a_gone_or_hung_one_falls_back_withou
     assert_eq!(gone.missing_reports, 0, "{gone:?}");
     assert!(cluster.agent_running(0), "the node keeps running without its policy");
 
-    // Hung: answers come after 8 s, past the node's 3 s timeout.
+    // Hung: answers come after 8 s, past the node's 4 s timeout.
     policy.restart().await.unwrap();
     policy.set(Behaviour::Slow(CHARGE, Duration::from_secs(8)));
+    // (The node may still be backing off: wait until it called the hung
+    // policy twice — each call a held slot — and the market moved on.)
     let before = cluster.status().await.unwrap();
-    let hung = cluster.wait_for_slot(before.slot + 3).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hung = loop {
+        let s = cluster.status().await.unwrap();
+        if s.holds >= before.holds + 2 && s.slot >= before.slot + 3 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for two held calls to the hung policy: {before:?} → {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(hung.missing_reports, 0, "{hung:?}");
     assert!(cluster.agent_running(0));
 
