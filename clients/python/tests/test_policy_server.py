@@ -167,6 +167,18 @@ def test_an_exception_in_act_is_logged_and_answered_internal(caplog: pytest.LogC
     assert "RuntimeError: out of GPU memory" in e.value.details() and "out of GPU memory" in caplog.text
 
 
+def test_policy_unavailable_is_answered_unavailable_and_logged_as_info(caplog: pytest.LogCaptureFixture) -> None:
+    def act(slot: int, ids: list[int], obs: Any) -> Any:
+        raise peergrid.PolicyUnavailable("updating the networks")
+
+    with caplog.at_level("INFO", logger="peergrid.policy"), peergrid.serve_policy(act) as server:
+        channel, client = stub(server)
+        with channel, pytest.raises(grpc.RpcError) as e:
+            client.Act(request(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "updating the networks" in e.value.details()
+    assert [r.levelname for r in caplog.records if "updating the networks" in r.getMessage()] == ["INFO"]
+
+
 def test_flatten_actions_takes_numpy_and_sequences() -> None:
     assert peergrid.flatten_actions(np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32), 2) == [1, 2, 3, 4, 5, 6]
     assert peergrid.flatten_actions(((1, 2, 3),), 1) == [1.0, 2.0, 3.0]

@@ -40,6 +40,7 @@ from peergrid.remote_policy import (
     FEATURE_NAMES,
     Feedback,
     PolicyServer,
+    PolicyUnavailable,
     flatten_actions,
     serve_policy,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "ParallelEnv",
     "PermissionDenied",
     "PolicyServer",
+    "PolicyUnavailable",
     "ResourceExhausted",
     "RpcError",
     "SlotSummary",

@@ -50,7 +50,7 @@ import numpy as np
 from pettingzoo import ParallelEnv as _PettingZooParallelEnv
 
 from peergrid.errors import ConfigError
-from peergrid.remote_policy import ACT_DIM, MAX_ABS_ACTION, OBS_DIM, Feedback, PolicyServer
+from peergrid.remote_policy import ACT_DIM, MAX_ABS_ACTION, OBS_DIM, Feedback, PolicyServer, PolicyUnavailable
 
 #: Bound of every observation feature (the node's and the learner's bound).
 MAX_ABS_OBSERVATION = 1e6
@@ -87,14 +87,14 @@ class _Exchange:
     def act(self, slot: int, ids: list[int], observations: Any) -> np.ndarray:
         with self._cond:
             if self._closed:
-                raise RuntimeError("the environment is closed")
+                raise PolicyUnavailable("the environment is closed")
             request = _Request(slot, list(ids), np.asarray(observations, dtype=np.float32), self._feedback)
             self._feedback = None
             self._request = request
             self._cond.notify_all()
             self._cond.wait_for(lambda: request.answered or self._closed)
             if request.actions is None:
-                raise RuntimeError("the environment was closed before it acted")
+                raise PolicyUnavailable("the environment was closed before it acted")
             return request.actions
 
     # --- the env's side ----------------------------------------------------

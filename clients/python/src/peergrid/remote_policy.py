@@ -79,6 +79,14 @@ MAX_ABS_ACTION = 1e3
 log = logging.getLogger("peergrid.policy")
 
 
+class PolicyUnavailable(Exception):
+    """Raise from ``act`` to tell the node this policy cannot answer now
+    (it is shutting down, say): the call is answered ``UNAVAILABLE`` and
+    logged at INFO, and the node plays its rule-based action and backs off
+    before calling again — where any other exception is an ``INTERNAL``
+    error logged as one."""
+
+
 @dataclass(frozen=True)
 class Feedback:
     """The outcome of one settled slot for the prosumers of one node.
@@ -204,6 +212,9 @@ class _Servicer(policy_pb2_grpc.PolicyServiceServicer):
                 flat = list(request.observations)
                 observations = [flat[i * OBS_DIM : (i + 1) * OBS_DIM] for i in range(n)]
             actions = flatten_actions(self._act(request.slot, ids, observations), n)
+        except PolicyUnavailable as e:
+            log.info("policy for node %s, slot %d: unavailable: %s", request.node_name, request.slot, e)
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"the policy is unavailable: {e}")
         except Exception as e:  # the user's code: report it, never crash the server
             log.error("policy for node %s, slot %d: %s: %s", request.node_name, request.slot, type(e).__name__, e)
             context.abort(grpc.StatusCode.INTERNAL, f"the policy failed: {type(e).__name__}: {e}")
