@@ -111,7 +111,7 @@ fn bench_actix(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], 
             let t = Instant::now();
             let sends = addrs.iter().map(|a| {
                 let (conditions, offline) = conditions_for(0, &[]);
-                a.send(Play(PlaySlot { slot, ctx: *ctx, conditions, offline }))
+                a.send(Play(PlaySlot { slot, ctx: *ctx, conditions, offline, action: None }))
             });
             let mut reports: Vec<HouseholdReport> = join_all(sends).await.into_iter().filter_map(|r| r.unwrap()).collect();
             reports.sort_by_key(|r| r.prosumer_id);

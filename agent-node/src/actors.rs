@@ -25,6 +25,14 @@
 //! the reports in id order. CPU-heavy policies (the MLP) therefore never run
 //! on the tokio workers that own the gRPC stream.
 //!
+//! With a remote policy the node asks every actor for its observation first
+//! ([`ActorPool::observe`]: the slot is prepared, EV events and observation,
+//! exactly as a learning actor prepares it), gets every action from the
+//! service in one call, and then plays the slot with those actions
+//! ([`ActorPool::play_with`]); an actor without a given action plays its own
+//! policy (the rule-based fallback). Settling can report each prosumer's
+//! outcome ([`ActorPool::settle_and_report`]) for the service's feedback.
+//!
 //! Never here: gRPC, wire types, deciding what the market meant (that is the
 //! session).
 
@@ -34,7 +42,9 @@ use std::thread::JoinHandle;
 use peergrid_core::data::Dataset;
 use peergrid_core::household::{conditions_for, Adjustment, Conditions, Household, HouseholdReport, HouseholdState, Prepared};
 use peergrid_core::market::Fill;
-use peergrid_core::observation::SlotContext;
+use peergrid_core::observation::{Observation, SlotContext, OBS_DIM};
+use peergrid_core::policy::remote::ProsumerOutcome;
+use peergrid_core::policy::{Action, Policy};
 use peergrid_core::prosumer::ProsumerSpec;
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::settlement::{settle_household, Settlement};
@@ -78,6 +88,9 @@ pub struct PlaySlot {
     pub conditions: Conditions,
     /// Play the physics but send no report (the household settles locally).
     pub offline: bool,
+    /// The action to play instead of the actor's policy (a remote policy's
+    /// answer, before the safety filter); `None` = the actor's own policy.
+    pub action: Option<Action>,
 }
 
 /// Settle the slot played last: with the market's settlement, or locally
@@ -95,6 +108,11 @@ pub struct SettleOutcome {
     pub reward: f64,
     /// Settled with the grid on this node rather than by the market.
     pub local: bool,
+    /// The household's energy cost: grid and P2P net of revenue, degradation, overload.
+    pub cost: f64,
+    pub grid_import_kwh: f64,
+    /// The slot was the last of a day.
+    pub done: bool,
 }
 
 /// One prosumer's accumulated reward.
@@ -114,6 +132,21 @@ struct Played {
     slot: u64,
     report: HouseholdReport,
     tariff: SlotTariff,
+    /// The slot was the last of a day.
+    done: bool,
+}
+
+/// A policy that plays one given action (a remote policy's answer).
+struct Given(Action);
+
+impl Policy for Given {
+    fn name(&self) -> &str {
+        "remote"
+    }
+
+    fn act(&mut self, _: ProsumerId, _: &Observation) -> Action {
+        self.0
+    }
 }
 
 /// One prosumer.
@@ -199,21 +232,25 @@ impl ProsumerActor {
             Some((slot, p)) if slot == msg.slot => p,
             _ => household.prepare(&self.ds, &msg.ctx, msg.conditions),
         };
-        let report = household.act(&prepared, &msg.ctx, &mut self.policy);
-        if let ActorPolicy::Learning(p) = &self.policy {
+        let report = match msg.action {
+            Some(action) => household.act(&prepared, &msg.ctx, &mut Given(action)),
+            None => household.act(&prepared, &msg.ctx, &mut self.policy),
+        };
+        let slots_per_day = (24.0 / msg.ctx.hours).round().max(1.0) as usize;
+        let done = (msg.ctx.data_slot + 1) % slots_per_day == 0;
+        if let (ActorPolicy::Learning(p), None) = (&self.policy, msg.action) {
             let r = p.last();
-            let slots_per_day = (24.0 / msg.ctx.hours).round().max(1.0) as usize;
             self.experience.push(Step {
                 features: r.features,
                 action: r.action,
                 log_prob: r.log_prob,
                 value: r.value,
-                done: (msg.ctx.data_slot + 1) % slots_per_day == 0,
+                done,
                 ..Step::default()
             });
             self.awaiting_reward = true;
         }
-        self.played = Some(Played { slot: msg.slot, report, tariff: msg.ctx.tariff });
+        self.played = Some(Played { slot: msg.slot, report, tariff: msg.ctx.tariff, done });
         (!msg.offline).then_some(report)
     }
 
@@ -236,6 +273,25 @@ impl ProsumerActor {
         ActorRollout { prosumer_id: self.spec.id, steps: std::mem::take(&mut self.experience), bootstrap_value }
     }
 
+    /// Remote policy: begins slot `slot` (EV events, observation) without
+    /// acting and returns the observation's features; the next
+    /// `handle_play` for `slot` acts on this very observation. Asking again
+    /// for the same slot returns the same observation.
+    pub fn observe(&mut self, slot: u64, ctx: &SlotContext, conditions: Conditions) -> [f32; OBS_DIM] {
+        let prepared = match self.prepared {
+            Some((s, p)) if s == slot => p,
+            _ => {
+                let spec = &self.spec;
+                let household = self.household.get_or_insert_with(|| Household::new(spec.clone(), ctx.hour));
+                household.prepare(&self.ds, ctx, conditions)
+            }
+        };
+        self.prepared = Some((slot, prepared));
+        let mut features = [0.0; OBS_DIM];
+        prepared.obs.features(&mut features);
+        features
+    }
+
     /// Learning: act with a new policy version from the next slot on.
     pub fn set_model(&mut self, learned: &Learned) {
         self.policy.set_model(learned);
@@ -256,10 +312,11 @@ impl ProsumerActor {
         let settlement = settlement.unwrap_or_else(|| settle_locally(&played.report, &played.tariff));
         let slot = household_slot(&played.report, &settlement, &played.tariff, &self.weights);
         let reward = slot.reward;
+        let cost = settlement.energy_cost() + slot.degradation_cost + settlement.overload_penalty;
         if self.awaiting_reward {
             if let Some(step) = self.experience.last_mut() {
                 step.reward = reward as f32;
-                step.cost = (settlement.energy_cost() + slot.degradation_cost + settlement.overload_penalty) as f32;
+                step.cost = cost as f32;
                 step.grid_import_kwh = settlement.grid_import_kwh as f32;
             }
             self.awaiting_reward = false;
@@ -267,7 +324,7 @@ impl ProsumerActor {
         self.ret.episode_return += reward;
         self.ret.slots_settled += 1;
         self.ret.local_settlements += local as u64;
-        Some(SettleOutcome { reward, local })
+        Some(SettleOutcome { reward, local, cost, grid_import_kwh: settlement.grid_import_kwh, done: played.done })
     }
 }
 
@@ -287,7 +344,9 @@ enum Command {
     Settle {
         slot: u64,
         settlements: Arc<[(ProsumerId, Settlement)]>,
-        reply: oneshot::Sender<SettleSummary>,
+        /// Also reply with each settled prosumer's outcome.
+        report: bool,
+        reply: oneshot::Sender<(SettleSummary, Vec<ProsumerOutcome>)>,
     },
     Returns {
         reply: oneshot::Sender<Vec<ProsumerReturn>>,
@@ -295,6 +354,10 @@ enum Command {
     Prepare {
         msg: PlaySlotAll,
         reply: oneshot::Sender<Vec<ActorRollout>>,
+    },
+    Observe {
+        msg: PlaySlotAll,
+        reply: oneshot::Sender<Vec<[f32; OBS_DIM]>>,
     },
     SetModel {
         learned: Learned,
@@ -316,6 +379,20 @@ struct PlaySlotAll {
     slot: u64,
     ctx: SlotContext,
     adjustments: Arc<[Adjustment]>,
+    /// Given actions (a remote policy's), in the order of `GivenActions::ids`.
+    actions: Option<Arc<GivenActions>>,
+}
+
+/// One action per prosumer of the pool, by id.
+struct GivenActions {
+    ids: Arc<[ProsumerId]>,
+    actions: Vec<Action>,
+}
+
+impl GivenActions {
+    fn of(&self, id: ProsumerId) -> Option<Action> {
+        self.ids.binary_search(&id).ok().and_then(|i| self.actions.get(i).copied())
+    }
 }
 
 /// A pool thread's loop: deliver each command to its actors in id order.
@@ -327,22 +404,44 @@ fn serve_actors(mut actors: Vec<ProsumerActor>, commands: std::sync::mpsc::Recei
                     .iter_mut()
                     .filter_map(|a| {
                         let (conditions, offline) = conditions_for(a.spec.id, &msg.adjustments);
-                        a.handle_play(PlaySlot { slot: msg.slot, ctx: msg.ctx, conditions, offline })
+                        let action = msg.actions.as_ref().and_then(|given| given.of(a.spec.id));
+                        a.handle_play(PlaySlot { slot: msg.slot, ctx: msg.ctx, conditions, offline, action })
                     })
                     .collect();
                 let _ = reply.send(reports);
             }
-            Command::Settle { slot, settlements, reply } => {
+            Command::Settle { slot, settlements, report, reply } => {
                 let mut summary = SettleSummary::default();
+                let mut outcomes = Vec::with_capacity(if report { actors.len() } else { 0 });
                 for a in actors.iter_mut() {
                     let settlement = settlements.binary_search_by_key(&a.spec.id, |(id, _)| *id).ok().map(|i| settlements[i].1);
                     if let Some(outcome) = a.handle_settle(Settle { slot, settlement }) {
                         summary.settled += 1;
                         summary.local += outcome.local as usize;
                         summary.reward_sum += outcome.reward;
+                        if report {
+                            outcomes.push(ProsumerOutcome {
+                                prosumer_id: a.spec.id,
+                                reward: outcome.reward as f32,
+                                cost: outcome.cost as f32,
+                                grid_import_kwh: outcome.grid_import_kwh as f32,
+                                done: outcome.done,
+                                settled_by_market: !outcome.local,
+                            });
+                        }
                     }
                 }
-                let _ = reply.send(summary);
+                let _ = reply.send((summary, outcomes));
+            }
+            Command::Observe { msg, reply } => {
+                let features = actors
+                    .iter_mut()
+                    .map(|a| {
+                        let (conditions, _) = conditions_for(a.spec.id, &msg.adjustments);
+                        a.observe(msg.slot, &msg.ctx, conditions)
+                    })
+                    .collect();
+                let _ = reply.send(features);
             }
             Command::Returns { reply } => {
                 let _ = reply.send(actors.iter().map(|a| a.ret).collect());
@@ -402,7 +501,7 @@ impl SettleSummary {
 /// The node's actors and the threads that run them. Dropping it stops the
 /// threads (after the command in hand) and joins them.
 pub struct ActorPool {
-    ids: Vec<ProsumerId>,
+    ids: Arc<[ProsumerId]>,
     threads: Vec<(std::sync::mpsc::Sender<Command>, JoinHandle<()>)>,
 }
 
@@ -440,6 +539,11 @@ impl ActorPool {
         Ok(ActorPool { ids: specs.iter().map(|s| s.id).collect(), threads })
     }
 
+    /// The hosted prosumers' ids, ascending.
+    pub fn ids(&self) -> &[ProsumerId] {
+        &self.ids
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -467,15 +571,35 @@ impl ActorPool {
         Ok(out)
     }
 
-    /// Every actor plays slot `slot` under its adjustments; returns the
-    /// reports of the online ones, sorted by prosumer id.
+    /// Every actor plays slot `slot` under its adjustments with its own
+    /// policy; returns the reports of the online ones, sorted by prosumer id.
     pub async fn play(
         &self,
         slot: u64,
         ctx: &SlotContext,
         adjustments: &[Adjustment],
     ) -> Result<Vec<HouseholdReport>, AgentError> {
-        let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into() };
+        self.play_with(slot, ctx, adjustments, None).await
+    }
+
+    /// [`play`](Self::play), with `actions` (one per prosumer, in the order
+    /// of [`ids`](Self::ids); a remote policy's answer) played instead of
+    /// the actors' own policy when given. The actors act on the observation
+    /// [`observe`](Self::observe) returned for this slot.
+    pub async fn play_with(
+        &self,
+        slot: u64,
+        ctx: &SlotContext,
+        adjustments: &[Adjustment],
+        actions: Option<Vec<Action>>,
+    ) -> Result<Vec<HouseholdReport>, AgentError> {
+        if let Some(a) = &actions {
+            if a.len() != self.ids.len() {
+                return Err(AgentError::Actors(format!("{} actions given for {} prosumers", a.len(), self.ids.len())));
+            }
+        }
+        let actions = actions.map(|actions| Arc::new(GivenActions { ids: Arc::clone(&self.ids), actions }));
+        let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into(), actions };
         let blocks = self.ask(|reply| Command::Play { msg: msg.clone(), reply }).await?;
         let mut reports = Vec::with_capacity(self.ids.len());
         for block in blocks {
@@ -488,14 +612,47 @@ impl ActorPool {
     /// Settles slot `slot` for every actor: those in `settlements` (sorted by
     /// id) with the market's settlement, everyone else locally.
     pub async fn settle(&self, slot: u64, settlements: &[(ProsumerId, Settlement)]) -> Result<SettleSummary, AgentError> {
+        Ok(self.settle_inner(slot, settlements, false).await?.0)
+    }
+
+    /// [`settle`](Self::settle), also returning each settled prosumer's
+    /// outcome, by id (a remote policy's feedback).
+    pub async fn settle_and_report(
+        &self,
+        slot: u64,
+        settlements: &[(ProsumerId, Settlement)],
+    ) -> Result<(SettleSummary, Vec<ProsumerOutcome>), AgentError> {
+        self.settle_inner(slot, settlements, true).await
+    }
+
+    async fn settle_inner(
+        &self,
+        slot: u64,
+        settlements: &[(ProsumerId, Settlement)],
+        report: bool,
+    ) -> Result<(SettleSummary, Vec<ProsumerOutcome>), AgentError> {
         debug_assert!(settlements.windows(2).all(|w| w[0].0 < w[1].0), "settlements must be sorted by id");
         let settlements: Arc<[(ProsumerId, Settlement)]> = settlements.into();
-        let parts = self.ask(|reply| Command::Settle { slot, settlements: Arc::clone(&settlements), reply }).await?;
+        let parts = self.ask(|reply| Command::Settle { slot, settlements: Arc::clone(&settlements), report, reply }).await?;
         let mut summary = SettleSummary::default();
-        for part in parts {
+        let mut outcomes = Vec::new();
+        for (part, block) in parts {
             summary.add(part);
+            outcomes.extend(block);
         }
-        Ok(summary)
+        Ok((summary, outcomes))
+    }
+
+    /// Remote policy: every actor prepares slot `slot` (EV events,
+    /// observation) and returns its features, in the order of [`ids`](Self::ids).
+    pub async fn observe(
+        &self,
+        slot: u64,
+        ctx: &SlotContext,
+        adjustments: &[Adjustment],
+    ) -> Result<Vec<[f32; OBS_DIM]>, AgentError> {
+        let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into(), actions: None };
+        Ok(self.ask(|reply| Command::Observe { msg: msg.clone(), reply }).await?.into_iter().flatten().collect())
     }
 
     /// Learning: every actor prepares slot `slot` and hands over its
@@ -506,7 +663,7 @@ impl ActorPool {
         ctx: &SlotContext,
         adjustments: &[Adjustment],
     ) -> Result<Vec<ActorRollout>, AgentError> {
-        let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into() };
+        let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into(), actions: None };
         Ok(self.ask(|reply| Command::Prepare { msg: msg.clone(), reply }).await?.into_iter().flatten().collect())
     }
 

@@ -33,6 +33,11 @@ pub const TOKEN_FILE_ENV: &str = "PEERGRID_AGENT_TOKEN_FILE";
 /// How the config names the market's and the trainer's URL and TLS settings.
 pub const MARKET_SETTINGS: SettingNames = SettingNames { url: "market", ca: "tls_ca", domain: "tls_domain" };
 pub const LEARNER_SETTINGS: SettingNames = SettingNames { url: "learner", ca: "learner_tls_ca", domain: "learner_tls_domain" };
+/// How the config names a remote policy's URL (inside `policy`) and CA.
+pub const REMOTE_POLICY_SETTINGS: SettingNames =
+    SettingNames { url: "policy", ca: "remote_policy_tls_ca", domain: "remote_policy_tls_domain" };
+/// The prefix of a remote policy in `policy`: `remote:http://host:port`.
+pub const REMOTE_POLICY_PREFIX: &str = "remote:";
 
 /// Which policy every prosumer of this node runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,15 +48,24 @@ pub enum PolicyChoice {
     /// A `.safetensors` policy, the trainer's format
     /// (`peergrid_core::policy::weights`), run as the deterministic Gaussian mean.
     Weights(PathBuf),
+    /// An external `PolicyService` (`proto/peergrid/policy/v1`) at this URL
+    /// (`http://`, `https://` with `remote_policy_tls_ca`, or `local://`),
+    /// asked once per slot for every prosumer's action; written
+    /// `remote:URL`. The rule-based action stands in for a slot it does not
+    /// answer in time or answers wrongly.
+    Remote(String),
 }
 
 impl FromStr for PolicyChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<PolicyChoice, String> {
         match s {
-            "" => Err("must be rule-based, grid-only or the path of a .safetensors policy".into()),
+            "" => Err("must be rule-based, grid-only, remote:URL or the path of a .safetensors policy".into()),
             "rule-based" => Ok(PolicyChoice::RuleBased),
             "grid-only" => Ok(PolicyChoice::GridOnly),
+            remote if remote.starts_with(REMOTE_POLICY_PREFIX) => {
+                Ok(PolicyChoice::Remote(remote[REMOTE_POLICY_PREFIX.len()..].to_owned()))
+            }
             path => Ok(PolicyChoice::Weights(PathBuf::from(path))),
         }
     }
@@ -70,6 +84,7 @@ impl From<PolicyChoice> for String {
             PolicyChoice::RuleBased => "rule-based".into(),
             PolicyChoice::GridOnly => "grid-only".into(),
             PolicyChoice::Weights(path) => path.display().to_string(),
+            PolicyChoice::Remote(url) => format!("{REMOTE_POLICY_PREFIX}{url}"),
         }
     }
 }
@@ -152,6 +167,13 @@ pub struct AgentConfig {
     /// Synchronous learning: longest wait for the next policy version after
     /// a rollout before acting on with the current one, ms.
     pub learner_wait_ms: u64,
+    /// With `policy: remote:URL`: how long one slot's call (connecting
+    /// included) may take before the slot falls back to the rule-based
+    /// action, ms (10..=600000). The market holds the slot meanwhile, for at
+    /// most its `max_hold_ms` (60 s by default): keep this below that.
+    pub remote_policy_timeout_ms: u64,
+    /// PEM CA certificate(s) to trust for an `https://` remote policy.
+    pub remote_policy_tls_ca: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -181,6 +203,8 @@ impl Default for AgentConfig {
             learner_tls_domain: None,
             rollout_slots: 48,
             learner_wait_ms: 600_000,
+            remote_policy_timeout_ms: 30_000,
+            remote_policy_tls_ca: None,
         }
     }
 }
@@ -210,12 +234,13 @@ impl AgentConfig {
                 return Err(bad(
                     "policy",
                     format!(
-                        "must be rule-based, grid-only or a .safetensors policy (the trainer's format), got {}",
+                        "must be rule-based, grid-only, remote:URL or a .safetensors policy (the trainer's format), got {}",
                         path.display()
                     ),
                 ));
             }
         }
+        self.validate_remote_policy()?;
         if !(1..=MAX_PROSUMERS).contains(&self.prosumers) {
             return Err(bad("prosumers", format!("must lie in 1..={MAX_PROSUMERS}, got {}", self.prosumers)));
         }
@@ -251,6 +276,50 @@ impl AgentConfig {
             return Err(bad("drain_timeout_ms", format!("must be ≤ 600000, got {}", self.drain_timeout_ms)));
         }
         Ok(())
+    }
+
+    /// The remote policy's settings: its URL and CA fit (as dialled), no
+    /// learner beside it, a timeout in range.
+    fn validate_remote_policy(&self) -> Result<(), AgentError> {
+        let bad = AgentError::config;
+        match self.remote_policy_target() {
+            Some(target) => {
+                if target.url.is_empty() {
+                    return Err(bad(
+                        "policy",
+                        "remote: needs the policy service's URL, e.g. remote:http://127.0.0.1:50071".into(),
+                    ));
+                }
+                target.check()?;
+                if self.learner.is_some() {
+                    return Err(bad(
+                        "policy",
+                        "a remote policy cannot be combined with a learner (--learner): one of them decides the actions".into(),
+                    ));
+                }
+            }
+            None if self.remote_policy_tls_ca.is_some() => {
+                return Err(bad("remote_policy_tls_ca", "is only used with a remote policy (--policy remote:https://…)".into()))
+            }
+            None => {}
+        }
+        if !(10..=600_000).contains(&self.remote_policy_timeout_ms) {
+            return Err(bad(
+                "remote_policy_timeout_ms",
+                format!("must lie in 10..=600000, got {}", self.remote_policy_timeout_ms),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where the remote policy is and how to trust it, with `policy: remote:URL`.
+    pub fn remote_policy_target(&self) -> Option<Target<'_>> {
+        match &self.policy {
+            PolicyChoice::Remote(url) => {
+                Some(Target { url, ca: self.remote_policy_tls_ca.as_deref(), domain: None, names: REMOTE_POLICY_SETTINGS })
+            }
+            _ => None,
+        }
     }
 
     /// The dataset `dataset` and `data_file` name, checked.
@@ -317,9 +386,17 @@ pub struct AgentArgs {
     /// seeds the community generator (overrides the community file's seed).
     #[arg(long, env = "PEERGRID_SEED")]
     pub seed: Option<u64>,
-    /// rule-based, grid-only, or the path of a .safetensors policy (the trainer's format).
+    /// rule-based, grid-only, remote:URL (an external PolicyService, e.g.
+    /// remote:http://127.0.0.1:50071), or the path of a .safetensors policy (the trainer's format).
     #[arg(long, env = "PEERGRID_AGENT_POLICY")]
     pub policy: Option<String>,
+    /// With --policy remote:URL: longest wait for one slot's actions before
+    /// playing the rule-based action instead, ms [default: 30000].
+    #[arg(long, env = "PEERGRID_REMOTE_POLICY_TIMEOUT_MS")]
+    pub remote_policy_timeout_ms: Option<u64>,
+    /// PEM CA certificate to trust for an https:// remote policy.
+    #[arg(long, env = "PEERGRID_REMOTE_POLICY_TLS_CA")]
+    pub remote_policy_tls_ca: Option<PathBuf>,
     /// Community config JSON (shares, sizes, seed).
     #[arg(long)]
     pub community: Option<PathBuf>,
@@ -459,6 +536,12 @@ impl AgentArgs {
         if let Some(v) = self.rollout_slots {
             cfg.rollout_slots = v;
         }
+        if let Some(v) = self.remote_policy_timeout_ms {
+            cfg.remote_policy_timeout_ms = v;
+        }
+        if self.remote_policy_tls_ca.is_some() {
+            cfg.remote_policy_tls_ca = self.remote_policy_tls_ca;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -580,6 +663,21 @@ mod tests {
             (&["--insecure-no-auth", "--actor-threads", "0"], "actor_threads"),
             (&["--insecure-no-auth", "--policy", ""], "policy"),
             (&["--insecure-no-auth", "--policy", "w.json"], "policy"),
+            (&["--insecure-no-auth", "--policy", "remote:"], "policy"),
+            (&["--insecure-no-auth", "--policy", "remote:ftp://policy:1"], "policy"),
+            (&["--insecure-no-auth", "--policy", "remote:127.0.0.1:50071"], "policy"),
+            (&["--insecure-no-auth", "--policy", "remote:https://policy:1"], "remote_policy_tls_ca"),
+            (&["--insecure-no-auth", "--policy", "remote:http://p:1", "--learner", "http://t:1"], "policy"),
+            (&["--insecure-no-auth", "--remote-policy-tls-ca", "ca.pem"], "remote_policy_tls_ca"),
+            (
+                &["--insecure-no-auth", "--policy", "remote:http://p:1", "--remote-policy-tls-ca", "ca.pem"],
+                "remote_policy_tls_ca",
+            ),
+            (
+                &["--insecure-no-auth", "--policy", "remote:http://p:1", "--remote-policy-timeout-ms", "0"],
+                "remote_policy_timeout_ms",
+            ),
+            (&["--insecure-no-auth", "--remote-policy-timeout-ms", "600001"], "remote_policy_timeout_ms"),
             (&["--insecure-no-auth", "--dataset", "ausgrid-csv"], "data_file"),
             (&["--insecure-no-auth", "--data-file", "homes.csv"], "data_file"),
             (&[], "token"),
@@ -605,6 +703,32 @@ mod tests {
         cfg = AgentConfig { insecure_no_auth: true, ..AgentConfig::default() };
         cfg.reconnect.base_ms = 0;
         assert_eq!(field_of(cfg.validate().unwrap_err()), "reconnect.base_ms");
+    }
+
+    #[test]
+    fn a_remote_policy_comes_from_flags_env_or_the_file() {
+        let cfg = args(&["--insecure-no-auth", "--policy", "remote:http://127.0.0.1:50071", "--remote-policy-timeout-ms", "250"])
+            .into_config_with(no_env)
+            .unwrap();
+        assert_eq!(cfg.policy, PolicyChoice::Remote("http://127.0.0.1:50071".into()));
+        assert_eq!(cfg.remote_policy_timeout_ms, 250);
+        let target = cfg.remote_policy_target().expect("a remote policy has a target");
+        assert_eq!((target.url, target.is_tls()), ("http://127.0.0.1:50071", false));
+        assert!(cfg.redacted_json().contains(r#""policy":"remote:http://127.0.0.1:50071""#), "{}", cfg.redacted_json());
+        let tls = args(&["--insecure-no-auth", "--policy", "remote:https://policy:50071", "--remote-policy-tls-ca", "ca.pem"])
+            .into_config_with(no_env)
+            .unwrap();
+        assert_eq!(tls.remote_policy_target().unwrap().ca, Some(Path::new("ca.pem")));
+        assert_eq!(AgentConfig::default().remote_policy_timeout_ms, 30_000);
+        assert!(AgentConfig::default().remote_policy_target().is_none());
+        let dir = std::env::temp_dir().join(format!("peergrid-agent-remote-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("agent.json");
+        std::fs::write(&file, r#"{"policy": "remote:local://policy-1", "remote_policy_timeout_ms": 5000}"#).unwrap();
+        let f = file.display().to_string();
+        let cfg = args(&["--insecure-no-auth", "--config", &f]).into_config_with(no_env).unwrap();
+        assert_eq!((cfg.policy, cfg.remote_policy_timeout_ms), (PolicyChoice::Remote("local://policy-1".into()), 5000));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

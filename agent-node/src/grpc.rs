@@ -6,7 +6,11 @@
 //! batch we sent — or a [`Refusal`]). The one thing kept of a sent batch is
 //! the [`Outbox`], for sending it again on a new stream.
 //!
-//! Both channels (market and trainer) are dialled by `peergrid_runtime::dial`
+//! The remote policy's client ([`PolicyClient`], `--policy remote:URL`)
+//! lives here too: it encodes an `ObservationBatch` and decodes the answer
+//! into a validated `ActionBatch`.
+//!
+//! Every channel (market, trainer, remote policy) is dialled by `peergrid_runtime::dial`
 //! (TLS when the URL is `https://`), carry the agent bearer token on every
 //! call ([`ClientAuth`]; none with `--insecure-no-auth`), accept gzip
 //! responses, gzips its own messages with `--gzip`, and raises the
@@ -19,6 +23,7 @@ use std::time::Duration;
 use peergrid_core::household::HouseholdReport;
 use peergrid_core::observation::OpenSlot;
 use peergrid_core::physics::Envelope;
+use peergrid_core::policy::remote::{ActionBatch, ObservationBatch};
 use peergrid_core::prosumer::ProsumerSpec;
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::settlement::ClearedSlot;
@@ -28,6 +33,8 @@ use peergrid_proto::convert::slot::{report_to_wire, slot_open_from_wire};
 use peergrid_proto::convert::{envelope_to_wire, reward_weights_from_json};
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient;
+use peergrid_proto::pb::policy::v1 as policy_pb;
+use peergrid_proto::WireError;
 use peergrid_runtime::serve::limits;
 use peergrid_runtime::{ClientAuth, Target, MAX_MESSAGE_BYTES};
 use tokio::sync::mpsc;
@@ -422,5 +429,40 @@ impl LearnerClient {
         let summary = self.inner.push_experience(tokio_stream::once(batch)).await.map_err(AgentError::Rpc)?.into_inner();
         let verdict = if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale };
         Ok(PushReply { verdict, act_version: (summary.act_version > 0).then_some(summary.act_version) })
+    }
+}
+
+/// Why a remote policy call gave no usable answer.
+#[derive(Debug)]
+pub enum PolicyCallError {
+    /// The call failed with this status (transport errors are `UNAVAILABLE`).
+    Status(tonic::Status),
+    /// The service answered something the contract does not allow.
+    Invalid(WireError),
+}
+
+/// The remote policy client (`--policy remote:URL`).
+pub struct PolicyClient {
+    inner: policy_pb::policy_service_client::PolicyServiceClient<InterceptedService<Channel, ClientAuth>>,
+}
+
+impl PolicyClient {
+    /// Dials the remote policy named by the node's `policy` (with the
+    /// node's connect timeout and agent token).
+    pub async fn connect(cfg: &AgentConfig) -> Result<PolicyClient, AgentError> {
+        let target = cfg.remote_policy_target().ok_or_else(|| AgentError::config("policy", "is not remote:URL"))?;
+        let channel = channel(cfg, target).await?;
+        let inner = policy_pb::policy_service_client::PolicyServiceClient::with_interceptor(channel, auth(cfg))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(PolicyClient { inner })
+    }
+
+    /// One slot's call: the answer, decoded and validated on its own (the
+    /// caller checks that it answers `batch`).
+    pub async fn act(&mut self, batch: &ObservationBatch) -> Result<ActionBatch, PolicyCallError> {
+        let response = self.inner.act(policy_pb::ActRequest::from(batch)).await.map_err(PolicyCallError::Status)?;
+        ActionBatch::try_from(response.into_inner()).map_err(PolicyCallError::Invalid)
     }
 }

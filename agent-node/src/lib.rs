@@ -8,6 +8,8 @@
 //! - [`grpc`]: the market client, the only file naming generated types;
 //! - [`actors`]: one actor per prosumer, run by a small pool of dedicated threads;
 //! - [`policy`]: the policy each actor runs (baselines or a shared MLP);
+//! - `remote`: an external policy service asked once per slot for every
+//!   prosumer's action (`--policy remote:URL`), with its fallback;
 //! - `metrics`: Prometheus counters, gauges and histograms.
 //!
 //! Every household's slot is `peergrid_core::household::Household::play`
@@ -23,6 +25,7 @@ pub mod grpc;
 pub mod learning;
 pub(crate) mod metrics;
 pub mod policy;
+pub(crate) mod remote;
 pub(crate) mod session;
 #[doc(hidden)]
 pub mod testing;

@@ -16,6 +16,11 @@
 //! prosumer id), and remembers the step ([`MlpPolicy::last`]); the node swaps
 //! in new versions between slots ([`ActorPolicy::set_model`]), and the
 //! generator carries on across them.
+//!
+//! With a remote policy ([`PolicySource::Remote`]) the actions come from an
+//! external service once per slot (`remote.rs`) and are handed to the
+//! actors with the slot; each actor's own policy is the rule-based
+//! baseline, played for any slot the service does not answer usably.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,6 +64,9 @@ pub enum PolicySource {
         learned: Learned,
         seed: u64,
     },
+    /// Actions from an external policy service (`remote.rs`); the actors'
+    /// own policy is the rule-based fallback.
+    Remote,
 }
 
 impl PolicySource {
@@ -67,6 +75,7 @@ impl PolicySource {
             PolicyChoice::GridOnly => PolicySource::GridOnly,
             PolicyChoice::RuleBased => PolicySource::RuleBased,
             PolicyChoice::Weights(path) => PolicySource::Mlp(Arc::new(load_model(path)?)),
+            PolicyChoice::Remote(_) => PolicySource::Remote,
         })
     }
 
@@ -74,7 +83,7 @@ impl PolicySource {
     pub fn instance(&self, id: ProsumerId) -> ActorPolicy {
         match self {
             PolicySource::GridOnly => ActorPolicy::GridOnly(GridOnly),
-            PolicySource::RuleBased => ActorPolicy::RuleBased(RuleBased),
+            PolicySource::RuleBased | PolicySource::Remote => ActorPolicy::RuleBased(RuleBased),
             PolicySource::Mlp(model) => ActorPolicy::Mlp(Box::new(MlpPolicy::deterministic(Arc::clone(model)))),
             PolicySource::Learning { learned, seed } => ActorPolicy::Learning(Box::new(MlpPolicy::sampling(
                 Arc::clone(&learned.model),
@@ -89,6 +98,7 @@ impl PolicySource {
             PolicySource::RuleBased => "rule-based",
             PolicySource::Mlp(_) => "mlp",
             PolicySource::Learning { .. } => "learning",
+            PolicySource::Remote => "remote (rule-based fallback)",
         }
     }
 }

@@ -18,7 +18,12 @@
 //! actor gets its settlement or settles locally (missing, offline). When a rollout is due in synchronous
 //! learning the node first sends `Hold` (the market keeps the slot open for
 //! it), pushes the rollout and waits for the next version. A `BatchRefused`
-//! (late, invalid) is counted and logged; the session goes on. Timing never
+//! (late, invalid) is counted and logged; the session goes on. With a
+//! remote policy (`--policy remote:URL`, [`RemotePolicy`]) the node sends
+//! `Hold` too, then asks every actor for its observation, asks the service
+//! for all the actions in one call and plays the slot with them (the
+//! rule-based action if the call fails or times out); each settlement's
+//! outcomes go to the service with the next call. Timing never
 //! ends the node: it stops on an operator's stop, or on an error retrying
 //! cannot fix (configuration, credentials, an incompatible market).
 //!
@@ -49,13 +54,14 @@ use peergrid_core::units::ProsumerId;
 use peergrid_runtime::{Backoff, Shutdown};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::actors::{ActorPool, ActorState, ProsumerReturn};
+use crate::actors::{ActorPool, ActorState, ProsumerReturn, SettleSummary};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::grpc::{Inbound, MarketClient, Outbox, Refusal, Registration, Resume, SessionReceiver, SessionSender};
 use crate::learning::Learning;
 use crate::metrics::AgentMetrics;
 use crate::policy::PolicySource;
+use crate::remote::RemotePolicy;
 
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -69,6 +75,10 @@ pub struct AgentReport {
     /// Slots whose clearing reached the actors.
     pub slots_cleared: u64,
     pub reconnects: u64,
+    /// Remote policy: slots played with the service's actions, and slots
+    /// played with the rule-based action instead (0 without a remote policy).
+    pub remote_policy_calls: u64,
+    pub remote_policy_fallbacks: u64,
     /// Episode return of each hosted prosumer, by id.
     pub returns: Vec<ProsumerReturn>,
 }
@@ -102,6 +112,8 @@ pub(crate) struct Node {
     learning: Option<Learning>,
     /// The session to resume on the next connect (from `state_dir` at start).
     saved: Option<Resume>,
+    /// With `policy: remote:URL`: the service that decides the actions.
+    remote: Option<RemotePolicy>,
 }
 
 const SESSION_FILE: &str = "session.json";
@@ -197,8 +209,13 @@ impl Node {
         if let Some(r) = &saved {
             info!(session_id = %r.session_id, first_prosumer_id = r.first_prosumer_id, "resuming the saved session");
         }
+        let remote = cfg.remote_policy_target().is_some().then(|| RemotePolicy::new(&cfg, metrics.clone()));
+        if let Some(target) = cfg.remote_policy_target() {
+            info!(url = target.url, timeout_ms = cfg.remote_policy_timeout_ms, "the remote policy decides every slot's actions");
+        }
         Node {
             saved,
+            remote,
             cfg,
             ds,
             policy,
@@ -222,6 +239,9 @@ impl Node {
     /// or until a failure that retrying cannot fix; then settles what is
     /// pending and returns the report.
     pub(crate) async fn run(mut self, mut shutdown: Shutdown) -> Result<AgentReport, AgentError> {
+        if let Some(remote) = self.remote.as_mut() {
+            remote.stop_waiting_on(shutdown.clone());
+        }
         let r = &self.cfg.reconnect;
         let jitter_seed = peergrid_core::rng::derive_seed(self.cfg.community.seed, &self.cfg.name);
         let mut backoff =
@@ -460,7 +480,22 @@ impl Node {
             }
             learning.count_step(open.slot);
         }
-        let reports = hosted.prosumers.play(open.slot, &open.ctx, &open.adjustments).await?;
+        let actions = match self.remote.as_mut() {
+            Some(remote) if remote.ready() => {
+                // The call may take a while: the market holds the slot for
+                // us instead of playing on without our households.
+                tx.send_hold(open.slot, "remote-policy").await?;
+                self.metrics.holds.inc();
+                let observations = hosted.prosumers.observe(open.slot, &open.ctx, &open.adjustments).await?;
+                remote.act(open.slot, hosted.prosumers.ids(), observations).await
+            }
+            Some(remote) => {
+                remote.skip(open.slot);
+                None
+            }
+            None => None,
+        };
+        let reports = hosted.prosumers.play_with(open.slot, &open.ctx, &open.adjustments, actions).await?;
         let sent = reports.len();
         // From here the households have played this slot: it must be settled
         // even if sending fails (the outbox keeps the batch either way).
@@ -490,11 +525,13 @@ impl Node {
             warn!(pending, cleared = cleared.slot, "SlotCleared for a later slot; settling ours locally");
             return self.settle_pending_locally().await;
         }
-        let hosted = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("SlotCleared before registration"))?;
+        if self.hosted.is_none() {
+            return Err(AgentError::protocol("SlotCleared before registration"));
+        }
         let settlements: Vec<(ProsumerId, Settlement)> =
             cleared.settlements.iter().map(|h| (h.prosumer_id, h.settlement)).collect();
         self.outbox.clear();
-        let summary = hosted.prosumers.settle(pending, &settlements).await?;
+        let summary = self.settle(pending, &settlements).await?;
         self.report.slots_cleared += 1;
         if self.report.slots_cleared % SAVE_EVERY_SLOTS == 0 {
             self.save_households().await?;
@@ -522,12 +559,26 @@ impl Node {
 
     async fn settle_pending_locally(&mut self) -> Result<(), AgentError> {
         self.outbox.clear();
-        let (Some(slot), Some(h)) = (self.pending.take(), self.hosted.as_ref()) else {
+        let (Some(slot), Some(_)) = (self.pending.take(), self.hosted.as_ref()) else {
             return Ok(());
         };
-        let summary = h.prosumers.settle(slot, &[]).await?;
+        let summary = self.settle(slot, &[]).await?;
         self.metrics.local_settlements.inc_by(summary.local as u64);
         Ok(())
+    }
+
+    /// Settles slot `slot` (the market's settlements by id, everyone else
+    /// locally); with a remote policy, keeps the outcomes for its next call.
+    async fn settle(&mut self, slot: u64, settlements: &[(ProsumerId, Settlement)]) -> Result<SettleSummary, AgentError> {
+        let h = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("settling before registration"))?;
+        match self.remote.as_mut() {
+            Some(remote) => {
+                let (summary, outcomes) = h.prosumers.settle_and_report(slot, settlements).await?;
+                remote.settled(slot, outcomes);
+                Ok(summary)
+            }
+            None => h.prosumers.settle(slot, settlements).await,
+        }
     }
 
     /// With `state_dir`: saves every household's state and return (between
@@ -549,6 +600,9 @@ impl Node {
         self.save_households().await?;
         if let Some(h) = &self.hosted {
             self.report.returns = h.prosumers.returns().await?;
+        }
+        if let Some(remote) = &self.remote {
+            (self.report.remote_policy_calls, self.report.remote_policy_fallbacks) = remote.counts();
         }
         info!(
             slots_played = self.report.slots_played,

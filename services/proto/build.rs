@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "../../proto/peergrid/market/v1/market.proto",
     "../../proto/peergrid/control/v1/control.proto",
     "../../proto/peergrid/learner/v1/learner.proto",
+    "../../proto/peergrid/policy/v1/policy.proto",
 ];
 const INCLUDE: &str = "../../proto";
 

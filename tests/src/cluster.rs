@@ -43,6 +43,10 @@ pub struct ClusterBuilder {
     pub learner: Option<String>,
     /// Slots per rollout when learning.
     pub rollout_slots: usize,
+    /// With `policy: PolicyChoice::Remote`: the agent-nodes' `remote_policy_timeout_ms`.
+    pub remote_policy_timeout_ms: u64,
+    /// The market's longest hold of a slot for a node, ms.
+    pub max_hold_ms: u64,
 }
 
 /// A file of the test-only TLS fixtures (`tests/fixtures/tls/NAME`).
@@ -64,6 +68,8 @@ impl Default for ClusterBuilder {
             tls: false,
             learner: None,
             rollout_slots: 48,
+            remote_policy_timeout_ms: AgentConfig::default().remote_policy_timeout_ms,
+            max_hold_ms: MarketSettings::default().max_hold_ms,
         }
     }
 }
@@ -131,6 +137,7 @@ impl ClusterBuilder {
             deadline_ms: self.deadline_ms,
             min_prosumers: if self.auto_start { self.nodes.iter().sum() } else { 10_000_000 },
             max_slots: self.max_slots,
+            max_hold_ms: self.max_hold_ms,
             tls_cert: self.tls.then(|| tls_fixture("server.pem")),
             tls_key: self.tls.then(|| tls_fixture("server.key")),
             ..MarketSettings::default()
@@ -176,6 +183,7 @@ impl TestCluster {
                 .is_some_and(|u| u.starts_with("https://"))
                 .then(|| tls_fixture("ca.pem")),
             rollout_slots: self.builder.rollout_slots,
+            remote_policy_timeout_ms: self.builder.remote_policy_timeout_ms,
             ..AgentConfig::default()
         };
         config.community.seed = self.builder.seed;
@@ -219,6 +227,11 @@ impl TestCluster {
         let agent = self.agents[i].take().context("agent already stopped")?;
         agent.shutdown.trigger();
         agent.task.await.context("agent task panicked")?
+    }
+
+    /// Whether agent-node `i` is still running (it did not stop or fail on its own).
+    pub fn agent_running(&self, i: usize) -> bool {
+        self.agents[i].as_ref().is_some_and(|a| !a.task.is_finished())
     }
 
     /// Kills agent-node `i` abruptly (its task is aborted mid-slot).

@@ -1,7 +1,8 @@
 //! Shared helpers of the end-to-end suites: golden-file comparison, the
 //! [`cluster::TestCluster`] of real nodes on loopback ports, and
 //! [`compose`] for driving the docker compose cluster of `deploy/`, with
-//! [`measure`] for what its test reads from the market and the trainer.
+//! [`measure`] for what its test reads from the market and the trainer,
+//! and [`remote_policy`], a stand-in external policy service.
 //!
 //! A golden file is the whole observable behaviour of a scenario as readable
 //! text, checked in. A test renders the same text and compares; run with
@@ -12,6 +13,7 @@ pub mod cluster;
 pub mod compose;
 pub mod measure;
 pub mod processes;
+pub mod remote_policy;
 
 use std::path::PathBuf;
 

@@ -144,7 +144,7 @@ fn per(field: &str) -> &'static str {
 }
 
 /// Every value finite and in `[min, max]`; names the first that is not.
-fn check_range(field: &str, v: &[f32], min: f32, max: f32) -> Result<(), CoreError> {
+pub(crate) fn check_range(field: &str, v: &[f32], min: f32, max: f32) -> Result<(), CoreError> {
     // One pass, no formatting unless a value is bad: batches hold millions.
     match v.iter().position(|x| !(x.is_finite() && *x >= min && *x <= max)) {
         Some(i) if !v[i].is_finite() => Err(CoreError::invalid(format!("{field}[{i}]"), format!("{} is not finite", v[i]))),
@@ -153,7 +153,7 @@ fn check_range(field: &str, v: &[f32], min: f32, max: f32) -> Result<(), CoreErr
     }
 }
 
-fn check_abs(field: &str, v: &[f32], max: f32) -> Result<(), CoreError> {
+pub(crate) fn check_abs(field: &str, v: &[f32], max: f32) -> Result<(), CoreError> {
     check_range(field, v, -max, max)
 }
 

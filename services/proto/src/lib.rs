@@ -42,6 +42,11 @@ pub mod pb {
             tonic::include_proto!("peergrid.learner.v1");
         }
     }
+    pub mod policy {
+        pub mod v1 {
+            tonic::include_proto!("peergrid.policy.v1");
+        }
+    }
 }
 
 /// The encoded `FileDescriptorSet` of every peergrid proto, for reflection.

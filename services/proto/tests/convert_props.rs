@@ -1,5 +1,5 @@
 //! Property tests over every wire → domain conversion of `peergrid_proto::convert`
-//! (issue 12): hostile but well-formed messages — extreme floats (±1e38,
+//! (issue 12; the remote policy's of issue 16): hostile but well-formed messages — extreme floats (±1e38,
 //! ±MAX, subnormals, NaN, ±∞), extreme integers, long repeated fields — and
 //! random bytes decoded with prost never make a conversion panic; whatever a
 //! conversion accepts lies within the bounds its module documents; and an
@@ -10,10 +10,11 @@
 //! seed per test unless `PROPTEST_RNG_SEED` says otherwise); regressions
 //! are not persisted.
 
-use peergrid_core::experience::{Rollout, MAX_STEPS};
+use peergrid_core::experience::{Rollout, MAX_ABS_ACTION, MAX_ABS_OBSERVATION, MAX_ABS_REWARD, MAX_STEPS};
 use peergrid_core::household::{conditions_for, MAX_COMBINED_SCALE};
 use peergrid_core::market::{PriceBounds, Side};
 use peergrid_core::observation::OBS_DIM;
+use peergrid_core::policy::remote::{ActionBatch, ObservationBatch};
 use peergrid_core::policy::weights::{to_safetensors, PolicyWeights};
 use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
 use peergrid_core::units::PricePerKwh;
@@ -30,6 +31,7 @@ use peergrid_proto::convert::{
 use peergrid_proto::pb::common::v1 as common;
 use peergrid_proto::pb::learner::v1 as learner;
 use peergrid_proto::pb::market::v1 as market;
+use peergrid_proto::pb::policy::v1 as policy;
 use peergrid_proto::WireError;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -366,6 +368,64 @@ fn batch() -> impl Strategy<Value = learner::ExperienceBatch> {
     })
 }
 
+/// Ascending ids most of the time (so the value checks run), as a remote
+/// policy's request or answer would carry them.
+fn ids(p: usize) -> impl Strategy<Value = Vec<u32>> {
+    vec(any::<u32>(), p).prop_map(|mut ids| {
+        if ids[0] % 4 != 0 {
+            ids.sort_unstable();
+        }
+        ids
+    })
+}
+
+/// `n` floats: ordinary ones from `typical` three times in four (so whole
+/// arrays are often valid and the checks of accepted values run), else hostile.
+fn floats(n: usize, typical: std::ops::Range<f32>) -> impl Strategy<Value = Vec<f32>> {
+    prop_oneof![3 => vec(typical, n), 1 => vec(hostile_f32(), n)]
+}
+
+/// An agent-node's `ActRequest` to a remote policy, hostile values,
+/// sometimes a cut or grown array, sometimes without feedback.
+fn act_request() -> impl Strategy<Value = policy::ActRequest> {
+    (1usize..4, prop::bool::weighted(0.3)).prop_flat_map(|(p, bad_length)| {
+        let grow = if bad_length { (0usize..3).boxed() } else { Just(1usize).boxed() };
+        (
+            (ids(p), floats(p * OBS_DIM, -2.0..2.0), hostile_u64(1..=1000), prop_oneof![Just("node-a".to_owned()), ".{0,70}"]),
+            (prop::bool::weighted(0.8), hostile_u64(0..=999), floats(p, -2.0..2.0), floats(p, -2.0..2.0)),
+            (floats(p, 0.0..2.0), vec(any::<bool>(), p), vec(any::<bool>(), p), any::<bool>(), grow),
+        )
+            .prop_map(
+                |(
+                    (prosumer_ids, observations, slot, node_name),
+                    (with_feedback, fb_slot, rewards, costs),
+                    (mut imports, dones, by_market, remote, grow),
+                )| {
+                    imports.resize(imports.len() + grow - 1, 0.5);
+                    let previous = with_feedback.then(|| policy::SlotFeedback {
+                        slot: fb_slot,
+                        prosumer_ids: prosumer_ids.clone(),
+                        rewards,
+                        costs,
+                        grid_import_kwh: imports,
+                        dones,
+                        settled_by_market: by_market,
+                        remote_actions: remote,
+                    });
+                    policy::ActRequest { node_name, slot, prosumer_ids, observations, previous }
+                },
+            )
+    })
+}
+
+/// A remote policy's `ActResponse`: hostile actions, sometimes the wrong count.
+fn act_response() -> impl Strategy<Value = policy::ActResponse> {
+    (1usize..4, prop_oneof![3 => Just(0usize), 1 => 1usize..5]).prop_flat_map(|(p, extra)| {
+        (ids(p), floats(p * ACT_DIM + extra, -2.0..2.0), any::<u64>())
+            .prop_map(|(prosumer_ids, actions, slot)| policy::ActResponse { slot, prosumer_ids, actions })
+    })
+}
+
 // ----- checks of accepted values --------------------------------------------
 
 fn assert_invalid_argument(e: &WireError) {
@@ -539,6 +599,39 @@ proptest! {
     }
 
     #[test]
+    fn remote_policy_requests_accepted_are_within_bounds_and_round_trip(w in act_request()) {
+        match ObservationBatch::try_from(w.clone()) {
+            Ok(b) => {
+                prop_assert!(b.validate().is_ok());
+                prop_assert!(b.prosumer_ids.windows(2).all(|p| p[0] < p[1]));
+                prop_assert!(b.observations.as_flattened().iter().all(|v| v.is_finite() && v.abs() <= MAX_ABS_OBSERVATION));
+                if let Some(f) = &b.previous {
+                    prop_assert!(f.slot < b.slot);
+                    for o in &f.outcomes {
+                        prop_assert!(o.reward.abs() <= MAX_ABS_REWARD && o.cost.abs() <= MAX_ABS_REWARD && o.grid_import_kwh >= 0.0);
+                    }
+                }
+                prop_assert_eq!(policy::ActRequest::from(&b), w);
+            }
+            Err(e) => assert_invalid_argument(&e),
+        }
+    }
+
+    #[test]
+    fn remote_policy_answers_accepted_are_finite_bounded_and_round_trip(w in act_response()) {
+        match ActionBatch::try_from(w.clone()) {
+            Ok(a) => {
+                prop_assert_eq!(a.actions.len(), a.prosumer_ids.len());
+                for v in a.actions.iter().flat_map(|a| a.to_array()) {
+                    prop_assert!(v.is_finite() && v.abs() <= MAX_ABS_ACTION, "{}", v);
+                }
+                prop_assert_eq!(policy::ActResponse::from(&a), w);
+            }
+            Err(e) => assert_invalid_argument(&e),
+        }
+    }
+
+    #[test]
     fn huge_declared_shapes_are_refused_without_allocating(steps in prop_oneof![Just(u32::MAX), (MAX_STEPS as u32 + 1)..u32::MAX, 1u32..4]) {
         // Lengths that do not match `steps` are refused by comparison, never
         // by building arrays of the declared size.
@@ -638,6 +731,12 @@ proptest! {
         }
         if let Ok(w) = learner::PolicyUpdate::decode(&bytes[..]) {
             let _ = policy_from_wire(&w).map_err(|e| assert_invalid_argument(&e));
+        }
+        if let Ok(w) = policy::ActRequest::decode(&bytes[..]) {
+            let _ = ObservationBatch::try_from(w).map_err(|e| assert_invalid_argument(&e));
+        }
+        if let Ok(w) = policy::ActResponse::decode(&bytes[..]) {
+            let _ = ActionBatch::try_from(w).map_err(|e| assert_invalid_argument(&e));
         }
     }
 

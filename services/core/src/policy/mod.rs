@@ -5,11 +5,13 @@
 //! `baselines.rs`; the pure-Rust network forward pass and weight layout
 //! shared with the trainer in `network.rs`; the MLP as a policy (a shared,
 //! validated model and the actor that runs it) in `mlp.rs`; the weight file
-//! in `weights.rs`.
+//! in `weights.rs`; what an agent-node exchanges with an external policy
+//! service in `remote.rs`.
 
 pub mod baselines;
 pub mod mlp;
 pub mod network;
+pub mod remote;
 pub mod weights;
 
 use serde::{Deserialize, Serialize};

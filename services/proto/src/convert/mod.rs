@@ -11,13 +11,15 @@
 //! One concept per file: [`enums`] (side, time-of-use band), [`tariff`],
 //! [`order`], [`kpis`], [`reward`], [`slot`] (SlotOpen, HouseholdReport),
 //! [`cleared`] (SlotCleared, ProsumerSettlement), [`prosumer`] (a
-//! prosumer's equipment).
+//! prosumer's equipment), [`experience`] (the learner's messages),
+//! [`policy`] (an external policy's requests and answers).
 
 pub mod cleared;
 pub mod enums;
 pub mod experience;
 pub mod kpis;
 pub mod order;
+pub mod policy;
 pub mod prosumer;
 pub mod reward;
 pub mod slot;
