@@ -308,6 +308,11 @@ impl ProcessCluster {
         self.agents.len()
     }
 
+    /// The market's gRPC address (`http://127.0.0.1:PORT`).
+    pub fn market_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.market_port)
+    }
+
     /// The trainer's gRPC address (`http://127.0.0.1:PORT`).
     pub fn trainer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.trainer_port)

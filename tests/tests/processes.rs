@@ -202,5 +202,30 @@ async fn a_cluster_of_processes_plays_a_csv_dataset() -> Result<()> {
     let logs = cluster.logs(400);
     let on_csv = logs.lines().filter(|l| l.contains("started one actor per prosumer") && l.contains("fontana_hourly.csv"));
     assert_eq!(on_csv.count(), 2, "both agent-nodes play the CSV (named by its file), not the bundled data:\n{logs}");
+
+    // The operator's compact views of the live market: `ctl watch` as CSV
+    // (a header, then a row per slot) and as JSON lines.
+    let ctl = |format: &str| -> Result<String> {
+        let out = std::process::Command::new(peergrid_e2e::processes::binary("peergrid")?)
+            .args(["ctl", "--market", &cluster.market_url(), "--format", format, "watch", "--count", "5"])
+            .env("PEERGRID_OPERATOR_TOKEN", peergrid_e2e::cluster::OPERATOR_TOKEN)
+            .env_remove("PEERGRID_OPERATOR_TOKEN_FILE")
+            .output()?;
+        anyhow::ensure!(out.status.success(), "ctl watch --format {format}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let csv = ctl("csv")?;
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 6, "a header and 5 slots:\n{csv}");
+    assert_eq!(rows[0][..2], ["slot", "data_slot"], "{csv}");
+    assert!(rows.iter().all(|r| r.len() == rows[0].len()), "every row has the header's columns:\n{csv}");
+    let slots: Vec<u64> = rows[1..].iter().map(|r| r[0].parse()).collect::<Result<_, _>>()?;
+    assert!(slots.windows(2).all(|w| w[1] == w[0] + 1), "consecutive slots: {slots:?}");
+    let reported = rows[0].iter().position(|c| *c == "reported").expect("a reported column");
+    assert!(rows[1..].iter().all(|r| r[reported] == "16"), "every prosumer reported every slot:\n{csv}");
+    let jsonl = ctl("jsonl")?;
+    let lines: Vec<serde_json::Value> = jsonl.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 5, "{jsonl}");
+    assert!(lines.iter().all(|v| v["reported"] == 16 && v["slot"].is_u64()), "{jsonl}");
     cluster.stop()
 }

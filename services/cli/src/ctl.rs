@@ -24,6 +24,7 @@ use peergrid_core::kpi::Kpis;
 use peergrid_proto::pb::control::v1 as ctl;
 use peergrid_proto::pb::market::v1 as market;
 
+use peergrid_cli::output::{csv_line, csv_opt, Format};
 use peergrid_cli::InputError;
 use peergrid_eval::report::table::kpi_table;
 
@@ -38,8 +39,12 @@ pub(crate) struct CtlArgs {
     /// Verify the market's certificate for this name instead of the address's host.
     #[arg(long, env = "PEERGRID_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
-    /// Print machine-readable JSON.
-    #[arg(long, global = true)]
+    /// Output: text, json (`status`: one document; `watch`: one object per
+    /// line, as jsonl), jsonl, or csv (`watch`: a row per slot).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Short for `--format json`.
+    #[arg(long, global = true, conflicts_with = "format")]
     pub json: bool,
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -178,14 +183,19 @@ pub(crate) fn run(args: CtlArgs) -> Result<()> {
 }
 
 async fn run_async(args: CtlArgs) -> Result<()> {
+    let format = if args.json { Format::Json } else { args.format };
+    // Before dialling: a wrong flag is the user's to fix, whatever the market does.
+    if format == Format::Csv && !matches!(args.command, CtlCommand::Watch { .. }) {
+        return Err(InputError("--format csv: only `ctl watch` prints rows (use text, json or jsonl)".into()).into());
+    }
     let auth = auth()?;
     let ch = channel(&args).await?;
     let mut control: Control = ctl::control_service_client::ControlServiceClient::with_interceptor(ch.clone(), auth.clone());
     let reply = match args.command {
-        CtlCommand::Status => return status(&mut control, args.json).await,
+        CtlCommand::Status => return status(&mut control, format).await,
         CtlCommand::Watch { count } => {
             let client: MarketClient = market::market_service_client::MarketServiceClient::with_interceptor(ch, auth);
-            return watch(client, count, args.json).await;
+            return watch(client, count, format).await;
         }
         CtlCommand::Start => control.start(ctl::Empty {}).await,
         CtlCommand::Pause => control.pause(ctl::Empty {}).await,
@@ -205,7 +215,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         CtlCommand::Inject { event } => control.inject(ctl::InjectRequest { event: Some(inject_event(event)) }).await,
     };
     let reply = reply.map_err(status_error)?.into_inner();
-    if args.json {
+    if format != Format::Text {
         println!("{}", serde_json::json!({"message": reply.message, "slot": reply.slot}));
     } else {
         println!("{} (slot {})", reply.message, reply.slot);
@@ -267,10 +277,12 @@ fn status_json(s: &market::StatusResponse, kpis: &Kpis) -> serde_json::Value {
     })
 }
 
-async fn status(control: &mut Control, json: bool) -> Result<()> {
+async fn status(control: &mut Control, format: Format) -> Result<()> {
     let s = control.get_status(ctl::Empty {}).await.map_err(status_error)?.into_inner();
     let kpis: Kpis = s.kpis.as_ref().map(Kpis::from).unwrap_or_default();
-    if json {
+    if format == Format::Jsonl {
+        println!("{}", status_json(&s, &kpis));
+    } else if format != Format::Text {
         println!("{}", serde_json::to_string_pretty(&status_json(&s, &kpis))?);
     } else {
         println!(
@@ -289,14 +301,48 @@ async fn status(control: &mut Control, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn watch(mut client: MarketClient, count: u64, json: bool) -> Result<()> {
+/// The columns of `watch --format csv`, as the JSON lines name them.
+const WATCH_COLUMNS: [&str; 11] = [
+    "slot",
+    "data_slot",
+    "clearing_price",
+    "matched_kwh",
+    "grid_import_kwh",
+    "grid_export_kwh",
+    "load_kwh",
+    "pv_kwh",
+    "reported",
+    "missing",
+    "clearing_latency_ms",
+];
+
+async fn watch(mut client: MarketClient, count: u64, format: Format) -> Result<()> {
     let mut stream = client.watch(market::WatchRequest {}).await.map_err(status_error)?.into_inner();
+    let json = matches!(format, Format::Json | Format::Jsonl);
+    if format == Format::Csv {
+        println!("{}", csv_line(&WATCH_COLUMNS));
+    }
     let mut seen = 0u64;
     while let Some(event) = stream.message().await.map_err(status_error)? {
         match event.event {
             Some(market::market_event::Event::Slot(s)) => {
                 let price = s.clearing_price_micros.map(|p| p as f64 / 1e6);
-                if json {
+                if format == Format::Csv {
+                    let row = [
+                        s.slot.to_string(),
+                        s.data_slot.to_string(),
+                        csv_opt(price),
+                        s.matched_kwh.to_string(),
+                        s.grid_import_kwh.to_string(),
+                        s.grid_export_kwh.to_string(),
+                        s.load_kwh.to_string(),
+                        s.pv_kwh.to_string(),
+                        s.reported.to_string(),
+                        s.missing.to_string(),
+                        s.clearing_latency_ms.to_string(),
+                    ];
+                    println!("{}", csv_line(&row));
+                } else if json {
                     let v = serde_json::json!({
                         "slot": s.slot, "data_slot": s.data_slot, "clearing_price": price, "matched_kwh": s.matched_kwh,
                         "grid_import_kwh": s.grid_import_kwh, "grid_export_kwh": s.grid_export_kwh, "load_kwh": s.load_kwh,
@@ -319,6 +365,9 @@ async fn watch(mut client: MarketClient, count: u64, json: bool) -> Result<()> {
             Some(market::market_event::Event::Notice(n)) => {
                 if json {
                     println!("{}", serde_json::json!({ "notice": n }));
+                } else if format == Format::Csv {
+                    // Not a row: to stderr, so the CSV stays a table.
+                    eprintln!("notice: {n}");
                 } else {
                     println!("notice: {n}");
                 }

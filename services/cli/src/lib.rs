@@ -8,6 +8,7 @@
 //! flag), 1 for anything else.
 
 pub mod evaluate;
+pub mod output;
 
 use std::process::ExitCode;
 

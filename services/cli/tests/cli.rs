@@ -62,6 +62,52 @@ fn market_clear_pay_as_bid_trades_at_buyer_limits() {
     assert_eq!(v["fills"][4]["price"], 0.15);
 }
 
+/// The compact forms of the same clearing: JSON lines (a summary, then an
+/// order per line) and CSV (the fills); a status has no rows to print as CSV.
+#[test]
+fn market_clear_prints_jsonl_and_csv_and_ctl_refuses_csv_where_there_are_no_rows() {
+    let out = peergrid(&["market", "clear", "--orders", &data("golden_book.csv"), "--format", "jsonl"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 7, "a summary and 6 orders: {lines:?}");
+    assert_eq!(
+        (lines[0]["mechanism"].as_str(), lines[0]["clearing_price"].as_f64(), lines[0]["orders"].as_u64()),
+        (Some("uniform"), Some(0.145), Some(6))
+    );
+    assert_eq!(
+        (lines[1]["id"].as_str(), lines[1]["side"].as_str(), lines[1]["kwh"].as_f64()),
+        (Some("A1"), Some("sell"), Some(2.0))
+    );
+    assert!(lines[3]["price"].is_null(), "A3 is unfilled: {:?}", lines[3]);
+
+    let out = peergrid(&["market", "clear", "--orders", &data("golden_book.csv"), "--format", "csv"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows,
+        [
+            "id,side,kwh,price",
+            "A1,sell,2,0.145",
+            "A2,sell,3,0.145",
+            "A3,sell,0,",
+            "B1,buy,3,0.145",
+            "B2,buy,2,0.145",
+            "B3,buy,0,"
+        ]
+    );
+
+    // Refused before dialling (nothing listens on port 1): exit 2, naming the flag.
+    let out = peergrid(&["ctl", "--market", "http://127.0.0.1:1", "--format", "csv", "status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--format csv"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = peergrid(&["ctl", "--market", "http://127.0.0.1:1", "--json", "--format", "jsonl", "status"]);
+    assert_eq!(out.status.code(), Some(2), "--json and --format together are refused by clap");
+}
+
 #[test]
 fn market_clear_rejects_bad_rows_with_line_and_column() {
     let bad = scratch_file("bad.csv", "id,side,kwh,limit_price\nA,sell,1,0.1\nB,buy,-2,0.2\n");
