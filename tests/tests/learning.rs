@@ -293,6 +293,24 @@ fn part(id: u32, steps: usize) -> peergrid_agent_node::actors::ActorRollout {
     ActorRollout { prosumer_id: id, steps: vec![Step { reward: -0.1, ..Step::default() }; steps], bootstrap_value: 0.0 }
 }
 
+/// A node's learning side on its own (no market): 4-slot rollouts, learning
+/// from `trainer`, stopped by `controller`.
+async fn learner_node(
+    trainer: &TrainerHandle,
+    controller: &ShutdownController,
+    name: &str,
+) -> Result<peergrid_agent_node::learning::Learning> {
+    let cfg = peergrid_agent_node::config::AgentConfig {
+        name: name.into(),
+        learner: Some(trainer.url().to_owned()),
+        token: Some(peergrid_runtime::Secret::new("agent token", AGENT_TOKEN).expect("a valid test token")),
+        rollout_slots: 4,
+        learner_wait_ms: 60_000,
+        ..peergrid_agent_node::config::AgentConfig::default()
+    };
+    Ok(peergrid_agent_node::learning::Learning::start(&cfg, controller.subscribe()).await?)
+}
+
 /// Nodes that announce their rollouts as they begin them are waited for
 /// from the first one: with `min_nodes` 1, the cluster's first round takes
 /// the rollouts of both nodes and drops nothing as stale (without the
@@ -300,21 +318,9 @@ fn part(id: u32, steps: usize) -> peergrid_agent_node::actors::ActorRollout {
 /// be stale, as in the test below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_that_announce_their_first_rollout_both_feed_the_first_update() -> Result<()> {
-    use peergrid_agent_node::config::AgentConfig;
-    use peergrid_agent_node::learning::Learning;
-    use peergrid_runtime::Secret;
-
     let (trainer, controller) = start_trainer(ppo(5), None, false).await?;
-    let cfg = |name: &str| AgentConfig {
-        name: name.into(),
-        learner: Some(trainer.url().to_owned()),
-        token: Some(Secret::new("agent token", AGENT_TOKEN).expect("a valid test token")),
-        rollout_slots: 4,
-        learner_wait_ms: 60_000,
-        ..AgentConfig::default()
-    };
-    let mut a = Learning::start(&cfg("node-a"), controller.subscribe()).await?;
-    let mut b = Learning::start(&cfg("node-b"), controller.subscribe()).await?;
+    let (mut a, mut b) =
+        (learner_node(&trainer, &controller, "node-a").await?, learner_node(&trainer, &controller, "node-b").await?);
     // Both policy streams are open before the rollouts begin (an agent-node
     // subscribes before it joins the market).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -368,21 +374,9 @@ async fn nodes_that_announce_their_first_rollout_both_feed_the_first_update() ->
 /// (the process-cluster test stalled on this).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_rollout_is_stale_acts_on_the_version_that_closed_the_round() -> Result<()> {
-    use peergrid_agent_node::config::AgentConfig;
-    use peergrid_agent_node::learning::Learning;
-    use peergrid_runtime::Secret;
-
     let (trainer, controller) = start_trainer(ppo(5), None, false).await?;
-    let cfg = |name: &str| AgentConfig {
-        name: name.into(),
-        learner: Some(trainer.url().to_owned()),
-        token: Some(Secret::new("agent token", AGENT_TOKEN).expect("a valid test token")),
-        rollout_slots: 4,
-        learner_wait_ms: 60_000,
-        ..AgentConfig::default()
-    };
-    let mut a = Learning::start(&cfg("node-a"), controller.subscribe()).await?;
-    let mut b = Learning::start(&cfg("node-b"), controller.subscribe()).await?;
+    let (mut a, mut b) =
+        (learner_node(&trainer, &controller, "node-a").await?, learner_node(&trainer, &controller, "node-b").await?);
     let first = trainer.learner.status().version;
     assert_eq!((a.current().version, b.current().version), (first, first));
     // node-a's rollout closes the round on its own: neither node is live
