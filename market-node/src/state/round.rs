@@ -107,7 +107,7 @@ struct RoundLimits {
 #[derive(Debug)]
 pub(super) struct Rounds {
     start_slot: usize,
-    /// With `skip_eval_weeks`: the dataset slots played, in order.
+    /// With `train_weeks_only`: the dataset slots played, in order.
     schedule: Option<Vec<usize>>,
     limits: RoundLimits,
     next_slot: u64,
@@ -125,13 +125,13 @@ impl Rounds {
                 reason: format!("must be < the dataset's {} slots, got {}", ds.n_slots(), settings.start_slot),
             });
         }
-        let schedule = match settings.skip_eval_weeks {
-            Some(n) => {
-                let slots: Vec<usize> = peergrid_core::data::split::split_weeks(ds, n).train.into_iter().flatten().collect();
-                if n < 2 || slots.is_empty() {
+        let schedule = match &settings.train_weeks_only {
+            Some(split) => {
+                let slots: Vec<usize> = peergrid_core::data::split::split_weeks(ds, split).train.into_iter().flatten().collect();
+                if slots.is_empty() {
                     return Err(ConfigError {
-                        field: "skip_eval_weeks".into(),
-                        reason: format!("must be ≥ 2 and leave training weeks in the dataset, got {n}"),
+                        field: "train_weeks_only".into(),
+                        reason: format!("must leave training days in the dataset, got {split:?}"),
                     });
                 }
                 // Start at the first training slot at or after start_slot.

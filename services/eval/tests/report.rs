@@ -9,7 +9,8 @@ use peergrid_core::data::synthetic::synthetic_dataset;
 use peergrid_core::policy::{ActorCritic, MlpPolicy, MlpSpec, ObsNormaliser};
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
-use peergrid_eval::days::{held_out_days, DaySelection};
+use peergrid_core::data::split::{SplitPart, WeekSplit};
+use peergrid_eval::days::{days_of_part, DaySelection};
 use peergrid_eval::report::table::KPI_COLUMNS;
 use peergrid_eval::{evaluate_and_report, EvalScenario, LearningPoint, OptimumMode, RunInfo};
 
@@ -25,7 +26,7 @@ fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
     let community = CommunityConfig { n_prosumers: 6, seed, ..CommunityConfig::default() };
     let prosumers = generate_community(&ds, &community).unwrap();
     let selection = DaySelection::parse("1-2", "--days").unwrap();
-    let days = selection.select(&held_out_days(&ds, 4), "--days").unwrap();
+    let days = selection.select(&days_of_part(&ds, &WeekSplit::default(), SplitPart::Test), "--days").unwrap();
     let scenario = EvalScenario { ds: ds.clone(), prosumers, sim: SimConfig::default(), days };
     let info = RunInfo {
         command: "peergrid eval".into(),
@@ -34,7 +35,8 @@ fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
         seed,
         community,
         sim: SimConfig::default(),
-        eval_every_nth_week: 4,
+        split: WeekSplit::default(),
+        evaluated_on: SplitPart::Test,
         days: selection.to_string(),
         optimum_mode: OptimumMode::Auto,
         checkpoint: None,
