@@ -24,11 +24,11 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_core::data::{Dataset, DatasetKind};
 use peergrid_core::policy::Policy;
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
-use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_eval::days::{days_of_part, DaySelection};
 use peergrid_eval::report::table::kpi_table;
 use peergrid_eval::report::CheckpointInfo;
@@ -96,10 +96,7 @@ impl Default for ScenarioArgs {
 impl ScenarioArgs {
     /// The week split the flags describe.
     pub fn week_split(&self) -> WeekSplit {
-        WeekSplit {
-            test_every_nth_week: self.test_every_nth_week,
-            validation_every_nth_week: self.validation_every_nth_week,
-        }
+        WeekSplit { test_every_nth_week: self.test_every_nth_week, validation_every_nth_week: self.validation_every_nth_week }
     }
 }
 

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peergrid_core::data::citylearn::bundled_citylearn;
+use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
-use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_eval::days::{days_of_part, schedule_of};
 use peergrid_eval::optimum::solve_optimum;
 

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_core::data::synthetic::synthetic_dataset;
 use peergrid_core::policy::{ActorCritic, MlpPolicy, MlpSpec, ObsNormaliser};
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
-use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_eval::days::{days_of_part, DaySelection};
 use peergrid_eval::report::table::KPI_COLUMNS;
 use peergrid_eval::{evaluate_and_report, EvalScenario, LearningPoint, OptimumMode, RunInfo};
@@ -90,8 +90,9 @@ fn every_file_tells_the_same_numbers() {
         assert!(report.contains(link), "report.md lacks {link}:\n{report}");
     }
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
-    assert_eq!(json["format"], "peergrid-kpis-v1");
+    assert_eq!(json["format"], "peergrid-kpis-v2");
     assert_eq!(json["run"]["seed"], 11);
+    assert_eq!(json["run"]["evaluated_on"], "test");
     assert_eq!(json["held_out"]["days"], serde_json::json!([1, 2]));
     assert_eq!(json["learning_curve"].as_array().unwrap().len(), 5);
     let policies = json["policies"].as_array().unwrap();

@@ -115,7 +115,10 @@ impl WeekSplit {
         if split.test.is_empty() {
             return Err(invalid(
                 "--test-every-nth-week",
-                format!("{} leaves no test week: must be 1..={weeks} on this dataset of {weeks} whole weeks", self.test_every_nth_week),
+                format!(
+                    "{} leaves no test week: must be 1..={weeks} on this dataset of {weeks} whole weeks",
+                    self.test_every_nth_week
+                ),
             ));
         }
         if split.validation.is_empty() {
@@ -130,10 +133,7 @@ impl WeekSplit {
         if split.train.is_empty() {
             return Err(invalid(
                 "--validation-every-nth-week",
-                format!(
-                    "{} with test every {} leaves no training day",
-                    self.validation_every_nth_week, self.test_every_nth_week
-                ),
+                format!("{} with test every {} leaves no training day", self.validation_every_nth_week, self.test_every_nth_week),
             ));
         }
         Ok(split)
@@ -177,10 +177,7 @@ pub fn split_weeks(ds: &Dataset, split: &WeekSplit) -> DatasetSplit {
     let n_whole_days = ds.n_slots().saturating_sub(first_midnight) / slots_per_day;
     let first_monday = (0..n_whole_days.min(7)).find(|&d| ds.day_of_week(first_midnight + d * slots_per_day) == 0);
 
-    let mut out = DatasetSplit {
-        whole_weeks: first_monday.map_or(0, |m| (n_whole_days - m) / 7),
-        ..DatasetSplit::default()
-    };
+    let mut out = DatasetSplit { whole_weeks: first_monday.map_or(0, |m| (n_whole_days - m) / 7), ..DatasetSplit::default() };
     for day in 0..n_whole_days {
         let start = first_midnight + day * slots_per_day;
         let part = match first_monday {

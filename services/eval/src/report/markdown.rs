@@ -105,7 +105,7 @@ fn write_scenario(md: &mut String, info: &RunInfo, scenario: &EvalScenario, eval
     let slots = scenario.slots().len();
     writeln!(
         md,
-        "- Evaluated on the **{} split**: test weeks are {} of the dataset, validation weeks {}, \
+        "- Evaluated on the **{} split**: test weeks are {} of the dataset, validation weeks are {}, \
          the rest trains; `--days {}` selects {} of the {} days ({slots} slots), played back to back.",
         info.evaluated_on,
         every_nth_week(info.split.test_every_nth_week),
