@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use peergrid_core::data::split::WeekSplit;
 use peergrid_core::data::{DatasetKind, DatasetSource};
 use peergrid_core::simulation::SimConfig;
 use peergrid_runtime::connections::{self, ConnectionArgs, ConnectionLimits};
@@ -126,9 +127,9 @@ pub struct MarketSettings {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Play only the training weeks: skip every n-th whole week of the
-    /// dataset (the weeks `peergrid run` evaluates on). Unset: every slot.
-    pub skip_eval_weeks: Option<u32>,
+    /// Play only the training days of this split: skip the validation and
+    /// test weeks (the weeks `peergrid run` evaluates on). Unset: every slot.
+    pub train_weeks_only: Option<WeekSplit>,
     /// Serve in-process at `local://NAME` instead of on `listen` (an
     /// embedding program such as `peergrid run --transport local`; not a
     /// file or flag setting: nothing outside this process could connect).
@@ -163,7 +164,7 @@ impl Default for MarketSettings {
             json_logs: false,
             tls_cert: None,
             tls_key: None,
-            skip_eval_weeks: None,
+            train_weeks_only: None,
             local_name: None,
         }
     }

@@ -1,12 +1,13 @@
 //! Golden behaviour of the reference simulator on the bundled measured data:
-//! a 24-household community, seed 7, the first held-out week, every baseline.
+//! a 24-household community, seed 7, the first test week, every baseline.
 //! Any change to physics, market, settlement, reward, KPIs, data or the
 //! community generator shows up here as a readable diff.
 
 use std::fmt::Write;
 use std::sync::Arc;
 
-use peergrid_core::data::{citylearn::bundled_citylearn, split::split_weeks};
+use peergrid_core::data::citylearn::bundled_citylearn;
+use peergrid_core::data::split::{split_weeks, WeekSplit};
 use peergrid_core::evaluation::evaluate;
 use peergrid_core::policy::{GridOnly, RuleBased};
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
@@ -16,8 +17,8 @@ use peergrid_e2e::assert_golden;
 #[test]
 fn reference_kpis_on_bundled_data() {
     let ds = Arc::new(bundled_citylearn().unwrap());
-    let split = split_weeks(&ds, 4);
-    let slots = schedule(&split.eval[..1]);
+    let split = split_weeks(&ds, &WeekSplit::default());
+    let slots = schedule(&split.test[..1]);
     let community = generate_community(&ds, &CommunityConfig { n_prosumers: 24, seed: 7, ..Default::default() }).unwrap();
     let mut out = String::new();
     writeln!(

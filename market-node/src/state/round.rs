@@ -107,7 +107,7 @@ struct RoundLimits {
 #[derive(Debug)]
 pub(super) struct Rounds {
     start_slot: usize,
-    /// With `skip_eval_weeks`: the dataset slots played, in order.
+    /// With `train_weeks_only`: the dataset slots played, in order.
     schedule: Option<Vec<usize>>,
     limits: RoundLimits,
     next_slot: u64,
@@ -125,13 +125,13 @@ impl Rounds {
                 reason: format!("must be < the dataset's {} slots, got {}", ds.n_slots(), settings.start_slot),
             });
         }
-        let schedule = match settings.skip_eval_weeks {
-            Some(n) => {
-                let slots: Vec<usize> = peergrid_core::data::split::split_weeks(ds, n).train.into_iter().flatten().collect();
-                if n < 2 || slots.is_empty() {
+        let schedule = match &settings.train_weeks_only {
+            Some(split) => {
+                let slots: Vec<usize> = peergrid_core::data::split::split_weeks(ds, split).train.into_iter().flatten().collect();
+                if slots.is_empty() {
                     return Err(ConfigError {
-                        field: "skip_eval_weeks".into(),
-                        reason: format!("must be ≥ 2 and leave training weeks in the dataset, got {n}"),
+                        field: "train_weeks_only".into(),
+                        reason: format!("must leave training days in the dataset, got {split:?}"),
                     });
                 }
                 // Start at the first training slot at or after start_slot.
@@ -373,6 +373,8 @@ mod tests {
     use peergrid_core::household::HouseholdReport;
     use tonic::Code;
 
+    use peergrid_core::data::split::{SplitPart, WeekSplit};
+
     use super::super::fixtures::{report, two_nodes, WireCode};
     use super::*;
 
@@ -415,6 +417,23 @@ mod tests {
         s.submit(kb, 0, vec![report(2, 1.0, 150_000)], 5).unwrap();
         let e = s.submit(kb, 0, vec![report(3, 1.0, 150_000)], 5).unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "duplicate batch: {e}");
+    }
+
+    #[test]
+    fn training_plays_only_the_train_days_of_the_split() {
+        let ds = peergrid_core::data::synthetic::synthetic_dataset(2, 364, 60, 1);
+        let split = WeekSplit::default();
+        let settings = MarketSettings { train_weeks_only: Some(split), ..MarketSettings::default() };
+        let schedule = Rounds::new(&ds, &settings).unwrap().schedule.unwrap();
+        let parts = peergrid_core::data::split::split_weeks(&ds, &split);
+        assert_eq!(schedule.len(), parts.slots(SplitPart::Train));
+        for held_out in parts.validation.iter().chain(&parts.test) {
+            assert!(!schedule.iter().any(|t| held_out.contains(t)), "trains on held-out {held_out:?}");
+        }
+        let none_left = WeekSplit { test_every_nth_week: 1, validation_every_nth_week: 0 };
+        let short = peergrid_core::data::synthetic::synthetic_dataset(2, 14, 60, 1);
+        let e = Rounds::new(&short, &MarketSettings { train_weeks_only: Some(none_left), ..settings }).unwrap_err();
+        assert!(e.to_string().contains("train_weeks_only"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,13 @@
 //! that compares the policies on held-out days, writes the report and prints
 //! the summary.
 //!
+//! The dataset's whole weeks are split three ways (`--test-every-nth-week`,
+//! `--validation-every-nth-week`; the rule is
+//! `peergrid_core::data::split`): training plays only the train days, and
+//! `--split` picks which held-out part is evaluated — `test` (the default,
+//! the reported result) or `validation` (for choosing hyperparameters and
+//! checkpoints without looking at the test weeks).
+//!
 //! A command builds a [`Setup`] from [`ScenarioArgs`] (dataset, community and
 //! settings, held-out days, output directory), optionally obtains a learned
 //! policy (a checkpoint for `eval`; training, later, for `run`) and a
@@ -17,11 +24,12 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_core::data::{Dataset, DatasetKind};
 use peergrid_core::policy::Policy;
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
-use peergrid_eval::days::{held_out_days, DaySelection};
+use peergrid_eval::days::{days_of_part, DaySelection};
 use peergrid_eval::report::table::kpi_table;
 use peergrid_eval::report::CheckpointInfo;
 use peergrid_eval::{EvalScenario, Evaluation, LearningPoint, OptimumMode, RunInfo};
@@ -44,10 +52,16 @@ pub struct ScenarioArgs {
     pub seed: u64,
     #[command(flatten)]
     pub data: DatasetArgs,
-    /// Hold out every n-th whole week for evaluation.
-    #[arg(long, default_value_t = 4)]
-    pub eval_every_nth_week: u32,
-    /// Held-out days to evaluate, numbered 1..N in dataset order: `all`, `3`, `1-7`, `1-7,15,22-28` [default: all].
+    /// Test weeks: every n-th whole week from the first Monday (weeks 4, 8, … for 4); never trained on.
+    #[arg(long, alias = "eval-every-nth-week", default_value_t = 4, value_name = "N")]
+    pub test_every_nth_week: u32,
+    /// Validation weeks: weeks 2, 2+M, 2+2M, … that are not test weeks (2, 10, 18, … for 8); never trained on.
+    #[arg(long, default_value_t = 8, value_name = "M")]
+    pub validation_every_nth_week: u32,
+    /// Which held-out part to evaluate: `test` (the reported result) or `validation` (for tuning).
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    pub split: SplitArg,
+    /// Days of that part to evaluate, numbered 1..N in dataset order: `all`, `3`, `1-7`, `1-7,15,22-28` [default: all].
     #[arg(long, value_name = "DAYS")]
     pub days: Option<String>,
     /// Whether to solve the perfect-foresight optimum (auto: unless the LP is too large).
@@ -68,11 +82,38 @@ impl Default for ScenarioArgs {
             prosumers: None,
             seed: 7,
             data: DatasetArgs::default(),
-            eval_every_nth_week: 4,
+            test_every_nth_week: 4,
+            validation_every_nth_week: 8,
+            split: SplitArg::Test,
             days: None,
             optimum: OptimumArg::Auto,
             out: None,
             json: false,
+        }
+    }
+}
+
+impl ScenarioArgs {
+    /// The week split the flags describe.
+    pub fn week_split(&self) -> WeekSplit {
+        WeekSplit { test_every_nth_week: self.test_every_nth_week, validation_every_nth_week: self.validation_every_nth_week }
+    }
+}
+
+/// The held-out parts `--split` can name (training days are never evaluated).
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SplitArg {
+    /// The validation weeks: for hyperparameters and checkpoint selection.
+    Validation,
+    /// The test weeks: the reported result.
+    Test,
+}
+
+impl From<SplitArg> for SplitPart {
+    fn from(a: SplitArg) -> SplitPart {
+        match a {
+            SplitArg::Validation => SplitPart::Validation,
+            SplitArg::Test => SplitPart::Test,
         }
     }
 }
@@ -124,14 +165,12 @@ impl Setup {
             (None, Some(text)) => DaySelection::parse(text, "--days").map_err(|e| InputError(e.to_string()))?,
             (None, None) => DaySelection::All,
         };
-        let available = held_out_days(&ds, args.eval_every_nth_week);
-        if available.is_empty() {
-            return Err(InputError(format!(
-                "dataset '{}' has no whole held-out week at --eval-every-nth-week {}",
-                ds.name, args.eval_every_nth_week
-            ))
-            .into());
-        }
+        // Every part must be non-empty, whichever one is evaluated: a run
+        // trains on one and a study tunes on another.
+        let split = args.week_split();
+        split.split_checked(&ds)?;
+        let part = SplitPart::from(args.split);
+        let available = days_of_part(&ds, &split, part);
         let days = selection.select(&available, "--days").map_err(|e| InputError(e.to_string()))?;
         let prosumers = generate_community(&ds, &cfg.community)?;
         let info = RunInfo {
@@ -141,7 +180,8 @@ impl Setup {
             seed: args.seed,
             community: cfg.community,
             sim: cfg.sim.clone(),
-            eval_every_nth_week: args.eval_every_nth_week,
+            split,
+            evaluated_on: part,
             days: selection.to_string(),
             optimum_mode: args.optimum.into(),
             checkpoint: None,
@@ -235,13 +275,15 @@ fn print_summary(setup: &Setup, evaluation: &Evaluation, dir: &Path) {
         eprintln!("{step:<22} {:>8.3} s", took.as_secs_f64());
     }
     println!(
-        "\nDataset '{}', {} prosumers, seed {}, {} held-out days ({slots} slots; --days {}, 1 week in {} held out):\n",
+        "\nDataset '{}', {} prosumers, seed {}, {} {} days ({slots} slots; --days {}; test every {} weeks, validation every {}):\n",
         s.ds.name,
         s.prosumers.len(),
         setup.info.seed,
         s.days.len(),
+        setup.info.evaluated_on,
         setup.info.days,
-        setup.info.eval_every_nth_week
+        setup.info.split.test_every_nth_week,
+        setup.info.split.validation_every_nth_week
     );
     let rows: Vec<(&str, &peergrid_core::kpi::Kpis)> = evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
     print!("{}", kpi_table(&rows));

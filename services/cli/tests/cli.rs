@@ -312,7 +312,13 @@ fn run_rejects_bad_flags_and_config() {
     exit_2_naming(&["run", "--days", "7-3"], &["--days", "reversed"]);
     exit_2_naming(&["run", "--days", "mon"], &["--days", "`mon` is not a day number"]);
     exit_2_naming(&["run", "--days", "1", "--eval-weeks", "1"], &["--eval-weeks", "--days"]);
-    exit_2_naming(&["run", "--eval-every-nth-week", "0"], &["--eval-every-nth-week 0"]);
+    exit_2_naming(&["run", "--test-every-nth-week", "0"], &["--test-every-nth-week", "0 leaves no test week"]);
+    exit_2_naming(&["run", "--eval-every-nth-week", "53"], &["--test-every-nth-week", "1..=52"]);
+    exit_2_naming(&["run", "--validation-every-nth-week", "0"], &["--validation-every-nth-week", "no validation week"]);
+    // Validation candidates 2, 4, 6, … are all test weeks.
+    let both_even = ["run", "--test-every-nth-week", "2", "--validation-every-nth-week", "2"];
+    exit_2_naming(&both_even, &["--validation-every-nth-week", "no validation week"]);
+    exit_2_naming(&["run", "--split", "train"], &["--split", "validation", "test"]);
     exit_2_naming(&["run", "--optimum", "maybe"], &["--optimum"]);
     exit_2_naming(&["run", "--out", &cfg], &["--out", "not a directory"]);
     exit_2_naming(&["run", "--nodes", "0"], &["--nodes", "1..=24"]);
@@ -424,6 +430,29 @@ fn eval_writes_every_file_with_the_same_numbers() {
     }
     assert_eq!(per_policy.len(), 4);
     assert!(per_policy.values().all(|n| *n == 48), "{per_policy:?}");
+}
+
+#[test]
+fn eval_names_the_split_it_evaluated() {
+    let ck = checkpoint("split.safetensors", 5, 1);
+    let report = |split: &str| {
+        let out = out_dir(&format!("split-{split}"));
+        let run = eval(&ck, &out, &["--split", split]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
+        (md, v)
+    };
+    let (test_md, test) = report("test");
+    let (val_md, val) = report("validation");
+    assert!(test_md.contains("**test split**") && test_md.contains("## KPIs (test split)"), "{test_md}");
+    assert!(val_md.contains("**validation split**") && val_md.contains("## KPIs (validation split)"), "{val_md}");
+    assert!(val_md.contains("validation weeks are weeks 2, 10, 18, … (every 8th week)"), "{val_md}");
+    assert_eq!((test["run"]["evaluated_on"].as_str(), val["run"]["evaluated_on"].as_str()), (Some("test"), Some("validation")));
+    assert_eq!(val["run"]["split"], serde_json::json!({"test_every_nth_week": 4, "validation_every_nth_week": 8}));
+    // Days 1-2 of each part are different calendar days: different loads, different costs.
+    let cost = |v: &serde_json::Value| v["policies"][0]["kpis"]["load_kwh"].as_f64().unwrap();
+    assert_ne!(cost(&test), cost(&val));
 }
 
 #[test]

@@ -11,16 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peergrid_core::data::citylearn::bundled_citylearn;
+use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
-use peergrid_eval::days::{held_out_days, schedule_of};
+use peergrid_eval::days::{days_of_part, schedule_of};
 use peergrid_eval::optimum::solve_optimum;
 
 const RUNS: usize = 3;
 
 fn main() {
     let ds = Arc::new(bundled_citylearn().expect("bundled data loads"));
-    let days = held_out_days(&ds, 4);
+    let days = days_of_part(&ds, &WeekSplit::default(), SplitPart::Test);
     let cfg = SimConfig::default();
     println!("| households | days | slots | battery households | variables | constraints | solve (incl. build) | iterations |");
     println!("| ---------: | ---: | ----: | -----------------: | --------: | ----------: | ------------------: | ---------: |");

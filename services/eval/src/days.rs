@@ -1,8 +1,9 @@
 //! Held-out days: numbering them and selecting some by a short text syntax.
 //!
-//! The core's [`split_weeks`] holds out every n-th whole week; this module
-//! numbers the days of those weeks `1..=N` in dataset order and parses the
-//! `--days` syntax that picks some of them:
+//! The core's [`split_weeks`] divides the whole weeks into train, validation
+//! and test; this module numbers the days of one held-out part (validation
+//! or test) `1..=N` in dataset order and parses the `--days` syntax that
+//! picks some of them:
 //!
 //! ```text
 //! all              every held-out day (the default)
@@ -19,15 +20,15 @@
 use std::fmt;
 use std::ops::{Range, RangeInclusive};
 
-use peergrid_core::data::split::split_weeks;
+use peergrid_core::data::split::{split_weeks, SplitPart, WeekSplit};
 use peergrid_core::data::Dataset;
 
 use crate::error::EvalError;
 
-/// One held-out day.
+/// One day of the evaluated part (validation or test).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct HeldOutDay {
-    /// 1-based number among all held-out days of the dataset.
+    /// 1-based number among all days of its part of the dataset.
     pub number: usize,
     /// Its slots in the dataset (a whole day, starting at midnight).
     pub slots: Range<usize>,
@@ -41,12 +42,12 @@ impl HeldOutDay {
     }
 }
 
-/// Every held-out day of `ds` when every `every_nth_week`-th whole week is held out.
-pub fn held_out_days(ds: &Dataset, every_nth_week: u32) -> Vec<HeldOutDay> {
+/// Every day of `part` of `ds` under `split`, numbered from 1.
+pub fn days_of_part(ds: &Dataset, split: &WeekSplit, part: SplitPart) -> Vec<HeldOutDay> {
     let per_day = ds.slots_per_day() as usize;
     let mut days = Vec::new();
-    for range in split_weeks(ds, every_nth_week).eval {
-        for start in range.step_by(per_day) {
+    for range in split_weeks(ds, split).ranges(part) {
+        for start in range.clone().step_by(per_day) {
             days.push(HeldOutDay { number: days.len() + 1, slots: start..start + per_day, weekday: ds.day_of_week(start) });
         }
     }
@@ -164,9 +165,14 @@ mod tests {
 
     #[test]
     fn numbers_every_day_of_the_held_out_weeks() {
-        // 8 weeks from Monday 00:00, every 4th week held out: weeks 4 and 8.
-        let ds = synthetic_dataset(2, 56, 60, 1);
-        let d = held_out_days(&ds, 4);
+        // 10 weeks from Monday 00:00, test every 4th week: weeks 4 and 8;
+        // validation every 8th from week 2: weeks 2 and 10.
+        let ds = synthetic_dataset(2, 70, 60, 1);
+        let split = WeekSplit::default();
+        let v = days_of_part(&ds, &split, SplitPart::Validation);
+        assert_eq!((v.len(), v[0].slots.start, v[7].slots.start), (14, 168, 9 * 168));
+        assert_eq!(v[13].number, 14);
+        let d = days_of_part(&ds, &split, SplitPart::Test);
         assert_eq!(d.len(), 14);
         assert_eq!(d[0], HeldOutDay { number: 1, slots: 3 * 168..3 * 168 + 24, weekday: 0 });
         assert_eq!(d[7].slots.start, 7 * 168);

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_core::data::synthetic::synthetic_dataset;
 use peergrid_core::policy::{ActorCritic, MlpPolicy, MlpSpec, ObsNormaliser};
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
-use peergrid_eval::days::{held_out_days, DaySelection};
+use peergrid_eval::days::{days_of_part, DaySelection};
 use peergrid_eval::report::table::KPI_COLUMNS;
 use peergrid_eval::{evaluate_and_report, EvalScenario, LearningPoint, OptimumMode, RunInfo};
 
@@ -25,7 +26,7 @@ fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
     let community = CommunityConfig { n_prosumers: 6, seed, ..CommunityConfig::default() };
     let prosumers = generate_community(&ds, &community).unwrap();
     let selection = DaySelection::parse("1-2", "--days").unwrap();
-    let days = selection.select(&held_out_days(&ds, 4), "--days").unwrap();
+    let days = selection.select(&days_of_part(&ds, &WeekSplit::default(), SplitPart::Test), "--days").unwrap();
     let scenario = EvalScenario { ds: ds.clone(), prosumers, sim: SimConfig::default(), days };
     let info = RunInfo {
         command: "peergrid eval".into(),
@@ -34,7 +35,8 @@ fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
         seed,
         community,
         sim: SimConfig::default(),
-        eval_every_nth_week: 4,
+        split: WeekSplit::default(),
+        evaluated_on: SplitPart::Test,
         days: selection.to_string(),
         optimum_mode: OptimumMode::Auto,
         checkpoint: None,
@@ -88,8 +90,9 @@ fn every_file_tells_the_same_numbers() {
         assert!(report.contains(link), "report.md lacks {link}:\n{report}");
     }
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
-    assert_eq!(json["format"], "peergrid-kpis-v1");
+    assert_eq!(json["format"], "peergrid-kpis-v2");
     assert_eq!(json["run"]["seed"], 11);
+    assert_eq!(json["run"]["evaluated_on"], "test");
     assert_eq!(json["held_out"]["days"], serde_json::json!([1, 2]));
     assert_eq!(json["learning_curve"].as_array().unwrap().len(), 5);
     let policies = json["policies"].as_array().unwrap();

@@ -15,8 +15,9 @@ use super::{LearningPoint, RunInfo};
 use crate::compare::{EvalScenario, Evaluation, OptimumReport};
 use crate::error::EvalError;
 
-/// Identifies the layout of `kpis.json`.
-pub(super) const KPIS_FORMAT: &str = "peergrid-kpis-v1";
+/// Identifies the layout of `kpis.json` (v2: `run.split` and
+/// `run.evaluated_on` replace v1's `run.eval_every_nth_week`).
+pub(super) const KPIS_FORMAT: &str = "peergrid-kpis-v2";
 
 /// A field of [`Kpis`] by name.
 pub(super) type KpiField = (&'static str, fn(&Kpis) -> f64);

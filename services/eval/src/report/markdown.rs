@@ -44,7 +44,7 @@ fn write_report(
     writeln!(md, "# peergrid evaluation report\n")?;
     writeln!(md, "`{}` on dataset `{}` ({}-minute slots), seed {}.\n", info.command, info.dataset, info.slot_minutes, info.seed)?;
     write_scenario(md, info, scenario, evaluation)?;
-    write_kpis(md, evaluation)?;
+    write_kpis(md, info, evaluation)?;
     writeln!(md, "## Plots\n")?;
     for p in plots.iter().filter(|p| p.policy.is_none() && p.file == "kpis.png") {
         writeln!(md, "![{}]({})\n", p.title, p.file)?;
@@ -105,11 +105,14 @@ fn write_scenario(md: &mut String, info: &RunInfo, scenario: &EvalScenario, eval
     let slots = scenario.slots().len();
     writeln!(
         md,
-        "- Held-out days: {} of the dataset is held out; `--days {}` selects {} of them ({slots} slots), \
-         played back to back.",
-        every_nth_week(info.eval_every_nth_week),
+        "- Evaluated on the **{} split**: test weeks are {} of the dataset, validation weeks are {}, \
+         the rest trains; `--days {}` selects {} of the {} days ({slots} slots), played back to back.",
+        info.evaluated_on,
+        every_nth_week(info.split.test_every_nth_week),
+        validation_weeks(info.split.validation_every_nth_week),
         info.days,
-        scenario.days.len()
+        scenario.days.len(),
+        info.evaluated_on
     )?;
     match (&info.checkpoint, evaluation.row(LEARNED).is_some()) {
         (Some(c), _) => writeln!(md, "- Learned policy: `{}` (policy version {}).", c.path, c.policy_version)?,
@@ -119,8 +122,8 @@ fn write_scenario(md: &mut String, info: &RunInfo, scenario: &EvalScenario, eval
     writeln!(md)
 }
 
-fn write_kpis(md: &mut String, evaluation: &Evaluation) -> std::fmt::Result {
-    writeln!(md, "## KPIs\n")?;
+fn write_kpis(md: &mut String, info: &RunInfo, evaluation: &Evaluation) -> std::fmt::Result {
+    writeln!(md, "## KPIs ({} split)\n", info.evaluated_on)?;
     let rows: Vec<(&str, &peergrid_core::kpi::Kpis)> = evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
     writeln!(md, "{}", kpi_table(&rows))?;
     let cost = |name| evaluation.row(name).map(|r| r.kpis.community_cost);
@@ -192,6 +195,15 @@ fn grid_text(g: &GridConfig) -> String {
         limit(g.feeder_export_limit_kw),
         g.overload_penalty_per_kwh
     )
+}
+
+/// "weeks 2, 10, 18, …" (the rule of `peergrid_core::data::split`).
+fn validation_weeks(n: u32) -> String {
+    match n {
+        0 => "none".into(),
+        1 => "every week that is not a test week".into(),
+        n => format!("weeks 2, {}, {}, … (every {})", 2 + n, 2 + 2 * n, every_nth_week(n).trim_start_matches("every ")),
+    }
 }
 
 /// "every week", "every 2nd week", "every 4th week", "every 11th week"…

@@ -27,6 +27,7 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
+use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_core::prosumer::CommunityConfig;
 use peergrid_core::simulation::SimConfig;
 use serde::{Deserialize, Serialize};
@@ -45,9 +46,11 @@ pub struct RunInfo {
     pub seed: u64,
     pub community: CommunityConfig,
     pub sim: SimConfig,
-    /// Every n-th whole week of the dataset is held out.
-    pub eval_every_nth_week: u32,
-    /// The held-out day selection as given (`all`, `1-7`, …).
+    /// Which whole weeks are test and which validation (the rest trains).
+    pub split: WeekSplit,
+    /// The part of the split this report evaluates (`validation` or `test`).
+    pub evaluated_on: SplitPart,
+    /// The selection among that part's days as given (`all`, `1-7`, …).
     pub days: String,
     pub optimum_mode: OptimumMode,
     /// The learned policy's weight file, if one was evaluated.

@@ -1,12 +1,14 @@
 //! `peergrid run`: the main job embedded on one machine.
 //!
 //! Loads the dataset (bundled CityLearn-derived data by default), scales it
-//! to a community with the seeded generator and holds out whole weeks;
-//! trains a shared PPO policy on the other weeks with the embedded cluster
+//! to a community with the seeded generator and splits the whole weeks into
+//! train, validation and test (`peergrid_core::data::split`); trains a
+//! shared PPO policy on the train days only with the embedded cluster
 //! ([`crate::train`]); then evaluates grid-only, rule-based, the learned
-//! policy and the perfect-foresight optimum on the held-out days through
-//! [`evaluate_and_report`], which writes the report and prints the KPI
-//! table. `--updates 0` skips training.
+//! policy and the perfect-foresight optimum once, on the `--split` days
+//! (test by default: the reported result), through [`evaluate_and_report`],
+//! which writes the report and prints the KPI table. `--updates 0` skips
+//! training.
 
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ use peergrid_cli::InputError;
 pub(crate) struct RunArgs {
     #[command(flatten)]
     pub scenario: ScenarioArgs,
-    /// Evaluate only the first N held-out weeks (0 = all); shorthand for `--days 1-7N`.
+    /// Evaluate only the first N weeks of the evaluated split (0 = all); shorthand for `--days 1-7N`.
     #[arg(long, default_value_t = 0)]
     pub eval_weeks: usize,
     #[command(flatten)]
@@ -51,7 +53,7 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         ds: Arc::clone(&setup.scenario.ds),
         community: &setup.info.community,
         sim: &setup.scenario.sim,
-        eval_every_nth_week: args.scenario.eval_every_nth_week,
+        split: setup.info.split,
         out: &setup.out,
     })?;
     eprintln!(

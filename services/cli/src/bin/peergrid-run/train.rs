@@ -1,8 +1,8 @@
 //! The training phase of `peergrid run`: a market-node, the trainer and M
 //! agent-nodes started **inside this process**, talking real gRPC — the
 //! same code as the cluster binaries — for `--updates` synchronous PPO
-//! updates on the training weeks (the market skips the held-out weeks the
-//! evaluation uses).
+//! updates on the training days of the split (the market skips the
+//! validation and test weeks; `peergrid_core::data::split`).
 //!
 //! `--transport` picks what carries the gRPC bytes: loopback TCP (`grpc`,
 //! as the cluster) or in-process pipes (`local`: `local://NAME` URLs,
@@ -23,6 +23,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use peergrid_agent_node::{AgentConfig, Secret};
+use peergrid_core::data::split::WeekSplit;
 use peergrid_core::data::Dataset;
 use peergrid_core::policy::weights::{from_safetensors, PolicyWeights};
 use peergrid_core::prosumer::CommunityConfig;
@@ -116,8 +117,9 @@ pub(crate) struct TrainRequest<'a> {
     pub ds: Arc<Dataset>,
     pub community: &'a CommunityConfig,
     pub sim: &'a SimConfig,
-    /// The market skips every n-th week (the held-out weeks).
-    pub eval_every_nth_week: u32,
+    /// The market plays only this split's training days (never the
+    /// validation or test weeks).
+    pub split: WeekSplit,
     /// The report directory: TensorBoard files and checkpoints go under it.
     pub out: &'a Path,
 }
@@ -193,7 +195,7 @@ pub(crate) fn train(request: TrainRequest<'_>) -> Result<Trained> {
 }
 
 async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
-    let TrainRequest { args, ppo, ds, community, sim, eval_every_nth_week, out } = request;
+    let TrainRequest { args, ppo, ds, community, sim, split, out } = request;
     let started = Instant::now();
     // The effective hyperparameters, reusable with `--ppo`.
     std::fs::write(out.join("ppo.json"), serde_json::to_string_pretty(&ppo)? + "\n")
@@ -228,7 +230,7 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
         // Synchronous PPO: a slot waits while the trainer updates.
         deadline_ms: 60_000,
         min_prosumers: n,
-        skip_eval_weeks: Some(eval_every_nth_week),
+        train_weeks_only: Some(split),
         local_name: market_name,
         ..MarketSettings::default()
     };
