@@ -70,7 +70,12 @@ impl Handler<Set> for ActixProsumer {
 }
 
 /// Runs the actix model on its own system thread; returns (play, settle) medians.
-fn bench_actix(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], arbiters: usize) -> (Duration, Duration) {
+fn bench_actix(
+    specs: &[ProsumerSpec],
+    ds: &Arc<Dataset>,
+    ctxs: &[SlotContext],
+    arbiters: usize,
+) -> (Duration, Duration) {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Vec<Addr<ActixProsumer>>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let specs = specs.to_vec();
@@ -90,7 +95,9 @@ fn bench_actix(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], 
                         PolicySource::RuleBased.instance(s.id),
                         Arc::clone(&weights),
                     );
-                    ActixProsumer::start_in_arbiter(&arbs[i % arbs.len()].handle(), move |_| ActixProsumer(actor))
+                    ActixProsumer::start_in_arbiter(&arbs[i % arbs.len()].handle(), move |_| {
+                        ActixProsumer(actor)
+                    })
                 })
                 .collect();
             addr_tx.send(addrs).unwrap();
@@ -113,12 +120,15 @@ fn bench_actix(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], 
                 let (conditions, offline) = conditions_for(0, &[]);
                 a.send(Play(PlaySlot { slot, ctx: *ctx, conditions, offline, action: None }))
             });
-            let mut reports: Vec<HouseholdReport> = join_all(sends).await.into_iter().filter_map(|r| r.unwrap()).collect();
+            let mut reports: Vec<HouseholdReport> =
+                join_all(sends).await.into_iter().filter_map(|r| r.unwrap()).collect();
             reports.sort_by_key(|r| r.prosumer_id);
             let played = t.elapsed();
             assert_eq!(reports.len(), addrs.len());
             let t = Instant::now();
-            let n = join_all(addrs.iter().map(|a| a.send(Set(Settle { slot, settlement: None })))).await.len();
+            let n = join_all(addrs.iter().map(|a| a.send(Set(Settle { slot, settlement: None }))))
+                .await
+                .len();
             assert_eq!(n, addrs.len());
             if slot as usize >= WARM_UP {
                 play.push(played);
@@ -131,8 +141,20 @@ fn bench_actix(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], 
     (median(play), median(settle))
 }
 
-fn bench_pool(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], threads: usize) -> (Duration, Duration) {
-    let pool = ActorPool::spawn(specs, ds, &PolicySource::RuleBased, &Arc::new(RewardWeights::default()), threads).unwrap();
+fn bench_pool(
+    specs: &[ProsumerSpec],
+    ds: &Arc<Dataset>,
+    ctxs: &[SlotContext],
+    threads: usize,
+) -> (Duration, Duration) {
+    let pool = ActorPool::spawn(
+        specs,
+        ds,
+        &PolicySource::RuleBased,
+        &Arc::new(RewardWeights::default()),
+        threads,
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (mut play, mut settle) = (Vec::new(), Vec::new());
     rt.block_on(async {
@@ -153,30 +175,49 @@ fn bench_pool(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], t
 }
 
 fn main() {
-    println!("Per-slot round-trip, median of {} slots (rule-based policy, synthetic data)", SLOTS - WARM_UP);
+    println!(
+        "Per-slot round-trip, median of {} slots (rule-based policy, synthetic data)",
+        SLOTS - WARM_UP
+    );
     println!(
         "| {:>6} | {:>5} | {:>7} | {:>10} | {:>10} | {:>10} | {:>11} | {:>15} |",
-        "actors", "model", "threads", "play ms", "settle ms", "total ms", "direct ms", "slots/s (1 node)"
+        "actors",
+        "model",
+        "threads",
+        "play ms",
+        "settle ms",
+        "total ms",
+        "direct ms",
+        "slots/s (1 node)"
     );
     println!("|-------:|------:|--------:|-----------:|-----------:|-----------:|------------:|----------------:|");
     for n in [100u32, 1_000, 2_500, 10_000] {
         let (ds, specs) = small_community(n, 1);
         let ctxs = contexts(&ds, SLOTS);
-        let mut households: Vec<Household> = specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect();
+        let mut households: Vec<Household> =
+            specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect();
         let direct = median(
             ctxs.iter()
                 .map(|ctx| {
                     let t = Instant::now();
                     for h in households.iter_mut() {
-                        std::hint::black_box(h.play(&ds, ctx, Conditions::default(), &mut RuleBased));
+                        std::hint::black_box(h.play(
+                            &ds,
+                            ctx,
+                            Conditions::default(),
+                            &mut RuleBased,
+                        ));
                     }
                     t.elapsed()
                 })
                 .collect(),
         );
         for (model, threads) in [("actix", 1), ("actix", 2), ("pool", 1), ("pool", 2)] {
-            let (p, s) =
-                if model == "actix" { bench_actix(&specs, &ds, &ctxs, threads) } else { bench_pool(&specs, &ds, &ctxs, threads) };
+            let (p, s) = if model == "actix" {
+                bench_actix(&specs, &ds, &ctxs, threads)
+            } else {
+                bench_pool(&specs, &ds, &ctxs, threads)
+            };
             println!(
                 "| {:>6} | {:>5} | {:>7} | {:>10.3} | {:>10.3} | {:>10.3} | {:>11.3} | {:>15.0} |",
                 n,

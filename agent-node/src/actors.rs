@@ -40,7 +40,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use peergrid_core::data::Dataset;
-use peergrid_core::household::{conditions_for, Adjustment, Conditions, Household, HouseholdReport, HouseholdState, Prepared};
+use peergrid_core::household::{
+    conditions_for, Adjustment, Conditions, Household, HouseholdReport, HouseholdState, Prepared,
+};
 use peergrid_core::market::Fill;
 use peergrid_core::observation::{Observation, SlotContext, OBS_DIM};
 use peergrid_core::policy::remote::ProsumerOutcome;
@@ -188,14 +190,25 @@ impl ProsumerActor {
                 state.ret.prosumer_id, self.spec.id
             ));
         }
-        let household = state.household.map(|h| Household::restore(self.spec.clone(), h)).transpose()?;
+        let household =
+            state.household.map(|h| Household::restore(self.spec.clone(), h)).transpose()?;
         self.household = household;
         self.ret = state.ret;
         Ok(())
     }
 
-    pub fn new(spec: ProsumerSpec, ds: Arc<Dataset>, policy: ActorPolicy, weights: Arc<RewardWeights>) -> ProsumerActor {
-        let ret = ProsumerReturn { prosumer_id: spec.id, episode_return: 0.0, slots_settled: 0, local_settlements: 0 };
+    pub fn new(
+        spec: ProsumerSpec,
+        ds: Arc<Dataset>,
+        policy: ActorPolicy,
+        weights: Arc<RewardWeights>,
+    ) -> ProsumerActor {
+        let ret = ProsumerReturn {
+            prosumer_id: spec.id,
+            episode_return: 0.0,
+            slots_settled: 0,
+            local_settlements: 0,
+        };
         ProsumerActor {
             spec,
             ds,
@@ -227,7 +240,8 @@ impl ProsumerActor {
             self.settle(None);
         }
         let spec = &self.spec;
-        let household = self.household.get_or_insert_with(|| Household::new(spec.clone(), msg.ctx.hour));
+        let household =
+            self.household.get_or_insert_with(|| Household::new(spec.clone(), msg.ctx.hour));
         let prepared = match self.prepared.take() {
             Some((slot, p)) if slot == msg.slot => p,
             _ => household.prepare(&self.ds, &msg.ctx, msg.conditions),
@@ -258,9 +272,15 @@ impl ProsumerActor {
     /// values the observation with the current version, and hands over the
     /// experience collected so far. The next `handle_play` for `slot` acts on
     /// this very observation (with whatever version is current then).
-    pub fn prepare_and_collect(&mut self, slot: u64, ctx: &SlotContext, conditions: Conditions) -> ActorRollout {
+    pub fn prepare_and_collect(
+        &mut self,
+        slot: u64,
+        ctx: &SlotContext,
+        conditions: Conditions,
+    ) -> ActorRollout {
         let spec = &self.spec;
-        let household = self.household.get_or_insert_with(|| Household::new(spec.clone(), ctx.hour));
+        let household =
+            self.household.get_or_insert_with(|| Household::new(spec.clone(), ctx.hour));
         let prepared = household.prepare(&self.ds, ctx, conditions);
         let bootstrap_value = self.policy.value_of(&prepared.obs);
         self.prepared = Some((slot, prepared));
@@ -270,19 +290,29 @@ impl ProsumerActor {
             self.experience.pop();
             self.awaiting_reward = false;
         }
-        ActorRollout { prosumer_id: self.spec.id, steps: std::mem::take(&mut self.experience), bootstrap_value }
+        ActorRollout {
+            prosumer_id: self.spec.id,
+            steps: std::mem::take(&mut self.experience),
+            bootstrap_value,
+        }
     }
 
     /// Remote policy: begins slot `slot` (EV events, observation) without
     /// acting and returns the observation's features; the next
     /// `handle_play` for `slot` acts on this very observation. Asking again
     /// for the same slot returns the same observation.
-    pub fn observe(&mut self, slot: u64, ctx: &SlotContext, conditions: Conditions) -> [f32; OBS_DIM] {
+    pub fn observe(
+        &mut self,
+        slot: u64,
+        ctx: &SlotContext,
+        conditions: Conditions,
+    ) -> [f32; OBS_DIM] {
         let prepared = match self.prepared {
             Some((s, p)) if s == slot => p,
             _ => {
                 let spec = &self.spec;
-                let household = self.household.get_or_insert_with(|| Household::new(spec.clone(), ctx.hour));
+                let household =
+                    self.household.get_or_insert_with(|| Household::new(spec.clone(), ctx.hour));
                 household.prepare(&self.ds, ctx, conditions)
             }
         };
@@ -309,7 +339,8 @@ impl ProsumerActor {
     fn settle(&mut self, settlement: Option<Settlement>) -> Option<SettleOutcome> {
         let played = self.played.take()?;
         let local = settlement.is_none();
-        let settlement = settlement.unwrap_or_else(|| settle_locally(&played.report, &played.tariff));
+        let settlement =
+            settlement.unwrap_or_else(|| settle_locally(&played.report, &played.tariff));
         let slot = household_slot(&played.report, &settlement, &played.tariff, &self.weights);
         let reward = slot.reward;
         let cost = settlement.energy_cost() + slot.degradation_cost + settlement.overload_penalty;
@@ -324,7 +355,13 @@ impl ProsumerActor {
         self.ret.episode_return += reward;
         self.ret.slots_settled += 1;
         self.ret.local_settlements += local as u64;
-        Some(SettleOutcome { reward, local, cost, grid_import_kwh: settlement.grid_import_kwh, done: played.done })
+        Some(SettleOutcome {
+            reward,
+            local,
+            cost,
+            grid_import_kwh: settlement.grid_import_kwh,
+            done: played.done,
+        })
     }
 }
 
@@ -405,7 +442,13 @@ fn serve_actors(mut actors: Vec<ProsumerActor>, commands: std::sync::mpsc::Recei
                     .filter_map(|a| {
                         let (conditions, offline) = conditions_for(a.spec.id, &msg.adjustments);
                         let action = msg.actions.as_ref().and_then(|given| given.of(a.spec.id));
-                        a.handle_play(PlaySlot { slot: msg.slot, ctx: msg.ctx, conditions, offline, action })
+                        a.handle_play(PlaySlot {
+                            slot: msg.slot,
+                            ctx: msg.ctx,
+                            conditions,
+                            offline,
+                            action,
+                        })
                     })
                     .collect();
                 let _ = reply.send(reports);
@@ -414,7 +457,10 @@ fn serve_actors(mut actors: Vec<ProsumerActor>, commands: std::sync::mpsc::Recei
                 let mut summary = SettleSummary::default();
                 let mut outcomes = Vec::with_capacity(if report { actors.len() } else { 0 });
                 for a in actors.iter_mut() {
-                    let settlement = settlements.binary_search_by_key(&a.spec.id, |(id, _)| *id).ok().map(|i| settlements[i].1);
+                    let settlement = settlements
+                        .binary_search_by_key(&a.spec.id, |(id, _)| *id)
+                        .ok()
+                        .map(|i| settlements[i].1);
                     if let Some(outcome) = a.handle_settle(Settle { slot, settlement }) {
                         summary.settled += 1;
                         summary.local += outcome.local as usize;
@@ -464,7 +510,9 @@ fn serve_actors(mut actors: Vec<ProsumerActor>, commands: std::sync::mpsc::Recei
                 let _ = reply.send(actors.iter().map(ProsumerActor::snapshot).collect());
             }
             Command::Restore { states, reply } => {
-                let restore = |a: &mut ProsumerActor| match states.binary_search_by_key(&a.spec.id, |s| s.ret.prosumer_id) {
+                let restore = |a: &mut ProsumerActor| match states
+                    .binary_search_by_key(&a.spec.id, |s| s.ret.prosumer_id)
+                {
                     Ok(i) => a.restore(&states[i]).map(|()| 1),
                     Err(_) => Ok(0),
                 };
@@ -527,7 +575,14 @@ impl ActorPool {
         for (t, block) in specs.chunks(per_thread).enumerate() {
             let actors: Vec<ProsumerActor> = block
                 .iter()
-                .map(|s| ProsumerActor::new(s.clone(), Arc::clone(ds), policy.instance(s.id), Arc::clone(weights)))
+                .map(|s| {
+                    ProsumerActor::new(
+                        s.clone(),
+                        Arc::clone(ds),
+                        policy.instance(s.id),
+                        Arc::clone(weights),
+                    )
+                })
                 .collect();
             let (tx, rx) = std::sync::mpsc::channel();
             let handle = std::thread::Builder::new()
@@ -557,7 +612,10 @@ impl ActorPool {
     }
 
     /// Sends one command per thread and awaits every reply, in thread order.
-    async fn ask<T>(&self, command: impl Fn(oneshot::Sender<T>) -> Command) -> Result<Vec<T>, AgentError> {
+    async fn ask<T>(
+        &self,
+        command: impl Fn(oneshot::Sender<T>) -> Command,
+    ) -> Result<Vec<T>, AgentError> {
         let mut replies = Vec::with_capacity(self.threads.len());
         for (tx, _) in &self.threads {
             let (reply, rx) = oneshot::channel();
@@ -595,10 +653,15 @@ impl ActorPool {
     ) -> Result<Vec<HouseholdReport>, AgentError> {
         if let Some(a) = &actions {
             if a.len() != self.ids.len() {
-                return Err(AgentError::Actors(format!("{} actions given for {} prosumers", a.len(), self.ids.len())));
+                return Err(AgentError::Actors(format!(
+                    "{} actions given for {} prosumers",
+                    a.len(),
+                    self.ids.len()
+                )));
             }
         }
-        let actions = actions.map(|actions| Arc::new(GivenActions { ids: Arc::clone(&self.ids), actions }));
+        let actions =
+            actions.map(|actions| Arc::new(GivenActions { ids: Arc::clone(&self.ids), actions }));
         let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into(), actions };
         let blocks = self.ask(|reply| Command::Play { msg: msg.clone(), reply }).await?;
         let mut reports = Vec::with_capacity(self.ids.len());
@@ -611,7 +674,11 @@ impl ActorPool {
 
     /// Settles slot `slot` for every actor: those in `settlements` (sorted by
     /// id) with the market's settlement, everyone else locally.
-    pub async fn settle(&self, slot: u64, settlements: &[(ProsumerId, Settlement)]) -> Result<SettleSummary, AgentError> {
+    pub async fn settle(
+        &self,
+        slot: u64,
+        settlements: &[(ProsumerId, Settlement)],
+    ) -> Result<SettleSummary, AgentError> {
         Ok(self.settle_inner(slot, settlements, false).await?.0)
     }
 
@@ -631,9 +698,19 @@ impl ActorPool {
         settlements: &[(ProsumerId, Settlement)],
         report: bool,
     ) -> Result<(SettleSummary, Vec<ProsumerOutcome>), AgentError> {
-        debug_assert!(settlements.windows(2).all(|w| w[0].0 < w[1].0), "settlements must be sorted by id");
+        debug_assert!(
+            settlements.windows(2).all(|w| w[0].0 < w[1].0),
+            "settlements must be sorted by id"
+        );
         let settlements: Arc<[(ProsumerId, Settlement)]> = settlements.into();
-        let parts = self.ask(|reply| Command::Settle { slot, settlements: Arc::clone(&settlements), report, reply }).await?;
+        let parts = self
+            .ask(|reply| Command::Settle {
+                slot,
+                settlements: Arc::clone(&settlements),
+                report,
+                reply,
+            })
+            .await?;
         let mut summary = SettleSummary::default();
         let mut outcomes = Vec::new();
         for (part, block) in parts {
@@ -652,7 +729,12 @@ impl ActorPool {
         adjustments: &[Adjustment],
     ) -> Result<Vec<[f32; OBS_DIM]>, AgentError> {
         let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into(), actions: None };
-        Ok(self.ask(|reply| Command::Observe { msg: msg.clone(), reply }).await?.into_iter().flatten().collect())
+        Ok(self
+            .ask(|reply| Command::Observe { msg: msg.clone(), reply })
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Learning: every actor prepares slot `slot` and hands over its
@@ -664,7 +746,12 @@ impl ActorPool {
         adjustments: &[Adjustment],
     ) -> Result<Vec<ActorRollout>, AgentError> {
         let msg = PlaySlotAll { slot, ctx: *ctx, adjustments: adjustments.into(), actions: None };
-        Ok(self.ask(|reply| Command::Prepare { msg: msg.clone(), reply }).await?.into_iter().flatten().collect())
+        Ok(self
+            .ask(|reply| Command::Prepare { msg: msg.clone(), reply })
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Learning: every actor acts with `learned` from now on.
@@ -682,10 +769,12 @@ impl ActorPool {
     /// naming it (the actors before it in that thread are restored).
     pub async fn restore(&self, states: &[ActorState]) -> Result<usize, AgentError> {
         let states: Arc<[ActorState]> = states.into();
-        let parts = self.ask(|reply| Command::Restore { states: Arc::clone(&states), reply }).await?;
-        parts
-            .into_iter()
-            .try_fold(0, |n, part| Ok(n + part.map_err(|e| AgentError::config("state_dir", format!("households.json: {e}")))?))
+        let parts =
+            self.ask(|reply| Command::Restore { states: Arc::clone(&states), reply }).await?;
+        parts.into_iter().try_fold(0, |n, part| {
+            Ok(n + part
+                .map_err(|e| AgentError::config("state_dir", format!("households.json: {e}")))?)
+        })
     }
 
     /// Every prosumer's episode return, by id.
@@ -719,7 +808,10 @@ mod tests {
     fn market_settlement(r: &HouseholdReport, tariff: &SlotTariff) -> Settlement {
         match r.order {
             Some(o) => {
-                let fill = Fill { quantity: o.quantity, value: peergrid_core::units::Money::of(o.quantity, o.limit_price) };
+                let fill = Fill {
+                    quantity: o.quantity,
+                    value: peergrid_core::units::Money::of(o.quantity, o.limit_price),
+                };
                 settle_household(r.net_kwh, Some(o.side), fill, tariff, &GridConfig::default())
             }
             None => settle_locally(r, tariff),
@@ -733,7 +825,12 @@ mod tests {
     }
 
     impl Direct {
-        fn play(&mut self, ds: &Dataset, ctx: &SlotContext, adjustments: &[Adjustment]) -> Vec<(HouseholdReport, bool)> {
+        fn play(
+            &mut self,
+            ds: &Dataset,
+            ctx: &SlotContext,
+            adjustments: &[Adjustment],
+        ) -> Vec<(HouseholdReport, bool)> {
             let policy: &mut dyn Policy = &mut self.policy;
             self.households
                 .iter_mut()
@@ -750,17 +847,30 @@ mod tests {
         let (ds, specs) = small_community(37, 5);
         let ctxs = contexts(&ds, 48);
         let weights = Arc::new(RewardWeights::default());
-        let prosumers = ActorPool::spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 3).unwrap();
+        let prosumers =
+            ActorPool::spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 3).unwrap();
         assert_eq!(prosumers.threads(), 3);
         assert_eq!(prosumers.len(), 37);
-        let mut direct =
-            Direct { households: specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect(), policy: RuleBased };
+        let mut direct = Direct {
+            households: specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect(),
+            policy: RuleBased,
+        };
         let mut expected_returns = vec![0.0f64; specs.len()];
         let mut local_slots = vec![0u64; specs.len()];
         // Slots 10..20: prosumers 5..=9 are offline, 20..=22 see a heat wave.
         let adjustments = [
-            Adjustment { first_id: 5, last_id: 9, conditions: Conditions::default(), offline: true },
-            Adjustment { first_id: 20, last_id: 22, conditions: Conditions { load_scale: 1.6, pv_scale: 0.5 }, offline: false },
+            Adjustment {
+                first_id: 5,
+                last_id: 9,
+                conditions: Conditions::default(),
+                offline: true,
+            },
+            Adjustment {
+                first_id: 20,
+                last_id: 22,
+                conditions: Conditions { load_scale: 1.6, pv_scale: 0.5 },
+                offline: false,
+            },
         ];
         block_on(async {
             for (slot, ctx) in ctxs.iter().enumerate() {
@@ -768,7 +878,8 @@ mod tests {
                 let adj: &[Adjustment] = if (10..20).contains(&slot) { &adjustments } else { &[] };
                 let reports = prosumers.play(slot, ctx, adj).await.unwrap();
                 let want = direct.play(&ds, ctx, adj);
-                let online: Vec<HouseholdReport> = want.iter().filter(|(_, off)| !off).map(|(r, _)| *r).collect();
+                let online: Vec<HouseholdReport> =
+                    want.iter().filter(|(_, off)| !off).map(|(r, _)| *r).collect();
                 assert_eq!(reports, online, "slot {slot}");
                 if (10..20).contains(&slot) {
                     assert_eq!(reports.len(), 32, "offline prosumers send no report");
@@ -789,7 +900,13 @@ mod tests {
                         Ok(j) => settlements[j].1,
                         Err(_) => {
                             local_slots[i] += 1;
-                            settle_household(r.net_kwh, None, Fill::default(), &ctx.tariff, &GridConfig::default())
+                            settle_household(
+                                r.net_kwh,
+                                None,
+                                Fill::default(),
+                                &ctx.tariff,
+                                &GridConfig::default(),
+                            )
                         }
                     };
                     expected_returns[i] += household_slot(r, &s, &ctx.tariff, &weights).reward;
@@ -812,14 +929,19 @@ mod tests {
         let (ds, specs) = small_community(12, 8);
         let ctxs = contexts(&ds, 24);
         let weights = Arc::new(RewardWeights::default());
-        let prosumers = ActorPool::spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 1).unwrap();
+        let prosumers =
+            ActorPool::spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 1).unwrap();
         let mut traded = 0;
         block_on(async {
             for (slot, ctx) in ctxs.iter().enumerate() {
                 let reports = prosumers.play(slot as u64, ctx, &[]).await.unwrap();
                 for r in &reports {
                     let local = settle_locally(r, &ctx.tariff);
-                    assert_eq!(local.p2p_bought_kwh + local.p2p_sold_kwh, 0.0, "no P2P without the market");
+                    assert_eq!(
+                        local.p2p_bought_kwh + local.p2p_sold_kwh,
+                        0.0,
+                        "no P2P without the market"
+                    );
                     assert_eq!(local.grid_import_kwh - local.grid_export_kwh, r.net_kwh);
                     traded += r.order.is_some() as usize;
                 }
@@ -835,7 +957,8 @@ mod tests {
         let (ds, specs) = small_community(3, 2);
         let ctxs = contexts(&ds, 3);
         let weights = Arc::new(RewardWeights::default());
-        let prosumers = ActorPool::spawn(&specs, &ds, &PolicySource::GridOnly, &weights, 5).unwrap();
+        let prosumers =
+            ActorPool::spawn(&specs, &ds, &PolicySource::GridOnly, &weights, 5).unwrap();
         assert_eq!(prosumers.threads(), 3, "never more threads than actors");
         block_on(async {
             prosumers.play(0, &ctxs[0], &[]).await.unwrap();

@@ -31,8 +31,10 @@ pub const MAX_ACTOR_THREADS: usize = 64;
 pub const TOKEN_ENV: &str = "PEERGRID_AGENT_TOKEN";
 pub const TOKEN_FILE_ENV: &str = "PEERGRID_AGENT_TOKEN_FILE";
 /// How the config names the market's and the trainer's URL and TLS settings.
-pub const MARKET_SETTINGS: SettingNames = SettingNames { url: "market", ca: "tls_ca", domain: "tls_domain" };
-pub const LEARNER_SETTINGS: SettingNames = SettingNames { url: "learner", ca: "learner_tls_ca", domain: "learner_tls_domain" };
+pub const MARKET_SETTINGS: SettingNames =
+    SettingNames { url: "market", ca: "tls_ca", domain: "tls_domain" };
+pub const LEARNER_SETTINGS: SettingNames =
+    SettingNames { url: "learner", ca: "learner_tls_ca", domain: "learner_tls_domain" };
 /// How the config names a remote policy's URL (inside `policy`) and CA.
 pub const REMOTE_POLICY_SETTINGS: SettingNames =
     SettingNames { url: "policy", ca: "remote_policy_tls_ca", domain: "remote_policy_tls_domain" };
@@ -60,7 +62,10 @@ impl FromStr for PolicyChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<PolicyChoice, String> {
         match s {
-            "" => Err("must be rule-based, grid-only, remote:URL or the path of a .safetensors policy".into()),
+            "" => Err(
+                "must be rule-based, grid-only, remote:URL or the path of a .safetensors policy"
+                    .into(),
+            ),
             "rule-based" => Ok(PolicyChoice::RuleBased),
             "grid-only" => Ok(PolicyChoice::GridOnly),
             remote if remote.starts_with(REMOTE_POLICY_PREFIX) => {
@@ -217,15 +222,24 @@ impl AgentConfig {
         match self.learner_target() {
             Some(learner) => learner.check()?,
             None if self.learner_tls_ca.is_some() || self.learner_tls_domain.is_some() => {
-                return Err(bad("learner_tls_ca", "is only used with a learner URL (--learner)".into()))
+                return Err(bad(
+                    "learner_tls_ca",
+                    "is only used with a learner URL (--learner)".into(),
+                ))
             }
             None => {}
         }
         if !(1..=10_000).contains(&self.rollout_slots) {
-            return Err(bad("rollout_slots", format!("must lie in 1..=10000, got {}", self.rollout_slots)));
+            return Err(bad(
+                "rollout_slots",
+                format!("must lie in 1..=10000, got {}", self.rollout_slots),
+            ));
         }
         if !(100..=86_400_000).contains(&self.learner_wait_ms) {
-            return Err(bad("learner_wait_ms", format!("must lie in 100..=86400000, got {}", self.learner_wait_ms)));
+            return Err(bad(
+                "learner_wait_ms",
+                format!("must lie in 100..=86400000, got {}", self.learner_wait_ms),
+            ));
         }
         peergrid_core::node_name::check_node_name(&self.name, "name").map_err(field_error)?;
         self.dataset_source()?;
@@ -242,11 +256,17 @@ impl AgentConfig {
         }
         self.validate_remote_policy()?;
         if !(1..=MAX_PROSUMERS).contains(&self.prosumers) {
-            return Err(bad("prosumers", format!("must lie in 1..={MAX_PROSUMERS}, got {}", self.prosumers)));
+            return Err(bad(
+                "prosumers",
+                format!("must lie in 1..={MAX_PROSUMERS}, got {}", self.prosumers),
+            ));
         }
         self.community.validate().map_err(|e| bad("community", e.to_string()))?;
         if !(1..=MAX_ACTOR_THREADS).contains(&self.actor_threads) {
-            return Err(bad("actor_threads", format!("must lie in 1..={MAX_ACTOR_THREADS}, got {}", self.actor_threads)));
+            return Err(bad(
+                "actor_threads",
+                format!("must lie in 1..={MAX_ACTOR_THREADS}, got {}", self.actor_threads),
+            ));
         }
         // The token itself was validated when it became a `Secret`.
         match (&self.token, self.insecure_no_auth) {
@@ -270,10 +290,16 @@ impl AgentConfig {
             ));
         }
         if self.connect_timeout_ms == 0 || self.connect_timeout_ms > 600_000 {
-            return Err(bad("connect_timeout_ms", format!("must lie in 1..=600000, got {}", self.connect_timeout_ms)));
+            return Err(bad(
+                "connect_timeout_ms",
+                format!("must lie in 1..=600000, got {}", self.connect_timeout_ms),
+            ));
         }
         if self.drain_timeout_ms > 600_000 {
-            return Err(bad("drain_timeout_ms", format!("must be ≤ 600000, got {}", self.drain_timeout_ms)));
+            return Err(bad(
+                "drain_timeout_ms",
+                format!("must be ≤ 600000, got {}", self.drain_timeout_ms),
+            ));
         }
         Ok(())
     }
@@ -299,7 +325,10 @@ impl AgentConfig {
                 }
             }
             None if self.remote_policy_tls_ca.is_some() => {
-                return Err(bad("remote_policy_tls_ca", "is only used with a remote policy (--policy remote:https://…)".into()))
+                return Err(bad(
+                    "remote_policy_tls_ca",
+                    "is only used with a remote policy (--policy remote:https://…)".into(),
+                ))
             }
             None => {}
         }
@@ -315,9 +344,12 @@ impl AgentConfig {
     /// Where the remote policy is and how to trust it, with `policy: remote:URL`.
     pub fn remote_policy_target(&self) -> Option<Target<'_>> {
         match &self.policy {
-            PolicyChoice::Remote(url) => {
-                Some(Target { url, ca: self.remote_policy_tls_ca.as_deref(), domain: None, names: REMOTE_POLICY_SETTINGS })
-            }
+            PolicyChoice::Remote(url) => Some(Target {
+                url,
+                ca: self.remote_policy_tls_ca.as_deref(),
+                domain: None,
+                names: REMOTE_POLICY_SETTINGS,
+            }),
             _ => None,
         }
     }
@@ -329,7 +361,12 @@ impl AgentConfig {
 
     /// Where the market is and how to trust it.
     pub fn market_target(&self) -> Target<'_> {
-        Target { url: &self.market, ca: self.tls_ca.as_deref(), domain: self.tls_domain.as_deref(), names: MARKET_SETTINGS }
+        Target {
+            url: &self.market,
+            ca: self.tls_ca.as_deref(),
+            domain: self.tls_domain.as_deref(),
+            names: MARKET_SETTINGS,
+        }
     }
 
     /// Where the trainer is and how to trust it, when the node learns.
@@ -351,7 +388,9 @@ impl AgentConfig {
 /// A core error about a setting, as a configuration error naming it.
 fn field_error(e: peergrid_core::CoreError) -> AgentError {
     match e {
-        peergrid_core::CoreError::InvalidField { field, reason } => AgentError::Config { field, reason },
+        peergrid_core::CoreError::InvalidField { field, reason } => {
+            AgentError::Config { field, reason }
+        }
         other => AgentError::Core(other),
     }
 }
@@ -463,7 +502,10 @@ impl AgentArgs {
     }
 
     /// [`into_config`](Self::into_config) with the environment supplied by `env`.
-    pub fn into_config_with(self, env: impl Fn(&str) -> Option<String>) -> Result<AgentConfig, AgentError> {
+    pub fn into_config_with(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<AgentConfig, AgentError> {
         let mut cfg = match &self.config {
             Some(path) => read_json::<AgentConfig>(path, "config")?,
             None => AgentConfig::default(),
@@ -496,9 +538,10 @@ impl AgentArgs {
             // name: the trainer takes one rollout per node name and version.
             // The container's host name is unique, so it is the fallback.
             None if cfg.name == AgentConfig::default().name => {
-                if let Some(host) = env("HOSTNAME")
-                    .filter(|h| !h.is_empty() && h.chars().count() <= peergrid_core::node_name::MAX_NODE_NAME_CHARS)
-                {
+                if let Some(host) = env("HOSTNAME").filter(|h| {
+                    !h.is_empty()
+                        && h.chars().count() <= peergrid_core::node_name::MAX_NODE_NAME_CHARS
+                }) {
                     cfg.name = host;
                 }
             }
@@ -550,7 +593,10 @@ impl AgentArgs {
 /// The token from `--token`, else `PEERGRID_AGENT_TOKEN`, else the file named
 /// by `PEERGRID_AGENT_TOKEN_FILE` (`peergrid_runtime::load_token`: both
 /// variables set is an error, and every token is checked for length).
-fn token_from(flag: Option<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Option<Secret>, AgentError> {
+fn token_from(
+    flag: Option<String>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, AgentError> {
     let named = |e: peergrid_runtime::RuntimeError| AgentError::config("token", e.to_string());
     match flag {
         Some(t) => Secret::new("--token", t).map(Some).map_err(named),
@@ -559,9 +605,10 @@ fn token_from(flag: Option<String>, env: &impl Fn(&str) -> Option<String>) -> Re
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, field: &str) -> Result<T, AgentError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| AgentError::config(field, format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| AgentError::config(field, format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AgentError::config(field, format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| AgentError::config(field, format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -571,7 +618,10 @@ mod tests {
     const TOKEN: &str = "agent-secret-0123456789";
 
     fn args(argv: &[&str]) -> AgentArgs {
-        AgentArgs::try_parse_from(std::iter::once("peergrid-agent-node").chain(argv.iter().copied())).unwrap()
+        AgentArgs::try_parse_from(
+            std::iter::once("peergrid-agent-node").chain(argv.iter().copied()),
+        )
+        .unwrap()
     }
 
     fn no_env(_: &str) -> Option<String> {
@@ -587,9 +637,18 @@ mod tests {
 
     #[test]
     fn flags_build_a_valid_config_and_the_token_never_prints() {
-        let cfg = args(&["--market", "http://10.0.0.5:50051", "--prosumers", "2500", "--seed", "7", "--token", TOKEN])
-            .into_config_with(no_env)
-            .unwrap();
+        let cfg = args(&[
+            "--market",
+            "http://10.0.0.5:50051",
+            "--prosumers",
+            "2500",
+            "--seed",
+            "7",
+            "--token",
+            TOKEN,
+        ])
+        .into_config_with(no_env)
+        .unwrap();
         assert_eq!(cfg.market, "http://10.0.0.5:50051");
         assert_eq!(cfg.prosumers, 2500);
         assert_eq!(cfg.community.seed, 7);
@@ -600,19 +659,40 @@ mod tests {
 
     #[test]
     fn https_market_with_a_ca_is_accepted() {
-        let cfg =
-            args(&["--insecure-no-auth", "--market", "https://10.0.0.5:50051", "--tls-ca", "ca.pem", "--tls-domain", "market"])
-                .into_config_with(no_env)
-                .unwrap();
-        assert_eq!((cfg.tls_ca, cfg.tls_domain.as_deref()), (Some(PathBuf::from("ca.pem")), Some("market")));
+        let cfg = args(&[
+            "--insecure-no-auth",
+            "--market",
+            "https://10.0.0.5:50051",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-domain",
+            "market",
+        ])
+        .into_config_with(no_env)
+        .unwrap();
+        assert_eq!(
+            (cfg.tls_ca, cfg.tls_domain.as_deref()),
+            (Some(PathBuf::from("ca.pem")), Some("market"))
+        );
     }
 
     #[test]
     fn an_https_learner_with_a_ca_is_accepted() {
-        let argv = ["--insecure-no-auth", "--learner", "https://trainer:50061", "--learner-tls-ca", "ca.pem"];
-        let cfg = args(&[&argv[..], &["--learner-tls-domain", "trainer.internal"]].concat()).into_config_with(no_env).unwrap();
+        let argv = [
+            "--insecure-no-auth",
+            "--learner",
+            "https://trainer:50061",
+            "--learner-tls-ca",
+            "ca.pem",
+        ];
+        let cfg = args(&[&argv[..], &["--learner-tls-domain", "trainer.internal"]].concat())
+            .into_config_with(no_env)
+            .unwrap();
         let target = cfg.learner_target().unwrap();
-        assert_eq!((target.ca, target.domain), (Some(Path::new("ca.pem")), Some("trainer.internal")));
+        assert_eq!(
+            (target.ca, target.domain),
+            (Some(Path::new("ca.pem")), Some("trainer.internal"))
+        );
         assert!(target.is_tls() && !cfg.market_target().is_tls());
     }
 
@@ -620,16 +700,22 @@ mod tests {
     fn a_short_token_names_the_minimum_without_echoing_it() {
         let short = |name: &str| (name == TOKEN_ENV).then(|| "hunter2".to_string());
         let e = args(&[]).into_config_with(short).unwrap_err().to_string();
-        assert!(e.contains(TOKEN_ENV) && e.contains("at least 16") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains(TOKEN_ENV) && e.contains("at least 16") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[test]
     fn token_comes_from_env_or_file_but_not_both() {
         let env = |name: &str| (name == TOKEN_ENV).then(|| TOKEN.to_string());
         assert_eq!(args(&[]).into_config_with(env).unwrap().token.unwrap().expose(), TOKEN);
-        let both = |name: &str| Some(if name == TOKEN_ENV { TOKEN.to_string() } else { "/nonexistent".to_string() });
+        let both = |name: &str| {
+            Some(if name == TOKEN_ENV { TOKEN.to_string() } else { "/nonexistent".to_string() })
+        };
         assert_eq!(field_of(args(&[]).into_config_with(both).unwrap_err()), "token");
-        let file = std::env::temp_dir().join(format!("peergrid-agent-token-{}", std::process::id()));
+        let file =
+            std::env::temp_dir().join(format!("peergrid-agent-token-{}", std::process::id()));
         std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
         let path = file.display().to_string();
         let from_file = move |name: &str| (name == TOKEN_FILE_ENV).then(|| path.clone());
@@ -645,7 +731,18 @@ mod tests {
             (&["--insecure-no-auth", "--market", "ftp://x:1"], "market"),
             (&["--insecure-no-auth", "--market", "https://x:1"], "tls_ca"),
             (&["--insecure-no-auth", "--tls-ca", "ca.pem"], "tls_ca"),
-            (&["--insecure-no-auth", "--market", "https://x:1", "--tls-ca", "ca.pem", "--tls-domain", ""], "tls_domain"),
+            (
+                &[
+                    "--insecure-no-auth",
+                    "--market",
+                    "https://x:1",
+                    "--tls-ca",
+                    "ca.pem",
+                    "--tls-domain",
+                    "",
+                ],
+                "tls_domain",
+            ),
             (&["--insecure-no-auth", "--market", "127.0.0.1:50051"], "market"),
             (&["--insecure-no-auth", "--market", "local://"], "market"),
             (&["--insecure-no-auth", "--market", "local://two words"], "market"),
@@ -653,10 +750,27 @@ mod tests {
             (&["--insecure-no-auth", "--learner", "local://a/b"], "learner"),
             (&["--insecure-no-auth", "--learner", "ftp://trainer:1"], "learner"),
             (&["--insecure-no-auth", "--learner", "https://trainer:1"], "learner_tls_ca"),
-            (&["--insecure-no-auth", "--learner", "http://trainer:1", "--learner-tls-ca", "ca.pem"], "learner_tls_ca"),
+            (
+                &[
+                    "--insecure-no-auth",
+                    "--learner",
+                    "http://trainer:1",
+                    "--learner-tls-ca",
+                    "ca.pem",
+                ],
+                "learner_tls_ca",
+            ),
             (&["--insecure-no-auth", "--learner-tls-ca", "ca.pem"], "learner_tls_ca"),
             (
-                &["--insecure-no-auth", "--learner", "https://t:1", "--learner-tls-ca", "ca.pem", "--learner-tls-domain", ""],
+                &[
+                    "--insecure-no-auth",
+                    "--learner",
+                    "https://t:1",
+                    "--learner-tls-ca",
+                    "ca.pem",
+                    "--learner-tls-domain",
+                    "",
+                ],
                 "learner_tls_domain",
             ),
             (&["--insecure-no-auth", "--name", ""], "name"),
@@ -666,18 +780,39 @@ mod tests {
             (&["--insecure-no-auth", "--policy", "remote:"], "policy"),
             (&["--insecure-no-auth", "--policy", "remote:ftp://policy:1"], "policy"),
             (&["--insecure-no-auth", "--policy", "remote:127.0.0.1:50071"], "policy"),
-            (&["--insecure-no-auth", "--policy", "remote:https://policy:1"], "remote_policy_tls_ca"),
-            (&["--insecure-no-auth", "--policy", "remote:http://p:1", "--learner", "http://t:1"], "policy"),
-            (&["--insecure-no-auth", "--remote-policy-tls-ca", "ca.pem"], "remote_policy_tls_ca"),
             (
-                &["--insecure-no-auth", "--policy", "remote:http://p:1", "--remote-policy-tls-ca", "ca.pem"],
+                &["--insecure-no-auth", "--policy", "remote:https://policy:1"],
                 "remote_policy_tls_ca",
             ),
             (
-                &["--insecure-no-auth", "--policy", "remote:http://p:1", "--remote-policy-timeout-ms", "0"],
+                &["--insecure-no-auth", "--policy", "remote:http://p:1", "--learner", "http://t:1"],
+                "policy",
+            ),
+            (&["--insecure-no-auth", "--remote-policy-tls-ca", "ca.pem"], "remote_policy_tls_ca"),
+            (
+                &[
+                    "--insecure-no-auth",
+                    "--policy",
+                    "remote:http://p:1",
+                    "--remote-policy-tls-ca",
+                    "ca.pem",
+                ],
+                "remote_policy_tls_ca",
+            ),
+            (
+                &[
+                    "--insecure-no-auth",
+                    "--policy",
+                    "remote:http://p:1",
+                    "--remote-policy-timeout-ms",
+                    "0",
+                ],
                 "remote_policy_timeout_ms",
             ),
-            (&["--insecure-no-auth", "--remote-policy-timeout-ms", "600001"], "remote_policy_timeout_ms"),
+            (
+                &["--insecure-no-auth", "--remote-policy-timeout-ms", "600001"],
+                "remote_policy_timeout_ms",
+            ),
             (&["--insecure-no-auth", "--dataset", "ausgrid-csv"], "data_file"),
             (&["--insecure-no-auth", "--data-file", "homes.csv"], "data_file"),
             (&[], "token"),
@@ -691,10 +826,21 @@ mod tests {
             let text = e.to_string();
             assert_eq!(field_of(e), *field, "{argv:?}: {text}");
         }
-        let csv = args(&["--insecure-no-auth", "--dataset", "ausgrid-csv", "--data-file", "homes.csv"]);
+        let csv =
+            args(&["--insecure-no-auth", "--dataset", "ausgrid-csv", "--data-file", "homes.csv"]);
         let source = csv.into_config_with(no_env).unwrap().dataset_source().unwrap();
-        assert_eq!(source, DatasetSource::AusgridCsv("homes.csv".into()), "the same flags as `peergrid run`");
-        let local = args(&["--insecure-no-auth", "--market", "local://market-1", "--learner", "local://trainer-1"]);
+        assert_eq!(
+            source,
+            DatasetSource::AusgridCsv("homes.csv".into()),
+            "the same flags as `peergrid run`"
+        );
+        let local = args(&[
+            "--insecure-no-auth",
+            "--market",
+            "local://market-1",
+            "--learner",
+            "local://trainer-1",
+        ]);
         local.into_config_with(no_env).expect("in-process URLs are valid");
         let mut cfg = AgentConfig { insecure_no_auth: true, ..AgentConfig::default() };
         cfg.community.share_ev = 2.0;
@@ -707,50 +853,97 @@ mod tests {
 
     #[test]
     fn a_remote_policy_comes_from_flags_env_or_the_file() {
-        let cfg = args(&["--insecure-no-auth", "--policy", "remote:http://127.0.0.1:50071", "--remote-policy-timeout-ms", "250"])
-            .into_config_with(no_env)
-            .unwrap();
+        let cfg = args(&[
+            "--insecure-no-auth",
+            "--policy",
+            "remote:http://127.0.0.1:50071",
+            "--remote-policy-timeout-ms",
+            "250",
+        ])
+        .into_config_with(no_env)
+        .unwrap();
         assert_eq!(cfg.policy, PolicyChoice::Remote("http://127.0.0.1:50071".into()));
         assert_eq!(cfg.remote_policy_timeout_ms, 250);
         let target = cfg.remote_policy_target().expect("a remote policy has a target");
         assert_eq!((target.url, target.is_tls()), ("http://127.0.0.1:50071", false));
-        assert!(cfg.redacted_json().contains(r#""policy":"remote:http://127.0.0.1:50071""#), "{}", cfg.redacted_json());
-        let tls = args(&["--insecure-no-auth", "--policy", "remote:https://policy:50071", "--remote-policy-tls-ca", "ca.pem"])
-            .into_config_with(no_env)
-            .unwrap();
+        assert!(
+            cfg.redacted_json().contains(r#""policy":"remote:http://127.0.0.1:50071""#),
+            "{}",
+            cfg.redacted_json()
+        );
+        let tls = args(&[
+            "--insecure-no-auth",
+            "--policy",
+            "remote:https://policy:50071",
+            "--remote-policy-tls-ca",
+            "ca.pem",
+        ])
+        .into_config_with(no_env)
+        .unwrap();
         assert_eq!(tls.remote_policy_target().unwrap().ca, Some(Path::new("ca.pem")));
         assert_eq!(AgentConfig::default().remote_policy_timeout_ms, 30_000);
         assert!(AgentConfig::default().remote_policy_target().is_none());
-        let dir = std::env::temp_dir().join(format!("peergrid-agent-remote-config-{}", std::process::id()));
+        let dir = std::env::temp_dir()
+            .join(format!("peergrid-agent-remote-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("agent.json");
-        std::fs::write(&file, r#"{"policy": "remote:local://policy-1", "remote_policy_timeout_ms": 5000}"#).unwrap();
+        std::fs::write(
+            &file,
+            r#"{"policy": "remote:local://policy-1", "remote_policy_timeout_ms": 5000}"#,
+        )
+        .unwrap();
         let f = file.display().to_string();
         let cfg = args(&["--insecure-no-auth", "--config", &f]).into_config_with(no_env).unwrap();
-        assert_eq!((cfg.policy, cfg.remote_policy_timeout_ms), (PolicyChoice::Remote("local://policy-1".into()), 5000));
+        assert_eq!(
+            (cfg.policy, cfg.remote_policy_timeout_ms),
+            (PolicyChoice::Remote("local://policy-1".into()), 5000)
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn file_then_flags_and_policy_paths() {
-        let dir = std::env::temp_dir().join(format!("peergrid-agent-config-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("peergrid-agent-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("agent.json");
         std::fs::write(&file, r#"{"prosumers": 40, "name": "from-file", "policy": "grid-only", "community": {"seed": 3}}"#)
             .unwrap();
         let f = file.display().to_string();
-        let cfg = args(&["--insecure-no-auth", "--config", &f, "--name", "from-flag"]).into_config_with(no_env).unwrap();
+        let cfg = args(&["--insecure-no-auth", "--config", &f, "--name", "from-flag"])
+            .into_config_with(no_env)
+            .unwrap();
         assert_eq!((cfg.prosumers, cfg.name.as_str(), cfg.community.seed), (40, "from-flag", 3));
         // Without a name anywhere, the host name (a container's id) names the node.
         let host = |name: &str| (name == "HOSTNAME").then(|| "3f2c9a1b7d4e".to_string());
-        assert_eq!(args(&["--insecure-no-auth"]).into_config_with(host).unwrap().name, "3f2c9a1b7d4e");
-        assert_eq!(args(&["--insecure-no-auth"]).into_config_with(no_env).unwrap().name, "agent-node");
-        assert_eq!(args(&["--insecure-no-auth", "--name", "n1"]).into_config_with(host).unwrap().name, "n1");
-        assert_eq!(args(&["--insecure-no-auth", "--config", &f]).into_config_with(host).unwrap().name, "from-file");
+        assert_eq!(
+            args(&["--insecure-no-auth"]).into_config_with(host).unwrap().name,
+            "3f2c9a1b7d4e"
+        );
+        assert_eq!(
+            args(&["--insecure-no-auth"]).into_config_with(no_env).unwrap().name,
+            "agent-node"
+        );
+        assert_eq!(
+            args(&["--insecure-no-auth", "--name", "n1"]).into_config_with(host).unwrap().name,
+            "n1"
+        );
+        assert_eq!(
+            args(&["--insecure-no-auth", "--config", &f]).into_config_with(host).unwrap().name,
+            "from-file"
+        );
         assert_eq!(cfg.policy, PolicyChoice::GridOnly);
-        let cfg = args(&["--insecure-no-auth", "--config", &f, "--seed", "9", "--policy", "w.safetensors"])
-            .into_config_with(no_env)
-            .unwrap();
+        let cfg = args(&[
+            "--insecure-no-auth",
+            "--config",
+            &f,
+            "--seed",
+            "9",
+            "--policy",
+            "w.safetensors",
+        ])
+        .into_config_with(no_env)
+        .unwrap();
         assert_eq!(cfg.community.seed, 9);
         assert_eq!(cfg.policy, PolicyChoice::Weights("w.safetensors".into()));
         // The JSON weights format is gone: a config file naming one is refused.

@@ -57,7 +57,9 @@ impl From<peergrid_runtime::RuntimeError> for AgentError {
         use peergrid_runtime::RuntimeError;
         match e {
             RuntimeError::Config { name, reason } => AgentError::Config { field: name, reason },
-            RuntimeError::Io { name, path, source } => AgentError::config(name, format!("cannot read {path}: {source}")),
+            RuntimeError::Io { name, path, source } => {
+                AgentError::config(name, format!("cannot read {path}: {source}"))
+            }
             RuntimeError::Connect { url, reason } => AgentError::Connect { url, reason },
             other => AgentError::config("runtime", other.to_string()),
         }
@@ -87,7 +89,10 @@ impl AgentError {
                     | Code::Unimplemented
                     | Code::NotFound
             ),
-            AgentError::Config { .. } | AgentError::Core(_) | AgentError::Incompatible(_) | AgentError::Actors(_) => false,
+            AgentError::Config { .. }
+            | AgentError::Core(_)
+            | AgentError::Incompatible(_)
+            | AgentError::Actors(_) => false,
         }
     }
 }
@@ -99,7 +104,9 @@ mod tests {
     #[test]
     fn retry_only_what_can_heal() {
         assert!(AgentError::Rpc(tonic::Status::unavailable("down")).is_retryable());
-        assert!(AgentError::Connect { url: "http://x".into(), reason: "refused".into() }.is_retryable());
+        assert!(
+            AgentError::Connect { url: "http://x".into(), reason: "refused".into() }.is_retryable()
+        );
         assert!(AgentError::protocol("cleared before open").is_retryable());
         assert!(!AgentError::Rpc(tonic::Status::unauthenticated("bad token")).is_retryable());
         assert!(!AgentError::Rpc(tonic::Status::invalid_argument("prosumer_count")).is_retryable());

@@ -88,7 +88,11 @@ pub struct Resume {
 
 impl std::fmt::Debug for Resume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Resume({}, ids {}+{}, secret <redacted>)", self.session_id, self.first_prosumer_id, self.prosumer_count)
+        write!(
+            f,
+            "Resume({}, ids {}+{}, secret <redacted>)",
+            self.session_id, self.first_prosumer_id, self.prosumer_count
+        )
     }
 }
 
@@ -172,7 +176,12 @@ impl MarketClient {
 
     /// Registers, or resumes a session: a market that restarted (or let
     /// the lease expire) re-creates it with its range if that is free.
-    pub async fn register(&mut self, name: &str, count: u32, resume: Option<&Resume>) -> Result<Registration, AgentError> {
+    pub async fn register(
+        &mut self,
+        name: &str,
+        count: u32,
+        resume: Option<&Resume>,
+    ) -> Result<Registration, AgentError> {
         let request = pb::RegisterRequest {
             node_name: name.to_owned(),
             prosumer_count: count,
@@ -181,17 +190,25 @@ impl MarketClient {
             resume_secret: resume.map(|r| r.secret.clone()).unwrap_or_default(),
         };
         let r = self.inner.register(request).await?.into_inner();
-        if r.session_id.is_empty() || r.prosumer_count == 0 || r.first_prosumer_id.checked_add(r.prosumer_count).is_none() {
+        if r.session_id.is_empty()
+            || r.prosumer_count == 0
+            || r.first_prosumer_id.checked_add(r.prosumer_count).is_none()
+        {
             return Err(AgentError::protocol(format!(
                 "RegisterResponse: session_id must be set and [first_prosumer_id {}, +prosumer_count {}) a valid id range",
                 r.first_prosumer_id, r.prosumer_count
             )));
         }
         if r.resume_secret.len() != 32 {
-            return Err(AgentError::protocol("RegisterResponse: resume_secret must be 32 hex characters"));
+            return Err(AgentError::protocol(
+                "RegisterResponse: resume_secret must be 32 hex characters",
+            ));
         }
         Ok(Registration {
-            reward_weights: reward_weights_from_json(&r.reward_weights_json, "reward_weights_json")?,
+            reward_weights: reward_weights_from_json(
+                &r.reward_weights_json,
+                "reward_weights_json",
+            )?,
             secret: r.resume_secret,
             lease_grace_ms: r.lease_grace_ms,
             session_id: r.session_id,
@@ -225,7 +242,13 @@ impl MarketClient {
 
     pub async fn status(&mut self) -> Result<MarketStatus, AgentError> {
         let s = self.inner.status(pb::StatusRequest {}).await?.into_inner();
-        Ok(MarketStatus { slot: s.slot, prosumers: s.prosumers, nodes: s.nodes, mode: s.mode, paused: s.paused })
+        Ok(MarketStatus {
+            slot: s.slot,
+            prosumers: s.prosumers,
+            nodes: s.nodes,
+            mode: s.mode,
+            paused: s.paused,
+        })
     }
 }
 
@@ -258,7 +281,12 @@ impl Outbox {
 impl SessionSender {
     /// Sends slot `slot`'s `OrderBatch` (`reports` sorted by prosumer id)
     /// and keeps the reports in `outbox`, even if sending fails.
-    pub async fn send_batch(&self, slot: u64, reports: Vec<HouseholdReport>, outbox: &mut Outbox) -> Result<(), AgentError> {
+    pub async fn send_batch(
+        &self,
+        slot: u64,
+        reports: Vec<HouseholdReport>,
+        outbox: &mut Outbox,
+    ) -> Result<(), AgentError> {
         let batch = pb::OrderBatch { slot, reports: reports.iter().map(report_to_wire).collect() };
         outbox.sent = Some((slot, reports));
         self.send(batch).await
@@ -268,7 +296,11 @@ impl SessionSender {
     pub async fn resend_batch(&self, slot: u64, outbox: &Outbox) -> Result<bool, AgentError> {
         match &outbox.sent {
             Some((sent, reports)) if *sent == slot => {
-                self.send(pb::OrderBatch { slot, reports: reports.iter().map(report_to_wire).collect() }).await?;
+                self.send(pb::OrderBatch {
+                    slot,
+                    reports: reports.iter().map(report_to_wire).collect(),
+                })
+                .await?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -323,13 +355,17 @@ impl SessionReceiver {
             return Ok(None);
         };
         match message.msg {
-            Some(pb::market_message::Msg::Open(open)) => Ok(Some(Inbound::Open(slot_open_from_wire(&open)?))),
+            Some(pb::market_message::Msg::Open(open)) => {
+                Ok(Some(Inbound::Open(slot_open_from_wire(&open)?)))
+            }
             Some(pb::market_message::Msg::Cleared(cleared)) => {
                 Ok(Some(Inbound::Cleared(slot_cleared_from_wire(&cleared, &self.hosted)?)))
             }
-            Some(pb::market_message::Msg::Refused(r)) => {
-                Ok(Some(Inbound::Refused(Refusal { slot: r.slot, reason: r.reason, message: r.message })))
-            }
+            Some(pb::market_message::Msg::Refused(r)) => Ok(Some(Inbound::Refused(Refusal {
+                slot: r.slot,
+                reason: r.reason,
+                message: r.message,
+            }))),
             None => Err(AgentError::protocol("MarketMessage without a message")),
         }
     }
@@ -338,7 +374,9 @@ impl SessionReceiver {
 /// The trainer client: policy subscription and experience pushes.
 #[derive(Clone)]
 pub struct LearnerClient {
-    inner: peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient<InterceptedService<Channel, ClientAuth>>,
+    inner: peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient<
+        InterceptedService<Channel, ClientAuth>,
+    >,
 }
 
 /// A subscription to the trainer's policy versions.
@@ -349,7 +387,9 @@ pub struct PolicyStream {
 impl PolicyStream {
     /// The next version (validated: digest, blob, version), or `None` when
     /// the trainer closed the stream.
-    pub async fn next(&mut self) -> Result<Option<peergrid_core::policy::weights::PolicyWeights>, AgentError> {
+    pub async fn next(
+        &mut self,
+    ) -> Result<Option<peergrid_core::policy::weights::PolicyWeights>, AgentError> {
         match self.inner.message().await {
             Ok(Some(update)) => peergrid_proto::convert::experience::policy_from_wire(&update)
                 .map(Some)
@@ -397,25 +437,43 @@ impl LearnerClient {
 
     /// The trainer's mode: `true` for synchronous.
     pub async fn is_sync(&mut self) -> Result<bool, AgentError> {
-        let s = self.inner.status(peergrid_proto::pb::learner::v1::StatusRequest {}).await.map_err(AgentError::Rpc)?;
+        let s = self
+            .inner
+            .status(peergrid_proto::pb::learner::v1::StatusRequest {})
+            .await
+            .map_err(AgentError::Rpc)?;
         Ok(s.into_inner().mode == "sync")
     }
 
     /// Subscribes to versions newer than `after_version` (0: the current one first).
-    pub async fn subscribe(&mut self, node_name: &str, after_version: u64) -> Result<PolicyStream, AgentError> {
-        let request = peergrid_proto::pb::learner::v1::SubscribeRequest { node_name: node_name.to_owned(), after_version };
-        let inner = self.inner.subscribe_policy(request).await.map_err(AgentError::Rpc)?.into_inner();
+    pub async fn subscribe(
+        &mut self,
+        node_name: &str,
+        after_version: u64,
+    ) -> Result<PolicyStream, AgentError> {
+        let request = peergrid_proto::pb::learner::v1::SubscribeRequest {
+            node_name: node_name.to_owned(),
+            after_version,
+        };
+        let inner =
+            self.inner.subscribe_policy(request).await.map_err(AgentError::Rpc)?.into_inner();
         Ok(PolicyStream { inner })
     }
 
     /// Says that a rollout began (`BeginRollout`): whether the trainer waits for it.
-    pub async fn begin_rollout(&mut self, start: &peergrid_core::experience::RolloutStart) -> Result<bool, AgentError> {
+    pub async fn begin_rollout(
+        &mut self,
+        start: &peergrid_core::experience::RolloutStart,
+    ) -> Result<bool, AgentError> {
         let request = peergrid_proto::pb::learner::v1::RolloutStart::from(start);
         Ok(self.inner.begin_rollout(request).await.map_err(AgentError::Rpc)?.into_inner().awaited)
     }
 
     /// Pushes one rollout (a one-message client stream) and reports the verdict.
-    pub async fn push(&mut self, rollout: &peergrid_core::experience::Rollout) -> Result<PushReply, AgentError> {
+    pub async fn push(
+        &mut self,
+        rollout: &peergrid_core::experience::Rollout,
+    ) -> Result<PushReply, AgentError> {
         let batch = peergrid_proto::pb::learner::v1::ExperienceBatch::from(rollout);
         // Checked here, not left to the encoder: over the limit, tonic resets
         // the stream and the node would only log "h2 protocol error".
@@ -426,9 +484,17 @@ impl LearnerClient {
                 rollout.samples()
             ))));
         }
-        let summary = self.inner.push_experience(tokio_stream::once(batch)).await.map_err(AgentError::Rpc)?.into_inner();
+        let summary = self
+            .inner
+            .push_experience(tokio_stream::once(batch))
+            .await
+            .map_err(AgentError::Rpc)?
+            .into_inner();
         let verdict = if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale };
-        Ok(PushReply { verdict, act_version: (summary.act_version > 0).then_some(summary.act_version) })
+        Ok(PushReply {
+            verdict,
+            act_version: (summary.act_version > 0).then_some(summary.act_version),
+        })
     }
 }
 
@@ -443,26 +509,37 @@ pub enum PolicyCallError {
 
 /// The remote policy client (`--policy remote:URL`).
 pub struct PolicyClient {
-    inner: policy_pb::policy_service_client::PolicyServiceClient<InterceptedService<Channel, ClientAuth>>,
+    inner: policy_pb::policy_service_client::PolicyServiceClient<
+        InterceptedService<Channel, ClientAuth>,
+    >,
 }
 
 impl PolicyClient {
     /// Dials the remote policy named by the node's `policy` (with the
     /// node's connect timeout and agent token).
     pub async fn connect(cfg: &AgentConfig) -> Result<PolicyClient, AgentError> {
-        let target = cfg.remote_policy_target().ok_or_else(|| AgentError::config("policy", "is not remote:URL"))?;
+        let target = cfg
+            .remote_policy_target()
+            .ok_or_else(|| AgentError::config("policy", "is not remote:URL"))?;
         let channel = channel(cfg, target).await?;
-        let inner = policy_pb::policy_service_client::PolicyServiceClient::with_interceptor(channel, auth(cfg))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let inner = policy_pb::policy_service_client::PolicyServiceClient::with_interceptor(
+            channel,
+            auth(cfg),
+        )
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(PolicyClient { inner })
     }
 
     /// One slot's call: the answer, decoded and validated on its own (the
     /// caller checks that it answers `batch`).
     pub async fn act(&mut self, batch: &ObservationBatch) -> Result<ActionBatch, PolicyCallError> {
-        let response = self.inner.act(policy_pb::ActRequest::from(batch)).await.map_err(PolicyCallError::Status)?;
+        let response = self
+            .inner
+            .act(policy_pb::ActRequest::from(batch))
+            .await
+            .map_err(PolicyCallError::Status)?;
         ActionBatch::try_from(response.into_inner()).map_err(PolicyCallError::Invalid)
     }
 }

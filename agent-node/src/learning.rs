@@ -60,9 +60,18 @@ fn learned(w: peergrid_core::policy::weights::PolicyWeights) -> Result<Learned, 
 /// Follows the policy stream: `first` (the start-up subscription, kept
 /// open so that the trainer never sees this node unsubscribed in between),
 /// then a fresh subscription after every failure.
-async fn follow(cfg: AgentConfig, url: String, tx: watch::Sender<Option<Learned>>, first: PolicyStream, mut shutdown: Shutdown) {
-    let mut backoff =
-        Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
+async fn follow(
+    cfg: AgentConfig,
+    url: String,
+    tx: watch::Sender<Option<Learned>>,
+    first: PolicyStream,
+    mut shutdown: Shutdown,
+) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(cfg.reconnect.base_ms),
+        Duration::from_millis(cfg.reconnect.max_ms),
+        2.0,
+    );
     let mut first = Some(first);
     loop {
         let session = async {
@@ -99,8 +108,11 @@ impl Learning {
         let url = cfg.learner.clone().ok_or_else(|| AgentError::config("learner", "is not set"))?;
         let wait = Duration::from_millis(cfg.learner_wait_ms);
         let started = tokio::time::Instant::now();
-        let mut backoff =
-            Backoff::new(Duration::from_millis(cfg.reconnect.base_ms), Duration::from_millis(cfg.reconnect.max_ms), 2.0);
+        let mut backoff = Backoff::new(
+            Duration::from_millis(cfg.reconnect.base_ms),
+            Duration::from_millis(cfg.reconnect.max_ms),
+            2.0,
+        );
         let (mut client, sync) = loop {
             let attempt = async {
                 let mut c = LearnerClient::connect(cfg, &url).await?;
@@ -117,11 +129,25 @@ impl Learning {
             }
         };
         let mut first = client.subscribe(&cfg.name, 0).await?;
-        let current = match tokio::time::timeout(wait.saturating_sub(started.elapsed()), first.next()).await {
+        let current = match tokio::time::timeout(
+            wait.saturating_sub(started.elapsed()),
+            first.next(),
+        )
+        .await
+        {
             Ok(Ok(Some(w))) => learned(w)?,
-            Ok(Ok(None)) => return Err(AgentError::protocol("the trainer closed the policy stream before sending a policy")),
+            Ok(Ok(None)) => {
+                return Err(AgentError::protocol(
+                    "the trainer closed the policy stream before sending a policy",
+                ))
+            }
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(AgentError::Connect { url, reason: "no policy version before learner_wait_ms".into() }),
+            Err(_) => {
+                return Err(AgentError::Connect {
+                    url,
+                    reason: "no policy version before learner_wait_ms".into(),
+                })
+            }
         };
         let (tx, versions) = watch::channel(Some(current.clone()));
         let task = tokio::spawn(follow(cfg.clone(), url.clone(), tx, first, shutdown.clone()));
@@ -184,7 +210,12 @@ impl Learning {
         };
         tokio::spawn(async move {
             match tokio::time::timeout(Duration::from_secs(5), client.begin_rollout(&start)).await {
-                Ok(Ok(awaited)) => debug!(version = start.policy_version, end_slot = start.end_slot, awaited, "rollout begun"),
+                Ok(Ok(awaited)) => debug!(
+                    version = start.policy_version,
+                    end_slot = start.end_slot,
+                    awaited,
+                    "rollout begun"
+                ),
                 Ok(Err(e)) => debug!("the rollout's beginning was not announced: {e}"),
                 Err(_) => debug!("the rollout's beginning was not announced within 5 s"),
             }
@@ -195,7 +226,8 @@ impl Learning {
     /// rollout grid (or, after the market's slot numbers jumped, the
     /// rollout is full) and there are steps to send.
     pub fn due(&self, slot: u64) -> bool {
-        self.steps > 0 && (slot % self.cfg.rollout_slots as u64 == 0 || self.steps >= self.cfg.rollout_slots)
+        self.steps > 0
+            && (slot % self.cfg.rollout_slots as u64 == 0 || self.steps >= self.cfg.rollout_slots)
     }
 
     /// Synchronous learning: the node waits for the next version after each rollout.
@@ -260,11 +292,18 @@ impl Learning {
     /// — it restarted and resubscribed us, so the rollout we pushed (or
     /// failed to push while it stopped) may be lost — the rollout is pushed
     /// again; a trainer that already has it refuses the duplicate.
-    async fn wait_for_next(&mut self, rollout: &Rollout, mut target: Option<u64>) -> Option<Learned> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.learner_wait_ms);
+    async fn wait_for_next(
+        &mut self,
+        rollout: &Rollout,
+        mut target: Option<u64>,
+    ) -> Option<Learned> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.cfg.learner_wait_ms);
         let mut shutdown = self.shutdown.clone();
         let current = self.current.version;
-        let wanted = |v: u64, target: Option<u64>| v != current && target.is_none_or(|t| v >= t || v < current);
+        let wanted = |v: u64, target: Option<u64>| {
+            v != current && target.is_none_or(|t| v >= t || v < current)
+        };
         if let Some(l) = self.arrived(target, wanted) {
             return Some(l);
         }
@@ -277,10 +316,15 @@ impl Learning {
                 }
             };
             match changed {
-                Ok(Ok(())) => debug!(newest = ?self.newest_version(), "the policy stream changed while waiting"),
+                Ok(Ok(())) => {
+                    debug!(newest = ?self.newest_version(), "the policy stream changed while waiting")
+                }
                 Ok(Err(_)) => return None,
                 Err(_) => {
-                    warn!(version = self.current.version, "no new policy version in time; acting on with the current one");
+                    warn!(
+                        version = self.current.version,
+                        "no new policy version in time; acting on with the current one"
+                    );
                     return None;
                 }
             }
@@ -293,7 +337,10 @@ impl Learning {
                 // Between ours and the target: the round we wait for is still open.
                 continue;
             }
-            info!(version = latest.version, "the trainer republished our version (it restarted): pushing the rollout again");
+            info!(
+                version = latest.version,
+                "the trainer republished our version (it restarted): pushing the rollout again"
+            );
             match self.push(rollout).await {
                 Ok(reply) => {
                     target = self.count(reply);
@@ -318,8 +365,16 @@ impl Learning {
     /// With a known `target`, adopts the newest version if it is the one
     /// to act with. Not marked seen: a republish that happened during the
     /// push still wakes the wait for a change.
-    fn arrived(&mut self, target: Option<u64>, wanted: impl Fn(u64, Option<u64>) -> bool) -> Option<Learned> {
-        let latest = self.versions.borrow().clone().filter(|l| target.is_some() && wanted(l.version, target))?;
+    fn arrived(
+        &mut self,
+        target: Option<u64>,
+        wanted: impl Fn(u64, Option<u64>) -> bool,
+    ) -> Option<Learned> {
+        let latest = self
+            .versions
+            .borrow()
+            .clone()
+            .filter(|l| target.is_some() && wanted(l.version, target))?;
         self.current = latest.clone();
         Some(latest)
     }
@@ -339,8 +394,13 @@ impl Learning {
             // Reconnect for the next try or the next rollout.
             self.client = None;
             match &e {
-                AgentError::Rpc(status) if status.code() == tonic::Code::Unavailable && !retried => {
-                    debug!("the learner connection was gone ({}); pushing again on a new one", status.message());
+                AgentError::Rpc(status)
+                    if status.code() == tonic::Code::Unavailable && !retried =>
+                {
+                    debug!(
+                        "the learner connection was gone ({}); pushing again on a new one",
+                        status.message()
+                    );
                     retried = true;
                 }
                 _ => return Err(e),
@@ -351,7 +411,12 @@ impl Learning {
 
 /// The step-major rollout of the actors' parts (all of equal length), or
 /// `None` if there are no steps.
-pub fn assemble(node: &str, version: u64, first_slot: u64, parts: Vec<ActorRollout>) -> Option<Rollout> {
+pub fn assemble(
+    node: &str,
+    version: u64,
+    first_slot: u64,
+    parts: Vec<ActorRollout>,
+) -> Option<Rollout> {
     let steps = parts.first()?.steps.len();
     if steps == 0 || parts.iter().any(|p| p.steps.len() != steps) {
         if steps != 0 {
@@ -402,14 +467,19 @@ mod tests {
     fn assemble_is_step_major_and_validates() {
         let part = |id: u32| ActorRollout {
             prosumer_id: id,
-            steps: (0..3).map(|t| Step { reward: (id * 10 + t) as f32, done: t == 2, ..Step::default() }).collect(),
+            steps: (0..3)
+                .map(|t| Step { reward: (id * 10 + t) as f32, done: t == 2, ..Step::default() })
+                .collect(),
             bootstrap_value: id as f32,
         };
         let r = assemble("n", 2, 7, vec![part(4), part(5)]).unwrap();
         r.validate().unwrap();
         assert_eq!(r.rewards, vec![40.0, 50.0, 41.0, 51.0, 42.0, 52.0]);
         assert_eq!(r.dones, vec![false, false, false, false, true, true]);
-        assert_eq!((r.bootstrap_values.clone(), r.first_slot, r.policy_version), (vec![4.0, 5.0], 7, 2));
+        assert_eq!(
+            (r.bootstrap_values.clone(), r.first_slot, r.policy_version),
+            (vec![4.0, 5.0], 7, 2)
+        );
         let mut short = part(6);
         short.steps.pop();
         assert!(assemble("n", 2, 7, vec![part(4), short]).is_none());

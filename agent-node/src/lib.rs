@@ -51,14 +51,21 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<Agen
     config.validate()?;
     let ds = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || config.dataset_source()?.load().map_err(AgentError::from)).await??
+        tokio::task::spawn_blocking(move || {
+            config.dataset_source()?.load().map_err(AgentError::from)
+        })
+        .await??
     };
     run_with_dataset(config, Arc::new(ds), shutdown).await
 }
 
 /// [`run`] with a dataset the caller already loaded (the embedded
 /// `peergrid run` shares one between its nodes); it must be the market's.
-pub async fn run_with_dataset(config: AgentConfig, ds: Arc<Dataset>, shutdown: Shutdown) -> anyhow::Result<AgentReport> {
+pub async fn run_with_dataset(
+    config: AgentConfig,
+    ds: Arc<Dataset>,
+    shutdown: Shutdown,
+) -> anyhow::Result<AgentReport> {
     config.validate()?;
     info!(config = %config.redacted_json(), "peergrid-agent-node {} starting", env!("CARGO_PKG_VERSION"));
     let learning = match &config.learner {
@@ -66,7 +73,10 @@ pub async fn run_with_dataset(config: AgentConfig, ds: Arc<Dataset>, shutdown: S
         None => None,
     };
     let policy = match &learning {
-        Some(l) => policy::PolicySource::Learning { learned: l.current().clone(), seed: config.community.seed },
+        Some(l) => policy::PolicySource::Learning {
+            learned: l.current().clone(),
+            seed: config.community.seed,
+        },
         None => policy::PolicySource::load(&config.policy)?,
     };
     info!(dataset = %ds.name, slots = ds.n_slots(), homes = ds.homes.len(), "dataset loaded");
@@ -118,39 +128,65 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_market_fails_after_the_configured_reconnects() {
         let controller = ShutdownController::new();
-        let e = tokio::time::timeout(Duration::from_secs(30), run(config(), controller.subscribe()))
-            .await
-            .expect("gives up")
-            .unwrap_err();
-        assert!(matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Connect { .. })), "{e:#}");
+        let e =
+            tokio::time::timeout(Duration::from_secs(30), run(config(), controller.subscribe()))
+                .await
+                .expect("gives up")
+                .unwrap_err();
+        assert!(
+            matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Connect { .. })),
+            "{e:#}"
+        );
     }
 
     #[tokio::test]
     async fn a_local_market_nobody_listens_on_is_named_in_the_error() {
         let cfg = AgentConfig { market: "local://no-such-market".into(), ..config() };
-        let e = tokio::time::timeout(Duration::from_secs(30), run(cfg, ShutdownController::new().subscribe()))
-            .await
-            .expect("gives up")
-            .unwrap_err();
+        let e = tokio::time::timeout(
+            Duration::from_secs(30),
+            run(cfg, ShutdownController::new().subscribe()),
+        )
+        .await
+        .expect("gives up")
+        .unwrap_err();
         let text = format!("{e:#}");
-        assert!(matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Connect { .. })), "{text}");
-        assert!(text.contains("local://no-such-market") && text.contains("no in-process listener named"), "{text}");
+        assert!(
+            matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Connect { .. })),
+            "{text}"
+        );
+        assert!(
+            text.contains("local://no-such-market")
+                && text.contains("no in-process listener named"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn shutdown_before_any_session_returns_an_empty_report() {
         let controller = ShutdownController::new();
-        let cfg = AgentConfig { reconnect: config::ReconnectConfig { max_attempts: None, ..config().reconnect }, ..config() };
+        let cfg = AgentConfig {
+            reconnect: config::ReconnectConfig { max_attempts: None, ..config().reconnect },
+            ..config()
+        };
         let task = tokio::spawn(run(cfg, controller.subscribe()));
         tokio::time::sleep(Duration::from_millis(100)).await;
         controller.trigger();
-        let report = tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").unwrap().unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stops")
+            .unwrap()
+            .unwrap();
         assert_eq!((report.slots_played, report.returns.len(), report.session_id), (0, 0, None));
     }
 
     #[tokio::test]
     async fn run_rejects_an_invalid_config_by_field() {
-        let e = run(AgentConfig { prosumers: 0, ..config() }, ShutdownController::new().subscribe()).await.unwrap_err();
-        assert!(matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Config { field, .. }) if field == "prosumers"));
+        let e =
+            run(AgentConfig { prosumers: 0, ..config() }, ShutdownController::new().subscribe())
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(e.downcast_ref::<AgentError>(), Some(AgentError::Config { field, .. }) if field == "prosumers")
+        );
     }
 }

@@ -84,18 +84,29 @@ impl AgentMetrics {
                 exponential_buckets(0.0001, 2.0, 16),
             ),
             mean_reward,
-            local_settlements: m.counter("agent_local_settlements", "Prosumer-slots settled locally with the grid"),
+            local_settlements: m
+                .counter("agent_local_settlements", "Prosumer-slots settled locally with the grid"),
             reconnects: m.counter("agent_reconnects", "Reconnects to the market"),
             prosumers: m.gauge("agent_prosumers", "Prosumers hosted by this node"),
-            policy_version: m.gauge("agent_policy_version", "Policy version the actors act with (learning)"),
-            batches_refused: m.counter("agent_batches_refused", "Batches or holds the market refused (late, invalid...)"),
-            holds: m.counter("agent_holds", "Slots held at the market while waiting for the learner or the remote policy"),
+            policy_version: m
+                .gauge("agent_policy_version", "Policy version the actors act with (learning)"),
+            batches_refused: m.counter(
+                "agent_batches_refused",
+                "Batches or holds the market refused (late, invalid...)",
+            ),
+            holds: m.counter(
+                "agent_holds",
+                "Slots held at the market while waiting for the learner or the remote policy",
+            ),
             policy_wait_seconds: m.histogram(
                 "agent_policy_wait_seconds",
                 "Synchronous learning: rollout pushed to next policy version received",
                 exponential_buckets(0.001, 2.0, 18),
             ),
-            remote_policy_calls: m.counter("agent_remote_policy_calls", "Slots played with the remote policy's actions"),
+            remote_policy_calls: m.counter(
+                "agent_remote_policy_calls",
+                "Slots played with the remote policy's actions",
+            ),
             remote_policy_fallbacks,
             // 0.1 ms .. ~13 min
             remote_policy_seconds: m.histogram(
@@ -144,8 +155,14 @@ mod tests {
         m.count_fallback("timeout");
         m.count_fallback("invalid");
         let text = registry.encode();
-        assert!(text.contains(r#"peergrid_agent_remote_policy_fallbacks_total{reason="timeout"} 2"#), "{text}");
-        assert!(text.contains(r#"peergrid_agent_remote_policy_fallbacks_total{reason="invalid"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"peergrid_agent_remote_policy_fallbacks_total{reason="timeout"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"peergrid_agent_remote_policy_fallbacks_total{reason="invalid"} 1"#),
+            "{text}"
+        );
         assert_eq!((m.fallbacks("timeout"), m.fallbacks("unavailable")), (2, 0));
     }
 }

@@ -41,7 +41,8 @@ pub fn load_model(path: &Path) -> Result<MlpModel, AgentError> {
         return Err(bad("must be a .safetensors policy (the trainer's format)".into()));
     }
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let w = peergrid_core::policy::weights::from_safetensors(&bytes).map_err(|e| bad(e.to_string()))?;
+    let w =
+        peergrid_core::policy::weights::from_safetensors(&bytes).map_err(|e| bad(e.to_string()))?;
     MlpModel::new(w.net, w.normaliser).map_err(|e| bad(e.to_string()))
 }
 
@@ -84,11 +85,15 @@ impl PolicySource {
         match self {
             PolicySource::GridOnly => ActorPolicy::GridOnly(GridOnly),
             PolicySource::RuleBased | PolicySource::Remote => ActorPolicy::RuleBased(RuleBased),
-            PolicySource::Mlp(model) => ActorPolicy::Mlp(Box::new(MlpPolicy::deterministic(Arc::clone(model)))),
-            PolicySource::Learning { learned, seed } => ActorPolicy::Learning(Box::new(MlpPolicy::sampling(
-                Arc::clone(&learned.model),
-                derive_seed(*seed, &format!("actor-{id}")),
-            ))),
+            PolicySource::Mlp(model) => {
+                ActorPolicy::Mlp(Box::new(MlpPolicy::deterministic(Arc::clone(model))))
+            }
+            PolicySource::Learning { learned, seed } => {
+                ActorPolicy::Learning(Box::new(MlpPolicy::sampling(
+                    Arc::clone(&learned.model),
+                    derive_seed(*seed, &format!("actor-{id}")),
+                )))
+            }
         }
     }
 
@@ -207,7 +212,9 @@ mod tests {
         for spec in specs {
             let id = spec.id;
             let w = weights(3);
-            let mut reference = MlpPolicy::new(w.net, w.normaliser).unwrap().stochastic(derive_seed(77, &format!("actor-{id}")));
+            let mut reference = MlpPolicy::new(w.net, w.normaliser)
+                .unwrap()
+                .stochastic(derive_seed(77, &format!("actor-{id}")));
             let mut ours = source.instance(id);
             let mut a = Household::new(spec.clone(), ctxs[0].hour);
             let mut b = Household::new(spec, ctxs[0].hour);
@@ -240,10 +247,12 @@ mod tests {
 
     #[test]
     fn bad_weights_files_name_the_policy_field() {
-        let dir = std::env::temp_dir().join(format!("peergrid-agent-policy-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("peergrid-agent-policy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let load = |path: &Path| PolicySource::load(&PolicyChoice::Weights(path.to_path_buf()));
-        let policy_field = |e: &AgentError| matches!(e, AgentError::Config { field, .. } if field == "policy");
+        let policy_field =
+            |e: &AgentError| matches!(e, AgentError::Config { field, .. } if field == "policy");
         // The trainer's safetensors format loads to the same network.
         let st = dir.join("policy.safetensors");
         let w = weights(1);
@@ -255,7 +264,11 @@ mod tests {
         assert!(policy_field(&e) && e.to_string().contains("safetensors"), "{e}");
         // A network that does not fit the observations.
         let spec = MlpSpec { obs_dim: 5, ..MlpSpec::default() };
-        let narrow = PolicyWeights { net: ActorCritic::random(&spec, 1), normaliser: ObsNormaliser::identity(5), version: 1 };
+        let narrow = PolicyWeights {
+            net: ActorCritic::random(&spec, 1),
+            normaliser: ObsNormaliser::identity(5),
+            version: 1,
+        };
         std::fs::write(&st, to_safetensors(&narrow).unwrap()).unwrap();
         let e = load(&st).unwrap_err();
         assert!(policy_field(&e) && e.to_string().contains(&format!("obs_dim {OBS_DIM}")), "{e}");

@@ -134,8 +134,13 @@ impl RemotePolicy {
     /// The remote policy of `cfg` (`policy: remote:URL`); nothing is dialled yet.
     pub(crate) fn new(cfg: &AgentConfig, metrics: AgentMetrics) -> RemotePolicy {
         let r = &cfg.reconnect;
-        let seed = peergrid_core::rng::derive_seed(cfg.community.seed, &format!("{}/remote-policy", cfg.name));
-        let backoff = Backoff::new(Duration::from_millis(r.base_ms), Duration::from_millis(r.max_ms), 2.0).with_jitter(seed);
+        let seed = peergrid_core::rng::derive_seed(
+            cfg.community.seed,
+            &format!("{}/remote-policy", cfg.name),
+        );
+        let backoff =
+            Backoff::new(Duration::from_millis(r.base_ms), Duration::from_millis(r.max_ms), 2.0)
+                .with_jitter(seed);
         RemotePolicy {
             cfg: cfg.clone(),
             timeout: Duration::from_millis(cfg.remote_policy_timeout_ms),
@@ -172,7 +177,12 @@ impl RemotePolicy {
     /// The actions of slot `slot` for `ids` (the pool's, ascending) seeing
     /// `observations` (one row per id), or `None`: play the rule-based
     /// action (counted and logged here). Call only when [`ready`](Self::ready).
-    pub(crate) async fn act(&mut self, slot: u64, ids: &[ProsumerId], observations: Vec<[f32; OBS_DIM]>) -> Option<Vec<Action>> {
+    pub(crate) async fn act(
+        &mut self,
+        slot: u64,
+        ids: &[ProsumerId],
+        observations: Vec<[f32; OBS_DIM]>,
+    ) -> Option<Vec<Action>> {
         let batch = ObservationBatch {
             node_name: self.cfg.name.clone(),
             slot,
@@ -185,7 +195,10 @@ impl RemotePolicy {
         let call = async {
             match tokio::time::timeout(timeout, self.call(&batch)).await {
                 Ok(answer) => answer,
-                Err(_) => Err(Fallback::new("timeout", format!("no answer within {} ms", timeout.as_millis()))),
+                Err(_) => Err(Fallback::new(
+                    "timeout",
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )),
             }
         };
         let answer = match shutdown {
@@ -238,7 +251,9 @@ impl RemotePolicy {
         let client = match &mut self.client {
             Some(client) => client,
             none @ None => {
-                let client = PolicyClient::connect(&self.cfg).await.map_err(|e| Fallback::new("unavailable", e.to_string()))?;
+                let client = PolicyClient::connect(&self.cfg)
+                    .await
+                    .map_err(|e| Fallback::new("unavailable", e.to_string()))?;
                 none.insert(client)
             }
         };
@@ -246,7 +261,10 @@ impl RemotePolicy {
         match answer {
             Ok(answer) => match answer.answers(batch) {
                 Ok(()) => Ok(answer.actions),
-                Err(e) => Err(Fallback::new("invalid", format!("the answer is not for this request: {e}"))),
+                Err(e) => Err(Fallback::new(
+                    "invalid",
+                    format!("the answer is not for this request: {e}"),
+                )),
             },
             Err(PolicyCallError::Invalid(e)) => Err(Fallback::new("invalid", e.to_string())),
             Err(PolicyCallError::Status(status)) => {
@@ -283,7 +301,9 @@ mod tests {
     use super::*;
     use crate::config::{PolicyChoice, ReconnectConfig};
     use peergrid_proto::pb::policy::v1 as pb;
-    use peergrid_proto::pb::policy::v1::policy_service_server::{PolicyService, PolicyServiceServer};
+    use peergrid_proto::pb::policy::v1::policy_service_server::{
+        PolicyService, PolicyServiceServer,
+    };
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
     use tokio_stream::wrappers::TcpListenerStream;
@@ -313,7 +333,10 @@ mod tests {
 
     #[tonic::async_trait]
     impl PolicyService for StandIn {
-        async fn act(&self, request: tonic::Request<pb::ActRequest>) -> Result<tonic::Response<pb::ActResponse>, tonic::Status> {
+        async fn act(
+            &self,
+            request: tonic::Request<pb::ActRequest>,
+        ) -> Result<tonic::Response<pb::ActResponse>, tonic::Status> {
             let batch = ObservationBatch::try_from(request.into_inner())?;
             self.seen.lock().unwrap().push(batch.clone());
             let answer = *self.answer.lock().unwrap();
@@ -348,12 +371,13 @@ mod tests {
             let bound = listener.local_addr().unwrap();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let service = PolicyServiceServer::new(self.clone());
-            tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                        let _ = stopped.await;
+                    }),
+            );
             (bound, stop)
         }
 
@@ -384,7 +408,9 @@ mod tests {
     const IDS: [ProsumerId; 3] = [4, 5, 6];
 
     fn observations(soc: f32) -> Vec<[f32; OBS_DIM]> {
-        IDS.iter().map(|&id| std::array::from_fn(|f| if f == 2 { soc } else { id as f32 })).collect()
+        IDS.iter()
+            .map(|&id| std::array::from_fn(|f| if f == 2 { soc } else { id as f32 }))
+            .collect()
     }
 
     fn outcomes() -> Vec<ProsumerOutcome> {
@@ -422,11 +448,18 @@ mod tests {
         assert!(remote.act(11, &IDS, observations(0.6)).await.is_some());
         let seen = service.seen();
         assert_eq!(seen.len(), 2);
-        assert_eq!((seen[0].slot, seen[0].node_name.as_str(), seen[0].previous.as_ref()), (10, "node-t", None));
+        assert_eq!(
+            (seen[0].slot, seen[0].node_name.as_str(), seen[0].previous.as_ref()),
+            (10, "node-t", None)
+        );
         assert_eq!(seen[0].prosumer_ids, IDS);
         assert_eq!(seen[1].observations, observations(0.6));
-        let previous = seen[1].previous.as_ref().expect("the outcome of slot 10 comes with slot 11");
-        assert_eq!((previous.slot, previous.remote_actions, previous.outcomes.clone()), (10, true, outcomes()));
+        let previous =
+            seen[1].previous.as_ref().expect("the outcome of slot 10 comes with slot 11");
+        assert_eq!(
+            (previous.slot, previous.remote_actions, previous.outcomes.clone()),
+            (10, true, outcomes())
+        );
         assert_eq!(metrics.remote_policy_calls.get(), 2);
     }
 
@@ -453,7 +486,11 @@ mod tests {
         assert!(remote.act(9, &IDS, observations(0.1)).await.is_some());
         let last = service.seen().pop().unwrap();
         let previous = last.previous.expect("the fallback slot's outcome is sent");
-        assert_eq!((previous.slot, previous.remote_actions), (3, false), "slot 3 was played with the rule-based action");
+        assert_eq!(
+            (previous.slot, previous.remote_actions),
+            (3, false),
+            "slot 3 was played with the rule-based action"
+        );
         assert_eq!(metrics.remote_policy_calls.get(), 1);
     }
 
@@ -470,7 +507,11 @@ mod tests {
         service.set(Answer::Charge);
         until_ready(&remote).await;
         assert!(remote.act(2, &IDS, observations(0.1)).await.is_some());
-        assert_eq!(service.seen().iter().map(|b| b.slot).collect::<Vec<_>>(), [0, 2], "no call while backing off");
+        assert_eq!(
+            service.seen().iter().map(|b| b.slot).collect::<Vec<_>>(),
+            [0, 2],
+            "no call while backing off"
+        );
     }
 
     #[tokio::test]
@@ -487,7 +528,10 @@ mod tests {
         let started = Instant::now();
         let (answer, ()) = tokio::join!(remote.act(0, &IDS, observations(0.1)), trigger);
         assert_eq!(answer, None);
-        assert!(started.elapsed() < Duration::from_secs(10), "stopped waiting at shutdown, not at the 60 s timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stopped waiting at shutdown, not at the 60 s timeout"
+        );
         assert_eq!(metrics.fallbacks("unavailable"), 1);
     }
 
@@ -502,7 +546,10 @@ mod tests {
         let service = StandIn::new(Answer::Charge);
         let (_, stop) = service.serve(addr).await;
         until_ready(&remote).await;
-        assert!(remote.act(1, &IDS, observations(0.1)).await.is_some(), "reconnected after the backoff");
+        assert!(
+            remote.act(1, &IDS, observations(0.1)).await.is_some(),
+            "reconnected after the backoff"
+        );
         // It goes away again: the next call fails (the channel is dropped)
         // and the one after the backoff dials afresh.
         drop(stop);
@@ -517,17 +564,30 @@ mod tests {
 
     #[test]
     fn statuses_map_to_reasons() {
-        assert_eq!(fallback_for_status(&tonic::Status::unavailable("connection refused")).reason, "unavailable");
-        assert_eq!(fallback_for_status(&tonic::Status::deadline_exceeded("late")).reason, "timeout");
-        for status in
-            [tonic::Status::internal("boom"), tonic::Status::unknown("exception"), tonic::Status::unauthenticated("token")]
-        {
+        assert_eq!(
+            fallback_for_status(&tonic::Status::unavailable("connection refused")).reason,
+            "unavailable"
+        );
+        assert_eq!(
+            fallback_for_status(&tonic::Status::deadline_exceeded("late")).reason,
+            "timeout"
+        );
+        for status in [
+            tonic::Status::internal("boom"),
+            tonic::Status::unknown("exception"),
+            tonic::Status::unauthenticated("token"),
+        ] {
             let f = fallback_for_status(&status);
             assert_eq!(f.reason, "refused", "{status:?}");
             assert!(f.detail.contains(status.message()), "{f:?}");
         }
-        assert!(Fallback::new("timeout", "").backs_off() && Fallback::new("unavailable", "").backs_off());
-        assert!(!Fallback::new("refused", "").backs_off() && !Fallback::new("invalid", "").backs_off());
+        assert!(
+            Fallback::new("timeout", "").backs_off()
+                && Fallback::new("unavailable", "").backs_off()
+        );
+        assert!(
+            !Fallback::new("refused", "").backs_off() && !Fallback::new("invalid", "").backs_off()
+        );
     }
 
     #[test]

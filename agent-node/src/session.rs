@@ -57,7 +57,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::actors::{ActorPool, ActorState, ProsumerReturn, SettleSummary};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
-use crate::grpc::{Inbound, MarketClient, Outbox, Refusal, Registration, Resume, SessionReceiver, SessionSender};
+use crate::grpc::{
+    Inbound, MarketClient, Outbox, Refusal, Registration, Resume, SessionReceiver, SessionSender,
+};
 use crate::learning::Learning;
 use crate::metrics::AgentMetrics;
 use crate::policy::PolicySource;
@@ -143,13 +145,17 @@ fn load_households(dir: &std::path::Path, specs: &[ProsumerSpec]) -> Option<Vec<
         }
     };
     let first = specs.first().map_or(0, |s| s.id);
-    if (saved.first_prosumer_id, saved.prosumer_count as usize) != (first, specs.len()) || saved.actors.len() != specs.len() {
+    if (saved.first_prosumer_id, saved.prosumer_count as usize) != (first, specs.len())
+        || saved.actors.len() != specs.len()
+    {
         info!(path = %path.display(), "the saved households are of another id range; starting new ones");
         return None;
     }
     for (spec, state) in specs.iter().zip(&saved.actors) {
         let fits = state.ret.prosumer_id == spec.id
-            && state.household.is_none_or(|h| peergrid_core::household::Household::restore(spec.clone(), h).is_ok());
+            && state.household.is_none_or(|h| {
+                peergrid_core::household::Household::restore(spec.clone(), h).is_ok()
+            });
         if !fits {
             warn!(path = %path.display(), prosumer = spec.id, "ignoring saved households that do not fit prosumer {}", spec.id);
             return None;
@@ -160,7 +166,9 @@ fn load_households(dir: &std::path::Path, specs: &[ProsumerSpec]) -> Option<Vec<
 
 /// Writes `dir/name` atomically, readable by the owner only.
 fn save_file(dir: &std::path::Path, name: &str, text: &str) -> Result<(), AgentError> {
-    let fail = |e: std::io::Error| AgentError::config("state_dir", format!("cannot write {}: {e}", dir.display()));
+    let fail = |e: std::io::Error| {
+        AgentError::config("state_dir", format!("cannot write {}: {e}", dir.display()))
+    };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let tmp = dir.join(format!("{name}.tmp"));
     {
@@ -200,18 +208,31 @@ fn save_session(dir: &std::path::Path, resume: &Resume) -> Result<(), AgentError
 /// session is unknown (its lease expired), its range is taken, or the
 /// secret does not match (the market re-created it for someone else).
 fn resume_refused(code: tonic::Code) -> bool {
-    matches!(code, tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied)
+    matches!(
+        code,
+        tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied
+    )
 }
 
 impl Node {
-    pub(crate) fn new(cfg: AgentConfig, ds: Arc<Dataset>, policy: PolicySource, metrics: AgentMetrics) -> Node {
+    pub(crate) fn new(
+        cfg: AgentConfig,
+        ds: Arc<Dataset>,
+        policy: PolicySource,
+        metrics: AgentMetrics,
+    ) -> Node {
         let saved = cfg.state_dir.as_deref().and_then(load_session);
         if let Some(r) = &saved {
             info!(session_id = %r.session_id, first_prosumer_id = r.first_prosumer_id, "resuming the saved session");
         }
-        let remote = cfg.remote_policy_target().is_some().then(|| RemotePolicy::new(&cfg, metrics.clone()));
+        let remote =
+            cfg.remote_policy_target().is_some().then(|| RemotePolicy::new(&cfg, metrics.clone()));
         if let Some(target) = cfg.remote_policy_target() {
-            info!(url = target.url, timeout_ms = cfg.remote_policy_timeout_ms, "the remote policy decides every slot's actions");
+            info!(
+                url = target.url,
+                timeout_ms = cfg.remote_policy_timeout_ms,
+                "the remote policy decides every slot's actions"
+            );
         }
         Node {
             saved,
@@ -245,7 +266,8 @@ impl Node {
         let r = &self.cfg.reconnect;
         let jitter_seed = peergrid_core::rng::derive_seed(self.cfg.community.seed, &self.cfg.name);
         let mut backoff =
-            Backoff::new(Duration::from_millis(r.base_ms), Duration::from_millis(r.max_ms), 2.0).with_jitter(jitter_seed);
+            Backoff::new(Duration::from_millis(r.base_ms), Duration::from_millis(r.max_ms), 2.0)
+                .with_jitter(jitter_seed);
         let outcome = loop {
             if shutdown.is_shutdown() {
                 break Ok(());
@@ -263,7 +285,8 @@ impl Node {
                     break Ok(());
                 }
                 Err(e) if e.is_retryable() => {
-                    if self.cfg.reconnect.max_attempts.is_some_and(|max| backoff.attempts() >= max) {
+                    if self.cfg.reconnect.max_attempts.is_some_and(|max| backoff.attempts() >= max)
+                    {
                         break Err(e);
                     }
                     let delay = backoff.next_delay();
@@ -283,7 +306,11 @@ impl Node {
         finished
     }
 
-    async fn connect_and_serve(&mut self, backoff: &mut Backoff, shutdown: &mut Shutdown) -> Result<End, AgentError> {
+    async fn connect_and_serve(
+        &mut self,
+        backoff: &mut Backoff,
+        shutdown: &mut Shutdown,
+    ) -> Result<End, AgentError> {
         let mut client = tokio::select! {
             c = MarketClient::connect(&self.cfg) => c?,
             _ = shutdown.recv() => return Ok(End::Shutdown),
@@ -294,7 +321,10 @@ impl Node {
             Some(h) => Some(h.registration.resume()),
             None => self.saved.clone(),
         };
-        let registration = match client.register(&self.cfg.name, self.cfg.prosumers, resume.as_ref()).await {
+        let registration = match client
+            .register(&self.cfg.name, self.cfg.prosumers, resume.as_ref())
+            .await
+        {
             Err(AgentError::Rpc(status)) if resume.is_some() && resume_refused(status.code()) => {
                 warn!(code = ?status.code(), "the market cannot resume our session ({}); registering as a new node", status.message());
                 self.saved = None;
@@ -312,7 +342,8 @@ impl Node {
             // will never clear there, and its slot numbers start below ours.
             warn!(
                 last_played = self.last_played,
-                market_next_slot, "the market restarted; settling locally and following its slot numbers"
+                market_next_slot,
+                "the market restarted; settling locally and following its slot numbers"
             );
             if self.pending.is_some() {
                 self.settle_pending_locally().await?;
@@ -349,7 +380,11 @@ impl Node {
             )));
         }
         if reg.prosumer_count != self.cfg.prosumers {
-            warn!(asked = self.cfg.prosumers, assigned = reg.prosumer_count, "the market assigned another prosumer count");
+            warn!(
+                asked = self.cfg.prosumers,
+                assigned = reg.prosumer_count,
+                "the market assigned another prosumer count"
+            );
         }
         if self.hosted.as_ref().is_some_and(|h| h.registration.range() != reg.range()) {
             let old = self.hosted.as_ref().map(|h| h.registration.range());
@@ -371,10 +406,13 @@ impl Node {
             n_prosumers: (reg.first_prosumer_id as usize + reg.prosumer_count as usize).max(1),
             ..self.cfg.community.clone()
         };
-        let specs = generate_range(&self.ds, &community, reg.first_prosumer_id, reg.prosumer_count)?;
+        let specs =
+            generate_range(&self.ds, &community, reg.first_prosumer_id, reg.prosumer_count)?;
         let weights = Arc::new(reg.reward_weights.clone());
-        let prosumers = ActorPool::spawn(&specs, &self.ds, &self.policy, &weights, self.cfg.actor_threads)?;
-        if let Some(states) = self.cfg.state_dir.as_deref().and_then(|d| load_households(d, &specs)) {
+        let prosumers =
+            ActorPool::spawn(&specs, &self.ds, &self.policy, &weights, self.cfg.actor_threads)?;
+        if let Some(states) = self.cfg.state_dir.as_deref().and_then(|d| load_households(d, &specs))
+        {
             let n = prosumers.restore(&states).await?;
             info!(households = n, "households continue from their saved state");
         }
@@ -392,17 +430,29 @@ impl Node {
         Ok(())
     }
 
-    async fn serve(&mut self, tx: SessionSender, mut rx: SessionReceiver, shutdown: &mut Shutdown) -> Result<End, AgentError> {
+    async fn serve(
+        &mut self,
+        tx: SessionSender,
+        mut rx: SessionReceiver,
+        shutdown: &mut Shutdown,
+    ) -> Result<End, AgentError> {
         loop {
             let next = if shutdown.is_shutdown() {
                 if self.pending.is_none() {
                     return Ok(End::Shutdown);
                 }
                 // Finish the current slot: wait (bounded) for its clearing.
-                match tokio::time::timeout(Duration::from_millis(self.cfg.drain_timeout_ms), rx.next()).await {
+                match tokio::time::timeout(
+                    Duration::from_millis(self.cfg.drain_timeout_ms),
+                    rx.next(),
+                )
+                .await
+                {
                     Ok(next) => next?,
                     Err(_) => {
-                        warn!("no clearing before the drain timeout; settling the last slot locally");
+                        warn!(
+                            "no clearing before the drain timeout; settling the last slot locally"
+                        );
                         return Ok(End::Shutdown);
                     }
                 }
@@ -447,14 +497,20 @@ impl Node {
                 warn!(pending, "stale SlotOpen ignored");
                 return Ok(());
             }
-            warn!(pending, "the market moved on before clearing our last slot; settling it locally");
+            warn!(
+                pending,
+                "the market moved on before clearing our last slot; settling it locally"
+            );
             self.settle_pending_locally().await?;
         }
         if self.last_played.is_some_and(|last| open.slot <= last) {
             warn!(last_played = self.last_played, "SlotOpen for a slot already played; ignored");
             return Ok(());
         }
-        let hosted = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("SlotOpen before registration"))?;
+        let hosted = self
+            .hosted
+            .as_ref()
+            .ok_or_else(|| AgentError::protocol("SlotOpen before registration"))?;
         if let Some(learning) = self.learning.as_mut() {
             let newer = if learning.due(open.slot) {
                 if learning.is_sync() {
@@ -463,7 +519,10 @@ impl Node {
                     tx.send_hold(open.slot, "policy").await?;
                     self.metrics.holds.inc();
                 }
-                let parts = hosted.prosumers.prepare_and_collect(open.slot, &open.ctx, &open.adjustments).await?;
+                let parts = hosted
+                    .prosumers
+                    .prepare_and_collect(open.slot, &open.ctx, &open.adjustments)
+                    .await?;
                 let waited = Instant::now();
                 let newer = learning.exchange(parts).await;
                 if learning.is_sync() {
@@ -486,7 +545,8 @@ impl Node {
                 // us instead of playing on without our households.
                 tx.send_hold(open.slot, "remote-policy").await?;
                 self.metrics.holds.inc();
-                let observations = hosted.prosumers.observe(open.slot, &open.ctx, &open.adjustments).await?;
+                let observations =
+                    hosted.prosumers.observe(open.slot, &open.ctx, &open.adjustments).await?;
                 remote.act(open.slot, hosted.prosumers.ids(), observations).await
             }
             Some(remote) => {
@@ -495,7 +555,8 @@ impl Node {
             }
             None => None,
         };
-        let reports = hosted.prosumers.play_with(open.slot, &open.ctx, &open.adjustments, actions).await?;
+        let reports =
+            hosted.prosumers.play_with(open.slot, &open.ctx, &open.adjustments, actions).await?;
         let sent = reports.len();
         // From here the households have played this slot: it must be settled
         // even if sending fails (the outbox keeps the batch either way).
@@ -522,7 +583,11 @@ impl Node {
             }
             // The market cleared a later slot: ours was skipped (we lagged
             // and messages were dropped). Settle it locally and go on.
-            warn!(pending, cleared = cleared.slot, "SlotCleared for a later slot; settling ours locally");
+            warn!(
+                pending,
+                cleared = cleared.slot,
+                "SlotCleared for a later slot; settling ours locally"
+            );
             return self.settle_pending_locally().await;
         }
         if self.hosted.is_none() {
@@ -569,8 +634,15 @@ impl Node {
 
     /// Settles slot `slot` (the market's settlements by id, everyone else
     /// locally); with a remote policy, keeps the outcomes for its next call.
-    async fn settle(&mut self, slot: u64, settlements: &[(ProsumerId, Settlement)]) -> Result<SettleSummary, AgentError> {
-        let h = self.hosted.as_ref().ok_or_else(|| AgentError::protocol("settling before registration"))?;
+    async fn settle(
+        &mut self,
+        slot: u64,
+        settlements: &[(ProsumerId, Settlement)],
+    ) -> Result<SettleSummary, AgentError> {
+        let h = self
+            .hosted
+            .as_ref()
+            .ok_or_else(|| AgentError::protocol("settling before registration"))?;
         match self.remote.as_mut() {
             Some(remote) => {
                 let (summary, outcomes) = h.prosumers.settle_and_report(slot, settlements).await?;
@@ -584,13 +656,16 @@ impl Node {
     /// With `state_dir`: saves every household's state and return (between
     /// slots), so a restarted process continues them.
     async fn save_households(&self) -> Result<(), AgentError> {
-        let (Some(dir), Some(h)) = (self.cfg.state_dir.as_deref(), self.hosted.as_ref()) else { return Ok(()) };
+        let (Some(dir), Some(h)) = (self.cfg.state_dir.as_deref(), self.hosted.as_ref()) else {
+            return Ok(());
+        };
         let saved = SavedHouseholds {
             first_prosumer_id: h.registration.first_prosumer_id,
             prosumer_count: h.registration.prosumer_count,
             actors: h.prosumers.snapshot().await?,
         };
-        let text = serde_json::to_string(&saved).map_err(|e| AgentError::protocol(e.to_string()))?;
+        let text =
+            serde_json::to_string(&saved).map_err(|e| AgentError::protocol(e.to_string()))?;
         save_file(dir, HOUSEHOLDS_FILE, &text)
     }
 
@@ -602,7 +677,8 @@ impl Node {
             self.report.returns = h.prosumers.returns().await?;
         }
         if let Some(remote) = &self.remote {
-            (self.report.remote_policy_calls, self.report.remote_policy_fallbacks) = remote.counts();
+            (self.report.remote_policy_calls, self.report.remote_policy_fallbacks) =
+                remote.counts();
         }
         info!(
             slots_played = self.report.slots_played,

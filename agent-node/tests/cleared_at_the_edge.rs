@@ -32,20 +32,33 @@ impl MarketService for Market {
     type SessionStream = Messages;
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::MarketEvent, Status>> + Send>>;
 
-    async fn register(&self, _: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        _: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 
-    async fn session(&self, _: Request<Streaming<pb::NodeMessage>>) -> Result<Response<Messages>, Status> {
-        let messages: Vec<Result<pb::MarketMessage, Status>> = self.messages.iter().cloned().map(Ok).collect();
+    async fn session(
+        &self,
+        _: Request<Streaming<pb::NodeMessage>>,
+    ) -> Result<Response<Messages>, Status> {
+        let messages: Vec<Result<pb::MarketMessage, Status>> =
+            self.messages.iter().cloned().map(Ok).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
-    async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        _: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 }
@@ -64,7 +77,12 @@ fn cleared() -> ClearedSlot {
         matched: Wh(1500),
         settlements: vec![
             SettledHousehold { prosumer_id: 10, side: Some(Side::Buy), fill, settlement: buyer },
-            SettledHousehold { prosumer_id: 11, side: None, fill: Fill::default(), settlement: idle },
+            SettledHousehold {
+                prosumer_id: 11,
+                side: None,
+                fill: Fill::default(),
+                settlement: idle,
+            },
         ],
         missing: vec![12],
     }
@@ -83,7 +101,14 @@ async fn slot_cleared_is_decoded_whole_at_the_edge_and_a_malformed_one_refused()
     foreign.settlements[1].prosumer_id = 13;
     let mut sold_and_bought = good.clone();
     sold_and_bought.settlements[0].p2p_sold_kwh = 1.5;
-    let market = Market { messages: vec![message(good), message(wrong_split), message(foreign), message(sold_and_bought)] };
+    let market = Market {
+        messages: vec![
+            message(good),
+            message(wrong_split),
+            message(foreign),
+            message(sold_and_bought),
+        ],
+    };
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -96,10 +121,17 @@ async fn slot_cleared_is_decoded_whole_at_the_edge_and_a_malformed_one_refused()
     );
     let cfg = AgentConfig { market: url, insecure_no_auth: true, ..AgentConfig::default() };
     let mut client = MarketClient::connect(&cfg).await.unwrap();
-    let resume = Resume { session_id: "s".into(), secret: "0".repeat(32), first_prosumer_id: 10, prosumer_count: 3 };
+    let resume = Resume {
+        session_id: "s".into(),
+        secret: "0".repeat(32),
+        first_prosumer_id: 10,
+        prosumer_count: 3,
+    };
     let (_tx, mut rx) = client.open_session(&resume, &[]).await.unwrap();
 
-    let Some(Inbound::Cleared(c)) = rx.next().await.unwrap() else { panic!("expected a SlotCleared") };
+    let Some(Inbound::Cleared(c)) = rx.next().await.unwrap() else {
+        panic!("expected a SlotCleared")
+    };
     assert_eq!(c, cleared(), "the market's settlements, to the bit, with their sides");
 
     let refusals = [

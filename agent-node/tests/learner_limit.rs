@@ -16,7 +16,9 @@ use peergrid_agent_node::error::AgentError;
 use peergrid_agent_node::grpc::{LearnerClient, Pushed};
 use peergrid_core::experience::Rollout;
 use peergrid_proto::pb::learner::v1 as pb;
-use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
+use peergrid_proto::pb::learner::v1::learner_service_server::{
+    LearnerService, LearnerServiceServer,
+};
 use peergrid_runtime::{Acceptor, ConnectionLimits, ConnectionMetrics, Metrics, MAX_MESSAGE_BYTES};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -29,7 +31,8 @@ struct Learner {
 
 #[tonic::async_trait]
 impl LearnerService for Learner {
-    type SubscribePolicyStream = Pin<Box<dyn Stream<Item = Result<pb::PolicyUpdate, Status>> + Send>>;
+    type SubscribePolicyStream =
+        Pin<Box<dyn Stream<Item = Result<pb::PolicyUpdate, Status>> + Send>>;
 
     async fn push_experience(
         &self,
@@ -39,21 +42,31 @@ impl LearnerService for Learner {
         let mut accepted = 0;
         while let Some(batch) = batches.next().await {
             let batch = batch?;
-            self.received_bytes.fetch_add(prost::Message::encoded_len(&batch) as u64, Ordering::Relaxed);
+            self.received_bytes
+                .fetch_add(prost::Message::encoded_len(&batch) as u64, Ordering::Relaxed);
             accepted += 1;
         }
         Ok(Response::new(pb::PushSummary { batches_accepted: accepted, ..Default::default() }))
     }
 
-    async fn subscribe_policy(&self, _: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribePolicyStream>, Status> {
+    async fn subscribe_policy(
+        &self,
+        _: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribePolicyStream>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 
-    async fn begin_rollout(&self, _: Request<pb::RolloutStart>) -> Result<Response<pb::RolloutStartReply>, Status> {
+    async fn begin_rollout(
+        &self,
+        _: Request<pb::RolloutStart>,
+    ) -> Result<Response<pb::RolloutStartReply>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 }
@@ -103,7 +116,15 @@ async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent(
     // tonic's encoder leaves when it resets the stream, nor a refusal by
     // the server after it read the message).
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().starts_with("rollout: ") && status.message().contains(&MAX_MESSAGE_BYTES.to_string()), "{status:?}");
-    assert_eq!(learner.received_bytes.load(Ordering::Relaxed), delivered, "the server received nothing of it");
+    assert!(
+        status.message().starts_with("rollout: ")
+            && status.message().contains(&MAX_MESSAGE_BYTES.to_string()),
+        "{status:?}"
+    );
+    assert_eq!(
+        learner.received_bytes.load(Ordering::Relaxed),
+        delivered,
+        "the server received nothing of it"
+    );
     server.abort();
 }

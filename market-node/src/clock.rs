@@ -39,7 +39,10 @@ use crate::config::ClockMode;
 use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
 use crate::scenario::ScenarioEvent;
-use crate::state::{HoldOutcome, MarketState, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary, StatusSnapshot};
+use crate::state::{
+    HoldOutcome, MarketState, NodeKey, ProsumerInfo, RegisterRequest, Registration, SlotSummary,
+    StatusSnapshot,
+};
 
 /// How often leases are checked for expiry.
 const LEASE_TICK: Duration = Duration::from_millis(250);
@@ -200,7 +203,12 @@ impl ClockHandle {
         self.call(|reply| Command::Hold { node, slot, reply }).await
     }
 
-    pub async fn submit(&self, node: NodeKey, slot: u64, reports: Vec<HouseholdReport>) -> Result<usize, MarketError> {
+    pub async fn submit(
+        &self,
+        node: NodeKey,
+        slot: u64,
+        reports: Vec<HouseholdReport>,
+    ) -> Result<usize, MarketError> {
         self.call(|reply| Command::Submit { node, slot, reports, reply }).await
     }
 
@@ -258,7 +266,11 @@ struct Clock {
 
 /// Starts the clock task. It ends after `shutdown` fires and the open slot
 /// (if any) has cleared.
-pub(crate) fn spawn_clock(state: MarketState, metrics: MarketMetrics, shutdown: Shutdown) -> (ClockHandle, JoinHandle<()>) {
+pub(crate) fn spawn_clock(
+    state: MarketState,
+    metrics: MarketMetrics,
+    shutdown: Shutdown,
+) -> (ClockHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (open_tx, open) = watch::channel(None);
     let (events, _) = broadcast::channel(WATCH_BUFFER);
@@ -297,7 +309,8 @@ impl Clock {
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !stopping && self.state.may_open() {
-                let due = self.state.mode() == ClockMode::Fast || Instant::now() >= self.next_open_at;
+                let due =
+                    self.state.mode() == ClockMode::Fast || Instant::now() >= self.next_open_at;
                 if due {
                     self.open();
                 }
@@ -308,13 +321,19 @@ impl Clock {
             }
             let open = self.state.open_slot().is_some();
             if !open && self.state.finished() && !*self.finished.borrow() {
-                tracing::info!(slots = self.state.next_slot(), "max slots reached; no further slots open");
+                tracing::info!(
+                    slots = self.state.next_slot(),
+                    "max slots reached; no further slots open"
+                );
                 self.finished.send_replace(true);
             }
             if stopping && !open {
                 break;
             }
-            let waiting_to_open = !stopping && !open && self.state.mode() == ClockMode::RealTime && self.state.may_open();
+            let waiting_to_open = !stopping
+                && !open
+                && self.state.mode() == ClockMode::RealTime
+                && self.state.may_open();
             let deadline = self.round_deadline;
             tokio::select! {
                 _ = shutdown.recv(), if !stopping => {
@@ -351,7 +370,12 @@ impl Clock {
         self.normal_deadline = self.round_deadline;
         self.next_open_at = now + Duration::from_millis(self.state.slot_period_ms());
         self.open_tx.send_replace(Some((open.slot, open.ctx.tariff.bounds())));
-        tracing::debug!(slot = open.slot, data_slot = open.ctx.data_slot, adjustments = open.adjustments.len(), "slot open");
+        tracing::debug!(
+            slot = open.slot,
+            data_slot = open.ctx.data_slot,
+            adjustments = open.adjustments.len(),
+            "slot open"
+        );
         let keys: Vec<NodeKey> = self.state.connected_nodes().collect();
         for key in keys {
             self.send(key, NodeEvent::Open(Arc::clone(&open)));
@@ -429,9 +453,18 @@ impl Clock {
         let expired = self.state.expire_leases(self.now_ms());
         for e in &expired {
             self.metrics.leases_expired.inc();
-            let what = if e.never_joined { "registered but never joined" } else { "gone past its lease grace" };
+            let what = if e.never_joined {
+                "registered but never joined"
+            } else {
+                "gone past its lease grace"
+            };
             tracing::info!(node = %e.name, first = e.first, count = e.count, "lease expired ({what}); its households left the community");
-            self.notice(format!("node {} lease expired ({what}); prosumers {}..{} left", e.name, e.first, e.first + e.count));
+            self.notice(format!(
+                "node {} lease expired ({what}); prosumers {}..{} left",
+                e.name,
+                e.first,
+                e.first + e.count
+            ));
         }
         if !expired.is_empty() {
             self.update_gauges();
@@ -538,7 +571,9 @@ impl Clock {
             ControlCommand::Pause => s.pause(),
             ControlCommand::Resume => s.resume(),
             ControlCommand::Step(n) => s.step(n)?,
-            ControlCommand::SetMode { mode, slot_period_ms, deadline_ms } => s.set_mode(mode, slot_period_ms, deadline_ms)?,
+            ControlCommand::SetMode { mode, slot_period_ms, deadline_ms } => {
+                s.set_mode(mode, slot_period_ms, deadline_ms)?
+            }
             ControlCommand::LoadScenario(json) => s.load_scenario(&json)?,
             ControlCommand::Inject(event) => s.inject(event)?,
         };

@@ -32,7 +32,9 @@ pub struct ConfigError {
 impl From<peergrid_runtime::RuntimeError> for ConfigError {
     fn from(e: peergrid_runtime::RuntimeError) -> ConfigError {
         match e {
-            peergrid_runtime::RuntimeError::Config { name, reason } => ConfigError { field: name, reason },
+            peergrid_runtime::RuntimeError::Config { name, reason } => {
+                ConfigError { field: name, reason }
+            }
             other => ConfigError { field: "runtime".into(), reason: other.to_string() },
         }
     }
@@ -42,7 +44,9 @@ impl From<peergrid_runtime::RuntimeError> for ConfigError {
 impl From<peergrid_core::CoreError> for ConfigError {
     fn from(e: peergrid_core::CoreError) -> ConfigError {
         match e {
-            peergrid_core::CoreError::InvalidField { field, reason } => ConfigError { field, reason },
+            peergrid_core::CoreError::InvalidField { field, reason } => {
+                ConfigError { field, reason }
+            }
             other => bad("dataset", other.to_string()),
         }
     }
@@ -199,7 +203,11 @@ pub const MAX_HOUSEHOLD_KW: (f64, f64) = (0.1, 10_000.0);
 impl MarketConfig {
     /// Validates `settings`, `sim` and the tokens together. With no token
     /// configured the market refuses to start unless `insecure_no_auth`.
-    pub fn new(settings: MarketSettings, sim: SimConfig, tokens: Tokens) -> Result<MarketConfig, ConfigError> {
+    pub fn new(
+        settings: MarketSettings,
+        sim: SimConfig,
+        tokens: Tokens,
+    ) -> Result<MarketConfig, ConfigError> {
         let in_range = |field: &str, v: u64, (lo, hi): (u64, u64)| {
             if (lo..=hi).contains(&v) {
                 Ok(())
@@ -217,10 +225,19 @@ impl MarketConfig {
         in_range("max_hold_ms", settings.max_hold_ms, MAX_HOLD_MS)?;
         in_range("min_prosumers", settings.min_prosumers as u64, (1, 10_000_000))?;
         let (lo, hi) = MAX_HOUSEHOLD_KW;
-        if !(settings.max_household_kw.is_finite() && (lo..=hi).contains(&settings.max_household_kw)) {
-            return Err(bad("max_household_kw", format!("must lie in [{lo}, {hi}] kW, got {}", settings.max_household_kw)));
+        if !(settings.max_household_kw.is_finite()
+            && (lo..=hi).contains(&settings.max_household_kw))
+        {
+            return Err(bad(
+                "max_household_kw",
+                format!("must lie in [{lo}, {hi}] kW, got {}", settings.max_household_kw),
+            ));
         }
-        in_range("handshake_timeout_ms", settings.handshake_timeout_ms, connections::HANDSHAKE_TIMEOUT_MS)?;
+        in_range(
+            "handshake_timeout_ms",
+            settings.handshake_timeout_ms,
+            connections::HANDSHAKE_TIMEOUT_MS,
+        )?;
         in_range("idle_timeout_ms", settings.idle_timeout_ms, connections::IDLE_TIMEOUT_MS)?;
         if let Some(n) = settings.max_connections {
             let (lo, hi) = connections::MAX_CONNECTIONS;
@@ -229,12 +246,19 @@ impl MarketConfig {
         if settings.max_slots == Some(0) {
             return Err(bad("max_slots", "must be ≥ 1 when given"));
         }
-        peergrid_runtime::tls::check_server_pair(settings.tls_cert.as_deref(), settings.tls_key.as_deref())
-            .map_err(ConfigError::from)?;
+        peergrid_runtime::tls::check_server_pair(
+            settings.tls_cert.as_deref(),
+            settings.tls_key.as_deref(),
+        )
+        .map_err(ConfigError::from)?;
         if let Some(name) = &settings.local_name {
-            peergrid_runtime::inproc::check_name(name).map_err(|e| bad("local_name", e.to_string()))?;
+            peergrid_runtime::inproc::check_name(name)
+                .map_err(|e| bad("local_name", e.to_string()))?;
             if settings.tls_cert.is_some() {
-                return Err(bad("local_name", "an in-process market serves without TLS: unset tls_cert/tls_key"));
+                return Err(bad(
+                    "local_name",
+                    "an in-process market serves without TLS: unset tls_cert/tls_key",
+                ));
             }
         }
         settings.dataset_source()?;
@@ -268,8 +292,12 @@ impl MarketConfig {
     /// The accept loop's limits; the error names the setting and its bound.
     pub fn connection_limits(&self) -> Result<ConnectionLimits, ConfigError> {
         let s = &self.settings;
-        ConnectionLimits::new(s.max_connections, Some(s.handshake_timeout_ms), Some(s.idle_timeout_ms))
-            .map_err(|e| bad(e.field, e.reason))
+        ConnectionLimits::new(
+            s.max_connections,
+            Some(s.handshake_timeout_ms),
+            Some(s.idle_timeout_ms),
+        )
+        .map_err(|e| bad(e.field, e.reason))
     }
 }
 
@@ -291,7 +319,11 @@ impl fmt::Debug for MarketConfig {
 /// Command line of the `market-node` binary. Every flag also reads an
 /// environment variable; flags and variables override the config file.
 #[derive(Debug, Parser)]
-#[command(name = "market-node", version, about = "peergrid market-node: the clock and auctioneer of a distributed run")]
+#[command(
+    name = "market-node",
+    version,
+    about = "peergrid market-node: the clock and auctioneer of a distributed run"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -387,9 +419,10 @@ impl RunArgs {
         let file = match &self.config {
             None => ConfigFile::default(),
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
-                serde_json::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| bad("config", format!("{}: {e}", path.display())))?
             }
         };
         let mut s = file.market;
@@ -450,7 +483,9 @@ mod tests {
 
     #[test]
     fn refuses_to_start_without_tokens_unless_insecure() {
-        let e = MarketConfig::new(MarketSettings::default(), SimConfig::default(), Tokens::default()).unwrap_err();
+        let e =
+            MarketConfig::new(MarketSettings::default(), SimConfig::default(), Tokens::default())
+                .unwrap_err();
         assert!(e.to_string().contains("--insecure-no-auth"), "{e}");
         let c = MarketConfig::new(insecure(), SimConfig::default(), Tokens::default()).unwrap();
         assert!(c.tokens.is_insecure());
@@ -493,7 +528,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_display_redacts() {
-        let dir = std::env::temp_dir().join(format!("peergrid-market-config-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("peergrid-market-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("market.json");
         std::fs::write(
@@ -501,7 +537,12 @@ mod tests {
             r#"{"market": {"deadline_ms": 50, "start_slot": 7}, "sim": {"mechanism": {"kind": "uniform", "k": 0.3}}}"#,
         )
         .unwrap();
-        let args = RunArgs { config: Some(path), deadline_ms: Some(75), insecure_no_auth: true, ..RunArgs::default() };
+        let args = RunArgs {
+            config: Some(path),
+            deadline_ms: Some(75),
+            insecure_no_auth: true,
+            ..RunArgs::default()
+        };
         let c = args.resolve(Tokens::default()).unwrap();
         assert_eq!((c.settings.deadline_ms, c.settings.start_slot), (75, 7));
         assert!(!c.settings.json_logs);
@@ -511,8 +552,11 @@ mod tests {
             ..RunArgs::default()
         };
         assert!(json.resolve(Tokens::default()).unwrap().settings.json_logs, "--log-format json");
-        let shorthand =
-            RunArgs { logs: LogArgs { log_format: None, json_logs: true }, insecure_no_auth: true, ..RunArgs::default() };
+        let shorthand = RunArgs {
+            logs: LogArgs { log_format: None, json_logs: true },
+            insecure_no_auth: true,
+            ..RunArgs::default()
+        };
         assert!(shorthand.resolve(Tokens::default()).unwrap().settings.json_logs, "--json-logs");
         let cli = Cli::try_parse_from([
             "market-node",
@@ -526,13 +570,18 @@ mod tests {
         let c = cli.run.resolve(Tokens::default()).unwrap();
         assert_eq!((c.settings.max_connections, c.settings.handshake_timeout_ms), (Some(64), 500));
         assert_eq!(c.connection_limits().unwrap().max_connections, 64);
-        let e = Cli::try_parse_from(["market-node", "--insecure-no-auth", "--max-connections", "0"])
-            .unwrap()
-            .run
-            .resolve(Tokens::default())
-            .unwrap_err();
+        let e =
+            Cli::try_parse_from(["market-node", "--insecure-no-auth", "--max-connections", "0"])
+                .unwrap()
+                .run
+                .resolve(Tokens::default())
+                .unwrap_err();
         assert_eq!(e.field, "max_connections", "{e}");
-        let tokens = Tokens::new(Some("agent-secret-0123456789".into()), Some("operator-secret-0123456789".into())).unwrap();
+        let tokens = Tokens::new(
+            Some("agent-secret-0123456789".into()),
+            Some("operator-secret-0123456789".into()),
+        )
+        .unwrap();
         let c = MarketConfig::new(MarketSettings::default(), SimConfig::default(), tokens).unwrap();
         let shown = c.to_string();
         assert!(!shown.contains("secret") && shown.contains("<redacted>"), "{shown}");
@@ -540,15 +589,28 @@ mod tests {
 
     #[test]
     fn the_dataset_comes_from_the_shared_flags_and_a_csv_needs_its_file() {
-        let parse = |argv: &[&str]| Cli::try_parse_from(["market-node", "--insecure-no-auth"].iter().chain(argv)).unwrap();
-        let c = parse(&["--dataset", "ausgrid-csv", "--data-file", "/data/homes.csv"]).run.resolve(Tokens::default()).unwrap();
-        assert_eq!(c.settings.dataset_source().unwrap(), DatasetSource::AusgridCsv("/data/homes.csv".into()));
+        let parse = |argv: &[&str]| {
+            Cli::try_parse_from(["market-node", "--insecure-no-auth"].iter().chain(argv)).unwrap()
+        };
+        let c = parse(&["--dataset", "ausgrid-csv", "--data-file", "/data/homes.csv"])
+            .run
+            .resolve(Tokens::default())
+            .unwrap();
+        assert_eq!(
+            c.settings.dataset_source().unwrap(),
+            DatasetSource::AusgridCsv("/data/homes.csv".into())
+        );
         assert_eq!(c.settings.dataset, DatasetKind::AusgridCsv);
         for argv in [&["--dataset", "citylearn-csv"][..], &["--data-file", "homes.csv"][..]] {
             let e = parse(argv).run.resolve(Tokens::default()).unwrap_err();
             assert_eq!(e.field, "data_file", "{argv:?}: {e}");
         }
-        let file: ConfigFile = serde_json::from_str(r#"{"market": {"dataset": "synthetic"}}"#).unwrap();
-        assert_eq!(file.market.dataset_source().unwrap(), DatasetSource::Synthetic, "config files name it the same way");
+        let file: ConfigFile =
+            serde_json::from_str(r#"{"market": {"dataset": "synthetic"}}"#).unwrap();
+        assert_eq!(
+            file.market.dataset_source().unwrap(),
+            DatasetSource::Synthetic,
+            "config files name it the same way"
+        );
     }
 }

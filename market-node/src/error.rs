@@ -75,15 +75,17 @@ impl From<CoreError> for MarketError {
     fn from(e: CoreError) -> MarketError {
         match e {
             CoreError::InvalidField { field, reason } => MarketError::Invalid { field, reason },
-            CoreError::InvalidOrder { index, id, field, reason } => {
-                MarketError::invalid(format!("orders[{index}].{field}"), format!("(order id {id}) {reason}"))
-            }
+            CoreError::InvalidOrder { index, id, field, reason } => MarketError::invalid(
+                format!("orders[{index}].{field}"),
+                format!("(order id {id}) {reason}"),
+            ),
             CoreError::DuplicateOrderId { index, id } => {
                 MarketError::invalid(format!("orders[{index}].id"), format!("duplicate id {id}"))
             }
-            CoreError::Data { file, line, column, reason } => {
-                MarketError::invalid(column.clone(), format!("{file}:{line}: column {column}: {reason}"))
-            }
+            CoreError::Data { file, line, column, reason } => MarketError::invalid(
+                column.clone(),
+                format!("{file}:{line}: column {column}: {reason}"),
+            ),
             e @ CoreError::Io { .. } => MarketError::Internal { reason: e.to_string() },
         }
     }
@@ -98,14 +100,22 @@ mod tests {
         let e = MarketError::invalid("reports[3].pv_kwh", "must lie in [0, 5], got 9");
         assert_eq!(e.to_string(), "invalid reports[3].pv_kwh: must lie in [0, 5], got 9");
         let e = MarketError::precondition("slot", "the open slot is 4, got a batch for slot 3");
-        assert_eq!(e.to_string(), "failed precondition: slot: the open slot is 4, got a batch for slot 3");
+        assert_eq!(
+            e.to_string(),
+            "failed precondition: slot: the open slot is 4, got a batch for slot 3"
+        );
         let e = MarketError::not_found("session_id", "no such session");
         assert_eq!(e.to_string(), "not found: session_id: no such session");
     }
 
     #[test]
     fn core_refusals_keep_their_field_path() {
-        let e = MarketError::from(CoreError::InvalidOrder { index: 2, id: 7, field: "limit_price", reason: "too high".into() });
+        let e = MarketError::from(CoreError::InvalidOrder {
+            index: 2,
+            id: 7,
+            field: "limit_price",
+            reason: "too high".into(),
+        });
         assert_eq!(e, MarketError::invalid("orders[2].limit_price", "(order id 7) too high"));
         let e = MarketError::from(CoreError::invalid("prosumers[0].pv_kwp", "must be ≥ 0"));
         assert_eq!(e.to_string(), "invalid prosumers[0].pv_kwp: must be ≥ 0");

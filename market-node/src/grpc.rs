@@ -32,8 +32,8 @@ use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, track_calls, Acceptor, GrpcListener, RequireToken, Role,
-    SettingNames, Shutdown, Target, Tokens, MAX_MESSAGE_BYTES,
+    authorize, authorize_reader, serve_until, status_layer, track_calls, Acceptor, GrpcListener,
+    RequireToken, Role, SettingNames, Shutdown, Target, Tokens, MAX_MESSAGE_BYTES,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,7 +45,10 @@ use tonic::{Request, Response, Status, Streaming};
 use control::control_service_server::{ControlService, ControlServiceServer};
 use market::market_service_server::{MarketService, MarketServiceServer};
 
-use crate::clock::{ClockHandle, ControlCommand, ControlOutcome, MarketEvent, NodeEvent, OwnedRegister, Refused, NODE_QUEUE};
+use crate::clock::{
+    ClockHandle, ControlCommand, ControlOutcome, MarketEvent, NodeEvent, OwnedRegister, Refused,
+    NODE_QUEUE,
+};
 use crate::config::ClockMode;
 use crate::error::MarketError;
 use crate::metrics::MarketMetrics;
@@ -74,10 +77,18 @@ impl From<MarketError> for WireError {
         let reason = |field: String, reason: String| format!("{field}: {reason}");
         match e {
             MarketError::Invalid { field, reason } => WireError::InvalidArgument { field, reason },
-            MarketError::Precondition { field, reason: r } => WireError::FailedPrecondition { reason: reason(field, r) },
-            MarketError::Forbidden { field, reason: r } => WireError::PermissionDenied { reason: reason(field, r) },
-            MarketError::Exhausted { field, reason: r } => WireError::ResourceExhausted { reason: reason(field, r) },
-            MarketError::NotFound { field, reason: r } => WireError::NotFound { what: reason(field, r) },
+            MarketError::Precondition { field, reason: r } => {
+                WireError::FailedPrecondition { reason: reason(field, r) }
+            }
+            MarketError::Forbidden { field, reason: r } => {
+                WireError::PermissionDenied { reason: reason(field, r) }
+            }
+            MarketError::Exhausted { field, reason: r } => {
+                WireError::ResourceExhausted { reason: reason(field, r) }
+            }
+            MarketError::NotFound { field, reason: r } => {
+                WireError::NotFound { what: reason(field, r) }
+            }
             MarketError::Internal { reason } => WireError::Internal { reason },
         }
     }
@@ -104,7 +115,10 @@ impl MarketService for Market {
     type SessionStream = BoxStream<market::MarketMessage>;
     type WatchStream = BoxStream<market::MarketEvent>;
 
-    async fn register(&self, request: Request<market::RegisterRequest>) -> Result<Response<market::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<market::RegisterRequest>,
+    ) -> Result<Response<market::RegisterResponse>, Status> {
         let edge = &self.0;
         edge.auth(authorize(request.metadata(), Role::Agent, &edge.tokens))?;
         let r = request.into_inner();
@@ -129,19 +143,32 @@ impl MarketService for Market {
         }))
     }
 
-    async fn session(&self, request: Request<Streaming<market::NodeMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<market::NodeMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let edge = self.0.clone();
         edge.auth(authorize(request.metadata(), Role::Agent, &edge.tokens))?;
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(edge.node_timeout, inbound.message())
-            .await
-            .map_err(|_| edge.fail(WireError::failed_precondition("join: no Join message within the node timeout")))??;
-        let Some(market::NodeMessage { msg: Some(market::node_message::Msg::Join(join)) }) = first else {
-            return Err(edge.fail(WireError::failed_precondition("join: the first message of a session must be Join")));
+        let first =
+            tokio::time::timeout(edge.node_timeout, inbound.message()).await.map_err(|_| {
+                edge.fail(WireError::failed_precondition(
+                    "join: no Join message within the node timeout",
+                ))
+            })??;
+        let Some(market::NodeMessage { msg: Some(market::node_message::Msg::Join(join)) }) = first
+        else {
+            return Err(edge.fail(WireError::failed_precondition(
+                "join: the first message of a session must be Join",
+            )));
         };
         let prosumers = prosumers_from_wire(&join.prosumers).map_err(|e| edge.fail(e))?;
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
-        let key = edge.clock.join(join.session_id, join.resume_secret, prosumers, tx.clone()).await.map_err(|e| edge.fail(e))?;
+        let key = edge
+            .clock
+            .join(join.session_id, join.resume_secret, prosumers, tx.clone())
+            .await
+            .map_err(|e| edge.fail(e))?;
         tokio::spawn(async move {
             let mut shutdown = edge.shutdown.clone();
             loop {
@@ -159,22 +186,29 @@ impl MarketService for Market {
                     m = inbound.message() => m,
                 };
                 let refused = match message {
-                    Ok(Some(market::NodeMessage { msg: Some(market::node_message::Msg::Batch(batch)) })) => {
+                    Ok(Some(market::NodeMessage {
+                        msg: Some(market::node_message::Msg::Batch(batch)),
+                    })) => {
                         let slot = batch.slot;
                         accept_batch(&edge, key, batch).await.err().map(|e| (slot, e))
                     }
-                    Ok(Some(market::NodeMessage { msg: Some(market::node_message::Msg::Hold(hold)) })) => {
-                        accept_hold(&edge, key, &hold).await.err().map(|e| (hold.slot, e))
-                    }
-                    Ok(Some(_)) => {
-                        Some((0, WireError::failed_precondition("join: only OrderBatch and Hold messages may follow Join")))
-                    }
+                    Ok(Some(market::NodeMessage {
+                        msg: Some(market::node_message::Msg::Hold(hold)),
+                    })) => accept_hold(&edge, key, &hold).await.err().map(|e| (hold.slot, e)),
+                    Ok(Some(_)) => Some((
+                        0,
+                        WireError::failed_precondition(
+                            "join: only OrderBatch and Hold messages may follow Join",
+                        ),
+                    )),
                     Ok(None) => break,
                     // An over-limit or undecodable message: end the stream
                     // with the reason, never with a bare OK.
                     Err(status) => {
                         tracing::debug!(%status, "session stream ended");
-                        let error = WireError::from_status(&peergrid_runtime::serve::normalise_status(status));
+                        let error = WireError::from_status(
+                            &peergrid_runtime::serve::normalise_status(status),
+                        );
                         let _ = tx.send(NodeEvent::Rejected(error)).await;
                         break;
                     }
@@ -198,7 +232,10 @@ impl MarketService for Market {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn watch(&self, request: Request<market::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<market::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let edge = &self.0;
         edge.auth(authorize_reader(request.metadata(), &edge.tokens))?;
         let mut events = edge.clock.subscribe();
@@ -218,7 +255,9 @@ impl MarketService for Market {
                         }
                     }
                     // A slow watcher skips summaries; the clock never waits for it.
-                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::debug!(skipped = n, "watcher lagging"),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(skipped = n, "watcher lagging")
+                    }
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
@@ -226,18 +265,28 @@ impl MarketService for Market {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn status(&self, request: Request<market::StatusRequest>) -> Result<Response<market::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<market::StatusRequest>,
+    ) -> Result<Response<market::StatusResponse>, Status> {
         let edge = &self.0;
         edge.auth(authorize_reader(request.metadata(), &edge.tokens))?;
         let status = edge.clock.status().await.map_err(|e| edge.fail(e))?;
-        Ok(Response::new(status_to_wire(&status, edge.refused.load(std::sync::atomic::Ordering::Relaxed))))
+        Ok(Response::new(status_to_wire(
+            &status,
+            edge.refused.load(std::sync::atomic::Ordering::Relaxed),
+        )))
     }
 }
 
 /// Decodes a batch and hands the domain reports to the clock, whose state
 /// checks what only it knows (session, round, ids, equipment) and stores
 /// the batch only if all of it is valid.
-async fn accept_batch(edge: &Edge, key: crate::state::NodeKey, batch: market::OrderBatch) -> Result<usize, WireError> {
+async fn accept_batch(
+    edge: &Edge,
+    key: crate::state::NodeKey,
+    batch: market::OrderBatch,
+) -> Result<usize, WireError> {
     let reports = batch_from_wire(&batch, edge.clock.open_bounds(), edge.max_batch)?;
     Ok(edge.clock.submit(key, batch.slot, reports).await?)
 }
@@ -245,7 +294,9 @@ async fn accept_batch(edge: &Edge, key: crate::state::NodeKey, batch: market::Or
 /// A `Join`'s prosumer descriptions as the state takes them: every
 /// envelope decoded and validated here, once (the state checks the
 /// session, the secret and the id range, and only asserts the envelopes).
-pub(crate) fn prosumers_from_wire(prosumers: &[market::ProsumerSummary]) -> Result<Vec<ProsumerInfo>, WireError> {
+pub(crate) fn prosumers_from_wire(
+    prosumers: &[market::ProsumerSummary],
+) -> Result<Vec<ProsumerInfo>, WireError> {
     prosumers
         .iter()
         .enumerate()
@@ -270,19 +321,36 @@ pub(crate) fn batch_from_wire(
 ) -> Result<Vec<HouseholdReport>, WireError> {
     if batch.reports.len() > max_batch {
         return Err(WireError::ResourceExhausted {
-            reason: format!("reports: {} reports exceed the batch limit of {max_batch}", batch.reports.len()),
+            reason: format!(
+                "reports: {} reports exceed the batch limit of {max_batch}",
+                batch.reports.len()
+            ),
         });
     }
     check_open_slot(open.map(|(slot, _)| slot), batch.slot, "a batch")?;
-    let Some((_, bounds)) = open else { unreachable!("check_open_slot refuses a batch when no slot is open") };
-    batch.reports.iter().enumerate().map(|(i, w)| report_from_wire_at(w, bounds, &|| index("reports", i))).collect()
+    let Some((_, bounds)) = open else {
+        unreachable!("check_open_slot refuses a batch when no slot is open")
+    };
+    batch
+        .reports
+        .iter()
+        .enumerate()
+        .map(|(i, w)| report_from_wire_at(w, bounds, &|| index("reports", i)))
+        .collect()
 }
 
 /// Validates a hold at the edge and asks the clock to hold the open slot.
-async fn accept_hold(edge: &Edge, key: crate::state::NodeKey, hold: &market::Hold) -> Result<(), WireError> {
+async fn accept_hold(
+    edge: &Edge,
+    key: crate::state::NodeKey,
+    hold: &market::Hold,
+) -> Result<(), WireError> {
     let chars = hold.reason.chars().count();
     if !(1..=32).contains(&chars) || hold.reason.chars().any(char::is_control) {
-        return Err(WireError::invalid("hold.reason", format!("must be 1..=32 printable characters, got {chars}")));
+        return Err(WireError::invalid(
+            "hold.reason",
+            format!("must be 1..=32 printable characters, got {chars}"),
+        ));
     }
     edge.clock.hold(key, hold.slot).await?;
     Ok(())
@@ -382,7 +450,8 @@ impl Control {
     ) -> Result<Response<control::ControlReply>, Status> {
         let edge = &self.0;
         edge.auth(authorize(metadata, Role::Operator, &edge.tokens))?;
-        let ControlOutcome { message, slot } = edge.clock.control(command).await.map_err(|e| edge.fail(e))?;
+        let ControlOutcome { message, slot } =
+            edge.clock.control(command).await.map_err(|e| edge.fail(e))?;
         Ok(Response::new(control::ControlReply { message, slot }))
     }
 
@@ -406,9 +475,10 @@ pub(crate) fn inject_from_wire(r: control::InjectRequest) -> Result<ScenarioEven
             feed_in_per_kwh: t.feed_in_per_kwh,
             slots: t.slots,
         }),
-        Event::Feeder(f) => {
-            ScenarioEvent::Feeder(FeederLimit { import_limit_kw: f.import_limit_kw, export_limit_kw: f.export_limit_kw })
-        }
+        Event::Feeder(f) => ScenarioEvent::Feeder(FeederLimit {
+            import_limit_kw: f.import_limit_kw,
+            export_limit_kw: f.export_limit_kw,
+        }),
         Event::Offline(o) => ScenarioEvent::Offline(TakeOffline {
             first_prosumer_id: o.first_prosumer_id,
             last_prosumer_id: o.last_prosumer_id,
@@ -421,31 +491,55 @@ pub(crate) fn mode_from_wire(r: &control::SetModeRequest) -> Result<ControlComma
     let mode = match control::Mode::try_from(r.mode) {
         Ok(control::Mode::Fast) => ClockMode::Fast,
         Ok(control::Mode::RealTime) => ClockMode::RealTime,
-        _ => return Err(WireError::invalid("mode", format!("must be MODE_FAST or MODE_REAL_TIME, got {}", r.mode))),
+        _ => {
+            return Err(WireError::invalid(
+                "mode",
+                format!("must be MODE_FAST or MODE_REAL_TIME, got {}", r.mode),
+            ))
+        }
     };
-    Ok(ControlCommand::SetMode { mode, slot_period_ms: r.slot_period_ms, deadline_ms: r.deadline_ms })
+    Ok(ControlCommand::SetMode {
+        mode,
+        slot_period_ms: r.slot_period_ms,
+        deadline_ms: r.deadline_ms,
+    })
 }
 
 #[tonic::async_trait]
 impl ControlService for Control {
-    async fn start(&self, request: Request<control::Empty>) -> Result<Response<control::ControlReply>, Status> {
+    async fn start(
+        &self,
+        request: Request<control::Empty>,
+    ) -> Result<Response<control::ControlReply>, Status> {
         self.run(request.metadata(), ControlCommand::Start).await
     }
 
-    async fn pause(&self, request: Request<control::Empty>) -> Result<Response<control::ControlReply>, Status> {
+    async fn pause(
+        &self,
+        request: Request<control::Empty>,
+    ) -> Result<Response<control::ControlReply>, Status> {
         self.run(request.metadata(), ControlCommand::Pause).await
     }
 
-    async fn resume(&self, request: Request<control::Empty>) -> Result<Response<control::ControlReply>, Status> {
+    async fn resume(
+        &self,
+        request: Request<control::Empty>,
+    ) -> Result<Response<control::ControlReply>, Status> {
         self.run(request.metadata(), ControlCommand::Resume).await
     }
 
-    async fn step(&self, request: Request<control::StepRequest>) -> Result<Response<control::ControlReply>, Status> {
+    async fn step(
+        &self,
+        request: Request<control::StepRequest>,
+    ) -> Result<Response<control::ControlReply>, Status> {
         let count = request.get_ref().count;
         self.run(request.metadata(), ControlCommand::Step(count)).await
     }
 
-    async fn set_mode(&self, request: Request<control::SetModeRequest>) -> Result<Response<control::ControlReply>, Status> {
+    async fn set_mode(
+        &self,
+        request: Request<control::SetModeRequest>,
+    ) -> Result<Response<control::ControlReply>, Status> {
         self.0.auth(authorize(request.metadata(), Role::Operator, &self.0.tokens))?;
         let command = self.command(mode_from_wire(request.get_ref()))?;
         self.run(request.metadata(), command).await
@@ -459,18 +553,27 @@ impl ControlService for Control {
         self.run(request.metadata(), ControlCommand::LoadScenario(json)).await
     }
 
-    async fn inject(&self, request: Request<control::InjectRequest>) -> Result<Response<control::ControlReply>, Status> {
+    async fn inject(
+        &self,
+        request: Request<control::InjectRequest>,
+    ) -> Result<Response<control::ControlReply>, Status> {
         self.0.auth(authorize(request.metadata(), Role::Operator, &self.0.tokens))?;
         let (metadata, _, inner) = request.into_parts();
         let event = self.command(inject_from_wire(inner))?;
         self.run(&metadata, ControlCommand::Inject(event)).await
     }
 
-    async fn get_status(&self, request: Request<control::Empty>) -> Result<Response<market::StatusResponse>, Status> {
+    async fn get_status(
+        &self,
+        request: Request<control::Empty>,
+    ) -> Result<Response<market::StatusResponse>, Status> {
         let edge = &self.0;
         edge.auth(authorize(request.metadata(), Role::Operator, &edge.tokens))?;
         let status = edge.clock.status().await.map_err(|e| edge.fail(e))?;
-        Ok(Response::new(status_to_wire(&status, edge.refused.load(std::sync::atomic::Ordering::Relaxed))))
+        Ok(Response::new(status_to_wire(
+            &status,
+            edge.refused.load(std::sync::atomic::Ordering::Relaxed),
+        )))
     }
 }
 
@@ -545,8 +648,12 @@ pub async fn serve(
         .add_service(control);
     let serve = |signal| async move {
         match listener {
-            GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await,
-            GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, signal).await,
+            GrpcListener::Tcp(listener, _) => {
+                router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await
+            }
+            GrpcListener::Local(incoming) => {
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
         }
     };
     serve_until(serve, stop, params.shutdown_timeout).await?;
@@ -554,17 +661,25 @@ pub async fn serve(
 }
 
 /// The names the `health` subcommand gives its settings, for errors.
-pub const HEALTH_SETTINGS: SettingNames = SettingNames { url: "--addr", ca: "--tls-ca", domain: "--tls-domain" };
+pub const HEALTH_SETTINGS: SettingNames =
+    SettingNames { url: "--addr", ca: "--tls-ca", domain: "--tls-domain" };
 
 /// Asks the gRPC health service at `addr` (e.g. `http://127.0.0.1:50051`,
 /// `https://…` trusting the PEM CA `ca`, or `local://NAME` in this
 /// process) whether the market is serving.
-pub async fn check_health(addr: &str, ca: Option<&Path>, domain: Option<&str>) -> anyhow::Result<bool> {
+pub async fn check_health(
+    addr: &str,
+    ca: Option<&Path>,
+    domain: Option<&str>,
+) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
     let target = Target { url: addr, ca, domain, names: HEALTH_SETTINGS };
-    let channel = target.connect(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3))).await?;
-    let request = HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
+    let channel = target
+        .connect(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3)))
+        .await?;
+    let request =
+        HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
 }
@@ -579,11 +694,20 @@ mod tests {
     fn market_refusals_keep_their_words_and_take_their_code() {
         let cases = [
             (MarketError::invalid("reports[0].pv_kwh", "too much"), Code::InvalidArgument),
-            (MarketError::precondition("slot", "the open slot is 4, got a batch for slot 3"), Code::FailedPrecondition),
-            (MarketError::forbidden("resume_secret", "does not match the session"), Code::PermissionDenied),
+            (
+                MarketError::precondition("slot", "the open slot is 4, got a batch for slot 3"),
+                Code::FailedPrecondition,
+            ),
+            (
+                MarketError::forbidden("resume_secret", "does not match the session"),
+                Code::PermissionDenied,
+            ),
             (MarketError::exhausted("event", "too many"), Code::ResourceExhausted),
             (MarketError::not_found("session_id", "no such session"), Code::NotFound),
-            (MarketError::Internal { reason: "the market clock has stopped".into() }, Code::Internal),
+            (
+                MarketError::Internal { reason: "the market clock has stopped".into() },
+                Code::Internal,
+            ),
         ];
         for (e, code) in cases {
             let wire = WireError::from(e.clone());
@@ -595,21 +719,32 @@ mod tests {
     fn a_batch_is_counted_before_it_is_decoded_and_must_name_the_open_slot() {
         let bounds = PriceBounds { feed_in: PricePerKwh(50_000), retail: PricePerKwh(300_000) };
         // Reports too broken to decode: the size is refused first.
-        let broken = market::HouseholdReport { load_kwh: f64::NAN, ..market::HouseholdReport::default() };
+        let broken =
+            market::HouseholdReport { load_kwh: f64::NAN, ..market::HouseholdReport::default() };
         let batch = market::OrderBatch { slot: 3, reports: vec![broken; 3] };
         let e = batch_from_wire(&batch, Some((3, bounds)), 2).unwrap_err();
         assert_eq!(
             (e.code(), e.to_string()),
-            (Code::ResourceExhausted, "resource exhausted: reports: 3 reports exceed the batch limit of 2".into())
+            (
+                Code::ResourceExhausted,
+                "resource exhausted: reports: 3 reports exceed the batch limit of 2".into()
+            )
         );
         // A late batch is late, whatever its reports.
         let e = batch_from_wire(&batch, Some((4, bounds)), 8).unwrap_err();
-        assert_eq!(e.to_string(), "failed precondition: slot: the open slot is 4, got a batch for slot 3");
+        assert_eq!(
+            e.to_string(),
+            "failed precondition: slot: the open slot is 4, got a batch for slot 3"
+        );
         let e = batch_from_wire(&batch, None, 8).unwrap_err();
-        assert_eq!(e.to_string(), "failed precondition: slot: no slot is open, got a batch for slot 3");
+        assert_eq!(
+            e.to_string(),
+            "failed precondition: slot: no slot is open, got a batch for slot 3"
+        );
         let e = batch_from_wire(&batch, Some((3, bounds)), 8).unwrap_err();
         assert!(e.to_string().contains("reports[0].load_kwh"), "{e}");
-        let fine = market::OrderBatch { slot: 3, reports: vec![market::HouseholdReport::default(); 2] };
+        let fine =
+            market::OrderBatch { slot: 3, reports: vec![market::HouseholdReport::default(); 2] };
         assert_eq!(batch_from_wire(&fine, Some((3, bounds)), 2).unwrap().len(), 2);
     }
 }

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use peergrid_core::data::Dataset;
-use peergrid_runtime::{serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown};
+use peergrid_runtime::{
+    serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown,
+};
 use tokio::task::JoinHandle;
 
 use clock::ClockHandle;
@@ -80,21 +82,31 @@ pub async fn start(config: MarketConfig, shutdown: Shutdown) -> anyhow::Result<M
 }
 
 /// [`start`] with a dataset the caller already loaded (tests share one).
-pub async fn start_with_dataset(config: MarketConfig, ds: Arc<Dataset>, shutdown: Shutdown) -> anyhow::Result<MarketHandle> {
+pub async fn start_with_dataset(
+    config: MarketConfig,
+    ds: Arc<Dataset>,
+    shutdown: Shutdown,
+) -> anyhow::Result<MarketHandle> {
     let settings = config.settings.clone();
-    let session_seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    let session_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
     let state = MarketState::new(Arc::clone(&ds), config.sim.clone(), &settings, session_seed)?;
     // TLS material is read and checked before anything binds, so a bad file
     // is a start-up error naming it.
-    let tls = peergrid_runtime::tls::server_tls_pair(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
+    let tls = peergrid_runtime::tls::server_tls_pair(
+        settings.tls_cert.as_deref(),
+        settings.tls_key.as_deref(),
+    )?;
     let limits = config.connection_limits()?;
 
     let mut registry = Metrics::new();
     let metrics = MarketMetrics::register(&mut registry);
     let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut registry), tls);
     let (metrics_addr, metrics_task) =
-        serve_metrics_if_configured(settings.metrics_listen, Arc::new(registry), shutdown.clone()).await?;
+        serve_metrics_if_configured(settings.metrics_listen, Arc::new(registry), shutdown.clone())
+            .await?;
 
     let listener = GrpcListener::bind(settings.listen, settings.local_name.as_deref()).await?;
     let tls = settings.tls_cert.is_some();

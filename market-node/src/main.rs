@@ -19,7 +19,13 @@ const DRAIN_SLACK: Duration = Duration::from_secs(30);
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Health { addr, tls_ca, tls_domain }) = cli.command {
-        return match peergrid_market_node::grpc::check_health(&addr, tls_ca.as_deref(), tls_domain.as_deref()).await {
+        return match peergrid_market_node::grpc::check_health(
+            &addr,
+            tls_ca.as_deref(),
+            tls_domain.as_deref(),
+        )
+        .await
+        {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
                 eprintln!("market-node at {addr} is not serving");
@@ -35,7 +41,10 @@ async fn main() -> ExitCode {
         eprintln!("market-node: {e}");
         return ExitCode::from(2);
     }
-    let config = match Tokens::from_env().map_err(|e| e.to_string()).and_then(|t| cli.run.resolve(t).map_err(|e| e.to_string())) {
+    let config = match Tokens::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|t| cli.run.resolve(t).map_err(|e| e.to_string()))
+    {
         Ok(config) => config,
         Err(e) => {
             eprintln!("market-node: {e}");
@@ -62,7 +71,9 @@ async fn run(config: peergrid_market_node::MarketConfig) -> anyhow::Result<()> {
         _ = market.finished() => tracing::info!("run complete: draining"),
     }
     controller.trigger();
-    tokio::time::timeout(drain, market.join()).await.map_err(|_| anyhow::anyhow!("drain timed out"))??;
+    tokio::time::timeout(drain, market.join())
+        .await
+        .map_err(|_| anyhow::anyhow!("drain timed out"))??;
     tracing::info!("market-node stopped");
     Ok(())
 }

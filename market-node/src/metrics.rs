@@ -62,27 +62,40 @@ impl MarketMetrics {
                 "Time to clear and settle one slot, seconds",
                 [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0],
             ),
-            missing_reports: metrics.counter("market_missing_reports", "Expected prosumer reports that missed their slot"),
+            missing_reports: metrics.counter(
+                "market_missing_reports",
+                "Expected prosumer reports that missed their slot",
+            ),
             rejected: rejected.clone(),
             connected_nodes: metrics.gauge("market_connected_nodes", "Agent-nodes connected"),
-            connected_prosumers: metrics.gauge("market_connected_prosumers", "Prosumers hosted by connected agent-nodes"),
+            connected_prosumers: metrics
+                .gauge("market_connected_prosumers", "Prosumers hosted by connected agent-nodes"),
             absent_reports: metrics.counter(
                 "market_absent_reports",
                 "Prosumer-slots of nodes within their lease but without a stream (not missing)",
             ),
-            absent_prosumers: metrics
-                .gauge("market_absent_prosumers", "Prosumers of nodes within their lease but without a stream"),
-            leases_expired: metrics.counter("market_leases_expired", "Registrations whose lease expired (households left)"),
-            holds: metrics.counter("market_holds", "Slots held open for nodes waiting on the learner"),
-            holds_expired: metrics.counter("market_holds_expired", "Node holds cut short at max_hold_ms"),
+            absent_prosumers: metrics.gauge(
+                "market_absent_prosumers",
+                "Prosumers of nodes within their lease but without a stream",
+            ),
+            leases_expired: metrics.counter(
+                "market_leases_expired",
+                "Registrations whose lease expired (households left)",
+            ),
+            holds: metrics
+                .counter("market_holds", "Slots held open for nodes waiting on the learner"),
+            holds_expired: metrics
+                .counter("market_holds_expired", "Node holds cut short at max_hold_ms"),
             hold_seconds: metrics.histogram(
                 "market_hold_seconds",
                 "How long a held slot stayed open past its deadline, seconds",
                 [0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
             ),
             batches_refused: batches_refused.clone(),
-            node_messages_dropped: metrics
-                .counter("market_node_messages_dropped", "Messages to a lagging node skipped (its queue was full)"),
+            node_messages_dropped: metrics.counter(
+                "market_node_messages_dropped",
+                "Messages to a lagging node skipped (its queue was full)",
+            ),
         };
         let registry = metrics.registry_mut();
         registry.register("market_matched_kwh", "P2P energy matched, kWh", matched_kwh);
@@ -131,7 +144,12 @@ mod tests {
         m.reject(Code::PermissionDenied);
         m.matched_kwh.inc_by(1.5);
         let text = metrics.encode();
-        assert!(text.contains("peergrid_market_rejected_requests_total{reason=\"permission_denied\"} 2"), "{text}");
+        assert!(
+            text.contains(
+                "peergrid_market_rejected_requests_total{reason=\"permission_denied\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains("peergrid_market_matched_kwh_total 1.5"), "{text}");
     }
 }

@@ -90,14 +90,28 @@ impl std::fmt::Display for ScenarioEvent {
                 e.first_prosumer_id, e.last_prosumer_id, e.pv_scale, e.load_scale, e.slots
             ),
             ScenarioEvent::Tariff(e) => {
-                write!(f, "tariff: retail {}/kWh, feed-in {}/kWh for {} slot(s)", e.retail_per_kwh, e.feed_in_per_kwh, e.slots)
+                write!(
+                    f,
+                    "tariff: retail {}/kWh, feed-in {}/kWh for {} slot(s)",
+                    e.retail_per_kwh, e.feed_in_per_kwh, e.slots
+                )
             }
             ScenarioEvent::Feeder(e) => {
-                let limit = |kw: f64| if kw == 0.0 { "unlimited".to_owned() } else { format!("{kw} kW") };
-                write!(f, "feeder limits: import {}, export {}", limit(e.import_limit_kw), limit(e.export_limit_kw))
+                let limit =
+                    |kw: f64| if kw == 0.0 { "unlimited".to_owned() } else { format!("{kw} kW") };
+                write!(
+                    f,
+                    "feeder limits: import {}, export {}",
+                    limit(e.import_limit_kw),
+                    limit(e.export_limit_kw)
+                )
             }
             ScenarioEvent::Offline(e) => {
-                write!(f, "prosumers {}..={} offline for {} slot(s)", e.first_prosumer_id, e.last_prosumer_id, e.slots)
+                write!(
+                    f,
+                    "prosumers {}..={} offline for {} slot(s)",
+                    e.first_prosumer_id, e.last_prosumer_id, e.slots
+                )
             }
         }
     }
@@ -107,7 +121,10 @@ fn slots_ok(slots: u32, path: &str) -> Result<(), MarketError> {
     if (1..=MAX_EFFECT_SLOTS).contains(&slots) {
         Ok(())
     } else {
-        Err(MarketError::invalid(format!("{path}.slots"), format!("must lie in 1..={MAX_EFFECT_SLOTS}, got {slots}")))
+        Err(MarketError::invalid(
+            format!("{path}.slots"),
+            format!("must lie in 1..={MAX_EFFECT_SLOTS}, got {slots}"),
+        ))
     }
 }
 
@@ -141,8 +158,18 @@ impl ScenarioEvent {
                 slots_ok(s.slots, path)
             }
             ScenarioEvent::Tariff(t) => {
-                finite_in(t.retail_per_kwh, 0.0, MAX_PRICE_PER_KWH, format!("{path}.retail_per_kwh"))?;
-                finite_in(t.feed_in_per_kwh, 0.0, t.retail_per_kwh, format!("{path}.feed_in_per_kwh"))?;
+                finite_in(
+                    t.retail_per_kwh,
+                    0.0,
+                    MAX_PRICE_PER_KWH,
+                    format!("{path}.retail_per_kwh"),
+                )?;
+                finite_in(
+                    t.feed_in_per_kwh,
+                    0.0,
+                    t.retail_per_kwh,
+                    format!("{path}.feed_in_per_kwh"),
+                )?;
                 slots_ok(t.slots, path)
             }
             ScenarioEvent::Feeder(f) => {
@@ -190,9 +217,13 @@ pub(crate) fn parse_scenario(json: &str, next_slot: u64) -> Result<Vec<TimedEven
             format!("{} bytes exceed the limit of {MAX_SCENARIO_BYTES}", json.len()),
         ));
     }
-    let file: ScenarioFile = serde_json::from_str(json).map_err(|e| MarketError::invalid("scenario_json", e.to_string()))?;
+    let file: ScenarioFile = serde_json::from_str(json)
+        .map_err(|e| MarketError::invalid("scenario_json", e.to_string()))?;
     if file.events.len() > MAX_SCENARIO_EVENTS {
-        return Err(MarketError::invalid("scenario_json.events", format!("at most {MAX_SCENARIO_EVENTS} events")));
+        return Err(MarketError::invalid(
+            "scenario_json.events",
+            format!("at most {MAX_SCENARIO_EVENTS} events"),
+        ));
     }
     let mut events = Vec::with_capacity(file.events.len());
     for (i, raw) in file.events.into_iter().enumerate() {
@@ -217,7 +248,10 @@ pub(crate) fn parse_scenario(json: &str, next_slot: u64) -> Result<Vec<TimedEven
             set.push(("offline", ScenarioEvent::Offline(o)));
         }
         let [(name, event)] = set[..] else {
-            return Err(MarketError::invalid(path, "needs exactly one of scale, tariff, feeder, offline"));
+            return Err(MarketError::invalid(
+                path,
+                "needs exactly one of scale, tariff, feeder, offline",
+            ));
         };
         event.validate(&format!("{path}.{name}"))?;
         events.push(TimedEvent { at_slot: raw.at_slot, event });
@@ -261,9 +295,13 @@ impl Effects {
                 }),
                 o.slots,
             ),
-            ScenarioEvent::Tariff(t) => {
-                (Effect::Tariff { retail_per_kwh: t.retail_per_kwh, feed_in_per_kwh: t.feed_in_per_kwh }, t.slots)
-            }
+            ScenarioEvent::Tariff(t) => (
+                Effect::Tariff {
+                    retail_per_kwh: t.retail_per_kwh,
+                    feed_in_per_kwh: t.feed_in_per_kwh,
+                },
+                t.slots,
+            ),
             ScenarioEvent::Feeder(_) => return,
         };
         self.active.push(effect);
@@ -288,7 +326,9 @@ impl Effects {
     /// The latest tariff override in force: (retail, feed-in) per kWh.
     pub(crate) fn tariff(&self) -> Option<(f64, f64)> {
         self.active.iter().rev().find_map(|(e, _)| match e {
-            Effect::Tariff { retail_per_kwh, feed_in_per_kwh } => Some((*retail_per_kwh, *feed_in_per_kwh)),
+            Effect::Tariff { retail_per_kwh, feed_in_per_kwh } => {
+                Some((*retail_per_kwh, *feed_in_per_kwh))
+            }
             Effect::Adjust(_) => None,
         })
     }
@@ -325,7 +365,10 @@ mod tests {
                 r#"{"events": [{"at_slot": 5, "tariff": {"retail_per_kwh": 0.2, "feed_in_per_kwh": 0.3, "slots": 1}}]}"#,
                 "events[0].tariff.feed_in_per_kwh",
             ),
-            (r#"{"events": [{"at_slot": 5, "offline": {"first_prosumer_id": 0, "last_prosumer_id": 1, "slots": 0}}]}"#, "slots"),
+            (
+                r#"{"events": [{"at_slot": 5, "offline": {"first_prosumer_id": 0, "last_prosumer_id": 1, "slots": 0}}]}"#,
+                "slots",
+            ),
             (r#"{"events": [{"at_slot": 5, "bogus": 1}]}"#, "scenario_json"),
         ];
         for (json, field) in cases {
@@ -337,9 +380,19 @@ mod tests {
     #[test]
     fn effects_last_their_slots() {
         let mut fx = Effects::default();
-        let scale = ScaleGroup { first_prosumer_id: 0, last_prosumer_id: 3, pv_scale: 0.5, load_scale: 1.0, slots: 2 };
+        let scale = ScaleGroup {
+            first_prosumer_id: 0,
+            last_prosumer_id: 3,
+            pv_scale: 0.5,
+            load_scale: 1.0,
+            slots: 2,
+        };
         fx.start(&ScenarioEvent::Scale(scale));
-        fx.start(&ScenarioEvent::Tariff(TariffOverride { retail_per_kwh: 0.4, feed_in_per_kwh: 0.1, slots: 1 }));
+        fx.start(&ScenarioEvent::Tariff(TariffOverride {
+            retail_per_kwh: 0.4,
+            feed_in_per_kwh: 0.1,
+            slots: 1,
+        }));
         assert_eq!(fx.adjustments().len(), 1);
         assert_eq!(fx.tariff(), Some((0.4, 0.1)));
         fx.consume_slot();

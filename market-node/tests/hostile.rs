@@ -93,7 +93,8 @@ fn raw_join(reg: &pb::RegisterResponse) -> RawJoin {
 /// the market refuses it at once, else the one that ends the response
 /// stream. A stream that ends with OK fails the test.
 async fn session_end(market: &TestMarket, messages: Vec<RawNodeMessage>) -> Status {
-    let mut grpc = tonic::client::Grpc::new(market.channel.clone()).max_encoding_message_size(usize::MAX);
+    let mut grpc =
+        tonic::client::Grpc::new(market.channel.clone()).max_encoding_message_size(usize::MAX);
     grpc.ready().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let sender = tokio::spawn(async move {
@@ -108,8 +109,11 @@ async fn session_end(market: &TestMarket, messages: Vec<RawNodeMessage>) -> Stat
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     request.metadata_mut().insert("authorization", format!("Bearer {AGENT}").parse().unwrap());
     let codec = tonic_prost::ProstCodec::<RawNodeMessage, pb::MarketMessage>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/peergrid.market.v1.MarketService/Session");
-    let call = tokio::time::timeout(Duration::from_secs(60), grpc.streaming(request, path, codec)).await;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/peergrid.market.v1.MarketService/Session",
+    );
+    let call =
+        tokio::time::timeout(Duration::from_secs(60), grpc.streaming(request, path, codec)).await;
     let status = match call.expect("the market answers the session call within 60 s") {
         Err(status) => status,
         Ok(response) => {
@@ -136,9 +140,15 @@ async fn an_over_limit_session_message_ends_the_stream_with_resource_exhausted()
     // Before the fix the stream ended with status OK and no message.
     let hold = RawHold { slot: 0, reason: vec![b'x'; 65 << 20] };
     let join = RawNodeMessage { join: Some(raw_join(&reg)), hold: None };
-    let status = session_end(&market, vec![join, RawNodeMessage { join: None, hold: Some(hold.clone()) }]).await;
+    let status =
+        session_end(&market, vec![join, RawNodeMessage { join: None, hold: Some(hold.clone()) }])
+            .await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("too large") && status.message().contains("67108864"), "{}", status.message());
+    assert!(
+        status.message().contains("too large") && status.message().contains("67108864"),
+        "{}",
+        status.message()
+    );
     // An over-limit first message (the Join itself) is refused the same way.
     let status = session_end(&market, vec![RawNodeMessage { join: None, hold: Some(hold) }]).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -159,7 +169,8 @@ async fn invalid_utf8_in_a_session_message_is_invalid_argument_naming_the_field(
     for (defect, field) in cases {
         let mut join = raw_join(&reg);
         defect(&mut join);
-        let status = session_end(&market, vec![RawNodeMessage { join: Some(join), hold: None }]).await;
+        let status =
+            session_end(&market, vec![RawNodeMessage { join: Some(join), hold: None }]).await;
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
         let message = status.message();
         assert!(message.contains("UTF-8") && message.contains(field), "{field}: {message}");
@@ -168,9 +179,14 @@ async fn invalid_utf8_in_a_session_message_is_invalid_argument_naming_the_field(
     // After a valid Join: the undecodable message ends the stream with the reason.
     let hold = RawHold { slot: 0, reason: INVALID_UTF8.to_vec() };
     let join = RawNodeMessage { join: Some(raw_join(&reg)), hold: None };
-    let status = session_end(&market, vec![join, RawNodeMessage { join: None, hold: Some(hold) }]).await;
+    let status =
+        session_end(&market, vec![join, RawNodeMessage { join: None, hold: Some(hold) }]).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("UTF-8") && status.message().contains("reason"), "{}", status.message());
+    assert!(
+        status.message().contains("UTF-8") && status.message().contains("reason"),
+        "{}",
+        status.message()
+    );
     market.stop().await;
 }
 
@@ -194,7 +210,10 @@ async fn a_compressed_bomb_without_a_token_is_refused_before_it_is_inflated() {
 
     // With a token the decompressed size is still capped, and the limit
     // answers RESOURCE_EXHAUSTED naming it.
-    let mut agent = market.market(AGENT).send_compressed(CompressionEncoding::Gzip).max_encoding_message_size(usize::MAX);
+    let mut agent = market
+        .market(AGENT)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_encoding_message_size(usize::MAX);
     let status = agent.register(bomb(80 << 20)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("size limit"), "{}", status.message());
@@ -213,10 +232,13 @@ async fn invalid_utf8_in_a_string_field_is_invalid_argument() {
     let market = TestMarket::start(settings()).await;
     let mut grpc = tonic::client::Grpc::new(market.channel.clone());
     grpc.ready().await.unwrap();
-    let mut request = tonic::Request::new(RawRegister { node_name: vec![b'n', 0xff, 0xfe], prosumer_count: 1 });
+    let mut request =
+        tonic::Request::new(RawRegister { node_name: vec![b'n', 0xff, 0xfe], prosumer_count: 1 });
     request.metadata_mut().insert("authorization", format!("Bearer {AGENT}").parse().unwrap());
     let codec = tonic_prost::ProstCodec::<RawRegister, pb::RegisterResponse>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/peergrid.market.v1.MarketService/Register");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/peergrid.market.v1.MarketService/Register",
+    );
     let status = grpc.unary(request, path, codec).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("UTF-8"), "{}", status.message());
@@ -231,7 +253,14 @@ async fn invalid_utf8_in_a_string_field_is_invalid_argument() {
 async fn sigterm_exits_zero_while_clients_hold_streams_and_half_sent_requests() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_market-node"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--dataset", "synthetic", "--shutdown-timeout-ms", "1000"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--dataset",
+            "synthetic",
+            "--shutdown-timeout-ms",
+            "1000",
+        ])
         .args(["--insecure-no-auth", "--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -240,7 +269,9 @@ async fn sigterm_exits_zero_while_clients_hold_streams_and_half_sent_requests() 
     let url = format!("http://127.0.0.1:{port}");
     let channel = async {
         for _ in 0..600 {
-            if let Ok(c) = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect().await {
+            if let Ok(c) =
+                tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect().await
+            {
                 return c;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -248,10 +279,17 @@ async fn sigterm_exits_zero_while_clients_hold_streams_and_half_sent_requests() 
         panic!("market-node did not start");
     }
     .await;
-    let mut watch = MarketServiceClient::new(channel.clone()).watch(pb::WatchRequest {}).await.unwrap().into_inner();
+    let mut watch = MarketServiceClient::new(channel.clone())
+        .watch(pb::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     half.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
-    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     // A liveness bound, not a performance one: without the drain timeout
     // the process never exits while these clients stay.
@@ -299,7 +337,10 @@ async fn wait_for_metric(addr: std::net::SocketAddr, sample: &str, value: f64) {
         if now == Some(value) {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "waited 30 s for {sample} = {value}, last {now:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {sample} = {value}, last {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -325,7 +366,8 @@ async fn status_is_answered_while_idle_connections_exceed_the_cap() {
     wait_for_metric(metrics, "peergrid_connections_open", 1.0).await;
 
     let opened = std::time::Instant::now();
-    let idle: Vec<std::net::TcpStream> = (0..200).map(|_| std::net::TcpStream::connect(grpc).unwrap()).collect();
+    let idle: Vec<std::net::TcpStream> =
+        (0..200).map(|_| std::net::TcpStream::connect(grpc).unwrap()).collect();
     wait_for_metric(metrics, "peergrid_connections_refused_total{reason=\"cap\"}", 137.0).await;
     assert_eq!(scrape(metrics, "peergrid_connections_open"), Some(64.0));
     let status = tokio::time::timeout(Duration::from_secs(5), market.status()).await;
@@ -333,10 +375,20 @@ async fn status_is_answered_while_idle_connections_exceed_the_cap() {
 
     // After a quarter of the deadline a new client gets the place of an idle one.
     tokio::time::sleep(Duration::from_millis(3_500).saturating_sub(opened.elapsed())).await;
-    let fresh = tonic::transport::Endpoint::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
-    let mut client = MarketServiceClient::with_interceptor(fresh, peergrid_runtime::BearerInterceptor::new(AGENT).unwrap());
+    let fresh = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = MarketServiceClient::with_interceptor(
+        fresh,
+        peergrid_runtime::BearerInterceptor::new(AGENT).unwrap(),
+    );
     assert_eq!(client.status(pb::StatusRequest {}).await.unwrap().into_inner().nodes, 0);
-    assert!(opened.elapsed() < Duration::from_secs(12), "the new client came in while the idle connections were held");
+    assert!(
+        opened.elapsed() < Duration::from_secs(12),
+        "the new client came in while the idle connections were held"
+    );
     assert_eq!(scrape(metrics, "peergrid_connections_refused_total{reason=\"cap\"}"), Some(138.0));
 
     // The 62 idle connections left never send a preface: closed at the deadline.

@@ -21,7 +21,9 @@ const SLOTS: u64 = 24;
 fn reference_kpis(n: usize, start: usize, slots: usize) -> Kpis {
     let ds = dataset();
     let prosumers = generate_community(&ds, &community(n)).unwrap();
-    let mut sim = Simulation::new(ds, prosumers, SimConfig::default(), (start..start + slots).collect()).unwrap();
+    let mut sim =
+        Simulation::new(ds, prosumers, SimConfig::default(), (start..start + slots).collect())
+            .unwrap();
     sim.run(&mut RuleBased)
 }
 
@@ -40,8 +42,15 @@ async fn two_nodes_reproduce_the_reference_kpis_exactly() {
 
     let status = market.status().await;
     let kpis = Kpis::from(&status.kpis.unwrap());
-    assert_eq!(kpis, reference_kpis(16, start, SLOTS as usize), "distributed KPIs must equal the reference exactly");
-    assert_eq!((status.slot, status.prosumers, status.nodes, status.missing_reports), (SLOTS, 16, 2, 0));
+    assert_eq!(
+        kpis,
+        reference_kpis(16, start, SLOTS as usize),
+        "distributed KPIs must equal the reference exactly"
+    );
+    assert_eq!(
+        (status.slot, status.prosumers, status.nodes, status.missing_reports),
+        (SLOTS, 16, 2, 0)
+    );
     assert!(kpis.p2p_kwh > 0.0, "the run must trade P2P to be a meaningful check");
     assert!(status.energy_balance_error_kwh < 1e-9, "{}", status.energy_balance_error_kwh);
     assert_eq!(status.money_balance_error, 0.0);
@@ -50,7 +59,8 @@ async fn two_nodes_reproduce_the_reference_kpis_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_is_reported_missing_and_slots_still_clear() {
-    let settings = MarketSettings { min_prosumers: 16, max_slots: Some(4), deadline_ms: 50, ..settings() };
+    let settings =
+        MarketSettings { min_prosumers: 16, max_slots: Some(4), deadline_ms: 50, ..settings() };
     let market = TestMarket::start(settings).await;
     let (a, agent_a) = connect(&market, "talker", 8, 16).await;
     let (mut silent, _) = connect(&market, "silent", 8, 16).await;
@@ -77,7 +87,11 @@ async fn a_silent_node_is_reported_missing_and_slots_still_clear() {
 /// Starts a one-node market, lets `mutate` spoil the node's genuine batch
 /// for slot 0, and checks the in-stream refusal and that nothing changed;
 /// then, on the same session, a genuine batch still clears the slot in full.
-async fn rejected(mutate: impl FnOnce(&mut pb::OrderBatch, &pb::SlotOpen), code: Code, field: &str) {
+async fn rejected(
+    mutate: impl FnOnce(&mut pb::OrderBatch, &pb::SlotOpen),
+    code: Code,
+    field: &str,
+) {
     rejected_with(
         |b, o, _| {
             mutate(b, o);
@@ -98,7 +112,8 @@ async fn rejected_with(
 ) {
     // Two slots: the one under test, and one the node answers so shutdown
     // (which finishes the open slot) does not wait for its deadline.
-    let settings = MarketSettings { min_prosumers: 8, max_batch: 8, max_slots: Some(2), ..settings() };
+    let settings =
+        MarketSettings { min_prosumers: 8, max_batch: 8, max_slots: Some(2), ..settings() };
     let market = TestMarket::start(settings).await;
     let (mut node, mut agent) = connect(&market, "node", 8, 8).await;
     let open = node.next_open().await;
@@ -109,18 +124,24 @@ async fn rejected_with(
     let field = field.as_str();
     let before = market.status().await;
     node.send(batch).await;
-    let Msg::Refused(refused) = node.next().await.expect("the session stays open") else { panic!("expected BatchRefused") };
+    let Msg::Refused(refused) = node.next().await.expect("the session stays open") else {
+        panic!("expected BatchRefused")
+    };
     assert_eq!(refused.code, code as i32, "{refused:?}");
     assert!(refused.message.contains(field), "expected {field} in: {}", refused.message);
     let after = market.status().await;
     assert_eq!(after.batches_refused, before.batches_refused + 1);
-    let counters_aside = |s: &pb::StatusResponse| pb::StatusResponse { batches_refused: 0, ..s.clone() };
+    let counters_aside =
+        |s: &pb::StatusResponse| pb::StatusResponse { batches_refused: 0, ..s.clone() };
     assert_eq!(counters_aside(&after), counters_aside(&before), "a refused batch changes nothing");
 
     // Nothing of the bad batch was stored: the node still reports slot 0.
     node.send(genuine).await;
     let Msg::Cleared(cleared) = node.next().await.unwrap() else { panic!("expected SlotCleared") };
-    assert_eq!((cleared.slot, cleared.settlements.len(), cleared.missing_prosumer_ids.len()), (0, 8, 0));
+    assert_eq!(
+        (cleared.slot, cleared.settlements.len(), cleared.missing_prosumer_ids.len()),
+        (0, 8, 0)
+    );
     let open = node.next_open().await;
     node.send(agent.play(&open)).await;
     market.wait_for_slot(1).await;
@@ -128,28 +149,47 @@ async fn rejected_with(
 }
 
 /// Gives report `i` an order consistent with its position (side, ≤ position).
-fn with_order<'a>(batch: &'a mut pb::OrderBatch, open: &pb::SlotOpen, i: usize) -> &'a mut peergrid_proto::pb::common::v1::Order {
+fn with_order<'a>(
+    batch: &'a mut pb::OrderBatch,
+    open: &pb::SlotOpen,
+    i: usize,
+) -> &'a mut peergrid_proto::pb::common::v1::Order {
     use peergrid_proto::pb::common::v1 as common;
     let r = &mut batch.reports[i];
     let side = if r.net_kwh > 0.0 { common::Side::Buy } else { common::Side::Sell };
     let tariff = open.tariff.unwrap();
-    r.order.get_or_insert(common::Order { side: side.into(), quantity_wh: 1, limit_price_micros: tariff.feed_in_micros })
+    r.order.get_or_insert(common::Order {
+        side: side.into(),
+        quantity_wh: 1,
+        limit_price_micros: tariff.feed_in_micros,
+    })
 }
 
 #[tokio::test]
 async fn nan_field_is_invalid_argument() {
-    rejected(|b, _| b.reports[3].load_kwh = f64::NAN, Code::InvalidArgument, "reports[3].load_kwh").await;
+    rejected(|b, _| b.reports[3].load_kwh = f64::NAN, Code::InvalidArgument, "reports[3].load_kwh")
+        .await;
 }
 
 #[tokio::test]
 async fn zero_quantity_is_invalid_argument() {
-    rejected(|b, o| with_order(b, o, 2).quantity_wh = 0, Code::InvalidArgument, "reports[2].order.quantity_wh").await;
+    rejected(
+        |b, o| with_order(b, o, 2).quantity_wh = 0,
+        Code::InvalidArgument,
+        "reports[2].order.quantity_wh",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn quantity_above_max_is_invalid_argument() {
     let too_much = peergrid_proto::convert::MAX_ORDER_WH + 1;
-    rejected(|b, o| with_order(b, o, 2).quantity_wh = too_much, Code::InvalidArgument, "reports[2].order.quantity_wh").await;
+    rejected(
+        |b, o| with_order(b, o, 2).quantity_wh = too_much,
+        Code::InvalidArgument,
+        "reports[2].order.quantity_wh",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -164,12 +204,18 @@ async fn price_outside_the_tariff_is_invalid_argument() {
 
 #[tokio::test]
 async fn foreign_prosumer_is_permission_denied() {
-    rejected(|b, _| b.reports[5].prosumer_id = 99, Code::PermissionDenied, "reports[5].prosumer_id").await;
+    rejected(
+        |b, _| b.reports[5].prosumer_id = 99,
+        Code::PermissionDenied,
+        "reports[5].prosumer_id",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn duplicate_prosumer_is_invalid_argument() {
-    rejected(|b, _| b.reports[4] = b.reports[0], Code::InvalidArgument, "reports[4].prosumer_id").await;
+    rejected(|b, _| b.reports[4] = b.reports[0], Code::InvalidArgument, "reports[4].prosumer_id")
+        .await;
 }
 
 #[tokio::test]
@@ -186,7 +232,10 @@ async fn oversize_batch_is_resource_exhausted() {
 
 /// The index of the first of the node's prosumers of `kind`.
 fn first_of(specs: &[ProsumerSpec], kind: ProsumerKind) -> usize {
-    specs.iter().position(|s| s.kind == kind).unwrap_or_else(|| panic!("the test community has no {} prosumer", kind.name()))
+    specs
+        .iter()
+        .position(|s| s.kind == kind)
+        .unwrap_or_else(|| panic!("the test community has no {} prosumer", kind.name()))
 }
 
 /// Keeps report `r` self-consistent (`net_kwh` = load − pv + charged −
@@ -258,7 +307,13 @@ async fn a_join_with_impossible_equipment_is_refused_and_changes_nothing() {
         (|p| p.kind = "windmill".into(), "prosumers[2].kind"),
         (|p| p.battery_kwh += 1.0, "prosumers[2].battery_kwh"),
         (
-            |p| p.battery = Some(pb::BatteryRating { capacity_kwh: 10.0, round_trip_efficiency: 2.0, ..Default::default() }),
+            |p| {
+                p.battery = Some(pb::BatteryRating {
+                    capacity_kwh: 10.0,
+                    round_trip_efficiency: 2.0,
+                    ..Default::default()
+                })
+            },
             "prosumers[2].battery",
         ),
     ];
@@ -266,15 +321,25 @@ async fn a_join_with_impossible_equipment_is_refused_and_changes_nothing() {
         let mut prosumers = agent.summaries();
         spoil(&mut prosumers[2]);
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let join = pb::Join { session_id: reg.session_id.clone(), prosumers, resume_secret: reg.resume_secret.clone() };
+        let join = pb::Join {
+            session_id: reg.session_id.clone(),
+            prosumers,
+            resume_secret: reg.resume_secret.clone(),
+        };
         tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) }).await.unwrap();
-        let e = market.market(AGENT).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+        let e = market
+            .market(AGENT)
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e}");
         assert!(e.message().contains(field), "expected {field} in: {}", e.message());
         assert_eq!(market.status().await, before, "a refused join changes nothing");
     }
     // The registration is intact: the genuine join still works.
-    join(&market, &reg.session_id, &reg.resume_secret, reg.first_prosumer_id, &agent).await.unwrap();
+    join(&market, &reg.session_id, &reg.resume_secret, reg.first_prosumer_id, &agent)
+        .await
+        .unwrap();
     market.stop().await;
 }
 
@@ -283,20 +348,30 @@ async fn a_join_with_impossible_equipment_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn roles_are_enforced_per_endpoint() {
     let market = TestMarket::start(MarketSettings { min_prosumers: 100, ..settings() }).await;
-    let register = || pb::RegisterRequest { node_name: "n".into(), prosumer_count: 2, ..Default::default() };
+    let register =
+        || pb::RegisterRequest { node_name: "n".into(), prosumer_count: 2, ..Default::default() };
 
     // No token / an unknown token: UNAUTHENTICATED everywhere.
-    let mut anonymous = peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient::new(market.channel.clone());
+    let mut anonymous =
+        peergrid_proto::pb::market::v1::market_service_client::MarketServiceClient::new(
+            market.channel.clone(),
+        );
     assert_eq!(code(anonymous.register(register()).await), Code::Unauthenticated);
     assert_eq!(code(anonymous.status(pb::StatusRequest {}).await), Code::Unauthenticated);
     let forged = "forged-token-0123456789abcdef";
-    assert_eq!(code(market.market(forged).status(pb::StatusRequest {}).await), Code::Unauthenticated);
+    assert_eq!(
+        code(market.market(forged).status(pb::StatusRequest {}).await),
+        Code::Unauthenticated
+    );
     assert_eq!(code(market.control(forged).pause(control::Empty {}).await), Code::Unauthenticated);
 
     // Operators never trade; agents never control; both read.
     assert_eq!(code(market.market(OPERATOR).register(register()).await), Code::PermissionDenied);
     assert_eq!(code(market.control(AGENT).pause(control::Empty {}).await), Code::PermissionDenied);
-    assert_eq!(code(market.control(AGENT).get_status(control::Empty {}).await), Code::PermissionDenied);
+    assert_eq!(
+        code(market.control(AGENT).get_status(control::Empty {}).await),
+        Code::PermissionDenied
+    );
     assert_eq!(code(market.market(AGENT).register(register()).await), Code::Ok);
     assert_eq!(code(market.control(OPERATOR).pause(control::Empty {}).await), Code::Ok);
     assert_eq!(code(market.market(AGENT).status(pb::StatusRequest {}).await), Code::Ok);
@@ -312,7 +387,8 @@ async fn roles_are_enforced_per_endpoint() {
         resume_secret: reg.resume_secret,
     };
     tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) }).await.unwrap();
-    let session = market.market(OPERATOR).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let session =
+        market.market(OPERATOR).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
     assert_eq!(code(session), Code::PermissionDenied);
     market.stop().await;
 }
@@ -322,7 +398,8 @@ fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
 }
 
 async fn register_as(market: &TestMarket, name: &str) -> pb::RegisterResponse {
-    let request = pb::RegisterRequest { node_name: name.into(), prosumer_count: 2, ..Default::default() };
+    let request =
+        pb::RegisterRequest { node_name: name.into(), prosumer_count: 2, ..Default::default() };
     market.market(AGENT).register(request).await.unwrap().into_inner()
 }
 
@@ -337,8 +414,15 @@ async fn pause_step_resume_and_an_injected_pv_scale() {
     let mut operator = market.control(OPERATOR);
     assert!(market.status().await.paused);
 
-    let scale = control::ScaleGroup { first_prosumer_id: 0, last_prosumer_id: 3, pv_scale: 0.5, load_scale: 1.0, slots: 2 };
-    let inject = control::InjectRequest { event: Some(control::inject_request::Event::Scale(scale)) };
+    let scale = control::ScaleGroup {
+        first_prosumer_id: 0,
+        last_prosumer_id: 3,
+        pv_scale: 0.5,
+        load_scale: 1.0,
+        slots: 2,
+    };
+    let inject =
+        control::InjectRequest { event: Some(control::inject_request::Event::Scale(scale)) };
     operator.inject(inject).await.unwrap();
     let reply = operator.step(control::StepRequest { count: 3 }).await.unwrap().into_inner();
     assert_eq!(reply.slot, 0);
@@ -352,10 +436,17 @@ async fn pause_step_resume_and_an_injected_pv_scale() {
             Msg::Refused(r) => panic!("unexpected refusal {r:?}"),
         }
     }
-    let scaled =
-        |o: &pb::SlotOpen| o.adjustments.iter().any(|a| (a.first_prosumer_id, a.last_prosumer_id, a.pv_scale) == (0, 3, 0.5));
+    let scaled = |o: &pb::SlotOpen| {
+        o.adjustments
+            .iter()
+            .any(|a| (a.first_prosumer_id, a.last_prosumer_id, a.pv_scale) == (0, 3, 0.5))
+    };
     assert_eq!(opens.iter().map(|o| o.slot).collect::<Vec<_>>(), [0, 1, 2]);
-    assert_eq!(opens.iter().map(scaled).collect::<Vec<_>>(), [true, true, false], "the scale lasts 2 slots");
+    assert_eq!(
+        opens.iter().map(scaled).collect::<Vec<_>>(),
+        [true, true, false],
+        "the scale lasts 2 slots"
+    );
     let status = market.status().await;
     assert!(status.paused);
     assert_eq!(status.slot, 3, "exactly 3 slots were stepped");
@@ -364,8 +455,11 @@ async fn pause_step_resume_and_an_injected_pv_scale() {
     let bad = operator.step(control::StepRequest { count: 0 }).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("count"), "{}", bad.message());
-    let bad =
-        operator.load_scenario(control::LoadScenarioRequest { scenario_json: "{\"events\": [{\"at_slot\": 9}]}".into() }).await;
+    let bad = operator
+        .load_scenario(control::LoadScenarioRequest {
+            scenario_json: "{\"events\": [{\"at_slot\": 9}]}".into(),
+        })
+        .await;
     assert!(bad.unwrap_err().message().contains("events[0]"));
     assert_eq!(market.status().await, status);
 
@@ -381,14 +475,25 @@ async fn pause_step_resume_and_an_injected_pv_scale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_process_market_serves_local_urls_and_frees_its_name() {
     let name = "market-e2e-in-process";
-    let market = TestMarket::start(MarketSettings { local_name: Some(name.into()), ..settings() }).await;
+    let market =
+        TestMarket::start(MarketSettings { local_name: Some(name.into()), ..settings() }).await;
     let url = market.handle.as_ref().unwrap().url().to_owned();
     assert_eq!(url, format!("local://{name}"));
     assert_eq!(market.handle.as_ref().unwrap().grpc_addr, None, "no TCP port");
     assert!(peergrid_market_node::grpc::check_health(&url, None, None).await.unwrap());
     assert_eq!(market.status().await.prosumers, 0, "the services answer over the pipe");
-    let again = MarketConfig::new(MarketSettings { local_name: Some(name.into()), ..settings() }, SimConfig::default(), tokens());
-    let e = peergrid_market_node::start_with_dataset(again.unwrap(), dataset(), market.controller.subscribe()).await.err();
+    let again = MarketConfig::new(
+        MarketSettings { local_name: Some(name.into()), ..settings() },
+        SimConfig::default(),
+        tokens(),
+    );
+    let e = peergrid_market_node::start_with_dataset(
+        again.unwrap(),
+        dataset(),
+        market.controller.subscribe(),
+    )
+    .await
+    .err();
     assert!(format!("{:#}", e.expect("the name is taken")).contains("already exists"));
     market.stop().await;
     let e = peergrid_market_node::grpc::check_health(&url, None, None).await.unwrap_err();

@@ -18,7 +18,9 @@ fn main() -> anyhow::Result<()> {
     for &(prosumers, slots) in &[(100u32, 400u64), (1_000, 200), (10_000, 60)] {
         for &nodes in &[1u32, 4] {
             let per_node = vec![prosumers / nodes; nodes as usize];
-            let builder = ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }.nodes(&per_node).max_slots(slots);
+            let builder = ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }
+                .nodes(&per_node)
+                .max_slots(slots);
             let (secs, cleared) = rt.block_on(async {
                 let cluster = builder.start(ds.clone()).await?;
                 let mut ctl = cluster.control_client().await?;

@@ -41,7 +41,10 @@ struct Measured {
 
 fn measured(slots: u64, samples: u64, updates: u64, prosumers: u32, secs: f64) -> Measured {
     let per_update = (ROLLOUT_SLOTS * prosumers as u64) as f64;
-    Measured { steps_per_s: (slots * prosumers as u64) as f64 / secs, used: samples as f64 / (updates as f64 * per_update) }
+    Measured {
+        steps_per_s: (slots * prosumers as u64) as f64 / secs,
+        used: samples as f64 / (updates as f64 * per_update),
+    }
 }
 
 async fn cluster(nodes: u32, prosumers: u32, updates: u64) -> Result<Measured> {
@@ -55,10 +58,17 @@ async fn cluster(nodes: u32, prosumers: u32, updates: u64) -> Result<Measured> {
     let timeout = Duration::from_secs(600);
     let (m0, t0) = c.wait("version 2 (warm-up)", timeout, |_, t| t.version >= 2).await?;
     let started = Instant::now();
-    let (m1, t1) = c.wait("the measured updates", timeout, |_, t| t.version >= t0.version + updates).await?;
+    let (m1, t1) =
+        c.wait("the measured updates", timeout, |_, t| t.version >= t0.version + updates).await?;
     let secs = started.elapsed().as_secs_f64();
     c.stop()?;
-    Ok(measured(m1.slot - m0.slot, t1.samples_total - t0.samples_total, t1.version - t0.version, prosumers, secs))
+    Ok(measured(
+        m1.slot - m0.slot,
+        t1.samples_total - t0.samples_total,
+        t1.version - t0.version,
+        prosumers,
+        secs,
+    ))
 }
 
 async fn embedded(nodes: u32, prosumers: u32, updates: u64) -> Result<Measured> {
@@ -82,7 +92,11 @@ async fn embedded(nodes: u32, prosumers: u32, updates: u64) -> Result<Measured> 
         async move {
             let deadline = Instant::now() + Duration::from_secs(600);
             while learner.status().version < v {
-                ensure!(Instant::now() < deadline, "embedded run stuck at version {}", learner.status().version);
+                ensure!(
+                    Instant::now() < deadline,
+                    "embedded run stuck at version {}",
+                    learner.status().version
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok(learner.status())
@@ -97,13 +111,23 @@ async fn embedded(nodes: u32, prosumers: u32, updates: u64) -> Result<Measured> 
     cluster.stop().await?;
     stop.trigger();
     trainer.join().await?;
-    Ok(measured(m1.slot - m0.slot, t1.samples_total - t0.samples_total, t1.version - t0.version, prosumers, secs))
+    Ok(measured(
+        m1.slot - m0.slot,
+        t1.samples_total - t0.samples_total,
+        t1.version - t0.version,
+        prosumers,
+        secs,
+    ))
 }
 
 fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let cases: &[(u32, u32, u64)] = if quick { &[(2, 24, 6)] } else { &[(2, 24, 10), (4, 24, 10), (2, 1_000, 3), (4, 1_000, 3)] };
+    let cases: &[(u32, u32, u64)] = if quick {
+        &[(2, 24, 6)]
+    } else {
+        &[(2, 24, 10), (4, 24, 10), (2, 1_000, 3), (4, 1_000, 3)]
+    };
     println!("| nodes | prosumers | updates | cluster agent-steps/s | embedded agent-steps/s | cluster / embedded | experience used (cluster / embedded) |");
     println!("| ----: | --------: | ------: | --------------------: | ---------------------: | -----------------: | ----------------------------------: |");
     for &(nodes, prosumers, updates) in cases {

@@ -31,7 +31,8 @@ const SAMPLE_EVERY: usize = 1_000;
 
 /// Resident set size of process `pid`, MiB (from /proc/PID/status).
 fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid} is gone"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} is gone"))?;
     let kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -42,7 +43,12 @@ fn rss_mib(pid: u32) -> Result<f64> {
 }
 
 fn pid_of(cluster: &ProcessCluster, name: &str) -> Result<u32> {
-    cluster.pids().into_iter().find(|(n, _)| n == name).map(|(_, p)| p).with_context(|| format!("no {name} process"))
+    cluster
+        .pids()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| p)
+        .with_context(|| format!("no {name} process"))
 }
 
 /// Least-squares slope of `ys` over `xs`.
@@ -59,10 +65,13 @@ fn slope(xs: &[f64], ys: &[f64]) -> f64 {
 }
 
 async fn subscriptions() -> Result<()> {
-    let cluster = ProcessClusterBuilder { nodes: Vec::new(), ..ProcessClusterBuilder::default() }.start("soak-subs").await?;
+    let cluster = ProcessClusterBuilder { nodes: Vec::new(), ..ProcessClusterBuilder::default() }
+        .start("soak-subs")
+        .await?;
     let trainer = pid_of(&cluster, "trainer")?;
     let channel = Endpoint::from_shared(cluster.trainer_url())?.connect().await?;
-    let mut client = LearnerServiceClient::with_interceptor(channel, BearerInterceptor::new(AGENT_TOKEN)?);
+    let mut client =
+        LearnerServiceClient::with_interceptor(channel, BearerInterceptor::new(AGENT_TOKEN)?);
     println!("\n### {CYCLES} subscribe/cancel cycles against the trainer\n");
     println!("| cycles | trainer RSS MiB | subscribers | cycles/s |");
     println!("| ---: | ---: | ---: | ---: |");
@@ -81,10 +90,12 @@ async fn subscriptions() -> Result<()> {
         if cycle == CYCLES {
             break;
         }
-        let request = pb::SubscribeRequest { node_name: format!("soak-{}", cycle % 100), after_version: 0 };
+        let request =
+            pb::SubscribeRequest { node_name: format!("soak-{}", cycle % 100), after_version: 0 };
         let mut stream = client.subscribe_policy(request).await?.into_inner();
-        let first =
-            tokio::time::timeout(Duration::from_secs(10), stream.message()).await.context("no first version within 10 s")??;
+        let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .context("no first version within 10 s")??;
         if first.is_none() {
             bail!("cycle {cycle}: the stream ended without a version");
         }
@@ -105,7 +116,8 @@ async fn subscriptions() -> Result<()> {
 }
 
 async fn soak() -> Result<()> {
-    let minutes: u64 = std::env::var("SOAK_MINUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let minutes: u64 =
+        std::env::var("SOAK_MINUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let builder = ProcessClusterBuilder {
         nodes: vec![2_500; 4],
         market_args: vec!["--min-prosumers=10000".into()],
@@ -145,7 +157,9 @@ async fn soak() -> Result<()> {
     loop {
         let before = cluster.market_status().await?.slot;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if cluster.market_status().await?.slot == before || held.elapsed() > Duration::from_secs(180) {
+        if cluster.market_status().await?.slot == before
+            || held.elapsed() > Duration::from_secs(180)
+        {
             break;
         }
     }
@@ -158,7 +172,9 @@ async fn soak() -> Result<()> {
         exit.as_secs_f64(),
         log.matches("update interrupted and undone").count()
     );
-    println!("\n| process | RSS after warm-up MiB | RSS at end MiB | slope MiB/min | over the run |");
+    println!(
+        "\n| process | RSS after warm-up MiB | RSS at end MiB | slope MiB/min | over the run |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: |");
     for ((name, _), s) in pids.iter().zip(&series) {
         let warm = s.len() / 5;

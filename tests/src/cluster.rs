@@ -107,7 +107,8 @@ impl ClusterBuilder {
     /// Starts the market (it waits until every node of the builder has
     /// joined before the first slot) and the agent-nodes.
     pub async fn start(self, ds: Arc<Dataset>) -> Result<TestCluster> {
-        let (market, market_shutdown, shutdown) = self.start_market(ds.clone(), "127.0.0.1:0".parse()?).await?;
+        let (market, market_shutdown, shutdown) =
+            self.start_market(ds.clone(), "127.0.0.1:0".parse()?).await?;
         let mut cluster = TestCluster {
             market: Some(market),
             market_shutdown,
@@ -160,12 +161,22 @@ impl TestCluster {
     /// A connected channel to the market, trusting the fixture CA with TLS.
     pub async fn channel(&self) -> Result<Channel> {
         let (url, ca) = (self.market_url(), self.builder.tls.then(|| tls_fixture("ca.pem")));
-        let target = Target { url: &url, ca: ca.as_deref(), domain: None, names: peergrid_agent_node::config::MARKET_SETTINGS };
+        let target = Target {
+            url: &url,
+            ca: ca.as_deref(),
+            domain: None,
+            names: peergrid_agent_node::config::MARKET_SETTINGS,
+        };
         Ok(target.connect(|endpoint| endpoint).await?)
     }
 
     /// The config of an agent-node of this cluster.
-    pub fn agent_config(&self, name: &str, prosumers: u32, state_dir: Option<PathBuf>) -> AgentConfig {
+    pub fn agent_config(
+        &self,
+        name: &str,
+        prosumers: u32,
+        state_dir: Option<PathBuf>,
+    ) -> AgentConfig {
         let mut config = AgentConfig {
             market: self.market_url(),
             name: name.into(),
@@ -205,7 +216,8 @@ impl TestCluster {
         let addr = old.grpc_addr.context("the test market listens on TCP")?;
         self.market_shutdown.trigger();
         old.join().await?;
-        let (market, controller, shutdown) = self.builder.start_market(self.ds.clone(), addr).await?;
+        let (market, controller, shutdown) =
+            self.builder.start_market(self.ds.clone(), addr).await?;
         self.market = Some(market);
         self.market_shutdown = controller;
         self.market_task_shutdown = shutdown;
@@ -244,14 +256,25 @@ impl TestCluster {
 
     pub async fn market_client(
         &self,
-    ) -> Result<market::market_service_client::MarketServiceClient<InterceptedService<Channel, BearerInterceptor>>> {
+    ) -> Result<
+        market::market_service_client::MarketServiceClient<
+            InterceptedService<Channel, BearerInterceptor>,
+        >,
+    > {
         let channel = self.channel().await?;
-        Ok(market::market_service_client::MarketServiceClient::with_interceptor(channel, BearerInterceptor::new(OPERATOR_TOKEN)?))
+        Ok(market::market_service_client::MarketServiceClient::with_interceptor(
+            channel,
+            BearerInterceptor::new(OPERATOR_TOKEN)?,
+        ))
     }
 
     pub async fn control_client(
         &self,
-    ) -> Result<control::control_service_client::ControlServiceClient<InterceptedService<Channel, BearerInterceptor>>> {
+    ) -> Result<
+        control::control_service_client::ControlServiceClient<
+            InterceptedService<Channel, BearerInterceptor>,
+        >,
+    > {
         let channel = self.channel().await?;
         Ok(control::control_service_client::ControlServiceClient::with_interceptor(
             channel,
@@ -274,7 +297,11 @@ impl TestCluster {
         self.status().await
     }
 
-    async fn wait_until(&self, done: impl Fn(&market::StatusResponse) -> bool, what: &str) -> Result<()> {
+    async fn wait_until(
+        &self,
+        done: impl Fn(&market::StatusResponse) -> bool,
+        what: &str,
+    ) -> Result<()> {
         for _ in 0..1200 {
             if let Ok(s) = self.status().await {
                 if done(&s) {

@@ -27,7 +27,11 @@ pub fn repo_root() -> PathBuf {
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     let output = run_unchecked(cmd, timeout)?;
     if !output.status.success() {
-        bail!("{cmd:?} exited with {}: {}", output.status, tail(&String::from_utf8_lossy(&output.stderr), 40));
+        bail!(
+            "{cmd:?} exited with {}: {}",
+            output.status,
+            tail(&String::from_utf8_lossy(&output.stderr), 40)
+        );
     }
     Ok(output)
 }
@@ -77,7 +81,10 @@ pub fn tail(text: &str, lines: usize) -> String {
 /// engine that answers `docker info` and a compose command.
 pub fn docker_unavailable() -> Option<String> {
     if let Err(e) = run(Command::new("docker").arg("info"), Duration::from_secs(30)) {
-        return Some(format!("`docker info` failed, no usable Docker engine: {}", first_line(&e.to_string())));
+        return Some(format!(
+            "`docker info` failed, no usable Docker engine: {}",
+            first_line(&e.to_string())
+        ));
     }
     if ComposeCommand::detect().is_none() {
         return Some("neither `docker-compose` nor `docker compose` is installed".into());
@@ -91,7 +98,11 @@ fn first_line(text: &str) -> &str {
 
 /// Polls `probe` until it yields a value, at most `timeout`; the error
 /// names `what` and the last thing the probe reported.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer yet");
     loop {
@@ -178,13 +189,20 @@ impl ComposeProject {
         let mut all = vec!["run", "--rm", "-T", "--no-deps", service];
         all.extend_from_slice(args);
         let stdout = self.exec(&all, Duration::from_secs(60))?;
-        let start = stdout.find(['{', '[']).with_context(|| format!("no JSON in the output of {args:?}: {stdout}"))?;
-        serde_json::from_str(&stdout[start..]).with_context(|| format!("output of {args:?} is not JSON: {stdout}"))
+        let start = stdout
+            .find(['{', '['])
+            .with_context(|| format!("no JSON in the output of {args:?}: {stdout}"))?;
+        serde_json::from_str(&stdout[start..])
+            .with_context(|| format!("output of {args:?} is not JSON: {stdout}"))
     }
 
     /// Container ids of `service`'s running replicas.
     pub fn containers(&self, service: &str) -> Result<Vec<String>> {
-        Ok(self.exec(&["ps", "-q", service], Duration::from_secs(60))?.lines().map(str::to_owned).collect())
+        Ok(self
+            .exec(&["ps", "-q", service], Duration::from_secs(60))?
+            .lines()
+            .map(str::to_owned)
+            .collect())
     }
 
     /// The host address (`127.0.0.1:PORT`) that `service`'s container
@@ -193,10 +211,10 @@ impl ComposeProject {
     pub fn published(&self, service: &str, port: u16) -> Result<String> {
         let out = self.exec(&["port", service, &port.to_string()], Duration::from_secs(60))?;
         let addr = out.trim();
-        let (host, host_port) = addr
-            .rsplit_once(':')
-            .filter(|(_, p)| p.parse::<u16>().is_ok())
-            .with_context(|| format!("{service}:{port} is not published (`port` printed '{addr}')"))?;
+        let (host, host_port) =
+            addr.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).with_context(|| {
+                format!("{service}:{port} is not published (`port` printed '{addr}')")
+            })?;
         // A port published on every address answers on the loopback one.
         Ok(match host {
             "0.0.0.0" | "[::]" | "::" => format!("127.0.0.1:{host_port}"),
@@ -207,7 +225,10 @@ impl ComposeProject {
     /// The last lines of every service's log, for failure reports.
     pub fn logs(&self, lines: usize) -> String {
         let n = lines.to_string();
-        match run_unchecked(&mut self.command(&["logs", "--no-color", "--tail", &n]), Duration::from_secs(60)) {
+        match run_unchecked(
+            &mut self.command(&["logs", "--no-color", "--tail", &n]),
+            Duration::from_secs(60),
+        ) {
             Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
             Err(e) => format!("(no logs: {e:#})"),
         }
@@ -217,14 +238,20 @@ impl ComposeProject {
 /// `GET path` from `addr` (`host:port`) over plain HTTP/1.0: the body of a
 /// 200 answer, else an error with the status line.
 pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
-    let socket = addr.to_socket_addrs()?.next().with_context(|| format!("{addr} resolves to no address"))?;
-    let mut stream = TcpStream::connect_timeout(&socket, timeout).with_context(|| format!("cannot connect to {addr}"))?;
+    let socket =
+        addr.to_socket_addrs()?.next().with_context(|| format!("{addr} resolves to no address"))?;
+    let mut stream = TcpStream::connect_timeout(&socket, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).with_context(|| format!("reading GET {path} from {addr}"))?;
-    let (head, body) = answer.split_once("\r\n\r\n").with_context(|| format!("GET {path} from {addr}: no HTTP header"))?;
+    stream
+        .read_to_string(&mut answer)
+        .with_context(|| format!("reading GET {path} from {addr}"))?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET {path} from {addr}: no HTTP header"))?;
     let status = head.lines().next().unwrap_or("");
     if status.split_whitespace().nth(1) != Some("200") {
         bail!("GET {path} from {addr} answered '{status}'");
@@ -234,7 +261,10 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
 
 impl Drop for ComposeProject {
     fn drop(&mut self) {
-        let down = run(&mut self.command(&["down", "-v", "--remove-orphans", "-t", "5"]), Duration::from_secs(180));
+        let down = run(
+            &mut self.command(&["down", "-v", "--remove-orphans", "-t", "5"]),
+            Duration::from_secs(180),
+        );
         if let Err(e) = down {
             eprintln!("compose project {}: `down -v` failed, remove it by hand: {e:#}", self.name);
         }
@@ -249,7 +279,11 @@ mod tests {
     fn run_reports_exit_status_and_stderr() {
         let out = run(Command::new("sh").args(["-c", "echo hi"]), Duration::from_secs(10)).unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
-        let e = run(Command::new("sh").args(["-c", "echo broken >&2; exit 3"]), Duration::from_secs(10)).unwrap_err();
+        let e = run(
+            Command::new("sh").args(["-c", "echo broken >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("broken"), "{e}");
     }
 
@@ -266,7 +300,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
-            for answer in ["HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nmetric 1\n", "HTTP/1.0 404 Not Found\r\n\r\n"] {
+            for answer in [
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nmetric 1\n",
+                "HTTP/1.0 404 Not Found\r\n\r\n",
+            ] {
                 let (mut s, _) = listener.accept().unwrap();
                 // The whole request first: closing with unread bytes resets the connection.
                 let mut request = Vec::new();
@@ -288,7 +325,10 @@ mod tests {
 
     #[test]
     fn wait_for_names_what_it_waited_for() {
-        let e = wait_for("the impossible", Duration::from_millis(10), || -> Result<Option<()>> { bail!("nope") }).unwrap_err();
+        let e = wait_for("the impossible", Duration::from_millis(10), || -> Result<Option<()>> {
+            bail!("nope")
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("the impossible") && e.to_string().contains("nope"), "{e}");
         let mut n = 0;
         assert_eq!(

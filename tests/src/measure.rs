@@ -28,8 +28,10 @@ pub struct MarketStatus {
 
 impl MarketStatus {
     pub fn parse(v: &serde_json::Value) -> Result<MarketStatus> {
-        let int = |k: &str| v[k].as_u64().with_context(|| format!("status has no integer '{k}': {v}"));
-        let float = |k: &str| v[k].as_f64().with_context(|| format!("status has no number '{k}': {v}"));
+        let int =
+            |k: &str| v[k].as_u64().with_context(|| format!("status has no integer '{k}': {v}"));
+        let float =
+            |k: &str| v[k].as_f64().with_context(|| format!("status has no number '{k}': {v}"));
         Ok(MarketStatus {
             slot: int("slot")?,
             prosumers: int("prosumers")?,
@@ -119,12 +121,18 @@ impl TrainerFigures {
     pub fn parse(text: &str) -> Result<TrainerFigures> {
         let one = |name: &str| -> Result<u64> {
             let s = prometheus_samples(text, name);
-            ensure!(s.len() == 1, "expected one sample of {name} in the trainer's metrics, found {}", s.len());
+            ensure!(
+                s.len() == 1,
+                "expected one sample of {name} in the trainer's metrics, found {}",
+                s.len()
+            );
             Ok(s[0].1 as u64)
         };
         let mut rollouts = BTreeMap::new();
         for (labels, value) in prometheus_samples(text, "peergrid_trainer_rollouts_total") {
-            let label = |k: &str| labels.iter().find(|(l, _)| l == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            let label = |k: &str| {
+                labels.iter().find(|(l, _)| l == k).map(|(_, v)| v.clone()).unwrap_or_default()
+            };
             rollouts.insert((label("node"), label("outcome")), value as u64);
         }
         Ok(TrainerFigures {
@@ -151,12 +159,27 @@ mod tests {
 
     #[test]
     fn the_missing_report_ledger_leaves_out_the_window_and_counts_the_lower_prosumer_bound() {
-        let s = |slot, prosumers, missing_reports| MarketStatus { slot, prosumers, missing_reports, ..MarketStatus::default() };
+        let s = |slot, prosumers, missing_reports| MarketStatus {
+            slot,
+            prosumers,
+            missing_reports,
+            ..MarketStatus::default()
+        };
         // 0..100 at 60 prosumers, 100..200 scaling to 100 (counted at 60),
         // 200..300 at 100; a kill window 300..400 with 50 missing, then 400..500 at 80.
-        let samples = [s(0, 60, 0), s(100, 60, 1), s(200, 100, 1), s(300, 100, 3), s(400, 80, 53), s(500, 80, 54)];
+        let samples = [
+            s(0, 60, 0),
+            s(100, 60, 1),
+            s(200, 100, 1),
+            s(300, 100, 3),
+            s(400, 80, 53),
+            s(500, 80, 54),
+        ];
         assert_eq!(missing_outside(&samples, 3..4).unwrap(), (4, 6_000 + 6_000 + 10_000 + 8_000));
-        assert_eq!(missing_outside(&samples, 0..0).unwrap(), (54, 6_000 + 6_000 + 10_000 + 8_000 + 8_000));
+        assert_eq!(
+            missing_outside(&samples, 0..0).unwrap(),
+            (54, 6_000 + 6_000 + 10_000 + 8_000 + 8_000)
+        );
         // A restarted market (slots going back) cannot be accounted across.
         let restarted = [s(0, 60, 0), s(500, 60, 2), s(10, 60, 0)];
         assert!(missing_outside(&restarted, 0..0).unwrap_err().to_string().contains("restarted"));
@@ -186,12 +209,20 @@ mod tests {
                     peergrid_trainer_rollouts_total_other 3\n\
                     peergrid_trainer_stale_batches_total 1\n";
         let rollouts = prometheus_samples(text, "peergrid_trainer_rollouts_total");
-        let pairs = |l: &[(&str, &str)]| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let pairs = |l: &[(&str, &str)]| {
+            l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()
+        };
         assert_eq!(
             rollouts,
-            vec![(pairs(&[("node", "a1"), ("outcome", "accepted")]), 7.0), (pairs(&[("node", "b2"), ("outcome", "stale")]), 1.0)]
+            vec![
+                (pairs(&[("node", "a1"), ("outcome", "accepted")]), 7.0),
+                (pairs(&[("node", "b2"), ("outcome", "stale")]), 1.0)
+            ]
         );
-        assert_eq!(prometheus_samples(text, "peergrid_trainer_stale_batches_total"), vec![(vec![], 1.0)]);
+        assert_eq!(
+            prometheus_samples(text, "peergrid_trainer_stale_batches_total"),
+            vec![(vec![], 1.0)]
+        );
         assert!(prometheus_samples(text, "peergrid_market_slots").is_empty());
     }
 
@@ -203,7 +234,13 @@ mod tests {
                     peergrid_trainer_rollouts_total{node=\"b\",outcome=\"stale\"} 2\n";
         let t = TrainerFigures::parse(text).unwrap();
         assert_eq!(
-            (t.version, t.stale_batches, t.count("a", "accepted"), t.count("b", "stale"), t.count("b", "accepted")),
+            (
+                t.version,
+                t.stale_batches,
+                t.count("a", "accepted"),
+                t.count("b", "stale"),
+                t.count("b", "accepted")
+            ),
             (7, 2, 6, 2, 0)
         );
         assert_eq!(t.nodes(), BTreeSet::from(["a".to_owned(), "b".to_owned()]));

@@ -30,7 +30,10 @@ pub fn bin_dir() -> Result<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test-exe>
-    let dir = exe.parent().and_then(Path::parent).ok_or_else(|| anyhow!("no target dir above {}", exe.display()))?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("no target dir above {}", exe.display()))?;
     Ok(dir.to_path_buf())
 }
 
@@ -69,7 +72,10 @@ impl Proc {
             .env("PEERGRID_AGENT_TOKEN", AGENT_TOKEN)
             .env("PEERGRID_OPERATOR_TOKEN", OPERATOR_TOKEN)
             // Each rollout's verdict and wait, so a stalled round can be read off the logs.
-            .env("RUST_LOG", std::env::var("PEERGRID_PROC_LOG").unwrap_or_else(|_| PROC_LOG.to_owned()))
+            .env(
+                "RUST_LOG",
+                std::env::var("PEERGRID_PROC_LOG").unwrap_or_else(|_| PROC_LOG.to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -81,7 +87,8 @@ impl Proc {
 
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+            let _ =
+                Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
         }
     }
 
@@ -162,8 +169,12 @@ pub struct ProcessCluster {
     trainer_port: u16,
 }
 
-type MarketClient = market::market_service_client::MarketServiceClient<InterceptedService<Channel, BearerInterceptor>>;
-type LearnerClient = learner::learner_service_client::LearnerServiceClient<InterceptedService<Channel, BearerInterceptor>>;
+type MarketClient = market::market_service_client::MarketServiceClient<
+    InterceptedService<Channel, BearerInterceptor>,
+>;
+type LearnerClient = learner::learner_service_client::LearnerServiceClient<
+    InterceptedService<Channel, BearerInterceptor>,
+>;
 
 impl ProcessClusterBuilder {
     /// Starts the trainer, the market and the agent-nodes, and waits until
@@ -215,7 +226,11 @@ impl ProcessClusterBuilder {
             cluster.agents.push(p);
         }
         let total: u32 = self.nodes.iter().sum();
-        cluster.wait("every agent-node joined the market", Duration::from_secs(60), |m, _| m.prosumers == total).await?;
+        cluster
+            .wait("every agent-node joined the market", Duration::from_secs(60), |m, _| {
+                m.prosumers == total
+            })
+            .await?;
         Ok(cluster)
     }
 }
@@ -231,7 +246,10 @@ impl ProcessCluster {
 
     async fn market_client(&self) -> Result<MarketClient> {
         let channel = Self::channel(self.market_port).await?;
-        Ok(market::market_service_client::MarketServiceClient::with_interceptor(channel, BearerInterceptor::new(OPERATOR_TOKEN)?))
+        Ok(market::market_service_client::MarketServiceClient::with_interceptor(
+            channel,
+            BearerInterceptor::new(OPERATOR_TOKEN)?,
+        ))
     }
 
     async fn learner_client(&self) -> Result<LearnerClient> {
@@ -289,7 +307,12 @@ impl ProcessCluster {
     }
 
     /// Waits until the trainer has published `n` more versions than `from`.
-    pub async fn wait_for_learning(&mut self, from: u64, n: u64, timeout: Duration) -> Result<learner::StatusResponse> {
+    pub async fn wait_for_learning(
+        &mut self,
+        from: u64,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<learner::StatusResponse> {
         let what = format!("the trainer publishes version {} (from {from})", from + n);
         Ok(self.wait(&what, timeout, |_, t| t.version >= from + n).await?.1)
     }

@@ -37,7 +37,10 @@ struct Shared {
 
 #[tonic::async_trait]
 impl PolicyService for Shared {
-    async fn act(&self, request: tonic::Request<pb::ActRequest>) -> Result<tonic::Response<pb::ActResponse>, tonic::Status> {
+    async fn act(
+        &self,
+        request: tonic::Request<pb::ActRequest>,
+    ) -> Result<tonic::Response<pb::ActResponse>, tonic::Status> {
         let batch = ObservationBatch::try_from(request.into_inner())?;
         let behaviour = *self.behaviour.lock().expect("not poisoned");
         let action = match behaviour {
@@ -104,10 +107,14 @@ impl StandInPolicy {
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
         self.addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder().add_service(PolicyServiceServer::new(self.shared.clone()));
-        tokio::spawn(server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stopped.await;
-        }));
+        let server = tonic::transport::Server::builder()
+            .add_service(PolicyServiceServer::new(self.shared.clone()));
+        tokio::spawn(server.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         self.stop = Some(stop);
         Ok(())
     }

@@ -39,7 +39,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use peergrid_e2e::compose::{docker_unavailable, http_get, repo_root, run, tail, wait_for, ComposeProject};
+use peergrid_e2e::compose::{
+    docker_unavailable, http_get, repo_root, run, tail, wait_for, ComposeProject,
+};
 use peergrid_e2e::measure::{missing_outside, MarketStatus as Status, TrainerFigures as Trainer};
 
 /// Prosumers per agent-node (small: the test is about the cluster, not scale).
@@ -88,7 +90,11 @@ fn compose_cluster_learns_through_scaling_restarts_and_a_killed_node() {
         eprintln!("--- compose logs ({}) ---\n{}", project.name, project.logs(60));
         panic!("compose cluster test failed: {e:#}");
     }
-    println!("compose cluster test: build {:.0?}, cluster {:.0?}", built, started.elapsed() - built);
+    println!(
+        "compose cluster test: build {:.0?}, cluster {:.0?}",
+        built,
+        started.elapsed() - built
+    );
 }
 
 /// Settings for the compose file: fresh tokens, ephemeral host ports on the
@@ -96,7 +102,9 @@ fn compose_cluster_learns_through_scaling_restarts_and_a_killed_node() {
 /// that all join before slot 0. Timing and learning stay the file's
 /// defaults.
 fn env(tag: &str) -> Vec<(String, String)> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let unique = format!("{:x}{:x}", std::process::id(), nanos);
     let mut vars: Vec<(String, String)> = [
         ("PEERGRID_AGENT_TOKEN", format!("test-agent-token-{unique}-0123456789")),
@@ -109,8 +117,12 @@ fn env(tag: &str) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    for port in ["PEERGRID_MARKET_PORT", "PEERGRID_MARKET_METRICS_PORT", "PEERGRID_TRAINER_PORT", "PEERGRID_TRAINER_METRICS_PORT"]
-    {
+    for port in [
+        "PEERGRID_MARKET_PORT",
+        "PEERGRID_MARKET_METRICS_PORT",
+        "PEERGRID_TRAINER_PORT",
+        "PEERGRID_TRAINER_METRICS_PORT",
+    ] {
         vars.push((port.to_owned(), String::new()));
     }
     vars
@@ -145,7 +157,12 @@ struct Cluster<'a> {
 impl<'a> Cluster<'a> {
     fn new(project: &'a ComposeProject) -> Cluster<'a> {
         let started = Instant::now();
-        Cluster { project, started, deadline: started + CLUSTER_TIMEOUT, samples: RefCell::new(Vec::new()) }
+        Cluster {
+            project,
+            started,
+            deadline: started + CLUSTER_TIMEOUT,
+            samples: RefCell::new(Vec::new()),
+        }
     }
 
     fn say(&self, what: &str) {
@@ -170,7 +187,12 @@ impl<'a> Cluster<'a> {
         self.samples.borrow().len().saturating_sub(1)
     }
 
-    fn wait_market(&self, what: &str, limit: Duration, done: impl Fn(&Status) -> bool) -> Result<Status> {
+    fn wait_market(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Status) -> bool,
+    ) -> Result<Status> {
         let s = wait_for(what, self.left(limit), || {
             let s = self.status()?;
             Ok(done(&s).then_some(s))
@@ -189,10 +211,14 @@ impl<'a> Cluster<'a> {
     }
 
     fn wait_version(&self, what: &str, at_least: u64) -> Result<Trainer> {
-        let t = wait_for(&format!("{what} (trainer policy version ≥ {at_least})"), self.left(STEP_TIMEOUT), || {
-            let t = self.trainer()?;
-            Ok((t.version >= at_least).then_some(t))
-        })?;
+        let t = wait_for(
+            &format!("{what} (trainer policy version ≥ {at_least})"),
+            self.left(STEP_TIMEOUT),
+            || {
+                let t = self.trainer()?;
+                Ok((t.version >= at_least).then_some(t))
+            },
+        )?;
         self.say(&format!("{what}: policy version {}", t.version));
         Ok(t)
     }
@@ -203,13 +229,19 @@ impl<'a> Cluster<'a> {
     /// rollouts between two scrapes, as a round may be open at either).
     fn steady(&self, what: &str, live: &[Agent]) -> Result<()> {
         let t0 = self.trainer()?;
-        let t1 = self.wait_version(&format!("steady window, {what}"), t0.version + STEADY_VERSIONS)?;
+        let t1 =
+            self.wait_version(&format!("steady window, {what}"), t0.version + STEADY_VERSIONS)?;
         let n = t1.version - t0.version;
         let stale: Vec<String> = t1
             .nodes()
             .into_iter()
             .filter(|node| t1.count(node, "stale") > t0.count(node, "stale"))
-            .map(|node| format!("{node} +{}", t1.count(&node, "stale").saturating_sub(t0.count(&node, "stale"))))
+            .map(|node| {
+                format!(
+                    "{node} +{}",
+                    t1.count(&node, "stale").saturating_sub(t0.count(&node, "stale"))
+                )
+            })
             .collect();
         ensure!(
             t1.stale_batches == t0.stale_batches,
@@ -231,11 +263,19 @@ impl<'a> Cluster<'a> {
                     t1.rollouts
                 );
             } else {
-                ensure!(accepted == 0, "{what}: node {node}, not live, had {accepted} rollouts accepted: {:?}", t1.rollouts);
+                ensure!(
+                    accepted == 0,
+                    "{what}: node {node}, not live, had {accepted} rollouts accepted: {:?}",
+                    t1.rollouts
+                );
             }
         }
         for name in &live_names {
-            ensure!(t1.nodes().contains(*name), "{what}: live node {name} never sent a rollout: {:?}", t1.rollouts);
+            ensure!(
+                t1.nodes().contains(*name),
+                "{what}: live node {name} never sent a rollout: {:?}",
+                t1.rollouts
+            );
         }
         self.say(&format!(
             "steady window, {what}: versions {}..{}, 0 stale, {} live nodes in every update",
@@ -253,16 +293,29 @@ impl<'a> Cluster<'a> {
 
     fn inspect(&self, agents: &[Agent]) -> Result<BTreeMap<String, ContainerState>> {
         let mut cmd = Command::new("docker");
-        cmd.args(["inspect", "-f", "{{.Id}} {{.State.Status}} {{.RestartCount}} {{.State.ExitCode}} {{.State.StartedAt}}"]);
+        cmd.args([
+            "inspect",
+            "-f",
+            "{{.Id}} {{.State.Status}} {{.RestartCount}} {{.State.ExitCode}} {{.State.StartedAt}}",
+        ]);
         cmd.args(agents.iter().map(|a| &a.id));
-        let out = String::from_utf8_lossy(&run(&mut cmd, Duration::from_secs(30))?.stdout).into_owned();
+        let out =
+            String::from_utf8_lossy(&run(&mut cmd, Duration::from_secs(30))?.stdout).into_owned();
         let lines: Vec<&str> = out.lines().collect();
-        ensure!(lines.len() == agents.len(), "`docker inspect` of {} containers printed: {out}", agents.len());
+        ensure!(
+            lines.len() == agents.len(),
+            "`docker inspect` of {} containers printed: {out}",
+            agents.len()
+        );
         let mut states = BTreeMap::new();
         // One line per container, in the order asked.
         for (agent, line) in agents.iter().zip(lines) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            ensure!(f.len() == 5 && f[0].starts_with(&agent.id), "unexpected `docker inspect` line for {}: '{line}'", agent.id);
+            ensure!(
+                f.len() == 5 && f[0].starts_with(&agent.id),
+                "unexpected `docker inspect` line for {}: '{line}'",
+                agent.id
+            );
             let state = ContainerState {
                 status: f[1].to_owned(),
                 restarts: f[2].parse()?,
@@ -275,13 +328,21 @@ impl<'a> Cluster<'a> {
     }
 
     fn wait_healthy(&self, agents: &[Agent]) -> Result<()> {
-        wait_for(&format!("{} healthy agent-node containers", agents.len()), self.left(STEP_TIMEOUT), || {
-            let mut inspect = Command::new("docker");
-            inspect.args(["inspect", "-f", "{{.State.Health.Status}}"]).args(agents.iter().map(|a| &a.id));
-            let health = String::from_utf8_lossy(&run(&mut inspect, Duration::from_secs(30))?.stdout).into_owned();
-            ensure!(!health.contains("unhealthy"), "an agent-node is unhealthy: {health}");
-            Ok(health.lines().all(|h| h == "healthy").then_some(()))
-        })
+        wait_for(
+            &format!("{} healthy agent-node containers", agents.len()),
+            self.left(STEP_TIMEOUT),
+            || {
+                let mut inspect = Command::new("docker");
+                inspect
+                    .args(["inspect", "-f", "{{.State.Health.Status}}"])
+                    .args(agents.iter().map(|a| &a.id));
+                let health =
+                    String::from_utf8_lossy(&run(&mut inspect, Duration::from_secs(30))?.stdout)
+                        .into_owned();
+                ensure!(!health.contains("unhealthy"), "an agent-node is unhealthy: {health}");
+                Ok(health.lines().all(|h| h == "healthy").then_some(()))
+            },
+        )
     }
 }
 
@@ -293,26 +354,43 @@ fn prosumers_of(n: u64) -> u64 {
 fn scenario(c: &Cluster) -> Result<()> {
     // The ledger starts at slot 0, where all first nodes were connected
     // (clearing waits for PEERGRID_MARKET_MIN_PROSUMERS of them).
-    c.samples.borrow_mut().push(Status { prosumers: prosumers_of(FIRST_NODES), ..Status::default() });
+    c.samples
+        .borrow_mut()
+        .push(Status { prosumers: prosumers_of(FIRST_NODES), ..Status::default() });
 
     // 1. Three agent-nodes (compose starts them once market-node and trainer are healthy).
-    c.project.exec(&["up", "-d", "--scale", &format!("agent-node={FIRST_NODES}")], Duration::from_secs(180))?;
-    c.wait_market("3 agent-nodes clearing", STEP_TIMEOUT, |s| s.prosumers == prosumers_of(3) && s.slot > 5)?;
+    c.project.exec(
+        &["up", "-d", "--scale", &format!("agent-node={FIRST_NODES}")],
+        Duration::from_secs(180),
+    )?;
+    c.wait_market("3 agent-nodes clearing", STEP_TIMEOUT, |s| {
+        s.prosumers == prosumers_of(3) && s.slot > 5
+    })?;
     let first = c.agents()?;
     ensure!(first.len() == 3, "expected 3 agent-node containers, found {first:?}");
     // Every node announces its first rollout as it begins it (all three
     // before slot 0 clears: clearing waits for all of them), so the first
     // round waits for all three and nothing is stale from the start.
     let t = c.wait_version("3 agent-nodes learning", 3)?;
-    ensure!(t.stale_batches == 0, "{} stale rollouts in the first rounds: {:?}", t.stale_batches, t.rollouts);
+    ensure!(
+        t.stale_batches == 0,
+        "{} stale rollouts in the first rounds: {:?}",
+        t.stale_batches,
+        t.rollouts
+    );
     c.steady("3 agent-nodes", &first)?;
 
     // 2. Scale to five: the market assigns the new nodes fresh id ranges,
     // the trainer waits for their first rollouts (a newcomer that begins
     // while a round's end is held may be stale once: the window below
     // starts two versions later).
-    c.project.exec(&["up", "-d", "--no-recreate", "--scale", "agent-node=5"], Duration::from_secs(180))?;
-    c.wait_market("scaled to 5 agent-nodes", STEP_TIMEOUT, |s| s.prosumers == prosumers_of(5) && s.nodes == 5)?;
+    c.project.exec(
+        &["up", "-d", "--no-recreate", "--scale", "agent-node=5"],
+        Duration::from_secs(180),
+    )?;
+    c.wait_market("scaled to 5 agent-nodes", STEP_TIMEOUT, |s| {
+        s.prosumers == prosumers_of(5) && s.nodes == 5
+    })?;
     let five = c.agents()?;
     ensure!(five.len() == 5, "expected 5 agent-node containers, found {five:?}");
     c.wait_healthy(&five)?;
@@ -325,7 +403,9 @@ fn scenario(c: &Cluster) -> Result<()> {
     // resumes from it, the nodes resubscribe and push again.
     let before = c.trainer()?.version;
     c.project.exec(&["restart", "-t", "60", "trainer"], Duration::from_secs(180))?;
-    let resumed = wait_for("the restarted trainer's metrics", c.left(STEP_TIMEOUT), || Ok(Some(c.trainer()?)))?;
+    let resumed = wait_for("the restarted trainer's metrics", c.left(STEP_TIMEOUT), || {
+        Ok(Some(c.trainer()?))
+    })?;
     c.say(&format!("trainer restarted: version {before} before, {} resumed", resumed.version));
     ensure!(
         resumed.version >= before,
@@ -340,18 +420,37 @@ fn scenario(c: &Cluster) -> Result<()> {
     // nobody stays absent, no lease expires).
     let restarted = &five[0];
     let s = c.status()?;
-    run(Command::new("docker").args(["restart", "-t", "15", &restarted.id]), Duration::from_secs(120))?;
+    run(
+        Command::new("docker").args(["restart", "-t", "15", &restarted.id]),
+        Duration::from_secs(120),
+    )?;
     let back = c.wait_market("the restarted agent-node is back", STEP_TIMEOUT, |b| {
         b.prosumers == prosumers_of(5) && b.nodes == 5 && b.absent_prosumers == 0 && b.slot > s.slot
     })?;
-    ensure!(back.leases_expired == s.leases_expired, "a lease expired although the node came back: {back:?}");
+    ensure!(
+        back.leases_expired == s.leases_expired,
+        "a lease expired although the node came back: {back:?}"
+    );
     let logs = run(Command::new("docker").args(["logs", &restarted.id]), Duration::from_secs(60))?;
-    let logs = format!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    );
     for needle in ["resuming the saved session", "households continue from their saved state"] {
-        ensure!(logs.contains(needle), "the restarted agent-node's log lacks '{needle}':\n{}", tail(&logs, 30));
+        ensure!(
+            logs.contains(needle),
+            "the restarted agent-node's log lacks '{needle}':\n{}",
+            tail(&logs, 30)
+        );
     }
-    ensure!(!logs.contains("cannot resume"), "the market refused the restarted node's session:\n{}", tail(&logs, 30));
-    let mut expected_starts: BTreeMap<String, String> = states.into_iter().map(|(id, s)| (id, s.started_at)).collect();
+    ensure!(
+        !logs.contains("cannot resume"),
+        "the market refused the restarted node's session:\n{}",
+        tail(&logs, 30)
+    );
+    let mut expected_starts: BTreeMap<String, String> =
+        states.into_iter().map(|(id, s)| (id, s.started_at)).collect();
     let restarted_state = c.inspect(std::slice::from_ref(restarted))?;
     expected_starts.insert(restarted.id.clone(), restarted_state[&restarted.id].started_at.clone());
 
@@ -364,10 +463,13 @@ fn scenario(c: &Cluster) -> Result<()> {
     let before_kill = c.status()?;
     let kill_from = c.last_sample();
     run(Command::new("docker").args(["kill", &killed.id]), Duration::from_secs(60))?;
-    c.wait_market("the killed node's households absent", STEP_TIMEOUT, |s| s.prosumers == prosumers_of(4) && s.nodes == 4)?;
-    let gone = c.wait_market("the killed node's lease expired", LEASE_GRACE + STEP_TIMEOUT, |s| {
-        s.absent_prosumers == 0 && s.leases_expired > before_kill.leases_expired
+    c.wait_market("the killed node's households absent", STEP_TIMEOUT, |s| {
+        s.prosumers == prosumers_of(4) && s.nodes == 4
     })?;
+    let gone =
+        c.wait_market("the killed node's lease expired", LEASE_GRACE + STEP_TIMEOUT, |s| {
+            s.absent_prosumers == 0 && s.leases_expired > before_kill.leases_expired
+        })?;
     let kill_to = c.last_sample();
     ensure!(
         gone.prosumers == prosumers_of(4) && gone.nodes == 4,
@@ -400,8 +502,12 @@ fn scenario(c: &Cluster) -> Result<()> {
     // restarted market counts slots from zero) and learning goes on.
     let version = c.trainer()?.version;
     c.project.exec(&["restart", "-t", "10", "market-node"], Duration::from_secs(120))?;
-    let s = c.wait_market("clearing after a market restart", STEP_TIMEOUT, |s| s.prosumers == prosumers_of(4) && s.slot > 5)?;
-    c.wait_market("slots continuing", STEP_TIMEOUT, |n| n.prosumers == prosumers_of(4) && n.nodes == 4 && n.slot > s.slot + 5)?;
+    let s = c.wait_market("clearing after a market restart", STEP_TIMEOUT, |s| {
+        s.prosumers == prosumers_of(4) && s.slot > 5
+    })?;
+    c.wait_market("slots continuing", STEP_TIMEOUT, |n| {
+        n.prosumers == prosumers_of(4) && n.nodes == 4 && n.slot > s.slot + 5
+    })?;
     c.wait_version("learning after the market restart", version + 1)?;
 
     // No agent-node exited on its own: every one but the killed one runs
@@ -410,14 +516,19 @@ fn scenario(c: &Cluster) -> Result<()> {
     for agent in &live {
         let state = &states[&agent.id];
         ensure!(
-            state.status == "running" && state.restarts == 0 && state.started_at == expected_starts[&agent.id],
+            state.status == "running"
+                && state.restarts == 0
+                && state.started_at == expected_starts[&agent.id],
             "agent-node {} exited or was restarted on its own: {state:?} (started at {} before)",
             agent.name,
             expected_starts[&agent.id]
         );
     }
     let k = &states[&killed.id];
-    ensure!(k.status == "exited" && k.exit_code == 137, "the killed agent-node is not the one docker killed: {k:?}");
+    ensure!(
+        k.status == "exited" && k.exit_code == 137,
+        "the killed agent-node is not the one docker killed: {k:?}"
+    );
     c.say("every agent-node but the killed one still runs its process");
     Ok(())
 }
@@ -430,9 +541,11 @@ fn the_compose_file_parses_for_docker_compose() {
         return;
     }
     let file = repo_root().join("deploy/compose.yaml");
-    let config =
-        run(Command::new("docker-compose").arg("-f").arg(&file).args(["--profile", "tools", "config"]), Duration::from_secs(60))
-            .expect("docker-compose config");
+    let config = run(
+        Command::new("docker-compose").arg("-f").arg(&file).args(["--profile", "tools", "config"]),
+        Duration::from_secs(60),
+    )
+    .expect("docker-compose config");
     let config = String::from_utf8_lossy(&config.stdout);
     for service in ["market-node:", "trainer:", "agent-node:", "cli:"] {
         assert!(config.contains(service), "{service} missing from:\n{config}");
@@ -440,5 +553,8 @@ fn the_compose_file_parses_for_docker_compose() {
     assert!(config.contains("condition: service_healthy"), "{config}");
     // Every agent-node replica keeps its state in a volume of its own.
     assert!(config.contains("PEERGRID_AGENT_STATE_DIR: /var/lib/peergrid/agent"), "{config}");
-    assert!(config.contains("- /var/lib/peergrid/agent"), "an anonymous volume per replica:\n{config}");
+    assert!(
+        config.contains("- /var/lib/peergrid/agent"),
+        "an anonymous volume per replica:\n{config}"
+    );
 }

@@ -16,15 +16,20 @@ fn dataset() -> Arc<Dataset> {
 }
 
 fn reference_kpis(ds: &Arc<Dataset>, n: usize, seed: u64, slots: std::ops::Range<usize>) -> Kpis {
-    let prosumers = generate_community(ds, &CommunityConfig { n_prosumers: n, seed, ..Default::default() }).unwrap();
-    let mut sim = Simulation::new(ds.clone(), prosumers, SimConfig::default(), slots.collect()).unwrap();
+    let prosumers =
+        generate_community(ds, &CommunityConfig { n_prosumers: n, seed, ..Default::default() })
+            .unwrap();
+    let mut sim =
+        Simulation::new(ds.clone(), prosumers, SimConfig::default(), slots.collect()).unwrap();
     sim.run(&mut RuleBased)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_reproduce_the_reference_simulation_exactly() {
     let ds = dataset();
-    let builder = ClusterBuilder { start_slot: 100, ..ClusterBuilder::default() }.nodes(&[8, 8]).max_slots(96);
+    let builder = ClusterBuilder { start_slot: 100, ..ClusterBuilder::default() }
+        .nodes(&[8, 8])
+        .max_slots(96);
     let cluster = builder.clone().start(ds.clone()).await.unwrap();
     let (status, reports) = cluster.finish().await.unwrap();
     let kpis = Kpis::from(status.kpis.as_ref().expect("status carries KPIs"));
@@ -45,7 +50,8 @@ async fn a_stopped_node_is_absent_not_missing_and_a_restarted_node_resumes_its_s
     let ds = dataset();
     let builder = ClusterBuilder { deadline_ms: 150, ..ClusterBuilder::default() }.nodes(&[8]);
     let mut cluster = builder.start(ds).await.unwrap();
-    let state_dir = std::env::temp_dir().join(format!("peergrid-node-state-{}", std::process::id()));
+    let state_dir =
+        std::env::temp_dir().join(format!("peergrid-node-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state_dir);
     let node1 = cluster.spawn_agent("node-1", 8, Some(state_dir.clone()));
     cluster.wait_for_prosumers(16).await.unwrap();
@@ -56,7 +62,10 @@ async fn a_stopped_node_is_absent_not_missing_and_a_restarted_node_resumes_its_s
     assert!(state_dir.join("session.json").exists(), "the session is kept for a restart");
     let before = cluster.status().await.unwrap();
     let after = cluster.wait_for_slot(before.slot + 5).await.unwrap();
-    assert_eq!(after.missing_reports, before.missing_reports, "a node without a stream is absent, not missing");
+    assert_eq!(
+        after.missing_reports, before.missing_reports,
+        "a node without a stream is absent, not missing"
+    );
     assert!(after.absent_reports >= before.absent_reports + 5 * 8, "{before:?} → {after:?}");
     assert_eq!(after.absent_prosumers, 8);
     assert!(after.energy_balance_error_kwh < 1e-9 && after.money_balance_error < 1e-9, "{after:?}");
@@ -68,7 +77,10 @@ async fn a_stopped_node_is_absent_not_missing_and_a_restarted_node_resumes_its_s
     let later = cluster.wait_for_slot(rejoined.slot + 3).await.unwrap();
     assert_eq!(later.prosumers, 16, "the restarted node took back its 8 prosumers, no new range");
     assert_eq!(later.absent_prosumers, 0);
-    assert_eq!(later.missing_reports, rejoined.missing_reports, "nobody is missing once the node is back");
+    assert_eq!(
+        later.missing_reports, rejoined.missing_reports,
+        "nobody is missing once the node is back"
+    );
 
     // Its households continued from their saved state: their returns count
     // the slots before the restart too.
@@ -76,7 +88,11 @@ async fn a_stopped_node_is_absent_not_missing_and_a_restarted_node_resumes_its_s
     for (before, after) in report.returns.iter().zip(&report_again.returns) {
         assert_eq!(before.prosumer_id, after.prosumer_id);
         assert!(after.slots_settled > report_again.slots_cleared, "{after:?} continues {before:?}");
-        assert_eq!(after.slots_settled, before.slots_settled + report_again.slots_cleared, "{after:?} continues {before:?}");
+        assert_eq!(
+            after.slots_settled,
+            before.slots_settled + report_again.slots_cleared,
+            "{after:?} continues {before:?}"
+        );
     }
     let again = cluster.spawn_agent("node-1-third", 8, Some(state_dir.clone()));
     cluster.wait_for_prosumers(16).await.unwrap();
@@ -86,11 +102,18 @@ async fn a_stopped_node_is_absent_not_missing_and_a_restarted_node_resumes_its_s
     let k = cluster.status().await.unwrap();
     let after_kill = cluster.wait_for_slot(k.slot + 4).await.unwrap();
     assert!(after_kill.absent_reports > k.absent_reports, "{after_kill:?}");
-    assert!(after_kill.energy_balance_error_kwh < 1e-9 && after_kill.money_balance_error < 1e-9, "{after_kill:?}");
+    assert!(
+        after_kill.energy_balance_error_kwh < 1e-9 && after_kill.money_balance_error < 1e-9,
+        "{after_kill:?}"
+    );
     let (status, reports) = cluster.stop().await.unwrap();
     assert_eq!(status.prosumers, 8, "only node 0 is still connected");
     assert_eq!(reports.len(), 1, "node 0 ran to the end");
-    assert!(reports[0].slots_cleared + 1 >= status.slot, "node 0 took part in every slot: {:?}", reports[0].slots_cleared);
+    assert!(
+        reports[0].slots_cleared + 1 >= status.slot,
+        "node 0 took part in every slot: {:?}",
+        reports[0].slots_cleared
+    );
     assert!(report.session_id.is_some());
     let _ = std::fs::remove_dir_all(&state_dir);
 }
@@ -112,7 +135,9 @@ async fn pause_step_resume_and_an_injected_pv_drop_show_in_the_next_slots() {
     use peergrid_proto::pb::market::v1 as market;
     let ds = dataset();
     // Start at 09:00 on a summer day so PV is well above zero.
-    let builder = ClusterBuilder { start_slot: 24 * 10 + 9, auto_start: false, ..ClusterBuilder::default() }.nodes(&[6, 6]);
+    let builder =
+        ClusterBuilder { start_slot: 24 * 10 + 9, auto_start: false, ..ClusterBuilder::default() }
+            .nodes(&[6, 6]);
     let cluster = builder.start(ds).await.unwrap();
     let mut ctl = cluster.control_client().await.unwrap();
     let paused = cluster.status().await.unwrap();
@@ -121,7 +146,14 @@ async fn pause_step_resume_and_an_injected_pv_drop_show_in_the_next_slots() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(cluster.status().await.unwrap().slot, paused.slot, "a paused market opens no slot");
 
-    let mut watch = cluster.market_client().await.unwrap().watch(market::WatchRequest {}).await.unwrap().into_inner();
+    let mut watch = cluster
+        .market_client()
+        .await
+        .unwrap()
+        .watch(market::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let step = |n| control::StepRequest { count: n };
     ctl.step(step(1)).await.unwrap();
     let normal = next_summary(&mut watch).await;
@@ -159,7 +191,11 @@ async fn pause_step_resume_and_an_injected_pv_drop_show_in_the_next_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_market_takes_the_nodes_back_and_the_run_continues() {
     let ds = dataset();
-    let mut cluster = ClusterBuilder { deadline_ms: 300, ..ClusterBuilder::default() }.nodes(&[8, 8]).start(ds).await.unwrap();
+    let mut cluster = ClusterBuilder { deadline_ms: 300, ..ClusterBuilder::default() }
+        .nodes(&[8, 8])
+        .start(ds)
+        .await
+        .unwrap();
     cluster.wait_for_slot(10).await.unwrap();
     cluster.restart_market().await.unwrap();
     // The fresh market knows nobody; the nodes reconnect, resume their
@@ -167,7 +203,10 @@ async fn a_restarted_market_takes_the_nodes_back_and_the_run_continues() {
     cluster.wait_for_prosumers(16).await.unwrap();
     let status = cluster.wait_for_slot(10).await.unwrap();
     assert_eq!((status.nodes, status.prosumers), (2, 16));
-    assert!(status.energy_balance_error_kwh < 1e-9 && status.money_balance_error < 1e-9, "{status:?}");
+    assert!(
+        status.energy_balance_error_kwh < 1e-9 && status.money_balance_error < 1e-9,
+        "{status:?}"
+    );
     let (status, reports) = cluster.stop().await.unwrap();
     assert_eq!(status.missing_reports, 0, "the same 16 ids came back: nobody is missing");
     assert_eq!(reports.len(), 2);
@@ -183,9 +222,17 @@ async fn a_restarted_market_takes_the_nodes_back_and_the_run_continues() {
 async fn real_time_mode_paces_slots_and_fast_mode_takes_over_again() {
     use peergrid_proto::pb::control::v1 as control;
     let ds = dataset();
-    let cluster = ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }.nodes(&[4, 4]).start(ds).await.unwrap();
+    let cluster = ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }
+        .nodes(&[4, 4])
+        .start(ds)
+        .await
+        .unwrap();
     let mut ctl = cluster.control_client().await.unwrap();
-    let set_mode = |mode: control::Mode| control::SetModeRequest { mode: mode.into(), slot_period_ms: 20, deadline_ms: 0 };
+    let set_mode = |mode: control::Mode| control::SetModeRequest {
+        mode: mode.into(),
+        slot_period_ms: 20,
+        deadline_ms: 0,
+    };
     ctl.set_mode(set_mode(control::Mode::RealTime)).await.unwrap();
     ctl.start(control::Empty {}).await.unwrap();
     let rt = cluster.wait_for_slot(5).await.unwrap();
@@ -200,9 +247,15 @@ async fn real_time_mode_paces_slots_and_fast_mode_takes_over_again() {
     let from = cluster.wait_for_slot(switched.slot + 1).await.unwrap();
     let fast = cluster.wait_for_slot(from.slot + 20).await.unwrap();
     assert_eq!(fast.mode, "fast");
-    assert_eq!(fast.missing_reports, from.missing_reports, "fast mode waits for every report: {from:?} → {fast:?}");
+    assert_eq!(
+        fast.missing_reports, from.missing_reports,
+        "fast mode waits for every report: {from:?} → {fast:?}"
+    );
     assert!(fast.energy_balance_error_kwh < 1e-9);
-    let bad = ctl.set_mode(control::SetModeRequest { mode: 0, slot_period_ms: 0, deadline_ms: 0 }).await.unwrap_err();
+    let bad = ctl
+        .set_mode(control::SetModeRequest { mode: 0, slot_period_ms: 0, deadline_ms: 0 })
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
     ctl.pause(control::Empty {}).await.unwrap();
     cluster.stop().await.unwrap();

@@ -25,14 +25,17 @@ fn tools() -> Result<(PathBuf, PathBuf), String> {
         return Err("kubectl is not installed".into());
     }
     let venv = std::env::var_os("PEERGRID_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("PEERGRID_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/peergrid"));
+        let cache = std::env::var_os("PEERGRID_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/peergrid")
+        });
         cache.join("venv")
     });
     let validate = venv.join("bin/kubernetes-validate");
     if !validate.is_file() {
-        return Err(format!("{} is missing (make the venv with scripts/python-env.sh)", validate.display()));
+        return Err(format!(
+            "{} is missing (make the venv with scripts/python-env.sh)",
+            validate.display()
+        ));
     }
     Ok((kubectl, validate))
 }
@@ -41,7 +44,9 @@ fn tools() -> Result<(PathBuf, PathBuf), String> {
 fn tools_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
     match tools() {
         Ok(t) => Some(t),
-        Err(reason) if std::env::var_os("CI").is_some() => panic!("{test}: {reason} (required under CI)"),
+        Err(reason) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: {reason} (required under CI)")
+        }
         Err(reason) => {
             println!("SKIP {test}: {reason}");
             None
@@ -50,8 +55,11 @@ fn tools_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
 }
 
 fn kustomize(kubectl: &PathBuf) -> String {
-    let out = run(Command::new(kubectl).arg("kustomize").arg(repo_root().join("deploy/k8s")), Duration::from_secs(60))
-        .expect("kubectl kustomize deploy/k8s");
+    let out = run(
+        Command::new(kubectl).arg("kustomize").arg(repo_root().join("deploy/k8s")),
+        Duration::from_secs(60),
+    )
+    .expect("kubectl kustomize deploy/k8s");
     String::from_utf8(out.stdout).expect("UTF-8 manifests")
 }
 
@@ -91,7 +99,10 @@ fn k8s_manifests_validate_strictly_against_kubernetes_1_32() {
         "deployment/agent-node",
         "horizontalpodautoscaler/agent-node",
     ] {
-        assert!(report.contains(&format!("passed for resource {resource} ")), "{resource} not validated:\n{report}");
+        assert!(
+            report.contains(&format!("passed for resource {resource} ")),
+            "{resource} not validated:\n{report}"
+        );
     }
 }
 
@@ -112,7 +123,10 @@ fn k8s_manifests_use_grpc_probes_a_pvc_and_an_autoscaling_v2_hpa() {
         assert!(manifests.contains(needle), "rendered manifests lack '{needle}'");
     }
     // The market's and the trainer's probes are native gRPC probes.
-    assert!(manifests.matches("grpc:\n").count() >= 5, "expected gRPC probes on market-node and trainer:\n{manifests}");
+    assert!(
+        manifests.matches("grpc:\n").count() >= 5,
+        "expected gRPC probes on market-node and trainer:\n{manifests}"
+    );
 }
 
 #[test]

@@ -47,7 +47,12 @@ fn dataset() -> Arc<Dataset> {
 }
 
 fn ppo(seed: u64) -> PpoConfig {
-    PpoConfig { seed, minibatch_size: env_or("LEARN_MB", 128), learning_rate: env_or("LEARN_LR", 5e-4), ..PpoConfig::default() }
+    PpoConfig {
+        seed,
+        minibatch_size: env_or("LEARN_MB", 128),
+        learning_rate: env_or("LEARN_LR", 5e-4),
+        ..PpoConfig::default()
+    }
 }
 
 async fn start_trainer(
@@ -72,7 +77,11 @@ async fn start_trainer(
 async fn wait_for_version(trainer: &TrainerHandle, version: u64) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     while trainer.learner.status().version < version {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "trainer stuck at version {}", trainer.learner.status().version);
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "trainer stuck at version {}",
+            trainer.learner.status().version
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -84,7 +93,11 @@ fn current_policy(trainer: &TrainerHandle) -> PolicyWeights {
 }
 
 /// Trains `updates` synchronous updates of one node with `PROSUMERS` prosumers.
-async fn train(ds: Arc<Dataset>, seed: u64, updates: u64) -> Result<(Vec<UpdateRecord>, PolicyWeights, PolicyWeights)> {
+async fn train(
+    ds: Arc<Dataset>,
+    seed: u64,
+    updates: u64,
+) -> Result<(Vec<UpdateRecord>, PolicyWeights, PolicyWeights)> {
     if std::env::var_os("RUST_LOG").is_some() {
         peergrid_runtime::init_tracing(false);
     }
@@ -110,12 +123,21 @@ async fn train(ds: Arc<Dataset>, seed: u64, updates: u64) -> Result<(Vec<UpdateR
 }
 
 /// Mean daily return per prosumer over `days`, deterministic actions.
-fn daily_return(ds: &Arc<Dataset>, seed: u64, policy: &mut dyn Policy, days: std::ops::Range<usize>) -> f64 {
+fn daily_return(
+    ds: &Arc<Dataset>,
+    seed: u64,
+    policy: &mut dyn Policy,
+    days: std::ops::Range<usize>,
+) -> f64 {
     let n = env_or("LEARN_PROSUMERS", PROSUMERS);
-    let specs = generate_community(ds, &CommunityConfig { n_prosumers: n as usize, seed, ..CommunityConfig::default() })
-        .expect("community");
+    let specs = generate_community(
+        ds,
+        &CommunityConfig { n_prosumers: n as usize, seed, ..CommunityConfig::default() },
+    )
+    .expect("community");
     let slots: Vec<usize> = (days.start * 24..days.end * 24).collect();
-    let mut sim = Simulation::new(ds.clone(), specs, SimConfig::default(), slots).expect("simulation");
+    let mut sim =
+        Simulation::new(ds.clone(), specs, SimConfig::default(), slots).expect("simulation");
     let mut total = 0.0;
     while sim.step(policy).is_some() {
         total += sim.rewards().iter().map(|r| *r as f64).sum::<f64>();
@@ -144,7 +166,10 @@ async fn ppo_learns_a_better_policy_than_its_initial_one_and_the_rule() -> Resul
     eprintln!("daily return: rule-based {rule:.4}, initial {before:.4}, learned {after:.4}; training returns {returns:.3?}");
     // The untrained residual policy plays (almost exactly) the rule.
     assert_eq!(initial.net.spec.prior, ActionPrior::RuleBased);
-    assert!((before - rule).abs() < 0.005 * rule.abs(), "the initial policy is not the rule: {before} vs {rule}");
+    assert!(
+        (before - rule).abs() < 0.005 * rule.abs(),
+        "the initial policy is not the rule: {before} vs {rule}"
+    );
     // Deterministic evaluation over 1,792 prosumer-days: a gain of 2 % of
     // the (negative, cost-like) return of the better of the two cannot come
     // from noise.
@@ -160,7 +185,14 @@ async fn one_seed_gives_identical_training_runs() -> Result<()> {
     let (b, _, wb) = train(ds, 5, 3).await?;
     let key = |h: &[UpdateRecord]| {
         h.iter()
-            .map(|r| (r.version, r.samples, r.mean_episode_return.to_bits(), r.stats.policy_loss.to_bits()))
+            .map(|r| {
+                (
+                    r.version,
+                    r.samples,
+                    r.mean_episode_return.to_bits(),
+                    r.stats.policy_loss.to_bits(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(key(&a), key(&b));
@@ -189,7 +221,8 @@ async fn a_resumed_trainer_continues_from_its_checkpoint_version() -> Result<()>
     // Stop: a final checkpoint of whatever version is current.
     stop.trigger();
     trainer.join().await?;
-    let saved = peergrid_trainer::checkpoint::latest_version(&dir.join("checkpoints"))?.context("a checkpoint")?;
+    let saved = peergrid_trainer::checkpoint::latest_version(&dir.join("checkpoints"))?
+        .context("a checkpoint")?;
     assert!(saved >= 3, "final checkpoint at {saved}");
     // Resume on the same address: the agent-node reconnects by itself.
     let config = TrainerConfig {
@@ -239,11 +272,19 @@ fn batch(version: u64) -> pb::ExperienceBatch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_experience_is_refused_and_nothing_is_ingested() -> Result<()> {
     let (trainer, stop) = start_trainer(ppo(1), None, false).await?;
-    let channel = tonic::transport::Endpoint::from_shared(trainer.url().to_owned())?.connect().await?;
-    let mut client = LearnerServiceClient::with_interceptor(channel.clone(), BearerInterceptor::new(AGENT_TOKEN)?);
+    let channel =
+        tonic::transport::Endpoint::from_shared(trainer.url().to_owned())?.connect().await?;
+    let mut client = LearnerServiceClient::with_interceptor(
+        channel.clone(),
+        BearerInterceptor::new(AGENT_TOKEN)?,
+    );
     let cases: Vec<(Defect, Code, &str)> = vec![
         (Box::new(|b| b.rewards[1] = f32::NAN), Code::InvalidArgument, "rewards[1]"),
-        (Box::new(|b| b.observations.truncate(3 * OBS_DIM + 5)), Code::InvalidArgument, "observations"),
+        (
+            Box::new(|b| b.observations.truncate(3 * OBS_DIM + 5)),
+            Code::InvalidArgument,
+            "observations",
+        ),
         (Box::new(|b| b.prosumer_ids = vec![1, 1]), Code::InvalidArgument, "prosumer_ids[1]"),
         (Box::new(|b| b.policy_version = 9), Code::InvalidArgument, "policy_version"),
         (Box::new(|b| b.node_name.clear()), Code::InvalidArgument, "node_name"),
@@ -267,7 +308,8 @@ async fn bad_experience_is_refused_and_nothing_is_ingested() -> Result<()> {
     assert_eq!((s.samples_total, s.version), (0, 1));
     assert_eq!(trainer.learner.history().len(), 0);
     // The operator token may read status but not push.
-    let mut operator = LearnerServiceClient::with_interceptor(channel, BearerInterceptor::new(OPERATOR_TOKEN)?);
+    let mut operator =
+        LearnerServiceClient::with_interceptor(channel, BearerInterceptor::new(OPERATOR_TOKEN)?);
     let status = operator.push_experience(tokio_stream_once(batch(1))).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(operator.status(pb::StatusRequest {}).await?.into_inner().version, 1);
@@ -283,14 +325,20 @@ async fn bad_experience_is_refused_and_nothing_is_ingested() -> Result<()> {
     Ok(())
 }
 
-fn tokio_stream_once(b: pb::ExperienceBatch) -> impl tonic::codegen::tokio_stream::Stream<Item = pb::ExperienceBatch> {
+fn tokio_stream_once(
+    b: pb::ExperienceBatch,
+) -> impl tonic::codegen::tokio_stream::Stream<Item = pb::ExperienceBatch> {
     tonic::codegen::tokio_stream::once(b)
 }
 
 /// One actor's part of a rollout: `steps` quiet steps of prosumer `id`.
 fn part(id: u32, steps: usize) -> peergrid_agent_node::actors::ActorRollout {
     use peergrid_agent_node::actors::{ActorRollout, Step};
-    ActorRollout { prosumer_id: id, steps: vec![Step { reward: -0.1, ..Step::default() }; steps], bootstrap_value: 0.0 }
+    ActorRollout {
+        prosumer_id: id,
+        steps: vec![Step { reward: -0.1, ..Step::default() }; steps],
+        bootstrap_value: 0.0,
+    }
 }
 
 /// A node's learning side on its own (no market): 4-slot rollouts, learning
@@ -303,7 +351,9 @@ async fn learner_node(
     let cfg = peergrid_agent_node::config::AgentConfig {
         name: name.into(),
         learner: Some(trainer.url().to_owned()),
-        token: Some(peergrid_runtime::Secret::new("agent token", AGENT_TOKEN).expect("a valid test token")),
+        token: Some(
+            peergrid_runtime::Secret::new("agent token", AGENT_TOKEN).expect("a valid test token"),
+        ),
         rollout_slots: 4,
         learner_wait_ms: 60_000,
         ..peergrid_agent_node::config::AgentConfig::default()
@@ -319,8 +369,10 @@ async fn learner_node(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_that_announce_their_first_rollout_both_feed_the_first_update() -> Result<()> {
     let (trainer, controller) = start_trainer(ppo(5), None, false).await?;
-    let (mut a, mut b) =
-        (learner_node(&trainer, &controller, "node-a").await?, learner_node(&trainer, &controller, "node-b").await?);
+    let (mut a, mut b) = (
+        learner_node(&trainer, &controller, "node-a").await?,
+        learner_node(&trainer, &controller, "node-b").await?,
+    );
     // Both policy streams are open before the rollouts begin (an agent-node
     // subscribes before it joins the market).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -353,13 +405,19 @@ async fn nodes_that_announce_their_first_rollout_both_feed_the_first_update() ->
     // node-a waits for node-b's rollout: the round is not closed without it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(trainer.learner.status().version, first, "the round waits for node-b");
-    let b_next = tokio::time::timeout(Duration::from_secs(30), b.exchange(vec![part(2, 4), part(3, 4)]))
+    let b_next =
+        tokio::time::timeout(Duration::from_secs(30), b.exchange(vec![part(2, 4), part(3, 4)]))
+            .await
+            .context("node-b got no version within 30 s after its rollout")?;
+    let (a_next, a_pushed, a_stale) = tokio::time::timeout(Duration::from_secs(30), a_pushes)
         .await
-        .context("node-b got no version within 30 s after its rollout")?;
-    let (a_next, a_pushed, a_stale) =
-        tokio::time::timeout(Duration::from_secs(30), a_pushes).await.context("node-a got no version within 30 s")??;
+        .context("node-a got no version within 30 s")??;
     assert_eq!((a_next, b_next.map(|l| l.version)), (Some(first + 1), Some(first + 1)));
-    assert_eq!((a_pushed, a_stale, b.pushed, b.stale), (1, 0, 1, 0), "both rollouts accepted, none stale");
+    assert_eq!(
+        (a_pushed, a_stale, b.pushed, b.stale),
+        (1, 0, 1, 0),
+        "both rollouts accepted, none stale"
+    );
     assert_eq!(trainer.learner.status().batches_stale, 0);
     controller.trigger();
     Ok(())
@@ -375,8 +433,10 @@ async fn nodes_that_announce_their_first_rollout_both_feed_the_first_update() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_rollout_is_stale_acts_on_the_version_that_closed_the_round() -> Result<()> {
     let (trainer, controller) = start_trainer(ppo(5), None, false).await?;
-    let (mut a, mut b) =
-        (learner_node(&trainer, &controller, "node-a").await?, learner_node(&trainer, &controller, "node-b").await?);
+    let (mut a, mut b) = (
+        learner_node(&trainer, &controller, "node-a").await?,
+        learner_node(&trainer, &controller, "node-b").await?,
+    );
     let first = trainer.learner.status().version;
     assert_eq!((a.current().version, b.current().version), (first, first));
     // node-a's rollout closes the round on its own: neither node is live
@@ -386,7 +446,10 @@ async fn a_node_whose_rollout_is_stale_acts_on_the_version_that_closed_the_round
     for slot in 0..4 {
         a.count_step(slot);
     }
-    let next = a.exchange(vec![part(0, 4), part(1, 4)]).await.context("node-a got no version after its rollout")?;
+    let next = a
+        .exchange(vec![part(0, 4), part(1, 4)])
+        .await
+        .context("node-a got no version after its rollout")?;
     assert_eq!(next.version, first + 1);
     for slot in 0..4 {
         b.count_step(slot);
@@ -402,10 +465,15 @@ async fn a_node_whose_rollout_is_stale_acts_on_the_version_that_closed_the_round
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let got = tokio::time::timeout(Duration::from_secs(10), b.exchange(vec![part(2, 4), part(3, 4)]))
-        .await
-        .context("node-b still waits for a version after the one that closed the round")?;
-    assert_eq!(got.map(|l| l.version), Some(first + 1), "node-b acts on the version that closed the round");
+    let got =
+        tokio::time::timeout(Duration::from_secs(10), b.exchange(vec![part(2, 4), part(3, 4)]))
+            .await
+            .context("node-b still waits for a version after the one that closed the round")?;
+    assert_eq!(
+        got.map(|l| l.version),
+        Some(first + 1),
+        "node-b acts on the version that closed the round"
+    );
     assert_eq!((b.stale, b.pushed), (1, 0), "node-b's rollout was stale");
     controller.trigger();
     Ok(())

@@ -19,7 +19,11 @@ fn reference_kpis_on_bundled_data() {
     let ds = Arc::new(bundled_citylearn().unwrap());
     let split = split_weeks(&ds, &WeekSplit::default());
     let slots = schedule(&split.test[..1]);
-    let community = generate_community(&ds, &CommunityConfig { n_prosumers: 24, seed: 7, ..Default::default() }).unwrap();
+    let community = generate_community(
+        &ds,
+        &CommunityConfig { n_prosumers: 24, seed: 7, ..Default::default() },
+    )
+    .unwrap();
     let mut out = String::new();
     writeln!(
         out,
@@ -30,7 +34,14 @@ fn reference_kpis_on_bundled_data() {
         slots[slots.len() - 1] + 1
     )
     .unwrap();
-    let results = evaluate(&ds, &community, &SimConfig::default(), &slots, &mut [&mut GridOnly, &mut RuleBased]).unwrap();
+    let results = evaluate(
+        &ds,
+        &community,
+        &SimConfig::default(),
+        &slots,
+        &mut [&mut GridOnly, &mut RuleBased],
+    )
+    .unwrap();
     for r in results {
         writeln!(out, "\n[{}]", r.policy).unwrap();
         let value = serde_json::to_value(&r.kpis).unwrap();

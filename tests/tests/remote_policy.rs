@@ -24,9 +24,13 @@ fn dataset() -> Arc<Dataset> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_remote_policy_decides_every_slot_and_the_households_play_its_actions() {
     let policy = StandInPolicy::start(Behaviour::Fixed(CHARGE)).await.unwrap();
-    let builder = ClusterBuilder { policy: PolicyChoice::Remote(policy.url()), start_slot: 100, ..ClusterBuilder::default() }
-        .nodes(&[6])
-        .max_slots(24);
+    let builder = ClusterBuilder {
+        policy: PolicyChoice::Remote(policy.url()),
+        start_slot: 100,
+        ..ClusterBuilder::default()
+    }
+    .nodes(&[6])
+    .max_slots(24);
     let cluster = builder.start(dataset()).await.unwrap();
     let (status, reports) = cluster.finish().await.unwrap();
 
@@ -39,7 +43,12 @@ async fn the_remote_policy_decides_every_slot_and_the_households_play_its_action
     // Charging only: conversion losses, but no discharge (cycles count discharged energy).
     assert!(kpis.battery_losses_kwh > 0.0, "the batteries charged: {kpis:?}");
     assert_eq!(kpis.battery_cycles, 0.0, "and never discharged: {kpis:?}");
-    assert_eq!((reports[0].remote_policy_calls, reports[0].remote_policy_fallbacks), (24, 0), "{:?}", reports[0]);
+    assert_eq!(
+        (reports[0].remote_policy_calls, reports[0].remote_policy_fallbacks),
+        (24, 0),
+        "{:?}",
+        reports[0]
+    );
 
     // The service: one call per slot for all six prosumers, each after the
     // first carrying the previous slot's outcome.
@@ -52,7 +61,12 @@ async fn the_remote_policy_decides_every_slot_and_the_households_play_its_action
         match (&b.previous, i) {
             (None, 0) => {}
             (Some(p), i) if i > 0 => {
-                assert_eq!((p.slot, p.remote_actions, p.outcomes.len()), (b.slot - 1, true, 6), "slot {}", b.slot);
+                assert_eq!(
+                    (p.slot, p.remote_actions, p.outcomes.len()),
+                    (b.slot - 1, true, 6),
+                    "slot {}",
+                    b.slot
+                );
                 assert!(p.outcomes.iter().all(|o| o.settled_by_market), "slot {}: {p:?}", b.slot);
             }
             (p, i) => panic!("call {i}: unexpected previous {p:?}"),
@@ -64,8 +78,17 @@ async fn the_remote_policy_decides_every_slot_and_the_households_play_its_action
     for p in 0..6 {
         for w in seen.windows(2) {
             let (a, b) = (&w[0].observations[p], &w[1].observations[p]);
-            if a[BATTERY_CAPACITY_KWH] > 0.0 && a[BATTERY_AVAILABLE] == 1.0 && b[BATTERY_AVAILABLE] == 1.0 {
-                assert!(b[SOC] >= a[SOC] - 1e-6, "prosumer {p}: SoC fell from {} to {} at slot {}", a[SOC], b[SOC], w[1].slot);
+            if a[BATTERY_CAPACITY_KWH] > 0.0
+                && a[BATTERY_AVAILABLE] == 1.0
+                && b[BATTERY_AVAILABLE] == 1.0
+            {
+                assert!(
+                    b[SOC] >= a[SOC] - 1e-6,
+                    "prosumer {p}: SoC fell from {} to {} at slot {}",
+                    a[SOC],
+                    b[SOC],
+                    w[1].slot
+                );
             }
         }
         rose = rose.max(seen[23].observations[p][SOC] - seen[0].observations[p][SOC]);
@@ -83,8 +106,10 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_policy_holds_the_market_and_a_gone_or_hung_one_falls_back_without_losing_a_report() {
-    let mut policy = StandInPolicy::start(Behaviour::Slow(CHARGE, Duration::from_millis(1_500))).await.unwrap();
+async fn a_slow_policy_holds_the_market_and_a_gone_or_hung_one_falls_back_without_losing_a_report()
+{
+    let mut policy =
+        StandInPolicy::start(Behaviour::Slow(CHARGE, Duration::from_millis(1_500))).await.unwrap();
     let builder = ClusterBuilder {
         policy: PolicyChoice::Remote(policy.url()),
         deadline_ms: 500,
@@ -123,7 +148,10 @@ async fn a_slow_policy_holds_the_market_and_a_gone_or_hung_one_falls_back_withou
         if s.holds >= before.holds + 2 && s.slot >= before.slot + 3 {
             break s;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for two held calls to the hung policy: {before:?} → {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for two held calls to the hung policy: {before:?} → {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(hung.missing_reports, 0, "{hung:?}");
@@ -134,11 +162,18 @@ async fn a_slow_policy_holds_the_market_and_a_gone_or_hung_one_falls_back_withou
     policy.set(Behaviour::Fixed(CHARGE));
     let since = cluster.status().await.unwrap().slot;
     let answered_since = || policy.seen().iter().filter(|b| b.slot >= since).count();
-    wait_for("the node calls the service again for 3 new slots", Duration::from_secs(30), || answered_since() >= 3).await;
+    wait_for("the node calls the service again for 3 new slots", Duration::from_secs(30), || {
+        answered_since() >= 3
+    })
+    .await;
     let (status, reports) = cluster.stop().await.unwrap();
     assert_eq!(status.missing_reports, 0, "{status:?}");
     let report = &reports[0];
     assert!(report.remote_policy_fallbacks >= 5 + 3, "gone and hung slots fell back: {report:?}");
     assert!(report.remote_policy_calls >= answered_slow as u64 + 3, "{report:?}");
-    assert_eq!(report.slots_played, report.remote_policy_calls + report.remote_policy_fallbacks, "{report:?}");
+    assert_eq!(
+        report.slots_played,
+        report.remote_policy_calls + report.remote_policy_fallbacks,
+        "{report:?}"
+    );
 }

@@ -30,7 +30,8 @@ fn dataset() -> Arc<Dataset> {
     Arc::new(bundled_citylearn().expect("bundled data"))
 }
 
-const TRAINER_SETTINGS: SettingNames = SettingNames { url: "--addr", ca: "--tls-ca", domain: "--tls-domain" };
+const TRAINER_SETTINGS: SettingNames =
+    SettingNames { url: "--addr", ca: "--tls-ca", domain: "--tls-domain" };
 
 /// A trainer on an ephemeral loopback port serving the fixture certificate.
 async fn start_tls_trainer() -> (TrainerHandle, ShutdownController) {
@@ -93,14 +94,21 @@ async fn a_tls_trainer_teaches_nodes_that_trust_its_ca() {
 
     // `trainer health` and `trainer status` over TLS, trusting the CA.
     let ca = tls_fixture("ca.pem");
-    assert!(peergrid_trainer::grpc::check_health(trainer_target(trainer.url(), Some(&ca), None)).await.unwrap());
+    assert!(peergrid_trainer::grpc::check_health(trainer_target(trainer.url(), Some(&ca), None))
+        .await
+        .unwrap());
     let operator = Secret::new("token", OPERATOR_TOKEN).unwrap();
-    let status =
-        peergrid_trainer::grpc::fetch_status(trainer_target(trainer.url(), Some(&ca), Some("localhost")), Some(&operator))
-            .await
-            .unwrap();
+    let status = peergrid_trainer::grpc::fetch_status(
+        trainer_target(trainer.url(), Some(&ca), Some("localhost")),
+        Some(&operator),
+    )
+    .await
+    .unwrap();
     assert!(status["version"].as_u64().unwrap() >= 3, "{status}");
-    let e = peergrid_trainer::grpc::fetch_status(trainer_target(trainer.url(), Some(&ca), None), None).await.unwrap_err();
+    let e =
+        peergrid_trainer::grpc::fetch_status(trainer_target(trainer.url(), Some(&ca), None), None)
+            .await
+            .unwrap_err();
     let code = e.downcast_ref::<tonic::Status>().map(tonic::Status::code);
     assert_eq!(code, Some(tonic::Code::Unauthenticated), "status without a token: {e:#}");
 
@@ -128,8 +136,13 @@ async fn clients_refuse_a_trainer_they_cannot_verify_and_plain_http_gets_nothing
             Ok(mut c) => c.is_sync().await.expect_err("an unverified trainer answered"),
             Err(e) => e,
         };
-        assert!(matches!(&e, AgentError::Connect { .. } | AgentError::Rpc(_)), "{ca:?} {domain:?}: {e}");
-        assert!(!peergrid_trainer::grpc::check_health(trainer_target(&url, Some(ca), domain)).await.unwrap_or(false));
+        assert!(
+            matches!(&e, AgentError::Connect { .. } | AgentError::Rpc(_)),
+            "{ca:?} {domain:?}: {e}"
+        );
+        assert!(!peergrid_trainer::grpc::check_health(trainer_target(&url, Some(ca), domain))
+            .await
+            .unwrap_or(false));
     }
 
     // Plain HTTP to the TLS port: no answer, and quickly.
@@ -138,13 +151,18 @@ async fn clients_refuse_a_trainer_they_cannot_verify_and_plain_http_gets_nothing
         let mut c = LearnerClient::connect(&learner_config(&plain, None), &plain).await?;
         c.is_sync().await
     };
-    let answer =
-        tokio::time::timeout(Duration::from_secs(10), answer).await.expect("a plain client fails fast, it does not hang");
+    let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("a plain client fails fast, it does not hang");
     assert!(answer.is_err(), "a plain-HTTP client got an answer from the TLS trainer");
     // https without a CA is a configuration error naming the setting.
-    let e = peergrid_trainer::grpc::check_health(trainer_target(&url, None, None)).await.unwrap_err();
+    let e =
+        peergrid_trainer::grpc::check_health(trainer_target(&url, None, None)).await.unwrap_err();
     assert!(format!("{e:#}").contains("--tls-ca"), "{e:#}");
-    let e = LearnerClient::connect(&learner_config(&url, None), &url).await.err().expect("https without a CA");
+    let e = LearnerClient::connect(&learner_config(&url, None), &url)
+        .await
+        .err()
+        .expect("https without a CA");
     assert!(matches!(&e, AgentError::Config { field, .. } if field == "learner_tls_ca"), "{e}");
 
     stop_trainer.trigger();
@@ -153,18 +171,38 @@ async fn clients_refuse_a_trainer_they_cannot_verify_and_plain_http_gets_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_token_file_authenticates_over_tls() {
-    let cluster =
-        ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }.tls().nodes(&[2]).start(dataset()).await.unwrap();
+    let cluster = ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }
+        .tls()
+        .nodes(&[2])
+        .start(dataset())
+        .await
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("peergrid-e2e-token-file-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("agent-token");
     std::fs::write(&file, format!("{AGENT_TOKEN}\n")).unwrap();
-    let (market_url, ca, file) = (cluster.market_url(), tls_fixture("ca.pem").display().to_string(), file.display().to_string());
+    let (market_url, ca, file) = (
+        cluster.market_url(),
+        tls_fixture("ca.pem").display().to_string(),
+        file.display().to_string(),
+    );
     let args = || {
-        AgentArgs::try_parse_from(["agent-node", "--market", &market_url, "--tls-ca", &ca, "--prosumers", "1", "--name", "probe"])
-            .unwrap()
+        AgentArgs::try_parse_from([
+            "agent-node",
+            "--market",
+            &market_url,
+            "--tls-ca",
+            &ca,
+            "--prosumers",
+            "1",
+            "--name",
+            "probe",
+        ])
+        .unwrap()
     };
-    let cfg = args().into_config_with(|name| (name == "PEERGRID_AGENT_TOKEN_FILE").then(|| file.clone())).unwrap();
+    let cfg = args()
+        .into_config_with(|name| (name == "PEERGRID_AGENT_TOKEN_FILE").then(|| file.clone()))
+        .unwrap();
     let status = peergrid_agent_node::health(&cfg).await.unwrap();
     assert_eq!(status.prosumers, 2);
     // The same file next to the variable: refused, naming both.
@@ -187,11 +225,14 @@ fn refused_at_startup(program: &Path, args: &[&str], env: &[(&str, &str)]) -> St
     for var in ["PEERGRID_AGENT_TOKEN", "PEERGRID_OPERATOR_TOKEN"] {
         command.env_remove(var).env_remove(format!("{var}_FILE"));
     }
-    for name in ["PEERGRID_INSECURE_NO_AUTH", "PEERGRID_MARKET", "PEERGRID_TLS_CA", "PEERGRID_LEARNER"] {
+    for name in
+        ["PEERGRID_INSECURE_NO_AUTH", "PEERGRID_MARKET", "PEERGRID_TLS_CA", "PEERGRID_LEARNER"]
+    {
         command.env_remove(name);
     }
     command.envs(env.iter().copied());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let mut child =
+        command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -212,7 +253,8 @@ fn refused_at_startup(program: &Path, args: &[&str], env: &[(&str, &str)]) -> St
 
 #[test]
 fn every_binary_refuses_both_token_sources_and_short_tokens_at_startup() {
-    let dir = std::env::temp_dir().join(format!("peergrid-e2e-token-refusals-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("peergrid-e2e-token-refusals-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("token");
     std::fs::write(&file, format!("{AGENT_TOKEN}\n")).unwrap();
@@ -224,16 +266,26 @@ fn every_binary_refuses_both_token_sources_and_short_tokens_at_startup() {
         ("market-node", &listen, "PEERGRID_AGENT_TOKEN"),
         ("trainer", &listen, "PEERGRID_AGENT_TOKEN"),
         ("agent-node", &["check-config"], "PEERGRID_AGENT_TOKEN"),
-        ("peergrid", &["ctl", "--market", "http://127.0.0.1:1", "status"], "PEERGRID_OPERATOR_TOKEN"),
+        (
+            "peergrid",
+            &["ctl", "--market", "http://127.0.0.1:1", "status"],
+            "PEERGRID_OPERATOR_TOKEN",
+        ),
     ];
     for (name, args, var) in cases {
         let program = binary(name).unwrap();
         let file_var = format!("{var}_FILE");
         let both = refused_at_startup(&program, args, &[(var, AGENT_TOKEN), (&file_var, file)]);
-        assert!(both.contains(var) && both.contains(&file_var) && both.contains("not both"), "{name}: {both}");
+        assert!(
+            both.contains(var) && both.contains(&file_var) && both.contains("not both"),
+            "{name}: {both}"
+        );
         assert!(!both.contains(AGENT_TOKEN), "{name} printed the token: {both}");
         let too_short = refused_at_startup(&program, args, &[(var, short)]);
-        assert!(too_short.contains(var) && too_short.contains(&format!("at least {MIN_TOKEN_LEN}")), "{name}: {too_short}");
+        assert!(
+            too_short.contains(var) && too_short.contains(&format!("at least {MIN_TOKEN_LEN}")),
+            "{name}: {too_short}"
+        );
         assert!(!too_short.contains(short), "{name} printed the token: {too_short}");
     }
     // Half a TLS configuration stops the trainer too, naming the missing file.
@@ -249,14 +301,23 @@ fn every_binary_refuses_both_token_sources_and_short_tokens_at_startup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_market_and_two_tls_nodes_clear_slots_and_answer_status() {
-    let cluster = ClusterBuilder::default().tls().nodes(&[4, 4]).max_slots(6).start(dataset()).await.unwrap();
+    let cluster =
+        ClusterBuilder::default().tls().nodes(&[4, 4]).max_slots(6).start(dataset()).await.unwrap();
     assert!(cluster.market_url().starts_with("https://127.0.0.1:"), "{}", cluster.market_url());
     let status = cluster.wait_for_slot(2).await.unwrap();
     assert_eq!(status.prosumers, 8);
 
     let ca = tls_fixture("ca.pem");
-    assert!(peergrid_market_node::grpc::check_health(&cluster.market_url(), Some(&ca), None).await.unwrap());
-    assert!(peergrid_market_node::grpc::check_health(&cluster.market_url(), Some(&ca), Some("localhost")).await.unwrap());
+    assert!(peergrid_market_node::grpc::check_health(&cluster.market_url(), Some(&ca), None)
+        .await
+        .unwrap());
+    assert!(peergrid_market_node::grpc::check_health(
+        &cluster.market_url(),
+        Some(&ca),
+        Some("localhost")
+    )
+    .await
+    .unwrap());
 
     let (status, reports) = cluster.finish().await.unwrap();
     assert_eq!(status.missing_reports, 0);
@@ -268,19 +329,27 @@ async fn a_tls_market_and_two_tls_nodes_clear_slots_and_answer_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_http_client_cannot_talk_to_a_tls_market() {
-    let cluster =
-        ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }.tls().nodes(&[2]).start(dataset()).await.unwrap();
+    let cluster = ClusterBuilder { auto_start: false, ..ClusterBuilder::default() }
+        .tls()
+        .nodes(&[2])
+        .start(dataset())
+        .await
+        .unwrap();
     let plain = format!("http://{}", cluster.market().grpc_addr.expect("a TCP market"));
     let answer = async {
         let channel = Channel::from_shared(plain.clone())?.connect().await?;
         let mut client = market::market_service_client::MarketServiceClient::new(channel);
         anyhow::Ok(client.status(market::StatusRequest {}).await?)
     };
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), answer).await.expect("fails fast, not hangs");
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .expect("fails fast, not hangs");
     assert!(answer.is_err(), "a plain-HTTP client got an answer from the TLS market");
     assert!(!peergrid_market_node::grpc::check_health(&plain, None, None).await.unwrap_or(false));
     // https without a CA to trust is refused up front.
-    let e = peergrid_market_node::grpc::check_health(&cluster.market_url(), None, None).await.unwrap_err();
+    let e = peergrid_market_node::grpc::check_health(&cluster.market_url(), None, None)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("--tls-ca"), "{e}");
     // Over TLS the same market answers.
     assert_eq!(cluster.status().await.unwrap().prosumers, 2);
@@ -290,13 +359,23 @@ async fn a_plain_http_client_cannot_talk_to_a_tls_market() {
 #[test]
 fn a_certificate_without_a_key_is_rejected_naming_the_field() {
     let cert = tls_fixture("server.pem").display().to_string();
-    let cli = Cli::try_parse_from(["market-node", "--insecure-no-auth", "--tls-cert", &cert]).unwrap();
+    let cli =
+        Cli::try_parse_from(["market-node", "--insecure-no-auth", "--tls-cert", &cert]).unwrap();
     let e = cli.run.resolve(Tokens::default()).unwrap_err();
     assert_eq!(e.field, "tls_key", "{e}");
     let key = tls_fixture("server.key").display().to_string();
-    let cli = Cli::try_parse_from(["market-node", "--insecure-no-auth", "--tls-key", &key]).unwrap();
+    let cli =
+        Cli::try_parse_from(["market-node", "--insecure-no-auth", "--tls-key", &key]).unwrap();
     assert_eq!(cli.run.resolve(Tokens::default()).unwrap_err().field, "tls_cert");
-    let cli = Cli::try_parse_from(["market-node", "--insecure-no-auth", "--tls-cert", &cert, "--tls-key", &key]).unwrap();
+    let cli = Cli::try_parse_from([
+        "market-node",
+        "--insecure-no-auth",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ])
+    .unwrap();
     let c = cli.run.resolve(Tokens::default()).unwrap();
     assert_eq!(c.settings.tls_key, Some(tls_fixture("server.key")));
 }
@@ -311,7 +390,13 @@ async fn an_unusable_key_file_is_a_startup_error_naming_it() {
         ..MarketSettings::default()
     };
     let config = MarketConfig::new(settings, Default::default(), Tokens::default()).unwrap();
-    let e = match peergrid_market_node::start_with_dataset(config, dataset(), ShutdownController::new().subscribe()).await {
+    let e = match peergrid_market_node::start_with_dataset(
+        config,
+        dataset(),
+        ShutdownController::new().subscribe(),
+    )
+    .await
+    {
         Ok(_) => panic!("a certificate as the key was accepted"),
         Err(e) => format!("{e:#}"),
     };

@@ -91,9 +91,13 @@ pub fn save(dir: &Path, c: &Checkpoint) -> Result<PathBuf, TrainerError> {
         ("adam_step".to_string(), c.optimiser.step.to_string()),
         ("rng".to_string(), rng),
         ("obs_stats.count".to_string(), c.obs_stats.count.to_string()),
-        ("ppo".to_string(), serde_json::to_string(&c.ppo).map_err(|e| TrainerError::Checkpoint(e.to_string()))?),
+        (
+            "ppo".to_string(),
+            serde_json::to_string(&c.ppo).map_err(|e| TrainerError::Checkpoint(e.to_string()))?,
+        ),
     ]);
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| TrainerError::Checkpoint(e.to_string()))?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| TrainerError::Checkpoint(e.to_string()))?;
     write_atomic(&trainer_path(dir, version), &bytes)?;
     write_atomic(&dir.join("latest"), format!("{version}\n").as_bytes())?;
     Ok(policy_file)
@@ -103,32 +107,53 @@ pub fn save(dir: &Path, c: &Checkpoint) -> Result<PathBuf, TrainerError> {
 pub fn latest_version(dir: &Path) -> Result<Option<u64>, TrainerError> {
     let path = dir.join("latest");
     match std::fs::read_to_string(&path) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| TrainerError::Checkpoint(format!("{}: not a version number: {:?}", path.display(), s.trim()))),
+        Ok(s) => s.trim().parse().map(Some).map_err(|_| {
+            TrainerError::Checkpoint(format!(
+                "{}: not a version number: {:?}",
+                path.display(),
+                s.trim()
+            ))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(TrainerError::io(path, e)),
     }
 }
 
-fn meta<'a>(m: &'a HashMap<String, String>, key: &str, file: &Path) -> Result<&'a str, TrainerError> {
-    m.get(key)
-        .map(String::as_str)
-        .ok_or_else(|| TrainerError::Checkpoint(format!("{}: metadata '{key}' missing", file.display())))
+fn meta<'a>(
+    m: &'a HashMap<String, String>,
+    key: &str,
+    file: &Path,
+) -> Result<&'a str, TrainerError> {
+    m.get(key).map(String::as_str).ok_or_else(|| {
+        TrainerError::Checkpoint(format!("{}: metadata '{key}' missing", file.display()))
+    })
 }
 
-fn parse<T: std::str::FromStr>(m: &HashMap<String, String>, key: &str, file: &Path) -> Result<T, TrainerError> {
-    meta(m, key, file)?
-        .parse()
-        .map_err(|_| TrainerError::Checkpoint(format!("{}: metadata '{key}' is malformed", file.display())))
+fn parse<T: std::str::FromStr>(
+    m: &HashMap<String, String>,
+    key: &str,
+    file: &Path,
+) -> Result<T, TrainerError> {
+    meta(m, key, file)?.parse().map_err(|_| {
+        TrainerError::Checkpoint(format!("{}: metadata '{key}' is malformed", file.display()))
+    })
 }
 
-fn floats<T>(st: &SafeTensors, name: &str, dtype: Dtype, file: &Path, conv: fn(&[u8]) -> T) -> Result<Vec<T>, TrainerError> {
-    let t = st.tensor(name).map_err(|e| TrainerError::Checkpoint(format!("{}: {name}: {e}", file.display())))?;
+fn floats<T>(
+    st: &SafeTensors,
+    name: &str,
+    dtype: Dtype,
+    file: &Path,
+    conv: fn(&[u8]) -> T,
+) -> Result<Vec<T>, TrainerError> {
+    let t = st
+        .tensor(name)
+        .map_err(|e| TrainerError::Checkpoint(format!("{}: {name}: {e}", file.display())))?;
     if t.dtype() != dtype || t.shape().len() != 1 {
-        return Err(TrainerError::Checkpoint(format!("{}: {name}: expected a 1-D {dtype:?} tensor", file.display())));
+        return Err(TrainerError::Checkpoint(format!(
+            "{}: {name}: expected a 1-D {dtype:?} tensor",
+            file.display()
+        )));
     }
     Ok(t.data().chunks_exact(dtype.bitsize() / 8).map(conv).collect())
 }
@@ -137,28 +162,36 @@ fn floats<T>(st: &SafeTensors, name: &str, dtype: Dtype, file: &Path, conv: fn(&
 pub fn load(dir: &Path, version: u64) -> Result<Checkpoint, TrainerError> {
     let policy_file = policy_path(dir, version);
     let bytes = std::fs::read(&policy_file).map_err(|e| TrainerError::io(&policy_file, e))?;
-    let policy = from_safetensors(&bytes).map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", policy_file.display())))?;
+    let policy = from_safetensors(&bytes)
+        .map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", policy_file.display())))?;
     if policy.version != version {
-        return Err(TrainerError::Checkpoint(format!("{}: holds version {}", policy_file.display(), policy.version)));
+        return Err(TrainerError::Checkpoint(format!(
+            "{}: holds version {}",
+            policy_file.display(),
+            policy.version
+        )));
     }
     let file = trainer_path(dir, version);
     let bytes = std::fs::read(&file).map_err(|e| TrainerError::io(&file, e))?;
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", file.display())))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", file.display())))?;
     let m = header.metadata().clone().unwrap_or_default();
     if meta(&m, "format", &file)? != FORMAT {
         return Err(TrainerError::Checkpoint(format!("{}: not a {FORMAT} file", file.display())));
     }
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", file.display())))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", file.display())))?;
     let f32_of = |b: &[u8]| f32::from_le_bytes(b.try_into().expect("4 bytes"));
     let f64_of = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
-    let rng: Vec<u64> = meta(&m, "rng", &file)?
-        .split(',')
-        .map(|x| x.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|_| TrainerError::Checkpoint(format!("{}: metadata 'rng' is malformed", file.display())))?;
-    let rng: [u64; 4] =
-        rng.try_into().map_err(|_| TrainerError::Checkpoint(format!("{}: metadata 'rng' needs 4 words", file.display())))?;
+    let rng: Vec<u64> =
+        meta(&m, "rng", &file)?.split(',').map(|x| x.parse()).collect::<Result<_, _>>().map_err(
+            |_| {
+                TrainerError::Checkpoint(format!("{}: metadata 'rng' is malformed", file.display()))
+            },
+        )?;
+    let rng: [u64; 4] = rng.try_into().map_err(|_| {
+        TrainerError::Checkpoint(format!("{}: metadata 'rng' needs 4 words", file.display()))
+    })?;
     let ppo: PpoConfig = serde_json::from_str(meta(&m, "ppo", &file)?)
         .map_err(|e| TrainerError::Checkpoint(format!("{}: ppo: {e}", file.display())))?;
     let obs_stats = RunningStats {
@@ -196,8 +229,17 @@ mod tests {
         let mut stats = RunningStats::new(OBS_DIM);
         stats.update(&[0.5; OBS_DIM * 3]);
         let c = Checkpoint {
-            policy: PolicyWeights { net: ActorCritic::random(&spec, 1), normaliser: stats.normaliser(10.0), version: 5 },
-            optimiser: OptimiserState { m: vec![0.25; n], v: vec![0.5; n], step: 40, rng: [1, 2, 3, 4] },
+            policy: PolicyWeights {
+                net: ActorCritic::random(&spec, 1),
+                normaliser: stats.normaliser(10.0),
+                version: 5,
+            },
+            optimiser: OptimiserState {
+                m: vec![0.25; n],
+                v: vec![0.5; n],
+                step: 40,
+                rng: [1, 2, 3, 4],
+            },
             obs_stats: stats,
             updates_done: 4,
             ppo: PpoConfig::default(),

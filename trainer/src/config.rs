@@ -31,7 +31,10 @@ impl DeviceChoice {
             DeviceChoice::Cpu => Ok(tch::Device::Cpu),
             DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
             DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
-            DeviceChoice::Cuda => Err(TrainerError::config("device", "cuda requested but libtorch sees no CUDA device")),
+            DeviceChoice::Cuda => Err(TrainerError::config(
+                "device",
+                "cuda requested but libtorch sees no CUDA device",
+            )),
         }
     }
 }
@@ -101,7 +104,9 @@ impl Default for TrainerConfig {
 /// A runtime setting error as a trainer configuration error with the same name.
 fn config_error(e: peergrid_runtime::RuntimeError) -> TrainerError {
     match e {
-        peergrid_runtime::RuntimeError::Config { name, reason } => TrainerError::Config { field: name, reason },
+        peergrid_runtime::RuntimeError::Config { name, reason } => {
+            TrainerError::Config { field: name, reason }
+        }
         other => TrainerError::Runtime(other),
     }
 }
@@ -111,15 +116,20 @@ impl TrainerConfig {
         self.ppo.validate()?;
         self.learner.validate()?;
         if self.resume && self.run_dir.is_none() {
-            return Err(TrainerError::config("resume", "needs --run-dir (where the checkpoints are)"));
+            return Err(TrainerError::config(
+                "resume",
+                "needs --run-dir (where the checkpoints are)",
+            ));
         }
         if self.shutdown_timeout_ms > 600_000 {
             return Err(TrainerError::config("shutdown_timeout_ms", "must be in 0..=600000"));
         }
         self.connection_limits()?;
-        peergrid_runtime::tls::check_server_pair(self.tls_cert.as_deref(), self.tls_key.as_deref()).map_err(config_error)?;
+        peergrid_runtime::tls::check_server_pair(self.tls_cert.as_deref(), self.tls_key.as_deref())
+            .map_err(config_error)?;
         if let Some(name) = &self.local_name {
-            peergrid_runtime::inproc::check_name(name).map_err(|e| TrainerError::config("local_name", e.to_string()))?;
+            peergrid_runtime::inproc::check_name(name)
+                .map_err(|e| TrainerError::config("local_name", e.to_string()))?;
             if self.tls_cert.is_some() {
                 return Err(TrainerError::config(
                     "local_name",
@@ -132,8 +142,12 @@ impl TrainerConfig {
 
     /// The accept loop's limits; the error names the setting and its bound.
     pub fn connection_limits(&self) -> Result<ConnectionLimits, TrainerError> {
-        ConnectionLimits::new(self.max_connections, Some(self.handshake_timeout_ms), Some(self.idle_timeout_ms))
-            .map_err(|e| TrainerError::config(e.field, e.reason))
+        ConnectionLimits::new(
+            self.max_connections,
+            Some(self.handshake_timeout_ms),
+            Some(self.idle_timeout_ms),
+        )
+        .map_err(|e| TrainerError::config(e.field, e.reason))
     }
 
     pub fn checkpoint_dir(&self) -> Option<PathBuf> {
@@ -146,7 +160,11 @@ impl TrainerConfig {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "trainer", version, about = "peergrid trainer: the central PPO learner of a distributed run")]
+#[command(
+    name = "trainer",
+    version,
+    about = "peergrid trainer: the central PPO learner of a distributed run"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -193,7 +211,11 @@ impl TargetArgs {
             url: &self.addr,
             ca: self.tls_ca.as_deref(),
             domain: self.tls_domain.as_deref(),
-            names: peergrid_runtime::SettingNames { url: "--addr", ca: "--tls-ca", domain: "--tls-domain" },
+            names: peergrid_runtime::SettingNames {
+                url: "--addr",
+                ca: "--tls-ca",
+                domain: "--tls-domain",
+            },
         }
     }
 }
@@ -256,12 +278,14 @@ impl RunArgs {
         let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| TrainerError::io(path, e))?;
-                serde_json::from_str::<ConfigFile>(&text)
-                    .map_err(|e| TrainerError::config("config", format!("{}: {e}", path.display())))?
+                serde_json::from_str::<ConfigFile>(&text).map_err(|e| {
+                    TrainerError::config("config", format!("{}: {e}", path.display()))
+                })?
             }
             None => ConfigFile::default(),
         };
-        let mut c = TrainerConfig { ppo: file.ppo, learner: file.learner, ..TrainerConfig::default() };
+        let mut c =
+            TrainerConfig { ppo: file.ppo, learner: file.learner, ..TrainerConfig::default() };
         if let Some(v) = self.listen {
             c.listen = v;
         }
@@ -311,15 +335,23 @@ mod tests {
 
     #[test]
     fn an_in_process_name_is_checked_and_log_format_json_sets_json_logs() {
-        let bad = TrainerConfig { local_name: Some("no spaces".into()), ..TrainerConfig::default() };
+        let bad =
+            TrainerConfig { local_name: Some("no spaces".into()), ..TrainerConfig::default() };
         let e = bad.validate().unwrap_err();
         assert!(matches!(&e, TrainerError::Config { field, .. } if field == "local_name"), "{e}");
-        let good = TrainerConfig { local_name: Some("trainer-1".into()), ..TrainerConfig::default() };
+        let good =
+            TrainerConfig { local_name: Some("trainer-1".into()), ..TrainerConfig::default() };
         good.validate().expect("a valid name");
 
-        let json = RunArgs { logs: LogArgs { log_format: Some(LogFormat::Json), json_logs: false }, ..RunArgs::default() };
+        let json = RunArgs {
+            logs: LogArgs { log_format: Some(LogFormat::Json), json_logs: false },
+            ..RunArgs::default()
+        };
         assert!(json.resolve().unwrap().json_logs);
-        let text = RunArgs { logs: LogArgs { log_format: Some(LogFormat::Text), json_logs: false }, ..RunArgs::default() };
+        let text = RunArgs {
+            logs: LogArgs { log_format: Some(LogFormat::Text), json_logs: false },
+            ..RunArgs::default()
+        };
         assert!(!text.resolve().unwrap().json_logs);
     }
 
@@ -335,12 +367,22 @@ mod tests {
         };
         let limits = args.resolve().unwrap().connection_limits().unwrap();
         assert_eq!(
-            (limits.max_connections, limits.handshake_timeout.as_millis(), limits.idle_timeout.as_millis()),
+            (
+                limits.max_connections,
+                limits.handshake_timeout.as_millis(),
+                limits.idle_timeout.as_millis()
+            ),
             (64, 500, 2_000)
         );
         for (config, field) in [
-            (TrainerConfig { max_connections: Some(0), ..TrainerConfig::default() }, "max_connections"),
-            (TrainerConfig { handshake_timeout_ms: 0, ..TrainerConfig::default() }, "handshake_timeout_ms"),
+            (
+                TrainerConfig { max_connections: Some(0), ..TrainerConfig::default() },
+                "max_connections",
+            ),
+            (
+                TrainerConfig { handshake_timeout_ms: 0, ..TrainerConfig::default() },
+                "handshake_timeout_ms",
+            ),
             (TrainerConfig { idle_timeout_ms: 10, ..TrainerConfig::default() }, "idle_timeout_ms"),
         ] {
             let e = config.validate().unwrap_err();
@@ -350,7 +392,11 @@ mod tests {
 
     #[test]
     fn tls_needs_both_files_and_a_tcp_listener() {
-        let field = |args: &[&str]| match Cli::try_parse_from([&["trainer"], args].concat()).unwrap().run.resolve() {
+        let field = |args: &[&str]| match Cli::try_parse_from([&["trainer"], args].concat())
+            .unwrap()
+            .run
+            .resolve()
+        {
             Ok(_) => "ok".to_owned(),
             Err(TrainerError::Config { field, .. }) => field,
             Err(other) => panic!("not a config error: {other}"),
@@ -364,6 +410,8 @@ mod tests {
             tls_key: Some("server.key".into()),
             ..TrainerConfig::default()
         };
-        assert!(matches!(local.validate().unwrap_err(), TrainerError::Config { field, .. } if field == "local_name"));
+        assert!(
+            matches!(local.validate().unwrap_err(), TrainerError::Config { field, .. } if field == "local_name")
+        );
     }
 }

@@ -23,11 +23,13 @@ use peergrid_proto::convert::experience::{
     node_name_from_wire, policy_update_from_blob, rollout_from_wire, rollout_start_from_wire,
 };
 use peergrid_proto::pb::learner::v1 as pb;
-use peergrid_proto::pb::learner::v1::learner_service_server::{LearnerService, LearnerServiceServer};
+use peergrid_proto::pb::learner::v1::learner_service_server::{
+    LearnerService, LearnerServiceServer,
+};
 use peergrid_proto::WireError;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, track_calls, ClientAuth, GrpcListener, RequireToken, Role, Secret,
-    Shutdown, Target, Tokens,
+    authorize, authorize_reader, serve_until, status_layer, track_calls, ClientAuth, GrpcListener,
+    RequireToken, Role, Secret, Shutdown, Target, Tokens,
 };
 use peergrid_runtime::{Acceptor, MAX_MESSAGE_BYTES};
 use tokio_stream::{Stream, StreamExt};
@@ -51,7 +53,9 @@ struct Learner {
 
 fn refusal_status(r: Refusal) -> Status {
     match r {
-        Refusal::UnknownVersion { .. } => WireError::invalid("policy_version", r.to_string()).into(),
+        Refusal::UnknownVersion { .. } => {
+            WireError::invalid("policy_version", r.to_string()).into()
+        }
         Refusal::Duplicate { .. } => WireError::failed_precondition(r.to_string()).into(),
         Refusal::Stopped => WireError::Unavailable { reason: r.to_string() }.into(),
     }
@@ -120,7 +124,8 @@ impl LearnerService for Learner {
                 let current = rx.borrow_and_update().clone();
                 let key = (current.version, current.republished);
                 if current.version > after && sent.is_none_or(|s| key > s) {
-                    let update = policy_update_from_blob(current.version, current.weights.as_ref().clone());
+                    let update =
+                        policy_update_from_blob(current.version, current.weights.as_ref().clone());
                     if tx.send(Ok(update)).await.is_err() {
                         break;
                     }
@@ -139,14 +144,20 @@ impl LearnerService for Learner {
         Ok(Response::new(stream))
     }
 
-    async fn begin_rollout(&self, request: Request<pb::RolloutStart>) -> Result<Response<pb::RolloutStartReply>, Status> {
+    async fn begin_rollout(
+        &self,
+        request: Request<pb::RolloutStart>,
+    ) -> Result<Response<pb::RolloutStartReply>, Status> {
         authorize(request.metadata(), Role::Agent, &self.tokens)?;
         let start = rollout_start_from_wire(request.into_inner())?;
         let awaited = self.handle.begin_rollout(start).await;
         Ok(Response::new(pb::RolloutStartReply { awaited }))
     }
 
-    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         authorize_reader(request.metadata(), &self.tokens)?;
         let s = self.handle.status();
         Ok(Response::new(pb::StatusResponse {
@@ -190,7 +201,11 @@ pub struct ServeParams {
 /// or in-process for the embedded run) until `shutdown` fires (policy
 /// streams end then too) or the learner thread dies. Either way health
 /// turns NOT_SERVING first; open calls get `shutdown_timeout` to finish.
-pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeParams) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: GrpcListener,
+    handle: LearnerHandle,
+    params: ServeParams,
+) -> anyhow::Result<()> {
     let ServeParams { acceptor, tokens, metrics, shutdown, shutdown_timeout } = params;
     let learner_died = {
         let handle = handle.clone();
@@ -207,11 +222,16 @@ pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeP
     };
     // `RequireToken` refuses callers without a valid token on their headers,
     // before a body is read or decompressed; handlers check the role.
-    let service = LearnerServiceServer::new(Learner { handle, tokens: Arc::clone(&tokens), metrics, shutdown })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = LearnerServiceServer::new(Learner {
+        handle,
+        tokens: Arc::clone(&tokens),
+        metrics,
+        shutdown,
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let service = InterceptedService::new(service, RequireToken::new(tokens));
     let (health, health_service) = peergrid_proto::services::health();
     health.set_serving::<LearnerServiceServer<Learner>>().await;
@@ -229,8 +249,12 @@ pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeP
         .add_service(service);
     let serve = |signal| async move {
         match listener {
-            GrpcListener::Tcp(listener, _) => router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await,
-            GrpcListener::Local(incoming) => router.serve_with_incoming_shutdown(incoming, signal).await,
+            GrpcListener::Tcp(listener, _) => {
+                router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await
+            }
+            GrpcListener::Local(incoming) => {
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
         }
     };
     serve_until(serve, stop, shutdown_timeout).await?;
@@ -241,7 +265,9 @@ pub async fn serve(listener: GrpcListener, handle: LearnerHandle, params: ServeP
 /// `https://host:port` (trusting the target's CA), or `local://NAME` for a
 /// trainer in this process.
 async fn connect(target: Target<'_>) -> anyhow::Result<Channel> {
-    Ok(target.connect(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5))).await?)
+    Ok(target
+        .connect(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(5)))
+        .await?)
 }
 
 /// Whether the trainer at `target` reports SERVING (the `health` command).
@@ -249,13 +275,17 @@ pub async fn check_health(target: Target<'_>) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
     let channel = connect(target).await?;
-    let request = HealthCheckRequest { service: peergrid_proto::services::LEARNER_SERVICE.to_owned() };
+    let request =
+        HealthCheckRequest { service: peergrid_proto::services::LEARNER_SERVICE.to_owned() };
     let response = HealthClient::new(channel).check(request).await?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
 }
 
 /// The trainer's status as JSON (the `status` command), with `token` if given.
-pub async fn fetch_status(target: Target<'_>, token: Option<&Secret>) -> anyhow::Result<serde_json::Value> {
+pub async fn fetch_status(
+    target: Target<'_>,
+    token: Option<&Secret>,
+) -> anyhow::Result<serde_json::Value> {
     use peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient;
     let channel = connect(target).await?;
     let mut client = LearnerServiceClient::with_interceptor(channel, ClientAuth::new(token));

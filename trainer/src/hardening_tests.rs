@@ -57,7 +57,10 @@ fn batch(node: &str, version: u64) -> pb::ExperienceBatch {
 }
 
 async fn push(channel: &Channel, b: pb::ExperienceBatch) -> Result<pb::PushSummary, tonic::Status> {
-    let mut client = LearnerServiceClient::with_interceptor(channel.clone(), BearerInterceptor::new(AGENT).unwrap());
+    let mut client = LearnerServiceClient::with_interceptor(
+        channel.clone(),
+        BearerInterceptor::new(AGENT).unwrap(),
+    );
     client.push_experience(tokio_stream::once(b)).await.map(|r| r.into_inner())
 }
 
@@ -74,12 +77,18 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_that_diverges_is_discarded_and_the_learner_goes_on() {
     let (trainer, controller, channel) = start().await;
-    let mut client = LearnerServiceClient::with_interceptor(channel.clone(), BearerInterceptor::new(AGENT).unwrap());
+    let mut client = LearnerServiceClient::with_interceptor(
+        channel.clone(),
+        BearerInterceptor::new(AGENT).unwrap(),
+    );
     let request = pb::SubscribeRequest { node_name: "watcher".into(), after_version: 0 };
     let mut policy = client.subscribe_policy(request).await.unwrap().into_inner();
     let mut next_version = async move || {
         let next = tokio::time::timeout(Duration::from_secs(30), policy.message()).await;
-        next.expect("timed out waiting for a policy update on the subscription").unwrap().unwrap().version
+        next.expect("timed out waiting for a policy update on the subscription")
+            .unwrap()
+            .unwrap()
+            .version
     };
     assert_eq!(next_version().await, 1);
     // Within every bound, but the behaviour log-probs are a lie: the PPO
@@ -104,7 +113,8 @@ async fn an_update_that_diverges_is_discarded_and_the_learner_goes_on() {
     assert_eq!(push(&channel, batch("honest", 1)).await.unwrap().batches_accepted, 1);
     wait_until("version 2", || trainer.learner.status().version == 2).await;
     let published = trainer.learner.published().borrow().clone();
-    let weights = from_safetensors(&published.weights).expect("version 2 reads back: every parameter finite");
+    let weights =
+        from_safetensors(&published.weights).expect("version 2 reads back: every parameter finite");
     assert!(weights.normaliser.var.iter().chain(&weights.normaliser.mean).all(|x| x.is_finite()));
     assert_eq!(next_version().await, 2);
     controller.trigger();
@@ -115,17 +125,27 @@ async fn an_update_that_diverges_is_discarded_and_the_learner_goes_on() {
 async fn a_dead_learner_makes_health_not_serving_and_the_trainer_stop_with_its_panic() {
     let (trainer, _controller, channel) = start().await;
     let mut health = HealthClient::new(channel.clone());
-    let request = HealthCheckRequest { service: peergrid_proto::services::LEARNER_SERVICE.to_owned() };
+    let request =
+        HealthCheckRequest { service: peergrid_proto::services::LEARNER_SERVICE.to_owned() };
     let mut watch = health.watch(request).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
 
     // Any bug that panics on the learner thread (a test hook stands in).
     push(&channel, batch(CRASH_FOR_TEST, 1)).await.unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(30), watch.message()).await.expect("health changes");
+    let next = tokio::time::timeout(Duration::from_secs(30), watch.message())
+        .await
+        .expect("health changes");
     let status = next.ok().flatten().map(|r| r.status);
-    assert_eq!(status, Some(ServingStatus::NotServing as i32), "health must not keep answering SERVING");
+    assert_eq!(
+        status,
+        Some(ServingStatus::NotServing as i32),
+        "health must not keep answering SERVING"
+    );
     // No shutdown was triggered: the trainer stops by itself, with the reason.
-    let error = tokio::time::timeout(Duration::from_secs(30), trainer.join()).await.expect("the trainer stops").unwrap_err();
+    let error = tokio::time::timeout(Duration::from_secs(30), trainer.join())
+        .await
+        .expect("the trainer stops")
+        .unwrap_err();
     assert!(format!("{error:#}").contains("learner crash requested by a test"), "{error:#}");
 }

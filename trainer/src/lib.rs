@@ -26,7 +26,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use peergrid_runtime::{serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown, Tokens};
+use peergrid_runtime::{
+    serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown,
+    Tokens,
+};
 
 pub use config::TrainerConfig;
 pub use error::TrainerError;
@@ -61,7 +64,11 @@ impl TrainerHandle {
 /// Starts the trainer: the learner thread (fresh, or from the latest
 /// checkpoint with `config.resume`), the gRPC server (on `config.listen`,
 /// or in-process with `config.local_name`) and /metrics.
-pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) -> anyhow::Result<TrainerHandle> {
+pub async fn start(
+    config: TrainerConfig,
+    tokens: Tokens,
+    shutdown: Shutdown,
+) -> anyhow::Result<TrainerHandle> {
     config.validate()?;
     if tokens.is_empty() {
         anyhow::bail!("no tokens configured: set PEERGRID_AGENT_TOKEN (and PEERGRID_OPERATOR_TOKEN) or pass --insecure-no-auth");
@@ -75,13 +82,26 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
     let metrics = metrics::TrainerMetrics::register(&mut registry);
     // TLS material is read and checked before anything binds, so a bad file
     // is a start-up error naming it.
-    let tls = peergrid_runtime::tls::server_tls_pair(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let tls = peergrid_runtime::tls::server_tls_pair(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+    )?;
     let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut registry), tls);
-    let outputs = learner::Outputs { checkpoint_dir: config.checkpoint_dir(), tensorboard_dir: config.tensorboard_dir() };
-    let (learner, thread) =
-        learner::spawn(config.ppo.clone(), config.learner.clone(), outputs, config.resume, device, metrics.clone())?;
+    let outputs = learner::Outputs {
+        checkpoint_dir: config.checkpoint_dir(),
+        tensorboard_dir: config.tensorboard_dir(),
+    };
+    let (learner, thread) = learner::spawn(
+        config.ppo.clone(),
+        config.learner.clone(),
+        outputs,
+        config.resume,
+        device,
+        metrics.clone(),
+    )?;
     let (metrics_addr, metrics_task) =
-        serve_metrics_if_configured(config.metrics_listen, Arc::new(registry), shutdown.clone()).await?;
+        serve_metrics_if_configured(config.metrics_listen, Arc::new(registry), shutdown.clone())
+            .await?;
     let tls = config.tls_cert.is_some();
     let listener = GrpcListener::bind(config.listen, config.local_name.as_deref()).await?;
     let (grpc_addr, url) = (listener.tcp_addr(), listener.url(tls));
@@ -108,9 +128,12 @@ pub async fn start(config: TrainerConfig, tokens: Tokens, shutdown: Shutdown) ->
         server.await.context("server task panicked")??;
         stopper.stop().await?;
         let died = stopper.death();
-        tokio::task::spawn_blocking(move || thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("the learner thread panicked: {}", died.unwrap_or_else(|| "no message".to_owned())))?;
+        tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| {
+            anyhow::anyhow!(
+                "the learner thread panicked: {}",
+                died.unwrap_or_else(|| "no message".to_owned())
+            )
+        })?;
         if let Some(task) = metrics_task {
             task.await.context("metrics task panicked")?;
         }

@@ -7,7 +7,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use peergrid_runtime::{init_tracing, load_token, wait_for_signal, Secret, ShutdownController, Tokens};
+use peergrid_runtime::{
+    init_tracing, load_token, wait_for_signal, Secret, ShutdownController, Tokens,
+};
 use peergrid_trainer::config::{Cli, Command};
 
 /// The token `status` presents: the operator's, else the agent's (either
@@ -46,7 +48,8 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            return match peergrid_trainer::grpc::fetch_status(target.target(), token.as_ref()).await {
+            return match peergrid_trainer::grpc::fetch_status(target.target(), token.as_ref()).await
+            {
                 Ok(s) if json => {
                     println!("{s}");
                     ExitCode::SUCCESS
@@ -66,14 +69,19 @@ async fn main() -> ExitCode {
         None => {}
     }
     let insecure = cli.run.insecure_no_auth;
-    let tokens = if insecure { Ok(Tokens::insecure_no_auth()) } else { Tokens::from_env().map_err(|e| e.to_string()) };
-    let (config, tokens) = match tokens.and_then(|t| cli.run.resolve().map(|c| (c, t)).map_err(|e| e.to_string())) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("trainer: {e}");
-            return ExitCode::from(2);
-        }
+    let tokens = if insecure {
+        Ok(Tokens::insecure_no_auth())
+    } else {
+        Tokens::from_env().map_err(|e| e.to_string())
     };
+    let (config, tokens) =
+        match tokens.and_then(|t| cli.run.resolve().map(|c| (c, t)).map_err(|e| e.to_string())) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("trainer: {e}");
+                return ExitCode::from(2);
+            }
+        };
     init_tracing(config.json_logs);
     tracing::info!(ppo = ?config.ppo, learner = ?config.learner, "starting trainer {}", env!("CARGO_PKG_VERSION"));
     let controller = ShutdownController::new();

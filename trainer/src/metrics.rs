@@ -74,9 +74,21 @@ impl TrainerMetrics {
             mean_episode_return: mean_episode_return.clone(),
         };
         let r = metrics.registry_mut();
-        r.register("trainer_samples_per_second", "Sample-gradients per second of the last update", samples_per_s);
-        r.register("trainer_policy_lag", "Mean version lag of the last update's samples", policy_lag);
-        r.register("trainer_mean_episode_return", "Mean episode (day) return of the last update", mean_episode_return);
+        r.register(
+            "trainer_samples_per_second",
+            "Sample-gradients per second of the last update",
+            samples_per_s,
+        );
+        r.register(
+            "trainer_policy_lag",
+            "Mean version lag of the last update's samples",
+            policy_lag,
+        );
+        r.register(
+            "trainer_mean_episode_return",
+            "Mean episode (day) return of the last update",
+            mean_episode_return,
+        );
         r.register("trainer_rollouts", "Rollouts by node and outcome (accepted, stale)", rollouts);
         m
     }

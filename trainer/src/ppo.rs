@@ -115,7 +115,8 @@ impl Default for PpoConfig {
 impl PpoConfig {
     /// Checks every field; the error names it and its bound.
     pub fn validate(&self) -> Result<(), TrainerError> {
-        let bad = |field: &str, reason: &str| Err(TrainerError::config(format!("ppo.{field}"), reason));
+        let bad =
+            |field: &str, reason: &str| Err(TrainerError::config(format!("ppo.{field}"), reason));
         if self.hidden.is_empty() || self.hidden.iter().any(|&h| h == 0 || h > 4096) {
             return bad("hidden", "1 or more layers of 1..=4096 units");
         }
@@ -131,7 +132,11 @@ impl PpoConfig {
         if self.minibatch_size == 0 || self.minibatch_size > 1 << 20 {
             return bad("minibatch_size", "must be in 1..=1048576");
         }
-        for (field, v) in [("clip_coef", self.clip_coef), ("vf_coef", self.vf_coef), ("max_grad_norm", self.max_grad_norm)] {
+        for (field, v) in [
+            ("clip_coef", self.clip_coef),
+            ("vf_coef", self.vf_coef),
+            ("max_grad_norm", self.max_grad_norm),
+        ] {
             if !(v > 0.0 && v.is_finite()) {
                 return bad(field, "must be finite and > 0");
             }
@@ -142,7 +147,11 @@ impl PpoConfig {
         if self.target_kl.is_some_and(|k| !(k > 0.0 && k.is_finite())) {
             return bad("target_kl", "must be finite and > 0 when set");
         }
-        if !(self.adam_eps > 0.0 && self.obs_clip > 0.0 && self.reward_scale > 0.0 && self.reward_scale.is_finite()) {
+        if !(self.adam_eps > 0.0
+            && self.obs_clip > 0.0
+            && self.reward_scale > 0.0
+            && self.reward_scale.is_finite())
+        {
             return bad("adam_eps", "adam_eps, obs_clip and reward_scale must be > 0");
         }
         if !(-5.0..=2.0).contains(&self.init_log_std) {
@@ -152,7 +161,12 @@ impl PpoConfig {
     }
 
     pub fn spec(&self) -> MlpSpec {
-        MlpSpec { obs_dim: OBS_DIM, act_dim: ACT_DIM, hidden: self.hidden.clone(), prior: self.prior }
+        MlpSpec {
+            obs_dim: OBS_DIM,
+            act_dim: ACT_DIM,
+            hidden: self.hidden.clone(),
+            prior: self.prior,
+        }
     }
 }
 
@@ -205,7 +219,9 @@ impl RunningStats {
     /// Whether the statistics, and the f32 normaliser made from them, are finite.
     pub fn is_finite(&self) -> bool {
         let f32_finite = |x: &f64| x.is_finite() && (*x as f32).is_finite();
-        self.count.is_finite() && self.mean.iter().all(f32_finite) && self.var.iter().all(f32_finite)
+        self.count.is_finite()
+            && self.mean.iter().all(f32_finite)
+            && self.var.iter().all(f32_finite)
     }
 
     pub fn normaliser(&self, clip: f32) -> ObsNormaliser {
@@ -284,7 +300,9 @@ impl Ppo {
     pub(crate) fn new(config: PpoConfig, device: Device) -> Result<Ppo, TrainerError> {
         config.validate()?;
         let spec = config.spec();
-        let mut flat = ActorCritic::random(&spec, peergrid_core::rng::derive_seed(config.seed, "ppo-init")).to_flat();
+        let mut flat =
+            ActorCritic::random(&spec, peergrid_core::rng::derive_seed(config.seed, "ppo-init"))
+                .to_flat();
         let sizes = spec.layer_sizes(spec.act_dim);
         let head = sizes[..sizes.len() - 1].iter().map(|(i, o)| i * o + o).sum::<usize>();
         let (h_in, h_out) = sizes[sizes.len() - 1];
@@ -296,7 +314,11 @@ impl Ppo {
     }
 
     /// A learner with the given flat parameters and zero Adam moments.
-    pub(crate) fn from_flat(config: PpoConfig, flat: &[f32], device: Device) -> Result<Ppo, TrainerError> {
+    pub(crate) fn from_flat(
+        config: PpoConfig,
+        flat: &[f32],
+        device: Device,
+    ) -> Result<Ppo, TrainerError> {
         config.validate()?;
         let spec = config.spec();
         ActorCritic::from_flat(&spec, flat)?;
@@ -304,7 +326,9 @@ impl Ppo {
         let mut pos = 0;
         for shape in shapes(&spec) {
             let n: i64 = shape.iter().product();
-            let t = Tensor::from_slice(&flat[pos..pos + n as usize]).view(shape.as_slice()).to_device(device);
+            let t = Tensor::from_slice(&flat[pos..pos + n as usize])
+                .view(shape.as_slice())
+                .to_device(device);
             params.push(t.set_requires_grad(true));
             pos += n as usize;
         }
@@ -341,7 +365,11 @@ impl Ppo {
             for p in self.params.iter_mut() {
                 let k = p.numel();
                 let size = p.size();
-                p.copy_(&Tensor::from_slice(&s.params[pos..pos + k]).view(size.as_slice()).to_device(self.device));
+                p.copy_(
+                    &Tensor::from_slice(&s.params[pos..pos + k])
+                        .view(size.as_slice())
+                        .to_device(self.device),
+                );
                 pos += k;
             }
         });
@@ -350,7 +378,8 @@ impl Ppo {
 
     /// Whether every parameter and Adam moment is finite.
     pub(crate) fn is_finite(&self) -> bool {
-        let finite = |ts: &[Tensor]| ts.iter().all(|t| tensor_to_vec(t).iter().all(|x| x.is_finite()));
+        let finite =
+            |ts: &[Tensor]| ts.iter().all(|t| tensor_to_vec(t).iter().all(|x| x.is_finite()));
         finite(&self.params) && finite(&self.adam_m) && finite(&self.adam_v)
     }
 
@@ -378,8 +407,10 @@ impl Ppo {
         for (m, v) in self.adam_m.iter_mut().zip(self.adam_v.iter_mut()) {
             let k = m.numel();
             let size = m.size();
-            *m = Tensor::from_slice(&s.m[pos..pos + k]).view(size.as_slice()).to_device(self.device);
-            *v = Tensor::from_slice(&s.v[pos..pos + k]).view(size.as_slice()).to_device(self.device);
+            *m =
+                Tensor::from_slice(&s.m[pos..pos + k]).view(size.as_slice()).to_device(self.device);
+            *v =
+                Tensor::from_slice(&s.v[pos..pos + k]).view(size.as_slice()).to_device(self.device);
             pos += k;
         }
         self.adam_step = s.step;
@@ -449,13 +480,16 @@ impl Ppo {
         }
         let cfg = self.config.clone();
         let lr = match (cfg.anneal_lr, cfg.total_updates) {
-            (true, Some(total)) if total > 0 => cfg.learning_rate * (1.0 - update_index as f64 / total as f64).max(0.0),
+            (true, Some(total)) if total > 0 => {
+                cfg.learning_rate * (1.0 - update_index as f64 / total as f64).max(0.0)
+            }
             _ => cfg.learning_rate,
         };
         stats.learning_rate = lr;
         let dev = self.device;
         let obs = Tensor::from_slice(&batch.obs).view([n as i64, OBS_DIM as i64]).to_device(dev);
-        let actions = Tensor::from_slice(&batch.actions).view([n as i64, ACT_DIM as i64]).to_device(dev);
+        let actions =
+            Tensor::from_slice(&batch.actions).view([n as i64, ACT_DIM as i64]).to_device(dev);
         let old_logp = Tensor::from_slice(&batch.log_probs).to_device(dev);
         let old_values = Tensor::from_slice(&batch.values).to_device(dev);
         let advantages = Tensor::from_slice(&batch.advantages).to_device(dev);
@@ -463,7 +497,8 @@ impl Ppo {
 
         let mb = cfg.minibatch_size.min(n);
         let mut order: Vec<i64> = (0..n as i64).collect();
-        let (mut pg_sum, mut v_sum, mut ent_sum, mut kl_sum, mut cf_sum, mut steps) = (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
+        let (mut pg_sum, mut v_sum, mut ent_sum, mut kl_sum, mut cf_sum, mut steps) =
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
         'epochs: for _ in 0..cfg.update_epochs {
             // Fisher–Yates with the learner's own seeded generator.
             for i in (1..n).rev() {
@@ -482,7 +517,12 @@ impl Ppo {
                 let ratio = logratio.exp();
                 let (approx_kl, clipfrac) = tch::no_grad(|| {
                     let kl = ((&ratio - 1.0) - &logratio).mean(Kind::Float).double_value(&[]);
-                    let cf = (&ratio - 1.0).abs().gt(cfg.clip_coef).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+                    let cf = (&ratio - 1.0)
+                        .abs()
+                        .gt(cfg.clip_coef)
+                        .to_kind(Kind::Float)
+                        .mean(Kind::Float)
+                        .double_value(&[]);
                     (kl, cf)
                 });
                 let mut mb_adv = advantages.index_select(0, &idx);
@@ -496,7 +536,8 @@ impl Ppo {
                 let v_loss = if cfg.clip_vloss {
                     let mb_old_v = old_values.index_select(0, &idx);
                     let unclipped = (&new_value - &mb_ret).square();
-                    let clipped_v = &mb_old_v + (&new_value - &mb_old_v).clamp(-cfg.clip_coef, cfg.clip_coef);
+                    let clipped_v =
+                        &mb_old_v + (&new_value - &mb_old_v).clamp(-cfg.clip_coef, cfg.clip_coef);
                     let clipped = (clipped_v - &mb_ret).square();
                     unclipped.maximum(&clipped).mean(Kind::Float) * 0.5
                 } else {
@@ -544,9 +585,18 @@ impl Ppo {
         let max_norm = self.config.max_grad_norm;
         tch::no_grad(|| {
             let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
-            let total = grads.iter().map(|g| g.square().sum(Kind::Float).double_value(&[])).sum::<f64>().sqrt();
+            let total = grads
+                .iter()
+                .map(|g| g.square().sum(Kind::Float).double_value(&[]))
+                .sum::<f64>()
+                .sqrt();
             let scale = if total > max_norm { max_norm / (total + 1e-6) } else { 1.0 };
-            for ((p, g), (m, v)) in self.params.iter_mut().zip(&grads).zip(self.adam_m.iter_mut().zip(self.adam_v.iter_mut())) {
+            for ((p, g), (m, v)) in self
+                .params
+                .iter_mut()
+                .zip(&grads)
+                .zip(self.adam_m.iter_mut().zip(self.adam_v.iter_mut()))
+            {
                 let g = g * scale;
                 let new_m = &*m * B1 + &g * (1.0 - B1);
                 let new_v = &*v * B2 + g.square() * (1.0 - B2);
@@ -601,7 +651,11 @@ struct Batch {
 }
 
 impl Batch {
-    fn build<'a>(rollouts: &[Rollout], normaliser_of: impl Fn(u64) -> &'a ObsNormaliser, cfg: &PpoConfig) -> Batch {
+    fn build<'a>(
+        rollouts: &[Rollout],
+        normaliser_of: impl Fn(u64) -> &'a ObsNormaliser,
+        cfg: &PpoConfig,
+    ) -> Batch {
         let total: usize = rollouts.iter().map(Rollout::samples).sum();
         let mut b = Batch {
             obs: Vec::with_capacity(total * OBS_DIM),
@@ -614,7 +668,15 @@ impl Batch {
         for r in rollouts {
             let normaliser = normaliser_of(r.policy_version);
             let rewards: Vec<f32> = r.rewards.iter().map(|x| x * cfg.reward_scale).collect();
-            let (adv, ret) = gae(&rewards, &r.values, &r.bootstrap_values, None, r.n_prosumers(), cfg.gamma, cfg.gae_lambda);
+            let (adv, ret) = gae(
+                &rewards,
+                &r.values,
+                &r.bootstrap_values,
+                None,
+                r.n_prosumers(),
+                cfg.gamma,
+                cfg.gae_lambda,
+            );
             for row in r.observations.chunks_exact(OBS_DIM) {
                 let mut x: [f32; OBS_DIM] = row.try_into().expect("chunks of OBS_DIM");
                 normaliser.apply(&mut x);
@@ -649,13 +711,18 @@ mod tests {
             let col: Vec<f64> = rows.chunks(2).map(|r| r[d] as f64).collect();
             let m = col.iter().sum::<f64>() / col.len() as f64;
             let v = col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / col.len() as f64;
-            assert!((s.mean[d] - m).abs() < 1e-4 && (s.var[d] - v).abs() < 1e-3, "{d}: {s:?} vs {m} {v}");
+            assert!(
+                (s.mean[d] - m).abs() < 1e-4 && (s.var[d] - v).abs() < 1e-3,
+                "{d}: {s:?} vs {m} {v}"
+            );
         }
     }
 
     #[test]
     fn the_tch_forward_pass_equals_the_pure_rust_one() {
-        let ppo = Ppo::new(PpoConfig { seed: 9, init_log_std: 0.3, ..PpoConfig::default() }, Device::Cpu).unwrap();
+        let ppo =
+            Ppo::new(PpoConfig { seed: 9, init_log_std: 0.3, ..PpoConfig::default() }, Device::Cpu)
+                .unwrap();
         let net = ppo.actor_critic().unwrap();
         let mut rng = SeededRng::new(4);
         let xs: Vec<f32> = (0..32 * OBS_DIM).map(|_| rng.uniform(-3.0, 3.0) as f32).collect();

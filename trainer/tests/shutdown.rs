@@ -15,7 +15,13 @@ use tonic::transport::Endpoint;
 async fn sigterm_exits_zero_while_a_push_is_half_sent() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--insecure-no-auth", "--shutdown-timeout-ms", "1000"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--insecure-no-auth",
+            "--shutdown-timeout-ms",
+            "1000",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -32,14 +38,22 @@ async fn sigterm_exits_zero_while_a_push_is_half_sent() {
     }
     .await;
     let mut client = LearnerServiceClient::new(channel.clone());
-    let subscribed = client.subscribe_policy(pb::SubscribeRequest { node_name: "watcher".into(), after_version: 0 }).await;
+    let subscribed = client
+        .subscribe_policy(pb::SubscribeRequest { node_name: "watcher".into(), after_version: 0 })
+        .await;
     let mut policies = subscribed.unwrap().into_inner();
     assert_eq!(policies.message().await.unwrap().unwrap().version, 1);
     let (held_tx, held_rx) = tokio::sync::mpsc::channel::<pb::ExperienceBatch>(1);
     let mut pusher = LearnerServiceClient::new(channel);
-    let push = tokio::spawn(async move { pusher.push_experience(tokio_stream::wrappers::ReceiverStream::new(held_rx)).await });
+    let push = tokio::spawn(async move {
+        pusher.push_experience(tokio_stream::wrappers::ReceiverStream::new(held_rx)).await
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     // A liveness bound, not a performance one.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let exit = loop {

@@ -14,7 +14,9 @@ use peergrid_core::units::PricePerKwh;
 
 use crate::config::{ClockMode, MarketSettings, DEADLINE_MS, SLOT_PERIOD_MS};
 use crate::error::MarketError;
-use crate::scenario::{parse_scenario, Effects, FeederLimit, ScenarioEvent, TimedEvent, MAX_LIVE_EVENTS};
+use crate::scenario::{
+    parse_scenario, Effects, FeederLimit, ScenarioEvent, TimedEvent, MAX_LIVE_EVENTS,
+};
 
 /// Most slots one `Step` may clear.
 pub(crate) const MAX_STEP: u32 = 100_000;
@@ -128,7 +130,10 @@ impl Control {
     /// Opens exactly `count` more slots, then pauses.
     pub(super) fn step(&mut self, count: u32, next_slot: u64) -> Result<String, MarketError> {
         if !(1..=MAX_STEP).contains(&count) {
-            return Err(MarketError::invalid("count", format!("must lie in 1..={MAX_STEP}, got {count}")));
+            return Err(MarketError::invalid(
+                "count",
+                format!("must lie in 1..={MAX_STEP}, got {count}"),
+            ));
         }
         self.started = true;
         self.paused = true;
@@ -137,12 +142,20 @@ impl Control {
     }
 
     /// Changes the clock mode; a 0 period or deadline keeps the current one.
-    pub(super) fn set_mode(&mut self, mode: ClockMode, slot_period_ms: u64, deadline_ms: u64) -> Result<String, MarketError> {
+    pub(super) fn set_mode(
+        &mut self,
+        mode: ClockMode,
+        slot_period_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<String, MarketError> {
         let check = |field: &str, v: u64, (lo, hi): (u64, u64)| {
             if v == 0 || (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(MarketError::invalid(field, format!("must lie in {lo}..={hi} (or 0 = unchanged), got {v}")))
+                Err(MarketError::invalid(
+                    field,
+                    format!("must lie in {lo}..={hi} (or 0 = unchanged), got {v}"),
+                ))
             }
         };
         check("slot_period_ms", slot_period_ms, SLOT_PERIOD_MS)?;
@@ -154,11 +167,20 @@ impl Control {
         if deadline_ms > 0 {
             self.deadline_ms = deadline_ms;
         }
-        Ok(format!("mode {}; slot period {} ms, deadline {} ms", mode.name(), self.slot_period_ms, self.deadline_ms))
+        Ok(format!(
+            "mode {}; slot period {} ms, deadline {} ms",
+            mode.name(),
+            self.slot_period_ms,
+            self.deadline_ms
+        ))
     }
 
     /// Validates a whole scenario, then schedules all of its events.
-    pub(super) fn load_scenario(&mut self, json: &str, next_slot: u64) -> Result<String, MarketError> {
+    pub(super) fn load_scenario(
+        &mut self,
+        json: &str,
+        next_slot: u64,
+    ) -> Result<String, MarketError> {
         let events = parse_scenario(json, next_slot)?;
         let n = events.len();
         self.room_for_events(n, "scenario_json.events")?;
@@ -168,7 +190,11 @@ impl Control {
     }
 
     /// Validates one event and applies it from the next slot opened.
-    pub(super) fn inject(&mut self, event: ScenarioEvent, next_slot: u64) -> Result<String, MarketError> {
+    pub(super) fn inject(
+        &mut self,
+        event: ScenarioEvent,
+        next_slot: u64,
+    ) -> Result<String, MarketError> {
         event.validate("event")?;
         self.room_for_events(1, "event")?;
         self.pending.push(event);
@@ -208,11 +234,17 @@ impl Control {
     /// The effects in force for the slot being opened: a tariff override
     /// (applied to `ctx`; `first_price` says no slot has cleared at a
     /// price yet) and the adjustments it carries. The slot uses them up.
-    pub(super) fn apply_effects(&mut self, ctx: &mut SlotContext, first_price: bool) -> Vec<Adjustment> {
+    pub(super) fn apply_effects(
+        &mut self,
+        ctx: &mut SlotContext,
+        first_price: bool,
+    ) -> Vec<Adjustment> {
         if let Some((retail, feed_in)) = self.effects.tariff() {
             // Validated on entry: both within [0, 100] with feed-in ≤ retail.
-            ctx.tariff.retail = PricePerKwh::from_per_kwh(retail, "retail_per_kwh").unwrap_or(ctx.tariff.retail);
-            ctx.tariff.feed_in = PricePerKwh::from_per_kwh(feed_in, "feed_in_per_kwh").unwrap_or(ctx.tariff.feed_in);
+            ctx.tariff.retail =
+                PricePerKwh::from_per_kwh(retail, "retail_per_kwh").unwrap_or(ctx.tariff.retail);
+            ctx.tariff.feed_in =
+                PricePerKwh::from_per_kwh(feed_in, "feed_in_per_kwh").unwrap_or(ctx.tariff.feed_in);
             if first_price {
                 ctx.last_clearing_price_per_kwh = ctx.tariff.midpoint().per_kwh();
             }
@@ -234,7 +266,13 @@ mod tests {
         s.clear();
         s.pause();
         assert!(!s.may_open());
-        let scale = ScaleGroup { first_prosumer_id: 0, last_prosumer_id: 1, pv_scale: 0.5, load_scale: 1.0, slots: 1 };
+        let scale = ScaleGroup {
+            first_prosumer_id: 0,
+            last_prosumer_id: 1,
+            pv_scale: 0.5,
+            load_scale: 1.0,
+            slots: 1,
+        };
         s.inject(ScenarioEvent::Scale(scale)).unwrap();
         s.load_scenario(
             r#"{"events": [{"at_slot": 2, "offline": {"first_prosumer_id": 2, "last_prosumer_id": 3, "slots": 1}}]}"#,
@@ -257,6 +295,9 @@ mod tests {
         assert!(s.status().paused);
         s.resume();
         assert!(s.may_open());
-        assert!(s.load_scenario(r#"{"events": [{"at_slot": 0, "feeder": {}}]}"#).is_err(), "past slot");
+        assert!(
+            s.load_scenario(r#"{"events": [{"at_slot": 0, "feeder": {}}]}"#).is_err(),
+            "past slot"
+        );
     }
 }

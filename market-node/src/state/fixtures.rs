@@ -33,7 +33,12 @@ impl WireCode for MarketError {
 
 /// A market of at least 4 prosumers, nodes of at most 8.
 pub(super) fn state() -> MarketState {
-    let settings = MarketSettings { min_prosumers: 4, max_batch: 8, insecure_no_auth: true, ..MarketSettings::default() };
+    let settings = MarketSettings {
+        min_prosumers: 4,
+        max_batch: 8,
+        insecure_no_auth: true,
+        ..MarketSettings::default()
+    };
     state_with(&settings)
 }
 
@@ -44,8 +49,16 @@ pub(super) fn state_with(settings: &MarketSettings) -> MarketState {
 
 pub(super) const SECRET: &str = "00112233445566778899aabbccddeeff";
 
-pub(super) fn reg(s: &mut MarketState, name: &str, count: u32) -> Result<Registration, MarketError> {
-    s.register(RegisterRequest { name, prosumer_count: count, ..RegisterRequest::default() }, SECRET.replace('0', "f"), 0)
+pub(super) fn reg(
+    s: &mut MarketState,
+    name: &str,
+    count: u32,
+) -> Result<Registration, MarketError> {
+    s.register(
+        RegisterRequest { name, prosumer_count: count, ..RegisterRequest::default() },
+        SECRET.replace('0', "f"),
+        0,
+    )
 }
 
 pub(super) fn resume(
@@ -71,7 +84,12 @@ pub(super) fn infos(first: u32, n: u32) -> Vec<ProsumerInfo> {
     (first..first + n)
         .map(|id| ProsumerInfo {
             prosumer_id: id,
-            envelope: Envelope { kind: ProsumerKind::PvOnly, pv_kwp: 100.0, battery: None, ev: None },
+            envelope: Envelope {
+                kind: ProsumerKind::PvOnly,
+                pv_kwp: 100.0,
+                battery: None,
+                ev: None,
+            },
         })
         .collect()
 }
@@ -89,7 +107,11 @@ pub(super) fn report(id: u32, net_kwh: f64, price: i64) -> HouseholdReport {
         degradation_cost: 0.0,
         ev_shortfall_kwh: 0.0,
         stored_kwh: 0.0,
-        order: Some(OrderIntent { side, quantity: Wh::floor_from_kwh(net_kwh.abs()), limit_price: PricePerKwh(price) }),
+        order: Some(OrderIntent {
+            side,
+            quantity: Wh::floor_from_kwh(net_kwh.abs()),
+            limit_price: PricePerKwh(price),
+        }),
     }
 }
 

@@ -161,7 +161,12 @@ impl Ledger {
     /// Clears `round` over every report received, settles, records KPIs and
     /// balances, and says what each node must be told; the second value is
     /// how many nodes still held the slot.
-    pub(super) fn clear(&mut self, round: &Round, members: &mut Membership, reward: &RewardWeights) -> (ClearOutcome, u64) {
+    pub(super) fn clear(
+        &mut self,
+        round: &Round,
+        members: &mut Membership,
+        reward: &RewardWeights,
+    ) -> (ClearOutcome, u64) {
         let reports = round.merged_reports();
         let (mut summary, orders) = self.settle(round, &reports, reward);
         let tally = self.tell_nodes(round, &reports, members);
@@ -175,7 +180,12 @@ impl Ledger {
     /// Clears and settles `reports` (sorted by id), records each household's
     /// slot in the KPIs and the slot's balances; returns the community's
     /// summary (without missing and absent counts) and the orders cleared.
-    fn settle(&mut self, round: &Round, reports: &[HouseholdReport], reward: &RewardWeights) -> (SlotSummary, u64) {
+    fn settle(
+        &mut self,
+        round: &Round,
+        reports: &[HouseholdReport],
+        reward: &RewardWeights,
+    ) -> (SlotSummary, u64) {
         let ctx = &round.open.ctx;
         let feeder = self.engine.clear_and_settle(reports, &ctx.tariff, ctx.hours);
         let clearing = self.engine.clearing();
@@ -198,7 +208,10 @@ impl Ledger {
             summary.grid_import_kwh += s.grid_import_kwh;
             summary.grid_export_kwh += s.grid_export_kwh;
             energy_error += (report.pv_kwh + report.battery.discharged_kwh + s.grid_import_kwh)
-                - (report.load_kwh + report.battery.charged_kwh + s.grid_export_kwh + (s.p2p_bought_kwh - s.p2p_received_kwh));
+                - (report.load_kwh
+                    + report.battery.charged_kwh
+                    + s.grid_export_kwh
+                    + (s.p2p_bought_kwh - s.p2p_received_kwh));
             if let Some(order) = report.order {
                 orders += 1;
                 let fill = self.engine.fill(i);
@@ -219,9 +232,15 @@ impl Ledger {
     /// Only nodes with a stream can be missing: a node within its lease but
     /// without a stream is absent (its households settle with the grid on
     /// their node when it is back), and expired nodes are gone.
-    fn tell_nodes(&self, round: &Round, reports: &[HouseholdReport], members: &mut Membership) -> NodeTally {
+    fn tell_nodes(
+        &self,
+        round: &Round,
+        reports: &[HouseholdReport],
+        members: &mut Membership,
+    ) -> NodeTally {
         let clearing = self.engine.clearing();
-        let mut tally = NodeTally { per_node: Vec::new(), missing: 0, absent: 0, holds_cut_short: 0 };
+        let mut tally =
+            NodeTally { per_node: Vec::new(), missing: 0, absent: 0, holds_cut_short: 0 };
         let indices: Vec<usize> = members.iter().map(|(i, _)| i).collect();
         for index in indices {
             let node = members.get(index).expect("listed");
@@ -234,7 +253,9 @@ impl Ledger {
             }
             let mut settlements = Vec::with_capacity(batch.len());
             for r in batch {
-                let i = reports.binary_search_by_key(&r.prosumer_id, |x| x.prosumer_id).expect("merged");
+                let i = reports
+                    .binary_search_by_key(&r.prosumer_id, |x| x.prosumer_id)
+                    .expect("merged");
                 settlements.push(SettledHousehold {
                     prosumer_id: r.prosumer_id,
                     side: r.order.map(|o| o.side),
@@ -244,7 +265,9 @@ impl Ledger {
             }
             let reported: BTreeSet<ProsumerId> = batch.iter().map(|r| r.prosumer_id).collect();
             let missing: Vec<ProsumerId> = (node.first..node.end())
-                .filter(|id| !reported.contains(id) && !conditions_for(*id, &round.open.adjustments).1)
+                .filter(|id| {
+                    !reported.contains(id) && !conditions_for(*id, &round.open.adjustments).1
+                })
                 .collect();
             tally.missing += missing.len() as u32;
             if round.held_by(index) {

@@ -33,7 +33,9 @@ pub(crate) const MAX_PROSUMERS: u32 = 10_000_000;
 /// Node names follow the one rule (`peergrid_core::node_name`).
 pub(crate) fn check_node_name(name: &str) -> Result<(), MarketError> {
     peergrid_core::node_name::check_node_name(name, "node_name").map_err(|e| match e {
-        peergrid_core::CoreError::InvalidField { field, reason } => MarketError::invalid(field, reason),
+        peergrid_core::CoreError::InvalidField { field, reason } => {
+            MarketError::invalid(field, reason)
+        }
         other => MarketError::invalid("node_name", other.to_string()),
     })
 }
@@ -120,26 +122,56 @@ impl Membership {
     /// Assigns a new node a free contiguous id range (first fit over the
     /// live leases), or gives a resuming node its range back. `secret` is a
     /// fresh unguessable value the caller drew; a new registration keeps it.
-    pub(super) fn register(&mut self, request: RegisterRequest<'_>, secret: String, now_ms: u64) -> Result<&Node, MarketError> {
-        let RegisterRequest { name, prosumer_count, resume_session_id, resume_first_id, resume_secret } = request;
+    pub(super) fn register(
+        &mut self,
+        request: RegisterRequest<'_>,
+        secret: String,
+        now_ms: u64,
+    ) -> Result<&Node, MarketError> {
+        let RegisterRequest {
+            name,
+            prosumer_count,
+            resume_session_id,
+            resume_first_id,
+            resume_secret,
+        } = request;
         check_node_name(name)?;
         let max = self.max_node_prosumers;
         if !(1..=max).contains(&prosumer_count) {
-            return Err(MarketError::invalid("prosumer_count", format!("must lie in 1..={max}, got {prosumer_count}")));
+            return Err(MarketError::invalid(
+                "prosumer_count",
+                format!("must lie in 1..={max}, got {prosumer_count}"),
+            ));
         }
         let index = if resume_session_id.is_empty() {
             self.register_new(name, prosumer_count, secret, now_ms)?
         } else {
-            self.resume(name, prosumer_count, resume_session_id, resume_first_id, resume_secret, now_ms)?
+            self.resume(
+                name,
+                prosumer_count,
+                resume_session_id,
+                resume_first_id,
+                resume_secret,
+                now_ms,
+            )?
         };
         Ok(&self.nodes[&index])
     }
 
-    fn register_new(&mut self, name: &str, count: u32, secret: String, now_ms: u64) -> Result<usize, MarketError> {
+    fn register_new(
+        &mut self,
+        name: &str,
+        count: u32,
+        secret: String,
+        now_ms: u64,
+    ) -> Result<usize, MarketError> {
         let first = self.free_range(count).ok_or_else(|| {
             MarketError::exhausted(
                 "prosumer_count",
-                format!("the market hosts at most {MAX_PROSUMERS} prosumers ({} registered)", self.registered_prosumers()),
+                format!(
+                    "the market hosts at most {MAX_PROSUMERS} prosumers ({} registered)",
+                    self.registered_prosumers()
+                ),
             )
         })?;
         let index = self.next_index;
@@ -170,7 +202,9 @@ impl Membership {
         }
         let index = match (self.node_of_session(session_id), claimed_first) {
             (Ok(index), _) => index,
-            (Err(_), Some(first)) => return self.adopt_session(name, session_id, secret, first, count, now_ms),
+            (Err(_), Some(first)) => {
+                return self.adopt_session(name, session_id, secret, first, count, now_ms)
+            }
             (Err(e), None) => return Err(e),
         };
         let node = &self.nodes[&index];
@@ -224,7 +258,8 @@ impl Membership {
 
     /// The lowest id at which `count` ids are free of every live lease.
     fn free_range(&self, count: u32) -> Option<ProsumerId> {
-        let mut ranges: Vec<(ProsumerId, ProsumerId)> = self.nodes.values().map(|n| (n.first, n.end())).collect();
+        let mut ranges: Vec<(ProsumerId, ProsumerId)> =
+            self.nodes.values().map(|n| (n.first, n.end())).collect();
         ranges.sort_unstable();
         let mut candidate: ProsumerId = 0;
         for (first, end) in ranges {
@@ -249,33 +284,53 @@ impl Membership {
         now_ms: u64,
     ) -> Result<usize, MarketError> {
         if !is_hex32(session_id) {
-            return Err(MarketError::invalid("resume_session_id", "must be the 32 hex characters a market issued"));
+            return Err(MarketError::invalid(
+                "resume_session_id",
+                "must be the 32 hex characters a market issued",
+            ));
         }
-        let end = first.checked_add(count).filter(|end| *end <= MAX_PROSUMERS).ok_or_else(|| {
-            MarketError::invalid("resume_first_prosumer_id", format!("range {first}+{count} exceeds {MAX_PROSUMERS}"))
-        })?;
+        let end =
+            first.checked_add(count).filter(|end| *end <= MAX_PROSUMERS).ok_or_else(|| {
+                MarketError::invalid(
+                    "resume_first_prosumer_id",
+                    format!("range {first}+{count} exceeds {MAX_PROSUMERS}"),
+                )
+            })?;
         if let Some(other) = self.nodes.values().find(|n| first < n.end() && n.first < end) {
             return Err(MarketError::precondition(
                 "resume_first_prosumer_id",
-                format!("ids {first}..{end} overlap node '{}' ({}..{})", other.name, other.first, other.end()),
+                format!(
+                    "ids {first}..{end} overlap node '{}' ({}..{})",
+                    other.name,
+                    other.first,
+                    other.end()
+                ),
             ));
         }
         Ok(self.insert_node(name, session_id.to_owned(), secret.to_owned(), first, count, now_ms))
     }
 
     fn node_of_session(&self, session_id: &str) -> Result<usize, MarketError> {
-        self.nodes
-            .iter()
-            .find(|(_, n)| n.session_id == session_id)
-            .map(|(i, _)| *i)
-            .ok_or_else(|| MarketError::not_found("session_id", "no such session (register first, or its lease expired)"))
+        self.nodes.iter().find(|(_, n)| n.session_id == session_id).map(|(i, _)| *i).ok_or_else(
+            || {
+                MarketError::not_found(
+                    "session_id",
+                    "no such session (register first, or its lease expired)",
+                )
+            },
+        )
     }
 
     /// Checks a `Join` whole (session, secret, one description per hosted
     /// prosumer in id order) and names the node; it changes nothing. The
     /// envelopes were validated at the edge (`grpc::prosumers_from_wire`);
     /// here that is only asserted.
-    pub(super) fn check_join(&self, session_id: &str, secret: &str, prosumers: &[ProsumerInfo]) -> Result<usize, MarketError> {
+    pub(super) fn check_join(
+        &self,
+        session_id: &str,
+        secret: &str,
+        prosumers: &[ProsumerInfo],
+    ) -> Result<usize, MarketError> {
         let index = self.node_of_session(session_id)?;
         let node = &self.nodes[&index];
         if !secret_matches(&node.secret, secret) {
@@ -284,7 +339,11 @@ impl Membership {
         if prosumers.len() != node.count as usize {
             return Err(MarketError::invalid(
                 "prosumers",
-                format!("must describe the node's {} prosumers, got {}", node.count, prosumers.len()),
+                format!(
+                    "must describe the node's {} prosumers, got {}",
+                    node.count,
+                    prosumers.len()
+                ),
             ));
         }
         for (i, p) in prosumers.iter().enumerate() {
@@ -295,14 +354,23 @@ impl Membership {
                     format!("must be {want} (ids in range order), got {}", p.prosumer_id),
                 ));
             }
-            debug_assert!(p.envelope.validate(&format!("prosumers[{i}]")).is_ok(), "validated at the edge: {:?}", p.envelope);
+            debug_assert!(
+                p.envelope.validate(&format!("prosumers[{i}]")).is_ok(),
+                "validated at the edge: {:?}",
+                p.envelope
+            );
         }
         Ok(index)
     }
 
     /// Connects node `index` (checked by [`Membership::check_join`]) with
     /// the equipment it declared; a previous connection is replaced.
-    pub(super) fn connect(&mut self, index: usize, prosumers: &[ProsumerInfo], now_ms: u64) -> NodeKey {
+    pub(super) fn connect(
+        &mut self,
+        index: usize,
+        prosumers: &[ProsumerInfo],
+        now_ms: u64,
+    ) -> NodeKey {
         let node = self.nodes.get_mut(&index).expect("checked by check_join");
         node.envelopes = prosumers.iter().map(|p| p.envelope).collect();
         node.joined = true;
@@ -345,14 +413,19 @@ impl Membership {
         let due: Vec<usize> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.idle_since_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.allowance_ms(n)))
+            .filter(|(_, n)| {
+                n.idle_since_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.allowance_ms(n))
+            })
             .map(|(i, _)| *i)
             .collect();
         let mut expired = Vec::with_capacity(due.len());
         for index in due {
             let n = self.nodes.remove(&index).expect("listed above");
             self.leases_expired += 1;
-            expired.push((index, Expired { name: n.name, first: n.first, count: n.count, never_joined: !n.joined }));
+            expired.push((
+                index,
+                Expired { name: n.name, first: n.first, count: n.count, never_joined: !n.joined },
+            ));
         }
         expired
     }
@@ -378,7 +451,10 @@ impl Membership {
     }
 
     pub(super) fn connected_nodes(&self) -> impl Iterator<Item = NodeKey> + '_ {
-        self.nodes.iter().filter(|(_, n)| n.connected).map(|(index, n)| NodeKey { index: *index, generation: n.generation })
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.connected)
+            .map(|(index, n)| NodeKey { index: *index, generation: n.generation })
     }
 
     pub(super) fn connected_prosumers(&self) -> u64 {
@@ -428,18 +504,33 @@ mod tests {
         assert_ne!(a.session_id, b.session_id);
         let again = resume(&mut s, "b-restarted", 5, &b.session_id, None, &b.secret).unwrap();
         assert_eq!((again.first_prosumer_id, again.secret.as_str()), (3, b.secret.as_str()));
-        assert_eq!(resume(&mut s, "x", 5, "nope", None, SECRET).unwrap_err().code(), Code::NotFound);
+        assert_eq!(
+            resume(&mut s, "x", 5, "nope", None, SECRET).unwrap_err().code(),
+            Code::NotFound
+        );
         // A market that restarted adopts a session it does not know, with the
         // claimed range and secret, unless another node holds part of it.
-        let adopted = resume(&mut s, "c", 4, "0123456789abcdef0123456789abcdef", Some(20), SECRET).unwrap();
-        assert_eq!((adopted.first_prosumer_id, adopted.prosumer_count, adopted.secret.as_str()), (20, 4, SECRET));
-        let clash = resume(&mut s, "d", 4, "fedcba9876543210fedcba9876543210", Some(22), SECRET).unwrap_err();
+        let adopted =
+            resume(&mut s, "c", 4, "0123456789abcdef0123456789abcdef", Some(20), SECRET).unwrap();
+        assert_eq!(
+            (adopted.first_prosumer_id, adopted.prosumer_count, adopted.secret.as_str()),
+            (20, 4, SECRET)
+        );
+        let clash = resume(&mut s, "d", 4, "fedcba9876543210fedcba9876543210", Some(22), SECRET)
+            .unwrap_err();
         assert_eq!(clash.code(), Code::FailedPrecondition);
-        assert_eq!(resume(&mut s, "e", 4, "not-hex", Some(40), SECRET).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            resume(&mut s, "e", 4, "not-hex", Some(40), SECRET).unwrap_err().code(),
+            Code::InvalidArgument
+        );
         let next = reg(&mut s, "f", 1).unwrap();
         assert_eq!(next.first_prosumer_id, 8, "first fit: the gap before the adopted range");
         assert_eq!(reg(&mut s, "", 1).unwrap_err().code(), Code::InvalidArgument);
-        assert_eq!(reg(&mut s, "big", 9).unwrap_err().code(), Code::InvalidArgument, "above max_batch");
+        assert_eq!(
+            reg(&mut s, "big", 9).unwrap_err().code(),
+            Code::InvalidArgument,
+            "above max_batch"
+        );
         let e = s.join(&a.session_id, &a.secret, &infos(1, 3), 0).unwrap_err();
         assert!(e.to_string().contains("prosumers[0].prosumer_id"), "{e}");
         assert_eq!(s.status().prosumers, 13, "3 + 5 + 4 + 1 registered prosumers");
@@ -452,9 +543,18 @@ mod tests {
         let ka = s.join(&a.session_id, &a.secret, &infos(0, 2), 0).unwrap();
         // Another holder of the agent token knows the session id, not the secret.
         let wrong = "0123456789abcdef0123456789abcdef";
-        assert_eq!(s.join(&a.session_id, wrong, &infos(0, 2), 0).unwrap_err().code(), Code::PermissionDenied);
-        assert_eq!(resume(&mut s, "thief", 2, &a.session_id, Some(0), wrong).unwrap_err().code(), Code::PermissionDenied);
-        assert_eq!(resume(&mut s, "thief", 2, &a.session_id, None, "").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            s.join(&a.session_id, wrong, &infos(0, 2), 0).unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            resume(&mut s, "thief", 2, &a.session_id, Some(0), wrong).unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            resume(&mut s, "thief", 2, &a.session_id, None, "").unwrap_err().code(),
+            Code::InvalidArgument
+        );
         assert!(s.members.is_current(ka), "the real node keeps its connection");
         // The node itself reconnects with the secret and replaces its old connection.
         let kb = s.join(&a.session_id, &a.secret, &infos(0, 2), 5).unwrap();
@@ -504,7 +604,13 @@ mod tests {
         // Its ids are free again, and a market that forgot the session
         // re-creates it from the node's claim.
         assert_eq!(reg(&mut s, "new", 2).unwrap().first_prosumer_id, 0);
-        assert_eq!(resume(&mut s, "a", 4, &a.session_id, Some(0), &a.secret).unwrap_err().code(), Code::FailedPrecondition);
-        assert_eq!(resume(&mut s, "a", 4, &a.session_id, Some(2), &a.secret).unwrap().first_prosumer_id, 2);
+        assert_eq!(
+            resume(&mut s, "a", 4, &a.session_id, Some(0), &a.secret).unwrap_err().code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            resume(&mut s, "a", 4, &a.session_id, Some(2), &a.secret).unwrap().first_prosumer_id,
+            2
+        );
     }
 }

@@ -270,7 +270,8 @@ impl MarketState {
     /// Whether a new slot may open now (no round open, started, not paused
     /// or stepping, below `max_slots`; fast mode also needs a connected node).
     pub(crate) fn may_open(&self) -> bool {
-        !self.rounds.is_open() && self.control.may_open(self.rounds.next_slot(), self.members.connected_prosumers())
+        !self.rounds.is_open()
+            && self.control.may_open(self.rounds.next_slot(), self.members.connected_prosumers())
     }
 
     /// Fast mode: every node waited for has sent its batch.
@@ -315,7 +316,12 @@ impl MarketState {
     /// A node asks the market to hold the open slot for it (it waits for the
     /// next policy version). Fast mode holds the slot at most `max_hold_ms`
     /// after it opened; real-time mode keeps wall-clock time and only counts it.
-    pub(crate) fn hold(&mut self, key: NodeKey, slot: u64, now_ms: u64) -> Result<HoldOutcome, MarketError> {
+    pub(crate) fn hold(
+        &mut self,
+        key: NodeKey,
+        slot: u64,
+        now_ms: u64,
+    ) -> Result<HoldOutcome, MarketError> {
         self.rounds.hold(&mut self.members, self.control.mode(), key, slot, now_ms)
     }
 
@@ -335,7 +341,8 @@ impl MarketState {
     /// KPIs and balances, and says what each node must be told.
     pub(crate) fn clear(&mut self) -> ClearOutcome {
         let round = self.rounds.take().expect("clear needs an open slot");
-        let (outcome, holds_cut_short) = self.ledger.clear(&round, &mut self.members, &self.sim.reward);
+        let (outcome, holds_cut_short) =
+            self.ledger.clear(&round, &mut self.members, &self.sim.reward);
         self.rounds.count_holds_cut_short(holds_cut_short);
         outcome
     }
@@ -360,7 +367,12 @@ impl MarketState {
     }
 
     /// Changes the clock mode; a 0 period or deadline keeps the current one.
-    pub(crate) fn set_mode(&mut self, mode: ClockMode, slot_period_ms: u64, deadline_ms: u64) -> Result<String, MarketError> {
+    pub(crate) fn set_mode(
+        &mut self,
+        mode: ClockMode,
+        slot_period_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<String, MarketError> {
         self.control.set_mode(mode, slot_period_ms, deadline_ms)
     }
 

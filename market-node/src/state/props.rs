@@ -143,30 +143,55 @@ fn slot_choice() -> impl Strategy<Value = SlotChoice> {
 
 fn report_seed() -> impl Strategy<Value = ReportSeed> {
     (0u32..3, -3.0f64..3.0, prop::option::weighted(0.1, extreme_f64()), 0.0f64..=1.0, -0.2f64..1.2)
-        .prop_map(|(offset, net_kwh, hostile, share, price)| ReportSeed { offset, net_kwh, hostile, share, price })
+        .prop_map(|(offset, net_kwh, hostile, share, price)| ReportSeed {
+            offset,
+            net_kwh,
+            hostile,
+            share,
+            price,
+        })
 }
 
 fn inject() -> impl Strategy<Value = control::InjectRequest> {
     use control::inject_request::Event;
     let event = prop_oneof![
-        (extreme_u32(), extreme_u32(), value_f64(), value_f64(), extreme_u32()).prop_map(|(a, b, pv, load, slots)| {
-            Event::Scale(control::ScaleGroup { first_prosumer_id: a, last_prosumer_id: b, pv_scale: pv, load_scale: load, slots })
-        }),
+        (extreme_u32(), extreme_u32(), value_f64(), value_f64(), extreme_u32()).prop_map(
+            |(a, b, pv, load, slots)| {
+                Event::Scale(control::ScaleGroup {
+                    first_prosumer_id: a,
+                    last_prosumer_id: b,
+                    pv_scale: pv,
+                    load_scale: load,
+                    slots,
+                })
+            }
+        ),
         (value_f64(), value_f64(), extreme_u32()).prop_map(|(r, f, slots)| {
             Event::Tariff(control::TariffOverride { retail_per_kwh: r, feed_in_per_kwh: f, slots })
         }),
-        (value_f64(), value_f64())
-            .prop_map(|(i, e)| Event::Feeder(control::FeederLimit { import_limit_kw: i, export_limit_kw: e })),
+        (value_f64(), value_f64()).prop_map(|(i, e)| Event::Feeder(control::FeederLimit {
+            import_limit_kw: i,
+            export_limit_kw: e
+        })),
         (extreme_u32(), extreme_u32(), extreme_u32()).prop_map(|(a, b, slots)| {
-            Event::Offline(control::TakeOffline { first_prosumer_id: a, last_prosumer_id: b, slots })
+            Event::Offline(control::TakeOffline {
+                first_prosumer_id: a,
+                last_prosumer_id: b,
+                slots,
+            })
         }),
     ];
     prop::option::weighted(0.95, event).prop_map(|event| control::InjectRequest { event })
 }
 
 fn set_mode() -> impl Strategy<Value = control::SetModeRequest> {
-    (prop_oneof![0i32..4, any::<i32>()], extreme_u64(), extreme_u64())
-        .prop_map(|(mode, slot_period_ms, deadline_ms)| control::SetModeRequest { mode, slot_period_ms, deadline_ms })
+    (prop_oneof![0i32..4, any::<i32>()], extreme_u64(), extreme_u64()).prop_map(
+        |(mode, slot_period_ms, deadline_ms)| control::SetModeRequest {
+            mode,
+            slot_period_ms,
+            deadline_ms,
+        },
+    )
 }
 
 fn scenario() -> impl Strategy<Value = String> {
@@ -221,8 +246,12 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let ds = Arc::new(synthetic_dataset(3, 2, 60, 1));
-        let settings =
-            MarketSettings { min_prosumers: 2, max_batch: MAX_BATCH, insecure_no_auth: true, ..MarketSettings::default() };
+        let settings = MarketSettings {
+            min_prosumers: 2,
+            max_batch: MAX_BATCH,
+            insecure_no_auth: true,
+            ..MarketSettings::default()
+        };
         let s = MarketState::new(ds, SimConfig::default(), &settings, 42).expect("valid settings");
         Harness { s, regs: Vec::new(), keys: Vec::new(), now_ms: 0, drawn: 0 }
     }
@@ -308,18 +337,27 @@ impl Harness {
                     resume_first_id: first,
                     resume_secret: &secret,
                 };
-                self.s.register(request, fresh, now).map(|r| self.regs.push(r)).map_err(WireError::from)
+                self.s
+                    .register(request, fresh, now)
+                    .map(|r| self.regs.push(r))
+                    .map_err(WireError::from)
             }
             Op::Join { node, secret, defect } => {
                 let reg = pick(node, self.regs.len()).map(|i| self.regs[i].clone());
                 let session = reg.as_ref().map_or_else(|| HEX.to_owned(), |r| r.session_id.clone());
                 let secret = self.secret(reg.as_ref(), *secret);
-                let (first, count) = reg.as_ref().map_or((0, 1), |r| (r.first_prosumer_id, r.prosumer_count));
+                let (first, count) =
+                    reg.as_ref().map_or((0, 1), |r| (r.first_prosumer_id, r.prosumer_count));
                 let mut infos: Vec<ProsumerInfo> = (first..first + count)
                     .map(|id| ProsumerInfo {
                         prosumer_id: id,
                         // Panels large enough for any generated position.
-                        envelope: Envelope { kind: ProsumerKind::PvOnly, pv_kwp: 100.0, battery: None, ev: None },
+                        envelope: Envelope {
+                            kind: ProsumerKind::PvOnly,
+                            pv_kwp: 100.0,
+                            battery: None,
+                            ev: None,
+                        },
                     })
                     .collect();
                 match defect {
@@ -334,21 +372,25 @@ impl Harness {
                 let wire: Vec<market::ProsumerSummary> =
                     infos.iter().map(|p| envelope_to_wire(p.prosumer_id, &p.envelope)).collect();
                 let infos = prosumers_from_wire(&wire)?;
-                self.s.join(&session, &secret, &infos, now).map(|k| self.keys.push(k)).map_err(WireError::from)
+                self.s
+                    .join(&session, &secret, &infos, now)
+                    .map(|k| self.keys.push(k))
+                    .map_err(WireError::from)
             }
             Op::Submit { node, slot, reports } => {
                 let key = self.keys[node % self.keys.len()];
                 let first = self.s.members.get(key.index).map_or(0, |n| n.first);
-                let batch: Vec<market::HouseholdReport> = reports.iter().map(|seed| self.wire_report(first, *seed)).collect();
+                let batch: Vec<market::HouseholdReport> =
+                    reports.iter().map(|seed| self.wire_report(first, *seed)).collect();
                 self.edge_submit(key, self.slot(*slot), &batch)
             }
             Op::Hold { node, slot } => {
                 let key = self.keys[node % self.keys.len()];
                 self.s.hold(key, self.slot(*slot), now).map(drop).map_err(WireError::from)
             }
-            Op::Inject(request) => {
-                inject_from_wire(*request).and_then(|event| self.s.inject(event).map_err(WireError::from)).map(drop)
-            }
+            Op::Inject(request) => inject_from_wire(*request)
+                .and_then(|event| self.s.inject(event).map_err(WireError::from))
+                .map(drop),
             Op::SetMode(request) => mode_from_wire(request)
                 .and_then(|command| match command {
                     crate::clock::ControlCommand::SetMode { mode, slot_period_ms, deadline_ms } => {
@@ -359,7 +401,9 @@ impl Harness {
                 .map(drop),
             Op::LoadScenario(json) => self.s.load_scenario(json).map(drop).map_err(WireError::from),
             Op::Step(count) => self.s.step(*count).map(drop).map_err(WireError::from),
-            Op::Open | Op::Clear | Op::Disconnect(_) | Op::Expire(_) => unreachable!("a clock move: {op:?}"),
+            Op::Open | Op::Clear | Op::Disconnect(_) | Op::Expire(_) => {
+                unreachable!("a clock move: {op:?}")
+            }
         }
     }
 
@@ -393,7 +437,12 @@ impl Harness {
     }
 
     /// What `grpc::accept_batch` does: the edge's checks, then the state.
-    fn edge_submit(&mut self, key: NodeKey, slot: u64, batch: &[market::HouseholdReport]) -> Result<(), WireError> {
+    fn edge_submit(
+        &mut self,
+        key: NodeKey,
+        slot: u64,
+        batch: &[market::HouseholdReport],
+    ) -> Result<(), WireError> {
         let batch = market::OrderBatch { slot, reports: batch.to_vec() };
         let reports = batch_from_wire(&batch, self.s.open_bounds(), MAX_BATCH)?;
         self.s.submit(key, slot, reports, self.now_ms).map(drop).map_err(WireError::from)
@@ -411,8 +460,16 @@ fn check_cleared(s: &MarketState, out: &ClearOutcome) {
     for (_, node) in &out.per_node {
         for h in &node.settlements {
             let fill = h.fill;
-            assert!(fill.quantity.0 >= 0 && fill.value.0 >= 0, "prosumer {}: {fill:?}", h.prosumer_id);
-            assert!(fill.quantity.0 == 0 || h.side.is_some(), "prosumer {}: a fill without a side", h.prosumer_id);
+            assert!(
+                fill.quantity.0 >= 0 && fill.value.0 >= 0,
+                "prosumer {}: {fill:?}",
+                h.prosumer_id
+            );
+            assert!(
+                fill.quantity.0 == 0 || h.side.is_some(),
+                "prosumer {}: a fill without a side",
+                h.prosumer_id
+            );
             match h.side {
                 Some(Side::Buy) => bought += fill.quantity.0,
                 _ => sold += fill.quantity.0,
@@ -429,10 +486,22 @@ fn check_cleared(s: &MarketState, out: &ClearOutcome) {
         assert_eq!(bought, sold, "energy bought ≠ energy sold in slot {}", out.summary.slot);
         assert_eq!(bought, matched);
     } else {
-        assert!(bought <= matched && sold <= matched, "slot {}: {bought}, {sold} of {matched} Wh", out.summary.slot);
+        assert!(
+            bought <= matched && sold <= matched,
+            "slot {}: {bought}, {sold} of {matched} Wh",
+            out.summary.slot
+        );
     }
     let k = &status.kpis;
-    for v in [k.load_kwh, k.pv_kwh, k.grid_import_kwh, k.grid_export_kwh, k.community_cost, k.p2p_kwh, k.co2_kg] {
+    for v in [
+        k.load_kwh,
+        k.pv_kwh,
+        k.grid_import_kwh,
+        k.grid_export_kwh,
+        k.community_cost,
+        k.p2p_kwh,
+        k.co2_kg,
+    ] {
         assert!(v.is_finite(), "{k:?}");
     }
 }
@@ -462,10 +531,19 @@ proptest! {
 fn a_reporter_that_disconnects_before_the_clearing_still_balances() {
     let mut h = Harness::new();
     h.apply(&Op::Register { name: "a".into(), count: 2, resume: None }).unwrap().unwrap();
-    h.apply(&Op::Join { node: 0, secret: Secret::Right, defect: JoinDefect::None }).unwrap().unwrap();
+    h.apply(&Op::Join { node: 0, secret: Secret::Right, defect: JoinDefect::None })
+        .unwrap()
+        .unwrap();
     h.apply(&Op::Open);
-    let seed = |offset, net_kwh| ReportSeed { offset, net_kwh, hostile: None, share: 1.0, price: 0.0 };
-    h.apply(&Op::Submit { node: 0, slot: SlotChoice::Open, reports: vec![seed(1, -1.9), seed(0, 1.4)] }).unwrap().unwrap();
+    let seed =
+        |offset, net_kwh| ReportSeed { offset, net_kwh, hostile: None, share: 1.0, price: 0.0 };
+    h.apply(&Op::Submit {
+        node: 0,
+        slot: SlotChoice::Open,
+        reports: vec![seed(1, -1.9), seed(0, 1.4)],
+    })
+    .unwrap()
+    .unwrap();
     h.apply(&Op::Disconnect(0));
     let out = h.s.clear();
     assert!(out.summary.matched_kwh > 0.0 && out.per_node.is_empty(), "{out:?}");
@@ -485,7 +563,8 @@ fn the_harness_trades() {
     h.apply(&join(0)).unwrap().unwrap();
     h.apply(&join(1)).unwrap().unwrap();
     h.apply(&Op::Open);
-    let seed = |offset, net_kwh, price| ReportSeed { offset, net_kwh, hostile: None, share: 1.0, price };
+    let seed =
+        |offset, net_kwh, price| ReportSeed { offset, net_kwh, hostile: None, share: 1.0, price };
     let submit = |node: usize, reports| Op::Submit { node, slot: SlotChoice::Open, reports };
     h.apply(&submit(0, vec![seed(0, 2.0, 1.0)])).unwrap().unwrap();
     h.apply(&submit(1, vec![seed(0, -2.0, 0.0)])).unwrap().unwrap();
@@ -504,8 +583,15 @@ fn the_harness_trades() {
 fn live_scenario_events_are_bounded() {
     use crate::scenario::{TakeOffline, MAX_LIVE_EVENTS};
     let mut h = Harness::new();
-    let event = ScenarioEvent::Offline(TakeOffline { first_prosumer_id: 0, last_prosumer_id: 0, slots: 100_000 });
-    h.s.load_scenario(r#"{"events": [{"at_slot": 5, "feeder": {}}, {"at_slot": 9, "feeder": {}}]}"#).unwrap();
+    let event = ScenarioEvent::Offline(TakeOffline {
+        first_prosumer_id: 0,
+        last_prosumer_id: 0,
+        slots: 100_000,
+    });
+    h.s.load_scenario(
+        r#"{"events": [{"at_slot": 5, "feeder": {}}, {"at_slot": 9, "feeder": {}}]}"#,
+    )
+    .unwrap();
     for _ in 2..MAX_LIVE_EVENTS {
         h.s.inject(event).unwrap();
     }

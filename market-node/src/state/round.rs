@@ -45,10 +45,14 @@ pub enum HoldOutcome {
 /// moved on since.
 pub(crate) fn check_open_slot(open: Option<u64>, slot: u64, what: &str) -> Result<(), MarketError> {
     match open {
-        None => Err(MarketError::precondition("slot", format!("no slot is open, got {what} for slot {slot}"))),
-        Some(open) if open != slot => {
-            Err(MarketError::precondition("slot", format!("the open slot is {open}, got {what} for slot {slot}")))
-        }
+        None => Err(MarketError::precondition(
+            "slot",
+            format!("no slot is open, got {what} for slot {slot}"),
+        )),
+        Some(open) if open != slot => Err(MarketError::precondition(
+            "slot",
+            format!("the open slot is {open}, got {what} for slot {slot}"),
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -122,12 +126,20 @@ impl Rounds {
         if settings.start_slot >= ds.n_slots() as u64 {
             return Err(ConfigError {
                 field: "start_slot".into(),
-                reason: format!("must be < the dataset's {} slots, got {}", ds.n_slots(), settings.start_slot),
+                reason: format!(
+                    "must be < the dataset's {} slots, got {}",
+                    ds.n_slots(),
+                    settings.start_slot
+                ),
             });
         }
         let schedule = match &settings.train_weeks_only {
             Some(split) => {
-                let slots: Vec<usize> = peergrid_core::data::split::split_weeks(ds, split).train.into_iter().flatten().collect();
+                let slots: Vec<usize> = peergrid_core::data::split::split_weeks(ds, split)
+                    .train
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 if slots.is_empty() {
                     return Err(ConfigError {
                         field: "train_weeks_only".into(),
@@ -135,7 +147,8 @@ impl Rounds {
                     });
                 }
                 // Start at the first training slot at or after start_slot.
-                let first = slots.iter().position(|&t| t >= settings.start_slot as usize).unwrap_or(0);
+                let first =
+                    slots.iter().position(|&t| t >= settings.start_slot as usize).unwrap_or(0);
                 Some(slots[first..].iter().chain(&slots[..first]).copied().collect())
             }
             None => None,
@@ -198,7 +211,14 @@ impl Rounds {
                 waited.insert(i);
             }
         }
-        self.open = Some(Round { open, expected, waited, batches: BTreeMap::new(), held: BTreeSet::new(), opened_ms: now_ms });
+        self.open = Some(Round {
+            open,
+            expected,
+            waited,
+            batches: BTreeMap::new(),
+            held: BTreeSet::new(),
+            opened_ms: now_ms,
+        });
         self.next_slot += 1;
     }
 
@@ -235,7 +255,9 @@ impl Rounds {
 
     /// Fast mode: every node waited for has sent its batch.
     pub(super) fn ready(&self) -> bool {
-        self.open.as_ref().is_some_and(|r| !r.waited.is_empty() && r.waited.iter().all(|i| r.batches.contains_key(i)))
+        self.open.as_ref().is_some_and(|r| {
+            !r.waited.is_empty() && r.waited.iter().all(|i| r.batches.contains_key(i))
+        })
     }
 
     /// Whether nodes hold the open slot.
@@ -256,14 +278,26 @@ impl Rounds {
     /// The open round, if `key` is the node's current connection, `slot` is
     /// the open slot and the node has not sent its batch for it yet; `what`
     /// ("a batch", "a hold") names the message in the error.
-    fn round_for(&self, members: &Membership, key: NodeKey, slot: u64, what: &str) -> Result<&Round, MarketError> {
+    fn round_for(
+        &self,
+        members: &Membership,
+        key: NodeKey,
+        slot: u64,
+        what: &str,
+    ) -> Result<&Round, MarketError> {
         if !members.is_current(key) {
-            return Err(MarketError::precondition("session", "this connection is not (or no longer) joined"));
+            return Err(MarketError::precondition(
+                "session",
+                "this connection is not (or no longer) joined",
+            ));
         }
         check_open_slot(self.open.as_ref().map(|r| r.open.slot), slot, what)?;
         let round = self.open.as_ref().expect("checked: a slot is open");
         if round.batches.contains_key(&key.index) {
-            return Err(MarketError::precondition("slot", format!("this node already sent its batch for slot {slot}")));
+            return Err(MarketError::precondition(
+                "slot",
+                format!("this node already sent its batch for slot {slot}"),
+            ));
         }
         Ok(round)
     }
@@ -353,7 +387,10 @@ fn check_reports(
             ));
         }
         if let Some(j) = seen.insert(r.prosumer_id, i) {
-            return Err(MarketError::invalid(field(), format!("duplicate prosumer id {} (also reports[{j}])", r.prosumer_id)));
+            return Err(MarketError::invalid(
+                field(),
+                format!("duplicate prosumer id {} (also reports[{j}])", r.prosumer_id),
+            ));
         }
         let (conditions, offline) = conditions_for(r.prosumer_id, &round.open.adjustments);
         if offline {
@@ -363,7 +400,9 @@ fn check_reports(
             ));
         }
         let envelope = &node.envelopes[(r.prosumer_id - node.first) as usize];
-        envelope.check(r, &slot_limits, conditions, &|| format!("reports[{i}]")).map_err(MarketError::from)?;
+        envelope
+            .check(r, &slot_limits, conditions, &|| format!("reports[{i}]"))
+            .map_err(MarketError::from)?;
     }
     Ok(())
 }
@@ -384,11 +423,29 @@ mod tests {
         let before = s.status();
         let cases: Vec<(NodeKey, u64, Vec<HouseholdReport>, Code, &str)> = vec![
             (ka, 1, vec![report(0, 1.0, 150_000)], Code::FailedPrecondition, "slot"),
-            (ka, 0, vec![report(0, 1.0, 150_000), report(2, 1.0, 150_000)], Code::PermissionDenied, "reports[1].prosumer_id"),
-            (ka, 0, vec![report(0, 1.0, 150_000), report(0, 1.0, 150_000)], Code::InvalidArgument, "reports[1].prosumer_id"),
+            (
+                ka,
+                0,
+                vec![report(0, 1.0, 150_000), report(2, 1.0, 150_000)],
+                Code::PermissionDenied,
+                "reports[1].prosumer_id",
+            ),
+            (
+                ka,
+                0,
+                vec![report(0, 1.0, 150_000), report(0, 1.0, 150_000)],
+                Code::InvalidArgument,
+                "reports[1].prosumer_id",
+            ),
             // More reports than the node hosts (the edge refuses more than
             // the batch limit before decoding): the first foreign one is named.
-            (ka, 0, (0..9).map(|id| report(id, 1.0, 150_000)).collect(), Code::PermissionDenied, "reports[2].prosumer_id"),
+            (
+                ka,
+                0,
+                (0..9).map(|id| report(id, 1.0, 150_000)).collect(),
+                Code::PermissionDenied,
+                "reports[2].prosumer_id",
+            ),
             (ka, 0, vec![report(0, 1.0, 9_000_000)], Code::InvalidArgument, "orders[0]"),
             (NodeKey { index: 0, generation: 9 }, 0, vec![], Code::FailedPrecondition, "session"),
             // Beyond the declared equipment (100 kWp, no battery).
@@ -396,7 +453,12 @@ mod tests {
             (
                 ka,
                 0,
-                vec![HouseholdReport { load_kwh: 1e4, net_kwh: 1e4, order: None, ..report(0, 1.0, 0) }],
+                vec![HouseholdReport {
+                    load_kwh: 1e4,
+                    net_kwh: 1e4,
+                    order: None,
+                    ..report(0, 1.0, 0)
+                }],
                 Code::InvalidArgument,
                 "reports[0].load_kwh",
             ),
@@ -423,25 +485,37 @@ mod tests {
     fn training_plays_only_the_train_days_of_the_split() {
         let ds = peergrid_core::data::synthetic::synthetic_dataset(2, 364, 60, 1);
         let split = WeekSplit::default();
-        let settings = MarketSettings { train_weeks_only: Some(split), ..MarketSettings::default() };
+        let settings =
+            MarketSettings { train_weeks_only: Some(split), ..MarketSettings::default() };
         let schedule = Rounds::new(&ds, &settings).unwrap().schedule.unwrap();
         let parts = peergrid_core::data::split::split_weeks(&ds, &split);
         assert_eq!(schedule.len(), parts.slots(SplitPart::Train));
         for held_out in parts.validation.iter().chain(&parts.test) {
-            assert!(!schedule.iter().any(|t| held_out.contains(t)), "trains on held-out {held_out:?}");
+            assert!(
+                !schedule.iter().any(|t| held_out.contains(t)),
+                "trains on held-out {held_out:?}"
+            );
         }
         let none_left = WeekSplit { test_every_nth_week: 1, validation_every_nth_week: 0 };
         let short = peergrid_core::data::synthetic::synthetic_dataset(2, 14, 60, 1);
-        let e = Rounds::new(&short, &MarketSettings { train_weeks_only: Some(none_left), ..settings }).unwrap_err();
+        let e =
+            Rounds::new(&short, &MarketSettings { train_weeks_only: Some(none_left), ..settings })
+                .unwrap_err();
         assert!(e.to_string().contains("train_weeks_only"), "{e}");
     }
 
     #[test]
     fn the_open_slot_rule_names_the_slot() {
         let e = check_open_slot(None, 3, "a batch").unwrap_err();
-        assert_eq!(e.to_string(), "failed precondition: slot: no slot is open, got a batch for slot 3");
+        assert_eq!(
+            e.to_string(),
+            "failed precondition: slot: no slot is open, got a batch for slot 3"
+        );
         let e = check_open_slot(Some(4), 3, "a hold").unwrap_err();
-        assert_eq!(e.to_string(), "failed precondition: slot: the open slot is 4, got a hold for slot 3");
+        assert_eq!(
+            e.to_string(),
+            "failed precondition: slot: the open slot is 4, got a hold for slot 3"
+        );
         assert!(check_open_slot(Some(4), 4, "a batch").is_ok());
     }
 
@@ -461,12 +535,20 @@ mod tests {
         let (mut s, ka, kb) = two_nodes();
         assert_eq!(s.hold(ka, 0, 10).unwrap(), HoldOutcome::Held { until_ms: 60_000 });
         assert!(s.held());
-        assert_eq!(s.hold(ka, 1, 10).unwrap_err().code(), Code::FailedPrecondition, "not the open slot");
+        assert_eq!(
+            s.hold(ka, 1, 10).unwrap_err().code(),
+            Code::FailedPrecondition,
+            "not the open slot"
+        );
         s.submit(kb, 0, vec![report(2, 0.5, 170_000)], 20).unwrap();
         assert!(!s.round_ready(), "a waits for the learner");
         s.submit(ka, 0, vec![report(0, 1.5, 150_000)], 4_000).unwrap();
         assert!(s.round_ready() && !s.held());
-        assert_eq!(s.hold(kb, 0, 4_000).unwrap_err().code(), Code::FailedPrecondition, "already reported");
+        assert_eq!(
+            s.hold(kb, 0, 4_000).unwrap_err().code(),
+            Code::FailedPrecondition,
+            "already reported"
+        );
         s.clear();
         assert_eq!(s.hold_counters(), (1, 0));
         // Cut short: the slot clears while a still holds.

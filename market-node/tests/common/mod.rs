@@ -48,7 +48,12 @@ pub(crate) fn tokens() -> Tokens {
 
 /// Settings for tests: ephemeral port, long deadlines (tests never depend on timing).
 pub(crate) fn settings() -> MarketSettings {
-    MarketSettings { listen: "127.0.0.1:0".parse().unwrap(), deadline_ms: 60_000, start_slot: 4000, ..MarketSettings::default() }
+    MarketSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        deadline_ms: 60_000,
+        start_slot: 4000,
+        ..MarketSettings::default()
+    }
 }
 
 pub(crate) struct TestMarket {
@@ -61,20 +66,37 @@ impl TestMarket {
     pub(crate) async fn start(settings: MarketSettings) -> TestMarket {
         let config = MarketConfig::new(settings, SimConfig::default(), tokens()).unwrap();
         let controller = ShutdownController::new();
-        let handle = peergrid_market_node::start_with_dataset(config, dataset(), controller.subscribe()).await.unwrap();
+        let handle =
+            peergrid_market_node::start_with_dataset(config, dataset(), controller.subscribe())
+                .await
+                .unwrap();
         let channel = match peergrid_runtime::inproc::local_name(handle.url()) {
-            Some(name) => peergrid_runtime::inproc::connect(peergrid_runtime::inproc::endpoint(), name).await.unwrap(),
-            None => tonic::transport::Endpoint::from_shared(handle.url().to_owned()).unwrap().connect().await.unwrap(),
+            Some(name) => {
+                peergrid_runtime::inproc::connect(peergrid_runtime::inproc::endpoint(), name)
+                    .await
+                    .unwrap()
+            }
+            None => tonic::transport::Endpoint::from_shared(handle.url().to_owned())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
         };
         TestMarket { controller, handle: Some(handle), channel }
     }
 
     pub(crate) fn market(&self, token: &str) -> Market {
-        MarketServiceClient::with_interceptor(self.channel.clone(), BearerInterceptor::new(token).unwrap())
+        MarketServiceClient::with_interceptor(
+            self.channel.clone(),
+            BearerInterceptor::new(token).unwrap(),
+        )
     }
 
     pub(crate) fn control(&self, token: &str) -> Control {
-        ControlServiceClient::with_interceptor(self.channel.clone(), BearerInterceptor::new(token).unwrap())
+        ControlServiceClient::with_interceptor(
+            self.channel.clone(),
+            BearerInterceptor::new(token).unwrap(),
+        )
     }
 
     pub(crate) async fn status(&self) -> pb::StatusResponse {
@@ -83,12 +105,16 @@ impl TestMarket {
 
     /// Waits (via Watch) until slot `slot` has cleared.
     pub(crate) async fn wait_for_slot(&self, slot: u64) {
-        let mut watch = self.market(OPERATOR).watch(pb::WatchRequest {}).await.unwrap().into_inner();
+        let mut watch =
+            self.market(OPERATOR).watch(pb::WatchRequest {}).await.unwrap().into_inner();
         if self.status().await.kpis.unwrap().slots > slot {
             return;
         }
         loop {
-            let event = tokio::time::timeout(Duration::from_secs(120), watch.message()).await.expect("slot clears").unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(120), watch.message())
+                .await
+                .expect("slot clears")
+                .unwrap();
             if let Some(pb::MarketEvent { event: Some(pb::market_event::Event::Slot(s)) }) = event {
                 if s.slot >= slot {
                     return;
@@ -100,7 +126,10 @@ impl TestMarket {
     pub(crate) async fn stop(mut self) {
         self.controller.trigger();
         let handle = self.handle.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(60), handle.join()).await.expect("market drains").unwrap();
+        tokio::time::timeout(Duration::from_secs(60), handle.join())
+            .await
+            .expect("market drains")
+            .unwrap();
     }
 }
 
@@ -127,8 +156,9 @@ impl Agent {
     pub(crate) fn play(&mut self, open: &pb::SlotOpen) -> pb::OrderBatch {
         let open = slot_open_from_wire(open).unwrap();
         let specs = &self.specs;
-        let households =
-            self.households.get_or_insert_with(|| specs.iter().map(|s| Household::new(s.clone(), open.ctx.hour)).collect());
+        let households = self.households.get_or_insert_with(|| {
+            specs.iter().map(|s| Household::new(s.clone(), open.ctx.hour)).collect()
+        });
         let mut reports = Vec::new();
         for h in households.iter_mut() {
             let (cond, offline) = conditions_for(h.spec.id, &open.adjustments);
@@ -150,34 +180,57 @@ pub(crate) struct Node {
 }
 
 pub(crate) async fn register(market: &TestMarket, name: &str, count: u32) -> pb::RegisterResponse {
-    let request = pb::RegisterRequest { node_name: name.into(), prosumer_count: count, ..Default::default() };
+    let request =
+        pb::RegisterRequest { node_name: name.into(), prosumer_count: count, ..Default::default() };
     market.market(AGENT).register(request).await.unwrap().into_inner()
 }
 
 /// Opens a session and joins; returns once the market has accepted the join.
-pub(crate) async fn join(market: &TestMarket, session_id: &str, secret: &str, first: u32, agent: &Agent) -> Result<Node, Status> {
+pub(crate) async fn join(
+    market: &TestMarket,
+    session_id: &str,
+    secret: &str,
+    first: u32,
+    agent: &Agent,
+) -> Result<Node, Status> {
     let (tx, rx) = mpsc::channel(16);
-    let join = pb::Join { session_id: session_id.into(), prosumers: agent.summaries(), resume_secret: secret.into() };
+    let join = pb::Join {
+        session_id: session_id.into(),
+        prosumers: agent.summaries(),
+        resume_secret: secret.into(),
+    };
     tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Join(join)) }).await.unwrap();
     let rx = market.market(AGENT).session(ReceiverStream::new(rx)).await?.into_inner();
     Ok(Node { first, count: agent.specs.len() as u32, session_id: session_id.into(), tx, rx })
 }
 
-pub(crate) async fn connect(market: &TestMarket, name: &str, count: u32, community_size: usize) -> (Node, Agent) {
+pub(crate) async fn connect(
+    market: &TestMarket,
+    name: &str,
+    count: u32,
+    community_size: usize,
+) -> (Node, Agent) {
     let reg = register(market, name, count).await;
     let agent = Agent::new(reg.first_prosumer_id, count, community_size);
-    let node = join(market, &reg.session_id, &reg.resume_secret, reg.first_prosumer_id, &agent).await.unwrap();
+    let node = join(market, &reg.session_id, &reg.resume_secret, reg.first_prosumer_id, &agent)
+        .await
+        .unwrap();
     (node, agent)
 }
 
 impl Node {
     pub(crate) async fn send(&self, batch: pb::OrderBatch) {
-        self.tx.send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Batch(batch)) }).await.unwrap();
+        self.tx
+            .send(pb::NodeMessage { msg: Some(pb::node_message::Msg::Batch(batch)) })
+            .await
+            .unwrap();
     }
 
     /// The next message (or the status that ended the stream).
     pub(crate) async fn next(&mut self) -> Result<pb::market_message::Msg, Status> {
-        let m = tokio::time::timeout(Duration::from_secs(120), self.rx.message()).await.expect("a message arrives")?;
+        let m = tokio::time::timeout(Duration::from_secs(120), self.rx.message())
+            .await
+            .expect("a message arrives")?;
         Ok(m.expect("stream open").msg.expect("message set"))
     }
 
@@ -192,7 +245,10 @@ impl Node {
 
 /// Runs a node in the background: answers every SlotOpen with its agent's
 /// batch; every message received is forwarded to the returned channel.
-pub(crate) fn run_node(mut node: Node, mut agent: Agent) -> mpsc::UnboundedReceiver<pb::market_message::Msg> {
+pub(crate) fn run_node(
+    mut node: Node,
+    mut agent: Agent,
+) -> mpsc::UnboundedReceiver<pb::market_message::Msg> {
     let (seen, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(Some(m)) = node.rx.message().await {
@@ -208,6 +264,11 @@ pub(crate) fn run_node(mut node: Node, mut agent: Agent) -> mpsc::UnboundedRecei
     rx
 }
 
-pub(crate) async fn recv(rx: &mut mpsc::UnboundedReceiver<pb::market_message::Msg>) -> pb::market_message::Msg {
-    tokio::time::timeout(Duration::from_secs(120), rx.recv()).await.expect("a message arrives").expect("node running")
+pub(crate) async fn recv(
+    rx: &mut mpsc::UnboundedReceiver<pb::market_message::Msg>,
+) -> pb::market_message::Msg {
+    tokio::time::timeout(Duration::from_secs(120), rx.recv())
+        .await
+        .expect("a message arrives")
+        .expect("node running")
 }

@@ -136,11 +136,14 @@ pub(crate) enum InjectEvent {
     },
 }
 
-type Control = ctl::control_service_client::ControlServiceClient<InterceptedService<Channel, ClientAuth>>;
-type MarketClient = market::market_service_client::MarketServiceClient<InterceptedService<Channel, ClientAuth>>;
+type Control =
+    ctl::control_service_client::ControlServiceClient<InterceptedService<Channel, ClientAuth>>;
+type MarketClient =
+    market::market_service_client::MarketServiceClient<InterceptedService<Channel, ClientAuth>>;
 
 /// How `ctl` names its market settings in errors.
-const MARKET_SETTINGS: SettingNames = SettingNames { url: "--market", ca: "--tls-ca", domain: "--tls-domain" };
+const MARKET_SETTINGS: SettingNames =
+    SettingNames { url: "--market", ca: "--tls-ca", domain: "--tls-domain" };
 
 /// A bad setting is the user's to fix (exit 2); an unreachable market is not.
 fn setting_error(e: RuntimeError) -> anyhow::Error {
@@ -167,7 +170,12 @@ async fn channel(args: &CtlArgs) -> Result<Channel> {
         ))
         .into());
     }
-    let target = Target { url: addr, ca: args.tls_ca.as_deref(), domain: args.tls_domain.as_deref(), names: MARKET_SETTINGS };
+    let target = Target {
+        url: addr,
+        ca: args.tls_ca.as_deref(),
+        domain: args.tls_domain.as_deref(),
+        names: MARKET_SETTINGS,
+    };
     match target.connect(|e| e.connect_timeout(Duration::from_secs(5))).await {
         Ok(channel) => Ok(channel),
         Err(e @ RuntimeError::Connect { .. }) => {
@@ -178,7 +186,10 @@ async fn channel(args: &CtlArgs) -> Result<Channel> {
 }
 
 pub(crate) fn run(args: CtlArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(run_async(args))
 }
 
@@ -186,15 +197,22 @@ async fn run_async(args: CtlArgs) -> Result<()> {
     let format = if args.json { Format::Json } else { args.format };
     // Before dialling: a wrong flag is the user's to fix, whatever the market does.
     if format == Format::Csv && !matches!(args.command, CtlCommand::Watch { .. }) {
-        return Err(InputError("--format csv: only `ctl watch` prints rows (use text, json or jsonl)".into()).into());
+        return Err(InputError(
+            "--format csv: only `ctl watch` prints rows (use text, json or jsonl)".into(),
+        )
+        .into());
     }
     let auth = auth()?;
     let ch = channel(&args).await?;
-    let mut control: Control = ctl::control_service_client::ControlServiceClient::with_interceptor(ch.clone(), auth.clone());
+    let mut control: Control = ctl::control_service_client::ControlServiceClient::with_interceptor(
+        ch.clone(),
+        auth.clone(),
+    );
     let reply = match args.command {
         CtlCommand::Status => return status(&mut control, format).await,
         CtlCommand::Watch { count } => {
-            let client: MarketClient = market::market_service_client::MarketServiceClient::with_interceptor(ch, auth);
+            let client: MarketClient =
+                market::market_service_client::MarketServiceClient::with_interceptor(ch, auth);
             return watch(client, count, format).await;
         }
         CtlCommand::Start => control.start(ctl::Empty {}).await,
@@ -206,13 +224,18 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 ModeArg::Fast => ctl::Mode::Fast,
                 ModeArg::RealTime => ctl::Mode::RealTime,
             };
-            control.set_mode(ctl::SetModeRequest { mode: mode.into(), slot_period_ms, deadline_ms }).await
+            control
+                .set_mode(ctl::SetModeRequest { mode: mode.into(), slot_period_ms, deadline_ms })
+                .await
         }
         CtlCommand::Load { file } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| InputError(format!("{}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| InputError(format!("{}: {e}", file.display())))?;
             control.load_scenario(ctl::LoadScenarioRequest { scenario_json: text }).await
         }
-        CtlCommand::Inject { event } => control.inject(ctl::InjectRequest { event: Some(inject_event(event)) }).await,
+        CtlCommand::Inject { event } => {
+            control.inject(ctl::InjectRequest { event: Some(inject_event(event)) }).await
+        }
     };
     let reply = reply.map_err(status_error)?.into_inner();
     if format != Format::Text {
@@ -233,15 +256,20 @@ fn inject_event(event: InjectEvent) -> ctl::inject_request::Event {
             load_scale: load,
             slots,
         }),
-        InjectEvent::Tariff { retail, feed_in, slots } => {
-            Event::Tariff(ctl::TariffOverride { retail_per_kwh: retail, feed_in_per_kwh: feed_in, slots })
-        }
-        InjectEvent::Feeder { import_kw, export_kw } => {
-            Event::Feeder(ctl::FeederLimit { import_limit_kw: import_kw, export_limit_kw: export_kw })
-        }
-        InjectEvent::Offline { first, last, slots } => {
-            Event::Offline(ctl::TakeOffline { first_prosumer_id: first, last_prosumer_id: last, slots })
-        }
+        InjectEvent::Tariff { retail, feed_in, slots } => Event::Tariff(ctl::TariffOverride {
+            retail_per_kwh: retail,
+            feed_in_per_kwh: feed_in,
+            slots,
+        }),
+        InjectEvent::Feeder { import_kw, export_kw } => Event::Feeder(ctl::FeederLimit {
+            import_limit_kw: import_kw,
+            export_limit_kw: export_kw,
+        }),
+        InjectEvent::Offline { first, last, slots } => Event::Offline(ctl::TakeOffline {
+            first_prosumer_id: first,
+            last_prosumer_id: last,
+            slots,
+        }),
     }
 }
 
@@ -249,7 +277,9 @@ fn inject_event(event: InjectEvent) -> ctl::inject_request::Event {
 fn status_error(s: Status) -> anyhow::Error {
     let text = format!("market answered {:?}: {}", s.code(), s.message());
     match s.code() {
-        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange => InputError(text).into(),
+        tonic::Code::InvalidArgument
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::OutOfRange => InputError(text).into(),
         _ => anyhow::anyhow!(text),
     }
 }
@@ -317,7 +347,8 @@ const WATCH_COLUMNS: [&str; 11] = [
 ];
 
 async fn watch(mut client: MarketClient, count: u64, format: Format) -> Result<()> {
-    let mut stream = client.watch(market::WatchRequest {}).await.map_err(status_error)?.into_inner();
+    let mut stream =
+        client.watch(market::WatchRequest {}).await.map_err(status_error)?.into_inner();
     let json = matches!(format, Format::Json | Format::Jsonl);
     if format == Format::Csv {
         println!("{}", csv_line(&WATCH_COLUMNS));

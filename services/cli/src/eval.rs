@@ -28,11 +28,14 @@ pub(crate) struct EvalArgs {
 
 pub(crate) fn run(args: EvalArgs) -> Result<()> {
     let path = &args.checkpoint;
-    let bytes = std::fs::read(path).map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
-    let weights = from_safetensors(&bytes).map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
+    let weights = from_safetensors(&bytes)
+        .map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
     let mut policy = MlpPolicy::new(weights.net, weights.normaliser)
         .map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
-    let setup = Setup::load("peergrid eval", &args.scenario, None)?.with_checkpoint(path, weights.version);
+    let setup =
+        Setup::load("peergrid eval", &args.scenario, None)?.with_checkpoint(path, weights.version);
     evaluate_and_report(&setup, Some(&mut policy), &[])?;
     Ok(())
 }

@@ -96,7 +96,10 @@ impl Default for ScenarioArgs {
 impl ScenarioArgs {
     /// The week split the flags describe.
     pub fn week_split(&self) -> WeekSplit {
-        WeekSplit { test_every_nth_week: self.test_every_nth_week, validation_every_nth_week: self.validation_every_nth_week }
+        WeekSplit {
+            test_every_nth_week: self.test_every_nth_week,
+            validation_every_nth_week: self.validation_every_nth_week,
+        }
     }
 }
 
@@ -162,7 +165,9 @@ impl Setup {
         let ds = Arc::new(load_dataset(args)?);
         let selection = match (days, &args.days) {
             (Some(d), _) => d,
-            (None, Some(text)) => DaySelection::parse(text, "--days").map_err(|e| InputError(e.to_string()))?,
+            (None, Some(text)) => {
+                DaySelection::parse(text, "--days").map_err(|e| InputError(e.to_string()))?
+            }
             (None, None) => DaySelection::All,
         };
         // Every part must be non-empty, whichever one is evaluated: a run
@@ -188,17 +193,27 @@ impl Setup {
         };
         let out = match &args.out {
             Some(dir) if dir.exists() && !dir.is_dir() => {
-                return Err(InputError(format!("--out {}: exists and is not a directory", dir.display())).into())
+                return Err(InputError(format!(
+                    "--out {}: exists and is not a directory",
+                    dir.display()
+                ))
+                .into())
             }
             Some(dir) => dir.clone(),
             None => fresh_run_dir(Path::new("runs"))?,
         };
-        Ok(Setup { scenario: EvalScenario { ds, prosumers, sim: cfg.sim, days }, info, out, json: args.json })
+        Ok(Setup {
+            scenario: EvalScenario { ds, prosumers, sim: cfg.sim, days },
+            info,
+            out,
+            json: args.json,
+        })
     }
 
     /// Records the checkpoint the learned policy comes from.
     pub fn with_checkpoint(mut self, path: &Path, policy_version: u64) -> Setup {
-        self.info.checkpoint = Some(CheckpointInfo { path: path.display().to_string(), policy_version });
+        self.info.checkpoint =
+            Some(CheckpointInfo { path: path.display().to_string(), policy_version });
         self
     }
 }
@@ -211,8 +226,10 @@ fn load_dataset(args: &ScenarioArgs) -> Result<Dataset> {
 fn load_config(args: &ScenarioArgs) -> Result<RunConfig> {
     let mut cfg = match &args.scenario {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
-            serde_json::from_str(&text).map_err(|e| InputError(format!("{}: {e}", path.display())))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+            serde_json::from_str(&text)
+                .map_err(|e| InputError(format!("{}: {e}", path.display())))?
         }
         None => RunConfig::default(),
     };
@@ -258,8 +275,18 @@ fn utc_stamp(unix_secs: u64) -> String {
 /// empty) into `setup.out`, and prints the KPI table (or `kpis.json` with
 /// `--json`). `peergrid run` trains first and passes its policy and curve;
 /// `peergrid eval` passes a checkpoint's policy and no curve.
-pub fn evaluate_and_report(setup: &Setup, learned: Option<&mut dyn Policy>, curve: &[LearningPoint]) -> Result<Evaluation> {
-    let (evaluation, files) = peergrid_eval::evaluate_and_report(&setup.scenario, &setup.info, learned, curve, &setup.out)?;
+pub fn evaluate_and_report(
+    setup: &Setup,
+    learned: Option<&mut dyn Policy>,
+    curve: &[LearningPoint],
+) -> Result<Evaluation> {
+    let (evaluation, files) = peergrid_eval::evaluate_and_report(
+        &setup.scenario,
+        &setup.info,
+        learned,
+        curve,
+        &setup.out,
+    )?;
     if setup.json {
         print!("{}", std::fs::read_to_string(setup.out.join("kpis.json"))?);
         return Ok(evaluation);
@@ -285,7 +312,8 @@ fn print_summary(setup: &Setup, evaluation: &Evaluation, dir: &Path) {
         setup.info.split.test_every_nth_week,
         setup.info.split.validation_every_nth_week
     );
-    let rows: Vec<(&str, &peergrid_core::kpi::Kpis)> = evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
+    let rows: Vec<(&str, &peergrid_core::kpi::Kpis)> =
+        evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
     print!("{}", kpi_table(&rows));
     if let Some(pct) = evaluation.gap_closed_pct() {
         println!("\nGap closed by the learned policy (rule-based → optimum): {pct:.1} %");

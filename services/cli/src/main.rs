@@ -83,7 +83,9 @@ fn exec_run(log_format: LogFormat, args: Vec<OsString>) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let mut command = std::process::Command::new(&program);
-    command.args(args).env("PEERGRID_LOG_FORMAT", if log_format.is_json() { "json" } else { "text" });
+    command
+        .args(args)
+        .env("PEERGRID_LOG_FORMAT", if log_format.is_json() { "json" } else { "text" });
     use std::os::unix::process::CommandExt;
     let e = command.exec();
     eprintln!("error: cannot run {}: {e}", program.display());
@@ -93,6 +95,8 @@ fn exec_run(log_format: LogFormat, args: Vec<OsString>) -> ExitCode {
 /// `peergrid-run` next to this executable, else the first on PATH.
 fn find_run_binary() -> Option<PathBuf> {
     let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join(RUN_BINARY)));
-    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
     beside.into_iter().chain(on_path.map(|dir| dir.join(RUN_BINARY))).find(|p| p.is_file())
 }

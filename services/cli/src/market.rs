@@ -72,7 +72,8 @@ pub(crate) fn run(cmd: MarketCommand) -> Result<()> {
             let book = if label == "-" {
                 market::read_order_book(std::io::stdin().lock(), "<stdin>")?
             } else {
-                let file = File::open(&orders).map_err(|e| peergrid_cli::InputError(format!("{label}: {e}")))?;
+                let file = File::open(&orders)
+                    .map_err(|e| peergrid_cli::InputError(format!("{label}: {e}")))?;
                 market::read_order_book(file, &label)?
             };
             let mechanism = match mechanism {
@@ -101,7 +102,9 @@ fn print_clear(out: &ClearOutput<'_>, format: Format) -> Result<()> {
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
     match format {
-        Format::Text | Format::Json => writeln!(w, "{}", serde_json::to_string_pretty(out).context("serialising the result")?)?,
+        Format::Text | Format::Json => {
+            writeln!(w, "{}", serde_json::to_string_pretty(out).context("serialising the result")?)?
+        }
         Format::Jsonl => {
             let summary = serde_json::json!({
                 "mechanism": out.mechanism,
@@ -117,7 +120,16 @@ fn print_clear(out: &ClearOutput<'_>, format: Format) -> Result<()> {
         Format::Csv => {
             writeln!(w, "id,side,kwh,price")?;
             for f in &out.fills {
-                writeln!(w, "{}", csv_line(&[f.id.clone(), f.side.as_str().to_owned(), f.kwh.to_string(), csv_opt(f.price)]))?;
+                writeln!(
+                    w,
+                    "{}",
+                    csv_line(&[
+                        f.id.clone(),
+                        f.side.as_str().to_owned(),
+                        f.kwh.to_string(),
+                        csv_opt(f.price)
+                    ])
+                )?;
             }
         }
     }

@@ -34,7 +34,13 @@ fn market_clear_golden_uniform() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["id"].as_str().unwrap().into(), f["side"].as_str().unwrap().into(), f["kwh"].as_f64().unwrap()))
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().into(),
+                f["side"].as_str().unwrap().into(),
+                f["kwh"].as_f64().unwrap(),
+            )
+        })
         .collect();
     let expected = [
         ("A1", "sell", 2.0),
@@ -53,7 +59,14 @@ fn market_clear_golden_uniform() {
 
 #[test]
 fn market_clear_pay_as_bid_trades_at_buyer_limits() {
-    let v = json(&peergrid(&["market", "clear", "--orders", &data("golden_book.csv"), "--mechanism", "pay-as-bid"]));
+    let v = json(&peergrid(&[
+        "market",
+        "clear",
+        "--orders",
+        &data("golden_book.csv"),
+        "--mechanism",
+        "pay-as-bid",
+    ]));
     assert_eq!(v["mechanism"], "pay-as-bid");
     assert!(v["clearing_price"].is_null());
     assert_eq!(v["matched_kwh"], 5.0);
@@ -66,7 +79,8 @@ fn market_clear_pay_as_bid_trades_at_buyer_limits() {
 /// order per line) and CSV (the fills); a status has no rows to print as CSV.
 #[test]
 fn market_clear_prints_jsonl_and_csv_and_ctl_refuses_csv_where_there_are_no_rows() {
-    let out = peergrid(&["market", "clear", "--orders", &data("golden_book.csv"), "--format", "jsonl"]);
+    let out =
+        peergrid(&["market", "clear", "--orders", &data("golden_book.csv"), "--format", "jsonl"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -74,7 +88,11 @@ fn market_clear_prints_jsonl_and_csv_and_ctl_refuses_csv_where_there_are_no_rows
         .collect();
     assert_eq!(lines.len(), 7, "a summary and 6 orders: {lines:?}");
     assert_eq!(
-        (lines[0]["mechanism"].as_str(), lines[0]["clearing_price"].as_f64(), lines[0]["orders"].as_u64()),
+        (
+            lines[0]["mechanism"].as_str(),
+            lines[0]["clearing_price"].as_f64(),
+            lines[0]["orders"].as_u64()
+        ),
         (Some("uniform"), Some(0.145), Some(6))
     );
     assert_eq!(
@@ -83,7 +101,8 @@ fn market_clear_prints_jsonl_and_csv_and_ctl_refuses_csv_where_there_are_no_rows
     );
     assert!(lines[3]["price"].is_null(), "A3 is unfilled: {:?}", lines[3]);
 
-    let out = peergrid(&["market", "clear", "--orders", &data("golden_book.csv"), "--format", "csv"]);
+    let out =
+        peergrid(&["market", "clear", "--orders", &data("golden_book.csv"), "--format", "csv"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let csv = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = csv.lines().collect();
@@ -103,8 +122,20 @@ fn market_clear_prints_jsonl_and_csv_and_ctl_refuses_csv_where_there_are_no_rows
     // Refused before dialling (nothing listens on port 1): exit 2, naming the flag.
     let out = peergrid(&["ctl", "--market", "http://127.0.0.1:1", "--format", "csv", "status"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--format csv"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = peergrid(&["ctl", "--market", "http://127.0.0.1:1", "--json", "--format", "jsonl", "status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--format csv"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = peergrid(&[
+        "ctl",
+        "--market",
+        "http://127.0.0.1:1",
+        "--json",
+        "--format",
+        "jsonl",
+        "status",
+    ]);
     assert_eq!(out.status.code(), Some(2), "--json and --format together are refused by clap");
 }
 
@@ -126,7 +157,8 @@ fn market_clear_rejects_bad_rows_with_line_and_column() {
 
 /// A fresh, empty directory for one test's report.
 fn out_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("peergrid-cli-test-{}", std::process::id())).join(name);
+    let dir =
+        std::env::temp_dir().join(format!("peergrid-cli-test-{}", std::process::id())).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -145,7 +177,8 @@ fn exit_2_naming(args: &[&str], needles: &[&str]) {
 fn run_kpis(dir: &str, args: &[&str]) -> serde_json::Value {
     let out = out_dir(dir);
     let o = out.display().to_string();
-    let argv: Vec<&str> = ["run"].into_iter().chain(args.iter().copied()).chain(["--out", &o, "--quiet"]).collect();
+    let argv: Vec<&str> =
+        ["run"].into_iter().chain(args.iter().copied()).chain(["--out", &o, "--quiet"]).collect();
     let done = peergrid(&argv);
     assert!(done.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&done.stderr));
     let text = std::fs::read_to_string(out.join("kpis.json")).unwrap();
@@ -176,8 +209,11 @@ fn run_is_deterministic_and_the_optimum_beats_rule_based() {
     };
     let (a, b) = (run("3", "run-a"), run("3", "run-b"));
     assert_eq!(a, b, "same seed, same KPIs (training included: two nodes, synchronous PPO)");
-    let name = |v: &serde_json::Value, i: usize| v["policies"][i]["policy"].as_str().unwrap().to_string();
-    let cost = |v: &serde_json::Value, i: usize| v["policies"][i]["kpis"]["community_cost"].as_f64().unwrap();
+    let name =
+        |v: &serde_json::Value, i: usize| v["policies"][i]["policy"].as_str().unwrap().to_string();
+    let cost = |v: &serde_json::Value, i: usize| {
+        v["policies"][i]["kpis"]["community_cost"].as_f64().unwrap()
+    };
     assert_eq!(
         (name(&a, 0), name(&a, 1), name(&a, 2), name(&a, 3)),
         ("grid-only".into(), "rule-based".into(), "learned".into(), "optimum".into())
@@ -215,7 +251,10 @@ fn local_and_grpc_transports_give_the_same_kpis() {
     };
     let (local, grpc) = (run("local"), run("grpc"));
     assert_eq!(local["policies"][2]["policy"], "learned");
-    assert_eq!(local, grpc, "in-process pipes and loopback TCP carry the same bytes: same seed, same KPIs");
+    assert_eq!(
+        local, grpc,
+        "in-process pipes and loopback TCP carry the same bytes: same seed, same KPIs"
+    );
 }
 
 #[test]
@@ -224,15 +263,38 @@ fn log_format_json_writes_json_lines() {
     let out = out_dir("log-json");
     let o = out.display().to_string();
     let done = Command::new(env!("CARGO_BIN_EXE_peergrid"))
-        .args(["--log-format", "json", "run", "--dataset", "synthetic", "--prosumers", "4", "--nodes", "1"])
-        .args(["--days", "1", "--optimum", "off", "--out", &o, "--updates", "1", "--rollout-slots", "24", "--quiet"])
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--dataset",
+            "synthetic",
+            "--prosumers",
+            "4",
+            "--nodes",
+            "1",
+        ])
+        .args([
+            "--days",
+            "1",
+            "--optimum",
+            "off",
+            "--out",
+            &o,
+            "--updates",
+            "1",
+            "--rollout-slots",
+            "24",
+            "--quiet",
+        ])
         .args(["--transport", "local"])
         .env("RUST_LOG", "info")
         .output()
         .expect("peergrid runs");
     let err = String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success(), "{err}");
-    let logs: Vec<serde_json::Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let logs: Vec<serde_json::Value> =
+        err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(
         logs.iter().any(|l| l["fields"]["message"] == "market-node listening"
             && l["fields"]["url"].as_str().is_some_and(|u| u.starts_with("local://"))),
@@ -290,7 +352,8 @@ fn run_on_bundled_data_prints_a_kpi_table_and_writes_a_report() {
     let again = out_dir("bundled-again");
     let cfg = out.join("config.json").display().to_string();
     let a = again.display().to_string();
-    let rerun = peergrid(&["run", "--scenario", &cfg, "--days", "1-2", "--out", &a, "--updates", "0"]);
+    let rerun =
+        peergrid(&["run", "--scenario", &cfg, "--days", "1-2", "--out", &a, "--updates", "0"]);
     assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
     let baselines = |p: &std::path::Path| {
         let text = std::fs::read_to_string(p.join("kpis.csv")).unwrap();
@@ -308,13 +371,22 @@ fn run_rejects_bad_flags_and_config() {
     exit_2_naming(&["run", "--scenario", &typo], &["comunity"]);
     exit_2_naming(&["run", "--dataset", "ausgrid-csv"], &["--data-file"]);
     exit_2_naming(&["run", "--days", "0"], &["--days", "numbered from 1"]);
-    exit_2_naming(&["run", "--days", "90-95"], &["--days", "day 95 is beyond the 91 held-out days (1-91)"]);
+    exit_2_naming(
+        &["run", "--days", "90-95"],
+        &["--days", "day 95 is beyond the 91 held-out days (1-91)"],
+    );
     exit_2_naming(&["run", "--days", "7-3"], &["--days", "reversed"]);
     exit_2_naming(&["run", "--days", "mon"], &["--days", "`mon` is not a day number"]);
     exit_2_naming(&["run", "--days", "1", "--eval-weeks", "1"], &["--eval-weeks", "--days"]);
-    exit_2_naming(&["run", "--test-every-nth-week", "0"], &["--test-every-nth-week", "0 leaves no test week"]);
+    exit_2_naming(
+        &["run", "--test-every-nth-week", "0"],
+        &["--test-every-nth-week", "0 leaves no test week"],
+    );
     exit_2_naming(&["run", "--eval-every-nth-week", "53"], &["--test-every-nth-week", "1..=52"]);
-    exit_2_naming(&["run", "--validation-every-nth-week", "0"], &["--validation-every-nth-week", "no validation week"]);
+    exit_2_naming(
+        &["run", "--validation-every-nth-week", "0"],
+        &["--validation-every-nth-week", "no validation week"],
+    );
     // Validation candidates 2, 4, 6, … are all test weeks.
     let both_even = ["run", "--test-every-nth-week", "2", "--validation-every-nth-week", "2"];
     exit_2_naming(&both_even, &["--validation-every-nth-week", "no validation week"]);
@@ -339,8 +411,11 @@ fn checkpoint(name: &str, seed: u64, version: u64) -> String {
     use peergrid_core::policy::weights::{to_safetensors, PolicyWeights};
     use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser};
     let spec = MlpSpec::default();
-    let weights =
-        PolicyWeights { net: ActorCritic::random(&spec, seed), normaliser: ObsNormaliser::identity(spec.obs_dim), version };
+    let weights = PolicyWeights {
+        net: ActorCritic::random(&spec, seed),
+        normaliser: ObsNormaliser::identity(spec.obs_dim),
+        version,
+    };
     let dir = out_dir(&format!("checkpoint-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
@@ -350,7 +425,19 @@ fn checkpoint(name: &str, seed: u64, version: u64) -> String {
 
 fn eval(ck: &str, out: &Path, extra: &[&str]) -> Output {
     let o = out.display().to_string();
-    let mut args = vec!["eval", "--checkpoint", ck, "--dataset", "synthetic", "--prosumers", "8", "--days", "1-2", "--seed", "3"];
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        ck,
+        "--dataset",
+        "synthetic",
+        "--prosumers",
+        "8",
+        "--days",
+        "1-2",
+        "--seed",
+        "3",
+    ];
     args.extend(["--out", &o]);
     args.extend(extra);
     peergrid(&args)
@@ -378,12 +465,16 @@ fn eval_writes_every_file_with_the_same_numbers() {
     let files = ["report.md", "kpis.json", "kpis.csv", "slots.csv", "config.json", "kpis.png"];
     let days = ["day-grid-only.png", "day-rule-based.png", "day-learned.png", "day-optimum.png"];
     for file in files.iter().chain(&days) {
-        assert!(std::fs::metadata(out.join(file)).map(|m| m.len() > 100).unwrap_or(false), "{file} missing or empty");
+        assert!(
+            std::fs::metadata(out.join(file)).map(|m| m.len() > 100).unwrap_or(false),
+            "{file} missing or empty"
+        );
     }
     assert!(!out.join("learning-curve.png").exists(), "no training, no learning curve");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains(&format!("`{ck}` (policy version 42)")), "{report}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
     assert_eq!(v["run"]["checkpoint"]["policy_version"], 42);
     let policies = v["policies"].as_array().unwrap();
 
@@ -408,13 +499,24 @@ fn eval_writes_every_file_with_the_same_numbers() {
         let name = p["policy"].as_str().unwrap();
         assert_eq!((cells[0].as_str(), &row[0]), (name, name));
         for (cell, (key, digits)) in cells[1..].iter().zip(columns) {
-            assert_eq!(cell, &format!("{:.*}", digits, p["kpis"][key].as_f64().unwrap()), "{name} {key}");
+            assert_eq!(
+                cell,
+                &format!("{:.*}", digits, p["kpis"][key].as_f64().unwrap()),
+                "{name} {key}"
+            );
         }
         for (field, value) in header.iter().zip(row.iter()).skip(1) {
-            assert_eq!(value.parse::<f64>().unwrap(), p["kpis"][field].as_f64().unwrap(), "{name} {field}");
+            assert_eq!(
+                value.parse::<f64>().unwrap(),
+                p["kpis"][field].as_f64().unwrap(),
+                "{name} {field}"
+            );
         }
     }
-    assert_eq!(table[1..].iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["grid-only", "rule-based", "learned", "optimum"]);
+    assert_eq!(
+        table[1..].iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["grid-only", "rule-based", "learned", "optimum"]
+    );
 
     // Energy balances in every slot of every policy.
     let mut slots = csv::Reader::from_path(out.join("slots.csv")).unwrap();
@@ -424,7 +526,8 @@ fn eval_writes_every_file_with_the_same_numbers() {
     for r in slots.records().map(Result::unwrap) {
         let x = |name: &str| r[col(name)].parse::<f64>().unwrap();
         let supply = x("pv_kwh") + x("battery_discharged_kwh") + x("grid_import_kwh");
-        let demand = x("load_kwh") + x("battery_charged_kwh") + x("grid_export_kwh") + x("p2p_losses_kwh");
+        let demand =
+            x("load_kwh") + x("battery_charged_kwh") + x("grid_export_kwh") + x("p2p_losses_kwh");
         assert!((supply - demand).abs() < 1e-6 * supply.max(1.0), "{r:?}");
         *per_policy.entry(r[0].to_string()).or_insert(0) += 1;
     }
@@ -440,16 +543,32 @@ fn eval_names_the_split_it_evaluated() {
         let run = eval(&ck, &out, &["--split", split]);
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
         (md, v)
     };
     let (test_md, test) = report("test");
     let (val_md, val) = report("validation");
-    assert!(test_md.contains("**test split**") && test_md.contains("## KPIs (test split)"), "{test_md}");
-    assert!(val_md.contains("**validation split**") && val_md.contains("## KPIs (validation split)"), "{val_md}");
-    assert!(val_md.contains("validation weeks are weeks 2, 10, 18, … (every 8th week)"), "{val_md}");
-    assert_eq!((test["run"]["evaluated_on"].as_str(), val["run"]["evaluated_on"].as_str()), (Some("test"), Some("validation")));
-    assert_eq!(val["run"]["split"], serde_json::json!({"test_every_nth_week": 4, "validation_every_nth_week": 8}));
+    assert!(
+        test_md.contains("**test split**") && test_md.contains("## KPIs (test split)"),
+        "{test_md}"
+    );
+    assert!(
+        val_md.contains("**validation split**") && val_md.contains("## KPIs (validation split)"),
+        "{val_md}"
+    );
+    assert!(
+        val_md.contains("validation weeks are weeks 2, 10, 18, … (every 8th week)"),
+        "{val_md}"
+    );
+    assert_eq!(
+        (test["run"]["evaluated_on"].as_str(), val["run"]["evaluated_on"].as_str()),
+        (Some("test"), Some("validation"))
+    );
+    assert_eq!(
+        val["run"]["split"],
+        serde_json::json!({"test_every_nth_week": 4, "validation_every_nth_week": 8})
+    );
     // Days 1-2 of each part are different calendar days: different loads, different costs.
     let cost = |v: &serde_json::Value| v["policies"][0]["kpis"]["load_kwh"].as_f64().unwrap();
     assert_ne!(cost(&test), cost(&val));
@@ -462,9 +581,16 @@ fn eval_same_seed_same_kpis_json_bytes() {
     for dir in [&a, &b] {
         let run = eval(&ck, dir, &["--json"]);
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        assert_eq!(run.stdout, std::fs::read(dir.join("kpis.json")).unwrap(), "--json prints kpis.json");
+        assert_eq!(
+            run.stdout,
+            std::fs::read(dir.join("kpis.json")).unwrap(),
+            "--json prints kpis.json"
+        );
     }
-    assert_eq!(std::fs::read(a.join("kpis.json")).unwrap(), std::fs::read(b.join("kpis.json")).unwrap());
+    assert_eq!(
+        std::fs::read(a.join("kpis.json")).unwrap(),
+        std::fs::read(b.join("kpis.json")).unwrap()
+    );
 }
 
 #[test]
@@ -475,9 +601,15 @@ fn eval_rejects_bad_checkpoints_and_days() {
         &["--checkpoint", "/nonexistent/policy.safetensors"],
     );
     let junk = scratch_file("junk.safetensors", "not weights");
-    exit_2_naming(&["eval", "--checkpoint", &junk, "--out", &out], &["--checkpoint", "safetensors"]);
+    exit_2_naming(
+        &["eval", "--checkpoint", &junk, "--out", &out],
+        &["--checkpoint", "safetensors"],
+    );
     let ck = checkpoint("days.safetensors", 7, 1);
-    exit_2_naming(&["eval", "--checkpoint", &ck, "--days", "1-2,2", "--out", &out], &["--days", "day 2 is selected twice"]);
+    exit_2_naming(
+        &["eval", "--checkpoint", &ck, "--days", "1-2,2", "--out", &out],
+        &["--days", "day 2 is selected twice"],
+    );
     let out = peergrid(&["eval"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--checkpoint"));
@@ -497,10 +629,15 @@ fn ctl_https_needs_a_ca_and_a_ca_needs_https() {
     };
     let out = ctl(&["--market", "https://127.0.0.1:1", "status"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls-ca"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ctl(&["--market", "http://127.0.0.1:1", "--tls-ca", "ca.pem", "status"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = ctl(&["--market", "https://127.0.0.1:1", "--tls-ca", "/nonexistent/ca.pem", "status"]);
+    let out =
+        ctl(&["--market", "https://127.0.0.1:1", "--tls-ca", "/nonexistent/ca.pem", "status"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
     // A readable CA gets as far as connecting (nothing listens on port 1).
@@ -526,7 +663,10 @@ fn operator_commands_do_not_load_libtorch_and_run_hands_over_to_the_binary_that_
     let help = peergrid(&["run", "--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(help.status.success(), "{}", String::from_utf8_lossy(&help.stderr));
-    assert!(text.contains("Usage: peergrid run") && text.contains("--updates"), "run's own help: {text}");
+    assert!(
+        text.contains("Usage: peergrid run") && text.contains("--updates"),
+        "run's own help: {text}"
+    );
 }
 
 #[test]
@@ -534,7 +674,9 @@ fn a_closed_stdout_ends_a_command_quietly() {
     use std::process::Stdio;
     // Enough output that the pipe's reader is gone long before the last line.
     let book: String = std::iter::once("id,side,kwh,limit_price\n".to_owned())
-        .chain((0..20_000).map(|i| format!("O{i},{},1,0.{}\n", if i % 2 == 0 { "buy" } else { "sell" }, 10 + i % 7)))
+        .chain((0..20_000).map(|i| {
+            format!("O{i},{},1,0.{}\n", if i % 2 == 0 { "buy" } else { "sell" }, 10 + i % 7)
+        }))
         .collect();
     let orders = scratch_file("big_book.csv", &book);
     let mut child = Command::new(env!("CARGO_BIN_EXE_peergrid"))

@@ -11,7 +11,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use peergrid_core::market::{clear_pay_as_bid, clear_uniform_price_into, Clearing, ClearingScratch, Order, PairPricing, Side};
+use peergrid_core::market::{
+    clear_pay_as_bid, clear_uniform_price_into, Clearing, ClearingScratch, Order, PairPricing, Side,
+};
 use peergrid_core::rng::SeededRng;
 use peergrid_core::units::{PricePerKwh, Wh};
 
@@ -28,14 +30,20 @@ fn random_book(orders: usize, seed: u64) -> Vec<Order> {
 }
 
 /// Big books get fewer samples so the whole bench stays at a few minutes.
-fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, orders: usize) {
+fn configure(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    orders: usize,
+) {
     group.throughput(Throughput::Elements(orders as u64));
     let (samples, seconds) = match orders {
         n if n >= 1_000_000 => (10, 5),
         n if n >= 100_000 => (20, 4),
         _ => (50, 2),
     };
-    group.sample_size(samples).measurement_time(Duration::from_secs(seconds)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(samples)
+        .measurement_time(Duration::from_secs(seconds))
+        .warm_up_time(Duration::from_secs(1));
 }
 
 fn uniform(c: &mut Criterion) {

@@ -24,24 +24,38 @@ type MakePolicy = Box<dyn Fn() -> Box<dyn Policy>>;
 fn bench_simulation(c: &mut Criterion) {
     let ds = Arc::new(synthetic_dataset(17, 14, 60, 1));
     let mut group = c.benchmark_group("simulation");
-    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     for &n in &[1_000usize, 10_000, 100_000] {
-        let prosumers = generate_community(&ds, &CommunityConfig { n_prosumers: n, seed: 1, ..Default::default() }).unwrap();
+        let prosumers = generate_community(
+            &ds,
+            &CommunityConfig { n_prosumers: n, seed: 1, ..Default::default() },
+        )
+        .unwrap();
         group.throughput(Throughput::Elements((n * SLOTS) as u64));
         let mlp = MlpPolicy::new(
             ActorCritic::random(&MlpSpec::default(), 1),
             ObsNormaliser::identity(peergrid_core::observation::OBS_DIM),
         )
         .unwrap();
-        let policies: [(&str, MakePolicy); 2] =
-            [("rule-based", Box::new(|| Box::new(RuleBased))), ("mlp", Box::new(move || Box::new(mlp.clone())))];
+        let policies: [(&str, MakePolicy); 2] = [
+            ("rule-based", Box::new(|| Box::new(RuleBased))),
+            ("mlp", Box::new(move || Box::new(mlp.clone()))),
+        ];
         for (name, make) in &policies {
             group.bench_with_input(BenchmarkId::new(*name, n), &n, |b, _| {
                 b.iter_batched(
                     || {
                         (
-                            Simulation::new(ds.clone(), prosumers.clone(), SimConfig::default(), (24..24 + SLOTS).collect())
-                                .unwrap(),
+                            Simulation::new(
+                                ds.clone(),
+                                prosumers.clone(),
+                                SimConfig::default(),
+                                (24..24 + SLOTS).collect(),
+                            )
+                            .unwrap(),
                             make(),
                         )
                     },

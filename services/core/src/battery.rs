@@ -49,7 +49,10 @@ impl BatterySpec {
     pub fn validate(&self, field: &str) -> Result<(), CoreError> {
         let check = |name: &str, v: f64, lo: f64, hi: f64| {
             if !v.is_finite() || v < lo || v > hi {
-                Err(CoreError::invalid(format!("{field}.{name}"), format!("must lie in [{lo}, {hi}], got {v}")))
+                Err(CoreError::invalid(
+                    format!("{field}.{name}"),
+                    format!("must lie in [{lo}, {hi}], got {v}"),
+                ))
             } else {
                 Ok(())
             }
@@ -147,10 +150,16 @@ impl BatteryState {
         available: bool,
     ) -> Result<BatteryStep, CoreError> {
         if !setpoint_kw.is_finite() {
-            return Err(CoreError::invalid("battery.setpoint_kw", format!("must be finite, got {setpoint_kw}")));
+            return Err(CoreError::invalid(
+                "battery.setpoint_kw",
+                format!("must be finite, got {setpoint_kw}"),
+            ));
         }
         if !hours.is_finite() || hours <= 0.0 {
-            return Err(CoreError::invalid("battery.hours", format!("must be finite and > 0, got {hours}")));
+            return Err(CoreError::invalid(
+                "battery.hours",
+                format!("must be finite and > 0, got {hours}"),
+            ));
         }
         let (lo, hi) = spec.setpoint_range_kw(self.stored_kwh, hours, available);
         let p = setpoint_kw.clamp(lo, hi);
@@ -166,11 +175,17 @@ impl BatteryState {
         } else {
             let discharged = -p * hours;
             let drawn = discharged / e;
-            BatteryStep { charged_kwh: 0.0, discharged_kwh: discharged, losses_kwh: drawn - discharged, stored_delta_kwh: -drawn }
+            BatteryStep {
+                charged_kwh: 0.0,
+                discharged_kwh: discharged,
+                losses_kwh: drawn - discharged,
+                stored_delta_kwh: -drawn,
+            }
         };
         // The range above keeps us in bounds up to one rounding; the clamp only
         // removes that last ulp so SoC provably never leaves [min, max].
-        self.stored_kwh = (self.stored_kwh + step.stored_delta_kwh).clamp(spec.min_stored_kwh(), spec.max_stored_kwh());
+        self.stored_kwh = (self.stored_kwh + step.stored_delta_kwh)
+            .clamp(spec.min_stored_kwh(), spec.max_stored_kwh());
         Ok(step)
     }
 }

@@ -71,7 +71,12 @@ impl CoreError {
     }
 
     /// A [`CoreError::Data`] at `file:line`, column `column`.
-    pub fn data(file: impl Into<String>, line: u64, column: impl Into<String>, reason: impl Into<String>) -> CoreError {
+    pub fn data(
+        file: impl Into<String>,
+        line: u64,
+        column: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> CoreError {
         CoreError::Data { file: file.into(), line, column: column.into(), reason: reason.into() }
     }
 }

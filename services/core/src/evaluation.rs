@@ -36,7 +36,8 @@ pub fn evaluate(
     slots: &[usize],
     policies: &mut [&mut dyn Policy],
 ) -> Result<Vec<PolicyResult>, CoreError> {
-    let mut reference = Simulation::new(ds.clone(), prosumers.to_vec(), cfg.clone(), slots.to_vec())?;
+    let mut reference =
+        Simulation::new(ds.clone(), prosumers.to_vec(), cfg.clone(), slots.to_vec())?;
     reference.run(&mut GridOnly);
     let baseline = reference.household_costs().to_vec();
     let mut out = Vec::with_capacity(policies.len());
@@ -69,9 +70,18 @@ mod tests {
     #[test]
     fn grid_only_has_zero_savings_and_shares_the_baseline() {
         let ds = Arc::new(tiny_dataset());
-        let prosumers = generate_community(&ds, &CommunityConfig { n_prosumers: 20, ..Default::default() }).unwrap();
+        let prosumers =
+            generate_community(&ds, &CommunityConfig { n_prosumers: 20, ..Default::default() })
+                .unwrap();
         let slots: Vec<usize> = (0..ds.n_slots()).collect();
-        let r = evaluate(&ds, &prosumers, &SimConfig::default(), &slots, &mut [&mut GridOnly, &mut RuleBased]).unwrap();
+        let r = evaluate(
+            &ds,
+            &prosumers,
+            &SimConfig::default(),
+            &slots,
+            &mut [&mut GridOnly, &mut RuleBased],
+        )
+        .unwrap();
         assert_eq!(r[0].kpis.gini_savings, 0.0);
         assert!((r[0].kpis.community_cost - r[0].kpis.grid_only_cost).abs() < 1e-9);
         assert_eq!(r[0].kpis.grid_only_cost, r[1].kpis.grid_only_cost);

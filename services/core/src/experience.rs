@@ -110,9 +110,15 @@ impl RolloutStart {
     /// Checks the version and the slot span; names the first bad field.
     pub fn validate(&self) -> Result<(), CoreError> {
         if self.policy_version == 0 {
-            return Err(CoreError::invalid("policy_version", "must be ≥ 1 (version 1 is the initial policy)"));
+            return Err(CoreError::invalid(
+                "policy_version",
+                "must be ≥ 1 (version 1 is the initial policy)",
+            ));
         }
-        let span = self.end_slot.checked_sub(self.first_slot).filter(|s| (1..=MAX_STEPS as u64).contains(s));
+        let span = self
+            .end_slot
+            .checked_sub(self.first_slot)
+            .filter(|s| (1..=MAX_STEPS as u64).contains(s));
         if span.is_none() {
             return Err(CoreError::invalid(
                 "end_slot",
@@ -130,7 +136,10 @@ fn check_len<T>(field: &str, v: &[T], want: usize) -> Result<(), CoreError> {
     if v.len() == want {
         Ok(())
     } else {
-        Err(CoreError::invalid(field, format!("expected {want} values (steps × prosumers{}), got {}", per(field), v.len())))
+        Err(CoreError::invalid(
+            field,
+            format!("expected {want} values (steps × prosumers{}), got {}", per(field), v.len()),
+        ))
     }
 }
 
@@ -147,8 +156,13 @@ fn per(field: &str) -> &'static str {
 pub(crate) fn check_range(field: &str, v: &[f32], min: f32, max: f32) -> Result<(), CoreError> {
     // One pass, no formatting unless a value is bad: batches hold millions.
     match v.iter().position(|x| !(x.is_finite() && *x >= min && *x <= max)) {
-        Some(i) if !v[i].is_finite() => Err(CoreError::invalid(format!("{field}[{i}]"), format!("{} is not finite", v[i]))),
-        Some(i) => Err(CoreError::invalid(format!("{field}[{i}]"), format!("{} is outside [{min:e}, {max:e}]", v[i]))),
+        Some(i) if !v[i].is_finite() => {
+            Err(CoreError::invalid(format!("{field}[{i}]"), format!("{} is not finite", v[i])))
+        }
+        Some(i) => Err(CoreError::invalid(
+            format!("{field}[{i}]"),
+            format!("{} is outside [{min:e}, {max:e}]", v[i]),
+        )),
         None => Ok(()),
     }
 }
@@ -171,18 +185,30 @@ impl Rollout {
     /// Checks shape and values; names the first bad field.
     pub fn validate(&self) -> Result<(), CoreError> {
         if self.steps == 0 || self.steps > MAX_STEPS {
-            return Err(CoreError::invalid("steps", format!("must be in 1..={MAX_STEPS}, got {}", self.steps)));
+            return Err(CoreError::invalid(
+                "steps",
+                format!("must be in 1..={MAX_STEPS}, got {}", self.steps),
+            ));
         }
         let p = self.prosumer_ids.len();
         if p == 0 || p > MAX_PROSUMERS {
-            return Err(CoreError::invalid("prosumer_ids", format!("must hold 1..={MAX_PROSUMERS} ids, got {p}")));
+            return Err(CoreError::invalid(
+                "prosumer_ids",
+                format!("must hold 1..={MAX_PROSUMERS} ids, got {p}"),
+            ));
         }
         if let Some(i) = self.prosumer_ids.windows(2).position(|w| w[0] >= w[1]) {
-            return Err(CoreError::invalid(format!("prosumer_ids[{}]", i + 1), "ids must be strictly ascending"));
+            return Err(CoreError::invalid(
+                format!("prosumer_ids[{}]", i + 1),
+                "ids must be strictly ascending",
+            ));
         }
         let n = self.samples();
         if n > MAX_SAMPLES {
-            return Err(CoreError::invalid("steps", format!("steps × prosumers = {n} exceeds {MAX_SAMPLES}")));
+            return Err(CoreError::invalid(
+                "steps",
+                format!("steps × prosumers = {n} exceeds {MAX_SAMPLES}"),
+            ));
         }
         check_len("observations", &self.observations, n * OBS_DIM)?;
         check_len("actions", &self.actions, n * ACT_DIM)?;
@@ -320,7 +346,10 @@ mod tests {
         r.validate().unwrap();
         r.rewards[1] = 3e38;
         let message = r.validate().unwrap_err().to_string();
-        assert!(message.contains("rewards[1]") && message.contains("outside [-1e6, 1e6]"), "{message}");
+        assert!(
+            message.contains("rewards[1]") && message.contains("outside [-1e6, 1e6]"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -340,7 +369,15 @@ mod tests {
         // Two prosumers interleaved step-major; the second is terminal at t = 1.
         let rewards = [1.0, 10.0, 1.0, 10.0];
         let values = [0.0; 4];
-        let (adv, _) = gae(&rewards, &values, &[100.0, 100.0], Some(&[false, false, false, true]), 2, 0.5, 1.0);
+        let (adv, _) = gae(
+            &rewards,
+            &values,
+            &[100.0, 100.0],
+            Some(&[false, false, false, true]),
+            2,
+            0.5,
+            1.0,
+        );
         assert_eq!(adv[3], 10.0, "terminal: no bootstrap");
         assert_eq!(adv[2], 1.0 + 0.5 * 100.0);
         assert_eq!(adv[1], 10.0 + 0.5 * 10.0);

@@ -128,12 +128,22 @@ impl Household {
             (None, None) => {}
             (Some(b), Some(s)) => {
                 let (lo, hi) = (b.min_stored_kwh(), b.max_stored_kwh());
-                if !(s.stored_kwh.is_finite() && s.stored_kwh >= lo - 1e-9 && s.stored_kwh <= hi + 1e-9) {
-                    return Err(format!("battery.stored_kwh must lie in [{lo}, {hi}], got {}", s.stored_kwh));
+                if !(s.stored_kwh.is_finite()
+                    && s.stored_kwh >= lo - 1e-9
+                    && s.stored_kwh <= hi + 1e-9)
+                {
+                    return Err(format!(
+                        "battery.stored_kwh must lie in [{lo}, {hi}], got {}",
+                        s.stored_kwh
+                    ));
                 }
             }
-            (Some(_), None) => return Err("battery: the prosumer has a battery, the state has none".into()),
-            (None, Some(_)) => return Err("battery: the prosumer has no battery, the state has one".into()),
+            (Some(_), None) => {
+                return Err("battery: the prosumer has a battery, the state has none".into())
+            }
+            (None, Some(_)) => {
+                return Err("battery: the prosumer has no battery, the state has one".into())
+            }
         }
         Ok(Household { spec, battery: state.battery, plugged_in: state.plugged_in })
     }
@@ -142,7 +152,8 @@ impl Household {
     /// to the first slot's hour.
     pub fn new(spec: ProsumerSpec, first_hour: u8) -> Household {
         let battery = spec.battery.map(|b| BatteryState {
-            stored_kwh: (spec.initial_soc * b.capacity_kwh).clamp(b.min_stored_kwh(), b.max_stored_kwh()),
+            stored_kwh: (spec.initial_soc * b.capacity_kwh)
+                .clamp(b.min_stored_kwh(), b.max_stored_kwh()),
         });
         let plugged_in = spec.ev.is_none_or(|ev| ev.plugged_in(first_hour));
         Household { spec, battery, plugged_in }
@@ -157,13 +168,16 @@ impl Household {
     /// records any shortfall against the required SoC; on arrival, removes the
     /// trip energy (never below the SoC floor; what is missing counts as shortfall).
     pub fn begin_slot(&mut self, ctx: &SlotContext) -> EvEvents {
-        let (Some(ev), Some(spec), Some(state)) = (self.spec.ev, self.spec.battery, self.battery.as_mut()) else {
+        let (Some(ev), Some(spec), Some(state)) =
+            (self.spec.ev, self.spec.battery, self.battery.as_mut())
+        else {
             return EvEvents::default();
         };
         let now = ev.plugged_in(ctx.hour);
         let mut events = EvEvents::default();
         if self.plugged_in && !now {
-            events.shortfall_kwh = (ev.departure_soc * spec.capacity_kwh - state.stored_kwh).max(0.0);
+            events.shortfall_kwh =
+                (ev.departure_soc * spec.capacity_kwh - state.stored_kwh).max(0.0);
         } else if !self.plugged_in && now {
             let available = state.stored_kwh - spec.min_stored_kwh();
             events.trip_kwh = ev.trip_kwh.min(available.max(0.0));
@@ -181,7 +195,8 @@ impl Household {
         let (Some(spec), Some(state)) = (self.spec.battery, self.battery) else {
             return (0.0, 0.0);
         };
-        let (lo, hi) = spec.setpoint_range_kw(state.stored_kwh, ctx.hours, self.battery_available());
+        let (lo, hi) =
+            spec.setpoint_range_kw(state.stored_kwh, ctx.hours, self.battery_available());
         let Some(ev) = self.spec.ev.filter(|_| self.battery_available()) else {
             return (lo, hi);
         };
@@ -233,9 +248,9 @@ impl Household {
     pub fn apply(&mut self, decision: &Decision, ctx: &SlotContext) -> BatteryStep {
         let available = self.battery_available();
         match (self.spec.battery, self.battery.as_mut()) {
-            (Some(spec), Some(state)) => {
-                state.apply_setpoint(&spec, decision.setpoint_kw, ctx.hours, available).unwrap_or_default()
-            }
+            (Some(spec), Some(state)) => state
+                .apply_setpoint(&spec, decision.setpoint_kw, ctx.hours, available)
+                .unwrap_or_default(),
             _ => BatteryStep::default(),
         }
     }
@@ -257,7 +272,13 @@ impl Household {
     /// Plays the household's part of a slot: EV events, observe, act, safety
     /// filter, battery. The same call serves the reference simulator and the
     /// agent-node actors, which is what makes their results identical.
-    pub fn play(&mut self, ds: &Dataset, ctx: &SlotContext, cond: Conditions, policy: &mut dyn Policy) -> HouseholdReport {
+    pub fn play(
+        &mut self,
+        ds: &Dataset,
+        ctx: &SlotContext,
+        cond: Conditions,
+        policy: &mut dyn Policy,
+    ) -> HouseholdReport {
         let prepared = self.prepare(ds, ctx, cond);
         self.act(&prepared, ctx, policy)
     }
@@ -270,7 +291,12 @@ impl Household {
 
     /// The second half of [`play`](Self::play): act on the prepared
     /// observation, safety filter, battery.
-    pub fn act(&mut self, prepared: &Prepared, ctx: &SlotContext, policy: &mut dyn Policy) -> HouseholdReport {
+    pub fn act(
+        &mut self,
+        prepared: &Prepared,
+        ctx: &SlotContext,
+        policy: &mut dyn Policy,
+    ) -> HouseholdReport {
         let Prepared { ev, obs } = *prepared;
         let decision = filter_action(&obs, policy.act(self.spec.id, &obs));
         let battery = self.apply(&decision, ctx);
@@ -280,7 +306,10 @@ impl Household {
             pv_kwh: obs.pv_kwh,
             net_kwh: decision.net_kwh,
             battery,
-            degradation_cost: self.spec.battery.map_or(0.0, |b| b.degradation_cost_per_kwh * battery.throughput_kwh()),
+            degradation_cost: self
+                .spec
+                .battery
+                .map_or(0.0, |b| b.degradation_cost_per_kwh * battery.throughput_kwh()),
             ev_shortfall_kwh: ev.shortfall_kwh,
             stored_kwh: self.battery.map_or(0.0, |b| b.stored_kwh),
             order: decision.order,
@@ -297,7 +326,11 @@ mod tests {
     #[test]
     fn a_household_continues_from_its_state_and_a_state_that_does_not_fit_is_refused() {
         let ds = synthetic_dataset(4, 2, 60, 3);
-        let specs = generate_community(&ds, &CommunityConfig { n_prosumers: 12, ..CommunityConfig::default() }).unwrap();
+        let specs = generate_community(
+            &ds,
+            &CommunityConfig { n_prosumers: 12, ..CommunityConfig::default() },
+        )
+        .unwrap();
         let with = specs.iter().find(|s| s.battery.is_some()).unwrap().clone();
         let without = specs.iter().find(|s| s.battery.is_none()).unwrap().clone();
 
@@ -313,7 +346,10 @@ mod tests {
         let e = Household::restore(with.clone(), Household::new(without, 0).state()).unwrap_err();
         assert!(e.contains("has none"), "{e}");
         for bad in [f64::NAN, -1.0, with.battery.unwrap().capacity_kwh * 2.0] {
-            let s = HouseholdState { battery: Some(BatteryState { stored_kwh: bad }), plugged_in: true };
+            let s = HouseholdState {
+                battery: Some(BatteryState { stored_kwh: bad }),
+                plugged_in: true,
+            };
             let e = Household::restore(with.clone(), s).unwrap_err();
             assert!(e.contains("battery.stored_kwh"), "{bad}: {e}");
         }

@@ -163,7 +163,8 @@ impl KpiAccumulator {
         k.community_cost += cost;
         self.cost_by_household[i] += s.energy_cost() + h.degradation_cost + s.overload_penalty;
         let net = h.load_kwh - h.pv_kwh;
-        let grid_only = net.max(0.0) * tariff.retail.per_kwh() - (-net).max(0.0) * tariff.feed_in.per_kwh();
+        let grid_only =
+            net.max(0.0) * tariff.retail.per_kwh() - (-net).max(0.0) * tariff.feed_in.per_kwh();
         self.grid_only_by_household[i] += grid_only;
         k.grid_only_cost += grid_only;
         self.slot_import_kwh += s.grid_import_kwh;
@@ -185,14 +186,21 @@ impl KpiAccumulator {
     /// The KPIs of everything recorded so far.
     pub fn finish(&self) -> Kpis {
         let mut k = self.k.clone();
-        k.self_sufficiency_pct = if k.load_kwh > 0.0 { 100.0 * (1.0 - k.grid_import_kwh / k.load_kwh) } else { 100.0 };
-        k.self_consumption_pct = if k.pv_kwh > 0.0 { 100.0 * (1.0 - k.grid_export_kwh / k.pv_kwh) } else { 100.0 };
-        k.battery_cycles = if self.battery_capacity_kwh > 0.0 { k.battery_cycles / self.battery_capacity_kwh } else { 0.0 };
+        k.self_sufficiency_pct =
+            if k.load_kwh > 0.0 { 100.0 * (1.0 - k.grid_import_kwh / k.load_kwh) } else { 100.0 };
+        k.self_consumption_pct =
+            if k.pv_kwh > 0.0 { 100.0 * (1.0 - k.grid_export_kwh / k.pv_kwh) } else { 100.0 };
+        k.battery_cycles = if self.battery_capacity_kwh > 0.0 {
+            k.battery_cycles / self.battery_capacity_kwh
+        } else {
+            0.0
+        };
         let reference = self.baseline.as_ref().unwrap_or(&self.grid_only_by_household);
         if self.baseline.is_some() {
             k.grid_only_cost = reference.iter().sum();
         }
-        let savings: Vec<f64> = reference.iter().zip(&self.cost_by_household).map(|(g, c)| g - c).collect();
+        let savings: Vec<f64> =
+            reference.iter().zip(&self.cost_by_household).map(|(g, c)| g - c).collect();
         k.gini_savings = gini(&savings);
         k.mean_reward = if self.samples > 0 { self.reward_sum / self.samples as f64 } else { 0.0 };
         k
@@ -214,7 +222,8 @@ pub fn gini(values: &[f64]) -> f64 {
         return 0.0;
     }
     // Σ_i Σ_j |x_i − x_j| = 2 Σ_i (2i − n + 1) x_(i) for 0-based sorted i.
-    let weighted: f64 = x.iter().enumerate().map(|(i, v)| (2.0 * i as f64 - n as f64 + 1.0) * v).sum();
+    let weighted: f64 =
+        x.iter().enumerate().map(|(i, v)| (2.0 * i as f64 - n as f64 + 1.0) * v).sum();
     weighted / (n as f64 * n as f64 * mean.abs())
 }
 
@@ -239,8 +248,16 @@ mod tests {
         let mut acc = KpiAccumulator::new(2, 10.0);
         let s0 = Settlement { grid_import_kwh: 1.0, import_cost: 0.28, ..Default::default() };
         let s1 = Settlement { grid_export_kwh: 2.0, export_revenue: 0.1, ..Default::default() };
-        acc.record(0, &HouseholdSlot { load_kwh: 2.0, pv_kwh: 1.0, settlement: s0, ..Default::default() }, &t);
-        acc.record(1, &HouseholdSlot { load_kwh: 1.0, pv_kwh: 3.0, settlement: s1, ..Default::default() }, &t);
+        acc.record(
+            0,
+            &HouseholdSlot { load_kwh: 2.0, pv_kwh: 1.0, settlement: s0, ..Default::default() },
+            &t,
+        );
+        acc.record(
+            1,
+            &HouseholdSlot { load_kwh: 1.0, pv_kwh: 3.0, settlement: s1, ..Default::default() },
+            &t,
+        );
         acc.end_slot(0.5, 0.0);
         let k = acc.finish();
         assert!((k.self_sufficiency_pct - 100.0 * (1.0 - 1.0 / 3.0)).abs() < 1e-9);

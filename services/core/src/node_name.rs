@@ -14,7 +14,9 @@ pub fn check_node_name(name: &str, field: &str) -> Result<(), CoreError> {
     if !(1..=MAX_NODE_NAME_CHARS).contains(&chars) || name.chars().any(char::is_control) {
         return Err(CoreError::invalid(
             field,
-            format!("must be 1..={MAX_NODE_NAME_CHARS} printable characters, got {chars} characters"),
+            format!(
+                "must be 1..={MAX_NODE_NAME_CHARS} printable characters, got {chars} characters"
+            ),
         ));
     }
     Ok(())

@@ -45,8 +45,13 @@ pub struct EvWindow {
 impl EvWindow {
     /// Whether the EV is plugged in during the slot starting at `hour`.
     pub fn plugged_in(&self, hour: u8) -> bool {
-        EvSpec { arrive_hour: self.arrive_hour, depart_hour: self.depart_hour, trip_kwh: self.trip_kwh, departure_soc: 0.0 }
-            .plugged_in(hour)
+        EvSpec {
+            arrive_hour: self.arrive_hour,
+            depart_hour: self.depart_hour,
+            trip_kwh: self.trip_kwh,
+            departure_soc: 0.0,
+        }
+        .plugged_in(hour)
     }
 }
 
@@ -85,7 +90,11 @@ impl Envelope {
             kind: spec.kind,
             pv_kwp: spec.trace.pv_kwp as f64,
             battery: spec.battery,
-            ev: spec.ev.map(|e| EvWindow { arrive_hour: e.arrive_hour, depart_hour: e.depart_hour, trip_kwh: e.trip_kwh }),
+            ev: spec.ev.map(|e| EvWindow {
+                arrive_hour: e.arrive_hour,
+                depart_hour: e.depart_hour,
+                trip_kwh: e.trip_kwh,
+            }),
         }
     }
 
@@ -113,9 +122,17 @@ impl Envelope {
             ));
         }
         match (wants_battery, &self.battery) {
-            (true, None) => return Err(CoreError::invalid(format!("{field}.battery"), format!("required for kind {kind}"))),
+            (true, None) => {
+                return Err(CoreError::invalid(
+                    format!("{field}.battery"),
+                    format!("required for kind {kind}"),
+                ))
+            }
             (false, Some(_)) => {
-                return Err(CoreError::invalid(format!("{field}.battery"), format!("kind {kind} has no battery: leave it unset")))
+                return Err(CoreError::invalid(
+                    format!("{field}.battery"),
+                    format!("kind {kind} has no battery: leave it unset"),
+                ))
             }
             (true, Some(b)) => {
                 let battery_field = format!("{field}.battery");
@@ -136,9 +153,17 @@ impl Envelope {
             (false, None) => {}
         }
         match (wants_ev, &self.ev) {
-            (true, None) => return Err(CoreError::invalid(format!("{field}.ev"), format!("required for kind {kind}"))),
+            (true, None) => {
+                return Err(CoreError::invalid(
+                    format!("{field}.ev"),
+                    format!("required for kind {kind}"),
+                ))
+            }
             (false, Some(_)) => {
-                return Err(CoreError::invalid(format!("{field}.ev"), format!("kind {kind} has no EV: leave it unset")))
+                return Err(CoreError::invalid(
+                    format!("{field}.ev"),
+                    format!("kind {kind} has no EV: leave it unset"),
+                ))
             }
             (true, Some(ev)) => {
                 let spec = EvSpec {
@@ -171,9 +196,12 @@ impl Envelope {
         conditions: Conditions,
         field: &dyn Fn() -> String,
     ) -> Result<(), CoreError> {
-        let refuse = |name: &str, reason: String| Err(CoreError::invalid(format!("{}.{name}", field()), reason));
+        let refuse = |name: &str, reason: String| {
+            Err(CoreError::invalid(format!("{}.{name}", field()), reason))
+        };
         let at_most = |v: f64, bound: f64| v <= bound * (1.0 + REL_TOL) + ABS_TOL;
-        let close = |v: f64, want: f64| (v - want).abs() <= REL_TOL * want.abs().max(v.abs()) + ABS_TOL;
+        let close =
+            |v: f64, want: f64| (v - want).abs() <= REL_TOL * want.abs().max(v.abs()) + ABS_TOL;
 
         let pv_max = self.pv_kwp * limits.pv_peak_kwh_per_kwp * conditions.pv_scale;
         if !at_most(r.pv_kwh, pv_max) {
@@ -206,23 +234,38 @@ impl Envelope {
                 ("ev_shortfall_kwh", r.ev_shortfall_kwh),
             ] {
                 if v != 0.0 {
-                    return refuse(name, format!("must be 0: prosumer kind {} has no battery, got {v}", self.kind.name()));
+                    return refuse(
+                        name,
+                        format!(
+                            "must be 0: prosumer kind {} has no battery, got {v}",
+                            self.kind.name()
+                        ),
+                    );
                 }
             }
             return Ok(());
         };
         let plugged_in = self.ev.is_none_or(|ev| ev.plugged_in(limits.hour));
         if !plugged_in {
-            for (name, v) in [("battery_charged_kwh", b.charged_kwh), ("battery_discharged_kwh", b.discharged_kwh)] {
+            for (name, v) in [
+                ("battery_charged_kwh", b.charged_kwh),
+                ("battery_discharged_kwh", b.discharged_kwh),
+            ] {
                 if v != 0.0 {
-                    return refuse(name, format!("must be 0: the EV is away at hour {}, got {v}", limits.hour));
+                    return refuse(
+                        name,
+                        format!("must be 0: the EV is away at hour {}, got {v}", limits.hour),
+                    );
                 }
             }
         }
         if b.charged_kwh > 0.0 && b.discharged_kwh > 0.0 {
             return refuse(
                 "battery_discharged_kwh",
-                format!("a battery charges or discharges in a slot, not both (charged {})", b.charged_kwh),
+                format!(
+                    "a battery charges or discharges in a slot, not both (charged {})",
+                    b.charged_kwh
+                ),
             );
         }
         for (name, v, kw) in [
@@ -231,12 +274,18 @@ impl Envelope {
         ] {
             let max = kw * limits.hours;
             if !at_most(v, max) {
-                return refuse(name, format!("at most {kw} kW × {} h = {max} kWh, got {v}", limits.hours));
+                return refuse(
+                    name,
+                    format!("at most {kw} kW × {} h = {max} kWh, got {v}", limits.hours),
+                );
             }
         }
         let e = spec.one_way_efficiency();
-        let losses =
-            if b.charged_kwh > 0.0 { b.charged_kwh - b.charged_kwh * e } else { b.discharged_kwh / e - b.discharged_kwh };
+        let losses = if b.charged_kwh > 0.0 {
+            b.charged_kwh - b.charged_kwh * e
+        } else {
+            b.discharged_kwh / e - b.discharged_kwh
+        };
         if !close(b.losses_kwh, losses) {
             return refuse(
                 "battery_losses_kwh",
@@ -258,7 +307,13 @@ impl Envelope {
         }
         let (lo, hi) = (spec.min_stored_kwh(), spec.max_stored_kwh());
         if !(r.stored_kwh >= lo * (1.0 - REL_TOL) - ABS_TOL && at_most(r.stored_kwh, hi)) {
-            return refuse("stored_kwh", format!("must lie in the battery's SoC window [{lo}, {hi}] kWh, got {}", r.stored_kwh));
+            return refuse(
+                "stored_kwh",
+                format!(
+                    "must lie in the battery's SoC window [{lo}, {hi}] kWh, got {}",
+                    r.stored_kwh
+                ),
+            );
         }
         let shortfall_max = match self.ev {
             Some(ev) => spec.capacity_kwh.max(ev.trip_kwh),
@@ -291,7 +346,12 @@ mod tests {
     }
 
     fn pv_battery() -> Envelope {
-        Envelope { kind: ProsumerKind::PvBattery, pv_kwp: 5.0, battery: Some(BatterySpec::home(10.0)), ev: None }
+        Envelope {
+            kind: ProsumerKind::PvBattery,
+            pv_kwp: 5.0,
+            battery: Some(BatterySpec::home(10.0)),
+            ev: None,
+        }
     }
 
     fn report() -> HouseholdReport {
@@ -324,10 +384,16 @@ mod tests {
             (Envelope { kind: ProsumerKind::PvOnly, ..pv_battery() }, "p.battery"),
             (Envelope { kind: ProsumerKind::Consumer, battery: None, ..pv_battery() }, "p.pv_kwp"),
             (
-                Envelope { battery: Some(BatterySpec { max_charge_kw: 5000.0, ..BatterySpec::home(10.0) }), ..pv_battery() },
+                Envelope {
+                    battery: Some(BatterySpec { max_charge_kw: 5000.0, ..BatterySpec::home(10.0) }),
+                    ..pv_battery()
+                },
                 "p.battery.max_charge_kw",
             ),
-            (Envelope { battery: Some(BatterySpec::home(0.0)), ..pv_battery() }, "p.battery.capacity_kwh"),
+            (
+                Envelope { battery: Some(BatterySpec::home(0.0)), ..pv_battery() },
+                "p.battery.capacity_kwh",
+            ),
             (Envelope { kind: ProsumerKind::Ev, ..pv_battery() }, "p.ev"),
             (
                 Envelope {
@@ -337,7 +403,13 @@ mod tests {
                 },
                 "p.ev.arrive_hour",
             ),
-            (Envelope { ev: Some(EvWindow { arrive_hour: 18, depart_hour: 7, trip_kwh: 8.0 }), ..pv_battery() }, "p.ev"),
+            (
+                Envelope {
+                    ev: Some(EvWindow { arrive_hour: 18, depart_hour: 7, trip_kwh: 8.0 }),
+                    ..pv_battery()
+                },
+                "p.ev",
+            ),
         ];
         for (env, field) in cases {
             match env.validate("p") {
@@ -351,8 +423,13 @@ mod tests {
     #[test]
     fn impossible_reports_are_refused_naming_the_field_and_bound() {
         let lim = limits();
-        let consumer = Envelope { kind: ProsumerKind::Consumer, pv_kwp: 0.0, battery: None, ev: None };
-        let e = refused(&consumer, &HouseholdReport { pv_kwh: 50.0, stored_kwh: 0.0, ..report() }, &lim);
+        let consumer =
+            Envelope { kind: ProsumerKind::Consumer, pv_kwp: 0.0, battery: None, ev: None };
+        let e = refused(
+            &consumer,
+            &HouseholdReport { pv_kwh: 50.0, stored_kwh: 0.0, ..report() },
+            &lim,
+        );
         assert!(e.contains("reports[3].pv_kwh") && e.contains("0 kWp"), "{e}");
         let e = refused(&pv_battery(), &HouseholdReport { pv_kwh: 900.0, ..report() }, &lim);
         assert!(e.contains("reports[3].pv_kwh") && e.contains("4.5"), "{e}");
@@ -360,11 +437,19 @@ mod tests {
         assert!(e.contains("reports[3].load_kwh") && e.contains("50"), "{e}");
         let pv_only = Envelope { kind: ProsumerKind::PvOnly, battery: None, ..pv_battery() };
         let charged = BatteryStep { charged_kwh: 3.0, ..BatteryStep::default() };
-        let e = refused(&pv_only, &HouseholdReport { battery: charged, stored_kwh: 0.0, ..report() }, &lim);
+        let e = refused(
+            &pv_only,
+            &HouseholdReport { battery: charged, stored_kwh: 0.0, ..report() },
+            &lim,
+        );
         assert!(e.contains("reports[3].battery_charged_kwh") && e.contains("no battery"), "{e}");
         let e = refused(&pv_only, &HouseholdReport { stored_kwh: 10.0, ..report() }, &lim);
         assert!(e.contains("reports[3].stored_kwh"), "{e}");
-        let over = BatteryStep { charged_kwh: 6.0, losses_kwh: 6.0 * (1.0 - 0.9f64.sqrt()), ..BatteryStep::default() };
+        let over = BatteryStep {
+            charged_kwh: 6.0,
+            losses_kwh: 6.0 * (1.0 - 0.9f64.sqrt()),
+            ..BatteryStep::default()
+        };
         let e = refused(&pv_battery(), &HouseholdReport { battery: over, ..report() }, &lim);
         assert!(e.contains("reports[3].battery_charged_kwh") && e.contains("5 kW"), "{e}");
         let lossless = BatteryStep { charged_kwh: 2.0, ..BatteryStep::default() };
@@ -375,7 +460,8 @@ mod tests {
         let both = BatteryStep { charged_kwh: 1.0, discharged_kwh: 1.0, ..BatteryStep::default() };
         let e = refused(&pv_battery(), &HouseholdReport { battery: both, ..report() }, &lim);
         assert!(e.contains("not both"), "{e}");
-        let e = refused(&pv_battery(), &HouseholdReport { ev_shortfall_kwh: 1.0, ..report() }, &lim);
+        let e =
+            refused(&pv_battery(), &HouseholdReport { ev_shortfall_kwh: 1.0, ..report() }, &lim);
         assert!(e.contains("reports[3].ev_shortfall_kwh"), "{e}");
         let ev = Envelope {
             kind: ProsumerKind::Ev,
@@ -383,12 +469,22 @@ mod tests {
             battery: Some(BatterySpec::home(40.0)),
             ..pv_battery()
         };
-        let step = BatteryStep { charged_kwh: 1.0, losses_kwh: 1.0 - 0.9f64.sqrt(), ..BatteryStep::default() };
-        let r = HouseholdReport { battery: step, degradation_cost: 0.01, stored_kwh: 20.0, ..report() };
+        let step = BatteryStep {
+            charged_kwh: 1.0,
+            losses_kwh: 1.0 - 0.9f64.sqrt(),
+            ..BatteryStep::default()
+        };
+        let r =
+            HouseholdReport { battery: step, degradation_cost: 0.01, stored_kwh: 20.0, ..report() };
         let e = refused(&ev, &r, &lim);
         assert!(e.contains("away at hour 12"), "{e}");
-        ev.check(&r, &SlotLimits { hour: 20, ..lim }, Conditions::default(), &|| "r".into()).unwrap();
-        let e = refused(&pv_battery(), &HouseholdReport { battery: step, degradation_cost: 0.5, ..report() }, &lim);
+        ev.check(&r, &SlotLimits { hour: 20, ..lim }, Conditions::default(), &|| "r".into())
+            .unwrap();
+        let e = refused(
+            &pv_battery(),
+            &HouseholdReport { battery: step, degradation_cost: 0.5, ..report() },
+            &lim,
+        );
         assert!(e.contains("reports[3].degradation_cost"), "{e}");
     }
 
@@ -448,7 +544,11 @@ mod tests {
             "scripted"
         }
 
-        fn act(&mut self, id: crate::units::ProsumerId, obs: &crate::observation::Observation) -> crate::policy::Action {
+        fn act(
+            &mut self,
+            id: crate::units::ProsumerId,
+            obs: &crate::observation::Observation,
+        ) -> crate::policy::Action {
             crate::policy::Action { battery: self.0 as f32, ..self.1.act(id, obs) }
         }
     }

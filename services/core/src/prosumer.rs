@@ -31,7 +31,8 @@ pub enum ProsumerKind {
 
 impl ProsumerKind {
     /// Every kind, in the order of [`CommunityConfig`]'s shares.
-    pub const ALL: [ProsumerKind; 4] = [ProsumerKind::PvBattery, ProsumerKind::PvOnly, ProsumerKind::Consumer, ProsumerKind::Ev];
+    pub const ALL: [ProsumerKind; 4] =
+        [ProsumerKind::PvBattery, ProsumerKind::PvOnly, ProsumerKind::Consumer, ProsumerKind::Ev];
 
     /// The kind's name in configs, files and on the wire (kebab-case).
     pub fn name(self) -> &'static str {
@@ -74,7 +75,10 @@ impl EvSpec {
         if self.arrive_hour > 23 || self.depart_hour > 23 || self.arrive_hour == self.depart_hour {
             return Err(CoreError::invalid(
                 format!("{field}.arrive_hour"),
-                format!("arrive {} and depart {} must be distinct hours in 0..=23", self.arrive_hour, self.depart_hour),
+                format!(
+                    "arrive {} and depart {} must be distinct hours in 0..=23",
+                    self.arrive_hour, self.depart_hour
+                ),
             ));
         }
         if !self.trip_kwh.is_finite() || self.trip_kwh < 0.0 {
@@ -121,7 +125,8 @@ impl TraceRef {
     /// Load of `slot`, kWh (≥ 0).
     #[inline]
     pub fn load_kwh(&self, ds: &Dataset, slot: usize) -> f64 {
-        let base = ds.homes[self.home as usize].load_kwh[self.index(ds, slot)] as f64 * self.load_scale as f64;
+        let base = ds.homes[self.home as usize].load_kwh[self.index(ds, slot)] as f64
+            * self.load_scale as f64;
         if self.noise_sigma == 0.0 {
             return base;
         }
@@ -136,7 +141,8 @@ impl TraceRef {
         if self.pv_kwp == 0.0 {
             return 0.0;
         }
-        ds.homes[self.home as usize].pv_kwh_per_kwp[self.index(ds, slot)] as f64 * self.pv_kwp as f64
+        ds.homes[self.home as usize].pv_kwh_per_kwp[self.index(ds, slot)] as f64
+            * self.pv_kwp as f64
     }
 }
 
@@ -164,7 +170,12 @@ impl ProsumerSpec {
         if self.trace.home as usize >= ds.homes.len() {
             return Err(CoreError::invalid(
                 format!("{field}.trace.home"),
-                format!("{} is not a home of dataset '{}' (it has {})", self.trace.home, ds.name, ds.homes.len()),
+                format!(
+                    "{} is not a home of dataset '{}' (it has {})",
+                    self.trace.home,
+                    ds.name,
+                    ds.homes.len()
+                ),
             ));
         }
         if !(self.trace.load_scale.is_finite()
@@ -172,7 +183,10 @@ impl ProsumerSpec {
             && self.trace.pv_kwp.is_finite()
             && self.trace.pv_kwp >= 0.0)
         {
-            return Err(CoreError::invalid(format!("{field}.trace"), "load_scale and pv_kwp must be finite and ≥ 0"));
+            return Err(CoreError::invalid(
+                format!("{field}.trace"),
+                "load_scale and pv_kwp must be finite and ≥ 0",
+            ));
         }
         if let Some(b) = &self.battery {
             b.validate(&format!("{field}.battery"))?;
@@ -180,7 +194,10 @@ impl ProsumerSpec {
         if let Some(ev) = &self.ev {
             ev.validate(&format!("{field}.ev"))?;
             if self.battery.is_none() {
-                return Err(CoreError::invalid(format!("{field}.battery"), "an EV needs a battery"));
+                return Err(CoreError::invalid(
+                    format!("{field}.battery"),
+                    "an EV needs a battery",
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.initial_soc) {
@@ -263,24 +280,50 @@ impl CommunityConfig {
         }
         let total = self.share_pv_battery + self.share_pv_only + self.share_ev;
         if total > 1.0 + 1e-9 {
-            return Err(CoreError::invalid("community.share_*", format!("shares sum to {total} > 1")));
+            return Err(CoreError::invalid(
+                "community.share_*",
+                format!("shares sum to {total} > 1"),
+            ));
         }
-        for (field, r) in [("community.load_scale_range", self.load_scale_range), ("community.pv_kwp_range", self.pv_kwp_range)] {
-            if !(r[0].is_finite() && r[1].is_finite() && 0.0 <= r[0] && r[0] <= r[1] && r[1] <= 1000.0) {
-                return Err(CoreError::invalid(field, format!("must satisfy 0 ≤ lo ≤ hi ≤ 1000, got {r:?}")));
+        for (field, r) in [
+            ("community.load_scale_range", self.load_scale_range),
+            ("community.pv_kwp_range", self.pv_kwp_range),
+        ] {
+            if !(r[0].is_finite()
+                && r[1].is_finite()
+                && 0.0 <= r[0]
+                && r[0] <= r[1]
+                && r[1] <= 1000.0)
+            {
+                return Err(CoreError::invalid(
+                    field,
+                    format!("must satisfy 0 ≤ lo ≤ hi ≤ 1000, got {r:?}"),
+                ));
             }
         }
         if self.battery_kwh_choices.is_empty()
             || self.battery_kwh_choices.iter().any(|c| !c.is_finite() || *c <= 0.0 || *c > 1000.0)
         {
-            return Err(CoreError::invalid("community.battery_kwh_choices", "needs at least one size in (0, 1000] kWh"));
+            return Err(CoreError::invalid(
+                "community.battery_kwh_choices",
+                "needs at least one size in (0, 1000] kWh",
+            ));
         }
-        if !(self.ev_battery_kwh > 0.0 && self.ev_battery_kwh <= 1000.0 && self.ev_charge_kw > 0.0 && self.ev_charge_kw <= 1000.0)
+        if !(self.ev_battery_kwh > 0.0
+            && self.ev_battery_kwh <= 1000.0
+            && self.ev_charge_kw > 0.0
+            && self.ev_charge_kw <= 1000.0)
         {
-            return Err(CoreError::invalid("community.ev_battery_kwh", "EV battery and charge power must lie in (0, 1000]"));
+            return Err(CoreError::invalid(
+                "community.ev_battery_kwh",
+                "EV battery and charge power must lie in (0, 1000]",
+            ));
         }
         if !(0.0..=1.0).contains(&self.noise_sigma) {
-            return Err(CoreError::invalid("community.noise_sigma", format!("must lie in [0, 1], got {}", self.noise_sigma)));
+            return Err(CoreError::invalid(
+                "community.noise_sigma",
+                format!("must lie in [0, 1], got {}", self.noise_sigma),
+            ));
         }
         Ok(())
     }
@@ -311,7 +354,10 @@ impl CommunityConfig {
 }
 
 /// Generates the community `0..cfg.n_prosumers` (see [`generate_prosumer`]).
-pub fn generate_community(ds: &Dataset, cfg: &CommunityConfig) -> Result<Vec<ProsumerSpec>, CoreError> {
+pub fn generate_community(
+    ds: &Dataset,
+    cfg: &CommunityConfig,
+) -> Result<Vec<ProsumerSpec>, CoreError> {
     generate_range(ds, cfg, 0, cfg.n_prosumers as u32)
 }
 
@@ -325,9 +371,14 @@ pub fn generate_range(
 ) -> Result<Vec<ProsumerSpec>, CoreError> {
     cfg.validate()?;
     if ds.homes.is_empty() || ds.n_slots() == 0 {
-        return Err(CoreError::invalid("dataset", format!("'{}' has no homes or no slots", ds.name)));
+        return Err(CoreError::invalid(
+            "dataset",
+            format!("'{}' has no homes or no slots", ds.name),
+        ));
     }
-    let end = first.checked_add(count).ok_or_else(|| CoreError::invalid("prosumer ids", "range overflows u32"))?;
+    let end = first
+        .checked_add(count)
+        .ok_or_else(|| CoreError::invalid("prosumer ids", "range overflows u32"))?;
     let with_pv = homes_with_pv(ds);
     Ok((first..end).map(|id| prosumer_from_pool(ds, cfg, id, &with_pv)).collect())
 }
@@ -347,7 +398,12 @@ pub fn generate_prosumer(ds: &Dataset, cfg: &CommunityConfig, id: ProsumerId) ->
 }
 
 /// [`generate_prosumer`] with the PV homes of `ds` computed once by the caller.
-fn prosumer_from_pool(ds: &Dataset, cfg: &CommunityConfig, id: ProsumerId, with_pv: &[u32]) -> ProsumerSpec {
+fn prosumer_from_pool(
+    ds: &Dataset,
+    cfg: &CommunityConfig,
+    id: ProsumerId,
+    with_pv: &[u32],
+) -> ProsumerSpec {
     let mut rng = SeededRng::new(derive_seed(cfg.seed, &format!("prosumer/{id}")));
     let kind = cfg.kind_of(id);
     let has_pv = kind != ProsumerKind::Consumer;
@@ -357,19 +413,25 @@ fn prosumer_from_pool(ds: &Dataset, cfg: &CommunityConfig, id: ProsumerId, with_
         rng.below(ds.homes.len() as u64) as u32
     };
     let pv_kwp = if has_pv { rng.uniform(cfg.pv_kwp_range[0], cfg.pv_kwp_range[1]) } else { 0.0 };
-    let shift = if cfg.max_shift_slots > 0 { rng.below(2 * cfg.max_shift_slots as u64 + 1) as u32 } else { 0 };
+    let shift = if cfg.max_shift_slots > 0 {
+        rng.below(2 * cfg.max_shift_slots as u64 + 1) as u32
+    } else {
+        0
+    };
     let trace = TraceRef {
         home,
         load_scale: rng.uniform(cfg.load_scale_range[0], cfg.load_scale_range[1]) as f32,
         pv_kwp: pv_kwp as f32,
         // A shift of s slots back is n − s forward on the circular series.
-        shift_slots: (ds.n_slots() as u32 + shift).saturating_sub(cfg.max_shift_slots) % ds.n_slots() as u32,
+        shift_slots: (ds.n_slots() as u32 + shift).saturating_sub(cfg.max_shift_slots)
+            % ds.n_slots() as u32,
         noise_sigma: cfg.noise_sigma as f32,
         noise_seed: derive_seed(cfg.seed, &format!("noise/{id}")),
     };
     let (battery, ev) = match kind {
         ProsumerKind::PvBattery => {
-            let cap = cfg.battery_kwh_choices[rng.below(cfg.battery_kwh_choices.len() as u64) as usize];
+            let cap =
+                cfg.battery_kwh_choices[rng.below(cfg.battery_kwh_choices.len() as u64) as usize];
             (Some(BatterySpec::home(cap)), None)
         }
         ProsumerKind::Ev => {
@@ -403,7 +465,9 @@ pub(crate) mod tests {
     /// A tiny two-home dataset, 2 days of hourly data: home 0 has PV, home 1 has none.
     pub(crate) fn tiny_dataset() -> Dataset {
         let hours = 48;
-        let load: Vec<f32> = (0..hours).map(|h| 0.5 + if (h % 24) >= 17 && (h % 24) < 22 { 1.0 } else { 0.0 }).collect();
+        let load: Vec<f32> = (0..hours)
+            .map(|h| 0.5 + if (h % 24) >= 17 && (h % 24) < 22 { 1.0 } else { 0.0 })
+            .collect();
         let pv: Vec<f32> = (0..hours)
             .map(|h| {
                 let x = (h % 24) as f32;
@@ -420,8 +484,18 @@ pub(crate) mod tests {
             first_slot_of_day: 0,
             first_day_of_week: 0,
             homes: vec![
-                HomeSeries { name: "pv".into(), load_kwh: load.clone(), pv_kwh_per_kwp: pv, pv_kwp: 4.0 },
-                HomeSeries { name: "nopv".into(), load_kwh: load, pv_kwh_per_kwp: vec![0.0; hours], pv_kwp: 0.0 },
+                HomeSeries {
+                    name: "pv".into(),
+                    load_kwh: load.clone(),
+                    pv_kwh_per_kwp: pv,
+                    pv_kwp: 4.0,
+                },
+                HomeSeries {
+                    name: "nopv".into(),
+                    load_kwh: load,
+                    pv_kwh_per_kwp: vec![0.0; hours],
+                    pv_kwp: 0.0,
+                },
             ],
             carbon_kg_per_kwh: vec![],
             price_per_kwh: vec![],
@@ -440,13 +514,19 @@ pub(crate) mod tests {
     #[test]
     fn community_has_near_exact_shares_and_is_deterministic() {
         let ds = tiny_dataset();
-        let cfg =
-            CommunityConfig { n_prosumers: 20, share_pv_battery: 0.5, share_pv_only: 0.25, share_ev: 0.1, ..Default::default() };
+        let cfg = CommunityConfig {
+            n_prosumers: 20,
+            share_pv_battery: 0.5,
+            share_pv_only: 0.25,
+            share_ev: 0.1,
+            ..Default::default()
+        };
         let a = generate_community(&ds, &cfg).unwrap();
         let b = generate_community(&ds, &cfg).unwrap();
         assert_eq!(a, b);
         for n in [20usize, 24, 100, 1000] {
-            let c = generate_community(&ds, &CommunityConfig { n_prosumers: n, ..cfg.clone() }).unwrap();
+            let c = generate_community(&ds, &CommunityConfig { n_prosumers: n, ..cfg.clone() })
+                .unwrap();
             let count = |k| c.iter().filter(|p| p.kind == k).count() as f64;
             let shares = [
                 (ProsumerKind::PvBattery, 0.5),
@@ -455,13 +535,20 @@ pub(crate) mod tests {
                 (ProsumerKind::Consumer, 0.15),
             ];
             for (k, share) in shares {
-                assert!((count(k) - share * n as f64).abs() <= 2.0, "{n} prosumers: {} {k:?} for share {share}", count(k));
+                assert!(
+                    (count(k) - share * n as f64).abs() <= 2.0,
+                    "{n} prosumers: {} {k:?} for share {share}",
+                    count(k)
+                );
             }
         }
         for p in &a {
             p.validate(&ds).unwrap();
             assert_eq!(p.kind == ProsumerKind::Consumer, p.trace.pv_kwp == 0.0);
-            assert_eq!(p.battery.is_some(), matches!(p.kind, ProsumerKind::PvBattery | ProsumerKind::Ev));
+            assert_eq!(
+                p.battery.is_some(),
+                matches!(p.kind, ProsumerKind::PvBattery | ProsumerKind::Ev)
+            );
             if p.kind != ProsumerKind::Consumer {
                 assert_eq!(p.trace.home, 0, "PV prosumers must use homes with PV");
             }
@@ -475,7 +562,8 @@ pub(crate) mod tests {
         let ds = tiny_dataset();
         let cfg = CommunityConfig { n_prosumers: 16, seed: 9, ..Default::default() };
         let all = generate_community(&ds, &cfg).unwrap();
-        let second_half = generate_range(&ds, &CommunityConfig { n_prosumers: 1, ..cfg.clone() }, 8, 8).unwrap();
+        let second_half =
+            generate_range(&ds, &CommunityConfig { n_prosumers: 1, ..cfg.clone() }, 8, 8).unwrap();
         assert_eq!(&all[8..], &second_half[..]);
         let bigger = generate_community(&ds, &CommunityConfig { n_prosumers: 40, ..cfg }).unwrap();
         assert_eq!(&bigger[..16], &all[..]);
@@ -484,7 +572,12 @@ pub(crate) mod tests {
     #[test]
     fn traces_are_non_negative_and_pv_is_zero_at_night() {
         let ds = tiny_dataset();
-        let cfg = CommunityConfig { n_prosumers: 50, max_shift_slots: 0, noise_sigma: 0.5, ..Default::default() };
+        let cfg = CommunityConfig {
+            n_prosumers: 50,
+            max_shift_slots: 0,
+            noise_sigma: 0.5,
+            ..Default::default()
+        };
         for p in generate_community(&ds, &cfg).unwrap() {
             for t in 0..ds.n_slots() {
                 assert!(p.trace.load_kwh(&ds, t) >= 0.0);
@@ -500,9 +593,13 @@ pub(crate) mod tests {
     #[test]
     fn bad_config_names_the_field() {
         let ds = tiny_dataset();
-        let cfg = CommunityConfig { share_pv_battery: 0.9, share_pv_only: 0.3, ..Default::default() };
+        let cfg =
+            CommunityConfig { share_pv_battery: 0.9, share_pv_only: 0.3, ..Default::default() };
         assert!(generate_community(&ds, &cfg).unwrap_err().to_string().contains("shares sum"));
         let cfg = CommunityConfig { n_prosumers: 0, ..Default::default() };
-        assert!(generate_community(&ds, &cfg).unwrap_err().to_string().contains("community.n_prosumers"));
+        assert!(generate_community(&ds, &cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("community.n_prosumers"));
     }
 }

@@ -35,7 +35,14 @@ pub struct RewardWeights {
 
 impl Default for RewardWeights {
     fn default() -> Self {
-        RewardWeights { cost: 1.0, degradation: 1.0, co2: 1.0, co2_price_per_kg: 0.05, overload: 1.0, ev_shortfall_per_kwh: 0.5 }
+        RewardWeights {
+            cost: 1.0,
+            degradation: 1.0,
+            co2: 1.0,
+            co2_price_per_kg: 0.05,
+            overload: 1.0,
+            ev_shortfall_per_kwh: 0.5,
+        }
     }
 }
 
@@ -88,12 +95,27 @@ mod tests {
 
     #[test]
     fn reward_is_minus_the_weighted_bill() {
-        let t =
-            RewardTerms { energy_cost: 1.0, degradation_cost: 0.1, co2_kg: 2.0, overload_penalty: 0.3, ev_shortfall_kwh: 1.0 };
+        let t = RewardTerms {
+            energy_cost: 1.0,
+            degradation_cost: 0.1,
+            co2_kg: 2.0,
+            overload_penalty: 0.3,
+            ev_shortfall_kwh: 1.0,
+        };
         let w = RewardWeights::default();
         assert!((reward(&t, &w) - -(1.0 + 0.1 + 0.1 + 0.3 + 0.5)).abs() < 1e-12);
-        let only_cost = RewardWeights { degradation: 0.0, co2: 0.0, overload: 0.0, ev_shortfall_per_kwh: 0.0, ..w };
+        let only_cost = RewardWeights {
+            degradation: 0.0,
+            co2: 0.0,
+            overload: 0.0,
+            ev_shortfall_per_kwh: 0.0,
+            ..w
+        };
         assert_eq!(reward(&t, &only_cost), -1.0);
-        assert!(RewardWeights { co2: f64::NAN, ..Default::default() }.validate().unwrap_err().to_string().contains("reward.co2"));
+        assert!(RewardWeights { co2: f64::NAN, ..Default::default() }
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("reward.co2"));
     }
 }

@@ -32,7 +32,8 @@ pub fn derive_seed(parent: u64, stream: &str) -> u64 {
 /// that must be reproducible per slot without storing a generator per prosumer.
 #[inline]
 pub fn hash_unit(seed: u64, index: u64) -> f64 {
-    (mix64(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    (mix64(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)) >> 11) as f64
+        * (1.0 / (1u64 << 53) as f64)
 }
 
 /// xoshiro256++.

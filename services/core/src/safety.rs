@@ -105,17 +105,28 @@ pub(crate) mod tests {
         let d = filter_action(&o, Action { battery: 0.25, quantity: 1.0, price: -1.0 });
         assert_eq!(d.setpoint_kw, 1.0);
         assert!((d.net_kwh + 1.0).abs() < 1e-12);
-        assert_eq!(d.order, Some(OrderIntent { side: Side::Sell, quantity: Wh(1000), limit_price: o.ctx.tariff.feed_in }));
+        assert_eq!(
+            d.order,
+            Some(OrderIntent {
+                side: Side::Sell,
+                quantity: Wh(1000),
+                limit_price: o.ctx.tariff.feed_in
+            })
+        );
         let d = filter_action(&o, Action { battery: 1.0, quantity: 0.0, price: 1.0 });
         assert_eq!(d.setpoint_kw, 4.0);
         let order = d.order.unwrap();
-        assert_eq!((order.side, order.quantity, order.limit_price), (Side::Buy, Wh(1000), o.ctx.tariff.retail));
+        assert_eq!(
+            (order.side, order.quantity, order.limit_price),
+            (Side::Buy, Wh(1000), o.ctx.tariff.retail)
+        );
     }
 
     #[test]
     fn nan_actions_are_neutral() {
         let o = obs(2.0, 0.0, -3.0, 3.0);
-        let d = filter_action(&o, Action { battery: f32::NAN, quantity: f32::NAN, price: f32::NAN });
+        let d =
+            filter_action(&o, Action { battery: f32::NAN, quantity: f32::NAN, price: f32::NAN });
         assert_eq!(d.setpoint_kw, 0.0);
         let order = d.order.unwrap();
         assert_eq!(order.quantity, Wh(1000));
@@ -125,7 +136,10 @@ pub(crate) mod tests {
     #[test]
     fn forced_charge_range_excluding_zero_is_respected() {
         let o = obs(0.5, 0.0, 2.0, 7.0);
-        assert_eq!(filter_action(&o, Action { battery: -1.0, quantity: -1.0, price: 0.0 }).setpoint_kw, 2.0);
+        assert_eq!(
+            filter_action(&o, Action { battery: -1.0, quantity: -1.0, price: 0.0 }).setpoint_kw,
+            2.0
+        );
     }
 
     proptest! {

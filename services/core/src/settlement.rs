@@ -81,7 +81,13 @@ pub struct ClearedSlot {
 
 /// Settles one household whose post-battery position is `net_kwh`
 /// (positive = deficit) and whose order (if any) on `side` got `fill`.
-pub fn settle_household(net_kwh: f64, side: Option<Side>, fill: Fill, tariff: &SlotTariff, grid: &GridConfig) -> Settlement {
+pub fn settle_household(
+    net_kwh: f64,
+    side: Option<Side>,
+    fill: Fill,
+    tariff: &SlotTariff,
+    grid: &GridConfig,
+) -> Settlement {
     let mut s = Settlement::default();
     let traded_kwh = fill.quantity.kwh();
     let value = fill.value.amount();
@@ -120,7 +126,11 @@ pub struct FeederOutcome {
 
 /// Checks the community's net flow against the feeder limits and writes each
 /// household's share of any penalty into `settlements`.
-pub fn apply_feeder_limits(settlements: &mut [Settlement], grid: &GridConfig, hours: f64) -> FeederOutcome {
+pub fn apply_feeder_limits(
+    settlements: &mut [Settlement],
+    grid: &GridConfig,
+    hours: f64,
+) -> FeederOutcome {
     let import: f64 = settlements.iter().map(|s| s.grid_import_kwh).sum();
     let export: f64 = settlements.iter().map(|s| s.grid_export_kwh).sum();
     let net_kwh = import - export;
@@ -165,7 +175,11 @@ mod tests {
 
     #[test]
     fn feeder_penalty_is_shared_pro_rata() {
-        let g = GridConfig { feeder_import_limit_kw: 2.0, overload_penalty_per_kwh: 1.0, ..GridConfig::default() };
+        let g = GridConfig {
+            feeder_import_limit_kw: 2.0,
+            overload_penalty_per_kwh: 1.0,
+            ..GridConfig::default()
+        };
         let mut s = [
             Settlement { grid_import_kwh: 3.0, ..Default::default() },
             Settlement { grid_import_kwh: 1.0, ..Default::default() },
@@ -175,7 +189,10 @@ mod tests {
         // net 3 kWh in 0.5 h = 6 kW; limit 2 kW ⇒ 1 kWh allowed, 2 kWh over.
         assert_eq!(f.net_import_kw, 6.0);
         assert_eq!(f.overload_kwh, 2.0);
-        assert_eq!((s[0].overload_penalty, s[1].overload_penalty, s[2].overload_penalty), (1.5, 0.5, 0.0));
+        assert_eq!(
+            (s[0].overload_penalty, s[1].overload_penalty, s[2].overload_penalty),
+            (1.5, 0.5, 0.0)
+        );
         let mut ok = [Settlement { grid_import_kwh: 0.5, ..Default::default() }];
         assert_eq!(apply_feeder_limits(&mut ok, &g, 0.5).penalty, 0.0);
     }

@@ -51,7 +51,10 @@ impl SimConfig {
         self.reward.validate()?;
         if let Mechanism::Uniform { k } = self.mechanism {
             if !(0.0..=1.0).contains(&k) {
-                return Err(CoreError::invalid("mechanism.k", format!("must lie in [0, 1], got {k}")));
+                return Err(CoreError::invalid(
+                    "mechanism.k",
+                    format!("must lie in [0, 1], got {k}"),
+                ));
             }
         }
         Ok(())
@@ -59,7 +62,11 @@ impl SimConfig {
 
     /// The tariff of dataset slot `t`.
     pub fn tariff_of(&self, ds: &Dataset, t: usize) -> SlotTariff {
-        let co2 = if self.ignore_dataset_co2 { None } else { ds.carbon_kg_per_kwh.get(t).map(|c| *c as f64) };
+        let co2 = if self.ignore_dataset_co2 {
+            None
+        } else {
+            ds.carbon_kg_per_kwh.get(t).map(|c| *c as f64)
+        };
         self.tariff.slot(slot_hour(ds, t), co2)
     }
 }
@@ -67,7 +74,12 @@ impl SimConfig {
 /// The common facts of dataset slot `t` (calendar, this and the next
 /// tariff), given the last clearing price. The market-node sends exactly
 /// this to the agent-nodes.
-pub fn slot_context(ds: &Dataset, cfg: &SimConfig, t: usize, last_price: Option<PricePerKwh>) -> SlotContext {
+pub fn slot_context(
+    ds: &Dataset,
+    cfg: &SimConfig,
+    t: usize,
+    last_price: Option<PricePerKwh>,
+) -> SlotContext {
     let tariff = cfg.tariff_of(ds, t);
     let next_tariff = cfg.tariff_of(ds, (t + 1) % ds.n_slots());
     let spd = ds.slots_per_day() as usize;
@@ -134,7 +146,10 @@ impl SlotRecord {
     /// Community bus balance: supply − demand, kWh (0 up to rounding).
     pub fn energy_balance_error_kwh(&self) -> f64 {
         (self.pv_kwh + self.battery_discharged_kwh + self.grid_import_kwh)
-            - (self.load_kwh + self.battery_charged_kwh + self.grid_export_kwh + self.p2p_losses_kwh)
+            - (self.load_kwh
+                + self.battery_charged_kwh
+                + self.grid_export_kwh
+                + self.p2p_losses_kwh)
     }
 }
 
@@ -172,16 +187,23 @@ impl Simulation {
     ) -> Result<Simulation, CoreError> {
         cfg.validate()?;
         if let Some(bad) = schedule.iter().find(|t| **t >= ds.n_slots()) {
-            return Err(CoreError::invalid("schedule", format!("slot {bad} is beyond the dataset's {} slots", ds.n_slots())));
+            return Err(CoreError::invalid(
+                "schedule",
+                format!("slot {bad} is beyond the dataset's {} slots", ds.n_slots()),
+            ));
         }
         for (i, p) in prosumers.iter().enumerate() {
             p.validate(&ds)?;
             if p.id as usize != i {
-                return Err(CoreError::invalid(format!("prosumers[{i}].id"), format!("ids must be 0..n in order, got {}", p.id)));
+                return Err(CoreError::invalid(
+                    format!("prosumers[{i}].id"),
+                    format!("ids must be 0..n in order, got {}", p.id),
+                ));
             }
         }
         let first_hour = schedule.first().map_or(0, |t| slot_hour(&ds, *t));
-        let capacity: f64 = prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
+        let capacity: f64 =
+            prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
         let n = prosumers.len();
         Ok(Simulation {
             kpi: KpiAccumulator::new(n, capacity),
@@ -331,7 +353,11 @@ mod tests {
         for r in records {
             // Energy in = energy out at the community bus, every slot.
             let supply = r.pv_kwh + r.battery_discharged_kwh + r.grid_import_kwh;
-            assert!(r.energy_balance_error_kwh().abs() < 1e-9 * supply.max(1.0), "slot {}: {r:?}", r.data_slot);
+            assert!(
+                r.energy_balance_error_kwh().abs() < 1e-9 * supply.max(1.0),
+                "slot {}: {r:?}",
+                r.data_slot
+            );
             assert!((r.p2p_paid - r.p2p_received).abs() < 1e-9, "P2P money must balance");
         }
     }
@@ -350,7 +376,12 @@ mod tests {
         // least the plain load − PV bill.
         assert!(grid_only.community_cost >= grid_only.grid_only_cost - 1e-9);
         assert!(rule.p2p_kwh > 0.0);
-        assert!(rule.community_cost < grid_only.community_cost, "{} vs {}", rule.community_cost, grid_only.community_cost);
+        assert!(
+            rule.community_cost < grid_only.community_cost,
+            "{} vs {}",
+            rule.community_cost,
+            grid_only.community_cost
+        );
         assert!(rule.self_sufficiency_pct > grid_only.self_sufficiency_pct);
         assert_eq!(rule.slots, 48);
     }
@@ -360,8 +391,12 @@ mod tests {
         let spec = MlpSpec::default();
         let run = |seed| {
             let mut s = sim(12, seed, SimConfig::default());
-            let mut p =
-                MlpPolicy::new(ActorCritic::random(&spec, 5), ObsNormaliser::identity(spec.obs_dim)).unwrap().stochastic(9);
+            let mut p = MlpPolicy::new(
+                ActorCritic::random(&spec, 5),
+                ObsNormaliser::identity(spec.obs_dim),
+            )
+            .unwrap()
+            .stochastic(9);
             s.run(&mut p)
         };
         assert_eq!(run(3), run(3));
@@ -372,20 +407,29 @@ mod tests {
     fn pay_as_bid_and_feeder_limits_balance_too() {
         let cfg = SimConfig {
             mechanism: Mechanism::PayAsBid { pricing: Default::default() },
-            grid: GridConfig { feeder_import_limit_kw: 5.0, feeder_export_limit_kw: 5.0, ..GridConfig::default() },
+            grid: GridConfig {
+                feeder_import_limit_kw: 5.0,
+                feeder_export_limit_kw: 5.0,
+                ..GridConfig::default()
+            },
             ..SimConfig::default()
         };
         let mut s = sim(25, 2, cfg);
         let k = s.run(&mut RuleBased);
         assert_balanced(s.records());
         assert!(k.overload_kwh > 0.0, "a 5 kW feeder must overload for 25 homes");
-        assert!(k.community_cost > sim(25, 2, SimConfig::default()).run(&mut RuleBased).community_cost);
+        assert!(
+            k.community_cost > sim(25, 2, SimConfig::default()).run(&mut RuleBased).community_cost
+        );
     }
 
     #[test]
     fn bad_schedule_is_rejected() {
         let ds = Arc::new(tiny_dataset());
-        let e = Simulation::new(ds, vec![], SimConfig::default(), vec![0, 99]).err().unwrap().to_string();
+        let e = Simulation::new(ds, vec![], SimConfig::default(), vec![0, 99])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("schedule") && e.contains("99"), "{e}");
     }
 

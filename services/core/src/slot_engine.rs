@@ -59,12 +59,18 @@ impl SlotEngine {
     /// Checks that `reports` are in strictly ascending id order and that
     /// their orders are valid for `tariff`: the market-node calls this on
     /// untrusted input before [`clear_and_settle`](Self::clear_and_settle).
-    pub fn check_reports(reports: &[HouseholdReport], tariff: &SlotTariff) -> Result<(), CoreError> {
+    pub fn check_reports(
+        reports: &[HouseholdReport],
+        tariff: &SlotTariff,
+    ) -> Result<(), CoreError> {
         for (i, w) in reports.windows(2).enumerate() {
             if w[0].prosumer_id >= w[1].prosumer_id {
                 return Err(CoreError::invalid(
                     format!("reports[{}].prosumer_id", i + 1),
-                    format!("ids must be unique and ascending, got {} after {}", w[1].prosumer_id, w[0].prosumer_id),
+                    format!(
+                        "ids must be unique and ascending, got {} after {}",
+                        w[1].prosumer_id, w[0].prosumer_id
+                    ),
                 ));
             }
         }
@@ -83,8 +89,16 @@ impl SlotEngine {
     }
 
     /// Clears the orders of `reports` and settles every reporting household.
-    pub fn clear_and_settle(&mut self, reports: &[HouseholdReport], tariff: &SlotTariff, hours: f64) -> FeederOutcome {
-        debug_assert!(reports.windows(2).all(|w| w[0].prosumer_id < w[1].prosumer_id), "reports must be sorted by id");
+    pub fn clear_and_settle(
+        &mut self,
+        reports: &[HouseholdReport],
+        tariff: &SlotTariff,
+        hours: f64,
+    ) -> FeederOutcome {
+        debug_assert!(
+            reports.windows(2).all(|w| w[0].prosumer_id < w[1].prosumer_id),
+            "reports must be sorted by id"
+        );
         self.orders.clear();
         self.order_of.clear();
         for r in reports {
@@ -102,8 +116,15 @@ impl SlotEngine {
             }
         }
         match self.mechanism {
-            Mechanism::Uniform { k } => market::clear_uniform_price_into(&self.orders, k, &mut self.scratch, &mut self.clearing),
-            Mechanism::PayAsBid { pricing } => self.clearing = market::clear_pay_as_bid(&self.orders, pricing),
+            Mechanism::Uniform { k } => market::clear_uniform_price_into(
+                &self.orders,
+                k,
+                &mut self.scratch,
+                &mut self.clearing,
+            ),
+            Mechanism::PayAsBid { pricing } => {
+                self.clearing = market::clear_pay_as_bid(&self.orders, pricing)
+            }
         }
         if let Some(p) = self.clearing.clearing_price {
             self.last_price = Some(p);
@@ -111,7 +132,13 @@ impl SlotEngine {
         self.settlements.clear();
         for (i, r) in reports.iter().enumerate() {
             let side = r.order.map(|o| o.side);
-            self.settlements.push(settle_household(r.net_kwh, side, self.fill(i), tariff, &self.grid));
+            self.settlements.push(settle_household(
+                r.net_kwh,
+                side,
+                self.fill(i),
+                tariff,
+                &self.grid,
+            ));
         }
         apply_feeder_limits(&mut self.settlements, &self.grid, hours)
     }

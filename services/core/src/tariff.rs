@@ -100,20 +100,32 @@ impl TariffConfig {
         ];
         for (field, p) in prices {
             if !p.is_finite() || !(0.0..=100.0).contains(&p) {
-                return Err(CoreError::invalid(field, format!("must be a finite price in [0, 100], got {p}")));
+                return Err(CoreError::invalid(
+                    field,
+                    format!("must be a finite price in [0, 100], got {p}"),
+                ));
             }
         }
         let lowest_retail = self.off_peak_per_kwh.min(self.shoulder_per_kwh).min(self.peak_per_kwh);
         if self.feed_in_per_kwh > lowest_retail {
             return Err(CoreError::invalid(
                 "tariff.feed_in_per_kwh",
-                format!("must be ≤ every retail price (lowest is {lowest_retail}), got {}", self.feed_in_per_kwh),
+                format!(
+                    "must be ≤ every retail price (lowest is {lowest_retail}), got {}",
+                    self.feed_in_per_kwh
+                ),
             ));
         }
-        for (field, ranges) in [("tariff.peak_hours", &self.peak_hours), ("tariff.shoulder_hours", &self.shoulder_hours)] {
+        for (field, ranges) in [
+            ("tariff.peak_hours", &self.peak_hours),
+            ("tariff.shoulder_hours", &self.shoulder_hours),
+        ] {
             for r in ranges {
                 if r[0] >= r[1] || r[1] > 24 {
-                    return Err(CoreError::invalid(field, format!("range {r:?} must satisfy start < end ≤ 24")));
+                    return Err(CoreError::invalid(
+                        field,
+                        format!("range {r:?} must satisfy start < end ≤ 24"),
+                    ));
                 }
             }
         }
@@ -123,8 +135,13 @@ impl TariffConfig {
                 format!("needs 24 values, got {}", self.co2_kg_per_kwh_by_hour.len()),
             ));
         }
-        if let Some(v) = self.co2_kg_per_kwh_by_hour.iter().find(|v| !v.is_finite() || **v < 0.0 || **v > 5.0) {
-            return Err(CoreError::invalid("tariff.co2_kg_per_kwh_by_hour", format!("values must lie in [0, 5], got {v}")));
+        if let Some(v) =
+            self.co2_kg_per_kwh_by_hour.iter().find(|v| !v.is_finite() || **v < 0.0 || **v > 5.0)
+        {
+            return Err(CoreError::invalid(
+                "tariff.co2_kg_per_kwh_by_hour",
+                format!("values must lie in [0, 5], got {v}"),
+            ));
         }
         Ok(())
     }
@@ -160,7 +177,8 @@ impl TariffConfig {
             band,
             retail: to_fixed(self.retail_per_kwh(band)),
             feed_in: to_fixed(self.feed_in_per_kwh),
-            co2_kg_per_kwh: measured_co2.unwrap_or(self.co2_kg_per_kwh_by_hour[(hour % 24) as usize]),
+            co2_kg_per_kwh: measured_co2
+                .unwrap_or(self.co2_kg_per_kwh_by_hour[(hour % 24) as usize]),
         }
     }
 }
@@ -201,7 +219,10 @@ impl GridConfig {
             ("grid.feeder_export_limit_kw", self.feeder_export_limit_kw),
         ] {
             if v.is_nan() || v < 0.0 {
-                return Err(CoreError::invalid(field, format!("must be ≥ 0 (or infinite for no limit), got {v}")));
+                return Err(CoreError::invalid(
+                    field,
+                    format!("must be ≥ 0 (or infinite for no limit), got {v}"),
+                ));
             }
         }
         if !self.overload_penalty_per_kwh.is_finite() || self.overload_penalty_per_kwh < 0.0 {

@@ -17,7 +17,9 @@ use crate::error::CoreError;
 pub type ProsumerId = u32;
 
 /// Energy in whole watt-hours: the market's quantity unit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Wh(pub i64);
 
 impl Wh {
@@ -32,7 +34,10 @@ impl Wh {
         }
         let wh = (kwh * 1000.0).round();
         if wh.abs() > 1e15 {
-            return Err(CoreError::invalid(field, format!("{kwh} kWh is out of range (|x| ≤ 1e12 kWh)")));
+            return Err(CoreError::invalid(
+                field,
+                format!("{kwh} kWh is out of range (|x| ≤ 1e12 kWh)"),
+            ));
         }
         Ok(Wh(wh as i64))
     }
@@ -60,7 +65,9 @@ impl fmt::Display for Wh {
 }
 
 /// Price in micro-currency per kWh (1 currency/kWh = 1,000,000).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct PricePerKwh(pub i64);
 
 impl PricePerKwh {
@@ -73,7 +80,10 @@ impl PricePerKwh {
             return Err(CoreError::invalid(field, format!("must be finite, got {price}")));
         }
         if price.abs() > 1e6 {
-            return Err(CoreError::invalid(field, format!("{price} per kWh is out of range (|x| ≤ 1e6)")));
+            return Err(CoreError::invalid(
+                field,
+                format!("{price} per kWh is out of range (|x| ≤ 1e6)"),
+            ));
         }
         Ok(PricePerKwh((price * Self::MICROS_PER_UNIT).round() as i64))
     }
@@ -92,7 +102,9 @@ impl fmt::Display for PricePerKwh {
 
 /// Money in nano-currency: exactly `Wh × (µ/kWh)`. `i128` so that sums over a
 /// million large orders cannot overflow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Money(pub i128);
 
 impl Money {

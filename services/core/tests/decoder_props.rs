@@ -10,7 +10,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use peergrid_core::experience::{Rollout, MAX_ABS_OBSERVATION, MAX_ABS_REWARD, MAX_ABS_VALUE, MAX_GRID_IMPORT_KWH};
+use peergrid_core::experience::{
+    Rollout, MAX_ABS_OBSERVATION, MAX_ABS_REWARD, MAX_ABS_VALUE, MAX_GRID_IMPORT_KWH,
+};
 use peergrid_core::observation::OBS_DIM;
 use peergrid_core::policy::weights::{from_safetensors, to_safetensors, PolicyWeights, FORMAT};
 use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
@@ -140,7 +142,11 @@ fn hostile_f32() -> impl Strategy<Value = f32> {
 
 fn small_weights(hidden: Vec<usize>, seed: u64) -> PolicyWeights {
     let spec = MlpSpec { hidden, ..MlpSpec::default() };
-    PolicyWeights { net: ActorCritic::random(&spec, seed), normaliser: ObsNormaliser::identity(OBS_DIM), version: 9 }
+    PolicyWeights {
+        net: ActorCritic::random(&spec, seed),
+        normaliser: ObsNormaliser::identity(OBS_DIM),
+        version: 9,
+    }
 }
 
 fn named(e: &CoreError) -> bool {
@@ -255,11 +261,16 @@ proptest! {
 /// that the blob holds the tensors. Now the spec is refused by name.
 #[test]
 fn a_spec_larger_than_the_blob_is_refused_by_name_before_reserving() {
-    let spec = serde_json::json!({ "obs_dim": 4096, "act_dim": 64, "hidden": vec![4096; 8] }).to_string();
+    let spec =
+        serde_json::json!({ "obs_dim": 4096, "act_dim": 64, "hidden": vec![4096; 8] }).to_string();
     let header = serde_json::json!({ "__metadata__": metadata(&spec) }).to_string();
     let bytes = blob(&header, &[]);
     let (result, largest) = largest_allocation(|| from_safetensors(&bytes));
     let e = result.unwrap_err().to_string();
     assert!(e.contains("weights.metadata.spec") && e.contains("the blob holds"), "{e}");
-    assert!(largest <= allowed(bytes.len()), "{largest} bytes allocated for a {}-byte blob", bytes.len());
+    assert!(
+        largest <= allowed(bytes.len()),
+        "{largest} bytes allocated for a {}-byte blob",
+        bytes.len()
+    );
 }

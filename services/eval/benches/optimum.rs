@@ -26,7 +26,8 @@ fn main() {
     println!("| households | days | slots | battery households | variables | constraints | solve (incl. build) | iterations |");
     println!("| ---------: | ---: | ----: | -----------------: | --------: | ----------: | ------------------: | ---------: |");
     for (households, n_days) in [(24, 1), (24, 7), (24, 28), (24, days.len()), (100, 7), (240, 7)] {
-        let community = CommunityConfig { n_prosumers: households, seed: 7, ..CommunityConfig::default() };
+        let community =
+            CommunityConfig { n_prosumers: households, seed: 7, ..CommunityConfig::default() };
         let prosumers = generate_community(&ds, &community).expect("community");
         let slots = schedule_of(&days[..n_days]);
         let mut best = Duration::MAX;

@@ -129,11 +129,15 @@ pub fn compare_policies(
         policies.push(l);
     }
     let rows = evaluate(ds, prosumers, sim, &slots, &mut policies)?;
-    let mut timings: Timings = rows.iter().map(|r| (format!("simulate {}", r.policy), r.elapsed)).collect();
-    let mut evaluation = Evaluation { rows, optimum: None, optimum_skipped: None, timings: Vec::new() };
+    let mut timings: Timings =
+        rows.iter().map(|r| (format!("simulate {}", r.policy), r.elapsed)).collect();
+    let mut evaluation =
+        Evaluation { rows, optimum: None, optimum_skipped: None, timings: Vec::new() };
     let size = scenario.battery_households() * slots.len();
     match mode {
-        OptimumMode::Off => evaluation.optimum_skipped = Some("not requested (--optimum off)".into()),
+        OptimumMode::Off => {
+            evaluation.optimum_skipped = Some("not requested (--optimum off)".into())
+        }
         OptimumMode::Auto if size > AUTO_OPTIMUM_MAX_BATTERY_SLOTS => {
             evaluation.optimum_skipped = Some(format!(
                 "skipped: {} battery households × {} slots = {size} exceeds the automatic limit of \
@@ -157,7 +161,10 @@ pub fn compare_policies(
 pub type Timings = Vec<(String, Duration)>;
 
 /// Solves, settles and replays the optimum.
-fn optimum_row(scenario: &EvalScenario, slots: &[usize]) -> Result<(PolicyResult, OptimumReport, Timings), EvalError> {
+fn optimum_row(
+    scenario: &EvalScenario,
+    slots: &[usize],
+) -> Result<(PolicyResult, OptimumReport, Timings), EvalError> {
     let (ds, prosumers, sim) = (&scenario.ds, &scenario.prosumers, &scenario.sim);
     // A measurement only: the solve time is reported in report.md, never in
     // kpis.json and never an input to a result.
@@ -165,13 +172,24 @@ fn optimum_row(scenario: &EvalScenario, slots: &[usize]) -> Result<(PolicyResult
     let started = Instant::now();
     let plan = solve_optimum(ds, prosumers, sim, slots)?;
     let solved = started.elapsed();
-    let mut reference = Simulation::new(ds.clone(), prosumers.clone(), sim.clone(), slots.to_vec())?;
+    let mut reference =
+        Simulation::new(ds.clone(), prosumers.clone(), sim.clone(), slots.to_vec())?;
     reference.run(&mut GridOnly);
     let settled = plan.settle(ds, prosumers, sim, Some(reference.household_costs().to_vec()))?;
     let replay = evaluate(ds, prosumers, sim, slots, &mut [&mut plan.policy()])?;
-    let report = OptimumReport { lp: plan.summary.clone(), replayed_cost: replay[0].kpis.community_cost };
-    let row = PolicyResult { policy: OPTIMUM.into(), kpis: settled.kpis, records: settled.records, elapsed: solved };
-    Ok((row, report, vec![("solve optimum LP".into(), solved), ("replay optimum".into(), replay[0].elapsed)]))
+    let report =
+        OptimumReport { lp: plan.summary.clone(), replayed_cost: replay[0].kpis.community_cost };
+    let row = PolicyResult {
+        policy: OPTIMUM.into(),
+        kpis: settled.kpis,
+        records: settled.records,
+        elapsed: solved,
+    };
+    Ok((
+        row,
+        report,
+        vec![("solve optimum LP".into(), solved), ("replay optimum".into(), replay[0].elapsed)],
+    ))
 }
 
 /// A policy under another name (the learned policy's row is `learned`).

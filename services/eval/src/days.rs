@@ -38,7 +38,8 @@ pub struct HeldOutDay {
 
 impl HeldOutDay {
     pub fn weekday_name(&self) -> &'static str {
-        ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"][self.weekday as usize % 7]
+        ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+            [self.weekday as usize % 7]
     }
 }
 
@@ -48,7 +49,11 @@ pub fn days_of_part(ds: &Dataset, split: &WeekSplit, part: SplitPart) -> Vec<Hel
     let mut days = Vec::new();
     for range in split_weeks(ds, split).ranges(part) {
         for start in range.clone().step_by(per_day) {
-            days.push(HeldOutDay { number: days.len() + 1, slots: start..start + per_day, weekday: ds.day_of_week(start) });
+            days.push(HeldOutDay {
+                number: days.len() + 1,
+                slots: start..start + per_day,
+                weekday: ds.day_of_week(start),
+            });
         }
     }
     days
@@ -76,14 +81,23 @@ impl DaySelection {
             return Ok(DaySelection::All);
         }
         if text.is_empty() {
-            return Err(EvalError::invalid(flag, "is empty: give `all`, a day like `3`, or ranges like `1-7,15`"));
+            return Err(EvalError::invalid(
+                flag,
+                "is empty: give `all`, a day like `3`, or ranges like `1-7,15`",
+            ));
         }
         let number = |s: &str, item: &str| -> Result<usize, EvalError> {
             let n: usize = s.trim().parse().map_err(|_| {
-                EvalError::invalid(flag, format!("`{item}` is not a day number or range (expected e.g. `3` or `1-7`)"))
+                EvalError::invalid(
+                    flag,
+                    format!("`{item}` is not a day number or range (expected e.g. `3` or `1-7`)"),
+                )
             })?;
             if n == 0 {
-                return Err(EvalError::invalid(flag, format!("`{item}`: held-out days are numbered from 1")));
+                return Err(EvalError::invalid(
+                    flag,
+                    format!("`{item}`: held-out days are numbered from 1"),
+                ));
             }
             Ok(n)
         };
@@ -94,7 +108,10 @@ impl DaySelection {
                 Some((a, b)) => {
                     let (a, b) = (number(a, item)?, number(b, item)?);
                     if a > b {
-                        return Err(EvalError::invalid(flag, format!("range `{item}` is reversed (write `{b}-{a}`)")));
+                        return Err(EvalError::invalid(
+                            flag,
+                            format!("range `{item}` is reversed (write `{b}-{a}`)"),
+                        ));
                     }
                     a..=b
                 }
@@ -115,10 +132,17 @@ impl DaySelection {
 
     /// The selected days of `available` (numbered `1..=available.len()`), in
     /// dataset order. Errors name `flag` and the number of held-out days.
-    pub fn select(&self, available: &[HeldOutDay], flag: &str) -> Result<Vec<HeldOutDay>, EvalError> {
+    pub fn select(
+        &self,
+        available: &[HeldOutDay],
+        flag: &str,
+    ) -> Result<Vec<HeldOutDay>, EvalError> {
         let n = available.len();
         if n == 0 {
-            return Err(EvalError::invalid(flag, "the dataset has no whole held-out week to select days from"));
+            return Err(EvalError::invalid(
+                flag,
+                "the dataset has no whole held-out week to select days from",
+            ));
         }
         let ranges = match self {
             DaySelection::All => return Ok(available.to_vec()),
@@ -127,7 +151,10 @@ impl DaySelection {
         let mut chosen = vec![false; n];
         for r in ranges {
             if *r.end() > n {
-                return Err(EvalError::invalid(flag, format!("day {} is beyond the {n} held-out days (1-{n})", r.end())));
+                return Err(EvalError::invalid(
+                    flag,
+                    format!("day {} is beyond the {n} held-out days (1-{n})", r.end()),
+                ));
             }
             for d in r.clone() {
                 if std::mem::replace(&mut chosen[d - 1], true) {
@@ -146,7 +173,13 @@ impl fmt::Display for DaySelection {
             DaySelection::Ranges(ranges) => {
                 let items: Vec<String> = ranges
                     .iter()
-                    .map(|r| if r.start() == r.end() { r.start().to_string() } else { format!("{}-{}", r.start(), r.end()) })
+                    .map(|r| {
+                        if r.start() == r.end() {
+                            r.start().to_string()
+                        } else {
+                            format!("{}-{}", r.start(), r.end())
+                        }
+                    })
                     .collect();
                 f.write_str(&items.join(","))
             }
@@ -160,7 +193,9 @@ mod tests {
     use peergrid_core::data::synthetic::synthetic_dataset;
 
     fn days(n: usize) -> Vec<HeldOutDay> {
-        (1..=n).map(|number| HeldOutDay { number, slots: number * 24..number * 24 + 24, weekday: 0 }).collect()
+        (1..=n)
+            .map(|number| HeldOutDay { number, slots: number * 24..number * 24 + 24, weekday: 0 })
+            .collect()
     }
 
     #[test]
@@ -185,9 +220,13 @@ mod tests {
         let all = days(30);
         let s = DaySelection::parse(" 22-24, 3 ,10-11", "--days").unwrap();
         assert_eq!(s.to_string(), "22-24,3,10-11");
-        let picked: Vec<usize> = s.select(&all, "--days").unwrap().iter().map(|d| d.number).collect();
+        let picked: Vec<usize> =
+            s.select(&all, "--days").unwrap().iter().map(|d| d.number).collect();
         assert_eq!(picked, vec![3, 10, 11, 22, 23, 24]);
-        assert_eq!(DaySelection::parse("ALL", "--days").unwrap().select(&all, "--days").unwrap().len(), 30);
+        assert_eq!(
+            DaySelection::parse("ALL", "--days").unwrap().select(&all, "--days").unwrap().len(),
+            30
+        );
         assert_eq!(DaySelection::first(7).select(&all, "--days").unwrap().len(), 7);
     }
 

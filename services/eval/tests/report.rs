@@ -15,7 +15,8 @@ use peergrid_eval::report::table::KPI_COLUMNS;
 use peergrid_eval::{evaluate_and_report, EvalScenario, LearningPoint, OptimumMode, RunInfo};
 
 fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("peergrid-eval-report-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("peergrid-eval-report-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -26,7 +27,9 @@ fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
     let community = CommunityConfig { n_prosumers: 6, seed, ..CommunityConfig::default() };
     let prosumers = generate_community(&ds, &community).unwrap();
     let selection = DaySelection::parse("1-2", "--days").unwrap();
-    let days = selection.select(&days_of_part(&ds, &WeekSplit::default(), SplitPart::Test), "--days").unwrap();
+    let days = selection
+        .select(&days_of_part(&ds, &WeekSplit::default(), SplitPart::Test), "--days")
+        .unwrap();
     let scenario = EvalScenario { ds: ds.clone(), prosumers, sim: SimConfig::default(), days };
     let info = RunInfo {
         command: "peergrid eval".into(),
@@ -42,24 +45,36 @@ fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
         checkpoint: None,
     };
     let spec = MlpSpec::default();
-    let mut learned = MlpPolicy::new(ActorCritic::random(&spec, seed), ObsNormaliser::identity(spec.obs_dim)).unwrap();
+    let mut learned =
+        MlpPolicy::new(ActorCritic::random(&spec, seed), ObsNormaliser::identity(spec.obs_dim))
+            .unwrap();
     let curve: Vec<LearningPoint> = (1..=5)
-        .map(|u| LearningPoint { update: u, mean_episode_return: -30.0 + 2.0 * u as f64, community_cost: 50.0 - u as f64 })
+        .map(|u| LearningPoint {
+            update: u,
+            mean_episode_return: -30.0 + 2.0 * u as f64,
+            community_cost: 50.0 - u as f64,
+        })
         .collect();
-    let (evaluation, files) = evaluate_and_report(&scenario, &info, Some(&mut learned), &curve, out).unwrap();
+    let (evaluation, files) =
+        evaluate_and_report(&scenario, &info, Some(&mut learned), &curve, out).unwrap();
     assert_eq!(files.files[0], out.join("report.md"));
     evaluation
 }
 
 /// The KPI table of `report.md`: policy → cells.
 fn markdown_table(report: &str) -> Vec<(String, Vec<String>)> {
-    let lines: Vec<&str> = report.lines().skip_while(|l| !l.starts_with("| policy")).take_while(|l| l.starts_with('|')).collect();
+    let lines: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("| policy"))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
     let header: Vec<&str> = lines[0].trim_matches('|').split('|').map(str::trim).collect();
     assert_eq!(header[1..].to_vec(), KPI_COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>());
     lines[2..]
         .iter()
         .map(|l| {
-            let cells: Vec<String> = l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect();
+            let cells: Vec<String> =
+                l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect();
             (cells[0].clone(), cells[1..].to_vec())
         })
         .collect()
@@ -86,10 +101,18 @@ fn every_file_tells_the_same_numbers() {
         assert!(len > 100, "{file} missing or empty");
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for link in ["(kpis.png)", "(day-optimum.png)", "(learning-curve.png)", "(kpis.csv)", "(kpis.json)", "Gap closed:"] {
+    for link in [
+        "(kpis.png)",
+        "(day-optimum.png)",
+        "(learning-curve.png)",
+        "(kpis.csv)",
+        "(kpis.json)",
+        "Gap closed:",
+    ] {
         assert!(report.contains(link), "report.md lacks {link}:\n{report}");
     }
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
     assert_eq!(json["format"], "peergrid-kpis-v2");
     assert_eq!(json["run"]["seed"], 11);
     assert_eq!(json["run"]["evaluated_on"], "test");
@@ -140,7 +163,11 @@ fn every_file_tells_the_same_numbers() {
         assert_eq!(r.records.len(), 48, "{}", r.policy);
         for rec in &r.records {
             let supply = rec.pv_kwh + rec.battery_discharged_kwh + rec.grid_import_kwh;
-            assert!(rec.energy_balance_error_kwh().abs() < 1e-6 * supply.max(1.0), "{}: {rec:?}", r.policy);
+            assert!(
+                rec.energy_balance_error_kwh().abs() < 1e-6 * supply.max(1.0),
+                "{}: {rec:?}",
+                r.policy
+            );
         }
     }
     let optimum = evaluation.row("optimum").unwrap().kpis.community_cost;
@@ -158,7 +185,10 @@ fn same_seed_same_kpis_json_bytes() {
     let read = |dir: &Path| std::fs::read(dir.join("kpis.json")).unwrap();
     assert_eq!(read(&a), read(&b));
     assert_ne!(read(&a), read(&c));
-    assert_eq!(std::fs::read(a.join("kpis.csv")).unwrap(), std::fs::read(b.join("kpis.csv")).unwrap());
+    assert_eq!(
+        std::fs::read(a.join("kpis.csv")).unwrap(),
+        std::fs::read(b.join("kpis.csv")).unwrap()
+    );
     for dir in [a, b, c] {
         let _ = std::fs::remove_dir_all(dir);
     }

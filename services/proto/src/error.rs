@@ -71,7 +71,9 @@ impl WireError {
             Code::Unauthenticated => WireError::Unauthenticated { reason },
             Code::ResourceExhausted => WireError::ResourceExhausted { reason },
             Code::NotFound => WireError::NotFound { what: reason },
-            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => WireError::Unavailable { reason },
+            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => {
+                WireError::Unavailable { reason }
+            }
             _ => WireError::Internal { reason },
         }
     }
@@ -105,16 +107,20 @@ impl From<WireError> for Status {
 impl From<CoreError> for WireError {
     fn from(e: CoreError) -> WireError {
         match e {
-            CoreError::InvalidField { field, reason } => WireError::InvalidArgument { field, reason },
-            CoreError::InvalidOrder { index, id, field, reason } => {
-                WireError::invalid(format!("orders[{index}].{field}"), format!("(order id {id}) {reason}"))
+            CoreError::InvalidField { field, reason } => {
+                WireError::InvalidArgument { field, reason }
             }
+            CoreError::InvalidOrder { index, id, field, reason } => WireError::invalid(
+                format!("orders[{index}].{field}"),
+                format!("(order id {id}) {reason}"),
+            ),
             CoreError::DuplicateOrderId { index, id } => {
                 WireError::invalid(format!("orders[{index}].id"), format!("duplicate id {id}"))
             }
-            CoreError::Data { file, line, column, reason } => {
-                WireError::invalid(column.clone(), format!("{file}:{line}: column {column}: {reason}"))
-            }
+            CoreError::Data { file, line, column, reason } => WireError::invalid(
+                column.clone(),
+                format!("{file}:{line}: column {column}: {reason}"),
+            ),
             e @ CoreError::Io { .. } => WireError::Internal { reason: e.to_string() },
         }
     }
@@ -144,7 +150,8 @@ mod tests {
 
     #[test]
     fn invalid_argument_names_field_and_reason() {
-        let s = Status::from(WireError::invalid("reports[3].order.quantity_wh", "must be > 0, got -5"));
+        let s =
+            Status::from(WireError::invalid("reports[3].order.quantity_wh", "must be > 0, got -5"));
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.message(), "invalid reports[3].order.quantity_wh: must be > 0, got -5");
     }
@@ -153,7 +160,12 @@ mod tests {
     fn core_errors_become_invalid_argument_with_a_path() {
         let e = WireError::from(CoreError::invalid("reward.co2", "must lie in [0, 1000], got NaN"));
         assert_eq!(e, WireError::invalid("reward.co2", "must lie in [0, 1000], got NaN"));
-        let e = WireError::from(CoreError::InvalidOrder { index: 2, id: 7, field: "kwh", reason: "must be > 0".into() });
+        let e = WireError::from(CoreError::InvalidOrder {
+            index: 2,
+            id: 7,
+            field: "kwh",
+            reason: "must be > 0".into(),
+        });
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.to_string().contains("orders[2].kwh"), "{e}");
         let e = WireError::from(CoreError::DuplicateOrderId { index: 4, id: 9 });

@@ -10,7 +10,9 @@
 //! seed per test unless `PROPTEST_RNG_SEED` says otherwise); regressions
 //! are not persisted.
 
-use peergrid_core::experience::{Rollout, MAX_ABS_ACTION, MAX_ABS_OBSERVATION, MAX_ABS_REWARD, MAX_STEPS};
+use peergrid_core::experience::{
+    Rollout, MAX_ABS_ACTION, MAX_ABS_OBSERVATION, MAX_ABS_REWARD, MAX_STEPS,
+};
 use peergrid_core::household::{conditions_for, MAX_COMBINED_SCALE};
 use peergrid_core::market::{PriceBounds, Side};
 use peergrid_core::observation::OBS_DIM;
@@ -18,15 +20,19 @@ use peergrid_core::policy::remote::{ActionBatch, ObservationBatch};
 use peergrid_core::policy::weights::{to_safetensors, PolicyWeights};
 use peergrid_core::policy::{ActorCritic, MlpSpec, ObsNormaliser, ACT_DIM};
 use peergrid_core::units::PricePerKwh;
-use peergrid_proto::convert::cleared::{settlement_from_wire, settlement_to_wire, slot_cleared_from_wire, slot_cleared_to_wire};
-use peergrid_proto::convert::experience::{node_name_from_wire, policy_from_wire, policy_update_from_blob, rollout_from_wire};
+use peergrid_proto::convert::cleared::{
+    settlement_from_wire, settlement_to_wire, slot_cleared_from_wire, slot_cleared_to_wire,
+};
+use peergrid_proto::convert::experience::{
+    node_name_from_wire, policy_from_wire, policy_update_from_blob, rollout_from_wire,
+};
 use peergrid_proto::convert::slot::{
-    report_from_wire, report_to_wire, slot_open_from_wire, slot_open_to_wire, MAX_ADJUSTMENTS, MAX_DATA_SLOT, MAX_SCALE,
-    MAX_SLOT_KWH, MAX_SLOT_MONEY,
+    report_from_wire, report_to_wire, slot_open_from_wire, slot_open_to_wire, MAX_ADJUSTMENTS,
+    MAX_DATA_SLOT, MAX_SCALE, MAX_SLOT_KWH, MAX_SLOT_MONEY,
 };
 use peergrid_proto::convert::{
-    order_from_wire, reward_weights_from_json, side_from_wire, slot_tariff_from_wire, tou_band_from_wire, MAX_CO2_KG_PER_KWH,
-    MAX_ORDER_WH, MAX_PRICE_MICROS,
+    order_from_wire, reward_weights_from_json, side_from_wire, slot_tariff_from_wire,
+    tou_band_from_wire, MAX_CO2_KG_PER_KWH, MAX_ORDER_WH, MAX_PRICE_MICROS,
 };
 use peergrid_proto::pb::common::v1 as common;
 use peergrid_proto::pb::learner::v1 as learner;
@@ -108,30 +114,46 @@ fn enum_value() -> impl Strategy<Value = i32> {
 
 /// A valid tariff (so messages around it reach their other checks), or a hostile one.
 fn tariff() -> impl Strategy<Value = common::SlotTariff> {
-    let valid = (0..=MAX_PRICE_MICROS, 0.0..=MAX_CO2_KG_PER_KWH, 1i32..=3, 0.0f64..=1.0).prop_map(|(retail, co2, band, f)| {
-        common::SlotTariff { retail_micros: retail, feed_in_micros: (retail as f64 * f) as i64, co2_kg_per_kwh: co2, band }
-    });
-    let hostile = (hostile_i64(0..=500_000), hostile_i64(0..=500_000), hostile_f64_in(0.0..5.0), enum_value()).prop_map(
-        |(retail_micros, feed_in_micros, co2_kg_per_kwh, band)| common::SlotTariff {
-            retail_micros,
-            feed_in_micros,
-            co2_kg_per_kwh,
+    let valid = (0..=MAX_PRICE_MICROS, 0.0..=MAX_CO2_KG_PER_KWH, 1i32..=3, 0.0f64..=1.0).prop_map(
+        |(retail, co2, band, f)| common::SlotTariff {
+            retail_micros: retail,
+            feed_in_micros: (retail as f64 * f) as i64,
+            co2_kg_per_kwh: co2,
             band,
         },
     );
+    let hostile =
+        (
+            hostile_i64(0..=500_000),
+            hostile_i64(0..=500_000),
+            hostile_f64_in(0.0..5.0),
+            enum_value(),
+        )
+            .prop_map(|(retail_micros, feed_in_micros, co2_kg_per_kwh, band)| {
+                common::SlotTariff { retail_micros, feed_in_micros, co2_kg_per_kwh, band }
+            });
     prop_oneof![valid, hostile]
 }
 
 /// A slot's price bounds: mostly household tariffs, sometimes anything up to the ceiling.
 fn bounds() -> impl Strategy<Value = PriceBounds> {
-    (prop_oneof![4 => 100_000..=600_000i64, 1 => 0..=MAX_PRICE_MICROS], 0.0f64..=0.5)
-        .prop_map(|(retail, f)| PriceBounds { feed_in: PricePerKwh((retail as f64 * f) as i64), retail: PricePerKwh(retail) })
+    (prop_oneof![4 => 100_000..=600_000i64, 1 => 0..=MAX_PRICE_MICROS], 0.0f64..=0.5).prop_map(
+        |(retail, f)| PriceBounds {
+            feed_in: PricePerKwh((retail as f64 * f) as i64),
+            retail: PricePerKwh(retail),
+        },
+    )
 }
 
 /// An order of about `typical_wh` Wh.
 fn order_of(typical_wh: i64) -> impl Strategy<Value = common::Order> {
-    (enum_value(), hostile_i64(-5..=typical_wh), hostile_i64(0..=600_000))
-        .prop_map(|(side, quantity_wh, limit_price_micros)| common::Order { side, quantity_wh, limit_price_micros })
+    (enum_value(), hostile_i64(-5..=typical_wh), hostile_i64(0..=600_000)).prop_map(
+        |(side, quantity_wh, limit_price_micros)| common::Order {
+            side,
+            quantity_wh,
+            limit_price_micros,
+        },
+    )
 }
 
 fn order() -> impl Strategy<Value = common::Order> {
@@ -139,15 +161,20 @@ fn order() -> impl Strategy<Value = common::Order> {
 }
 
 fn adjustment() -> impl Strategy<Value = market::Adjustment> {
-    (any::<u32>(), any::<u32>(), hostile_f64_in(0.0..100.0), hostile_f64_in(0.0..100.0), any::<bool>()).prop_map(
-        |(a, b, load_scale, pv_scale, offline)| market::Adjustment {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        hostile_f64_in(0.0..100.0),
+        hostile_f64_in(0.0..100.0),
+        any::<bool>(),
+    )
+        .prop_map(|(a, b, load_scale, pv_scale, offline)| market::Adjustment {
             first_prosumer_id: a.min(b),
             last_prosumer_id: a.max(b),
             load_scale,
             pv_scale,
             offline,
-        },
-    )
+        })
 }
 
 fn slot_open() -> impl Strategy<Value = market::SlotOpen> {
@@ -159,11 +186,19 @@ fn slot_open() -> impl Strategy<Value = market::SlotOpen> {
             hostile_f64_in(0.0..1.0),
             any::<bool>(),
         ),
-        (hostile_f64_in(0.02..24.0), prop::option::weighted(0.95, tariff()), prop::option::weighted(0.95, tariff())),
+        (
+            hostile_f64_in(0.02..24.0),
+            prop::option::weighted(0.95, tariff()),
+            prop::option::weighted(0.95, tariff()),
+        ),
         (hostile_i64(0..=MAX_PRICE_MICROS), any::<i64>(), vec(adjustment(), 0..6)),
     )
         .prop_map(
-            |((slot, data_slot, hour, day_fraction, weekend), (slot_hours, tariff, next_tariff), (price, deadline, adj))| {
+            |(
+                (slot, data_slot, hour, day_fraction, weekend),
+                (slot_hours, tariff, next_tariff),
+                (price, deadline, adj),
+            )| {
                 market::SlotOpen {
                     slot,
                     data_slot,
@@ -261,35 +296,53 @@ fn consistent_split(w: &mut market::ProsumerSettlement) {
 /// (sometimes any value), the split three times in four consistent.
 fn hostile_settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
     (
-        (any::<u32>(), hostile_i64(0..=MAX_ORDER_WH), hostile_i64(0..=MAX_ORDER_WH * MAX_PRICE_MICROS)),
+        (
+            any::<u32>(),
+            hostile_i64(0..=MAX_ORDER_WH),
+            hostile_i64(0..=MAX_ORDER_WH * MAX_PRICE_MICROS),
+        ),
         (hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64(), hostile_f64()),
-        (prop_oneof![3 => 0..=2i32, 1 => any::<i32>()], prop::bool::weighted(0.75), hostile_f64(), hostile_f64()),
+        (
+            prop_oneof![3 => 0..=2i32, 1 => any::<i32>()],
+            prop::bool::weighted(0.75),
+            hostile_f64(),
+            hostile_f64(),
+        ),
     )
-        .prop_map(|((prosumer_id, filled_wh, value), (gi, ge, p2p, ic, er, op), (side, split, bought, paid))| {
-            // Mostly a plausible value for the fill, sometimes anything.
-            let fill_value_nanos =
-                if value % 3 == 0 { value } else { filled_wh.saturating_mul(value.rem_euclid(MAX_PRICE_MICROS + 2)) };
-            let mut w = market::ProsumerSettlement {
-                prosumer_id,
-                filled_wh,
-                fill_value_nanos,
-                grid_import_kwh: gi,
-                grid_export_kwh: ge,
-                p2p_received_kwh: p2p,
-                import_cost: ic,
-                export_revenue: er,
-                overload_penalty: op,
-                side,
-                p2p_bought_kwh: bought,
-                p2p_sold_kwh: 0.0,
-                p2p_paid: paid,
-                p2p_revenue: 0.0,
-            };
-            if split {
-                consistent_split(&mut w);
-            }
-            w
-        })
+        .prop_map(
+            |(
+                (prosumer_id, filled_wh, value),
+                (gi, ge, p2p, ic, er, op),
+                (side, split, bought, paid),
+            )| {
+                // Mostly a plausible value for the fill, sometimes anything.
+                let fill_value_nanos = if value % 3 == 0 {
+                    value
+                } else {
+                    filled_wh.saturating_mul(value.rem_euclid(MAX_PRICE_MICROS + 2))
+                };
+                let mut w = market::ProsumerSettlement {
+                    prosumer_id,
+                    filled_wh,
+                    fill_value_nanos,
+                    grid_import_kwh: gi,
+                    grid_export_kwh: ge,
+                    p2p_received_kwh: p2p,
+                    import_cost: ic,
+                    export_revenue: er,
+                    overload_penalty: op,
+                    side,
+                    p2p_bought_kwh: bought,
+                    p2p_sold_kwh: 0.0,
+                    p2p_paid: paid,
+                    p2p_revenue: 0.0,
+                };
+                if split {
+                    consistent_split(&mut w);
+                }
+                w
+            },
+        )
 }
 
 /// A `SlotCleared` and the id range of the node receiving it: mostly
@@ -297,9 +350,17 @@ fn hostile_settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
 /// reversed), missing ids unique but maybe also settled, both drawn from
 /// 0..12 against a range of 6..13 ids from 0..3 (so some fall outside).
 fn slot_cleared() -> impl Strategy<Value = (market::SlotCleared, std::ops::Range<u32>)> {
-    let ids = |n: std::ops::Range<usize>| prop::sample::subsequence((0u32..12).collect::<Vec<_>>(), n);
+    let ids =
+        |n: std::ops::Range<usize>| prop::sample::subsequence((0u32..12).collect::<Vec<_>>(), n);
     (
-        (any::<u64>(), prop_oneof![Just(None), (0..=MAX_PRICE_MICROS).prop_map(Some), any::<i64>().prop_map(Some)]),
+        (
+            any::<u64>(),
+            prop_oneof![
+                Just(None),
+                (0..=MAX_PRICE_MICROS).prop_map(Some),
+                any::<i64>().prop_map(Some)
+            ],
+        ),
         (
             hostile_i64(0..=MAX_ORDER_WH),
             vec(prop_oneof![4 => plausible_settlement(), 1 => hostile_settlement()], 6),
@@ -309,18 +370,29 @@ fn slot_cleared() -> impl Strategy<Value = (market::SlotCleared, std::ops::Range
         ),
         (0u32..3, 6u32..13),
     )
-        .prop_map(|((slot, clearing_price_micros), (matched_wh, mut all, settled, missing, reverse), (first, count))| {
-            all.truncate(settled.len());
-            for (s, id) in all.iter_mut().zip(&settled) {
-                s.prosumer_id = *id;
-            }
-            if reverse {
-                all.reverse();
-            }
-            let w =
-                market::SlotCleared { slot, clearing_price_micros, matched_wh, settlements: all, missing_prosumer_ids: missing };
-            (w, first..first + count)
-        })
+        .prop_map(
+            |(
+                (slot, clearing_price_micros),
+                (matched_wh, mut all, settled, missing, reverse),
+                (first, count),
+            )| {
+                all.truncate(settled.len());
+                for (s, id) in all.iter_mut().zip(&settled) {
+                    s.prosumer_id = *id;
+                }
+                if reverse {
+                    all.reverse();
+                }
+                let w = market::SlotCleared {
+                    slot,
+                    clearing_price_micros,
+                    matched_wh,
+                    settlements: all,
+                    missing_prosumer_ids: missing,
+                };
+                (w, first..first + count)
+            },
+        )
 }
 
 /// A batch of `steps` × `ids` samples, every array the right length, the
@@ -330,9 +402,22 @@ fn batch() -> impl Strategy<Value = learner::ExperienceBatch> {
         let n = steps * p;
         let lengths = if bad_length { (0usize..3).boxed() } else { Just(1usize).boxed() };
         (
-            (Just(steps), prop_oneof![Just("node-a".to_owned()), ".{0,70}"], prop_oneof![Just(1u64), any::<u64>()]),
-            (vec(any::<u32>(), p), vec(hostile_f32(), n * OBS_DIM), vec(hostile_f32(), n * ACT_DIM)),
-            (vec(hostile_f32(), n), vec(hostile_f32(), n), vec(hostile_f32(), n), vec(any::<bool>(), n)),
+            (
+                Just(steps),
+                prop_oneof![Just("node-a".to_owned()), ".{0,70}"],
+                prop_oneof![Just(1u64), any::<u64>()],
+            ),
+            (
+                vec(any::<u32>(), p),
+                vec(hostile_f32(), n * OBS_DIM),
+                vec(hostile_f32(), n * ACT_DIM),
+            ),
+            (
+                vec(hostile_f32(), n),
+                vec(hostile_f32(), n),
+                vec(hostile_f32(), n),
+                vec(any::<bool>(), n),
+            ),
             (vec(hostile_f32(), p), vec(hostile_f32(), n), vec(hostile_f32(), n), lengths),
         )
             .prop_map(
@@ -391,9 +476,25 @@ fn act_request() -> impl Strategy<Value = policy::ActRequest> {
     (1usize..4, prop::bool::weighted(0.3)).prop_flat_map(|(p, bad_length)| {
         let grow = if bad_length { (0usize..3).boxed() } else { Just(1usize).boxed() };
         (
-            (ids(p), floats(p * OBS_DIM, -2.0..2.0), hostile_u64(1..=1000), prop_oneof![Just("node-a".to_owned()), ".{0,70}"]),
-            (prop::bool::weighted(0.8), hostile_u64(0..=999), floats(p, -2.0..2.0), floats(p, -2.0..2.0)),
-            (floats(p, 0.0..2.0), vec(any::<bool>(), p), vec(any::<bool>(), p), any::<bool>(), grow),
+            (
+                ids(p),
+                floats(p * OBS_DIM, -2.0..2.0),
+                hostile_u64(1..=1000),
+                prop_oneof![Just("node-a".to_owned()), ".{0,70}"],
+            ),
+            (
+                prop::bool::weighted(0.8),
+                hostile_u64(0..=999),
+                floats(p, -2.0..2.0),
+                floats(p, -2.0..2.0),
+            ),
+            (
+                floats(p, 0.0..2.0),
+                vec(any::<bool>(), p),
+                vec(any::<bool>(), p),
+                any::<bool>(),
+                grow,
+            ),
         )
             .prop_map(
                 |(
@@ -421,8 +522,9 @@ fn act_request() -> impl Strategy<Value = policy::ActRequest> {
 /// A remote policy's `ActResponse`: hostile actions, sometimes the wrong count.
 fn act_response() -> impl Strategy<Value = policy::ActResponse> {
     (1usize..4, prop_oneof![3 => Just(0usize), 1 => 1usize..5]).prop_flat_map(|(p, extra)| {
-        (ids(p), floats(p * ACT_DIM + extra, -2.0..2.0), any::<u64>())
-            .prop_map(|(prosumer_ids, actions, slot)| policy::ActResponse { slot, prosumer_ids, actions })
+        (ids(p), floats(p * ACT_DIM + extra, -2.0..2.0), any::<u64>()).prop_map(
+            |(prosumer_ids, actions, slot)| policy::ActResponse { slot, prosumer_ids, actions },
+        )
     })
 }
 
@@ -772,8 +874,13 @@ proptest! {
 fn overlapping_adjustments_are_bounded_in_number_and_combined_scale() {
     let open = common_open();
     let mut w = slot_open_to_wire(&open);
-    let big =
-        market::Adjustment { first_prosumer_id: 0, last_prosumer_id: 9, load_scale: MAX_SCALE, pv_scale: 0.0, offline: false };
+    let big = market::Adjustment {
+        first_prosumer_id: 0,
+        last_prosumer_id: 9,
+        load_scale: MAX_SCALE,
+        pv_scale: 0.0,
+        offline: false,
+    };
     w.adjustments = vec![big; MAX_ADJUSTMENTS];
     let accepted = slot_open_from_wire(&w).unwrap();
     let (c, offline) = conditions_for(3, &accepted.adjustments);
@@ -829,20 +936,36 @@ mod domain_round_trips {
 
     fn valid_open() -> impl Strategy<Value = OpenSlot> {
         let adjustment =
-            (any::<u32>(), any::<u32>(), 0.0..=MAX_SCALE, 0.0..=MAX_SCALE, any::<bool>()).prop_map(|(a, b, l, p, offline)| {
-                Adjustment {
+            (any::<u32>(), any::<u32>(), 0.0..=MAX_SCALE, 0.0..=MAX_SCALE, any::<bool>()).prop_map(
+                |(a, b, l, p, offline)| Adjustment {
                     first_id: a.min(b),
                     last_id: a.max(b),
                     conditions: Conditions { load_scale: l, pv_scale: p },
                     offline,
-                }
-            });
+                },
+            );
         (
-            (any::<u64>(), 0..=MAX_DATA_SLOT, 0u8..24, 0.0f64..=1.0, any::<bool>(), 1.0 / 60.0..=24.0f64),
-            (valid_tariff(), valid_tariff(), 0..=MAX_PRICE_MICROS, any::<i64>(), vec(adjustment, 0..4)),
+            (
+                any::<u64>(),
+                0..=MAX_DATA_SLOT,
+                0u8..24,
+                0.0f64..=1.0,
+                any::<bool>(),
+                1.0 / 60.0..=24.0f64,
+            ),
+            (
+                valid_tariff(),
+                valid_tariff(),
+                0..=MAX_PRICE_MICROS,
+                any::<i64>(),
+                vec(adjustment, 0..4),
+            ),
         )
             .prop_map(
-                |((slot, data_slot, hour, day_fraction, weekend, hours), (tariff, next_tariff, price, deadline, adjustments))| {
+                |(
+                    (slot, data_slot, hour, day_fraction, weekend, hours),
+                    (tariff, next_tariff, price, deadline, adjustments),
+                )| {
                     OpenSlot {
                         slot,
                         ctx: SlotContext {
@@ -863,13 +986,23 @@ mod domain_round_trips {
     }
 
     fn valid_report() -> impl Strategy<Value = (HouseholdReport, PriceBounds)> {
-        (any::<u32>(), 0.0..100.0f64, 0.0..100.0f64, 0.0..10.0f64, 0.0..10.0f64, 0.0..1.0f64, bounds(), 0.0f64..=1.0).prop_map(
-            |(id, load, pv, charged, discharged, share, bounds, f)| {
+        (
+            any::<u32>(),
+            0.0..100.0f64,
+            0.0..100.0f64,
+            0.0..10.0f64,
+            0.0..10.0f64,
+            0.0..1.0f64,
+            bounds(),
+            0.0f64..=1.0,
+        )
+            .prop_map(|(id, load, pv, charged, discharged, share, bounds, f)| {
                 let net = load - pv + charged - discharged;
                 let position = Wh::floor_from_kwh(net.abs()).0;
                 let quantity = (position as f64 * share) as i64;
                 let side = if net > 0.0 { Side::Buy } else { Side::Sell };
-                let price = bounds.feed_in.0 + ((bounds.retail.0 - bounds.feed_in.0) as f64 * f) as i64;
+                let price =
+                    bounds.feed_in.0 + ((bounds.retail.0 - bounds.feed_in.0) as f64 * f) as i64;
                 let order = (quantity >= 1 && net != 0.0).then_some(OrderIntent {
                     side,
                     quantity: Wh(quantity),
@@ -892,8 +1025,7 @@ mod domain_round_trips {
                     order,
                 };
                 (report, bounds)
-            },
-        )
+            })
     }
 
     proptest! {

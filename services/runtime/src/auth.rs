@@ -66,7 +66,10 @@ impl Tokens {
 
     /// [`new`](Self::new) for secrets already validated: only checks that
     /// the two differ.
-    pub fn from_secrets(agent: Option<Secret>, operator: Option<Secret>) -> Result<Tokens, RuntimeError> {
+    pub fn from_secrets(
+        agent: Option<Secret>,
+        operator: Option<Secret>,
+    ) -> Result<Tokens, RuntimeError> {
         if agent.is_some() && agent == operator {
             return Err(RuntimeError::config(
                 Self::OPERATOR_ENV,
@@ -118,8 +121,9 @@ impl Tokens {
     /// The role whose secret equals `presented`. Both secrets are always
     /// compared, in constant time for equal lengths.
     fn role_of(&self, presented: &[u8]) -> Option<Role> {
-        let matches =
-            |secret: &Option<Secret>| secret.as_ref().is_some_and(|s| bool::from(s.expose().as_bytes().ct_eq(presented)));
+        let matches = |secret: &Option<Secret>| {
+            secret.as_ref().is_some_and(|s| bool::from(s.expose().as_bytes().ct_eq(presented)))
+        };
         let (is_agent, is_operator) = (matches(&self.agent), matches(&self.operator));
         match (is_agent, is_operator) {
             (true, _) => Some(Role::Agent),
@@ -142,8 +146,11 @@ impl fmt::Debug for Tokens {
 
 /// The token of a request's `authorization: Bearer <token>` header.
 fn presented_token(metadata: &MetadataMap) -> Result<&str, Status> {
-    let value = metadata.get("authorization").ok_or_else(|| Status::unauthenticated("missing authorization bearer token"))?;
-    let value = value.to_str().map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+    let value = metadata
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated("missing authorization bearer token"))?;
+    let value =
+        value.to_str().map_err(|_| Status::unauthenticated("malformed authorization header"))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
         _ => Err(Status::unauthenticated("authorization header must be `Bearer <token>`")),
@@ -156,10 +163,13 @@ pub fn authorize(metadata: &MetadataMap, required: Role, tokens: &Tokens) -> Res
     if tokens.insecure_no_auth {
         return Ok(required);
     }
-    let role =
-        tokens.role_of(presented_token(metadata)?.as_bytes()).ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
+    let role = tokens
+        .role_of(presented_token(metadata)?.as_bytes())
+        .ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
     if role != required {
-        return Err(Status::permission_denied(format!("this endpoint requires the {required:?} role, the token is {role:?}")));
+        return Err(Status::permission_denied(format!(
+            "this endpoint requires the {required:?} role, the token is {role:?}"
+        )));
     }
     Ok(role)
 }
@@ -170,7 +180,9 @@ pub fn authorize_reader(metadata: &MetadataMap, tokens: &Tokens) -> Result<Role,
     if tokens.insecure_no_auth {
         return Ok(Role::Agent);
     }
-    tokens.role_of(presented_token(metadata)?.as_bytes()).ok_or_else(|| Status::unauthenticated("invalid bearer token"))
+    tokens
+        .role_of(presented_token(metadata)?.as_bytes())
+        .ok_or_else(|| Status::unauthenticated("invalid bearer token"))
 }
 
 /// Server-side interceptor for services whose every method needs one role
@@ -238,8 +250,9 @@ impl BearerInterceptor {
     pub fn from_secret(token: &Secret) -> BearerInterceptor {
         // A `Secret` is visible ASCII, which is always a valid header value;
         // the fallback (an empty value, refused by every server) is unreachable.
-        let mut value: MetadataValue<Ascii> =
-            format!("Bearer {}", token.expose()).parse().unwrap_or_else(|_| MetadataValue::from_static(""));
+        let mut value: MetadataValue<Ascii> = format!("Bearer {}", token.expose())
+            .parse()
+            .unwrap_or_else(|_| MetadataValue::from_static(""));
         value.set_sensitive(true);
         BearerInterceptor { value }
     }
@@ -314,7 +327,11 @@ mod tests {
         assert_eq!(authorize(&agent, Role::Agent, &t).unwrap(), Role::Agent);
         assert_eq!(authorize(&operator, Role::Operator, &t).unwrap(), Role::Operator);
         assert_eq!(code(authorize(&agent, Role::Operator, &t)), Code::PermissionDenied);
-        assert_eq!(code(authorize(&operator, Role::Agent, &t)), Code::PermissionDenied, "operators never trade");
+        assert_eq!(
+            code(authorize(&operator, Role::Agent, &t)),
+            Code::PermissionDenied,
+            "operators never trade"
+        );
         assert_eq!(authorize_reader(&agent, &t).unwrap(), Role::Agent);
         assert_eq!(authorize_reader(&operator, &t).unwrap(), Role::Operator);
     }
@@ -354,34 +371,51 @@ mod tests {
     #[test]
     fn loading_validates_and_debug_redacts() {
         let env = |pairs: &[(&str, String)]| {
-            let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            let map: HashMap<String, String> =
+                pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
             move |name: &str| map.get(name).cloned()
         };
-        let dir = std::env::temp_dir().join(format!("peergrid-runtime-auth-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("peergrid-runtime-auth-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("operator");
         std::fs::write(&file, format!("{OPERATOR}\n")).unwrap();
         let file = file.to_str().unwrap().to_owned();
 
-        let t =
-            Tokens::from_lookup(env(&[(Tokens::AGENT_ENV, AGENT.into()), (Tokens::OPERATOR_FILE_ENV, file.clone())])).unwrap();
+        let t = Tokens::from_lookup(env(&[
+            (Tokens::AGENT_ENV, AGENT.into()),
+            (Tokens::OPERATOR_FILE_ENV, file.clone()),
+        ]))
+        .unwrap();
         assert_eq!(
             (t.agent().map(Secret::expose), t.operator().map(Secret::expose)),
             (Some(AGENT), Some(OPERATOR)),
             "file contents are trimmed"
         );
         let debug = format!("{t:?}");
-        assert!(!debug.contains(AGENT) && !debug.contains(OPERATOR) && debug.contains("<redacted>"), "{debug}");
+        assert!(
+            !debug.contains(AGENT) && !debug.contains(OPERATOR) && debug.contains("<redacted>"),
+            "{debug}"
+        );
 
-        let both = env(&[(Tokens::OPERATOR_ENV, OPERATOR.into()), (Tokens::OPERATOR_FILE_ENV, file)]);
+        let both =
+            env(&[(Tokens::OPERATOR_ENV, OPERATOR.into()), (Tokens::OPERATOR_FILE_ENV, file)]);
         assert!(Tokens::from_lookup(both).unwrap_err().to_string().contains("not both"));
-        let short = Tokens::from_lookup(env(&[(Tokens::AGENT_ENV, "short".into())])).unwrap_err().to_string();
+        let short = Tokens::from_lookup(env(&[(Tokens::AGENT_ENV, "short".into())]))
+            .unwrap_err()
+            .to_string();
         assert!(short.contains("PEERGRID_AGENT_TOKEN") && short.contains("at least 16"), "{short}");
         assert!(!short.contains("short\""), "token value not echoed: {short}");
-        assert!(Tokens::new(Some(AGENT.into()), Some(AGENT.into())).unwrap_err().to_string().contains("must differ"));
+        assert!(Tokens::new(Some(AGENT.into()), Some(AGENT.into()))
+            .unwrap_err()
+            .to_string()
+            .contains("must differ"));
         assert!(Tokens::new(Some("has a space in it!!".into()), None).is_err());
         let missing = env(&[(Tokens::AGENT_FILE_ENV, "/nonexistent/peergrid-token".into())]);
-        assert!(Tokens::from_lookup(missing).unwrap_err().to_string().contains("PEERGRID_AGENT_TOKEN_FILE"));
+        assert!(Tokens::from_lookup(missing)
+            .unwrap_err()
+            .to_string()
+            .contains("PEERGRID_AGENT_TOKEN_FILE"));
         assert!(Tokens::from_lookup(env(&[])).unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -404,7 +438,10 @@ mod tests {
         assert!(BearerInterceptor::new("short").is_err());
         let mut none = ClientAuth::new(None);
         assert!(!none.has_token());
-        assert_eq!(any.call(none.call(Request::new(())).unwrap()).unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            any.call(none.call(Request::new(())).unwrap()).unwrap_err().code(),
+            Code::Unauthenticated
+        );
         let secret = Secret::new("t", AGENT).unwrap();
         let mut some = ClientAuth::new(Some(&secret));
         assert_eq!(format!("{some:?}"), "ClientAuth(Some(BearerInterceptor(<redacted>)))");

@@ -153,13 +153,24 @@ impl ConnectionLimits {
         let max_connections = match max_connections {
             None => default_max_connections(),
             Some(n) => {
-                within("max_connections", n as u64, (MAX_CONNECTIONS.0 as u64, MAX_CONNECTIONS.1 as u64))?;
+                within(
+                    "max_connections",
+                    n as u64,
+                    (MAX_CONNECTIONS.0 as u64, MAX_CONNECTIONS.1 as u64),
+                )?;
                 n
             }
         };
-        let ms =
-            within("handshake_timeout_ms", handshake_timeout_ms.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS), HANDSHAKE_TIMEOUT_MS)?;
-        let idle = within("idle_timeout_ms", idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS), IDLE_TIMEOUT_MS)?;
+        let ms = within(
+            "handshake_timeout_ms",
+            handshake_timeout_ms.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            HANDSHAKE_TIMEOUT_MS,
+        )?;
+        let idle = within(
+            "idle_timeout_ms",
+            idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+            IDLE_TIMEOUT_MS,
+        )?;
         Ok(ConnectionLimits {
             max_connections,
             handshake_timeout: Duration::from_millis(ms),
@@ -287,7 +298,10 @@ pub type TlsServerConfig = rustls::ServerConfig;
 
 /// Builds the rustls server configuration for a PEM certificate chain and
 /// private key (ring provider, ALPN `h2`). The error says which part is unusable.
-pub fn tls_server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn tls_server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_slice_iter(cert_pem)
@@ -296,7 +310,8 @@ pub fn tls_server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::
     if certs.is_empty() {
         return Err("the certificate chain holds no certificate".to_owned());
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the private key does not parse: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("the private key does not parse: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -372,7 +387,8 @@ impl Pending {
                 return None;
             }
             queue.pop_front();
-            let slot = handshake.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            let slot =
+                handshake.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
             if let Some(slot) = slot {
                 handshake.evicted.notify_one();
                 return Some(slot);
@@ -407,13 +423,20 @@ pub struct Acceptor {
 
 impl fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Acceptor").field("limits", &self.shared.limits).field("tls", &self.shared.tls.is_some()).finish()
+        f.debug_struct("Acceptor")
+            .field("limits", &self.shared.limits)
+            .field("tls", &self.shared.tls.is_some())
+            .finish()
     }
 }
 
 impl Acceptor {
     /// Plain HTTP/2 (`tls: None`) or TLS with `tls` from [`tls_server_config`].
-    pub fn new(limits: ConnectionLimits, metrics: ConnectionMetrics, tls: Option<Arc<rustls::ServerConfig>>) -> Acceptor {
+    pub fn new(
+        limits: ConnectionLimits,
+        metrics: ConnectionMetrics,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Acceptor {
         let shared = Shared {
             limits,
             pending: Pending::default(),
@@ -460,7 +483,12 @@ fn is_fd_limit(e: &io::Error) -> bool {
 
 /// Errors that concern one connection only: accept the next one at once.
 fn is_per_connection(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
 }
 
 /// The stream of admitted connections (see [`Acceptor::incoming`]).
@@ -480,7 +508,10 @@ pub struct Incoming {
 
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Incoming").field("local", &self.local).field("paused", &self.paused.is_some()).finish()
+        f.debug_struct("Incoming")
+            .field("local", &self.local)
+            .field("paused", &self.paused.is_some())
+            .finish()
     }
 }
 
@@ -539,7 +570,11 @@ impl Incoming {
             return;
         };
         configure(&stream);
-        let handshake = Arc::new(Handshake { since: Instant::now(), slot: Mutex::new(Some(slot)), evicted: Notify::new() });
+        let handshake = Arc::new(Handshake {
+            since: Instant::now(),
+            slot: Mutex::new(Some(slot)),
+            evicted: Notify::new(),
+        });
         shared.pending.push(&handshake, shared.limits.max_connections);
         let info = ConnInfo { local: self.local, peer, activity: None };
         tokio::spawn(admit(stream, info, handshake, Arc::clone(shared), self.admitted_tx.clone()));
@@ -608,13 +643,22 @@ enum HandshakeError {
     Protocol(String),
 }
 
-async fn admit(stream: TcpStream, info: ConnInfo, handshake: Arc<Handshake>, shared: Arc<Shared>, tx: mpsc::Sender<Admitted>) {
+async fn admit(
+    stream: TcpStream,
+    info: ConnInfo,
+    handshake: Arc<Handshake>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Admitted>,
+) {
     let peer = info.peer;
     let handshaking = async {
         let mut transport = match &shared.tls {
             None => Transport::Plain(stream),
             Some(acceptor) => {
-                let tls = acceptor.accept(stream).await.map_err(|e| HandshakeError::Protocol(format!("TLS handshake: {e}")))?;
+                let tls = acceptor
+                    .accept(stream)
+                    .await
+                    .map_err(|e| HandshakeError::Protocol(format!("TLS handshake: {e}")))?;
                 Transport::Tls(Box::new(tls))
             }
         };
@@ -630,7 +674,8 @@ async fn admit(stream: TcpStream, info: ConnInfo, handshake: Arc<Handshake>, sha
         () = handshake.evicted.notified() => Ok(Err(HandshakeError::Gone(io::ErrorKind::ConnectionAborted.into()))),
     };
     // Whoever evicted this connection has its place (and counted it).
-    let Some(slot) = handshake.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() else {
+    let Some(slot) = handshake.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    else {
         shared.refuse(Refusal::Cap);
         tracing::debug!(%peer, "closed a connection still in its handshake to make room for a newer one");
         return;
@@ -649,7 +694,9 @@ async fn admit(stream: TcpStream, info: ConnInfo, handshake: Arc<Handshake>, sha
             // An error means the server stopped accepting: the connection closes.
             let _ = tx.send(admitted).await;
         }
-        Ok(Err(HandshakeError::Gone(e))) => tracing::debug!(%peer, error = %e, "connection closed before its HTTP/2 preface"),
+        Ok(Err(HandshakeError::Gone(e))) => {
+            tracing::debug!(%peer, error = %e, "connection closed before its HTTP/2 preface")
+        }
         Ok(Err(HandshakeError::Protocol(reason))) => {
             shared.refuse(Refusal::Protocol);
             tracing::debug!(%peer, %reason, "closing a connection that does not speak gRPC");
@@ -674,7 +721,11 @@ enum Transport {
 }
 
 impl AsyncRead for Transport {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -683,14 +734,22 @@ impl AsyncRead for Transport {
 }
 
 impl AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
@@ -739,7 +798,11 @@ struct Activity {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { born: Instant::now(), calls: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0) }
+        Activity {
+            born: Instant::now(),
+            calls: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
     }
 
     fn begin(self: &Arc<Self>) -> CallGuard {
@@ -834,12 +897,17 @@ where
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
-        let guard = request.extensions().get::<ConnInfo>().and_then(|info| info.activity.as_ref()).map(Activity::begin);
+        let guard = request
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|info| info.activity.as_ref())
+            .map(Activity::begin);
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             Ok(match guard {
-                Some(guard) => response.map(|body| tonic::body::Body::new(TrackedBody { inner: body, _guard: guard })),
+                Some(guard) => response
+                    .map(|body| tonic::body::Body::new(TrackedBody { inner: body, _guard: guard })),
                 None => response,
             })
         })
@@ -856,7 +924,10 @@ impl http_body::Body for TrackedBody {
     type Data = <tonic::body::Body as http_body::Body>::Data;
     type Error = <tonic::body::Body as http_body::Body>::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 
@@ -895,7 +966,11 @@ impl tonic::transport::server::Connected for Admitted {
 }
 
 impl AsyncRead for Admitted {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.replayed < HTTP2_PREFACE.len() {
             let rest = &HTTP2_PREFACE[this.replayed..];
@@ -917,11 +992,19 @@ impl AsyncRead for Admitted {
 }
 
 impl AsyncWrite for Admitted {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().transport).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().transport).poll_write_vectored(cx, bufs)
     }
 
@@ -952,7 +1035,12 @@ mod tests {
                       Max cpu time              unlimited            unlimited            seconds   \n\
                       Max open files            128                  4096                 files     \n";
         assert_eq!(parse_soft_nofile(limits), Some(128));
-        assert_eq!(parse_soft_nofile("Max open files            unlimited            unlimited            files"), None);
+        assert_eq!(
+            parse_soft_nofile(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            None
+        );
     }
 
     #[test]
@@ -960,9 +1048,16 @@ mod tests {
         let e = ConnectionLimits::new(Some(0), None, None).unwrap_err();
         assert!(e.field == "max_connections" && e.reason.contains("max_connections"), "{e}");
         let e = ConnectionLimits::new(None, Some(0), None).unwrap_err();
-        assert!(e.field == "handshake_timeout_ms" && e.reason.contains("handshake_timeout_ms"), "{e}");
+        assert!(
+            e.field == "handshake_timeout_ms" && e.reason.contains("handshake_timeout_ms"),
+            "{e}"
+        );
         let e = ConnectionLimits::new(None, None, Some(99)).unwrap_err();
-        assert!(e.field == "idle_timeout_ms" && e.reason.starts_with("idle_timeout_ms must lie in 100..="), "{e}");
+        assert!(
+            e.field == "idle_timeout_ms"
+                && e.reason.starts_with("idle_timeout_ms must lie in 100..="),
+            "{e}"
+        );
         let ok = ConnectionLimits::new(Some(64), Some(500), Some(1_000)).unwrap();
         assert_eq!(
             ok,

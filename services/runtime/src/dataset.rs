@@ -25,7 +25,11 @@ impl DatasetArgs {
     /// Overrides a config's `dataset`/`data_file` with what was given here
     /// (a new kind drops the config's file unless a file is given too), and
     /// returns the checked source.
-    pub fn apply(&self, kind: &mut DatasetKind, file: &mut Option<PathBuf>) -> Result<DatasetSource, CoreError> {
+    pub fn apply(
+        &self,
+        kind: &mut DatasetKind,
+        file: &mut Option<PathBuf>,
+    ) -> Result<DatasetSource, CoreError> {
         if let Some(k) = self.dataset {
             if k != *kind && self.data_file.is_none() {
                 *file = None;
@@ -51,7 +55,9 @@ pub const RENAMED_ENV: [(&str, &str); 1] = [("PEERGRID_MARKET_DATASET", "PEERGRI
 /// silently otherwise); `lookup` reads the environment.
 pub fn check_renamed_env(lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
     match RENAMED_ENV.iter().find(|(old, _)| lookup(old).is_some()) {
-        Some((old, new)) => Err(format!("{old} is no longer read: it was renamed {new} (set that instead)")),
+        Some((old, new)) => {
+            Err(format!("{old} is no longer read: it was renamed {new} (set that instead)"))
+        }
         None => Ok(()),
     }
 }
@@ -75,27 +81,45 @@ mod tests {
     fn flags_override_the_config_and_the_pair_is_checked() {
         let (mut kind, mut file) = (DatasetKind::AusgridCsv, Some(PathBuf::from("config.csv")));
         let none = parse(&[]).unwrap();
-        assert_eq!(none.apply(&mut kind, &mut file).unwrap(), DatasetSource::AusgridCsv("config.csv".into()));
+        assert_eq!(
+            none.apply(&mut kind, &mut file).unwrap(),
+            DatasetSource::AusgridCsv("config.csv".into())
+        );
         let file_only = parse(&["--data-file", "flag.csv"]).unwrap();
-        assert_eq!(file_only.apply(&mut kind, &mut file).unwrap(), DatasetSource::AusgridCsv("flag.csv".into()));
+        assert_eq!(
+            file_only.apply(&mut kind, &mut file).unwrap(),
+            DatasetSource::AusgridCsv("flag.csv".into())
+        );
         let kind_only = parse(&["--dataset", "synthetic"]).unwrap();
         assert_eq!(kind_only.apply(&mut kind, &mut file).unwrap(), DatasetSource::Synthetic);
         assert_eq!(file, None, "a new kind without a file drops the config's file");
         let csv_without_file = parse(&["--dataset", "citylearn-csv"]).unwrap();
         let e = csv_without_file.apply(&mut kind, &mut file).unwrap_err().to_string();
-        assert!(e.contains("data_file") && e.contains("citylearn-csv") && e.contains("--data-file"), "{e}");
+        assert!(
+            e.contains("data_file") && e.contains("citylearn-csv") && e.contains("--data-file"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_renamed_variable_stops_the_start_and_names_its_successor() {
         assert_eq!(check_renamed_env(|_| None), Ok(()));
-        let e = check_renamed_env(|name| (name == "PEERGRID_MARKET_DATASET").then(|| "synthetic".into())).unwrap_err();
-        assert!(e.contains("PEERGRID_MARKET_DATASET") && e.contains("renamed PEERGRID_DATASET"), "{e}");
+        let e = check_renamed_env(|name| {
+            (name == "PEERGRID_MARKET_DATASET").then(|| "synthetic".into())
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("PEERGRID_MARKET_DATASET") && e.contains("renamed PEERGRID_DATASET"),
+            "{e}"
+        );
     }
 
     #[test]
     fn an_unknown_kind_is_refused_with_the_known_ones() {
         let e = parse(&["--dataset", "nope"]).unwrap_err().to_string();
-        assert!(e.contains("--dataset") && e.contains("bundled, synthetic, citylearn-csv, ausgrid-csv"), "{e}");
+        assert!(
+            e.contains("--dataset") && e.contains("bundled, synthetic, citylearn-csv, ausgrid-csv"),
+            "{e}"
+        );
     }
 }

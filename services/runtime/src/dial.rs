@@ -95,16 +95,21 @@ impl<'a> Target<'a> {
     /// [`check`](Self::check)s, reads the CA, and connects with the
     /// endpoint settings `tune` applies (timeouts, windows, keep-alive;
     /// they apply to in-process pipes too).
-    pub async fn connect(&self, tune: impl FnOnce(Endpoint) -> Endpoint) -> Result<Channel, RuntimeError> {
+    pub async fn connect(
+        &self,
+        tune: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, RuntimeError> {
         self.check()?;
         let connected = match self.scheme()? {
             Scheme::Local(name) => inproc::connect(tune(inproc::endpoint()), name).await,
             Scheme::Http | Scheme::Https => {
-                let mut endpoint =
-                    Endpoint::from_shared(self.url.to_owned()).map_err(|e| RuntimeError::config(self.names.url, chain(&e)))?;
+                let mut endpoint = Endpoint::from_shared(self.url.to_owned())
+                    .map_err(|e| RuntimeError::config(self.names.url, chain(&e)))?;
                 if let Some(ca) = self.ca {
                     let tls = crate::tls::client_tls(ca, self.domain, self.names.ca)?;
-                    endpoint = endpoint.tls_config(tls).map_err(|e| RuntimeError::config(self.names.ca, chain(&e)))?;
+                    endpoint = endpoint
+                        .tls_config(tls)
+                        .map_err(|e| RuntimeError::config(self.names.ca, chain(&e)))?;
                 }
                 tune(endpoint).connect().await
             }
@@ -115,7 +120,8 @@ impl<'a> Target<'a> {
     fn scheme(&self) -> Result<Scheme<'a>, RuntimeError> {
         let url = self.url;
         if let Some(name) = inproc::local_name(url) {
-            inproc::check_name(name).map_err(|e| RuntimeError::config(self.names.url, e.to_string()))?;
+            inproc::check_name(name)
+                .map_err(|e| RuntimeError::config(self.names.url, e.to_string()))?;
             return Ok(Scheme::Local(name));
         }
         let (rest, scheme) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
@@ -129,7 +135,10 @@ impl<'a> Target<'a> {
             }
         };
         if rest.is_empty() || rest.starts_with('/') || url.parse::<Uri>().is_err() {
-            return Err(RuntimeError::config(self.names.url, format!("is not a valid URL: '{url}'")));
+            return Err(RuntimeError::config(
+                self.names.url,
+                format!("is not a valid URL: '{url}'"),
+            ));
         }
         Ok(scheme)
     }
@@ -152,7 +161,8 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    const NAMES: SettingNames = SettingNames { url: "learner", ca: "learner_tls_ca", domain: "learner_tls_domain" };
+    const NAMES: SettingNames =
+        SettingNames { url: "learner", ca: "learner_tls_ca", domain: "learner_tls_domain" };
 
     fn check(url: &str, ca: Option<&str>, domain: Option<&str>) -> Result<(), String> {
         let target = Target { url, ca: ca.map(Path::new), domain, names: NAMES };
@@ -187,15 +197,26 @@ mod tests {
 
     #[tokio::test]
     async fn connect_reports_a_missing_ca_as_configuration_and_a_silent_server_as_connect() {
-        let missing =
-            Target { url: "https://127.0.0.1:1", ca: Some(Path::new("/nonexistent/ca.pem")), domain: None, names: NAMES };
+        let missing = Target {
+            url: "https://127.0.0.1:1",
+            ca: Some(Path::new("/nonexistent/ca.pem")),
+            domain: None,
+            names: NAMES,
+        };
         let e = missing.connect(|e| e).await.unwrap_err();
         assert!(matches!(&e, RuntimeError::Io { name, .. } if name == "learner_tls_ca"), "{e}");
         // Port 1 on loopback: nothing listens, the connect is refused.
         let silent = Target { url: "http://127.0.0.1:1", ca: None, domain: None, names: NAMES };
-        let e = silent.connect(|e| e.connect_timeout(std::time::Duration::from_secs(2))).await.unwrap_err();
-        assert!(matches!(&e, RuntimeError::Connect { url, .. } if url == "http://127.0.0.1:1"), "{e}");
-        let nobody = Target { url: "local://nobody-listens-here", ca: None, domain: None, names: NAMES };
+        let e = silent
+            .connect(|e| e.connect_timeout(std::time::Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RuntimeError::Connect { url, .. } if url == "http://127.0.0.1:1"),
+            "{e}"
+        );
+        let nobody =
+            Target { url: "local://nobody-listens-here", ca: None, domain: None, names: NAMES };
         assert!(matches!(nobody.connect(|e| e).await.unwrap_err(), RuntimeError::Connect { .. }));
     }
 }

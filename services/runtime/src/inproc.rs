@@ -90,7 +90,10 @@ pub fn listen(name: &str) -> io::Result<Incoming> {
     check_name(name)?;
     let mut listeners = lock();
     if listeners.contains_key(name) {
-        return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("an in-process listener named {name:?} already exists")));
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("an in-process listener named {name:?} already exists"),
+        ));
     }
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -104,7 +107,12 @@ pub fn listen(name: &str) -> io::Result<Incoming> {
 pub fn dial(name: &str) -> io::Result<DuplexStream> {
     check_name(name)?;
     let listeners = lock();
-    let not_found = || io::Error::new(io::ErrorKind::ConnectionRefused, format!("no in-process listener named {name:?}"));
+    let not_found = || {
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("no in-process listener named {name:?}"),
+        )
+    };
     let entry = listeners.get(name).ok_or_else(not_found)?;
     let (client, server) = tokio::io::duplex(BUFFER_BYTES);
     entry.tx.send(server).map_err(|_| not_found())?;
@@ -182,7 +190,10 @@ mod tests {
     #[tokio::test]
     async fn a_dialled_connection_carries_bytes_both_ways() {
         let mut incoming = listen("inproc-bytes").unwrap();
-        assert_eq!((incoming.name(), incoming.url()), ("inproc-bytes", "local://inproc-bytes".to_owned()));
+        assert_eq!(
+            (incoming.name(), incoming.url()),
+            ("inproc-bytes", "local://inproc-bytes".to_owned())
+        );
         let mut client = dial("inproc-bytes").unwrap();
         let mut server = incoming.next().await.expect("a connection").unwrap();
         client.write_all(b"order batch").await.unwrap();
@@ -232,14 +243,19 @@ mod tests {
         reporter.set_service_status("probe", tonic_health::ServingStatus::Serving).await;
         let incoming = listen("inproc-tonic").unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-            incoming,
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+                incoming,
+                async {
+                    let _ = stop_rx.await;
+                },
+            ),
+        );
         let channel = connect(endpoint(), "inproc-tonic").await.unwrap();
-        let reply = HealthClient::new(channel).check(HealthCheckRequest { service: "probe".into() }).await.unwrap();
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: "probe".into() })
+            .await
+            .unwrap();
         assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
         stop_tx.send(()).unwrap();
         server.await.unwrap().unwrap();

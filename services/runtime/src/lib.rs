@@ -40,7 +40,10 @@ pub mod tfevents;
 pub mod tls;
 pub mod token;
 
-pub use auth::{authorize, authorize_reader, BearerInterceptor, ClientAuth, RequireRole, RequireToken, Role, Tokens};
+pub use auth::{
+    authorize, authorize_reader, BearerInterceptor, ClientAuth, RequireRole, RequireToken, Role,
+    Tokens,
+};
 pub use backoff::Backoff;
 pub use connections::{track_calls, Acceptor, ConnectionArgs, ConnectionLimits, ConnectionMetrics};
 pub use dataset::{check_renamed_env, DatasetArgs};

@@ -38,7 +38,9 @@ impl GrpcListener {
                     let bound = listener.local_addr()?;
                     Ok(GrpcListener::Tcp(listener, bound))
                 };
-                tcp.await.map_err(|e: io::Error| io::Error::new(e.kind(), format!("binding gRPC listener {addr}: {e}")))
+                tcp.await.map_err(|e: io::Error| {
+                    io::Error::new(e.kind(), format!("binding gRPC listener {addr}: {e}"))
+                })
             }
         }
     }
@@ -55,7 +57,9 @@ impl GrpcListener {
     pub fn url(&self, tls: bool) -> String {
         match self {
             GrpcListener::Local(incoming) => incoming.url(),
-            GrpcListener::Tcp(_, addr) => format!("{}://{addr}", if tls { "https" } else { "http" }),
+            GrpcListener::Tcp(_, addr) => {
+                format!("{}://{addr}", if tls { "https" } else { "http" })
+            }
         }
     }
 }
@@ -70,7 +74,12 @@ mod tests {
         let addr = tcp.tcp_addr().expect("a TCP port");
         assert_eq!(tcp.url(false), format!("http://{addr}"));
         assert_eq!(tcp.url(true), format!("https://{addr}"));
-        let local = GrpcListener::bind("127.0.0.1:0".parse().unwrap(), Some("listener-url-test")).await.unwrap();
-        assert_eq!((local.tcp_addr(), local.url(false)), (None, "local://listener-url-test".to_owned()));
+        let local = GrpcListener::bind("127.0.0.1:0".parse().unwrap(), Some("listener-url-test"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (local.tcp_addr(), local.url(false)),
+            (None, "local://listener-url-test".to_owned())
+        );
     }
 }

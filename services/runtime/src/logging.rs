@@ -49,11 +49,15 @@ impl LogArgs {
 /// one is already installed, e.g. when tests or an embedding program call it
 /// twice.
 pub fn init_tracing(json: bool) -> bool {
-    let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    let filter =
+        EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
     // Colours only for a terminal: log files and `docker logs` stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let installed = if json { builder.json().try_init() } else { builder.try_init() };
     installed.is_ok()
 }

@@ -60,7 +60,12 @@ impl Metrics {
     }
 
     /// A histogram with the given upper bucket bounds (e.g. latency in seconds).
-    pub fn histogram(&mut self, name: &str, help: &str, buckets: impl IntoIterator<Item = f64>) -> Histogram {
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: impl IntoIterator<Item = f64>,
+    ) -> Histogram {
         let histogram = Histogram::new(buckets);
         self.registry.register(name, help, histogram.clone());
         histogram
@@ -88,9 +93,9 @@ pub async fn serve_metrics_if_configured(
     shutdown: Shutdown,
 ) -> std::io::Result<(Option<SocketAddr>, Option<JoinHandle<()>>)> {
     let Some(addr) = addr else { return Ok((None, None)) };
-    let (bound, task) = serve_metrics(addr, metrics, shutdown)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("binding metrics listener {addr}: {e}")))?;
+    let (bound, task) = serve_metrics(addr, metrics, shutdown).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("binding metrics listener {addr}: {e}"))
+    })?;
     Ok((Some(bound), Some(task)))
 }
 
@@ -195,8 +200,13 @@ mod tests {
         latency.observe(0.005);
 
         let controller = ShutdownController::new();
-        let (addr, task) =
-            serve_metrics("127.0.0.1:0".parse().unwrap(), Arc::new(metrics), controller.subscribe()).await.unwrap();
+        let (addr, task) = serve_metrics(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(metrics),
+            controller.subscribe(),
+        )
+        .await
+        .unwrap();
         assert_ne!(addr.port(), 0, "port 0 resolves to a real port");
 
         let response = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;

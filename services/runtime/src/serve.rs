@@ -85,7 +85,9 @@ pub fn server_builder() -> Server {
 pub fn normalise_status(status: Status) -> Status {
     let message = status.message();
     match status.code() {
-        Code::OutOfRange if message.contains("message length too large") => Status::resource_exhausted(message.to_owned()),
+        Code::OutOfRange if message.contains("message length too large") => {
+            Status::resource_exhausted(message.to_owned())
+        }
         Code::Internal if message.starts_with("failed to decode Protobuf message") => {
             Status::invalid_argument(format!("the message does not decode: {message}"))
         }
@@ -97,14 +99,18 @@ pub fn normalise_status(status: Status) -> Status {
 /// status travels in its headers (every refused unary or client-streaming
 /// call, and every stream refused before its first message). Errors in the
 /// middle of a server stream are the handler's to send (and to normalise).
-pub type StatusLayer = tower::util::MapResponseLayer<fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>>;
+pub type StatusLayer = tower::util::MapResponseLayer<
+    fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+>;
 
 /// The [`StatusLayer`] for `Server::layer`.
 pub fn status_layer() -> StatusLayer {
     tower::util::MapResponseLayer::new(normalise_response)
 }
 
-fn normalise_response(mut response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+fn normalise_response(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
     let Some(status) = Status::from_header_map(response.headers()) else { return response };
     let code = status.code();
     let status = normalise_status(status);
@@ -163,7 +169,9 @@ mod tests {
 
     #[test]
     fn size_limits_and_decode_errors_get_actionable_codes() {
-        let too_big = Status::out_of_range("Error, decoded message length too large: found 99 bytes, the limit is: 9 bytes");
+        let too_big = Status::out_of_range(
+            "Error, decoded message length too large: found 99 bytes, the limit is: 9 bytes",
+        );
         let s = normalise_status(too_big);
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert!(s.message().contains("the limit is: 9 bytes"), "{}", s.message());
@@ -182,7 +190,8 @@ mod tests {
 
     #[test]
     fn the_layer_rewrites_trailers_only_responses() {
-        let response: http::Response<tonic::body::Body> = Status::internal("failed to decode Protobuf message: bad").into_http();
+        let response: http::Response<tonic::body::Body> =
+            Status::internal("failed to decode Protobuf message: bad").into_http();
         let response = normalise_response(response);
         let status = Status::from_header_map(response.headers()).expect("a status");
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -205,7 +214,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!serving.is_finished(), "runs until stopped");
         stop_tx.send(()).unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(10), serving).await.expect("returns after the drain timeout");
+        let result = tokio::time::timeout(Duration::from_secs(10), serving)
+            .await
+            .expect("returns after the drain timeout");
         assert_eq!(result.unwrap(), Ok(()));
     }
 }

@@ -102,7 +102,10 @@ mod tests {
         controller.trigger();
         controller.trigger();
         let mut finished = Vec::new();
-        while let Some(id) = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await.expect("every task stops") {
+        while let Some(id) = tokio::time::timeout(Duration::from_secs(5), done_rx.recv())
+            .await
+            .expect("every task stops")
+        {
             finished.push(id);
         }
         finished.sort();

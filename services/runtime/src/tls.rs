@@ -26,8 +26,14 @@ pub const KEY_SETTING: &str = "tls_key";
 /// configuration error naming the missing one.
 pub fn check_server_pair(cert: Option<&Path>, key: Option<&Path>) -> Result<(), RuntimeError> {
     match (cert, key) {
-        (Some(_), None) => Err(RuntimeError::config(KEY_SETTING, "is required when tls_cert is set (both or neither)")),
-        (None, Some(_)) => Err(RuntimeError::config(CERT_SETTING, "is required when tls_key is set (both or neither)")),
+        (Some(_), None) => Err(RuntimeError::config(
+            KEY_SETTING,
+            "is required when tls_cert is set (both or neither)",
+        )),
+        (None, Some(_)) => Err(RuntimeError::config(
+            CERT_SETTING,
+            "is required when tls_key is set (both or neither)",
+        )),
         _ => Ok(()),
     }
 }
@@ -41,7 +47,11 @@ pub fn server_tls(cert: &Path, key: &Path) -> Result<Arc<TlsServerConfig>, Runti
     tls_server_config(&cert_pem, &key_pem).map_err(|e| {
         RuntimeError::config(
             "tls_cert/tls_key",
-            format!("{} and {} are not a usable certificate and key: {e}", cert.display(), key.display()),
+            format!(
+                "{} and {} are not a usable certificate and key: {e}",
+                cert.display(),
+                key.display()
+            ),
         )
     })
 }
@@ -50,7 +60,10 @@ pub fn server_tls(cert: &Path, key: &Path) -> Result<Arc<TlsServerConfig>, Runti
 /// (checked with [`check_server_pair`]); `None` serves plain HTTP/2. The
 /// files are read and parsed here, before anything binds, so a bad file is
 /// a start-up error naming it.
-pub fn server_tls_pair(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Arc<TlsServerConfig>>, RuntimeError> {
+pub fn server_tls_pair(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<Arc<TlsServerConfig>>, RuntimeError> {
     check_server_pair(cert, key)?;
     match (cert, key) {
         (Some(cert), Some(key)) => server_tls(cert, key).map(Some),
@@ -60,7 +73,11 @@ pub fn server_tls_pair(cert: Option<&Path>, key: Option<&Path>) -> Result<Option
 
 /// The client side: trust the CA in `ca` (the setting `setting`), verify the
 /// server's name as `domain` (default: the URL's host).
-pub fn client_tls(ca: &Path, domain: Option<&str>, setting: &str) -> Result<ClientTlsConfig, RuntimeError> {
+pub fn client_tls(
+    ca: &Path,
+    domain: Option<&str>,
+    setting: &str,
+) -> Result<ClientTlsConfig, RuntimeError> {
     let ca_pem = read_pem(ca, setting, "CERTIFICATE")?;
     let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
     Ok(match domain {
@@ -79,9 +96,14 @@ fn read_pem(path: &Path, setting: &str, label: &str) -> Result<Vec<u8>, RuntimeE
         source,
     })?;
     let text = String::from_utf8_lossy(&pem);
-    let has_block = text.lines().any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")));
+    let has_block = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")));
     if !has_block {
-        return Err(RuntimeError::config(setting, format!("{} holds no PEM {label} block", path.display())));
+        return Err(RuntimeError::config(
+            setting,
+            format!("{} holds no PEM {label} block", path.display()),
+        ));
     }
     Ok(pem)
 }
@@ -102,7 +124,8 @@ mod tests {
         assert!(e.contains("tls_cert") && e.contains("server.key"), "{e}");
         let e = server_tls(&fixture("server.pem"), &fixture("server.pem")).unwrap_err().to_string();
         assert!(e.contains("tls_key") && e.contains("server.pem"), "{e}");
-        let e = server_tls(&fixture("missing.pem"), &fixture("server.key")).unwrap_err().to_string();
+        let e =
+            server_tls(&fixture("missing.pem"), &fixture("server.key")).unwrap_err().to_string();
         assert!(e.contains("cannot read") && e.contains("missing.pem"), "{e}");
         let e = client_tls(&fixture("server.key"), None, "learner_tls_ca").unwrap_err().to_string();
         assert!(e.contains("learner_tls_ca") && e.contains("server.key"), "{e}");

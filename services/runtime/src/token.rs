@@ -30,7 +30,10 @@ impl Secret {
     pub fn new(name: &str, value: impl Into<String>) -> Result<Secret, RuntimeError> {
         let value = value.into();
         if value.len() < MIN_TOKEN_LEN {
-            return Err(RuntimeError::config(name, format!("must be at least {MIN_TOKEN_LEN} characters, got {}", value.len())));
+            return Err(RuntimeError::config(
+                name,
+                format!("must be at least {MIN_TOKEN_LEN} characters, got {}", value.len()),
+            ));
         }
         if !value.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(RuntimeError::config(name, "must be visible ASCII without spaces"));
@@ -85,10 +88,15 @@ pub fn load_token(var: &str) -> Result<Option<Secret>, RuntimeError> {
 /// (`lookup` reads the environment), validated; `None` when neither is
 /// set. Both set, an unreadable file or a bad token is an error naming the
 /// variable.
-pub fn load_token_with(var: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Secret>, RuntimeError> {
+pub fn load_token_with(
+    var: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, RuntimeError> {
     let file_var = file_var(var);
     match (lookup(var), lookup(&file_var)) {
-        (Some(_), Some(_)) => Err(RuntimeError::config(var, format!("set either {var} or {file_var}, not both"))),
+        (Some(_), Some(_)) => {
+            Err(RuntimeError::config(var, format!("set either {var} or {file_var}, not both")))
+        }
         (Some(token), None) => Secret::new(var, token).map(Some),
         (None, Some(path)) => {
             let contents = std::fs::read_to_string(&path).map_err(|source| RuntimeError::Io {
@@ -119,7 +127,8 @@ mod tests {
     const VAR: &str = "PEERGRID_TEST_TOKEN";
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name: &str| map.get(name).cloned()
     }
 
@@ -128,7 +137,8 @@ mod tests {
 
     impl TempFile {
         fn new(name: &str, contents: &str) -> TempFile {
-            let dir = std::env::temp_dir().join(format!("peergrid-token-{}-{name}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("peergrid-token-{}-{name}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join("token");
             std::fs::write(&path, contents).unwrap();
@@ -151,21 +161,42 @@ mod tests {
         assert_eq!(load_token_with(VAR, env(&[])).unwrap(), None);
         assert_eq!(load_token_with(VAR, env(&[(VAR, TOKEN)])).unwrap().unwrap().expose(), TOKEN);
         let file = TempFile::new("file", &format!("{TOKEN}\n"));
-        let from_file = load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", file.path())])).unwrap();
+        let from_file =
+            load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", file.path())])).unwrap();
         assert_eq!(from_file.unwrap().expose(), TOKEN, "one trailing newline is dropped");
-        let both = load_token_with(VAR, env(&[(VAR, TOKEN), ("PEERGRID_TEST_TOKEN_FILE", file.path())])).unwrap_err();
+        let both =
+            load_token_with(VAR, env(&[(VAR, TOKEN), ("PEERGRID_TEST_TOKEN_FILE", file.path())]))
+                .unwrap_err();
         let text = both.to_string();
-        assert!(text.contains(VAR) && text.contains("PEERGRID_TEST_TOKEN_FILE") && text.contains("not both"), "{text}");
+        assert!(
+            text.contains(VAR)
+                && text.contains("PEERGRID_TEST_TOKEN_FILE")
+                && text.contains("not both"),
+            "{text}"
+        );
         assert!(!text.contains(TOKEN), "{text}");
     }
 
     #[test]
     fn a_crlf_file_works_but_other_trailing_space_is_refused() {
         let crlf = TempFile::new("crlf", &format!("{TOKEN}\r\n"));
-        assert_eq!(load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", crlf.path())])).unwrap().unwrap().expose(), TOKEN);
+        assert_eq!(
+            load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", crlf.path())]))
+                .unwrap()
+                .unwrap()
+                .expose(),
+            TOKEN
+        );
         let two = TempFile::new("two", &format!("{TOKEN}\n\n"));
-        let e = load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", two.path())])).unwrap_err().to_string();
-        assert!(e.contains("PEERGRID_TEST_TOKEN_FILE") && e.contains(two.path()) && e.contains("visible ASCII"), "{e}");
+        let e = load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", two.path())]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("PEERGRID_TEST_TOKEN_FILE")
+                && e.contains(two.path())
+                && e.contains("visible ASCII"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -174,8 +205,15 @@ mod tests {
         assert!(e.contains(VAR) && e.contains("at least 16") && e.contains("got 7"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         let file = TempFile::new("short", "hunter2\n");
-        let e = load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", file.path())])).unwrap_err().to_string();
-        assert!(e.contains("PEERGRID_TEST_TOKEN_FILE") && e.contains("at least 16") && !e.contains("hunter2"), "{e}");
+        let e = load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", file.path())]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("PEERGRID_TEST_TOKEN_FILE")
+                && e.contains("at least 16")
+                && !e.contains("hunter2"),
+            "{e}"
+        );
         assert!(Secret::new("t", "a".repeat(MIN_TOKEN_LEN)).is_ok());
         assert!(Secret::new("t", "a".repeat(MIN_TOKEN_LEN - 1)).is_err());
         assert!(Secret::new("t", "has a space in it!!").is_err());
@@ -183,9 +221,17 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        let e = load_token_with(VAR, env(&[("PEERGRID_TEST_TOKEN_FILE", "/nonexistent/peergrid-token")])).unwrap_err();
+        let e = load_token_with(
+            VAR,
+            env(&[("PEERGRID_TEST_TOKEN_FILE", "/nonexistent/peergrid-token")]),
+        )
+        .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("PEERGRID_TEST_TOKEN_FILE") && text.contains("/nonexistent/peergrid-token"), "{text}");
+        assert!(
+            text.contains("PEERGRID_TEST_TOKEN_FILE")
+                && text.contains("/nonexistent/peergrid-token"),
+            "{text}"
+        );
     }
 
     #[test]

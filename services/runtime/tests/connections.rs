@@ -8,7 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use peergrid_runtime::connections::{tls_server_config, Acceptor, ConnectionLimits, ConnectionMetrics, Refusal};
+use peergrid_runtime::connections::{
+    tls_server_config, Acceptor, ConnectionLimits, ConnectionMetrics, Refusal,
+};
 use peergrid_runtime::Metrics;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -26,8 +28,13 @@ impl Server {
     async fn start(limits: ConnectionLimits, tls: bool) -> Server {
         let metrics = ConnectionMetrics::register(&mut Metrics::new());
         let tls = tls.then(|| {
-            let fixture =
-                |name: &str| std::fs::read(format!("{}/../../tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let fixture = |name: &str| {
+                std::fs::read(format!(
+                    "{}/../../tests/fixtures/tls/{name}",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap()
+            };
             tls_server_config(&fixture("server.pem"), &fixture("server.key")).unwrap()
         });
         let acceptor = Acceptor::new(limits, metrics.clone(), tls);
@@ -48,19 +55,32 @@ impl Server {
     }
 
     async fn client(&self) -> HealthClient<tonic::transport::Channel> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)).unwrap();
-        let channel = endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(5)).connect().await.unwrap();
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)).unwrap();
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
         HealthClient::new(channel)
     }
 
     async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("the server stops").unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
     }
 }
 
 async fn serving(client: &mut HealthClient<tonic::transport::Channel>) -> bool {
-    let reply = client.check(HealthCheckRequest { service: "probe".into() }).await.expect("a health answer");
+    let reply = client
+        .check(HealthCheckRequest { service: "probe".into() })
+        .await
+        .expect("a health answer");
     reply.into_inner().status == ServingStatus::Serving as i32
 }
 
@@ -89,7 +109,12 @@ async fn closed_within(mut stream: TcpStream, within: Duration) -> (bool, TcpStr
             match stream.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(_) => continue,
-                Err(e) => break !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                Err(e) => {
+                    break !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
             }
         };
         (closed, stream)
@@ -106,12 +131,17 @@ async fn closed_within(mut stream: TcpStream, within: Duration) -> (bool, TcpStr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_and_streams_keep_theirs() {
     let idle = Duration::from_millis(400);
-    let limits = ConnectionLimits { max_connections: 16, idle_timeout: idle, ..ConnectionLimits::default() };
+    let limits =
+        ConnectionLimits { max_connections: 16, idle_timeout: idle, ..ConnectionLimits::default() };
     let server = Server::start(limits, false).await;
     let mut unary = server.client().await;
     assert!(serving(&mut unary).await);
     let mut watcher = server.client().await;
-    let mut watch = watcher.watch(HealthCheckRequest { service: "probe".into() }).await.expect("a watch stream").into_inner();
+    let mut watch = watcher
+        .watch(HealthCheckRequest { service: "probe".into() })
+        .await
+        .expect("a watch stream")
+        .into_inner();
     let first = watch.message().await.expect("a first status").expect("the stream is open");
     assert_eq!(first.status, ServingStatus::Serving as i32);
     wait_until("two connections open", || server.metrics.open() == 2).await;
@@ -120,7 +150,11 @@ async fn idle_connections_are_closed_and_streams_keep_theirs() {
     wait_until("one connection left open", || server.metrics.open() == 1).await;
     // Five idle timeouts later the watching connection is still there.
     tokio::time::sleep(idle * 5).await;
-    assert_eq!((server.metrics.open(), server.metrics.idle_closed()), (1, 1), "the stream's connection stays");
+    assert_eq!(
+        (server.metrics.open(), server.metrics.idle_closed()),
+        (1, 1),
+        "the stream's connection stays"
+    );
     // The closed client dials again on its next call.
     assert!(serving(&mut unary).await, "a call after the idle close is answered");
     drop(watch);
@@ -132,8 +166,11 @@ async fn idle_connections_are_closed_and_streams_keep_theirs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_and_open_ones_are_served() {
-    let limits =
-        ConnectionLimits { max_connections: 4, handshake_timeout: Duration::from_secs(30), ..ConnectionLimits::default() };
+    let limits = ConnectionLimits {
+        max_connections: 4,
+        handshake_timeout: Duration::from_secs(30),
+        ..ConnectionLimits::default()
+    };
     let server = Server::start(limits, false).await;
     let mut client = server.client().await;
     assert!(serving(&mut client).await);
@@ -176,8 +213,11 @@ async fn connections_over_the_cap_are_closed_and_open_ones_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_cap_a_new_client_takes_the_place_of_an_old_silent_connection() {
-    let limits =
-        ConnectionLimits { max_connections: 2, handshake_timeout: Duration::from_secs(2), ..ConnectionLimits::default() };
+    let limits = ConnectionLimits {
+        max_connections: 2,
+        handshake_timeout: Duration::from_secs(2),
+        ..ConnectionLimits::default()
+    };
     let server = Server::start(limits, false).await;
     let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
     wait_until("the silent connections to fill the cap", || server.metrics.open() == 2).await;
@@ -209,7 +249,11 @@ async fn at_the_cap_a_new_client_takes_the_place_of_an_old_silent_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_without_a_complete_preface_is_closed_at_the_deadline() {
     let deadline = Duration::from_millis(300);
-    let limits = ConnectionLimits { max_connections: 16, handshake_timeout: deadline, ..ConnectionLimits::default() };
+    let limits = ConnectionLimits {
+        max_connections: 16,
+        handshake_timeout: deadline,
+        ..ConnectionLimits::default()
+    };
     let server = Server::start(limits, false).await;
     let started = Instant::now();
     let silent = TcpStream::connect(server.addr).unwrap();
@@ -239,8 +283,11 @@ async fn a_connection_without_a_complete_preface_is_closed_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tls_a_stalled_handshake_is_closed_and_counted() {
-    let limits =
-        ConnectionLimits { max_connections: 16, handshake_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };
+    let limits = ConnectionLimits {
+        max_connections: 16,
+        handshake_timeout: Duration::from_millis(300),
+        ..ConnectionLimits::default()
+    };
     let server = Server::start(limits, true).await;
     // Half a TLS record header, then nothing.
     let mut stalled = TcpStream::connect(server.addr).unwrap();
@@ -271,7 +318,8 @@ fn fd_limit_child_server() {
         return;
     }
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let limits = ConnectionLimits {
             max_connections: 10_000,
@@ -281,7 +329,11 @@ fn fd_limit_child_server() {
         let server = Server::start(limits, false).await;
         println!("PORT {}", server.addr.port());
         loop {
-            println!("FD_LIMIT {} OPEN {}", server.metrics.refused(Refusal::FdLimit), server.metrics.open());
+            println!(
+                "FD_LIMIT {} OPEN {}",
+                server.metrics.refused(Refusal::FdLimit),
+                server.metrics.open()
+            );
             std::io::stdout().flush().unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -346,7 +398,9 @@ fn out_of_descriptors_the_server_keeps_serving_and_does_not_spin() {
         text
     });
     let next_line = |what: &str| {
-        lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|e| panic!("waited 60 s for the child's {what}: {e}"))
+        lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("waited 60 s for the child's {what}: {e}"))
     };
     let port: u16 = loop {
         let line = next_line("port");
@@ -360,21 +414,33 @@ fn out_of_descriptors_the_server_keeps_serving_and_does_not_spin() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut client = runtime.block_on(async {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
-        let channel = endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(5)).connect().await.unwrap();
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
         HealthClient::new(channel)
     });
     assert!(runtime.block_on(serving(&mut client)));
 
     // Far more idle connections than the child has descriptors.
-    let idle: Vec<TcpStream> = (0..IDLE_CONNECTIONS).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let idle: Vec<TcpStream> =
+        (0..IDLE_CONNECTIONS).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let line = next_line("refusal counts");
-        let fd_limit: u64 = line.strip_prefix("FD_LIMIT ").and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+        let fd_limit: u64 = line
+            .strip_prefix("FD_LIMIT ")
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
         if fd_limit > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "waited 30 s for the child to run out of descriptors ({line})");
+        assert!(
+            Instant::now() < deadline,
+            "waited 30 s for the child to run out of descriptors ({line})"
+        );
     }
 
     // Out of descriptors, with connections waiting: the existing client is
@@ -389,6 +455,12 @@ fn out_of_descriptors_the_server_keeps_serving_and_does_not_spin() {
     drop(idle);
     println!("child CPU while out of descriptors: {used:.3} s in {window:?}");
     let log = stderr.join().unwrap();
-    assert!(used < 0.3 * window.as_secs_f64(), "the child used {used:.2} CPU s in {window:?} while out of descriptors");
-    assert!(log.contains("file-descriptor limit"), "a warning names the limit; the child's log:\n{log}");
+    assert!(
+        used < 0.3 * window.as_secs_f64(),
+        "the child used {used:.2} CPU s in {window:?} while out of descriptors"
+    );
+    assert!(
+        log.contains("file-descriptor limit"),
+        "a warning names the limit; the child's log:\n{log}"
+    );
 }

@@ -33,9 +33,11 @@ for tag in acc.Tags()["scalars"]:
 /// why) when the test should be skipped; a panic when running under CI.
 fn tensorboard_python() -> Option<PathBuf> {
     let venv = std::env::var_os("PEERGRID_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("PEERGRID_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache").join("peergrid"));
+        let cache = std::env::var_os("PEERGRID_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache")
+                .join("peergrid")
+        });
         cache.join("venv")
     });
     let python = venv.join("bin").join("python");
@@ -43,13 +45,19 @@ fn tensorboard_python() -> Option<PathBuf> {
         Ok(out) if out.status.success() => return Some(python),
         Ok(out) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            format!("{} cannot import tensorboard: {}", python.display(), stderr.lines().last().unwrap_or("no error output"))
+            format!(
+                "{} cannot import tensorboard: {}",
+                python.display(),
+                stderr.lines().last().unwrap_or("no error output")
+            )
         }
         Err(error) => format!("cannot run {}: {error}", python.display()),
     };
     let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
     if in_ci {
-        panic!("CI is set but TensorBoard's reader is missing ({problem}); run scripts/python-env.sh");
+        panic!(
+            "CI is set but TensorBoard's reader is missing ({problem}); run scripts/python-env.sh"
+        );
     }
     eprintln!("SKIP tensorboard_reads_back: {problem} (make it with scripts/python-env.sh)");
     None
@@ -58,23 +66,36 @@ fn tensorboard_python() -> Option<PathBuf> {
 /// `(tag, step, value, wall_time)` as TensorBoard reads them from `logdir`,
 /// with the file version it found.
 fn tensorboard_read(python: &Path, logdir: &Path) -> (String, Vec<Point>) {
-    let out = Command::new(python).args(["-c", READ_BACK_PY]).arg(logdir).output().expect("python runs");
+    let out =
+        Command::new(python).args(["-c", READ_BACK_PY]).arg(logdir).output().expect("python runs");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut lines = stdout.lines();
     let version = lines.next().expect("a file_version line").to_owned();
     let scalars = lines
         .map(|line| {
             let fields: Vec<&str> = line.split('\t').collect();
-            let [tag, step, value, wall_time] = fields[..] else { panic!("unexpected line {line:?}") };
-            (tag.to_owned(), step.parse().unwrap(), value.parse().unwrap(), wall_time.parse().unwrap())
+            let [tag, step, value, wall_time] = fields[..] else {
+                panic!("unexpected line {line:?}")
+            };
+            (
+                tag.to_owned(),
+                step.parse().unwrap(),
+                value.parse().unwrap(),
+                wall_time.parse().unwrap(),
+            )
         })
         .collect();
     (version, scalars)
 }
 
 fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("peergrid-tensorboard-{test}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("peergrid-tensorboard-{test}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     dir
 }
@@ -90,7 +111,8 @@ fn by_tag(mut points: Vec<Point>) -> Vec<Point> {
 
 /// Same tags, steps and value bits (so NaN equals NaN), in the same order.
 fn same_values(a: &[Point], b: &[Point]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0 && x.1 == y.1 && x.2.to_bits() == y.2.to_bits())
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| x.0 == y.0 && x.1 == y.1 && x.2.to_bits() == y.2.to_bits())
 }
 
 /// Writes CleanRL's tag names with zero, negative, tiny, huge and non-finite
@@ -116,7 +138,11 @@ fn write_run(logdir: &Path) -> (PathBuf, Vec<Point>) {
 
 /// What our own reader finds, in the same shape.
 fn rust_read(file: &Path) -> Vec<Point> {
-    read_scalars(file).unwrap().into_iter().map(|s| (s.tag, s.step, f64::from(s.value), s.wall_time)).collect()
+    read_scalars(file)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.tag, s.step, f64::from(s.value), s.wall_time))
+        .collect()
 }
 
 #[test]
@@ -128,7 +154,10 @@ fn tensorboard_reads_back_every_scalar_we_wrote() {
     let (version, from_tensorboard) = tensorboard_read(&python, &logdir);
     assert_eq!(version, "file_version 2.0");
     let (theirs, expected) = (by_tag(from_tensorboard), by_tag(expected));
-    assert!(same_values(&theirs, &expected), "TensorBoard read\n{theirs:?}\nwe wrote\n{expected:?}");
+    assert!(
+        same_values(&theirs, &expected),
+        "TensorBoard read\n{theirs:?}\nwe wrote\n{expected:?}"
+    );
     // Our reader agrees with TensorBoard's to the bit, wall times included.
     let ours = by_tag(rust_read(&file));
     assert!(same_values(&ours, &theirs));
@@ -151,7 +180,10 @@ fn tensorboard_stops_at_a_damaged_record() {
 
     let (_, from_tensorboard) = tensorboard_read(&python, &logdir);
     let from_tensorboard = by_tag(from_tensorboard);
-    assert!(!same_values(&from_tensorboard, &by_tag(expected.clone())), "TensorBoard accepted a corrupted record");
+    assert!(
+        !same_values(&from_tensorboard, &by_tag(expected.clone())),
+        "TensorBoard accepted a corrupted record"
+    );
     expected.pop();
     assert!(same_values(&from_tensorboard, &by_tag(expected)), "{from_tensorboard:?}");
     assert!(read_scalars(&file).is_err());

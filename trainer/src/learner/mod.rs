@@ -205,7 +205,9 @@ impl std::fmt::Display for Refusal {
             Refusal::UnknownVersion { version, current } => {
                 write!(f, "policy_version {version} is unknown: the newest published version is {current}")
             }
-            Refusal::Duplicate { node, version } => write!(f, "node '{node}' already sent its rollout for version {version}"),
+            Refusal::Duplicate { node, version } => {
+                write!(f, "node '{node}' already sent its rollout for version {version}")
+            }
             Refusal::Stopped => write!(f, "the learner is shutting down"),
         }
     }
@@ -292,7 +294,11 @@ impl LearnerHandle {
     pub fn subscriber(&self, node: &str) -> SubscriberGuard {
         self.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.commands.send(Command::Subscription(node.to_owned(), true));
-        SubscriberGuard { count: Arc::clone(&self.subscribers), node: node.to_owned(), commands: self.commands.clone() }
+        SubscriberGuard {
+            count: Arc::clone(&self.subscribers),
+            node: node.to_owned(),
+            commands: self.commands.clone(),
+        }
     }
 
     /// Resolves, with the panic message, if the learner thread dies; never
@@ -417,7 +423,9 @@ pub(crate) fn spawn(
                 None
             }
         },
-        (None, true) => return Err(TrainerError::config("resume", "needs a run directory to resume from")),
+        (None, true) => {
+            return Err(TrainerError::config("resume", "needs a run directory to resume from"))
+        }
         _ => None,
     };
     let (ppo, obs_stats, version, updates_done) = match restored {
@@ -427,16 +435,22 @@ pub(crate) fn spawn(
             let config = PpoConfig { prior: c.policy.net.spec.prior, ..c.ppo.clone() };
             let mut ppo = Ppo::from_flat(config, &c.policy.net.to_flat(), device)?;
             ppo.restore_optimiser(&c.optimiser)?;
-            info!(version = c.policy.version, updates_done = c.updates_done, "resumed from checkpoint");
+            info!(
+                version = c.policy.version,
+                updates_done = c.updates_done,
+                "resumed from checkpoint"
+            );
             (ppo, c.obs_stats, c.policy.version, c.updates_done)
         }
         None => (Ppo::new(ppo_config, device)?, RunningStats::new(OBS_DIM), 1, 0),
     };
     let tb = outputs.tensorboard_dir.as_ref().map(EventWriter::create).transpose()?;
     let normaliser = obs_stats.normaliser(ppo.config.obs_clip);
-    let weights = PolicyWeights { net: ppo.actor_critic()?, normaliser: normaliser.clone(), version };
+    let weights =
+        PolicyWeights { net: ppo.actor_critic()?, normaliser: normaliser.clone(), version };
     let blob = to_safetensors(&weights)?;
-    let (publish, published) = watch::channel(Published { version, weights: Arc::new(blob), republished: 0 });
+    let (publish, published) =
+        watch::channel(Published { version, weights: Arc::new(blob), republished: 0 });
     let status = Arc::new(Mutex::new(LearnerStatus {
         version,
         updates_done,
@@ -477,7 +491,8 @@ pub(crate) fn spawn(
         .spawn(move || {
             // A panic must not leave a trainer that answers SERVING with
             // nobody learning: record why, then let the panic continue.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| learner.run(rx)));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| learner.run(rx)));
             if let Err(panic) = outcome {
                 death_tx.send_replace(Some(panic_message(panic.as_ref())));
                 std::panic::resume_unwind(panic);

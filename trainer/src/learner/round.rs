@@ -27,9 +27,9 @@ impl Learner {
     pub(super) fn run(mut self, rx: std::sync::mpsc::Receiver<Command>) {
         loop {
             let timeout = match (self.settings.mode, self.first_pending_at) {
-                (Mode::Sync, Some(t)) => {
-                    Duration::from_millis(self.settings.sync_timeout_ms).saturating_sub(t.elapsed()).max(Duration::from_millis(1))
-                }
+                (Mode::Sync, Some(t)) => Duration::from_millis(self.settings.sync_timeout_ms)
+                    .saturating_sub(t.elapsed())
+                    .max(Duration::from_millis(1)),
                 _ => Duration::from_secs(3600),
             };
             match rx.recv_timeout(timeout) {
@@ -40,7 +40,8 @@ impl Learner {
                         let _ = reply.send((Err(Refusal::Stopped), 0));
                         continue;
                     }
-                    let (node, end) = (rollout.node_name.clone(), rollout.first_slot + rollout.steps as u64);
+                    let (node, end) =
+                        (rollout.node_name.clone(), rollout.first_slot + rollout.steps as u64);
                     let verdict = self.ingest(*rollout);
                     let next = self.act_version(&verdict, &node, end);
                     let _ = reply.send((verdict, next));
@@ -62,7 +63,10 @@ impl Learner {
                     return;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if self.settings.mode == Mode::Sync && !self.pending.is_empty() && !self.max_reached() {
+                    if self.settings.mode == Mode::Sync
+                        && !self.pending.is_empty()
+                        && !self.max_reached()
+                    {
                         let missed: Vec<String> = self.waiting_for();
                         warn!(
                             nodes = self.pending_nodes.len(),
@@ -152,7 +156,9 @@ impl Learner {
             Ok(Ingest::Accepted { .. }) => self.version + 1,
             Ok(Ingest::Stale { .. }) => {
                 let others_due = self.nodes.iter().any(|(name, t)| {
-                    name != node && t.subscriptions > 0 && (t.last_end.is_some_and(|e| e < end) || self.intends(t, end))
+                    name != node
+                        && t.subscriptions > 0
+                        && (t.last_end.is_some_and(|e| e < end) || self.intends(t, end))
                 });
                 if !self.pending.is_empty() || others_due {
                     self.version + 1
@@ -190,19 +196,28 @@ impl Learner {
         if let Some(t) = self.nodes.get_mut(&r.node_name) {
             (t.last_end, t.intent) = (Some(end), None);
         }
-        self.metrics.rollouts.get_or_create(&[("node", r.node_name.clone()), ("outcome", outcome.to_owned())]).inc();
+        self.metrics
+            .rollouts
+            .get_or_create(&[("node", r.node_name.clone()), ("outcome", outcome.to_owned())])
+            .inc();
     }
 
     fn ingest(&mut self, r: Rollout) -> Result<Ingest, Refusal> {
         if r.policy_version > self.version {
-            return Err(Refusal::UnknownVersion { version: r.policy_version, current: self.version });
+            return Err(Refusal::UnknownVersion {
+                version: r.policy_version,
+                current: self.version,
+            });
         }
         let lag = self.version - r.policy_version;
         let done = self.settings.max_updates.is_some_and(|m| self.updates_done >= m);
         let stale = done
             || match self.settings.mode {
                 Mode::Sync => lag > 0,
-                Mode::Async => lag > self.settings.max_policy_lag || !self.normalisers.contains_key(&r.policy_version),
+                Mode::Async => {
+                    lag > self.settings.max_policy_lag
+                        || !self.normalisers.contains_key(&r.policy_version)
+                }
             };
         if stale {
             self.metrics.batches_stale.inc();
@@ -235,7 +250,9 @@ impl Learner {
         }
         match self.settings.mode {
             Mode::Sync => {
-                !self.pending.is_empty() && self.pending_nodes.len() >= self.settings.min_nodes && self.waiting_for().is_empty()
+                !self.pending.is_empty()
+                    && self.pending_nodes.len() >= self.settings.min_nodes
+                    && self.waiting_for().is_empty()
             }
             Mode::Async => self.pending_samples >= self.settings.async_batch_samples,
         }

@@ -54,9 +54,15 @@ async fn a_stale_node_is_told_which_version_to_act_with() {
     assert_eq!(h.ingest_and_next(at("a", 1, 0, 0)).await, (Ok(Ingest::Accepted { samples: 8 }), 2));
     wait_version(&h, 2).await;
     // b acted with version 1 too: stale, nothing else due → act with 2 now.
-    assert_eq!(h.ingest_and_next(at("b", 1, 2, 0)).await, (Ok(Ingest::Stale { version: 1, current: 2 }), 2));
+    assert_eq!(
+        h.ingest_and_next(at("b", 1, 2, 0)).await,
+        (Ok(Ingest::Stale { version: 1, current: 2 }), 2)
+    );
     // Round 2 (slots 4..8): b is stale again and first; a is due → wait for 3.
-    assert_eq!(h.ingest_and_next(at("b", 1, 2, 4)).await, (Ok(Ingest::Stale { version: 1, current: 2 }), 3));
+    assert_eq!(
+        h.ingest_and_next(at("b", 1, 2, 4)).await,
+        (Ok(Ingest::Stale { version: 1, current: 2 }), 3)
+    );
     assert_eq!(h.status().version, 2, "the round waits for a");
     assert_eq!(h.ingest_and_next(at("a", 2, 0, 4)).await, (Ok(Ingest::Accepted { samples: 8 }), 3));
     wait_version(&h, 3).await;
@@ -86,10 +92,19 @@ async fn nodes_that_began_this_rounds_rollout_are_waited_for_from_their_first() 
     assert!(h.begin_rollout(begin("b", 1, 0, 4)).await);
     assert!(!h.begin_rollout(begin("nobody", 1, 0, 4)).await, "no policy stream: not awaited");
     assert!(!h.begin_rollout(begin("c", 2, 0, 4)).await, "version 2 is not published: not awaited");
-    assert_eq!(h.ingest_and_next(rollout("a", 1, 0)).await, (Ok(Ingest::Accepted { samples: 8 }), 2));
-    assert!(!h.begin_rollout(begin("c", 1, 4, 8)).await, "the round ends at slot 4: c's rollout is for the next one");
+    assert_eq!(
+        h.ingest_and_next(rollout("a", 1, 0)).await,
+        (Ok(Ingest::Accepted { samples: 8 }), 2)
+    );
+    assert!(
+        !h.begin_rollout(begin("c", 1, 4, 8)).await,
+        "the round ends at slot 4: c's rollout is for the next one"
+    );
     assert_eq!(h.status().version, 1, "the round waits for b");
-    assert_eq!(h.ingest_and_next(rollout("b", 1, 2)).await, (Ok(Ingest::Accepted { samples: 8 }), 2));
+    assert_eq!(
+        h.ingest_and_next(rollout("b", 1, 2)).await,
+        (Ok(Ingest::Accepted { samples: 8 }), 2)
+    );
     wait_version(&h, 2).await;
     assert_eq!(h.status().batches_stale, 0);
 }
@@ -132,7 +147,11 @@ async fn a_stop_interrupts_an_update_in_progress_and_undoes_it() {
     thread.join().unwrap();
     assert_eq!(metrics.updates_interrupted.get(), 1, "the update was interrupted");
     assert_eq!((h.status().version, h.status().updates_done), (1, 0), "nothing was published");
-    assert_eq!(checkpoint::latest_version(&dir).unwrap(), Some(1), "the final checkpoint holds version 1");
+    assert_eq!(
+        checkpoint::latest_version(&dir).unwrap(),
+        Some(1),
+        "the final checkpoint holds version 1"
+    );
     assert_eq!(h.ingest(rollout("b", 1, 2)).await, Err(Refusal::Stopped));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -151,12 +170,18 @@ async fn wait_version(h: &LearnerHandle, v: u64) {
 async fn sync_mode_waits_for_min_nodes_refuses_duplicates_and_drops_stale() {
     let h = start(LearnerSettings { min_nodes: 2, ..LearnerSettings::default() });
     assert_eq!(h.ingest(rollout("a", 1, 0)).await, Ok(Ingest::Accepted { samples: 8 }));
-    assert_eq!(h.ingest(rollout("a", 1, 0)).await, Err(Refusal::Duplicate { node: "a".into(), version: 1 }));
+    assert_eq!(
+        h.ingest(rollout("a", 1, 0)).await,
+        Err(Refusal::Duplicate { node: "a".into(), version: 1 })
+    );
     assert_eq!(h.status().version, 1, "one node of two: no update yet");
     assert_eq!(h.ingest(rollout("b", 1, 2)).await, Ok(Ingest::Accepted { samples: 8 }));
     wait_version(&h, 2).await;
     assert_eq!(h.ingest(rollout("a", 1, 0)).await, Ok(Ingest::Stale { version: 1, current: 2 }));
-    assert_eq!(h.ingest(rollout("a", 3, 0)).await, Err(Refusal::UnknownVersion { version: 3, current: 2 }));
+    assert_eq!(
+        h.ingest(rollout("a", 3, 0)).await,
+        Err(Refusal::UnknownVersion { version: 3, current: 2 })
+    );
     let s = h.status();
     assert_eq!((s.updates_done, s.samples_total, s.batches_stale), (1, 16, 1));
     assert!(s.mean_episode_return.is_finite());
@@ -165,8 +190,12 @@ async fn sync_mode_waits_for_min_nodes_refuses_duplicates_and_drops_stale() {
 
 #[tokio::test]
 async fn async_mode_updates_by_sample_count_and_bounds_the_lag() {
-    let h =
-        start(LearnerSettings { mode: Mode::Async, async_batch_samples: 16, max_policy_lag: 1, ..LearnerSettings::default() });
+    let h = start(LearnerSettings {
+        mode: Mode::Async,
+        async_batch_samples: 16,
+        max_policy_lag: 1,
+        ..LearnerSettings::default()
+    });
     h.ingest(rollout("a", 1, 0)).await.unwrap();
     assert_eq!(h.status().version, 1);
     h.ingest(rollout("a", 1, 0)).await.unwrap();

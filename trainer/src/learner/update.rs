@@ -61,11 +61,16 @@ impl Learner {
         self.normalisers.retain(|v, _| *v >= keep_from);
         match to_safetensors(&weights) {
             Ok(blob) => {
-                self.publish.send_replace(Published { version: next, weights: Arc::new(blob), republished: 0 });
+                self.publish.send_replace(Published {
+                    version: next,
+                    weights: Arc::new(blob),
+                    republished: 0,
+                });
             }
             Err(e) => warn!("cannot encode version {next}: {e}"),
         }
-        let samples_per_s = samples as f64 * self.ppo.config.update_epochs as f64 / learn_seconds.max(1e-9);
+        let samples_per_s =
+            samples as f64 * self.ppo.config.update_epochs as f64 / learn_seconds.max(1e-9);
         let record = UpdateRecord {
             version: next,
             samples,
@@ -89,7 +94,9 @@ impl Learner {
             }
         }
         self.history.lock().expect("history lock").push(record);
-        if self.settings.checkpoint_every > 0 && self.updates_done % self.settings.checkpoint_every == 0 {
+        if self.settings.checkpoint_every > 0
+            && self.updates_done % self.settings.checkpoint_every == 0
+        {
             if let Err(e) = self.checkpoint() {
                 warn!("checkpoint failed: {e}");
             }
@@ -102,7 +109,11 @@ impl Learner {
     /// (parameters, optimiser and statistics as before), counted and logged,
     /// and `None` is returned — the published version stays, the learner
     /// goes on. Otherwise the weights of version `next`.
-    fn guarded_update(&mut self, rollouts: &[Rollout], next: u64) -> Option<(UpdateStats, PolicyWeights)> {
+    fn guarded_update(
+        &mut self,
+        rollouts: &[Rollout],
+        next: u64,
+    ) -> Option<(UpdateStats, PolicyWeights)> {
         #[cfg(test)]
         if rollouts.iter().any(|r| r.node_name == CRASH_FOR_TEST) {
             panic!("learner crash requested by a test");
@@ -110,7 +121,12 @@ impl Learner {
         let before = self.ppo.snapshot();
         let stats_before = self.obs_stats.clone();
         let normalisers = &self.normalisers;
-        let stats = match self.ppo.update_unless(rollouts, |v| &normalisers[&v], self.updates_done, &self.stopping) {
+        let stats = match self.ppo.update_unless(
+            rollouts,
+            |v| &normalisers[&v],
+            self.updates_done,
+            &self.stopping,
+        ) {
             Ok(stats) => stats,
             Err(Interrupted { gradient_steps }) => {
                 if let Err(e) = self.ppo.restore(&before) {
@@ -183,7 +199,10 @@ impl Learner {
                 }
             }
         } else {
-            warn!(version = self.version, "{MAX_REPUBLISH} updates in a row discarded: waiting for new experience");
+            warn!(
+                version = self.version,
+                "{MAX_REPUBLISH} updates in a row discarded: waiting for new experience"
+            );
         }
         None
     }
@@ -227,7 +246,10 @@ impl Learner {
             scalars.push(("charts/community_cost", r.community_cost));
             scalars.push(("charts/grid_import_kwh", r.grid_import_kwh));
         }
-        let result = scalars.into_iter().try_for_each(|(tag, v)| tb.add_scalar(tag, v, step)).and_then(|()| tb.flush());
+        let result = scalars
+            .into_iter()
+            .try_for_each(|(tag, v)| tb.add_scalar(tag, v, step))
+            .and_then(|()| tb.flush());
         if let Err(e) = result {
             warn!("TensorBoard write failed: {e}");
         }

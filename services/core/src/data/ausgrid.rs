@@ -37,7 +37,8 @@ mod dates;
 pub use dates::parse_ausgrid_date;
 
 const SLOTS_PER_DAY: usize = 48;
-const REQUIRED_COLUMNS: [&str; 4] = ["Customer", "Generator Capacity", "Consumption Category", "date"];
+const REQUIRED_COLUMNS: [&str; 4] =
+    ["Customer", "Generator Capacity", "Consumption Category", "date"];
 
 /// A loaded file and the customers that were left out, with why.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,7 +69,10 @@ pub fn parse_ausgrid(reader: impl Read, file_label: &str) -> Result<Dataset, Cor
 }
 
 /// Like [`parse_ausgrid`], also reporting the excluded customers.
-pub fn parse_ausgrid_with_report(reader: impl Read, file_label: &str) -> Result<AusgridImport, CoreError> {
+pub fn parse_ausgrid_with_report(
+    reader: impl Read,
+    file_label: &str,
+) -> Result<AusgridImport, CoreError> {
     let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
     let mut records = csv.records();
     let mut next = || records.next().transpose().map_err(|e| csv_error(file_label, e));
@@ -78,7 +82,8 @@ pub fn parse_ausgrid_with_report(reader: impl Read, file_label: &str) -> Result<
     while let Some(record) = next()? {
         let line = record.position().map_or(0, |p| p.line());
         if record.len() != header.len() {
-            let reason = format!("row has {} fields, the header has {}", record.len(), header.len());
+            let reason =
+                format!("row has {} fields, the header has {}", record.len(), header.len());
             return Err(CoreError::data(file_label, line, "-", reason));
         }
         let row = layout.parse_row(&record, file_label, line)?;
@@ -100,7 +105,12 @@ fn read_header(
             return Ok((record, line));
         }
     }
-    Err(CoreError::data(file, 1, "Customer", "no header line starting with Customer in the first two lines"))
+    Err(CoreError::data(
+        file,
+        1,
+        "Customer",
+        "no header line starting with Customer in the first two lines",
+    ))
 }
 
 /// Column positions found in the header.
@@ -123,12 +133,22 @@ impl Layout {
                 .ok_or_else(|| CoreError::data(file, line, name, "missing column"))?;
         }
         let date = idx[3];
-        let slot_labels: Vec<String> = header.iter().skip(date + 1).take(SLOTS_PER_DAY).map(|h| h.trim().to_string()).collect();
+        let slot_labels: Vec<String> = header
+            .iter()
+            .skip(date + 1)
+            .take(SLOTS_PER_DAY)
+            .map(|h| h.trim().to_string())
+            .collect();
         check_slot_labels(&slot_labels, line, file)?;
         Ok(Layout { customer: idx[0], capacity: idx[1], category: idx[2], date, slot_labels })
     }
 
-    fn parse_row(&self, record: &csv::StringRecord, file: &str, line: u64) -> Result<Row, CoreError> {
+    fn parse_row(
+        &self,
+        record: &csv::StringRecord,
+        file: &str,
+        line: u64,
+    ) -> Result<Row, CoreError> {
         let field = |i: usize| record.get(i).unwrap_or("").trim();
         let at = |column| CellAt { file, line, column };
         let customer = field(self.customer);
@@ -140,11 +160,16 @@ impl Layout {
             "GC" => Category::GeneralConsumption,
             "CL" => Category::ControlledLoad,
             "GG" => Category::GrossGeneration,
-            other => return Err(at("Consumption Category").error(format!("{other:?} is not GC, CL or GG"))),
+            other => {
+                return Err(
+                    at("Consumption Category").error(format!("{other:?} is not GC, CL or GG"))
+                )
+            }
         };
         let date_text = field(self.date);
-        let day = parse_ausgrid_date(date_text)
-            .ok_or_else(|| at("date").error(format!("{date_text:?} is not d/m/yyyy, dd-Mon-yy or yyyy-mm-dd")))?;
+        let day = parse_ausgrid_date(date_text).ok_or_else(|| {
+            at("date").error(format!("{date_text:?} is not d/m/yyyy, dd-Mon-yy or yyyy-mm-dd"))
+        })?;
         let mut kwh = [0.0f32; SLOTS_PER_DAY];
         for (k, value) in kwh.iter_mut().enumerate() {
             *value = at(&self.slot_labels[k]).non_negative(field(self.date + 1 + k))? as f32;
@@ -156,12 +181,21 @@ impl Layout {
 /// The 48 columns after `date` must be 0:30, 1:00, …, 23:30, 0:00.
 fn check_slot_labels(labels: &[String], line: u64, file: &str) -> Result<(), CoreError> {
     if labels.len() != SLOTS_PER_DAY {
-        return Err(CoreError::data(file, line, "date", format!("{} half-hour columns after date, expected 48", labels.len())));
+        return Err(CoreError::data(
+            file,
+            line,
+            "date",
+            format!("{} half-hour columns after date, expected 48", labels.len()),
+        ));
     }
     for (k, label) in labels.iter().enumerate() {
         let expected_min = ((k + 1) * 30) % 1440;
         if parse_clock_minutes(label).map(|m| m % 1440) != Some(expected_min) {
-            let reason = format!("expected {}:{:02} (end of half-hour {k})", expected_min / 60, expected_min % 60);
+            let reason = format!(
+                "expected {}:{:02} (end of half-hour {k})",
+                expected_min / 60,
+                expected_min % 60
+            );
             return Err(CoreError::data(file, line, label.as_str(), reason));
         }
     }
@@ -220,14 +254,22 @@ struct Customer {
     days: BTreeMap<i64, [DayValues; 3]>,
 }
 
-fn add_row(customers: &mut BTreeMap<CustomerKey, Customer>, row: Row, file: &str, line: u64) -> Result<(), CoreError> {
+fn add_row(
+    customers: &mut BTreeMap<CustomerKey, Customer>,
+    row: Row,
+    file: &str,
+    line: u64,
+) -> Result<(), CoreError> {
     let customer = customers.entry(CustomerKey::new(&row.customer)).or_insert_with(|| Customer {
         capacity_kwp: row.capacity_kwp,
         has_controlled_load: false,
         days: BTreeMap::new(),
     });
     if row.capacity_kwp != customer.capacity_kwp {
-        let reason = format!("{} kWp differs from this customer's earlier {} kWp", row.capacity_kwp, customer.capacity_kwp);
+        let reason = format!(
+            "{} kWp differs from this customer's earlier {} kWp",
+            row.capacity_kwp, customer.capacity_kwp
+        );
         return Err(CoreError::data(file, line, "Generator Capacity", reason));
     }
     customer.has_controlled_load |= row.category == Category::ControlledLoad;
@@ -246,7 +288,11 @@ fn add_row(customers: &mut BTreeMap<CustomerKey, Customer>, row: Row, file: &str
 }
 
 /// Applies the completeness policy and builds the dataset.
-fn assemble(customers: BTreeMap<CustomerKey, Customer>, file: &str, header_line: u64) -> Result<AusgridImport, CoreError> {
+fn assemble(
+    customers: BTreeMap<CustomerKey, Customer>,
+    file: &str,
+    header_line: u64,
+) -> Result<AusgridImport, CoreError> {
     let first_day = customers.values().filter_map(|c| c.days.keys().next()).min().copied();
     let last_day = customers.values().filter_map(|c| c.days.keys().next_back()).max().copied();
     let (Some(first_day), Some(last_day)) = (first_day, last_day) else {
@@ -261,8 +307,11 @@ fn assemble(customers: BTreeMap<CustomerKey, Customer>, file: &str, header_line:
         }
     }
     if homes.is_empty() {
-        let reason =
-            format!("no customer has complete data from {} to {}", dates::format_iso(first_day), dates::format_iso(last_day));
+        let reason = format!(
+            "no customer has complete data from {} to {}",
+            dates::format_iso(first_day),
+            dates::format_iso(last_day)
+        );
         return Err(CoreError::data(file, header_line, "Customer", reason));
     }
     let dataset = Dataset {
@@ -286,7 +335,9 @@ fn first_gap(customer: &Customer, first_day: i64, last_day: i64) -> Option<Strin
     }
     for day in first_day..=last_day {
         let rows = customer.days.get(&day);
-        if let Some(category) = needed.iter().find(|c| rows.is_none_or(|r| r[**c as usize].is_none())) {
+        if let Some(category) =
+            needed.iter().find(|c| rows.is_none_or(|r| r[**c as usize].is_none()))
+        {
             return Some(format!("no {} row on {}", category.code(), dates::format_iso(day)));
         }
     }
@@ -295,23 +346,38 @@ fn first_gap(customer: &Customer, first_day: i64, last_day: i64) -> Option<Strin
 
 /// load = GC + CL, PV per kWp = GG / capacity; assumes [`first_gap`] found none.
 fn build_home(id: &str, customer: &Customer, file: &str) -> Result<HomeSeries, CoreError> {
-    let values = |rows: &[DayValues; 3], c: Category| rows[c as usize].map_or([0.0; SLOTS_PER_DAY], |(_, v)| v);
+    let values = |rows: &[DayValues; 3], c: Category| {
+        rows[c as usize].map_or([0.0; SLOTS_PER_DAY], |(_, v)| v)
+    };
     let mut load_kwh = Vec::with_capacity(customer.days.len() * SLOTS_PER_DAY);
     let mut pv_kwh_per_kwp = Vec::with_capacity(load_kwh.capacity());
     for rows in customer.days.values() {
-        let (gc, cl) = (values(rows, Category::GeneralConsumption), values(rows, Category::ControlledLoad));
+        let (gc, cl) =
+            (values(rows, Category::GeneralConsumption), values(rows, Category::ControlledLoad));
         load_kwh.extend(gc.iter().zip(cl).map(|(g, c)| g + c));
         let gg = values(rows, Category::GrossGeneration);
         if customer.capacity_kwp == 0.0 {
-            if let Some((line, _)) = rows[Category::GrossGeneration as usize].filter(|(_, v)| v.iter().any(|&x| x > 0.0)) {
-                return Err(CoreError::data(file, line, "Generator Capacity", "generation with a capacity of 0 kWp"));
+            if let Some((line, _)) =
+                rows[Category::GrossGeneration as usize].filter(|(_, v)| v.iter().any(|&x| x > 0.0))
+            {
+                return Err(CoreError::data(
+                    file,
+                    line,
+                    "Generator Capacity",
+                    "generation with a capacity of 0 kWp",
+                ));
             }
             pv_kwh_per_kwp.extend([0.0; SLOTS_PER_DAY]);
         } else {
             pv_kwh_per_kwp.extend(gg.iter().map(|&g| (g as f64 / customer.capacity_kwp) as f32));
         }
     }
-    Ok(HomeSeries { name: format!("ausgrid-{id}"), load_kwh, pv_kwh_per_kwp, pv_kwp: customer.capacity_kwp })
+    Ok(HomeSeries {
+        name: format!("ausgrid-{id}"),
+        load_kwh,
+        pv_kwh_per_kwp,
+        pv_kwp: customer.capacity_kwp,
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn header() -> String {
-    let slots: Vec<String> = (1..=48).map(|k| k * 30 % 1440).map(|m| format!("{}:{:02}", m / 60, m % 60)).collect();
+    let slots: Vec<String> =
+        (1..=48).map(|k| k * 30 % 1440).map(|m| format!("{}:{:02}", m / 60, m % 60)).collect();
     format!("Customer,Generator Capacity,Postcode,Consumption Category,date,{}", slots.join(","))
 }
 
@@ -23,7 +24,11 @@ fn row(customer: u32, category: &str, date: &str, value: &str, at: usize, specia
 
 /// One complete customer over one day, plus `extra` rows.
 fn text_with(extra: &[String]) -> String {
-    let mut lines = vec![header(), row(1, "GC", "1/07/2012", "0.5", 0, "0.5"), row(1, "GG", "1/07/2012", "0", 24, "1")];
+    let mut lines = vec![
+        header(),
+        row(1, "GC", "1/07/2012", "0.5", 0, "0.5"),
+        row(1, "GG", "1/07/2012", "0", 24, "1"),
+    ];
     lines.extend_from_slice(extra);
     lines.join("\n") + "\n"
 }
@@ -43,7 +48,10 @@ fn title_line_dmy_dates_and_controlled_load() {
     let ds = load_ausgrid_csv(&fixture("title_dmy_controlled_load.csv")).unwrap();
     assert_eq!((ds.slot_minutes, ds.first_slot_of_day, ds.n_slots()), (30, 0, 96));
     assert_eq!(ds.first_day_of_week, 6, "1 July 2012 was a Sunday");
-    assert_eq!(ds.homes.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["ausgrid-1", "ausgrid-2"]);
+    assert_eq!(
+        ds.homes.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["ausgrid-1", "ausgrid-2"]
+    );
     let (one, two) = (&ds.homes[0], &ds.homes[1]);
     // load = GC + CL: CL is 0.25 kWh in the first 12 half-hours.
     assert_eq!((one.load_kwh[0], one.load_kwh[12], one.load_kwh[48]), (0.75, 0.5, 0.75));
@@ -71,13 +79,17 @@ fn customer_missing_a_day_is_excluded_and_reported() {
     let names: Vec<&str> = import.dataset.homes.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, ["ausgrid-2", "ausgrid-10"]);
     assert_eq!(import.dataset.n_slots(), 3 * 48);
-    assert_eq!(import.excluded, vec![ExcludedCustomer { customer: "3".into(), reason: "no GC row on 2011-07-02".into() }]);
+    assert_eq!(
+        import.excluded,
+        vec![ExcludedCustomer { customer: "3".into(), reason: "no GC row on 2011-07-02".into() }]
+    );
 }
 
 #[test]
 fn no_complete_customer_is_an_error() {
     // The only customer's GG row is missing on the second day.
-    let (line, column, reason) = data_error(&text_with(&[row(1, "GC", "2/07/2012", "0.5", 0, "0.5")]));
+    let (line, column, reason) =
+        data_error(&text_with(&[row(1, "GC", "2/07/2012", "0.5", 0, "0.5")]));
     assert_eq!((line, column.as_str()), (1, "Customer"), "{reason}");
     assert!(reason.contains("2012-07-01 to 2012-07-02"), "{reason}");
 }
@@ -93,9 +105,13 @@ fn nan_negative_and_empty_values_name_line_and_column() {
 
 #[test]
 fn duplicate_rows_are_errors() {
-    let (line, column, reason) = data_error(&text_with(&[row(1, "GC", "01-Jul-12", "0.5", 0, "0.5")]));
+    let (line, column, reason) =
+        data_error(&text_with(&[row(1, "GC", "01-Jul-12", "0.5", 0, "0.5")]));
     assert_eq!((line, column.as_str()), (4, "Consumption Category"));
-    assert!(reason.contains("duplicate GC row for customer 1 on 2012-07-01 (first on line 2)"), "{reason}");
+    assert!(
+        reason.contains("duplicate GC row for customer 1 on 2012-07-01 (first on line 2)"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -135,5 +151,8 @@ fn zero_capacity_is_a_consumer_unless_it_generates() {
     };
     let ds = parse_ausgrid(zero_cap("0").as_bytes(), "z").unwrap();
     assert_eq!((ds.homes[0].pv_kwp, ds.homes[0].total_pv_kwh_per_kwp()), (0.0, 0.0));
-    assert!(matches!(parse_ausgrid(zero_cap("0.2").as_bytes(), "z"), Err(CoreError::Data { line: 3, .. })));
+    assert!(matches!(
+        parse_ausgrid(zero_cap("0.2").as_bytes(), "z"),
+        Err(CoreError::Data { line: 3, .. })
+    ));
 }

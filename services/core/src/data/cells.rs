@@ -28,7 +28,8 @@ impl CellAt<'_> {
         if text.is_empty() {
             return Err(self.error("empty cell"));
         }
-        let value: f64 = text.parse().map_err(|_| self.error(format!("{text:?} is not a number")))?;
+        let value: f64 =
+            text.parse().map_err(|_| self.error(format!("{text:?} is not a number")))?;
         if !value.is_finite() {
             return Err(self.error(format!("{text:?} is not finite")));
         }
@@ -72,7 +73,8 @@ fn csv_kind_reason(kind: csv::ErrorKind) -> String {
 
 /// Opens a data file, mapping the failure to [`CoreError::Io`].
 pub(crate) fn open(path: &std::path::Path) -> Result<std::fs::File, CoreError> {
-    std::fs::File::open(path).map_err(|source| CoreError::Io { file: path.display().to_string(), source })
+    std::fs::File::open(path)
+        .map_err(|source| CoreError::Io { file: path.display().to_string(), source })
 }
 
 #[cfg(test)]

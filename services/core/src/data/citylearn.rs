@@ -77,13 +77,20 @@ impl Columns {
     fn find(headers: &csv::StringRecord, file: &str) -> Result<Columns, CoreError> {
         let mut idx = [0; 10];
         for (slot, name) in idx.iter_mut().zip(COLUMN_NAMES) {
-            *slot =
-                headers.iter().position(|h| h.trim() == name).ok_or_else(|| CoreError::data(file, 1, name, "missing column"))?;
+            *slot = headers
+                .iter()
+                .position(|h| h.trim() == name)
+                .ok_or_else(|| CoreError::data(file, 1, name, "missing column"))?;
         }
         Ok(Columns(idx))
     }
 
-    fn parse_row(&self, record: &csv::StringRecord, file: &str, line: u64) -> Result<Row, CoreError> {
+    fn parse_row(
+        &self,
+        record: &csv::StringRecord,
+        file: &str,
+        line: u64,
+    ) -> Result<Row, CoreError> {
         let cell = |i: usize| {
             let at = CellAt { file, line, column: COLUMN_NAMES[i] };
             (at, record.get(self.0[i]).unwrap_or(""))
@@ -124,8 +131,9 @@ struct Row {
 
 impl Row {
     fn check_ranges(&self, file: &str, line: u64) -> Result<(), CoreError> {
-        let out_of =
-            |column: &str, value: u64, range: &str| CoreError::data(file, line, column, format!("{value} is outside {range}"));
+        let out_of = |column: &str, value: u64, range: &str| {
+            CoreError::data(file, line, column, format!("{value} is outside {range}"))
+        };
         if !(1..=12).contains(&self.month) {
             return Err(out_of("month", self.month, "1..=12"));
         }
@@ -136,7 +144,12 @@ impl Row {
             return Err(out_of("hour", self.hour, "0..=23"));
         }
         if self.pv_kwp == 0.0 && self.pv_kwh_per_kwp != 0.0 {
-            return Err(CoreError::data(file, line, "pv_kwh_per_kwp", "non-zero PV for a home with pv_kwp 0"));
+            return Err(CoreError::data(
+                file,
+                line,
+                "pv_kwh_per_kwp",
+                "non-zero PV for a home with pv_kwp 0",
+            ));
         }
         Ok(())
     }
@@ -183,12 +196,19 @@ impl Accumulator {
         });
         let at = |column| CellAt { file, line, column };
         if row.slot != home.load_kwh.len() {
-            let reason =
-                format!("slot {} of Building_{} is not consecutive: expected {}", row.slot, row.building, home.load_kwh.len());
+            let reason = format!(
+                "slot {} of Building_{} is not consecutive: expected {}",
+                row.slot,
+                row.building,
+                home.load_kwh.len()
+            );
             return Err(at("slot").error(reason));
         }
         if row.pv_kwp != home.pv_kwp {
-            return Err(at("pv_kwp").error(format!("{} differs from this home's earlier {}", row.pv_kwp, home.pv_kwp)));
+            return Err(at("pv_kwp").error(format!(
+                "{} differs from this home's earlier {}",
+                row.pv_kwp, home.pv_kwp
+            )));
         }
         home.load_kwh.push(row.load_kwh as f32);
         home.pv_kwh_per_kwp.push(row.pv_kwh_per_kwp as f32);
@@ -198,14 +218,24 @@ impl Accumulator {
 
     /// The file has no explicit resolution; hour and weekday advancing by
     /// exactly one hour per slot is what makes it hourly.
-    fn check_calendar(&self, row: &Row, start: (u64, u64), file: &str, line: u64) -> Result<(), CoreError> {
+    fn check_calendar(
+        &self,
+        row: &Row,
+        start: (u64, u64),
+        file: &str,
+        line: u64,
+    ) -> Result<(), CoreError> {
         let (dow, hour) = Row::expected_calendar(start, row.slot);
         if row.hour != hour {
-            let reason = format!("slot {} has hour {}, expected {hour} for consecutive hourly slots", row.slot, row.hour);
+            let reason = format!(
+                "slot {} has hour {}, expected {hour} for consecutive hourly slots",
+                row.slot, row.hour
+            );
             return Err(CoreError::data(file, line, "hour", reason));
         }
         if row.day_of_week != dow {
-            let reason = format!("slot {} has day_of_week {}, expected {dow}", row.slot, row.day_of_week);
+            let reason =
+                format!("slot {} has day_of_week {}, expected {dow}", row.slot, row.day_of_week);
             return Err(CoreError::data(file, line, "day_of_week", reason));
         }
         Ok(())
@@ -228,7 +258,10 @@ impl Accumulator {
             ("carbon_kg_per_kwh", self.carbon_kg_per_kwh[row.slot], carbon),
         ] {
             if seen != now {
-                let reason = format!("{now} differs from {seen} of Building_{} at slot {}", self.signal_source, row.slot);
+                let reason = format!(
+                    "{now} differs from {seen} of Building_{} at slot {}",
+                    self.signal_source, row.slot
+                );
                 return Err(CoreError::data(file, line, column, reason));
             }
         }
@@ -243,8 +276,10 @@ impl Accumulator {
         let mut homes = Vec::with_capacity(self.homes.len());
         for (building, home) in self.homes {
             if home.load_kwh.len() != n_slots {
-                let reason =
-                    format!("Building_{building} ends after {} slots, the longest home has {n_slots}", home.load_kwh.len());
+                let reason = format!(
+                    "Building_{building} ends after {} slots, the longest home has {n_slots}",
+                    home.load_kwh.len()
+                );
                 return Err(CoreError::data(file, home.last_line, "slot", reason));
             }
             homes.push(HomeSeries {

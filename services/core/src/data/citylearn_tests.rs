@@ -28,7 +28,11 @@ fn expect_error(i: usize, new_row: &str, column: &str) -> String {
     rows[i] = new_row.into();
     match parse(&rows) {
         Err(CoreError::Data { file, line, column: c, reason }) => {
-            assert_eq!((file.as_str(), line, c.as_str()), ("fixture.csv", i as u64 + 2, column), "{reason}");
+            assert_eq!(
+                (file.as_str(), line, c.as_str()),
+                ("fixture.csv", i as u64 + 2, column),
+                "{reason}"
+            );
             reason
         }
         other => panic!("expected a data error, got {other:?}"),
@@ -49,7 +53,8 @@ fn parses_good_fixture() {
 
 #[test]
 fn missing_column_is_reported_on_the_header() {
-    let text = "building,slot,month,day_of_week,hour,load_kwh,pv_kwp,price_per_kwh,carbon_kg_per_kwh\n";
+    let text =
+        "building,slot,month,day_of_week,hour,load_kwh,pv_kwp,price_per_kwh,carbon_kg_per_kwh\n";
     match parse_citylearn(text.as_bytes(), "h.csv") {
         Err(CoreError::Data { line: 1, column, .. }) => assert_eq!(column, "pv_kwh_per_kwp"),
         other => panic!("{other:?}"),
@@ -82,7 +87,9 @@ fn unequal_lengths_are_rejected() {
     rows.pop();
     match parse(&rows) {
         // Reported on the short home's last row.
-        Err(CoreError::Data { line: 6, column, reason, .. }) => assert_eq!(column, "slot", "{reason}"),
+        Err(CoreError::Data { line: 6, column, reason, .. }) => {
+            assert_eq!(column, "slot", "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -98,12 +105,18 @@ fn homes_must_agree_on_grid_signals_and_keep_their_kwp() {
 #[test]
 fn ragged_rows_and_empty_files_are_errors() {
     assert!(matches!(parse(&["1,0,7,6,23,1.5".into()]), Err(CoreError::Data { line: 2, .. })));
-    assert!(matches!(parse_citylearn(HEADER.as_bytes(), "e.csv"), Err(CoreError::Data { line: 1, .. })));
+    assert!(matches!(
+        parse_citylearn(HEADER.as_bytes(), "e.csv"),
+        Err(CoreError::Data { line: 1, .. })
+    ));
 }
 
 #[test]
 fn missing_file_is_an_io_error() {
-    assert!(matches!(load_citylearn_csv(Path::new("/nonexistent/x.csv")), Err(CoreError::Io { .. })));
+    assert!(matches!(
+        load_citylearn_csv(Path::new("/nonexistent/x.csv")),
+        Err(CoreError::Io { .. })
+    ));
 }
 
 #[test]
@@ -119,9 +132,11 @@ fn bundled_file_has_17_homes_one_year_and_plausible_totals() {
         // US single-family homes: a few MWh to ~15 MWh a year.
         assert!((5_000.0..16_000.0).contains(&load), "{}: {load:.0} kWh/yr", home.name);
     }
-    let consumers: Vec<_> = ds.homes.iter().filter(|h| h.pv_kwp == 0.0).map(|h| h.name.as_str()).collect();
+    let consumers: Vec<_> =
+        ds.homes.iter().filter(|h| h.pv_kwp == 0.0).map(|h| h.name.as_str()).collect();
     assert_eq!(consumers, ["Building_15"]);
-    let mut yields: Vec<f64> = ds.homes.iter().filter(|h| h.pv_kwp > 0.0).map(HomeSeries::total_pv_kwh_per_kwp).collect();
+    let mut yields: Vec<f64> =
+        ds.homes.iter().filter(|h| h.pv_kwp > 0.0).map(HomeSeries::total_pv_kwh_per_kwp).collect();
     yields.sort_by(f64::total_cmp);
     // Measured: 493 (Building_14, weak array) and 1222..1803 kWh/kWp/yr for the rest, median 1461.
     assert!((450.0..550.0).contains(&yields[0]), "{yields:?}");

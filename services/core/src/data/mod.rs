@@ -70,7 +70,8 @@ impl Dataset {
     /// PV yield of the sunniest slot of any home, kWh per kWp installed:
     /// what bounds a prosumer's PV report (see [`crate::physics`]).
     pub fn pv_peak_kwh_per_kwp(&self) -> f64 {
-        self.homes.iter().flat_map(|h| h.pv_kwh_per_kwp.iter()).fold(0.0f32, |m, &v| m.max(v)) as f64
+        self.homes.iter().flat_map(|h| h.pv_kwh_per_kwp.iter()).fold(0.0f32, |m, &v| m.max(v))
+            as f64
     }
 
     /// Slots in a day.
@@ -90,7 +91,8 @@ impl Dataset {
 
     /// Day of week of slot `t`, 0 = Monday … 6 = Sunday.
     pub fn day_of_week(&self, t: usize) -> u32 {
-        let days_since_start = (self.first_slot_of_day as usize + t) / self.slots_per_day() as usize;
+        let days_since_start =
+            (self.first_slot_of_day as usize + t) / self.slots_per_day() as usize;
         ((self.first_day_of_week as usize + days_since_start) % 7) as u32
     }
 
@@ -121,7 +123,10 @@ impl Dataset {
     fn validate_calendar(&self) -> Result<(), CoreError> {
         // A slot must tile the day exactly, or slot_of_day drifts.
         if self.slot_minutes == 0 || 1440 % self.slot_minutes != 0 {
-            return Err(CoreError::invalid("slot_minutes", format!("{} does not divide a day", self.slot_minutes)));
+            return Err(CoreError::invalid(
+                "slot_minutes",
+                format!("{} does not divide a day", self.slot_minutes),
+            ));
         }
         if self.first_slot_of_day >= self.slots_per_day() {
             return Err(CoreError::invalid(
@@ -130,7 +135,10 @@ impl Dataset {
             ));
         }
         if self.first_day_of_week > 6 {
-            return Err(CoreError::invalid("first_day_of_week", format!("{} is not 0..=6", self.first_day_of_week)));
+            return Err(CoreError::invalid(
+                "first_day_of_week",
+                format!("{} is not 0..=6", self.first_day_of_week),
+            ));
         }
         Ok(())
     }
@@ -154,25 +162,43 @@ impl HomeSeries {
 
     fn validate(&self, n_slots: usize) -> Result<(), CoreError> {
         let field = |f: &str| format!("{}.{f}", self.name);
-        for (f, series) in [("load_kwh", &self.load_kwh), ("pv_kwh_per_kwp", &self.pv_kwh_per_kwp)] {
+        for (f, series) in [("load_kwh", &self.load_kwh), ("pv_kwh_per_kwp", &self.pv_kwh_per_kwp)]
+        {
             if series.len() != n_slots {
-                return Err(CoreError::invalid(field(f), format!("{} slots, expected {n_slots}", series.len())));
+                return Err(CoreError::invalid(
+                    field(f),
+                    format!("{} slots, expected {n_slots}", series.len()),
+                ));
             }
             if let Some(t) = series.iter().position(|x| !x.is_finite() || *x < 0.0) {
-                return Err(CoreError::invalid(field(f), format!("slot {t}: {} is not a finite value ≥ 0", series[t])));
+                return Err(CoreError::invalid(
+                    field(f),
+                    format!("slot {t}: {} is not a finite value ≥ 0", series[t]),
+                ));
             }
         }
         if !self.pv_kwp.is_finite() || self.pv_kwp < 0.0 {
-            return Err(CoreError::invalid(field("pv_kwp"), format!("{} is not a finite value ≥ 0", self.pv_kwp)));
+            return Err(CoreError::invalid(
+                field("pv_kwp"),
+                format!("{} is not a finite value ≥ 0", self.pv_kwp),
+            ));
         }
         Ok(())
     }
 }
 
 /// A per-slot grid signal is either absent (empty) or covers every slot.
-fn validate_signal(field: &str, values: &[f32], n_slots: usize, non_negative: bool) -> Result<(), CoreError> {
+fn validate_signal(
+    field: &str,
+    values: &[f32],
+    n_slots: usize,
+    non_negative: bool,
+) -> Result<(), CoreError> {
     if !values.is_empty() && values.len() != n_slots {
-        return Err(CoreError::invalid(field, format!("{} slots, expected 0 or {n_slots}", values.len())));
+        return Err(CoreError::invalid(
+            field,
+            format!("{} slots, expected 0 or {n_slots}", values.len()),
+        ));
     }
     let bad = |x: &f32| !x.is_finite() || (non_negative && *x < 0.0);
     if let Some(t) = values.iter().position(bad) {
@@ -185,13 +211,23 @@ fn validate_signal(field: &str, values: &[f32], n_slots: usize, non_negative: bo
 mod tests {
     use super::*;
 
-    fn tiny(slot_minutes: u32, first_slot_of_day: u32, first_day_of_week: u32, n: usize) -> Dataset {
+    fn tiny(
+        slot_minutes: u32,
+        first_slot_of_day: u32,
+        first_day_of_week: u32,
+        n: usize,
+    ) -> Dataset {
         Dataset {
             name: "tiny".into(),
             slot_minutes,
             first_slot_of_day,
             first_day_of_week,
-            homes: vec![HomeSeries { name: "h".into(), load_kwh: vec![1.0; n], pv_kwh_per_kwp: vec![0.5; n], pv_kwp: 2.0 }],
+            homes: vec![HomeSeries {
+                name: "h".into(),
+                load_kwh: vec![1.0; n],
+                pv_kwh_per_kwp: vec![0.5; n],
+                pv_kwp: 2.0,
+            }],
             carbon_kg_per_kwh: vec![],
             price_per_kwh: vec![0.2; n],
         }

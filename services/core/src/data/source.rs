@@ -34,8 +34,12 @@ pub enum DatasetKind {
 
 impl DatasetKind {
     /// Every kind, in the order help texts list them.
-    pub const ALL: [DatasetKind; 4] =
-        [DatasetKind::Bundled, DatasetKind::Synthetic, DatasetKind::CitylearnCsv, DatasetKind::AusgridCsv];
+    pub const ALL: [DatasetKind; 4] = [
+        DatasetKind::Bundled,
+        DatasetKind::Synthetic,
+        DatasetKind::CitylearnCsv,
+        DatasetKind::AusgridCsv,
+    ];
 
     /// The name flags and files use.
     pub fn name(self) -> &'static str {
@@ -90,13 +94,23 @@ impl DatasetSource {
         match (kind, file) {
             (DatasetKind::Bundled, None) => Ok(DatasetSource::Bundled),
             (DatasetKind::Synthetic, None) => Ok(DatasetSource::Synthetic),
-            (DatasetKind::CitylearnCsv, Some(f)) if !f.as_os_str().is_empty() => Ok(DatasetSource::CitylearnCsv(f)),
-            (DatasetKind::AusgridCsv, Some(f)) if !f.as_os_str().is_empty() => Ok(DatasetSource::AusgridCsv(f)),
+            (DatasetKind::CitylearnCsv, Some(f)) if !f.as_os_str().is_empty() => {
+                Ok(DatasetSource::CitylearnCsv(f))
+            }
+            (DatasetKind::AusgridCsv, Some(f)) if !f.as_os_str().is_empty() => {
+                Ok(DatasetSource::AusgridCsv(f))
+            }
             (kind, Some(f)) if !kind.needs_file() => Err(CoreError::invalid(
                 "data_file",
-                format!("is only read for the CSV datasets, not for dataset {kind} (got '{}')", f.display()),
+                format!(
+                    "is only read for the CSV datasets, not for dataset {kind} (got '{}')",
+                    f.display()
+                ),
             )),
-            (kind, _) => Err(CoreError::invalid("data_file", format!("is required for dataset {kind}: the CSV file's path"))),
+            (kind, _) => Err(CoreError::invalid(
+                "data_file",
+                format!("is required for dataset {kind}: the CSV file's path"),
+            )),
         }
     }
 
@@ -149,19 +163,30 @@ mod tests {
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
         }
         let e = "ausgrid".parse::<DatasetKind>().unwrap_err().to_string();
-        assert!(e.contains("dataset") && e.contains("bundled, synthetic, citylearn-csv, ausgrid-csv"), "{e}");
+        assert!(
+            e.contains("dataset") && e.contains("bundled, synthetic, citylearn-csv, ausgrid-csv"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_csv_kind_needs_a_file_and_the_others_refuse_one() {
         let f = || Some(PathBuf::from("homes.csv"));
         assert_eq!(DatasetSource::new(DatasetKind::Bundled, None).unwrap(), DatasetSource::Bundled);
-        assert_eq!(DatasetSource::new(DatasetKind::AusgridCsv, f()).unwrap().file(), Some(Path::new("homes.csv")));
-        for (kind, file) in
-            [(DatasetKind::Synthetic, f()), (DatasetKind::CitylearnCsv, None), (DatasetKind::AusgridCsv, Some(PathBuf::new()))]
-        {
+        assert_eq!(
+            DatasetSource::new(DatasetKind::AusgridCsv, f()).unwrap().file(),
+            Some(Path::new("homes.csv"))
+        );
+        for (kind, file) in [
+            (DatasetKind::Synthetic, f()),
+            (DatasetKind::CitylearnCsv, None),
+            (DatasetKind::AusgridCsv, Some(PathBuf::new())),
+        ] {
             let e = DatasetSource::new(kind, file).unwrap_err();
-            assert!(matches!(&e, CoreError::InvalidField { field, .. } if field == "data_file"), "{kind}: {e}");
+            assert!(
+                matches!(&e, CoreError::InvalidField { field, .. } if field == "data_file"),
+                "{kind}: {e}"
+            );
         }
     }
 
@@ -169,7 +194,9 @@ mod tests {
     fn a_source_loads_what_its_loader_loads() {
         assert_eq!(DatasetSource::Synthetic.load().unwrap(), synthetic::standard_synthetic());
         assert_eq!(DatasetSource::Bundled.load().unwrap().name, "citylearn2022-fontana");
-        let missing = DatasetSource::AusgridCsv(PathBuf::from("/nonexistent/ausgrid.csv")).load().unwrap_err();
+        let missing = DatasetSource::AusgridCsv(PathBuf::from("/nonexistent/ausgrid.csv"))
+            .load()
+            .unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/ausgrid.csv"), "{missing}");
     }
 }

@@ -95,7 +95,8 @@ impl Default for WeekSplit {
 impl WeekSplit {
     /// The part of whole week `week` (1-based, counted from the first Monday).
     pub fn part_of_week(&self, week: usize) -> SplitPart {
-        let (test, validation) = (self.test_every_nth_week as usize, self.validation_every_nth_week as usize);
+        let (test, validation) =
+            (self.test_every_nth_week as usize, self.validation_every_nth_week as usize);
         if test > 0 && week % test == 0 {
             SplitPart::Test
         } else if validation > 0 && week % validation == 2 % validation {
@@ -111,7 +112,8 @@ impl WeekSplit {
     pub fn split_checked(&self, ds: &Dataset) -> Result<DatasetSplit, CoreError> {
         let split = split_weeks(ds, self);
         let weeks = split.whole_weeks;
-        let invalid = |field: &str, reason: String| CoreError::InvalidField { field: field.into(), reason };
+        let invalid =
+            |field: &str, reason: String| CoreError::InvalidField { field: field.into(), reason };
         if split.test.is_empty() {
             return Err(invalid(
                 "--test-every-nth-week",
@@ -133,7 +135,10 @@ impl WeekSplit {
         if split.train.is_empty() {
             return Err(invalid(
                 "--validation-every-nth-week",
-                format!("{} with test every {} leaves no training day", self.validation_every_nth_week, self.test_every_nth_week),
+                format!(
+                    "{} with test every {} leaves no training day",
+                    self.validation_every_nth_week, self.test_every_nth_week
+                ),
             ));
         }
         Ok(split)
@@ -175,13 +180,19 @@ pub fn split_weeks(ds: &Dataset, split: &WeekSplit) -> DatasetSplit {
     let slots_per_day = ds.slots_per_day() as usize;
     let first_midnight = (slots_per_day - ds.first_slot_of_day as usize) % slots_per_day;
     let n_whole_days = ds.n_slots().saturating_sub(first_midnight) / slots_per_day;
-    let first_monday = (0..n_whole_days.min(7)).find(|&d| ds.day_of_week(first_midnight + d * slots_per_day) == 0);
+    let first_monday =
+        (0..n_whole_days.min(7)).find(|&d| ds.day_of_week(first_midnight + d * slots_per_day) == 0);
 
-    let mut out = DatasetSplit { whole_weeks: first_monday.map_or(0, |m| (n_whole_days - m) / 7), ..DatasetSplit::default() };
+    let mut out = DatasetSplit {
+        whole_weeks: first_monday.map_or(0, |m| (n_whole_days - m) / 7),
+        ..DatasetSplit::default()
+    };
     for day in 0..n_whole_days {
         let start = first_midnight + day * slots_per_day;
         let part = match first_monday {
-            Some(m) if day >= m && (day - m) / 7 < out.whole_weeks => split.part_of_week((day - m) / 7 + 1),
+            Some(m) if day >= m && (day - m) / 7 < out.whole_weeks => {
+                split.part_of_week((day - m) / 7 + 1)
+            }
             _ => SplitPart::Train,
         };
         let side = match part {
@@ -229,7 +240,8 @@ mod tests {
     /// cover every whole day of the dataset; validation and test are whole
     /// weeks from Monday.
     fn check_invariants(ds: &Dataset, split: &DatasetSplit) {
-        let mut all: Vec<&Range<usize>> = split.train.iter().chain(&split.validation).chain(&split.test).collect();
+        let mut all: Vec<&Range<usize>> =
+            split.train.iter().chain(&split.validation).chain(&split.test).collect();
         all.sort_by_key(|r| r.start);
         for pair in all.windows(2) {
             assert!(pair[0].end <= pair[1].start, "overlap {pair:?}");
@@ -303,12 +315,18 @@ mod tests {
         assert!(WeekSplit::default().split_checked(&year).is_ok());
         let err = |s: WeekSplit, ds: &Dataset| s.split_checked(ds).unwrap_err().to_string();
         let e = err(split(0, 8), &year);
-        assert!(e.contains("--test-every-nth-week") && e.contains("no test week") && e.contains("52"), "{e}");
+        assert!(
+            e.contains("--test-every-nth-week") && e.contains("no test week") && e.contains("52"),
+            "{e}"
+        );
         let e = err(split(53, 8), &year);
         assert!(e.contains("--test-every-nth-week") && e.contains("1..=52"), "{e}");
         // Every validation candidate (weeks 2, 4, …) is a test week.
         let e = err(split(2, 2), &year);
-        assert!(e.contains("--validation-every-nth-week") && e.contains("no validation week"), "{e}");
+        assert!(
+            e.contains("--validation-every-nth-week") && e.contains("no validation week"),
+            "{e}"
+        );
         let e = err(split(4, 0), &year);
         assert!(e.contains("--validation-every-nth-week"), "{e}");
         // Two whole weeks from Monday, nothing else: week 1 validation, week 2 test.

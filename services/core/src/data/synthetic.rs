@@ -36,18 +36,31 @@ pub fn standard_synthetic() -> Dataset {
 /// # Panics
 /// If `slot_minutes` is 0 or does not divide a day (a caller bug, not data).
 pub fn synthetic_dataset(n_homes: usize, n_days: usize, slot_minutes: u32, seed: u64) -> Dataset {
-    assert!(slot_minutes > 0 && 1440 % slot_minutes == 0, "slot_minutes {slot_minutes} must divide a day");
-    let clock = Clock { slots_per_day: (1440 / slot_minutes) as usize, slot_hours: slot_minutes as f64 / 60.0 };
+    assert!(
+        slot_minutes > 0 && 1440 % slot_minutes == 0,
+        "slot_minutes {slot_minutes} must divide a day"
+    );
+    let clock = Clock {
+        slots_per_day: (1440 / slot_minutes) as usize,
+        slot_hours: slot_minutes as f64 / 60.0,
+    };
     let weather = daily_weather(n_days, derive_seed(seed, "weather"));
-    let sun: Vec<f64> = (0..n_days * clock.slots_per_day).map(|t| clock.sun_kw_per_kwp(t, &weather)).collect();
-    let homes = (0..n_homes).map(|i| synthetic_home(i, &clock, &sun, derive_seed(seed, &format!("home-{i}")))).collect();
+    let sun: Vec<f64> =
+        (0..n_days * clock.slots_per_day).map(|t| clock.sun_kw_per_kwp(t, &weather)).collect();
+    let homes = (0..n_homes)
+        .map(|i| synthetic_home(i, &clock, &sun, derive_seed(seed, &format!("home-{i}"))))
+        .collect();
     Dataset {
         name: format!("synthetic-{n_homes}x{n_days}d-{slot_minutes}min-seed{seed}"),
         slot_minutes,
         first_slot_of_day: 0,
         first_day_of_week: 0,
         homes,
-        carbon_kg_per_kwh: sun.iter().enumerate().map(|(t, &s)| clock.carbon_kg_per_kwh(t, s)).collect(),
+        carbon_kg_per_kwh: sun
+            .iter()
+            .enumerate()
+            .map(|(t, &s)| clock.carbon_kg_per_kwh(t, s))
+            .collect(),
         price_per_kwh: (0..sun.len()).map(|t| clock.tou_price_per_kwh(t)).collect(),
     }
 }
@@ -108,7 +121,15 @@ impl Clock {
 /// Clearness factor per day: most days near 1, cloudy days 0.15–0.6.
 fn daily_weather(n_days: usize, seed: u64) -> Vec<f64> {
     let mut rng = SeededRng::new(seed);
-    (0..n_days).map(|_| if rng.next_f64() < CLOUDY_DAY_SHARE { rng.uniform(0.15, 0.6) } else { rng.uniform(0.85, 1.0) }).collect()
+    (0..n_days)
+        .map(|_| {
+            if rng.next_f64() < CLOUDY_DAY_SHARE {
+                rng.uniform(0.15, 0.6)
+            } else {
+                rng.uniform(0.85, 1.0)
+            }
+        })
+        .collect()
 }
 
 /// Per-home habits drawn once.
@@ -127,9 +148,15 @@ fn synthetic_home(index: usize, clock: &Clock, sun: &[f64], seed: u64) -> HomeSe
         evening_peak_h: 19.0 + 0.8 * rng.normal(),
         evening_weight: rng.uniform(1.2, 2.2),
     };
-    let pv_kwp = if rng.next_f64() < PV_OWNER_SHARE { (rng.uniform(3.0, 8.0) * 10.0).round() / 10.0 } else { 0.0 };
+    let pv_kwp = if rng.next_f64() < PV_OWNER_SHARE {
+        (rng.uniform(3.0, 8.0) * 10.0).round() / 10.0
+    } else {
+        0.0
+    };
     // Shape integral of a weekday, so `daily_kwh` is the mean weekday energy.
-    let weekday_kwh: f64 = (0..clock.slots_per_day).map(|t| load_shape_kw(clock, t, &habits)).sum::<f64>() * clock.slot_hours;
+    let weekday_kwh: f64 =
+        (0..clock.slots_per_day).map(|t| load_shape_kw(clock, t, &habits)).sum::<f64>()
+            * clock.slot_hours;
     let mut day_factor = 1.0;
     let load_kwh = (0..sun.len())
         .map(|t| {
@@ -137,7 +164,8 @@ fn synthetic_home(index: usize, clock: &Clock, sun: &[f64], seed: u64) -> HomeSe
                 day_factor = (1.0 + 0.12 * rng.normal()).max(0.5);
             }
             let noise = (1.0 + 0.25 * rng.normal()).max(0.1);
-            let kwh = load_shape_kw(clock, t, &habits) * clock.slot_hours * habits.daily_kwh / weekday_kwh;
+            let kwh = load_shape_kw(clock, t, &habits) * clock.slot_hours * habits.daily_kwh
+                / weekday_kwh;
             (kwh * day_factor * noise) as f32
         })
         .collect();
@@ -160,7 +188,8 @@ fn load_shape_kw(clock: &Clock, t: usize, habits: &Habits) -> f64 {
             + 0.5 * gaussian(h, 13.5, 3.0)
             + habits.evening_weight * gaussian(h, habits.evening_peak_h, 2.0)
     } else {
-        base + gaussian(h, habits.morning_peak_h, 1.2) + habits.evening_weight * gaussian(h, habits.evening_peak_h, 1.8)
+        base + gaussian(h, habits.morning_peak_h, 1.2)
+            + habits.evening_weight * gaussian(h, habits.evening_peak_h, 1.8)
     }
 }
 
@@ -203,7 +232,9 @@ mod tests {
     #[test]
     fn pv_is_zero_at_night_and_consumers_have_none() {
         let ds = synthetic_dataset(20, 365, 30, 5);
-        assert!(ds.homes.iter().any(|h| h.pv_kwp == 0.0) && ds.homes.iter().any(|h| h.pv_kwp > 0.0));
+        assert!(
+            ds.homes.iter().any(|h| h.pv_kwp == 0.0) && ds.homes.iter().any(|h| h.pv_kwp > 0.0)
+        );
         for home in &ds.homes {
             for (t, &x) in home.pv_kwh_per_kwp.iter().enumerate() {
                 let hour = ds.slot_of_day(t) as f64 * ds.slot_hours();
@@ -224,7 +255,11 @@ mod tests {
         assert!((4_000.0..13_000.0).contains(&per_home_kwh), "{per_home_kwh}");
         // Evenings use more than the small hours, on average over homes and days.
         let mean_at = |hour: usize| -> f64 {
-            ds.homes.iter().flat_map(|h| h.load_kwh.iter().skip(hour).step_by(24)).map(|&x| x as f64).sum()
+            ds.homes
+                .iter()
+                .flat_map(|h| h.load_kwh.iter().skip(hour).step_by(24))
+                .map(|&x| x as f64)
+                .sum()
         };
         assert!(mean_at(19) > 1.5 * mean_at(3));
     }

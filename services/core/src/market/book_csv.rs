@@ -45,17 +45,31 @@ pub struct FillReport {
 
 /// Reads a book from CSV. `file_label` is only used in error messages.
 pub fn read_order_book(reader: impl Read, file_label: &str) -> Result<OrderBook, CoreError> {
-    let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
     let mut records = csv.records();
     let header = match records.next() {
         Some(record) => record.map_err(|e| csv_error(file_label, &e))?,
         None => {
-            return Err(CoreError::data(file_label, 1, "header", format!("empty file: expected header {}", COLUMNS.join(","))))
+            return Err(CoreError::data(
+                file_label,
+                1,
+                "header",
+                format!("empty file: expected header {}", COLUMNS.join(",")),
+            ))
         }
     };
     if header.iter().ne(COLUMNS) {
         let found = header.iter().collect::<Vec<_>>().join(",");
-        return Err(CoreError::data(file_label, 1, "header", format!("expected {}, found {found}", COLUMNS.join(","))));
+        return Err(CoreError::data(
+            file_label,
+            1,
+            "header",
+            format!("expected {}, found {found}", COLUMNS.join(",")),
+        ));
     }
     let mut book = OrderBook::default();
     let mut first_line_of: HashMap<String, u64> = HashMap::new();
@@ -98,7 +112,12 @@ struct Row<'a> {
 impl Row<'_> {
     fn parse(&self, id: OrderId) -> Result<(String, Order), CoreError> {
         if self.record.len() > COLUMNS.len() {
-            let reason = format!("expected {} fields ({}), found {}", COLUMNS.len(), COLUMNS.join(","), self.record.len());
+            let reason = format!(
+                "expected {} fields ({}), found {}",
+                COLUMNS.len(),
+                COLUMNS.join(","),
+                self.record.len()
+            );
             return Err(self.error("-", reason));
         }
         let label = self.field(0)?;
@@ -121,7 +140,9 @@ impl Row<'_> {
 
     fn number(&self, column: usize) -> Result<f64, CoreError> {
         let text = self.field(column)?;
-        let value: f64 = text.parse().map_err(|_| self.error(COLUMNS[column], format!("not a number: {text:?}")))?;
+        let value: f64 = text
+            .parse()
+            .map_err(|_| self.error(COLUMNS[column], format!("not a number: {text:?}")))?;
         if !value.is_finite() {
             return Err(self.error(COLUMNS[column], format!("must be finite, got {text}")));
         }
@@ -146,7 +167,8 @@ impl Row<'_> {
         if price < 0.0 {
             return Err(self.error("limit_price", format!("must be ≥ 0, got {price}")));
         }
-        PricePerKwh::from_per_kwh(price, "limit_price").map_err(|e| self.error("limit_price", e.to_string()))
+        PricePerKwh::from_per_kwh(price, "limit_price")
+            .map_err(|e| self.error("limit_price", e.to_string()))
     }
 
     fn error(&self, column: &str, reason: impl Into<String>) -> CoreError {
@@ -178,15 +200,28 @@ mod tests {
         assert_eq!(
             book.orders,
             [
-                Order { id: 0, side: Side::Buy, quantity: Wh(2500), limit_price: PricePerKwh(220_000) },
-                Order { id: 1, side: Side::Sell, quantity: Wh(1000), limit_price: PricePerKwh(100_000) },
+                Order {
+                    id: 0,
+                    side: Side::Buy,
+                    quantity: Wh(2500),
+                    limit_price: PricePerKwh(220_000)
+                },
+                Order {
+                    id: 1,
+                    side: Side::Sell,
+                    quantity: Wh(1000),
+                    limit_price: PricePerKwh(100_000)
+                },
             ]
         );
     }
 
     #[test]
     fn header_must_match_exactly() {
-        assert_eq!(error_of(""), "book.csv:1: column header: empty file: expected header id,side,kwh,limit_price");
+        assert_eq!(
+            error_of(""),
+            "book.csv:1: column header: empty file: expected header id,side,kwh,limit_price"
+        );
         assert_eq!(
             error_of("id,side,kwh,price\n"),
             "book.csv:1: column header: expected id,side,kwh,limit_price, found id,side,kwh,price"
@@ -205,8 +240,14 @@ mod tests {
             ("a,sell,1,-0.1\n", "book.csv:2: column limit_price: must be ≥ 0, got -0.1"),
             ("a,sell,1,inf\n", "book.csv:2: column limit_price: must be finite, got inf"),
             (",sell,1,0.1\n", "book.csv:2: column id: must not be empty"),
-            ("a,sell,1,0.1,9\n", "book.csv:2: column -: expected 4 fields (id,side,kwh,limit_price), found 5"),
-            ("a,sell,1,0.1\nb,buy,1,0.2\na,buy,2,0.3\n", "book.csv:4: column id: duplicate id \"a\" (first on line 2)"),
+            (
+                "a,sell,1,0.1,9\n",
+                "book.csv:2: column -: expected 4 fields (id,side,kwh,limit_price), found 5",
+            ),
+            (
+                "a,sell,1,0.1\nb,buy,1,0.2\na,buy,2,0.3\n",
+                "book.csv:4: column id: duplicate id \"a\" (first on line 2)",
+            ),
         ];
         for (rows, expected) in cases {
             let text = format!("id,side,kwh,limit_price\n{rows}");
@@ -218,9 +259,16 @@ mod tests {
     fn fill_reports_use_labels_and_average_prices() {
         let book = read_order_book(GOOD.as_bytes(), "book.csv").unwrap();
         let fill = Fill { quantity: Wh(1000), value: Money::of(Wh(1000), PricePerKwh(150_000)) };
-        let clearing = Clearing { clearing_price: Some(PricePerKwh(150_000)), matched: Wh(1000), fills: vec![fill, fill] };
+        let clearing = Clearing {
+            clearing_price: Some(PricePerKwh(150_000)),
+            matched: Wh(1000),
+            fills: vec![fill, fill],
+        };
         let reports = fill_reports(&book, &clearing);
-        assert_eq!(reports[0], FillReport { id: "alice".into(), side: Side::Buy, kwh: 1.0, price: Some(0.15) });
+        assert_eq!(
+            reports[0],
+            FillReport { id: "alice".into(), side: Side::Buy, kwh: 1.0, price: Some(0.15) }
+        );
         let json = serde_json::to_string(&reports[1]).unwrap();
         assert_eq!(json, r#"{"id":"bob","side":"sell","kwh":1.0,"price":0.15}"#);
     }

@@ -28,10 +28,17 @@ use crate::error::CoreError;
 
 /// Validates `orders` (see [`validate_orders`]) and the mechanism's
 /// parameters, then clears the book. On error nothing is cleared.
-pub fn clear(orders: &[Order], mechanism: Mechanism, bounds: Option<PriceBounds>) -> Result<Clearing, CoreError> {
+pub fn clear(
+    orders: &[Order],
+    mechanism: Mechanism,
+    bounds: Option<PriceBounds>,
+) -> Result<Clearing, CoreError> {
     validate_mechanism(&mechanism)?;
     if orders.len() > MAX_ORDERS {
-        return Err(CoreError::invalid("orders", format!("a book holds at most {MAX_ORDERS} orders, got {}", orders.len())));
+        return Err(CoreError::invalid(
+            "orders",
+            format!("a book holds at most {MAX_ORDERS} orders, got {}", orders.len()),
+        ));
     }
     validate_orders(orders, bounds)?;
     Ok(match mechanism {

@@ -157,11 +157,17 @@ pub fn validate_orders(orders: &[Order], bounds: Option<PriceBounds>) -> Result<
                 index,
                 id: o.id,
                 field: "limit_price",
-                reason: format!("{} is outside [{}, {}]", o.limit_price.per_kwh(), lo.per_kwh(), hi.per_kwh()),
+                reason: format!(
+                    "{} is outside [{}, {}]",
+                    o.limit_price.per_kwh(),
+                    lo.per_kwh(),
+                    hi.per_kwh()
+                ),
             });
         }
     }
-    let mut ids: Vec<(OrderId, usize)> = orders.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
+    let mut ids: Vec<(OrderId, usize)> =
+        orders.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
     ids.sort_unstable();
     if let Some(w) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(CoreError::DuplicateOrderId { index: w[0].1.max(w[1].1), id: w[0].0 });

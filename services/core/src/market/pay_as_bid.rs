@@ -87,7 +87,8 @@ mod tests {
         assert_eq!(c.clearing_price, None);
         let values: Vec<Money> = c.fills.iter().map(|f| f.value).collect();
         // A1 sells 2 kWh to B1 at 0.22; A2 sells 1 kWh to B1 at 0.22 and 2 kWh to B2 at 0.15.
-        let expected_nanos = [440_000_000, 220_000_000 + 300_000_000, 0, 660_000_000, 300_000_000, 0];
+        let expected_nanos =
+            [440_000_000, 220_000_000 + 300_000_000, 0, 660_000_000, 300_000_000, 0];
         assert_eq!(values, expected_nanos.map(Money).to_vec());
     }
 
@@ -110,8 +111,11 @@ mod tests {
 
     #[test]
     fn ties_are_served_by_id_not_input_position() {
-        let book =
-            vec![order(9, Side::Buy, 1000, 200_000), order(3, Side::Buy, 1000, 200_000), order(5, Side::Sell, 1000, 100_000)];
+        let book = vec![
+            order(9, Side::Buy, 1000, 200_000),
+            order(3, Side::Buy, 1000, 200_000),
+            order(5, Side::Sell, 1000, 100_000),
+        ];
         let c = clear_pay_as_bid(&book, PairPricing::BuyerLimit);
         assert_eq!(c.fills[1].quantity, Wh(1000), "id 3 goes first");
         assert_eq!(c.fills[0].quantity, Wh::ZERO);

@@ -47,7 +47,11 @@ fn mechanisms(k: f64) -> [Mechanism; 3] {
 /// max over candidate prices p of min(demand at ≥ p, supply at ≤ p).
 fn brute_force_max_matched(orders: &[Order]) -> i64 {
     let volume = |side: Side, accepts: &dyn Fn(PricePerKwh) -> bool| -> i64 {
-        orders.iter().filter(|o| o.side == side && accepts(o.limit_price)).map(|o| o.quantity.0).sum()
+        orders
+            .iter()
+            .filter(|o| o.side == side && accepts(o.limit_price))
+            .map(|o| o.quantity.0)
+            .sum()
     };
     orders
         .iter()
@@ -75,7 +79,12 @@ fn fills_by_id(orders: &[Order], clearing: &Clearing) -> Vec<(OrderId, Fill)> {
     out
 }
 
-fn side_total<T: std::iter::Sum<T>>(orders: &[Order], c: &Clearing, side: Side, of: impl Fn(&Fill) -> T) -> T {
+fn side_total<T: std::iter::Sum<T>>(
+    orders: &[Order],
+    c: &Clearing,
+    side: Side,
+    of: impl Fn(&Fill) -> T,
+) -> T {
     orders.iter().zip(&c.fills).filter(|(o, _)| o.side == side).map(|(_, f)| of(f)).sum()
 }
 
@@ -93,8 +102,12 @@ fn check_invariants(orders: &[Order], c: &Clearing) -> Result<(), TestCaseError>
         prop_assert!(f.value.0 >= 0);
         let at_limit = Money::of(f.quantity, o.limit_price);
         match o.side {
-            Side::Buy => prop_assert!(f.value <= at_limit, "buyer pays above limit: {:?} {:?}", o, f),
-            Side::Sell => prop_assert!(f.value >= at_limit, "seller paid below limit: {:?} {:?}", o, f),
+            Side::Buy => {
+                prop_assert!(f.value <= at_limit, "buyer pays above limit: {:?} {:?}", o, f)
+            }
+            Side::Sell => {
+                prop_assert!(f.value >= at_limit, "seller paid below limit: {:?} {:?}", o, f)
+            }
         }
     }
     prop_assert_eq!(c.matched.0, brute_force_max_matched(orders), "Q* is maximal");
@@ -122,8 +135,11 @@ fn check_uniform(orders: &[Order], c: &Clearing) -> Result<(), TestCaseError> {
     for side in [Side::Buy, Side::Sell] {
         for level in 0..GRID_LEVELS {
             let level_price = PricePerKwh(50_000 + level * GRID_STEP_MICROS);
-            let members: Vec<_> =
-                orders.iter().zip(&c.fills).filter(|(o, _)| o.side == side && o.limit_price == level_price).collect();
+            let members: Vec<_> = orders
+                .iter()
+                .zip(&c.fills)
+                .filter(|(o, _)| o.side == side && o.limit_price == level_price)
+                .collect();
             let total: i128 = members.iter().map(|(o, _)| o.quantity.0 as i128).sum();
             let filled: i128 = members.iter().map(|(_, f)| f.quantity.0 as i128).sum();
             // (remainder of the exact share, id, whether it got the extra Wh)
@@ -131,13 +147,25 @@ fn check_uniform(orders: &[Order], c: &Clearing) -> Result<(), TestCaseError> {
             for (o, f) in members {
                 let deviation = f.quantity.0 as i128 * total - filled * o.quantity.0 as i128;
                 prop_assert!(deviation.abs() < total, "not pro-rata: {:?} {:?}", o, f);
-                rounding.push(((filled * o.quantity.0 as i128) % total.max(1), o.id, deviation > 0));
+                rounding.push((
+                    (filled * o.quantity.0 as i128) % total.max(1),
+                    o.id,
+                    deviation > 0,
+                ));
             }
             // Largest remainder: everyone rounded up outranks everyone rounded down.
             let up = rounding.iter().filter(|r| r.2).map(|r| (std::cmp::Reverse(r.0), r.1)).max();
-            let down = rounding.iter().filter(|r| !r.2 && r.0 > 0).map(|r| (std::cmp::Reverse(r.0), r.1)).min();
+            let down = rounding
+                .iter()
+                .filter(|r| !r.2 && r.0 > 0)
+                .map(|r| (std::cmp::Reverse(r.0), r.1))
+                .min();
             if let (Some(up), Some(down)) = (up, down) {
-                prop_assert!(up < down, "leftover Wh not by largest remainder, then id: {:?}", rounding);
+                prop_assert!(
+                    up < down,
+                    "leftover Wh not by largest remainder, then id: {:?}",
+                    rounding
+                );
             }
         }
     }
@@ -212,7 +240,8 @@ fn large_books_take_the_radix_path_and_keep_the_invariants() {
 
 #[test]
 fn clear_rejects_bad_k_and_bad_orders() {
-    let book = [Order { id: 1, side: Side::Buy, quantity: Wh(1000), limit_price: PricePerKwh(100_000) }];
+    let book =
+        [Order { id: 1, side: Side::Buy, quantity: Wh(1000), limit_price: PricePerKwh(100_000) }];
     for k in [f64::NAN, -0.1, 1.5, f64::INFINITY] {
         let e = clear(&book, Mechanism::Uniform { k }, None).unwrap_err().to_string();
         assert!(e.starts_with("invalid k: must be finite and in [0, 1]"), "{e}");

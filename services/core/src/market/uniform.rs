@@ -103,8 +103,17 @@ pub fn clear_uniform_price(orders: &[Order], k: f64) -> Clearing {
 /// The price is `lower + k·(upper − lower)` of the clearing interval, rounded
 /// to the nearest µ with halves rounded up (away from `lower`); the rounded
 /// offset is clamped to the interval so the price never leaves it.
-pub fn clear_uniform_price_into(orders: &[Order], k: f64, scratch: &mut ClearingScratch, out: &mut Clearing) {
-    assert!(orders.len() <= MAX_ORDERS, "a book holds at most {MAX_ORDERS} orders, got {}", orders.len());
+pub fn clear_uniform_price_into(
+    orders: &[Order],
+    k: f64,
+    scratch: &mut ClearingScratch,
+    out: &mut Clearing,
+) {
+    assert!(
+        orders.len() <= MAX_ORDERS,
+        "a book holds at most {MAX_ORDERS} orders, got {}",
+        orders.len()
+    );
     out.fills.clear();
     out.fills.resize(orders.len(), Fill::default());
     out.clearing_price = None;
@@ -121,7 +130,14 @@ pub fn clear_uniform_price_into(orders: &[Order], k: f64, scratch: &mut Clearing
 
     for (keys, margin) in [(&scratch.bids, &bid_margin), (&scratch.asks, &ask_margin)] {
         write_full_fills(&keys[..margin.start], price, &mut out.fills);
-        ration_margin(orders, &keys[margin.start..margin.end], margin, price, &mut scratch.marginal, &mut out.fills);
+        ration_margin(
+            orders,
+            &keys[margin.start..margin.end],
+            margin,
+            price,
+            &mut scratch.marginal,
+            &mut out.fills,
+        );
     }
     out.clearing_price = Some(price);
     out.matched = Wh(matched_wh);
@@ -168,7 +184,10 @@ fn pack_sort_keys(orders: &[Order], scratch: &mut ClearingScratch) {
     scratch.asks.clear();
     for (index, order) in orders.iter().enumerate() {
         let quantity = order.quantity.0;
-        assert!(quantity > 0 && (quantity as u128) <= QUANTITY_MASK, "order #{index}: quantity {quantity} Wh out of range");
+        assert!(
+            quantity > 0 && (quantity as u128) <= QUANTITY_MASK,
+            "order #{index}: quantity {quantity} Wh out of range"
+        );
         let rank = rank_of_price(order.limit_price.0, order.side);
         let key = (rank as u128) << 64 | (index as u128) << QUANTITY_BITS | quantity as u128;
         match order.side {
@@ -197,8 +216,10 @@ fn sort_keys(keys: &mut Vec<u128>, buffer: &mut Vec<u128>, counts: &mut Vec<usiz
     if passes == 0 {
         return; // one price level: already in index order
     }
-    let digit =
-        |key: u128, pass: usize| (((key >> 64) as u64 - min_rank) >> (pass as u32 * RADIX_BITS)) as usize & (RADIX_BUCKETS - 1);
+    let digit = |key: u128, pass: usize| {
+        (((key >> 64) as u64 - min_rank) >> (pass as u32 * RADIX_BITS)) as usize
+            & (RADIX_BUCKETS - 1)
+    };
 
     // All histograms in one read of the data, then one scatter per pass.
     counts.clear();
@@ -236,7 +257,10 @@ fn matched_quantity(bids: &[u128], asks: &[u128]) -> i64 {
     let mut matched = 0i64;
     let mut bid_left = bids.first().map_or(0, |&key| quantity_of(key));
     let mut ask_left = asks.first().map_or(0, |&key| quantity_of(key));
-    while b < bids.len() && a < asks.len() && price_of(bids[b], Side::Buy) >= price_of(asks[a], Side::Sell) {
+    while b < bids.len()
+        && a < asks.len()
+        && price_of(bids[b], Side::Buy) >= price_of(asks[a], Side::Sell)
+    {
         let traded = bid_left.min(ask_left);
         matched += traded;
         bid_left -= traded;
@@ -268,7 +292,14 @@ fn find_margin(keys: &[u128], matched_wh: i64, side: Side) -> Margin {
         }
         if before_wh + level_wh >= matched_wh {
             let next_price = keys.get(end).map(|&key| price_of(key, side));
-            return Margin { start, end, filled_wh: matched_wh - before_wh, level_wh, price, next_price };
+            return Margin {
+                start,
+                end,
+                filled_wh: matched_wh - before_wh,
+                level_wh,
+                price,
+                next_price,
+            };
         }
         before_wh += level_wh;
         start = end;
@@ -319,13 +350,20 @@ fn ration_margin(
         let exact = filled * quantity_wh as i128;
         let floor_wh = (exact / total) as i64;
         floor_sum_wh += floor_wh;
-        shares.push(MarginalShare { remainder: exact % total, id: orders[index].id, index, share_wh: floor_wh });
+        shares.push(MarginalShare {
+            remainder: exact % total,
+            id: orders[index].id,
+            index,
+            share_wh: floor_wh,
+        });
     }
     // Each remainder is < total and they sum to leftover × total, so at
     // least `leftover` orders have a non-zero remainder and room for +1 Wh.
     let leftover = (margin.filled_wh - floor_sum_wh) as usize;
     if leftover > 0 {
-        let by_priority = |x: &MarginalShare, y: &MarginalShare| y.remainder.cmp(&x.remainder).then(x.id.cmp(&y.id));
+        let by_priority = |x: &MarginalShare, y: &MarginalShare| {
+            y.remainder.cmp(&x.remainder).then(x.id.cmp(&y.id))
+        };
         shares.select_nth_unstable_by(leftover - 1, by_priority);
         for share in &mut shares[..leftover] {
             share.share_wh += 1;
@@ -358,17 +396,33 @@ mod tests {
 
     #[test]
     fn k_picks_the_interval_end() {
-        assert_eq!(clear_uniform_price(&golden_book(), 0.0).clearing_price, Some(PricePerKwh(140_000)));
-        assert_eq!(clear_uniform_price(&golden_book(), 1.0).clearing_price, Some(PricePerKwh(150_000)));
+        assert_eq!(
+            clear_uniform_price(&golden_book(), 0.0).clearing_price,
+            Some(PricePerKwh(140_000))
+        );
+        assert_eq!(
+            clear_uniform_price(&golden_book(), 1.0).clearing_price,
+            Some(PricePerKwh(150_000))
+        );
         // 0.14 + 0.3 × 0.01 = 0.143; 0.14 + 0.00005 × 0.01 = 0.1400005 is half a µ: rounds up.
-        assert_eq!(clear_uniform_price(&golden_book(), 0.3).clearing_price, Some(PricePerKwh(143_000)));
-        assert_eq!(clear_uniform_price(&golden_book(), 0.00005).clearing_price, Some(PricePerKwh(140_001)));
+        assert_eq!(
+            clear_uniform_price(&golden_book(), 0.3).clearing_price,
+            Some(PricePerKwh(143_000))
+        );
+        assert_eq!(
+            clear_uniform_price(&golden_book(), 0.00005).clearing_price,
+            Some(PricePerKwh(140_001))
+        );
     }
 
     #[test]
     fn marginal_asks_share_pro_rata_to_quantity() {
         // One bid of 2 kWh against 4 kWh offered at one price: each ask sells half.
-        let book = [order(2, Side::Sell, 3000, 100_000), order(7, Side::Buy, 2000, 200_000), order(1, Side::Sell, 1000, 100_000)];
+        let book = [
+            order(2, Side::Sell, 3000, 100_000),
+            order(7, Side::Buy, 2000, 200_000),
+            order(1, Side::Sell, 1000, 100_000),
+        ];
         let c = clear_uniform_price(&book, 0.5);
         assert_eq!(filled_wh(&c), [1500, 2000, 500]);
         // The partly filled asks are also rejected at 0.10: the interval is [0.10, 0.10].
@@ -391,7 +445,11 @@ mod tests {
     #[test]
     fn excess_demand_at_the_margin_sets_the_price() {
         // B2 is only half filled, so it is also rejected at 0.25: interval [0.25, 0.25].
-        let book = [order(1, Side::Buy, 1000, 300_000), order(2, Side::Buy, 2000, 250_000), order(3, Side::Sell, 2000, 100_000)];
+        let book = [
+            order(1, Side::Buy, 1000, 300_000),
+            order(2, Side::Buy, 2000, 250_000),
+            order(3, Side::Sell, 2000, 100_000),
+        ];
         for k in [0.0, 0.5, 1.0] {
             let c = clear_uniform_price(&book, k);
             assert_eq!(c.clearing_price, Some(PricePerKwh(250_000)));
@@ -419,8 +477,11 @@ mod tests {
         let mut rng = crate::rng::SeededRng::new(5);
         let keys: Vec<u128> = (0..3 * RADIX_MIN_KEYS)
             .map(|index| {
-                let price = 50_000 + rng.below(250_000) as i64 * if index % 7 == 0 { 1_000_000 } else { 1 };
-                (rank_of_price(price, Side::Buy) as u128) << 64 | (index as u128) << QUANTITY_BITS | 1
+                let price =
+                    50_000 + rng.below(250_000) as i64 * if index % 7 == 0 { 1_000_000 } else { 1 };
+                (rank_of_price(price, Side::Buy) as u128) << 64
+                    | (index as u128) << QUANTITY_BITS
+                    | 1
             })
             .collect();
         let mut expected = keys.clone();

@@ -67,7 +67,12 @@ pub struct ObsNormaliser {
 impl ObsNormaliser {
     /// A normaliser that leaves `dim` features unchanged (but clipped to ±10).
     pub fn identity(dim: usize) -> ObsNormaliser {
-        ObsNormaliser { mean: vec![0.0; dim], var: vec![1.0 - 1e-8; dim], clip: 10.0, epsilon: 1e-8 }
+        ObsNormaliser {
+            mean: vec![0.0; dim],
+            var: vec![1.0 - 1e-8; dim],
+            clip: 10.0,
+            epsilon: 1e-8,
+        }
     }
 
     /// Checks it fits `dim` features and every value is finite, variances ≥ 0.
@@ -78,11 +83,23 @@ impl ObsNormaliser {
                 format!("mean/var need {dim} values, got {}/{}", self.mean.len(), self.var.len()),
             ));
         }
-        if self.mean.iter().chain(&self.var).any(|v| !v.is_finite()) || self.var.iter().any(|v| *v < 0.0) {
-            return Err(CoreError::invalid("normaliser", "mean must be finite and var finite and ≥ 0"));
+        if self.mean.iter().chain(&self.var).any(|v| !v.is_finite())
+            || self.var.iter().any(|v| *v < 0.0)
+        {
+            return Err(CoreError::invalid(
+                "normaliser",
+                "mean must be finite and var finite and ≥ 0",
+            ));
         }
-        if !(self.clip > 0.0 && self.epsilon > 0.0 && self.clip.is_finite() && self.epsilon.is_finite()) {
-            return Err(CoreError::invalid("normaliser.clip", "clip and epsilon must be finite and > 0"));
+        if !(self.clip > 0.0
+            && self.epsilon > 0.0
+            && self.clip.is_finite()
+            && self.epsilon.is_finite())
+        {
+            return Err(CoreError::invalid(
+                "normaliser.clip",
+                "clip and epsilon must be finite and > 0",
+            ));
         }
         Ok(())
     }
@@ -111,7 +128,10 @@ impl MlpModel {
     /// that `normaliser` fits them.
     pub fn new(net: ActorCritic, normaliser: ObsNormaliser) -> Result<MlpModel, CoreError> {
         if net.spec.obs_dim != OBS_DIM || net.spec.act_dim != ACT_DIM {
-            return Err(CoreError::invalid("mlp", format!("needs obs_dim {OBS_DIM} and act_dim {ACT_DIM}, got {:?}", net.spec)));
+            return Err(CoreError::invalid(
+                "mlp",
+                format!("needs obs_dim {OBS_DIM} and act_dim {ACT_DIM}, got {:?}", net.spec),
+            ));
         }
         normaliser.validate(OBS_DIM)?;
         Ok(MlpModel { net, normaliser })
@@ -254,7 +274,10 @@ mod tests {
             ActionPrior::RuleBased.compose(&obs, [-0.5, -2.0, 0.25]),
             Action { battery: 0.0, quantity: -1.0, price: 0.25 }
         );
-        assert_eq!(ActionPrior::None.compose(&obs, [-0.5, -2.0, 0.25]), Action { battery: -0.5, quantity: -2.0, price: 0.25 });
+        assert_eq!(
+            ActionPrior::None.compose(&obs, [-0.5, -2.0, 0.25]),
+            Action { battery: -0.5, quantity: -2.0, price: 0.25 }
+        );
 
         // A network whose mean head is all zeros plays the rule exactly, and
         // its step record keeps the network's own output (what PPO trains on).
@@ -267,7 +290,8 @@ mod tests {
         let mut policy = MlpPolicy::new(net.clone(), ObsNormaliser::identity(OBS_DIM)).unwrap();
         assert_eq!(policy.act(0, &obs), rule);
         assert_eq!(policy.last().action, [0.0; 3]);
-        let mut sampling = MlpPolicy::new(net, ObsNormaliser::identity(OBS_DIM)).unwrap().stochastic(9);
+        let mut sampling =
+            MlpPolicy::new(net, ObsNormaliser::identity(OBS_DIM)).unwrap().stochastic(9);
         let played = sampling.act(0, &obs).to_array();
         let raw = sampling.last().action;
         assert!(raw.iter().any(|a| *a != 0.0));
@@ -281,7 +305,12 @@ mod tests {
         (0..n)
             .map(|i| {
                 let f = i as f64;
-                crate::safety::tests::obs((f * 0.37).sin() + 1.5, (f * 0.11).cos() * 3.0 + 3.0, (f * 0.7).sin() - 5.0, 4.0)
+                crate::safety::tests::obs(
+                    (f * 0.37).sin() + 1.5,
+                    (f * 0.11).cos() * 3.0 + 3.0,
+                    (f * 0.7).sin() - 5.0,
+                    4.0,
+                )
             })
             .collect()
     }
@@ -312,7 +341,15 @@ mod tests {
     fn set_model_swaps_the_network_and_keeps_the_generator() {
         let spec = MlpSpec::default();
         let models: Vec<Arc<MlpModel>> = (0..3)
-            .map(|seed| Arc::new(MlpModel::new(ActorCritic::random(&spec, seed), ObsNormaliser::identity(OBS_DIM)).unwrap()))
+            .map(|seed| {
+                Arc::new(
+                    MlpModel::new(
+                        ActorCritic::random(&spec, seed),
+                        ObsNormaliser::identity(OBS_DIM),
+                    )
+                    .unwrap(),
+                )
+            })
             .collect();
         let mut policy = MlpPolicy::sampling(Arc::clone(&models[0]), 4);
         // By hand: one generator, sampled through each version in turn.
@@ -328,7 +365,10 @@ mod tests {
             model.normaliser().apply(&mut x);
             let (a, log_prob, value) = model.net().sample(&x, &mut rng, &mut scratch);
             assert_eq!(policy.act(0, obs), ActionPrior::None.compose(obs, a));
-            assert_eq!((policy.last().action, policy.last().log_prob, policy.last().value), (a, log_prob, value));
+            assert_eq!(
+                (policy.last().action, policy.last().log_prob, policy.last().value),
+                (a, log_prob, value)
+            );
             assert_eq!(policy.value_of(obs), value, "valuing draws nothing");
         }
     }
@@ -336,15 +376,21 @@ mod tests {
     #[test]
     fn models_must_fit_the_observation_and_action_layout() {
         let spec = MlpSpec { obs_dim: 5, ..MlpSpec::default() };
-        let e = MlpModel::new(ActorCritic::random(&spec, 1), ObsNormaliser::identity(5)).unwrap_err().to_string();
+        let e = MlpModel::new(ActorCritic::random(&spec, 1), ObsNormaliser::identity(5))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("obs_dim"), "{e}");
         let net = ActorCritic::random(&MlpSpec::default(), 1);
-        assert!(MlpModel::new(net, ObsNormaliser::identity(OBS_DIM - 1)).unwrap_err().to_string().contains("normaliser"));
+        assert!(MlpModel::new(net, ObsNormaliser::identity(OBS_DIM - 1))
+            .unwrap_err()
+            .to_string()
+            .contains("normaliser"));
     }
 
     #[test]
     fn normaliser_clips() {
-        let n = ObsNormaliser { mean: vec![1.0, 0.0], var: vec![4.0, 1e-12], clip: 5.0, epsilon: 1e-8 };
+        let n =
+            ObsNormaliser { mean: vec![1.0, 0.0], var: vec![4.0, 1e-12], clip: 5.0, epsilon: 1e-8 };
         let mut x = [3.0f32, 1.0];
         n.apply(&mut x);
         assert!((x[0] - 1.0).abs() < 1e-6);

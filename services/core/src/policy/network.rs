@@ -50,7 +50,12 @@ pub struct MlpSpec {
 
 impl Default for MlpSpec {
     fn default() -> Self {
-        MlpSpec { obs_dim: OBS_DIM, hidden: vec![64, 64], act_dim: ACT_DIM, prior: ActionPrior::None }
+        MlpSpec {
+            obs_dim: OBS_DIM,
+            hidden: vec![64, 64],
+            act_dim: ACT_DIM,
+            prior: ActionPrior::None,
+        }
     }
 }
 
@@ -58,10 +63,19 @@ impl MlpSpec {
     /// Checks the dimensions are non-zero and within the limits a policy file may declare.
     pub fn validate(&self) -> Result<(), CoreError> {
         if self.obs_dim == 0 || self.obs_dim > 4096 || self.act_dim == 0 || self.act_dim > 64 {
-            return Err(CoreError::invalid("mlp", format!("obs_dim {} / act_dim {} out of range", self.obs_dim, self.act_dim)));
+            return Err(CoreError::invalid(
+                "mlp",
+                format!("obs_dim {} / act_dim {} out of range", self.obs_dim, self.act_dim),
+            ));
         }
-        if self.hidden.is_empty() || self.hidden.len() > 8 || self.hidden.iter().any(|h| *h == 0 || *h > 4096) {
-            return Err(CoreError::invalid("mlp.hidden", format!("needs 1..=8 layers of 1..=4096 units, got {:?}", self.hidden)));
+        if self.hidden.is_empty()
+            || self.hidden.len() > 8
+            || self.hidden.iter().any(|h| *h == 0 || *h > 4096)
+        {
+            return Err(CoreError::invalid(
+                "mlp.hidden",
+                format!("needs 1..=8 layers of 1..=4096 units, got {:?}", self.hidden),
+            ));
         }
         Ok(())
     }
@@ -153,7 +167,9 @@ impl Dense {
             let mut acc = [0.0f32; BLOCK];
             acc.copy_from_slice(&self.b[o0..o0 + BLOCK]);
             for (i, xi) in x.iter().enumerate() {
-                let w: &[f32; BLOCK] = self.wt[i * n_out + o0..i * n_out + o0 + BLOCK].try_into().expect("block in bounds");
+                let w: &[f32; BLOCK] = self.wt[i * n_out + o0..i * n_out + o0 + BLOCK]
+                    .try_into()
+                    .expect("block in bounds");
                 for k in 0..BLOCK {
                     acc[k] += xi * w[k];
                 }
@@ -327,7 +343,12 @@ impl ActorCritic {
     /// Samples an action for the normalised observation `x`: the mean plus
     /// `exp(log_std)` times standard normals from `rng`, with its log-prob
     /// and the value of `x`. Actors that learn call this.
-    pub fn sample(&self, x: &[f32], rng: &mut SeededRng, scratch: &mut Scratch) -> ([f32; ACT_DIM], f32, f32) {
+    pub fn sample(
+        &self,
+        x: &[f32],
+        rng: &mut SeededRng,
+        scratch: &mut Scratch,
+    ) -> ([f32; ACT_DIM], f32, f32) {
         let mut mean = [0.0f32; ACT_DIM];
         self.mean(x, scratch, &mut mean);
         let mut a = [0.0f32; ACT_DIM];
@@ -365,7 +386,8 @@ mod tests {
             pos += n_in * n_out + n_out;
             a = (0..n_out)
                 .map(|o| {
-                    let z = b[o] as f64 + (0..n_in).map(|i| w[o * n_in + i] as f64 * a[i]).sum::<f64>();
+                    let z =
+                        b[o] as f64 + (0..n_in).map(|i| w[o * n_in + i] as f64 * a[i]).sum::<f64>();
                     if k + 1 < sizes.len() {
                         z.tanh()
                     } else {
@@ -391,7 +413,8 @@ mod tests {
 
     #[test]
     fn forward_matches_reference_and_flat_round_trips() {
-        let spec = MlpSpec { obs_dim: 5, hidden: vec![37, 4], act_dim: 3, prior: ActionPrior::None };
+        let spec =
+            MlpSpec { obs_dim: 5, hidden: vec![37, 4], act_dim: 3, prior: ActionPrior::None };
         let net = ActorCritic::random(&spec, 42);
         let flat = net.to_flat();
         assert_eq!(flat.len(), spec.n_params());
@@ -436,7 +459,8 @@ mod tests {
 
     #[test]
     fn specs_saved_without_a_prior_have_none() {
-        let old: MlpSpec = serde_json::from_str(r#"{"obs_dim":14,"hidden":[64,64],"act_dim":3}"#).unwrap();
+        let old: MlpSpec =
+            serde_json::from_str(r#"{"obs_dim":14,"hidden":[64,64],"act_dim":3}"#).unwrap();
         assert_eq!(old.prior, ActionPrior::None);
         let spec = MlpSpec { prior: ActionPrior::RuleBased, ..MlpSpec::default() };
         let json = serde_json::to_string(&spec).unwrap();

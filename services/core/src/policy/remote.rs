@@ -18,7 +18,8 @@
 
 use crate::error::CoreError;
 use crate::experience::{
-    check_abs, check_range, MAX_ABS_ACTION, MAX_ABS_OBSERVATION, MAX_ABS_REWARD, MAX_GRID_IMPORT_KWH, MAX_PROSUMERS,
+    check_abs, check_range, MAX_ABS_ACTION, MAX_ABS_OBSERVATION, MAX_ABS_REWARD,
+    MAX_GRID_IMPORT_KWH, MAX_PROSUMERS,
 };
 use crate::observation::OBS_DIM;
 use crate::policy::{Action, ACT_DIM};
@@ -82,10 +83,16 @@ pub struct ActionBatch {
 /// 1..=`MAX_PROSUMERS` ids, strictly ascending.
 fn check_ids(field: &str, ids: &[ProsumerId]) -> Result<(), CoreError> {
     if ids.is_empty() || ids.len() > MAX_PROSUMERS {
-        return Err(CoreError::invalid(field, format!("must hold 1..={MAX_PROSUMERS} ids, got {}", ids.len())));
+        return Err(CoreError::invalid(
+            field,
+            format!("must hold 1..={MAX_PROSUMERS} ids, got {}", ids.len()),
+        ));
     }
     if let Some(i) = ids.windows(2).position(|w| w[0] >= w[1]) {
-        return Err(CoreError::invalid(format!("{field}[{}]", i + 1), "ids must be strictly ascending"));
+        return Err(CoreError::invalid(
+            format!("{field}[{}]", i + 1),
+            "ids must be strictly ascending",
+        ));
     }
     Ok(())
 }
@@ -111,7 +118,10 @@ impl ObservationBatch {
             if previous.slot >= self.slot {
                 return Err(CoreError::invalid(
                     "previous.slot",
-                    format!("must be before the slot acted for ({}), got {}", self.slot, previous.slot),
+                    format!(
+                        "must be before the slot acted for ({}), got {}",
+                        self.slot, previous.slot
+                    ),
                 ));
             }
         }
@@ -124,10 +134,16 @@ impl SlotFeedback {
     pub fn validate(&self, path: &str) -> Result<(), CoreError> {
         let ids: Vec<ProsumerId> = self.outcomes.iter().map(|o| o.prosumer_id).collect();
         check_ids(&format!("{path}.prosumer_ids"), &ids)?;
-        let column = |f: fn(&ProsumerOutcome) -> f32| self.outcomes.iter().map(f).collect::<Vec<f32>>();
+        let column =
+            |f: fn(&ProsumerOutcome) -> f32| self.outcomes.iter().map(f).collect::<Vec<f32>>();
         check_abs(&format!("{path}.rewards"), &column(|o| o.reward), MAX_ABS_REWARD)?;
         check_abs(&format!("{path}.costs"), &column(|o| o.cost), MAX_ABS_REWARD)?;
-        check_range(&format!("{path}.grid_import_kwh"), &column(|o| o.grid_import_kwh), 0.0, MAX_GRID_IMPORT_KWH)
+        check_range(
+            &format!("{path}.grid_import_kwh"),
+            &column(|o| o.grid_import_kwh),
+            0.0,
+            MAX_GRID_IMPORT_KWH,
+        )
     }
 }
 
@@ -153,18 +169,30 @@ impl ActionBatch {
     /// the same ids in the same order.
     pub fn answers(&self, request: &ObservationBatch) -> Result<(), CoreError> {
         if self.slot != request.slot {
-            return Err(CoreError::invalid("slot", format!("must be the slot asked for ({}), got {}", request.slot, self.slot)));
+            return Err(CoreError::invalid(
+                "slot",
+                format!("must be the slot asked for ({}), got {}", request.slot, self.slot),
+            ));
         }
         if self.prosumer_ids.len() != request.prosumer_ids.len() {
             return Err(CoreError::invalid(
                 "prosumer_ids",
-                format!("must name the {} prosumers asked for, got {}", request.prosumer_ids.len(), self.prosumer_ids.len()),
+                format!(
+                    "must name the {} prosumers asked for, got {}",
+                    request.prosumer_ids.len(),
+                    self.prosumer_ids.len()
+                ),
             ));
         }
-        if let Some(i) = self.prosumer_ids.iter().zip(&request.prosumer_ids).position(|(a, b)| a != b) {
+        if let Some(i) =
+            self.prosumer_ids.iter().zip(&request.prosumer_ids).position(|(a, b)| a != b)
+        {
             return Err(CoreError::invalid(
                 format!("prosumer_ids[{i}]"),
-                format!("must be {} (the request's order), got {}", request.prosumer_ids[i], self.prosumer_ids[i]),
+                format!(
+                    "must be {} (the request's order), got {}",
+                    request.prosumer_ids[i], self.prosumer_ids[i]
+                ),
             ));
         }
         Ok(())
@@ -236,10 +264,22 @@ mod tests {
             (Box::new(|r| r.observations[1][3] = f32::NAN), "observations[17]"),
             (Box::new(|r| r.observations[0][0] = 2e6), "observations[0]"),
             (Box::new(|r| r.previous.as_mut().unwrap().slot = 10), "previous.slot"),
-            (Box::new(|r| r.previous.as_mut().unwrap().outcomes[1].reward = f32::INFINITY), "previous.rewards[1]"),
-            (Box::new(|r| r.previous.as_mut().unwrap().outcomes[2].cost = -1e7), "previous.costs[2]"),
-            (Box::new(|r| r.previous.as_mut().unwrap().outcomes[0].grid_import_kwh = -1.0), "previous.grid_import_kwh[0]"),
-            (Box::new(|r| r.previous.as_mut().unwrap().outcomes.swap(0, 1)), "previous.prosumer_ids[1]"),
+            (
+                Box::new(|r| r.previous.as_mut().unwrap().outcomes[1].reward = f32::INFINITY),
+                "previous.rewards[1]",
+            ),
+            (
+                Box::new(|r| r.previous.as_mut().unwrap().outcomes[2].cost = -1e7),
+                "previous.costs[2]",
+            ),
+            (
+                Box::new(|r| r.previous.as_mut().unwrap().outcomes[0].grid_import_kwh = -1.0),
+                "previous.grid_import_kwh[0]",
+            ),
+            (
+                Box::new(|r| r.previous.as_mut().unwrap().outcomes.swap(0, 1)),
+                "previous.prosumer_ids[1]",
+            ),
         ];
         for (break_it, field) in cases {
             let mut r = request(3);
@@ -262,7 +302,10 @@ mod tests {
         let e = a.validate().unwrap_err().to_string();
         assert!(e.contains("expected 9 values") && e.contains("got 6"), "{e}");
         let req = request(3);
-        assert_eq!(field_of(ActionBatch { slot: 11, ..answer(3) }.answers(&req).unwrap_err()), "slot");
+        assert_eq!(
+            field_of(ActionBatch { slot: 11, ..answer(3) }.answers(&req).unwrap_err()),
+            "slot"
+        );
         assert_eq!(field_of(answer(2).answers(&req).unwrap_err()), "prosumer_ids");
         let shifted = ActionBatch { prosumer_ids: vec![5, 6, 8], ..answer(3) };
         shifted.validate().unwrap();

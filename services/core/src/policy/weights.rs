@@ -69,8 +69,16 @@ pub fn to_safetensors(w: &PolicyWeights) -> Result<Vec<u8>, CoreError> {
         buffers.push((name, shape, bytes_of(&flat[pos..pos + n])));
         pos += n;
     }
-    buffers.push(("obs_norm.mean".into(), vec![w.normaliser.mean.len()], bytes_of(&w.normaliser.mean)));
-    buffers.push(("obs_norm.var".into(), vec![w.normaliser.var.len()], bytes_of(&w.normaliser.var)));
+    buffers.push((
+        "obs_norm.mean".into(),
+        vec![w.normaliser.mean.len()],
+        bytes_of(&w.normaliser.mean),
+    ));
+    buffers.push((
+        "obs_norm.var".into(),
+        vec![w.normaliser.var.len()],
+        bytes_of(&w.normaliser.var),
+    ));
     let views = buffers
         .iter()
         .map(|(name, shape, data)| {
@@ -79,7 +87,8 @@ pub fn to_safetensors(w: &PolicyWeights) -> Result<Vec<u8>, CoreError> {
                 .map_err(|e| CoreError::invalid(format!("weights.{name}"), e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let spec_json = serde_json::to_string(spec).map_err(|e| CoreError::invalid("weights.spec", e.to_string()))?;
+    let spec_json = serde_json::to_string(spec)
+        .map_err(|e| CoreError::invalid("weights.spec", e.to_string()))?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("spec".to_string(), spec_json),
@@ -87,7 +96,8 @@ pub fn to_safetensors(w: &PolicyWeights) -> Result<Vec<u8>, CoreError> {
         ("obs_norm.epsilon".to_string(), w.normaliser.epsilon.to_string()),
         ("version".to_string(), w.version.to_string()),
     ]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| CoreError::invalid("weights", e.to_string()))
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| CoreError::invalid("weights", e.to_string()))
 }
 
 fn f32s(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>, CoreError> {
@@ -97,27 +107,40 @@ fn f32s(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>, CoreE
         return Err(CoreError::invalid(&field, format!("must be F32, got {:?}", t.dtype())));
     }
     if t.shape() != shape {
-        return Err(CoreError::invalid(&field, format!("must have shape {shape:?}, got {:?}", t.shape())));
+        return Err(CoreError::invalid(
+            &field,
+            format!("must have shape {shape:?}, got {:?}", t.shape()),
+        ));
     }
     Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
 /// Decodes and validates a safetensors policy blob.
 pub fn from_safetensors(bytes: &[u8]) -> Result<PolicyWeights, CoreError> {
-    let (_, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| CoreError::invalid("weights", format!("not a safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| CoreError::invalid("weights", format!("not a safetensors file: {e}")))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let get = |key: &str| meta.get(key).ok_or_else(|| CoreError::invalid(format!("weights.metadata.{key}"), "is missing"));
+    let get = |key: &str| {
+        meta.get(key)
+            .ok_or_else(|| CoreError::invalid(format!("weights.metadata.{key}"), "is missing"))
+    };
     if get("format")? != FORMAT {
-        return Err(CoreError::invalid("weights.metadata.format", format!("must be {FORMAT}, got {}", get("format")?)));
+        return Err(CoreError::invalid(
+            "weights.metadata.format",
+            format!("must be {FORMAT}, got {}", get("format")?),
+        ));
     }
-    let spec: MlpSpec =
-        serde_json::from_str(get("spec")?).map_err(|e| CoreError::invalid("weights.metadata.spec", e.to_string()))?;
+    let spec: MlpSpec = serde_json::from_str(get("spec")?)
+        .map_err(|e| CoreError::invalid("weights.metadata.spec", e.to_string()))?;
     spec.validate()?;
     let number = |key: &str| -> Result<f64, CoreError> {
-        get(key)?.parse::<f64>().map_err(|e| CoreError::invalid(format!("weights.metadata.{key}"), e.to_string()))
+        get(key)?
+            .parse::<f64>()
+            .map_err(|e| CoreError::invalid(format!("weights.metadata.{key}"), e.to_string()))
     };
-    let version = get("version")?.parse::<u64>().map_err(|e| CoreError::invalid("weights.metadata.version", e.to_string()))?;
+    let version = get("version")?
+        .parse::<u64>()
+        .map_err(|e| CoreError::invalid("weights.metadata.version", e.to_string()))?;
     // The spec is a claim of the header: reserve nothing for it that the
     // blob cannot hold (8 layers of 4096 units declare ~1 GB in a few bytes).
     let n_params = spec.n_params();
@@ -131,7 +154,8 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<PolicyWeights, CoreError> {
             ),
         ));
     }
-    let st = SafeTensors::deserialize(bytes).map_err(|e| CoreError::invalid("weights", e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| CoreError::invalid("weights", e.to_string()))?;
     let mut flat = Vec::with_capacity(n_params);
     for (name, shape) in layout(&spec) {
         flat.extend(f32s(&st, &name, &shape)?);
@@ -187,7 +211,10 @@ mod tests {
         // is refused before any tensor is read), in the wrong shape.
         let n = bad.net.spec.n_params();
         let data = vec![0u8; 4 * n];
-        let views = vec![("actor.0.weight".to_string(), TensorView::new(Dtype::F32, vec![n], &data).unwrap())];
+        let views = vec![(
+            "actor.0.weight".to_string(),
+            TensorView::new(Dtype::F32, vec![n], &data).unwrap(),
+        )];
         let spec_json = serde_json::to_string(&bad.net.spec).unwrap();
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),

@@ -120,7 +120,12 @@ pub fn solve_optimum(
 
 /// The same checks as `Simulation::new`, plus distinct slots (a plan is
 /// keyed by dataset slot).
-fn validate(ds: &Dataset, prosumers: &[ProsumerSpec], cfg: &SimConfig, slots: &[usize]) -> Result<(), EvalError> {
+fn validate(
+    ds: &Dataset,
+    prosumers: &[ProsumerSpec],
+    cfg: &SimConfig,
+    slots: &[usize],
+) -> Result<(), EvalError> {
     cfg.validate()?;
     if slots.is_empty() {
         return Err(EvalError::invalid("schedule", "needs at least one slot"));
@@ -128,7 +133,10 @@ fn validate(ds: &Dataset, prosumers: &[ProsumerSpec], cfg: &SimConfig, slots: &[
     let mut seen = HashSet::with_capacity(slots.len());
     for &t in slots {
         if t >= ds.n_slots() {
-            return Err(EvalError::invalid("schedule", format!("slot {t} is beyond the dataset's {} slots", ds.n_slots())));
+            return Err(EvalError::invalid(
+                "schedule",
+                format!("slot {t} is beyond the dataset's {} slots", ds.n_slots()),
+            ));
         }
         if !seen.insert(t) {
             return Err(EvalError::invalid("schedule", format!("slot {t} appears twice")));
@@ -137,7 +145,10 @@ fn validate(ds: &Dataset, prosumers: &[ProsumerSpec], cfg: &SimConfig, slots: &[
     for (i, p) in prosumers.iter().enumerate() {
         p.validate(ds)?;
         if p.id as usize != i {
-            return Err(EvalError::invalid(format!("prosumers[{i}].id"), format!("ids must be 0..n in order, got {}", p.id)));
+            return Err(EvalError::invalid(
+                format!("prosumers[{i}].id"),
+                format!("ids must be 0..n in order, got {}", p.id),
+            ));
         }
     }
     Ok(())

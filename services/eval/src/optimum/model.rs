@@ -132,17 +132,30 @@ fn sum(constant: f64, vars: &[Variable]) -> Expression {
 }
 
 /// Builds the LP (inputs validated by the caller).
-pub(super) fn build(ds: &Dataset, prosumers: &[ProsumerSpec], cfg: &SimConfig, schedule: &[usize]) -> Lp {
+pub(super) fn build(
+    ds: &Dataset,
+    prosumers: &[ProsumerSpec],
+    cfg: &SimConfig,
+    schedule: &[usize],
+) -> Lp {
     let grid = &cfg.grid;
     let mut slots: Vec<SlotVars> = schedule
         .iter()
         .map(|&t| {
             let tariff = cfg.tariff_of(ds, t);
-            SlotVars { retail: tariff.retail.per_kwh(), feed_in: tariff.feed_in.per_kwh(), ..SlotVars::default() }
+            SlotVars {
+                retail: tariff.retail.per_kwh(),
+                feed_in: tariff.feed_in.per_kwh(),
+                ..SlotVars::default()
+            }
         })
         .collect();
     let max_retail = slots.iter().map(|s| s.retail).fold(0.0, f64::max);
-    let max_degradation = prosumers.iter().filter_map(|p| p.battery).map(|b| b.degradation_cost_per_kwh).fold(0.0, f64::max);
+    let max_degradation = prosumers
+        .iter()
+        .filter_map(|p| p.battery)
+        .map(|b| b.degradation_cost_per_kwh)
+        .fold(0.0, f64::max);
     let mut lp = Lp {
         vars: ProblemVariables::new(),
         constraints: Vec::new(),
@@ -156,12 +169,21 @@ pub(super) fn build(ds: &Dataset, prosumers: &[ProsumerSpec], cfg: &SimConfig, s
     };
     // A kWh of EV shortfall must cost more than buying it at the dearest
     // price through a lossy battery, so the slack is used only when needed.
-    let shortfall_penalty = 10.0 * (max_retail + 2.0 * max_degradation + grid.overload_penalty_per_kwh) + 1.0;
+    let shortfall_penalty =
+        10.0 * (max_retail + 2.0 * max_degradation + grid.overload_penalty_per_kwh) + 1.0;
     let hours_of_day: Vec<u8> = schedule.iter().map(|&t| slot_hour(ds, t)).collect();
     for p in prosumers {
-        let net_kwh: Vec<f64> = schedule.iter().map(|&t| p.trace.load_kwh(ds, t) - p.trace.pv_kwh(ds, t)).collect();
+        let net_kwh: Vec<f64> =
+            schedule.iter().map(|&t| p.trace.load_kwh(ds, t) - p.trace.pv_kwh(ds, t)).collect();
         let battery = match p.battery.filter(|b| b.capacity_kwh > 0.0) {
-            Some(spec) => Some(lp.add_battery(p, &spec, &net_kwh, &hours_of_day, shortfall_penalty, &mut slots)),
+            Some(spec) => Some(lp.add_battery(
+                p,
+                &spec,
+                &net_kwh,
+                &hours_of_day,
+                shortfall_penalty,
+                &mut slots,
+            )),
             None => {
                 for (slot, n) in slots.iter_mut().zip(&net_kwh) {
                     slot.add_fixed(*n);
@@ -191,7 +213,8 @@ impl Lp {
     ) -> BatteryVars {
         let e = spec.one_way_efficiency();
         let (min_kwh, max_kwh) = (spec.min_stored_kwh(), spec.max_stored_kwh());
-        let (max_charge, max_discharge) = (spec.max_charge_kw * self.hours, spec.max_discharge_kw * self.hours);
+        let (max_charge, max_discharge) =
+            (spec.max_charge_kw * self.hours, spec.max_discharge_kw * self.hours);
         let initial_kwh = (p.initial_soc * spec.capacity_kwh).clamp(min_kwh, max_kwh);
         let mut stored = Expression::from(initial_kwh);
         let plugged_in = |k: usize| p.ev.is_none_or(|ev| ev.plugged_in(hours_of_day[k]));
@@ -245,7 +268,13 @@ impl Lp {
             slot.surpluses.push(surplus);
             flows.push(Some(Flows { charge, discharge, stored: next, deficit, surplus }));
         }
-        BatteryVars { initial_kwh, one_way_efficiency: e, degradation_per_kwh: spec.degradation_cost_per_kwh, flows, shortfalls }
+        BatteryVars {
+            initial_kwh,
+            one_way_efficiency: e,
+            degradation_per_kwh: spec.degradation_cost_per_kwh,
+            flows,
+            shortfalls,
+        }
     }
 
     fn shortfall(&mut self, max_kwh: f64, penalty: f64) -> Variable {
@@ -255,7 +284,12 @@ impl Lp {
     }
 
     /// P2P volume, grid cost and feeder overload of one slot.
-    fn add_community_slot(&mut self, slot: &mut SlotVars, import_limit_kw: f64, export_limit_kw: f64) {
+    fn add_community_slot(
+        &mut self,
+        slot: &mut SlotVars,
+        import_limit_kw: f64,
+        export_limit_kw: f64,
+    ) {
         let deficit = sum(slot.fixed_deficit, &slot.deficits);
         let surplus = sum(slot.fixed_surplus, &slot.surpluses);
         let p2p = self.vars.add(variable().min(0.0));
@@ -269,7 +303,10 @@ impl Lp {
             for (limit_kw, direction) in [(import_limit_kw, 1.0), (export_limit_kw, -1.0)] {
                 if limit_kw.is_finite() {
                     let over = self.vars.add(variable().min(0.0));
-                    self.constraints.push(Expression::from(over).geq(direction * net_import.clone() - limit_kw * self.hours));
+                    self.constraints.push(
+                        Expression::from(over)
+                            .geq(direction * net_import.clone() - limit_kw * self.hours),
+                    );
                     self.objective.add_mul(self.overload_penalty, over);
                     slot.overloads.push(over);
                 }
@@ -280,7 +317,17 @@ impl Lp {
 
     /// Solves the LP and reads the plan out of the solution.
     pub(super) fn solve(self) -> Result<OptimumPlan, EvalError> {
-        let Lp { vars, constraints, objective, households, slots, schedule, hours: _, loss, overload_penalty } = self;
+        let Lp {
+            vars,
+            constraints,
+            objective,
+            households,
+            slots,
+            schedule,
+            hours: _,
+            loss,
+            overload_penalty,
+        } = self;
         let (n_variables, n_constraints) = (vars.len(), constraints.len());
         let solution = vars
             .minimise(objective)
@@ -300,7 +347,8 @@ impl Lp {
                 x
             }
         };
-        let household_plans: Vec<HouseholdPlan> = households.iter().map(|h| read_household(h, &value)).collect();
+        let household_plans: Vec<HouseholdPlan> =
+            households.iter().map(|h| read_household(h, &value)).collect();
         let mut cost = 0.0;
         let mut p2p_kwh = Vec::with_capacity(slots.len());
         for (k, s) in slots.iter().enumerate() {
@@ -317,10 +365,13 @@ impl Lp {
         }
         for (h, plan) in households.iter().zip(&household_plans) {
             if let Some(b) = &h.battery {
-                cost += b.degradation_per_kwh * (plan.charge_kwh.iter().sum::<f64>() + plan.discharge_kwh.iter().sum::<f64>());
+                cost += b.degradation_per_kwh
+                    * (plan.charge_kwh.iter().sum::<f64>()
+                        + plan.discharge_kwh.iter().sum::<f64>());
             }
         }
-        let shortfall: f64 = household_plans.iter().map(|h| h.ev_shortfall_kwh.iter().sum::<f64>()).sum();
+        let shortfall: f64 =
+            household_plans.iter().map(|h| h.ev_shortfall_kwh.iter().sum::<f64>()).sum();
         let summary = LpSummary {
             lower_bound_cost: cost,
             battery_households: households.iter().filter(|h| h.battery.is_some()).count(),

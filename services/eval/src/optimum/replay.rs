@@ -40,9 +40,19 @@ impl PlanPolicy {
             stored_kwh: plan
                 .households
                 .iter()
-                .map(|h| h.stored_kwh.iter().zip(&h.battery_available).map(|(s, a)| a.then_some(*s)).collect())
+                .map(|h| {
+                    h.stored_kwh
+                        .iter()
+                        .zip(&h.battery_available)
+                        .map(|(s, a)| a.then_some(*s))
+                        .collect()
+                })
                 .collect(),
-            one_way_efficiency: plan.households.iter().map(|h| h.one_way_efficiency.unwrap_or(1.0)).collect(),
+            one_way_efficiency: plan
+                .households
+                .iter()
+                .map(|h| h.one_way_efficiency.unwrap_or(1.0))
+                .collect(),
             trade: plan.p2p_kwh.iter().map(|p| *p > 1e-6).collect(),
             position: plan.slots.iter().enumerate().map(|(k, &t)| (t, k)).collect(),
         }

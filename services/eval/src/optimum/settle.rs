@@ -54,11 +54,15 @@ impl OptimumPlan {
         for p in prosumers {
             p.validate(ds)?;
         }
-        let capacity: f64 = prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
+        let capacity: f64 =
+            prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
         let mut kpi = KpiAccumulator::new(n, capacity);
         if let Some(costs) = baseline_costs {
             if costs.len() != n || costs.iter().any(|c| !c.is_finite()) {
-                return Err(EvalError::invalid("baseline_costs", format!("need {n} finite values, got {}", costs.len())));
+                return Err(EvalError::invalid(
+                    "baseline_costs",
+                    format!("need {n} finite values, got {}", costs.len()),
+                ));
             }
             kpi = kpi.with_baseline_costs(costs);
         }
@@ -76,7 +80,9 @@ impl OptimumPlan {
                 feed_in_per_kwh: tariff.feed_in.per_kwh(),
                 ..SlotRecord::default()
             };
-            for (i, ((p, h), s)) in prosumers.iter().zip(&self.households).zip(&settlements).enumerate() {
+            for (i, ((p, h), s)) in
+                prosumers.iter().zip(&self.households).zip(&settlements).enumerate()
+            {
                 let report = household_report(p, h, k, ds, t);
                 let slot = household_slot(&report, s, &tariff, &cfg.reward);
                 kpi.record(i, &slot, &tariff);
@@ -111,7 +117,8 @@ impl OptimumPlan {
             let bought = if deficit > 0.0 { p2p * h.deficit_kwh[k] / deficit } else { 0.0 };
             let sold = if surplus > 0.0 { p2p * h.surplus_kwh[k] / surplus } else { 0.0 };
             let received = bought * (1.0 - loss);
-            let (import, export) = ((h.deficit_kwh[k] - received).max(0.0), (h.surplus_kwh[k] - sold).max(0.0));
+            let (import, export) =
+                ((h.deficit_kwh[k] - received).max(0.0), (h.surplus_kwh[k] - sold).max(0.0));
             out.push(Settlement {
                 grid_import_kwh: import,
                 grid_export_kwh: export,
@@ -129,7 +136,13 @@ impl OptimumPlan {
 }
 
 /// What household `p`, following `h`, reports in slot `k` (dataset slot `t`).
-fn household_report(p: &ProsumerSpec, h: &HouseholdPlan, k: usize, ds: &Dataset, t: usize) -> HouseholdReport {
+fn household_report(
+    p: &ProsumerSpec,
+    h: &HouseholdPlan,
+    k: usize,
+    ds: &Dataset,
+    t: usize,
+) -> HouseholdReport {
     let (charged, discharged) = (h.charge_kwh[k], h.discharge_kwh[k]);
     let e = h.one_way_efficiency.unwrap_or(1.0);
     let battery = BatteryStep {
@@ -144,7 +157,9 @@ fn household_report(p: &ProsumerSpec, h: &HouseholdPlan, k: usize, ds: &Dataset,
         pv_kwh: p.trace.pv_kwh(ds, t),
         net_kwh: h.deficit_kwh[k] - h.surplus_kwh[k],
         battery,
-        degradation_cost: p.battery.map_or(0.0, |b| b.degradation_cost_per_kwh * battery.throughput_kwh()),
+        degradation_cost: p
+            .battery
+            .map_or(0.0, |b| b.degradation_cost_per_kwh * battery.throughput_kwh()),
         ev_shortfall_kwh: h.ev_shortfall_kwh[k],
         stored_kwh: h.stored_kwh[k],
         order: None,

@@ -8,8 +8,12 @@ use peergrid_core::data::synthetic::synthetic_dataset;
 use peergrid_core::data::{Dataset, HomeSeries};
 use peergrid_core::evaluation::{evaluate, PolicyResult};
 use peergrid_core::market::Mechanism;
-use peergrid_core::policy::{ActorCritic, GridOnly, MlpPolicy, MlpSpec, ObsNormaliser, Policy, RuleBased};
-use peergrid_core::prosumer::{generate_community, CommunityConfig, ProsumerKind, ProsumerSpec, TraceRef};
+use peergrid_core::policy::{
+    ActorCritic, GridOnly, MlpPolicy, MlpSpec, ObsNormaliser, Policy, RuleBased,
+};
+use peergrid_core::prosumer::{
+    generate_community, CommunityConfig, ProsumerKind, ProsumerSpec, TraceRef,
+};
 use peergrid_core::simulation::{SimConfig, Simulation, SlotRecord};
 use peergrid_core::tariff::{GridConfig, TariffConfig};
 use proptest::prelude::*;
@@ -23,7 +27,12 @@ fn dataset(load: Vec<Vec<f32>>, pv: Vec<Vec<f32>>) -> Dataset {
         .into_iter()
         .zip(pv)
         .enumerate()
-        .map(|(i, (load_kwh, pv_kwh_per_kwp))| HomeSeries { name: format!("h{i}"), load_kwh, pv_kwh_per_kwp, pv_kwp: 1.0 })
+        .map(|(i, (load_kwh, pv_kwh_per_kwp))| HomeSeries {
+            name: format!("h{i}"),
+            load_kwh,
+            pv_kwh_per_kwp,
+            pv_kwp: 1.0,
+        })
         .collect();
     Dataset {
         name: "hand".into(),
@@ -36,11 +45,24 @@ fn dataset(load: Vec<Vec<f32>>, pv: Vec<Vec<f32>>) -> Dataset {
     }
 }
 
-fn household(id: u32, home: u32, pv_kwp: f32, battery: Option<BatterySpec>, initial_soc: f64) -> ProsumerSpec {
+fn household(
+    id: u32,
+    home: u32,
+    pv_kwp: f32,
+    battery: Option<BatterySpec>,
+    initial_soc: f64,
+) -> ProsumerSpec {
     ProsumerSpec {
         id,
         kind: if battery.is_some() { ProsumerKind::PvBattery } else { ProsumerKind::PvOnly },
-        trace: TraceRef { home, load_scale: 1.0, pv_kwp, shift_slots: 0, noise_sigma: 0.0, noise_seed: 0 },
+        trace: TraceRef {
+            home,
+            load_scale: 1.0,
+            pv_kwp,
+            shift_slots: 0,
+            noise_sigma: 0.0,
+            noise_seed: 0,
+        },
         battery,
         ev: None,
         initial_soc,
@@ -57,16 +79,27 @@ struct Compared {
     plan: OptimumPlan,
 }
 
-fn compare(ds: &Dataset, prosumers: &[ProsumerSpec], cfg: &SimConfig, slots: &[usize], seed: u64) -> Compared {
+fn compare(
+    ds: &Dataset,
+    prosumers: &[ProsumerSpec],
+    cfg: &SimConfig,
+    slots: &[usize],
+    seed: u64,
+) -> Compared {
     let plan = solve_optimum(ds, prosumers, cfg, slots).unwrap();
     let ds = Arc::new(ds.clone());
-    let mut reference = Simulation::new(ds.clone(), prosumers.to_vec(), cfg.clone(), slots.to_vec()).unwrap();
+    let mut reference =
+        Simulation::new(ds.clone(), prosumers.to_vec(), cfg.clone(), slots.to_vec()).unwrap();
     reference.run(&mut GridOnly);
-    let optimum = plan.settle(&ds, prosumers, cfg, Some(reference.household_costs().to_vec())).unwrap();
+    let optimum =
+        plan.settle(&ds, prosumers, cfg, Some(reference.household_costs().to_vec())).unwrap();
     let spec = MlpSpec::default();
-    let mut mlp = MlpPolicy::new(ActorCritic::random(&spec, seed), ObsNormaliser::identity(spec.obs_dim)).unwrap();
+    let mut mlp =
+        MlpPolicy::new(ActorCritic::random(&spec, seed), ObsNormaliser::identity(spec.obs_dim))
+            .unwrap();
     let mut replay = plan.policy();
-    let policies: &mut [&mut dyn Policy] = &mut [&mut GridOnly, &mut RuleBased, &mut mlp, &mut replay];
+    let policies: &mut [&mut dyn Policy] =
+        &mut [&mut GridOnly, &mut RuleBased, &mut mlp, &mut replay];
     let mut policies = evaluate(&ds, prosumers, cfg, slots, policies).unwrap();
     let replay = policies.pop().unwrap();
     Compared { policies, optimum, replay, lp: plan.summary.clone(), plan }
@@ -133,7 +166,11 @@ fn one_household_three_slots_by_hand() {
     // Grid-only: 0.10 − 2·0.05 + 0.50; rule-based stores all 2 kWh of surplus
     // (0.10 for hour 0, throughput 2 + 1 kWh).
     assert!((c.policies[0].kpis.community_cost - 0.50).abs() < 1e-9);
-    assert!((c.policies[1].kpis.community_cost - 0.13).abs() < 1e-6, "{}", c.policies[1].kpis.community_cost);
+    assert!(
+        (c.policies[1].kpis.community_cost - 0.13).abs() < 1e-6,
+        "{}",
+        c.policies[1].kpis.community_cost
+    );
 }
 
 #[test]
@@ -160,7 +197,12 @@ fn p2p_loses_its_loss_fraction_and_nothing_else() {
 fn assert_never_beaten(c: &Compared, faithful: bool) {
     let bound = c.lp.lower_bound_cost;
     let tolerance = 1e-6 * bound.abs().max(1.0);
-    assert!((c.optimum.kpis.community_cost - bound).abs() <= tolerance, "{:?} vs {:?}", c.optimum.kpis, c.lp);
+    assert!(
+        (c.optimum.kpis.community_cost - bound).abs() <= tolerance,
+        "{:?} vs {:?}",
+        c.optimum.kpis,
+        c.lp
+    );
     for p in c.policies.iter().chain([&c.replay]) {
         assert!(
             bound <= p.kpis.community_cost + tolerance,
@@ -188,19 +230,36 @@ fn assert_never_beaten(c: &Compared, faithful: bool) {
 #[test]
 fn never_beaten_on_a_mixed_community_with_evs_feeder_limits_and_pay_as_bid() {
     let ds = synthetic_dataset(4, 3, 60, 5);
-    let community = CommunityConfig { n_prosumers: 10, share_ev: 0.3, seed: 5, ..CommunityConfig::default() };
+    let community =
+        CommunityConfig { n_prosumers: 10, share_ev: 0.3, seed: 5, ..CommunityConfig::default() };
     let prosumers = generate_community(&ds, &community).unwrap();
-    assert!(prosumers.iter().any(|p| p.ev.is_some()) && prosumers.iter().any(|p| p.kind == ProsumerKind::PvBattery));
+    assert!(
+        prosumers.iter().any(|p| p.ev.is_some())
+            && prosumers.iter().any(|p| p.kind == ProsumerKind::PvBattery)
+    );
     let slots: Vec<usize> = (0..72).collect();
-    let limited = GridConfig { feeder_import_limit_kw: 6.0, feeder_export_limit_kw: 4.0, ..GridConfig::default() };
+    let limited = GridConfig {
+        feeder_import_limit_kw: 6.0,
+        feeder_export_limit_kw: 4.0,
+        ..GridConfig::default()
+    };
     for (cfg, faithful) in [
         (SimConfig::default(), true),
-        (SimConfig { mechanism: Mechanism::PayAsBid { pricing: Default::default() }, ..SimConfig::default() }, true),
+        (
+            SimConfig {
+                mechanism: Mechanism::PayAsBid { pricing: Default::default() },
+                ..SimConfig::default()
+            },
+            true,
+        ),
         (SimConfig { grid: limited, ..SimConfig::default() }, false),
     ] {
         let c = compare(&ds, &prosumers, &cfg, &slots, 5);
         assert_never_beaten(&c, faithful);
-        assert!(c.lp.lower_bound_cost < c.policies[1].kpis.community_cost - 1.0, "the optimum should beat rule-based clearly");
+        assert!(
+            c.lp.lower_bound_cost < c.policies[1].kpis.community_cost - 1.0,
+            "the optimum should beat rule-based clearly"
+        );
     }
 }
 
@@ -216,7 +275,8 @@ fn an_ev_that_cannot_charge_in_time_is_a_shortfall_not_an_error() {
         ..CommunityConfig::default()
     };
     let prosumers = generate_community(&ds, &community).unwrap();
-    let plan = solve_optimum(&ds, &prosumers, &SimConfig::default(), &(0..48).collect::<Vec<_>>()).unwrap();
+    let plan = solve_optimum(&ds, &prosumers, &SimConfig::default(), &(0..48).collect::<Vec<_>>())
+        .unwrap();
     assert!(plan.summary.ev_shortfall_kwh > 1.0, "{:?}", plan.summary);
     let recorded: f64 = plan.households.iter().flat_map(|h| &h.ev_shortfall_kwh).sum();
     assert!((recorded - plan.summary.ev_shortfall_kwh).abs() < 1e-9);
@@ -226,17 +286,29 @@ fn an_ev_that_cannot_charge_in_time_is_a_shortfall_not_an_error() {
 #[test]
 fn bad_schedules_are_rejected_by_name() {
     let ds = synthetic_dataset(2, 1, 60, 3);
-    let prosumers = generate_community(&ds, &CommunityConfig { n_prosumers: 2, ..CommunityConfig::default() }).unwrap();
+    let prosumers =
+        generate_community(&ds, &CommunityConfig { n_prosumers: 2, ..CommunityConfig::default() })
+            .unwrap();
     let cfg = SimConfig::default();
-    for (slots, needle) in
-        [(vec![], "at least one slot"), (vec![3, 3], "slot 3 appears twice"), (vec![24], "beyond the dataset's 24")]
-    {
+    for (slots, needle) in [
+        (vec![], "at least one slot"),
+        (vec![3, 3], "slot 3 appears twice"),
+        (vec![24], "beyond the dataset's 24"),
+    ] {
         let e = solve_optimum(&ds, &prosumers, &cfg, &slots).unwrap_err();
-        assert!(e.is_bad_input() && e.to_string().contains("schedule") && e.to_string().contains(needle), "{e}");
+        assert!(
+            e.is_bad_input()
+                && e.to_string().contains("schedule")
+                && e.to_string().contains(needle),
+            "{e}"
+        );
     }
     let mut shuffled = prosumers.clone();
     shuffled.swap(0, 1);
-    assert!(solve_optimum(&ds, &shuffled, &cfg, &[0]).unwrap_err().to_string().contains("prosumers[0].id"));
+    assert!(solve_optimum(&ds, &shuffled, &cfg, &[0])
+        .unwrap_err()
+        .to_string()
+        .contains("prosumers[0].id"));
 }
 
 proptest! {

@@ -81,7 +81,9 @@ struct PolicyRow<'a> {
     kpis: &'a Kpis,
 }
 
-pub(super) fn community_summary(scenario: &EvalScenario) -> (usize, BTreeMap<&'static str, usize>, f64) {
+pub(super) fn community_summary(
+    scenario: &EvalScenario,
+) -> (usize, BTreeMap<&'static str, usize>, f64) {
     let mut by_kind = BTreeMap::new();
     for p in &scenario.prosumers {
         *by_kind.entry(p.kind.name()).or_insert(0) += 1;
@@ -102,15 +104,23 @@ pub(super) fn kpis_json(
         format: KPIS_FORMAT,
         run: info,
         community: CommunitySummary { households, by_kind, storage_kwh },
-        held_out: HeldOutSummary { days: scenario.days.iter().map(|d| d.number).collect(), slots: scenario.slots().len() },
+        held_out: HeldOutSummary {
+            days: scenario.days.iter().map(|d| d.number).collect(),
+            slots: scenario.slots().len(),
+        },
         representative_day: day,
-        policies: evaluation.rows.iter().map(|r| PolicyRow { policy: &r.policy, kpis: &r.kpis }).collect(),
+        policies: evaluation
+            .rows
+            .iter()
+            .map(|r| PolicyRow { policy: &r.policy, kpis: &r.kpis })
+            .collect(),
         gap_closed_pct: evaluation.gap_closed_pct(),
         optimum: evaluation.optimum.as_ref(),
         optimum_skipped: evaluation.optimum_skipped.as_deref(),
         learning_curve: curve,
     };
-    let mut text = serde_json::to_string_pretty(&doc).map_err(|e| EvalError::invalid("kpis.json", e.to_string()))?;
+    let mut text = serde_json::to_string_pretty(&doc)
+        .map_err(|e| EvalError::invalid("kpis.json", e.to_string()))?;
     text.push('\n');
     Ok(text)
 }
@@ -118,7 +128,8 @@ pub(super) fn kpis_json(
 pub(super) fn kpis_csv(evaluation: &Evaluation) -> Result<String, EvalError> {
     let csv_error = |e: csv::Error| EvalError::invalid("kpis.csv", e.to_string());
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(std::iter::once("policy").chain(KPI_FIELDS.iter().map(|(name, _)| *name))).map_err(csv_error)?;
+    w.write_record(std::iter::once("policy").chain(KPI_FIELDS.iter().map(|(name, _)| *name)))
+        .map_err(csv_error)?;
     for r in &evaluation.rows {
         let values = KPI_FIELDS.iter().map(|(_, get)| get(&r.kpis).to_string());
         w.write_record(std::iter::once(r.policy.clone()).chain(values)).map_err(csv_error)?;
@@ -182,7 +193,10 @@ pub(super) fn slots_csv(evaluation: &Evaluation) -> Result<String, EvalError> {
 
 /// `{"community": …, "sim": …}` as `--scenario` reads it. A feeder without
 /// a limit (infinite) is left out, which is how the file format says "none".
-pub(super) fn config_json(community: &CommunityConfig, sim: &SimConfig) -> Result<String, EvalError> {
+pub(super) fn config_json(
+    community: &CommunityConfig,
+    sim: &SimConfig,
+) -> Result<String, EvalError> {
     let json_error = |e: serde_json::Error| EvalError::invalid("config.json", e.to_string());
     let mut sim = serde_json::to_value(sim).map_err(json_error)?;
     if let Some(grid) = sim.get_mut("grid").and_then(|g| g.as_object_mut()) {
@@ -201,10 +215,16 @@ mod tests {
 
     #[test]
     fn config_round_trips_without_infinite_limits() {
-        let sim =
-            SimConfig { grid: GridConfig { feeder_export_limit_kw: 50.0, ..GridConfig::default() }, ..SimConfig::default() };
+        let sim = SimConfig {
+            grid: GridConfig { feeder_export_limit_kw: 50.0, ..GridConfig::default() },
+            ..SimConfig::default()
+        };
         let text = config_json(&CommunityConfig::default(), &sim).unwrap();
-        assert!(!text.contains("feeder_import_limit_kw") && text.contains("\"feeder_export_limit_kw\": 50.0"), "{text}");
+        assert!(
+            !text.contains("feeder_import_limit_kw")
+                && text.contains("\"feeder_export_limit_kw\": 50.0"),
+            "{text}"
+        );
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Back {

@@ -42,7 +42,11 @@ fn write_report(
     plots: &[Plot],
 ) -> std::fmt::Result {
     writeln!(md, "# peergrid evaluation report\n")?;
-    writeln!(md, "`{}` on dataset `{}` ({}-minute slots), seed {}.\n", info.command, info.dataset, info.slot_minutes, info.seed)?;
+    writeln!(
+        md,
+        "`{}` on dataset `{}` ({}-minute slots), seed {}.\n",
+        info.command, info.dataset, info.slot_minutes, info.seed
+    )?;
     write_scenario(md, info, scenario, evaluation)?;
     write_kpis(md, info, evaluation)?;
     writeln!(md, "## Plots\n")?;
@@ -89,7 +93,12 @@ fn write_report(
     Ok(())
 }
 
-fn write_scenario(md: &mut String, info: &RunInfo, scenario: &EvalScenario, evaluation: &Evaluation) -> std::fmt::Result {
+fn write_scenario(
+    md: &mut String,
+    info: &RunInfo,
+    scenario: &EvalScenario,
+    evaluation: &Evaluation,
+) -> std::fmt::Result {
     writeln!(md, "## Scenario and settings\n")?;
     let (households, by_kind, storage) = community_summary(scenario);
     let kinds: Vec<String> = by_kind.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
@@ -101,7 +110,12 @@ fn write_scenario(md: &mut String, info: &RunInfo, scenario: &EvalScenario, eval
         info.community.seed
     )?;
     writeln!(md, "- Tariff: {}.", tariff_text(&info.sim.tariff))?;
-    writeln!(md, "- Market: {}; grid: {}.", mechanism_text(&info.sim.mechanism), grid_text(&info.sim.grid))?;
+    writeln!(
+        md,
+        "- Market: {}; grid: {}.",
+        mechanism_text(&info.sim.mechanism),
+        grid_text(&info.sim.grid)
+    )?;
     let slots = scenario.slots().len();
     writeln!(
         md,
@@ -115,7 +129,9 @@ fn write_scenario(md: &mut String, info: &RunInfo, scenario: &EvalScenario, eval
         info.evaluated_on
     )?;
     match (&info.checkpoint, evaluation.row(LEARNED).is_some()) {
-        (Some(c), _) => writeln!(md, "- Learned policy: `{}` (policy version {}).", c.path, c.policy_version)?,
+        (Some(c), _) => {
+            writeln!(md, "- Learned policy: `{}` (policy version {}).", c.path, c.policy_version)?
+        }
         (None, true) => writeln!(md, "- Learned policy: the policy trained in this run.")?,
         (None, false) => writeln!(md, "- Learned policy: none in this run.")?,
     }
@@ -124,7 +140,8 @@ fn write_scenario(md: &mut String, info: &RunInfo, scenario: &EvalScenario, eval
 
 fn write_kpis(md: &mut String, info: &RunInfo, evaluation: &Evaluation) -> std::fmt::Result {
     writeln!(md, "## KPIs ({} split)\n", info.evaluated_on)?;
-    let rows: Vec<(&str, &peergrid_core::kpi::Kpis)> = evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
+    let rows: Vec<(&str, &peergrid_core::kpi::Kpis)> =
+        evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
     writeln!(md, "{}", kpi_table(&rows))?;
     let cost = |name| evaluation.row(name).map(|r| r.kpis.community_cost);
     match (evaluation.gap_closed_pct(), cost(RULE_BASED), cost(OPTIMUM)) {
@@ -167,7 +184,9 @@ fn write_kpis(md: &mut String, info: &RunInfo, evaluation: &Evaluation) -> std::
 }
 
 fn tariff_text(t: &TariffConfig) -> String {
-    let hours = |ranges: &[[u8; 2]]| ranges.iter().map(|r| format!("{}–{} h", r[0], r[1])).collect::<Vec<_>>().join(", ");
+    let hours = |ranges: &[[u8; 2]]| {
+        ranges.iter().map(|r| format!("{}–{} h", r[0], r[1])).collect::<Vec<_>>().join(", ")
+    };
     format!(
         "time of use {} / {} / {} per kWh (off-peak / shoulder {} / peak {}), feed-in {} per kWh",
         t.off_peak_per_kwh,
@@ -202,7 +221,12 @@ fn validation_weeks(n: u32) -> String {
     match n {
         0 => "none".into(),
         1 => "every week that is not a test week".into(),
-        n => format!("weeks 2, {}, {}, … (every {})", 2 + n, 2 + 2 * n, every_nth_week(n).trim_start_matches("every ")),
+        n => format!(
+            "weeks 2, {}, {}, … (every {})",
+            2 + n,
+            2 + 2 * n,
+            every_nth_week(n).trim_start_matches("every ")
+        ),
     }
 }
 
@@ -228,13 +252,21 @@ mod tests {
 
     #[test]
     fn ordinals_read_as_english() {
-        let said: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 104].into_iter().map(every_nth_week).collect();
+        let said: Vec<String> =
+            [1, 2, 3, 4, 11, 12, 13, 21, 22, 104].into_iter().map(every_nth_week).collect();
         assert_eq!(
             said,
-            ["every week", "every 2nd week", "every 3rd week", "every 4th week", "every 11th week", "every 12th week"]
-                .into_iter()
-                .chain(["every 13th week", "every 21st week", "every 22nd week", "every 104th week"])
-                .collect::<Vec<_>>()
+            [
+                "every week",
+                "every 2nd week",
+                "every 3rd week",
+                "every 4th week",
+                "every 11th week",
+                "every 12th week"
+            ]
+            .into_iter()
+            .chain(["every 13th week", "every 21st week", "every 22nd week", "every 104th week"])
+            .collect::<Vec<_>>()
         );
     }
 }

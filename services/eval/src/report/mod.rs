@@ -93,8 +93,13 @@ pub fn write_report(
     if evaluation.rows.is_empty() {
         return Err(EvalError::invalid("evaluation", "has no policy rows to report"));
     }
-    if let Some(bad) = curve.iter().find(|p| !p.mean_episode_return.is_finite() || !p.community_cost.is_finite()) {
-        return Err(EvalError::invalid("learning_curve", format!("update {}: values must be finite", bad.update)));
+    if let Some(bad) =
+        curve.iter().find(|p| !p.mean_episode_return.is_finite() || !p.community_cost.is_finite())
+    {
+        return Err(EvalError::invalid(
+            "learning_curve",
+            format!("update {}: values must be finite", bad.update),
+        ));
     }
     std::fs::create_dir_all(out_dir).map_err(|e| EvalError::io(out_dir, e))?;
     let day = day::representative_day(scenario, &evaluation.rows[0].records)?;
@@ -106,7 +111,10 @@ pub fn write_report(
         Ok(())
     };
     let plots = plots::draw_all(out_dir, scenario, evaluation, &day, curve)?;
-    write("report.md", markdown::report(info, scenario, evaluation, &day, curve, &plots).as_bytes())?;
+    write(
+        "report.md",
+        markdown::report(info, scenario, evaluation, &day, curve, &plots).as_bytes(),
+    )?;
     write("kpis.json", files::kpis_json(info, scenario, evaluation, &day, curve)?.as_bytes())?;
     write("kpis.csv", files::kpis_csv(evaluation)?.as_bytes())?;
     write("slots.csv", files::slots_csv(evaluation)?.as_bytes())?;

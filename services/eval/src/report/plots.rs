@@ -36,11 +36,16 @@ pub(super) struct Plot {
 
 fn register_font() -> Result<(), EvalError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, DEJAVU_SANS).is_ok());
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, DEJAVU_SANS).is_ok()
+    });
     if ok {
         Ok(())
     } else {
-        Err(EvalError::Plot { file: "DejaVuSans.ttf".into(), reason: "the bundled font does not parse".into() })
+        Err(EvalError::Plot {
+            file: "DejaVuSans.ttf".into(),
+            reason: "the bundled font does not parse".into(),
+        })
     }
 }
 
@@ -61,7 +66,9 @@ fn plot_error(file: &str) -> impl Fn(Box<dyn std::error::Error>) -> EvalError + 
 
 /// A `(lo, hi)` range covering `values` (and 0) with a margin.
 fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.filter(|v| v.is_finite()).fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let pad = ((hi - lo) * 0.1).max(1e-3);
     (if lo < 0.0 { lo - pad } else { 0.0 }, hi + pad)
 }
@@ -76,22 +83,30 @@ pub(super) fn draw_all(
 ) -> Result<Vec<Plot>, EvalError> {
     register_font()?;
     let mut plots = Vec::new();
-    let rows: Vec<(&str, &Kpis)> = evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
+    let rows: Vec<(&str, &Kpis)> =
+        evaluation.rows.iter().map(|r| (r.policy.as_str(), &r.kpis)).collect();
     let file = "kpis.png".to_string();
     kpi_bars(&dir.join(&file), &rows).map_err(plot_error(&file))?;
     plots.push(Plot { file, title: "KPIs per policy".into(), policy: None });
-    let storage_kwh: f64 = scenario.prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
+    let storage_kwh: f64 =
+        scenario.prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
     let hours = scenario.ds.slot_hours();
     for r in &evaluation.rows {
         let file = format!("day-{}.png", r.policy);
-        let title = format!("{}: held-out day {} ({})", r.policy, day.day.number, day.day.weekday_name());
+        let title =
+            format!("{}: held-out day {} ({})", r.policy, day.day.number, day.day.weekday_name());
         let Some(records) = r.records.get(day.records.clone()) else {
             return Err(EvalError::invalid(
                 format!("rows[{}].records", r.policy),
-                format!("has {} slots, the representative day needs {:?}", r.records.len(), day.records),
+                format!(
+                    "has {} slots, the representative day needs {:?}",
+                    r.records.len(),
+                    day.records
+                ),
             ));
         };
-        day_plot(&dir.join(&file), &title, &r.policy, records, storage_kwh, hours).map_err(plot_error(&file))?;
+        day_plot(&dir.join(&file), &title, &r.policy, records, storage_kwh, hours)
+            .map_err(plot_error(&file))?;
         plots.push(Plot { file, title, policy: Some(r.policy.clone()) });
     }
     if !curve.is_empty() {
@@ -130,7 +145,9 @@ fn kpi_bars(path: &Path, rows: &[(&str, &Kpis)]) -> DrawResult {
             .disable_x_mesh()
             .x_labels(rows.len())
             .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => rows.get(*i as usize).map_or(String::new(), |(p, _)| p.to_string()),
+                SegmentValue::CenterOf(i) => {
+                    rows.get(*i as usize).map_or(String::new(), |(p, _)| p.to_string())
+                }
                 _ => String::new(),
             })
             .label_style((FONT, 13))
@@ -145,12 +162,13 @@ fn kpi_bars(path: &Path, rows: &[(&str, &Kpis)]) -> DrawResult {
             bar
         }))?;
         let label = (FONT, 14).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
-        chart.draw_series(
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Text::new(format!("{v:.digits$}"), (SegmentValue::CenterOf(i as i32), *v), label.clone())),
-        )?;
+        chart.draw_series(values.iter().enumerate().map(|(i, v)| {
+            Text::new(
+                format!("{v:.digits$}"),
+                (SegmentValue::CenterOf(i as i32), *v),
+                label.clone(),
+            )
+        }))?;
     }
     root.present()?;
     Ok(())
@@ -158,7 +176,14 @@ fn kpi_bars(path: &Path, rows: &[(&str, &Kpis)]) -> DrawResult {
 
 /// A day of one policy: community energy flows, battery state of charge,
 /// and prices.
-fn day_plot(path: &Path, title: &str, policy: &str, records: &[SlotRecord], storage_kwh: f64, hours: f64) -> DrawResult {
+fn day_plot(
+    path: &Path,
+    title: &str,
+    policy: &str,
+    records: &[SlotRecord],
+    storage_kwh: f64,
+    hours: f64,
+) -> DrawResult {
     let root = BitMapBackend::new(path, (1200, 1000)).into_drawing_area();
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(50);
@@ -168,10 +193,15 @@ fn day_plot(path: &Path, title: &str, policy: &str, records: &[SlotRecord], stor
     // Energy per slot at the slot's middle, stored energy at its end, prices
     // as steps over the slot.
     let mid = |i: usize| (i as f64 + 0.5) * hours;
-    let energy =
-        |get: fn(&SlotRecord) -> f64| -> Vec<(f64, f64)> { records.iter().enumerate().map(|(i, r)| (mid(i), get(r))).collect() };
+    let energy = |get: fn(&SlotRecord) -> f64| -> Vec<(f64, f64)> {
+        records.iter().enumerate().map(|(i, r)| (mid(i), get(r))).collect()
+    };
     let steps = |get: fn(&SlotRecord) -> f64| -> Vec<(f64, f64)> {
-        records.iter().enumerate().flat_map(|(i, r)| [(i as f64 * hours, get(r)), ((i + 1) as f64 * hours, get(r))]).collect()
+        records
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| [(i as f64 * hours, get(r)), ((i + 1) as f64 * hours, get(r))])
+            .collect()
     };
     let load = energy(|r| r.load_kwh);
     let pv = energy(|r| r.pv_kwh);
@@ -189,7 +219,12 @@ fn day_plot(path: &Path, title: &str, policy: &str, records: &[SlotRecord], stor
     let soc: Vec<(f64, f64)> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| ((i + 1) as f64 * hours, if storage_kwh > 0.0 { 100.0 * r.stored_kwh / storage_kwh } else { 0.0 }))
+        .map(|(i, r)| {
+            (
+                (i + 1) as f64 * hours,
+                if storage_kwh > 0.0 { 100.0 * r.stored_kwh / storage_kwh } else { 0.0 },
+            )
+        })
         .collect();
     lines_panel(
         &panels[1],
@@ -202,11 +237,20 @@ fn day_plot(path: &Path, title: &str, policy: &str, records: &[SlotRecord], stor
     let retail = steps(|r| r.retail_per_kwh);
     let feed_in = steps(|r| r.feed_in_per_kwh);
     let (_, hi) = padded_range(retail.iter().map(|p| p.1));
-    let clearing: Vec<(f64, f64)> =
-        records.iter().enumerate().filter_map(|(i, r)| r.clearing_price_per_kwh.map(|p| (mid(i), p))).collect();
-    let caption = if policy == OPTIMUM { "Prices (the LP has no auction: no clearing price)" } else { "Prices" };
+    let clearing: Vec<(f64, f64)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.clearing_price_per_kwh.map(|p| (mid(i), p)))
+        .collect();
+    let caption = if policy == OPTIMUM {
+        "Prices (the LP has no auction: no clearing price)"
+    } else {
+        "Prices"
+    };
     let mut chart = price_chart(&panels[2], caption, (x_end, hi))?;
-    for (name, c, points) in [("retail", RGBColor(214, 39, 40), &retail), ("feed-in", RGBColor(140, 86, 75), &feed_in)] {
+    for (name, c, points) in
+        [("retail", RGBColor(214, 39, 40), &retail), ("feed-in", RGBColor(140, 86, 75), &feed_in)]
+    {
         chart
             .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?
             .label(name)
@@ -224,7 +268,8 @@ fn day_plot(path: &Path, title: &str, policy: &str, records: &[SlotRecord], stor
     Ok(())
 }
 
-type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 type Area<'b> = DrawingArea<BitMapBackend<'b>, Shift>;
 
 fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> DrawResult {
@@ -267,7 +312,13 @@ fn price_chart<'a, 'b>(
 }
 
 /// A panel of named lines.
-fn lines_panel(area: &Area<'_>, caption: &str, unit: &str, (x_end, lo, hi): (f64, f64, f64), series: &[Line<'_>]) -> DrawResult {
+fn lines_panel(
+    area: &Area<'_>,
+    caption: &str,
+    unit: &str,
+    (x_end, lo, hi): (f64, f64, f64),
+    series: &[Line<'_>],
+) -> DrawResult {
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 20))
         .margin(10)
@@ -298,8 +349,15 @@ fn learning_curve(path: &Path, curve: &[LearningPoint]) -> DrawResult {
     let x_range = if last > first { first..last } else { first - 0.5..first + 0.5 };
     let learned = colour(LEARNED);
     for (area, caption, unit, get) in [
-        (&panels[0], "Mean episode return", "return", (|p: &LearningPoint| p.mean_episode_return) as fn(&LearningPoint) -> f64),
-        (&panels[1], "Community cost of the update's episodes", "cost", |p: &LearningPoint| p.community_cost),
+        (
+            &panels[0],
+            "Mean episode return",
+            "return",
+            (|p: &LearningPoint| p.mean_episode_return) as fn(&LearningPoint) -> f64,
+        ),
+        (&panels[1], "Community cost of the update's episodes", "cost", |p: &LearningPoint| {
+            p.community_cost
+        }),
     ] {
         let values: Vec<f64> = curve.iter().map(get).collect();
         let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -313,14 +371,25 @@ fn learning_curve(path: &Path, curve: &[LearningPoint]) -> DrawResult {
             .build_cartesian_2d(x_range.clone(), lo - pad..hi + pad)?;
         chart
             .configure_mesh()
-            .x_label_formatter(&|x| if x.fract() == 0.0 { format!("{x:.0}") } else { String::new() })
+            .x_label_formatter(&|x| {
+                if x.fract() == 0.0 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .x_desc("PPO update")
             .y_desc(unit)
             .label_style((FONT, 14))
             .draw()?;
-        chart.draw_series(LineSeries::new(curve.iter().map(|p| (p.update as f64, get(p))), learned.stroke_width(2)))?;
+        chart.draw_series(LineSeries::new(
+            curve.iter().map(|p| (p.update as f64, get(p))),
+            learned.stroke_width(2),
+        ))?;
         if curve.len() <= 60 {
-            chart.draw_series(curve.iter().map(|p| Circle::new((p.update as f64, get(p)), 3, learned.filled())))?;
+            chart.draw_series(
+                curve.iter().map(|p| Circle::new((p.update as f64, get(p)), 3, learned.filled())),
+            )?;
         }
     }
     root.present()?;

@@ -43,20 +43,35 @@ pub fn kpi_table(rows: &[(&str, &Kpis)]) -> String {
 /// A Markdown table, first column left-aligned, the others right-aligned.
 pub fn render(header: &[String], body: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
-        .map(|c| body.iter().map(|r| r[c].chars().count()).chain([header[c].chars().count()]).max().unwrap_or(0))
+        .map(|c| {
+            body.iter()
+                .map(|r| r[c].chars().count())
+                .chain([header[c].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: &[String]| {
         let padded: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(c, s)| if c == 0 { format!("{s:<w$}", w = widths[c]) } else { format!("{s:>w$}", w = widths[c]) })
+            .map(|(c, s)| {
+                if c == 0 {
+                    format!("{s:<w$}", w = widths[c])
+                } else {
+                    format!("{s:>w$}", w = widths[c])
+                }
+            })
             .collect();
         format!("| {} |", padded.join(" | "))
     };
     let mut out = line(header);
     out.push('\n');
-    let rule: Vec<String> =
-        widths.iter().enumerate().map(|(c, w)| if c == 0 { "-".repeat(*w) } else { format!("{}:", "-".repeat(w - 1)) }).collect();
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(c, w)| if c == 0 { "-".repeat(*w) } else { format!("{}:", "-".repeat(w - 1)) })
+        .collect();
     out.push_str(&format!("| {} |\n", rule.join(" | ")));
     for r in body {
         out.push_str(&line(r));

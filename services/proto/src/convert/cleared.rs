@@ -51,18 +51,29 @@ pub fn settlement_to_wire(h: &SettledHousehold) -> pb::ProsumerSettlement {
 
 /// Validates settlement `w` at `path` (e.g. `settlements[3]`) on its own.
 /// Whether its prosumer is hosted by the receiver is the caller's check.
-pub fn settlement_from_wire(w: &pb::ProsumerSettlement, path: &str) -> Result<SettledHousehold, WireError> {
+pub fn settlement_from_wire(
+    w: &pb::ProsumerSettlement,
+    path: &str,
+) -> Result<SettledHousehold, WireError> {
     settlement_from_wire_at(w, &|| path.to_owned())
 }
 
 /// [`settlement_from_wire`] with the path built only on error: a node
 /// decodes every settlement of every slot.
-pub fn settlement_from_wire_at(w: &pb::ProsumerSettlement, path: &dyn Fn() -> String) -> Result<SettledHousehold, WireError> {
+pub fn settlement_from_wire_at(
+    w: &pb::ProsumerSettlement,
+    path: &dyn Fn() -> String,
+) -> Result<SettledHousehold, WireError> {
     let side = match common::Side::try_from(w.side) {
         Ok(common::Side::Unspecified) => None,
         Ok(common::Side::Buy) => Some(Side::Buy),
         Ok(common::Side::Sell) => Some(Side::Sell),
-        Err(_) => return Err(WireError::invalid(field(&path(), "side"), format!("unknown Side value {}", w.side))),
+        Err(_) => {
+            return Err(WireError::invalid(
+                field(&path(), "side"),
+                format!("unknown Side value {}", w.side),
+            ))
+        }
     };
     let fill = fill_from_wire(w, side, path)?;
     let kwh = |v: f64, name: &str| bounded(v, 0.0, MAX_SLOT_KWH, path, name);
@@ -85,7 +96,11 @@ pub fn settlement_from_wire_at(w: &pb::ProsumerSettlement, path: &dyn Fn() -> St
 
 /// The fill: at most [`MAX_ORDER_WH`], worth at most its energy at the
 /// highest price a tariff may have, and none without an order.
-fn fill_from_wire(w: &pb::ProsumerSettlement, side: Option<Side>, path: &dyn Fn() -> String) -> Result<Fill, WireError> {
+fn fill_from_wire(
+    w: &pb::ProsumerSettlement,
+    side: Option<Side>,
+    path: &dyn Fn() -> String,
+) -> Result<Fill, WireError> {
     if !(0..=MAX_ORDER_WH).contains(&w.filled_wh) {
         return Err(WireError::invalid(
             field(&path(), "filled_wh"),
@@ -96,7 +111,10 @@ fn fill_from_wire(w: &pb::ProsumerSettlement, side: Option<Side>, path: &dyn Fn(
     if !(0..=max_value).contains(&(w.fill_value_nanos as i128)) {
         return Err(WireError::invalid(
             field(&path(), "fill_value_nanos"),
-            format!("must lie in [0, filled_wh × {MAX_PRICE_MICROS} µ/kWh = {max_value}] nano, got {}", w.fill_value_nanos),
+            format!(
+                "must lie in [0, filled_wh × {MAX_PRICE_MICROS} µ/kWh = {max_value}] nano, got {}",
+                w.fill_value_nanos
+            ),
         ));
     }
     if w.filled_wh > 0 && side.is_none() {
@@ -111,11 +129,18 @@ fn fill_from_wire(w: &pb::ProsumerSettlement, side: Option<Side>, path: &dyn Fn(
 /// The P2P split must be what `settle_household` builds from `side` and
 /// `fill` (the same operations, so equal to the bit), and a buyer receives
 /// at most what it bought (distribution losses only take energy away).
-fn check_split(s: &Settlement, side: Option<Side>, fill: Fill, path: &dyn Fn() -> String) -> Result<(), WireError> {
+fn check_split(
+    s: &Settlement,
+    side: Option<Side>,
+    fill: Fill,
+    path: &dyn Fn() -> String,
+) -> Result<(), WireError> {
     let traded = fill.quantity.0 > 0;
     let (energy, value) = (fill.quantity.kwh(), fill.value.amount());
-    let (bought, paid) = if traded && side == Some(Side::Buy) { (energy, value) } else { (0.0, 0.0) };
-    let (sold, revenue) = if traded && side == Some(Side::Sell) { (energy, value) } else { (0.0, 0.0) };
+    let (bought, paid) =
+        if traded && side == Some(Side::Buy) { (energy, value) } else { (0.0, 0.0) };
+    let (sold, revenue) =
+        if traded && side == Some(Side::Sell) { (energy, value) } else { (0.0, 0.0) };
     let what = match side {
         _ if !traded => "without a fill".to_owned(),
         Some(Side::Buy) => format!("for a buy filled {} Wh", fill.quantity.0),
@@ -130,13 +155,19 @@ fn check_split(s: &Settlement, side: Option<Side>, fill: Fill, path: &dyn Fn() -
     ];
     for (got, want, name, unit) in expected {
         if got != want {
-            return Err(WireError::invalid(field(&path(), name), format!("must be {want} {unit} {what}, got {got}")));
+            return Err(WireError::invalid(
+                field(&path(), name),
+                format!("must be {want} {unit} {what}, got {got}"),
+            ));
         }
     }
     if s.p2p_received_kwh > s.p2p_bought_kwh {
         return Err(WireError::invalid(
             field(&path(), "p2p_received_kwh"),
-            format!("must be ≤ p2p_bought_kwh = {} kWh, got {}", s.p2p_bought_kwh, s.p2p_received_kwh),
+            format!(
+                "must be ≤ p2p_bought_kwh = {} kWh, got {}",
+                s.p2p_bought_kwh, s.p2p_received_kwh
+            ),
         ));
     }
     Ok(())
@@ -156,7 +187,10 @@ pub fn slot_cleared_to_wire(c: &ClearedSlot) -> pb::SlotCleared {
 /// settlement on its own ([`settlement_from_wire`]), every id hosted and
 /// named once across `settlements` and `missing_prosumer_ids`. The
 /// settlements come back sorted by id.
-pub fn slot_cleared_from_wire(w: &pb::SlotCleared, hosted: &Range<ProsumerId>) -> Result<ClearedSlot, WireError> {
+pub fn slot_cleared_from_wire(
+    w: &pb::SlotCleared,
+    hosted: &Range<ProsumerId>,
+) -> Result<ClearedSlot, WireError> {
     let clearing_price = match w.clearing_price_micros {
         Some(p) if !(0..=MAX_PRICE_MICROS).contains(&p) => {
             return Err(WireError::invalid(
@@ -167,7 +201,10 @@ pub fn slot_cleared_from_wire(w: &pb::SlotCleared, hosted: &Range<ProsumerId>) -
         p => p.map(PricePerKwh),
     };
     if w.matched_wh < 0 {
-        return Err(WireError::invalid("matched_wh", format!("must be ≥ 0 Wh, got {}", w.matched_wh)));
+        return Err(WireError::invalid(
+            "matched_wh",
+            format!("must be ≥ 0 Wh, got {}", w.matched_wh),
+        ));
     }
     // Counted before anything is decoded or allocated per id.
     let hosted_count = hosted.len();
@@ -184,10 +221,16 @@ pub fn slot_cleared_from_wire(w: &pb::SlotCleared, hosted: &Range<ProsumerId>) -
     let mut named = vec![false; hosted_count];
     let mut name_once = |id: ProsumerId, path: &dyn Fn() -> String| -> Result<(), WireError> {
         if !hosted.contains(&id) {
-            return Err(WireError::invalid(path(), format!("{id} is not hosted by this node (ids {hosted:?})")));
+            return Err(WireError::invalid(
+                path(),
+                format!("{id} is not hosted by this node (ids {hosted:?})"),
+            ));
         }
         if std::mem::replace(&mut named[(id - hosted.start) as usize], true) {
-            return Err(WireError::invalid(path(), format!("prosumer {id} is named twice (settled or missing once)")));
+            return Err(WireError::invalid(
+                path(),
+                format!("prosumer {id} is named twice (settled or missing once)"),
+            ));
         }
         Ok(())
     };
@@ -232,8 +275,19 @@ mod tests {
     /// A household with a 1 kWh surplus whose sell order got nothing.
     fn unfilled_seller(id: ProsumerId) -> SettledHousehold {
         let tariff = TariffConfig::default().slot(18, Some(0.3));
-        let settlement = settle_household(-1.0, Some(Side::Sell), Fill::default(), &tariff, &GridConfig::default());
-        SettledHousehold { prosumer_id: id, side: Some(Side::Sell), fill: Fill::default(), settlement }
+        let settlement = settle_household(
+            -1.0,
+            Some(Side::Sell),
+            Fill::default(),
+            &tariff,
+            &GridConfig::default(),
+        );
+        SettledHousehold {
+            prosumer_id: id,
+            side: Some(Side::Sell),
+            fill: Fill::default(),
+            settlement,
+        }
     }
 
     fn cleared() -> ClearedSlot {
@@ -277,10 +331,22 @@ mod tests {
                 |w| w.settlements[1].prosumer_id = 42,
                 "invalid settlements[1].prosumer_id: 42 is not hosted by this node (ids 3..6)",
             ),
-            (|w| w.missing_prosumer_ids = vec![99], "invalid missing_prosumer_ids[0]: 99 is not hosted"),
-            (|w| w.settlements[1].prosumer_id = 3, "invalid settlements[1].prosumer_id: prosumer 3 is named twice"),
-            (|w| w.missing_prosumer_ids = vec![5], "invalid missing_prosumer_ids[0]: prosumer 5 is named twice"),
-            (|w| w.missing_prosumer_ids = vec![4, 4, 4], "invalid settlements: with missing_prosumer_ids may name at most the 3"),
+            (
+                |w| w.missing_prosumer_ids = vec![99],
+                "invalid missing_prosumer_ids[0]: 99 is not hosted",
+            ),
+            (
+                |w| w.settlements[1].prosumer_id = 3,
+                "invalid settlements[1].prosumer_id: prosumer 3 is named twice",
+            ),
+            (
+                |w| w.missing_prosumer_ids = vec![5],
+                "invalid missing_prosumer_ids[0]: prosumer 5 is named twice",
+            ),
+            (
+                |w| w.missing_prosumer_ids = vec![4, 4, 4],
+                "invalid settlements: with missing_prosumer_ids may name at most the 3",
+            ),
         ];
         for (mutate, expected) in cases {
             let mut w = slot_cleared_to_wire(&cleared());
@@ -295,7 +361,10 @@ mod tests {
         let mut w = slot_cleared_to_wire(&cleared());
         w.clearing_price_micros = Some(MAX_PRICE_MICROS + 1);
         let e = message(slot_cleared_from_wire(&w, &(3..6)).unwrap_err());
-        assert!(e.starts_with("invalid clearing_price_micros: must lie in [0, 100000000] µ/kWh"), "{e}");
+        assert!(
+            e.starts_with("invalid clearing_price_micros: must lie in [0, 100000000] µ/kWh"),
+            "{e}"
+        );
         w.clearing_price_micros = None;
         w.matched_wh = -1;
         let e = message(slot_cleared_from_wire(&w, &(3..6)).unwrap_err());
@@ -308,12 +377,21 @@ mod tests {
         let cases: [Case; 9] = [
             (|w| w.side = 9, "s.side: unknown Side value 9"),
             (|w| w.side = 0, "s.filled_wh: a household without an order"),
-            (|w| w.side = common::Side::Sell.into(), "s.p2p_bought_kwh: must be 0 kWh for a sell filled 1500 Wh, got 1.5"),
-            (|w| w.p2p_bought_kwh = 1.4, "s.p2p_bought_kwh: must be 1.5 kWh for a buy filled 1500 Wh, got 1.4"),
+            (
+                |w| w.side = common::Side::Sell.into(),
+                "s.p2p_bought_kwh: must be 0 kWh for a sell filled 1500 Wh, got 1.5",
+            ),
+            (
+                |w| w.p2p_bought_kwh = 1.4,
+                "s.p2p_bought_kwh: must be 1.5 kWh for a buy filled 1500 Wh, got 1.4",
+            ),
             (|w| w.p2p_sold_kwh = 1.5, "s.p2p_sold_kwh: must be 0 kWh for a buy"),
             (|w| w.p2p_paid = 0.0, "s.p2p_paid: must be 0.375 (the fill's value) for a buy"),
             (|w| w.p2p_revenue = 0.375, "s.p2p_revenue: must be 0 (the fill's value)"),
-            (|w| w.p2p_received_kwh = 1.6, "s.p2p_received_kwh: must be ≤ p2p_bought_kwh = 1.5 kWh, got 1.6"),
+            (
+                |w| w.p2p_received_kwh = 1.6,
+                "s.p2p_received_kwh: must be ≤ p2p_bought_kwh = 1.5 kWh, got 1.6",
+            ),
             (|w| w.p2p_bought_kwh = f64::NAN, "s.p2p_bought_kwh: must be finite"),
         ];
         for (mutate, expected) in cases {
@@ -326,7 +404,10 @@ mod tests {
         let mut w = settlement_to_wire(&unfilled_seller(5));
         w.p2p_sold_kwh = 1.0;
         let e = message(settlement_from_wire(&w, "s").unwrap_err());
-        assert!(e.starts_with("invalid s.p2p_sold_kwh: must be 0 kWh without a fill, got 1"), "{e}");
+        assert!(
+            e.starts_with("invalid s.p2p_sold_kwh: must be 0 kWh without a fill, got 1"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -334,7 +415,10 @@ mod tests {
         let mut w = settlement_to_wire(&buyer(7));
         w.fill_value_nanos = 1500 * MAX_PRICE_MICROS + 1;
         let e = message(settlement_from_wire(&w, "s").unwrap_err());
-        assert!(e.starts_with("invalid s.fill_value_nanos: ") && e.contains("= 150000000000] nano"), "{e}");
+        assert!(
+            e.starts_with("invalid s.fill_value_nanos: ") && e.contains("= 150000000000] nano"),
+            "{e}"
+        );
         w.filled_wh = 0;
         w.fill_value_nanos = 1;
         let e = message(settlement_from_wire(&w, "s").unwrap_err());

@@ -15,7 +15,9 @@ pub fn side_from_wire(value: i32, path: &str) -> Result<Side, WireError> {
     match pb::Side::try_from(value) {
         Ok(pb::Side::Buy) => Ok(Side::Buy),
         Ok(pb::Side::Sell) => Ok(Side::Sell),
-        Ok(pb::Side::Unspecified) => Err(WireError::invalid(path, "must be SIDE_BUY or SIDE_SELL, got SIDE_UNSPECIFIED")),
+        Ok(pb::Side::Unspecified) => {
+            Err(WireError::invalid(path, "must be SIDE_BUY or SIDE_SELL, got SIDE_UNSPECIFIED"))
+        }
         Err(_) => Err(WireError::invalid(path, format!("unknown Side value {value}"))),
     }
 }
@@ -26,7 +28,9 @@ pub fn tou_band_from_wire(value: i32, path: &str) -> Result<TouBand, WireError> 
         Ok(pb::TouBand::OffPeak) => Ok(TouBand::OffPeak),
         Ok(pb::TouBand::Shoulder) => Ok(TouBand::Shoulder),
         Ok(pb::TouBand::Peak) => Ok(TouBand::Peak),
-        Ok(pb::TouBand::Unspecified) => Err(WireError::invalid(path, "must be set, got TOU_BAND_UNSPECIFIED")),
+        Ok(pb::TouBand::Unspecified) => {
+            Err(WireError::invalid(path, "must be set, got TOU_BAND_UNSPECIFIED"))
+        }
         Err(_) => Err(WireError::invalid(path, format!("unknown TouBand value {value}"))),
     }
 }
@@ -84,7 +88,10 @@ mod tests {
         let e = side_from_wire(0, "reports[1].order.side").unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.to_string().starts_with("invalid reports[1].order.side: "), "{e}");
-        assert!(side_from_wire(7, "side").unwrap_err().to_string().contains("unknown Side value 7"));
+        assert!(side_from_wire(7, "side")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown Side value 7"));
         assert!(Side::try_from(pb::Side::Unspecified).is_err());
         let e = tou_band_from_wire(0, "tariff.band").unwrap_err();
         assert!(e.to_string().contains("tariff.band"), "{e}");

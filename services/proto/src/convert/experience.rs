@@ -73,7 +73,10 @@ pub fn rollout_start_from_wire(m: pb::RolloutStart) -> Result<RolloutStart, Wire
 pub fn rollout_from_wire(b: pb::ExperienceBatch) -> Result<Rollout, WireError> {
     let node_name = node_name_from_wire(&b.node_name, "node_name")?;
     if b.policy_version == 0 {
-        return Err(WireError::invalid("policy_version", "must be ≥ 1 (version 1 is the initial policy)"));
+        return Err(WireError::invalid(
+            "policy_version",
+            "must be ≥ 1 (version 1 is the initial policy)",
+        ));
     }
     let rollout = Rollout {
         node_name,
@@ -107,9 +110,13 @@ pub fn policy_from_wire(u: &pb::PolicyUpdate) -> Result<PolicyWeights, WireError
     if Sha256::digest(&u.weights).as_slice() != u.sha256.as_slice() {
         return Err(WireError::invalid("sha256", "does not match the SHA-256 of weights"));
     }
-    let w = from_safetensors(&u.weights).map_err(|e| WireError::invalid("weights", e.to_string()))?;
+    let w =
+        from_safetensors(&u.weights).map_err(|e| WireError::invalid("weights", e.to_string()))?;
     if w.version != u.version {
-        return Err(WireError::invalid("version", format!("{} but the weights say version {}", u.version, w.version)));
+        return Err(WireError::invalid(
+            "version",
+            format!("{} but the weights say version {}", u.version, w.version),
+        ));
     }
     Ok(w)
 }
@@ -175,7 +182,12 @@ mod tests {
 
     #[test]
     fn rollout_starts_round_trip_and_bad_ones_name_the_field() {
-        let good = pb::RolloutStart { node_name: "node-a".into(), policy_version: 3, first_slot: 40, end_slot: 48 };
+        let good = pb::RolloutStart {
+            node_name: "node-a".into(),
+            policy_version: 3,
+            first_slot: 40,
+            end_slot: 48,
+        };
         let s = rollout_start_from_wire(good.clone()).unwrap();
         assert_eq!((s.policy_version, s.first_slot, s.end_slot), (3, 40, 48));
         assert_eq!(pb::RolloutStart::from(&s), good);
@@ -198,14 +210,22 @@ mod tests {
     #[test]
     fn policy_updates_check_digest_and_version() {
         let spec = MlpSpec::default();
-        let w = PolicyWeights { net: ActorCritic::random(&spec, 3), normaliser: ObsNormaliser::identity(OBS_DIM), version: 7 };
+        let w = PolicyWeights {
+            net: ActorCritic::random(&spec, 3),
+            normaliser: ObsNormaliser::identity(OBS_DIM),
+            version: 7,
+        };
         let u = policy_update_from_blob(w.version, to_safetensors(&w).unwrap());
         assert_eq!(policy_from_wire(&u).unwrap(), w);
         let mut tampered = u.clone();
         tampered.weights[100] ^= 1;
-        assert!(matches!(policy_from_wire(&tampered), Err(WireError::InvalidArgument { field, .. }) if field == "sha256"));
+        assert!(
+            matches!(policy_from_wire(&tampered), Err(WireError::InvalidArgument { field, .. }) if field == "sha256")
+        );
         let mut relabelled = u;
         relabelled.version = 8;
-        assert!(matches!(policy_from_wire(&relabelled), Err(WireError::InvalidArgument { field, .. }) if field == "version"));
+        assert!(
+            matches!(policy_from_wire(&relabelled), Err(WireError::InvalidArgument { field, .. }) if field == "version")
+        );
     }
 }

@@ -77,10 +77,16 @@ mod tests {
     #[test]
     fn required_and_finite_name_the_field() {
         let missing: Option<&u8> = None;
-        assert_eq!(required(missing, "tariff").unwrap_err(), WireError::invalid("tariff", "is required"));
+        assert_eq!(
+            required(missing, "tariff").unwrap_err(),
+            WireError::invalid("tariff", "is required")
+        );
         assert_eq!(required(Some(&1u8), "tariff").unwrap(), &1);
         let e = finite_in(f64::NAN, 0.0, 1.0, "reports[0].load_kwh").unwrap_err();
-        assert!(e.to_string().contains("reports[0].load_kwh") && e.to_string().contains("finite"), "{e}");
+        assert!(
+            e.to_string().contains("reports[0].load_kwh") && e.to_string().contains("finite"),
+            "{e}"
+        );
         let e = finite_in(2.0, 0.0, 1.0, "x").unwrap_err();
         assert!(e.to_string().contains("[0, 1]"), "{e}");
         assert_eq!(finite_in(0.5, 0.0, 1.0, "x").unwrap(), 0.5);

@@ -20,7 +20,12 @@ pub const MAX_ORDER_WH: i64 = 1_000_000;
 
 /// Validates the wire order at `path` (e.g. `reports[3].order`) for the
 /// prosumer `id` in a slot whose tariff has `bounds`.
-pub fn order_from_wire(wire: &pb::Order, id: OrderId, bounds: PriceBounds, path: &str) -> Result<Order, WireError> {
+pub fn order_from_wire(
+    wire: &pb::Order,
+    id: OrderId,
+    bounds: PriceBounds,
+    path: &str,
+) -> Result<Order, WireError> {
     let side = side_from_wire(wire.side, &field(path, "side"))?;
     if !(1..=MAX_ORDER_WH).contains(&wire.quantity_wh) {
         return Err(WireError::invalid(
@@ -32,16 +37,28 @@ pub fn order_from_wire(wire: &pb::Order, id: OrderId, bounds: PriceBounds, path:
     if !(feed_in.0..=retail.0).contains(&wire.limit_price_micros) {
         return Err(WireError::invalid(
             field(path, "limit_price_micros"),
-            format!("must lie within the slot's tariff [{}, {}] µ/kWh, got {}", feed_in.0, retail.0, wire.limit_price_micros),
+            format!(
+                "must lie within the slot's tariff [{}, {}] µ/kWh, got {}",
+                feed_in.0, retail.0, wire.limit_price_micros
+            ),
         ));
     }
-    Ok(Order { id, side, quantity: Wh(wire.quantity_wh), limit_price: PricePerKwh(wire.limit_price_micros) })
+    Ok(Order {
+        id,
+        side,
+        quantity: Wh(wire.quantity_wh),
+        limit_price: PricePerKwh(wire.limit_price_micros),
+    })
 }
 
 /// The wire form drops the id (the report it travels in names the prosumer).
 impl From<&Order> for pb::Order {
     fn from(o: &Order) -> pb::Order {
-        pb::Order { side: pb::Side::from(o.side).into(), quantity_wh: o.quantity.0, limit_price_micros: o.limit_price.0 }
+        pb::Order {
+            side: pb::Side::from(o.side).into(),
+            quantity_wh: o.quantity.0,
+            limit_price_micros: o.limit_price.0,
+        }
     }
 }
 
@@ -51,7 +68,8 @@ mod tests {
     use peergrid_core::market::Side;
     use tonic::Code;
 
-    const BOUNDS: PriceBounds = PriceBounds { feed_in: PricePerKwh(50_000), retail: PricePerKwh(450_000) };
+    const BOUNDS: PriceBounds =
+        PriceBounds { feed_in: PricePerKwh(50_000), retail: PricePerKwh(450_000) };
 
     fn buy() -> pb::Order {
         pb::Order { side: pb::Side::Buy.into(), quantity_wh: 1_500, limit_price_micros: 300_000 }
@@ -59,8 +77,11 @@ mod tests {
 
     #[test]
     fn round_trips_at_the_bounds() {
-        for (side, quantity, price) in [(Side::Buy, 1, 50_000), (Side::Sell, MAX_ORDER_WH, 450_000), (Side::Sell, 2_000, 145_000)]
-        {
+        for (side, quantity, price) in [
+            (Side::Buy, 1, 50_000),
+            (Side::Sell, MAX_ORDER_WH, 450_000),
+            (Side::Sell, 2_000, 145_000),
+        ] {
             let o = Order { id: 42, side, quantity: Wh(quantity), limit_price: PricePerKwh(price) };
             assert_eq!(order_from_wire(&pb::Order::from(&o), 42, BOUNDS, "order").unwrap(), o);
         }
@@ -75,7 +96,11 @@ mod tests {
             (|o| o.quantity_wh = 0, "quantity_wh", "[1, 1000000] Wh, got 0"),
             (|o| o.quantity_wh = -20, "quantity_wh", "got -20"),
             (|o| o.quantity_wh = MAX_ORDER_WH + 1, "quantity_wh", "got 1000001"),
-            (|o| o.limit_price_micros = 49_999, "limit_price_micros", "[50000, 450000] µ/kWh, got 49999"),
+            (
+                |o| o.limit_price_micros = 49_999,
+                "limit_price_micros",
+                "[50000, 450000] µ/kWh, got 49999",
+            ),
             (|o| o.limit_price_micros = 450_001, "limit_price_micros", "got 450001"),
         ];
         for (mutate, name, bound) in cases {
@@ -84,7 +109,11 @@ mod tests {
             let e = order_from_wire(&o, 3, BOUNDS, "reports[3].order").unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument);
             let msg = e.to_string();
-            assert!(msg.starts_with(&format!("invalid reports[3].order.{name}: ")) && msg.contains(bound), "{msg}");
+            assert!(
+                msg.starts_with(&format!("invalid reports[3].order.{name}: "))
+                    && msg.contains(bound),
+                "{msg}"
+            );
         }
     }
 }

@@ -92,10 +92,19 @@ impl TryFrom<pb::ActRequest> for ObservationBatch {
 
     fn try_from(r: pb::ActRequest) -> Result<ObservationBatch, WireError> {
         check_len("observations", &r.observations, r.prosumer_ids.len(), OBS_DIM)?;
-        let observations = r.observations.chunks_exact(OBS_DIM).map(|row| std::array::from_fn(|f| row[f])).collect();
+        let observations = r
+            .observations
+            .chunks_exact(OBS_DIM)
+            .map(|row| std::array::from_fn(|f| row[f]))
+            .collect();
         let previous = r.previous.map(|f| feedback_from_wire(f, "previous")).transpose()?;
-        let batch =
-            ObservationBatch { node_name: r.node_name, slot: r.slot, prosumer_ids: r.prosumer_ids, observations, previous };
+        let batch = ObservationBatch {
+            node_name: r.node_name,
+            slot: r.slot,
+            prosumer_ids: r.prosumer_ids,
+            observations,
+            previous,
+        };
         batch.validate()?;
         Ok(batch)
     }
@@ -106,7 +115,11 @@ impl TryFrom<pb::ActResponse> for ActionBatch {
 
     fn try_from(r: pb::ActResponse) -> Result<ActionBatch, WireError> {
         check_len("actions", &r.actions, r.prosumer_ids.len(), ACT_DIM)?;
-        let actions = r.actions.chunks_exact(ACT_DIM).map(|a| Action { battery: a[0], quantity: a[1], price: a[2] }).collect();
+        let actions = r
+            .actions
+            .chunks_exact(ACT_DIM)
+            .map(|a| Action { battery: a[0], quantity: a[1], price: a[2] })
+            .collect();
         let batch = ActionBatch { slot: r.slot, prosumer_ids: r.prosumer_ids, actions };
         batch.validate()?;
         Ok(batch)
@@ -182,7 +195,11 @@ mod tests {
     #[test]
     fn bad_requests_name_the_field_and_bound() {
         let cases: Vec<(Defect, &str, &str)> = vec![
-            (Box::new(|r| r.observations.push(0.0)), "observations", "expected 28 values (prosumers × 14), got 29"),
+            (
+                Box::new(|r| r.observations.push(0.0)),
+                "observations",
+                "expected 28 values (prosumers × 14), got 29",
+            ),
             (Box::new(|r| r.observations[20] = f32::NAN), "observations[20]", "not finite"),
             (Box::new(|r| r.node_name = String::new()), "node_name", ""),
             (Box::new(|r| r.prosumer_ids = vec![4, 3]), "prosumer_ids[1]", "strictly ascending"),
@@ -193,9 +210,21 @@ mod tests {
                 "previous.rewards",
                 "one per prosumer",
             ),
-            (Box::new(|r| r.previous.as_mut().unwrap().dones.clear()), "previous.dones", "expected 2 values"),
-            (Box::new(|r| r.previous.as_mut().unwrap().costs[1] = f32::NEG_INFINITY), "previous.costs[1]", "not finite"),
-            (Box::new(|r| r.previous.as_mut().unwrap().slot = 42), "previous.slot", "before the slot"),
+            (
+                Box::new(|r| r.previous.as_mut().unwrap().dones.clear()),
+                "previous.dones",
+                "expected 2 values",
+            ),
+            (
+                Box::new(|r| r.previous.as_mut().unwrap().costs[1] = f32::NEG_INFINITY),
+                "previous.costs[1]",
+                "not finite",
+            ),
+            (
+                Box::new(|r| r.previous.as_mut().unwrap().slot = 42),
+                "previous.slot",
+                "before the slot",
+            ),
         ];
         for (break_it, want_field, want_reason) in cases {
             let mut wire = pb::ActRequest::from(&request());
@@ -213,11 +242,34 @@ mod tests {
         let good = pb::ActResponse { slot: 42, prosumer_ids: vec![3, 4], actions: vec![0.0; 6] };
         ActionBatch::try_from(good.clone()).unwrap();
         let cases: Vec<(pb::ActResponse, &str, &str)> = vec![
-            (pb::ActResponse { actions: vec![0.0; 5], ..good.clone() }, "actions", "expected 6 values (prosumers × 3), got 5"),
-            (pb::ActResponse { actions: vec![0.0, 0.0, 0.0, f32::NAN, 0.0, 0.0], ..good.clone() }, "actions[3]", "not finite"),
-            (pb::ActResponse { actions: vec![0.0, 0.0, 0.0, 0.0, 0.0, 1e9], ..good.clone() }, "actions[5]", "outside"),
-            (pb::ActResponse { prosumer_ids: vec![], actions: vec![], ..good.clone() }, "prosumer_ids", "1..="),
-            (pb::ActResponse { prosumer_ids: vec![4, 4], ..good.clone() }, "prosumer_ids[1]", "ascending"),
+            (
+                pb::ActResponse { actions: vec![0.0; 5], ..good.clone() },
+                "actions",
+                "expected 6 values (prosumers × 3), got 5",
+            ),
+            (
+                pb::ActResponse {
+                    actions: vec![0.0, 0.0, 0.0, f32::NAN, 0.0, 0.0],
+                    ..good.clone()
+                },
+                "actions[3]",
+                "not finite",
+            ),
+            (
+                pb::ActResponse { actions: vec![0.0, 0.0, 0.0, 0.0, 0.0, 1e9], ..good.clone() },
+                "actions[5]",
+                "outside",
+            ),
+            (
+                pb::ActResponse { prosumer_ids: vec![], actions: vec![], ..good.clone() },
+                "prosumer_ids",
+                "1..=",
+            ),
+            (
+                pb::ActResponse { prosumer_ids: vec![4, 4], ..good.clone() },
+                "prosumer_ids[1]",
+                "ascending",
+            ),
         ];
         for (wire, want_field, want_reason) in cases {
             let e = ActionBatch::try_from(wire).unwrap_err();

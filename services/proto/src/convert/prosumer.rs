@@ -57,10 +57,12 @@ pub fn envelope_from_wire(w: &pb::ProsumerSummary, path: &str) -> Result<Envelop
         degradation_cost_per_kwh: b.degradation_cost_per_kwh,
     });
     let hour = |v: u32, name: &str| {
-        u8::try_from(v)
-            .ok()
-            .filter(|h| *h <= 23)
-            .ok_or_else(|| WireError::invalid(field(&field(path, "ev"), name), format!("must be an hour in 0..=23, got {v}")))
+        u8::try_from(v).ok().filter(|h| *h <= 23).ok_or_else(|| {
+            WireError::invalid(
+                field(&field(path, "ev"), name),
+                format!("must be an hour in 0..=23, got {v}"),
+            )
+        })
     };
     let ev = match &w.ev {
         None => None,
@@ -97,7 +99,8 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip() {
-        let consumer = Envelope { kind: ProsumerKind::Consumer, pv_kwp: 0.0, battery: None, ev: None };
+        let consumer =
+            Envelope { kind: ProsumerKind::Consumer, pv_kwp: 0.0, battery: None, ev: None };
         let pv_battery = Envelope { kind: ProsumerKind::PvBattery, ev: None, ..ev() };
         for env in [ev(), consumer, pv_battery] {
             assert_eq!(envelope_from_wire(&envelope_to_wire(7, &env), "p").unwrap(), env);

@@ -15,8 +15,11 @@ pub const MAX_REWARD_WEIGHTS_JSON_BYTES: usize = 4096;
 /// Encodes validated weights. Invalid weights (e.g. NaN, which JSON cannot
 /// carry) are an internal error: they should have been rejected at start-up.
 pub fn reward_weights_to_json(weights: &RewardWeights) -> Result<String, WireError> {
-    weights.validate().map_err(|e| WireError::Internal { reason: format!("reward weights: {e}") })?;
-    serde_json::to_string(weights).map_err(|e| WireError::Internal { reason: format!("reward weights: {e}") })
+    weights
+        .validate()
+        .map_err(|e| WireError::Internal { reason: format!("reward weights: {e}") })?;
+    serde_json::to_string(weights)
+        .map_err(|e| WireError::Internal { reason: format!("reward weights: {e}") })
 }
 
 /// Decodes and validates the weights in the field at `path`.
@@ -27,7 +30,8 @@ pub fn reward_weights_from_json(json: &str, path: &str) -> Result<RewardWeights,
             format!("must be at most {MAX_REWARD_WEIGHTS_JSON_BYTES} bytes, got {}", json.len()),
         ));
     }
-    let weights: RewardWeights = serde_json::from_str(json).map_err(|e| WireError::invalid(path, format!("bad JSON: {e}")))?;
+    let weights: RewardWeights = serde_json::from_str(json)
+        .map_err(|e| WireError::invalid(path, format!("bad JSON: {e}")))?;
     weights.validate().map_err(|e| WireError::invalid(path, e.to_string()))?;
     Ok(weights)
 }
@@ -49,15 +53,24 @@ mod tests {
     #[test]
     fn invalid_documents_name_the_field() {
         let path = "reward_weights_json";
-        for (json, needle) in [("{\"cost\": -1}", "reward.cost"), ("{\"colour\": 1}", "unknown field"), ("not json", "bad JSON")]
-        {
+        for (json, needle) in [
+            ("{\"cost\": -1}", "reward.cost"),
+            ("{\"colour\": 1}", "unknown field"),
+            ("not json", "bad JSON"),
+        ] {
             let e = reward_weights_from_json(json, path).unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument);
             let msg = e.to_string();
-            assert!(msg.starts_with("invalid reward_weights_json: ") && msg.contains(needle), "{msg}");
+            assert!(
+                msg.starts_with("invalid reward_weights_json: ") && msg.contains(needle),
+                "{msg}"
+            );
         }
         let huge = format!("{{\"cost\": 1{}}}", " ".repeat(MAX_REWARD_WEIGHTS_JSON_BYTES));
-        assert!(reward_weights_from_json(&huge, path).unwrap_err().to_string().contains("at most 4096 bytes"));
+        assert!(reward_weights_from_json(&huge, path)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 4096 bytes"));
         let nan = RewardWeights { cost: f64::NAN, ..RewardWeights::default() };
         assert_eq!(reward_weights_to_json(&nan).unwrap_err().code(), Code::Internal);
     }

@@ -16,7 +16,9 @@ use peergrid_core::observation::{OpenSlot, SlotContext};
 use peergrid_core::safety::OrderIntent;
 use peergrid_core::units::{PricePerKwh, ProsumerId, Wh};
 
-use super::{field, finite_in, index, order_from_wire, required, slot_tariff_from_wire, MAX_PRICE_MICROS};
+use super::{
+    field, finite_in, index, order_from_wire, required, slot_tariff_from_wire, MAX_PRICE_MICROS,
+};
 use crate::error::WireError;
 use crate::pb::common::v1 as common;
 use crate::pb::market::v1 as pb;
@@ -47,8 +49,11 @@ pub fn slot_open_to_wire(open: &OpenSlot) -> pb::SlotOpen {
         slot_hours: ctx.hours,
         tariff: Some(common::SlotTariff::from(&ctx.tariff)),
         next_tariff: Some(common::SlotTariff::from(&ctx.next_tariff)),
-        last_clearing_price_micros: PricePerKwh::from_per_kwh(ctx.last_clearing_price_per_kwh, "last_clearing_price")
-            .map_or(ctx.tariff.midpoint().0, |p| p.0),
+        last_clearing_price_micros: PricePerKwh::from_per_kwh(
+            ctx.last_clearing_price_per_kwh,
+            "last_clearing_price",
+        )
+        .map_or(ctx.tariff.midpoint().0, |p| p.0),
         deadline_unix_ms: open.deadline_unix_ms,
         adjustments: open
             .adjustments
@@ -66,20 +71,27 @@ pub fn slot_open_to_wire(open: &OpenSlot) -> pb::SlotOpen {
 
 pub fn slot_open_from_wire(w: &pb::SlotOpen) -> Result<OpenSlot, WireError> {
     let tariff = slot_tariff_from_wire(required(w.tariff.as_ref(), "tariff")?, "tariff")?;
-    let next_tariff = slot_tariff_from_wire(required(w.next_tariff.as_ref(), "next_tariff")?, "next_tariff")?;
+    let next_tariff =
+        slot_tariff_from_wire(required(w.next_tariff.as_ref(), "next_tariff")?, "next_tariff")?;
     if w.hour > 23 {
         return Err(WireError::invalid("hour", format!("must lie in [0, 23], got {}", w.hour)));
     }
     let day_fraction = finite_in(w.day_fraction, 0.0, 1.0, "day_fraction")?;
     let hours = finite_in(w.slot_hours, 1.0 / 60.0, 24.0, "slot_hours")?;
     if w.data_slot > MAX_DATA_SLOT {
-        return Err(WireError::invalid("data_slot", format!("must lie in [0, {MAX_DATA_SLOT}], got {}", w.data_slot)));
+        return Err(WireError::invalid(
+            "data_slot",
+            format!("must lie in [0, {MAX_DATA_SLOT}], got {}", w.data_slot),
+        ));
     }
     let data_slot = w.data_slot as usize;
     if !(0..=MAX_PRICE_MICROS).contains(&w.last_clearing_price_micros) {
         return Err(WireError::invalid(
             "last_clearing_price_micros",
-            format!("must lie in [0, {MAX_PRICE_MICROS}] µ/kWh, got {}", w.last_clearing_price_micros),
+            format!(
+                "must lie in [0, {MAX_PRICE_MICROS}] µ/kWh, got {}",
+                w.last_clearing_price_micros
+            ),
         ));
     }
     if w.adjustments.len() > MAX_ADJUSTMENTS {
@@ -92,7 +104,10 @@ pub fn slot_open_from_wire(w: &pb::SlotOpen) -> Result<OpenSlot, WireError> {
     for (i, a) in w.adjustments.iter().enumerate() {
         let path = index("adjustments", i);
         if a.first_prosumer_id > a.last_prosumer_id {
-            return Err(WireError::invalid(field(&path, "last_prosumer_id"), "must be ≥ first_prosumer_id"));
+            return Err(WireError::invalid(
+                field(&path, "last_prosumer_id"),
+                "must be ≥ first_prosumer_id",
+            ));
         }
         adjustments.push(Adjustment {
             first_id: a.first_prosumer_id,
@@ -143,7 +158,11 @@ pub fn report_to_wire(r: &HouseholdReport) -> pb::HouseholdReport {
 
 /// Validates report `i` of a batch for a slot whose tariff has `bounds`.
 /// Whether the prosumer belongs to the sender is the caller's check.
-pub fn report_from_wire(w: &pb::HouseholdReport, bounds: PriceBounds, path: &str) -> Result<HouseholdReport, WireError> {
+pub fn report_from_wire(
+    w: &pb::HouseholdReport,
+    bounds: PriceBounds,
+    path: &str,
+) -> Result<HouseholdReport, WireError> {
     report_from_wire_at(w, bounds, &|| path.to_owned())
 }
 
@@ -173,7 +192,8 @@ pub fn report_from_wire_at(
             format!("must equal load − pv + charged − discharged = {implied}, got {net_kwh}"),
         ));
     }
-    let degradation_cost = bounded(w.degradation_cost, 0.0, MAX_SLOT_MONEY, path, "degradation_cost")?;
+    let degradation_cost =
+        bounded(w.degradation_cost, 0.0, MAX_SLOT_MONEY, path, "degradation_cost")?;
     let ev_shortfall_kwh = non_negative(w.ev_shortfall_kwh, "ev_shortfall_kwh")?;
     let stored_kwh = bounded(w.stored_kwh, 0.0, 1.0e6, path, "stored_kwh")?;
     let order = match &w.order {
@@ -195,7 +215,13 @@ pub fn report_from_wire_at(
 
 /// A finite value in `[min, max]`; the field path is formatted only on error.
 #[inline]
-pub(super) fn bounded(v: f64, min: f64, max: f64, path: &dyn Fn() -> String, name: &str) -> Result<f64, WireError> {
+pub(super) fn bounded(
+    v: f64,
+    min: f64,
+    max: f64,
+    path: &dyn Fn() -> String,
+    name: &str,
+) -> Result<f64, WireError> {
     if v.is_finite() && (min..=max).contains(&v) {
         Ok(v)
     } else {
@@ -220,11 +246,19 @@ fn order_intent(
         && (1..=super::MAX_ORDER_WH).contains(&o.quantity_wh)
         && (bounds.feed_in.0..=bounds.retail.0).contains(&o.limit_price_micros);
     let order = match side {
-        Some(side) if valid => OrderIntent { side, quantity: Wh(o.quantity_wh), limit_price: PricePerKwh(o.limit_price_micros) },
+        Some(side) if valid => OrderIntent {
+            side,
+            quantity: Wh(o.quantity_wh),
+            limit_price: PricePerKwh(o.limit_price_micros),
+        },
         // Invalid: let the full conversion name the field and the bound.
         _ => {
             let order = order_from_wire(o, id as u64, bounds, &field(&path(), "order"))?;
-            OrderIntent { side: order.side, quantity: order.quantity, limit_price: order.limit_price }
+            OrderIntent {
+                side: order.side,
+                quantity: order.quantity,
+                limit_price: order.limit_price,
+            }
         }
     };
     let wrong_side = match order.side {
@@ -233,7 +267,10 @@ fn order_intent(
         _ => None,
     };
     if let Some(reason) = wrong_side {
-        return Err(WireError::invalid(field(&field(&path(), "order"), "side"), format!("{reason} (net_kwh {net_kwh})")));
+        return Err(WireError::invalid(
+            field(&field(&path(), "order"), "side"),
+            format!("{reason} (net_kwh {net_kwh})"),
+        ));
     }
     let position = Wh::floor_from_kwh(net_kwh.abs()).0;
     if order.quantity.0 > position {
@@ -271,18 +308,31 @@ mod tests {
             load_kwh: 2.0,
             pv_kwh: 0.5,
             net_kwh: 2.5,
-            battery: BatteryStep { charged_kwh: 1.0, discharged_kwh: 0.0, losses_kwh: 0.05, stored_delta_kwh: 0.0 },
+            battery: BatteryStep {
+                charged_kwh: 1.0,
+                discharged_kwh: 0.0,
+                losses_kwh: 0.05,
+                stored_delta_kwh: 0.0,
+            },
             degradation_cost: 0.01,
             ev_shortfall_kwh: 0.0,
             stored_kwh: 5.0,
-            order: Some(OrderIntent { side: Side::Buy, quantity: Wh(2000), limit_price: PricePerKwh(300_000) }),
+            order: Some(OrderIntent {
+                side: Side::Buy,
+                quantity: Wh(2000),
+                limit_price: PricePerKwh(300_000),
+            }),
         }
     }
 
     #[test]
     fn slot_open_round_trips() {
-        let adj =
-            Adjustment { first_id: 3, last_id: 9, conditions: Conditions { load_scale: 1.5, pv_scale: 0.2 }, offline: false };
+        let adj = Adjustment {
+            first_id: 3,
+            last_id: 9,
+            conditions: Conditions { load_scale: 1.5, pv_scale: 0.2 },
+            offline: false,
+        };
         let open = OpenSlot { slot: 5, ctx: ctx(), deadline_unix_ms: 123, adjustments: vec![adj] };
         assert_eq!(slot_open_from_wire(&slot_open_to_wire(&open)).unwrap(), open);
     }
@@ -294,8 +344,16 @@ mod tests {
         let cases: [Case; 4] = [
             (|w| w.data_slot = MAX_DATA_SLOT + 1, "data_slot", "[0, 10000000], got 10000001"),
             (|w| w.data_slot = u64::MAX, "data_slot", "got 18446744073709551615"),
-            (|w| w.last_clearing_price_micros = -1, "last_clearing_price_micros", "[0, 100000000] µ/kWh, got -1"),
-            (|w| w.last_clearing_price_micros = i64::MAX, "last_clearing_price_micros", "got 9223372036854775807"),
+            (
+                |w| w.last_clearing_price_micros = -1,
+                "last_clearing_price_micros",
+                "[0, 100000000] µ/kWh, got -1",
+            ),
+            (
+                |w| w.last_clearing_price_micros = i64::MAX,
+                "last_clearing_price_micros",
+                "got 9223372036854775807",
+            ),
         ];
         for (mutate, name, bound) in cases {
             let mut w = slot_open_to_wire(&open);
@@ -309,13 +367,19 @@ mod tests {
         w.data_slot = MAX_DATA_SLOT;
         w.last_clearing_price_micros = MAX_PRICE_MICROS;
         let back = slot_open_from_wire(&w).unwrap();
-        assert_eq!((back.ctx.data_slot, back.ctx.last_clearing_price_per_kwh), (MAX_DATA_SLOT as usize, 100.0));
+        assert_eq!(
+            (back.ctx.data_slot, back.ctx.last_clearing_price_per_kwh),
+            (MAX_DATA_SLOT as usize, 100.0)
+        );
     }
 
     #[test]
     fn report_round_trips() {
         let r = report();
-        assert_eq!(report_from_wire(&report_to_wire(&r), ctx().tariff.bounds(), "reports[0]").unwrap(), r);
+        assert_eq!(
+            report_from_wire(&report_to_wire(&r), ctx().tariff.bounds(), "reports[0]").unwrap(),
+            r
+        );
     }
 
     #[test]
@@ -327,16 +391,29 @@ mod tests {
             (Box::new(|w| w.pv_kwh = -1.0), "reports[2].pv_kwh"),
             (Box::new(|w| w.net_kwh = 9.0), "reports[2].net_kwh"),
             (Box::new(|w| w.degradation_cost = f64::INFINITY), "reports[2].degradation_cost"),
-            (Box::new(|w| w.order.as_mut().unwrap().quantity_wh = 0), "reports[2].order.quantity_wh"),
-            (Box::new(|w| w.order.as_mut().unwrap().quantity_wh = 2600), "reports[2].order.quantity_wh"),
-            (Box::new(|w| w.order.as_mut().unwrap().limit_price_micros = 900_000), "reports[2].order.limit_price_micros"),
-            (Box::new(|w| w.order.as_mut().unwrap().side = common::Side::Sell.into()), "reports[2].order.side"),
+            (
+                Box::new(|w| w.order.as_mut().unwrap().quantity_wh = 0),
+                "reports[2].order.quantity_wh",
+            ),
+            (
+                Box::new(|w| w.order.as_mut().unwrap().quantity_wh = 2600),
+                "reports[2].order.quantity_wh",
+            ),
+            (
+                Box::new(|w| w.order.as_mut().unwrap().limit_price_micros = 900_000),
+                "reports[2].order.limit_price_micros",
+            ),
+            (
+                Box::new(|w| w.order.as_mut().unwrap().side = common::Side::Sell.into()),
+                "reports[2].order.side",
+            ),
             (Box::new(|w| w.order.as_mut().unwrap().side = 0), "reports[2].order.side"),
         ];
         for (mutate, field) in cases {
             let mut w = report_to_wire(&report());
             mutate(&mut w);
-            let status = tonic::Status::from(report_from_wire(&w, bounds, "reports[2]").unwrap_err());
+            let status =
+                tonic::Status::from(report_from_wire(&w, bounds, "reports[2]").unwrap_err());
             assert_eq!(status.code(), Code::InvalidArgument);
             assert!(status.message().contains(field), "{field}: {}", status.message());
         }

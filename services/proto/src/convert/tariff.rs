@@ -25,7 +25,10 @@ pub fn slot_tariff_from_wire(wire: &pb::SlotTariff, path: &str) -> Result<SlotTa
         if (0..=MAX_PRICE_MICROS).contains(&value) {
             Ok(PricePerKwh(value))
         } else {
-            Err(WireError::invalid(field(path, name), format!("must lie in [0, {MAX_PRICE_MICROS}] µ/kWh, got {value}")))
+            Err(WireError::invalid(
+                field(path, name),
+                format!("must lie in [0, {MAX_PRICE_MICROS}] µ/kWh, got {value}"),
+            ))
         }
     };
     let retail = price(wire.retail_micros, "retail_micros")?;
@@ -36,7 +39,8 @@ pub fn slot_tariff_from_wire(wire: &pb::SlotTariff, path: &str) -> Result<SlotTa
             format!("must be ≤ retail_micros ({}), got {}", retail.0, feed_in.0),
         ));
     }
-    let co2_kg_per_kwh = finite_in(wire.co2_kg_per_kwh, 0.0, MAX_CO2_KG_PER_KWH, &field(path, "co2_kg_per_kwh"))?;
+    let co2_kg_per_kwh =
+        finite_in(wire.co2_kg_per_kwh, 0.0, MAX_CO2_KG_PER_KWH, &field(path, "co2_kg_per_kwh"))?;
     let band = tou_band_from_wire(wire.band, &field(path, "band"))?;
     Ok(SlotTariff { band, retail, feed_in, co2_kg_per_kwh })
 }
@@ -85,9 +89,17 @@ mod tests {
         type Case = (fn(&mut pb::SlotTariff), &'static str, &'static str);
         let cases: [Case; 7] = [
             (|w| w.retail_micros = -1, "next_tariff.retail_micros", "[0, 100000000]"),
-            (|w| w.retail_micros = MAX_PRICE_MICROS + 1, "next_tariff.retail_micros", "got 100000001"),
+            (
+                |w| w.retail_micros = MAX_PRICE_MICROS + 1,
+                "next_tariff.retail_micros",
+                "got 100000001",
+            ),
             (|w| w.feed_in_micros = -5, "next_tariff.feed_in_micros", "got -5"),
-            (|w| w.feed_in_micros = 500_000, "next_tariff.feed_in_micros", "≤ retail_micros (450000)"),
+            (
+                |w| w.feed_in_micros = 500_000,
+                "next_tariff.feed_in_micros",
+                "≤ retail_micros (450000)",
+            ),
             (|w| w.co2_kg_per_kwh = f64::NAN, "next_tariff.co2_kg_per_kwh", "finite"),
             (|w| w.co2_kg_per_kwh = 6.0, "next_tariff.co2_kg_per_kwh", "[0, 5]"),
             (|w| w.band = 0, "next_tariff.band", "TOU_BAND_UNSPECIFIED"),

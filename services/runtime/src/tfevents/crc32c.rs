@@ -32,7 +32,9 @@ const fn build_table() -> [u32; 256] {
 
 /// The CRC-32C of `data` (initial value and final xor 0xFFFFFFFF, reflected).
 pub(crate) fn crc32c(data: &[u8]) -> u32 {
-    let crc = data.iter().fold(!0u32, |crc, &byte| TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8));
+    let crc = data
+        .iter()
+        .fold(!0u32, |crc, &byte| TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8));
     !crc
 }
 

@@ -74,16 +74,30 @@ mod tests {
 
     #[test]
     fn file_version_event_encodes_like_tensorflow() {
-        let event = Event { wall_time: 1.5, step: 0, what: Some(What::FileVersion("brain.Event:2".into())) };
+        let event = Event {
+            wall_time: 1.5,
+            step: 0,
+            what: Some(What::FileVersion("brain.Event:2".into())),
+        };
         assert_eq!(hex(&event.encode_to_vec()), "09000000000000f83f1a0d627261696e2e4576656e743a32");
     }
 
     #[test]
     fn a_zero_scalar_is_still_encoded() {
-        let value = SummaryValue { tag: "losses/approx_kl".into(), value: Some(SummaryValueKind::SimpleValue(0.0)) };
-        let event = Event { wall_time: 1.5, step: 7, what: Some(What::Summary(Summary { value: vec![value] })) };
+        let value = SummaryValue {
+            tag: "losses/approx_kl".into(),
+            value: Some(SummaryValueKind::SimpleValue(0.0)),
+        };
+        let event = Event {
+            wall_time: 1.5,
+            step: 7,
+            what: Some(What::Summary(Summary { value: vec![value] })),
+        };
         let bytes = event.encode_to_vec();
-        assert_eq!(hex(&bytes), "09000000000000f83f10072a190a170a106c6f737365732f617070726f785f6b6c1500000000");
+        assert_eq!(
+            hex(&bytes),
+            "09000000000000f83f10072a190a170a106c6f737365732f617070726f785f6b6c1500000000"
+        );
         assert_eq!(Event::decode(&bytes[..]).unwrap(), event);
     }
 }

@@ -30,7 +30,8 @@ pub struct Scalar {
 /// are skipped.
 pub fn read_scalars(path: impl AsRef<Path>) -> Result<Vec<Scalar>, RuntimeError> {
     let path = path.as_ref();
-    let bytes = fs::read(path).map_err(|source| RuntimeError::EventFile { path: path.to_path_buf(), source })?;
+    let bytes = fs::read(path)
+        .map_err(|source| RuntimeError::EventFile { path: path.to_path_buf(), source })?;
     parse_scalars(&bytes).map_err(|(offset, reason)| RuntimeError::CorruptEventFile {
         path: path.to_path_buf(),
         offset: offset as u64,
@@ -46,12 +47,16 @@ fn parse_scalars(bytes: &[u8]) -> Result<Vec<Scalar>, (usize, String)> {
     while !rest.is_empty() {
         let offset = bytes.len() - rest.len();
         let (data, after) = split_record(rest).map_err(|reason| (offset, reason.to_owned()))?;
-        let event = Event::decode(data).map_err(|error| (offset, format!("undecodable event: {error}")))?;
+        let event =
+            Event::decode(data).map_err(|error| (offset, format!("undecodable event: {error}")))?;
         if let Some(What::Summary(summary)) = event.what {
             scalars.extend(summary.value.into_iter().filter_map(|value| match value.value {
-                Some(SummaryValueKind::SimpleValue(v)) => {
-                    Some(Scalar { tag: value.tag, step: event.step, value: v, wall_time: event.wall_time })
-                }
+                Some(SummaryValueKind::SimpleValue(v)) => Some(Scalar {
+                    tag: value.tag,
+                    step: event.step,
+                    value: v,
+                    wall_time: event.wall_time,
+                }),
                 None => None,
             }));
         }

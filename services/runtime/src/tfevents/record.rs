@@ -87,7 +87,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = file.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(split_record(&bad).is_err(), "flip of bit {bit} in byte {byte} went unnoticed");
+                assert!(
+                    split_record(&bad).is_err(),
+                    "flip of bit {bit} in byte {byte} went unnoticed"
+                );
             }
         }
     }

@@ -38,9 +38,16 @@ fn scalars_round_trip_in_order_with_their_steps() {
     let points: Vec<_> = scalars.iter().map(|s| (s.tag.as_str(), s.step, s.value)).collect();
     assert_eq!(
         points,
-        [("charts/episodic_return", 1, -12.5), ("losses/approx_kl", 1, 0.0), ("charts/episodic_return", 2, -3.25)]
+        [
+            ("charts/episodic_return", 1, -12.5),
+            ("losses/approx_kl", 1, 0.0),
+            ("charts/episodic_return", 2, -3.25)
+        ]
     );
-    assert!(scalars.iter().all(|s| (before - 1.0..=after + 1.0).contains(&s.wall_time)), "{scalars:?}");
+    assert!(
+        scalars.iter().all(|s| (before - 1.0..=after + 1.0).contains(&s.wall_time)),
+        "{scalars:?}"
+    );
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -79,7 +86,9 @@ fn drop_flushes_buffered_scalars() {
 fn non_finite_values_are_written_as_they_are_and_f64_is_narrowed() {
     let dir = scratch_dir("non-finite");
     let mut writer = EventWriter::create(&dir).unwrap();
-    for (step, value) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, 0.1].into_iter().enumerate() {
+    for (step, value) in
+        [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, 0.1].into_iter().enumerate()
+    {
         writer.add_scalar("losses/value_loss", value, step as i64).unwrap();
     }
     writer.flush().unwrap();
@@ -125,12 +134,18 @@ fn a_corrupted_record_is_reported_with_the_path_and_offset() {
     fs::write(&path, &bytes).unwrap();
     match read_scalars(&path) {
         Err(RuntimeError::CorruptEventFile { path: p, offset, reason }) => {
-            assert_eq!((p, offset as usize, reason.as_str()), (path.clone(), last_record_start, "data CRC mismatch"));
+            assert_eq!(
+                (p, offset as usize, reason.as_str()),
+                (path.clone(), last_record_start, "data CRC mismatch")
+            );
         }
         other => panic!("corruption went unnoticed: {other:?}"),
     }
     let message = read_scalars(&path).unwrap_err().to_string();
-    assert!(message.contains(&path.display().to_string()) && message.contains("data CRC mismatch"), "{message}");
+    assert!(
+        message.contains(&path.display().to_string()) && message.contains("data CRC mismatch"),
+        "{message}"
+    );
 
     fs::write(&path, &good[..good.len() - 2]).unwrap();
     let message = read_scalars(&path).unwrap_err().to_string();

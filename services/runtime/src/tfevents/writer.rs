@@ -43,10 +43,12 @@ impl EventWriter {
     /// the directory or the file cannot be created; never overwrites a file.
     pub fn create(logdir: impl AsRef<Path>) -> Result<EventWriter, RuntimeError> {
         let logdir = logdir.as_ref();
-        fs::create_dir_all(logdir).map_err(|source| RuntimeError::EventFile { path: logdir.to_path_buf(), source })?;
+        fs::create_dir_all(logdir)
+            .map_err(|source| RuntimeError::EventFile { path: logdir.to_path_buf(), source })?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let uid = NEXT_FILE_UID.fetch_add(1, Ordering::Relaxed);
-        let path = logdir.join(event_file_name(now.as_secs(), &hostname(), std::process::id(), uid));
+        let path =
+            logdir.join(event_file_name(now.as_secs(), &hostname(), std::process::id(), uid));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -74,14 +76,24 @@ impl EventWriter {
     /// as they are, as TensorFlow and PyTorch do: TensorBoard reads NaN and
     /// ±inf back unchanged, and a diverging loss should be visible, not hidden.
     pub fn add_scalar(&mut self, tag: &str, value: f64, step: i64) -> Result<(), RuntimeError> {
-        let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        let value = SummaryValue { tag: tag.to_owned(), value: Some(SummaryValueKind::SimpleValue(value as f32)) };
-        self.write_event(&Event { wall_time, step, what: Some(What::Summary(Summary { value: vec![value] })) })
+        let wall_time =
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let value = SummaryValue {
+            tag: tag.to_owned(),
+            value: Some(SummaryValueKind::SimpleValue(value as f32)),
+        };
+        self.write_event(&Event {
+            wall_time,
+            step,
+            what: Some(What::Summary(Summary { value: vec![value] })),
+        })
     }
 
     /// Writes buffered records to the file.
     pub fn flush(&mut self) -> Result<(), RuntimeError> {
-        self.out.flush().map_err(|source| RuntimeError::EventFile { path: self.path.clone(), source })
+        self.out
+            .flush()
+            .map_err(|source| RuntimeError::EventFile { path: self.path.clone(), source })
     }
 
     fn write_event(&mut self, event: &Event) -> Result<(), RuntimeError> {
@@ -119,7 +131,9 @@ fn hostname() -> String {
 }
 
 fn sanitize_hostname(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect()
 }
 
 #[cfg(test)]
@@ -128,7 +142,10 @@ mod tests {
 
     #[test]
     fn file_names_follow_tensorflows_pattern() {
-        assert_eq!(event_file_name(1_700_000_000, "node-1", 42, 3), "events.out.tfevents.1700000000.node-1.42.3");
+        assert_eq!(
+            event_file_name(1_700_000_000, "node-1", 42, 3),
+            "events.out.tfevents.1700000000.node-1.42.3"
+        );
         assert_eq!(event_file_name(7, "h", 1, 0), "events.out.tfevents.0000000007.h.1.0");
     }
 

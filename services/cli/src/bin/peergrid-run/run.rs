@@ -35,7 +35,12 @@ pub(crate) struct RunArgs {
 pub(crate) fn run(args: RunArgs) -> Result<()> {
     let days = match (args.eval_weeks, &args.scenario.days) {
         (0, _) => None,
-        (_, Some(_)) => return Err(InputError("--eval-weeks and --days both select held-out days: use one".into()).into()),
+        (_, Some(_)) => {
+            return Err(InputError(
+                "--eval-weeks and --days both select held-out days: use one".into(),
+            )
+            .into())
+        }
         (weeks, None) => Some(DaySelection::first(7 * weeks)),
     };
     let setup = Setup::load("peergrid run", &args.scenario, days)?;

@@ -102,7 +102,10 @@ impl Transport {
             Transport::Grpc => (None, None),
             Transport::Local => {
                 let run = RUNS.fetch_add(1, Ordering::Relaxed);
-                (Some(format!("peergrid-run-{run}-market")), Some(format!("peergrid-run-{run}-trainer")))
+                (
+                    Some(format!("peergrid-run-{run}-market")),
+                    Some(format!("peergrid-run-{run}-trainer")),
+                )
             }
         }
     }
@@ -138,7 +141,9 @@ pub(crate) struct Trained {
 
 /// A fresh random secret for the in-process nodes (never printed).
 fn secret(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let seed = peergrid_core::rng::derive_seed(nanos ^ u64::from(std::process::id()), tag);
     format!("{tag}-{seed:016x}{:016x}", peergrid_core::rng::mix64(seed))
 }
@@ -152,7 +157,10 @@ impl TrainArgs {
             )));
         }
         if !(1..=10_000).contains(&self.rollout_slots) {
-            return Err(InputError(format!("--rollout-slots must lie in 1..=10000, got {}", self.rollout_slots)));
+            return Err(InputError(format!(
+                "--rollout-slots must lie in 1..=10000, got {}",
+                self.rollout_slots
+            )));
         }
         if self.updates > 1_000_000 {
             return Err(InputError(format!("--updates must be ≤ 1000000, got {}", self.updates)));
@@ -166,8 +174,10 @@ impl TrainArgs {
     pub(crate) fn ppo_config(&self, seed: u64) -> Result<PpoConfig, InputError> {
         let mut ppo = match &self.ppo {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?;
-                serde_json::from_str::<PpoConfig>(&text).map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?;
+                serde_json::from_str::<PpoConfig>(&text)
+                    .map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?
             }
             None => PpoConfig::default(),
         };
@@ -182,7 +192,10 @@ impl TrainArgs {
             ppo.total_updates = Some(self.updates.max(1));
         }
         ppo.validate().map_err(|e| {
-            InputError(format!("{}{e}", self.ppo.as_ref().map_or(String::new(), |p| format!("--ppo {}: ", p.display()))))
+            InputError(format!(
+                "{}{e}",
+                self.ppo.as_ref().map_or(String::new(), |p| format!("--ppo {}: ", p.display()))
+            ))
         })?;
         Ok(ppo)
     }
@@ -190,7 +203,8 @@ impl TrainArgs {
 
 /// Trains `args.updates` updates; writes TensorBoard files and checkpoints under `out`.
 pub(crate) fn train(request: TrainRequest<'_>) -> Result<Trained> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(train_async(request))
 }
 
@@ -222,7 +236,8 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
         },
         ..TrainerConfig::default()
     };
-    let trainer = peergrid_trainer::start(trainer_config, tokens.clone(), trainer_stop.subscribe()).await?;
+    let trainer =
+        peergrid_trainer::start(trainer_config, tokens.clone(), trainer_stop.subscribe()).await?;
 
     let market_stop = ShutdownController::new();
     let settings = MarketSettings {
@@ -256,14 +271,20 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
             rollout_slots: args.rollout_slots,
             ..AgentConfig::default()
         };
-        agents.push(tokio::spawn(peergrid_agent_node::run_with_dataset(config, Arc::clone(&ds), agents_stop.subscribe())));
+        agents.push(tokio::spawn(peergrid_agent_node::run_with_dataset(
+            config,
+            Arc::clone(&ds),
+            agents_stop.subscribe(),
+        )));
     }
 
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(args.updates) };
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} updates {msg} ({elapsed}, eta {eta})")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} updates {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix("training");
     let mut interrupted = false;
@@ -302,7 +323,8 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
     bar.finish();
     let published = trainer.learner.published().borrow().clone();
     let policy = from_safetensors(&published.weights)?;
-    let history: Vec<_> = trainer.learner.history().into_iter().filter(|r| r.version <= policy.version).collect();
+    let history: Vec<_> =
+        trainer.learner.history().into_iter().filter(|r| r.version <= policy.version).collect();
 
     // Nodes and market stop together: a node finishes its open slot (or
     // stops waiting for a policy version), the market waits at most its
@@ -317,10 +339,12 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
     trainer.join().await?;
     // The policy evaluated, as a policy file (the trainer's own periodic
     // and final checkpoints sit beside it).
-    let checkpoint = peergrid_trainer::checkpoint::policy_path(&out.join("checkpoints"), policy.version);
+    let checkpoint =
+        peergrid_trainer::checkpoint::policy_path(&out.join("checkpoints"), policy.version);
     if !checkpoint.exists() {
         std::fs::create_dir_all(out.join("checkpoints"))?;
-        std::fs::write(&checkpoint, published.weights.as_slice()).with_context(|| format!("writing {}", checkpoint.display()))?;
+        std::fs::write(&checkpoint, published.weights.as_slice())
+            .with_context(|| format!("writing {}", checkpoint.display()))?;
     }
     let agent_steps = history.iter().map(|r| r.samples as u64).sum();
     let curve = history

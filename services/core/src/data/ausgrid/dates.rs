@@ -5,7 +5,8 @@
 //! algorithms), so the loader can build a gap-free axis without a date
 //! crate. Must never guess an ambiguous spelling: anything else is `None`.
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] =
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 
 /// Days since 1970-01-01 of `1/07/2012` (d/m/yyyy), `01-Jul-10` (dd-Mon-yy,
 /// read as 20yy; four-digit years also accepted) or `2010-07-01`.
@@ -108,7 +109,16 @@ mod tests {
 
     #[test]
     fn invalid_dates_are_rejected() {
-        for bad in ["31/06/2012", "29/02/2013", "1/7/12", "01-Foo-10", "2010-13-01", "", "2010-07-01-1", "1/07/2012x"] {
+        for bad in [
+            "31/06/2012",
+            "29/02/2013",
+            "1/7/12",
+            "01-Foo-10",
+            "2010-13-01",
+            "",
+            "2010-07-01-1",
+            "1/07/2012x",
+        ] {
             assert_eq!(parse_ausgrid_date(bad), None, "{bad}");
         }
         assert!(parse_ausgrid_date("29/02/2012").is_some());
