@@ -252,7 +252,7 @@ mod tests {
             assert!(r.end <= ds.n_slots());
         }
         let first_midnight = (24 - ds.first_slot_of_day as usize) % 24;
-        let whole_days = (ds.n_slots() - first_midnight) / 24;
+        let whole_days = ds.n_slots().saturating_sub(first_midnight) / 24;
         let covered: usize = all.iter().map(|r| r.len()).sum();
         assert_eq!(covered, whole_days * 24, "the parts do not cover every whole day");
         for r in split.validation.iter().chain(&split.test) {
