@@ -225,15 +225,14 @@ impl Node {
         if let Some(r) = &saved {
             info!(session_id = %r.session_id, first_prosumer_id = r.first_prosumer_id, "resuming the saved session");
         }
-        let remote =
-            cfg.remote_policy_target().is_some().then(|| RemotePolicy::new(&cfg, metrics.clone()));
-        if let Some(target) = cfg.remote_policy_target() {
+        let remote = cfg.remote_policy_target().map(|target| {
             info!(
                 url = target.url,
                 timeout_ms = cfg.remote_policy_timeout_ms,
                 "the remote policy decides every slot's actions"
             );
-        }
+            RemotePolicy::new(&cfg, metrics.clone())
+        });
         Node {
             saved,
             remote,

@@ -133,9 +133,13 @@ impl Learner {
         awaited
     }
 
-    /// Sync: whether `t` said it acts with the current version until `end`.
-    fn intends(&self, t: &NodeTrack, end: u64) -> bool {
-        t.intent == Some(Intent { version: self.version, end })
+    /// Sync: whether `t`'s rollout is due for the round ending at `end`:
+    /// it has a policy stream and is in step (its last rollout ended before
+    /// `end`) or said it acts with the current version until `end`.
+    fn due_for(&self, t: &NodeTrack, end: u64) -> bool {
+        t.subscriptions > 0
+            && (t.last_end.is_some_and(|e| e < end)
+                || t.intent == Some(Intent { version: self.version, end }))
     }
 
     /// Sync: the version a node should act with after this verdict on its
@@ -155,11 +159,8 @@ impl Learner {
         match verdict {
             Ok(Ingest::Accepted { .. }) => self.version + 1,
             Ok(Ingest::Stale { .. }) => {
-                let others_due = self.nodes.iter().any(|(name, t)| {
-                    name != node
-                        && t.subscriptions > 0
-                        && (t.last_end.is_some_and(|e| e < end) || self.intends(t, end))
-                });
+                let others_due =
+                    self.nodes.iter().any(|(name, t)| name != node && self.due_for(t, end));
                 if !self.pending.is_empty() || others_due {
                     self.version + 1
                 } else {
@@ -178,11 +179,7 @@ impl Learner {
         let mut missing: Vec<String> = self
             .nodes
             .iter()
-            .filter(|(name, t)| {
-                t.subscriptions > 0
-                    && (t.last_end.is_some_and(|e| e < end) || self.intends(t, end))
-                    && !self.pending_nodes.contains(*name)
-            })
+            .filter(|(name, t)| self.due_for(t, end) && !self.pending_nodes.contains(*name))
             .map(|(name, _)| name.clone())
             .collect();
         missing.sort();
