@@ -3,7 +3,7 @@
 #  - peergrid-core and peergrid-eval depend on nothing async, gRPC or libtorch;
 #  - peergrid-eval sits on the core only (no proto, runtime or node crate);
 #  - the nodes never depend on each other;
-#  - only peergrid-trainer depends on tch / torch-sys (the CLI and the
+#  - only peergrid-trainer depends on tch / torch-sys (the CLI, the cluster and the
 #    end-to-end tests only through it; the nodes not at all).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 need_cargo
@@ -43,7 +43,7 @@ direct_deps() { cargo tree --locked -e normal -p "$1" --depth 1 --prefix none --
 for pkg in $(cargo metadata --locked --no-deps --format-version 1 | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))'); do
   case "$pkg" in
     peergrid-trainer) continue ;;
-    peergrid-cli | peergrid-e2e)
+    peergrid-cli | peergrid-cluster | peergrid-e2e)
       if direct_deps "$pkg" | grep -qE '^(tch|torch-sys)$'; then echo "check-deps: $pkg must reach libtorch only through peergrid-trainer" >&2; fail=1; fi ;;
     *)
       if deps_of "$pkg" | grep -qE '^(tch|torch-sys)$'; then echo "check-deps: only peergrid-trainer may link libtorch, not $pkg" >&2; fail=1; fi ;;

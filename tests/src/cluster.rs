@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use peergrid_agent_node::{AgentConfig, AgentReport, PolicyChoice, Secret};
+use peergrid_cluster::{Cluster, MarketClient};
 use peergrid_core::data::Dataset;
 use peergrid_core::simulation::SimConfig;
-use peergrid_market_node::{ClockMode, MarketConfig, MarketHandle, MarketSettings};
+use peergrid_market_node::{ClockMode, MarketHandle, MarketSettings};
 use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
-use peergrid_runtime::auth::{BearerInterceptor, Tokens};
-use peergrid_runtime::{Shutdown, ShutdownController, Target};
-use tokio::task::JoinHandle;
+use peergrid_runtime::auth::BearerInterceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -74,18 +73,10 @@ impl Default for ClusterBuilder {
     }
 }
 
-struct Agent {
-    shutdown: ShutdownController,
-    task: JoinHandle<Result<AgentReport>>,
-}
-
+/// A [`peergrid_cluster::Cluster`] with the test fixtures' tokens and TLS
+/// files, and the waits the tests need.
 pub struct TestCluster {
-    market: Option<MarketHandle>,
-    market_shutdown: ShutdownController,
-    agents: Vec<Option<Agent>>,
-    builder: ClusterBuilder,
-    market_task_shutdown: Shutdown,
-    ds: Arc<Dataset>,
+    cluster: Cluster,
 }
 
 impl ClusterBuilder {
@@ -105,69 +96,62 @@ impl ClusterBuilder {
     }
 
     /// Starts the market (it waits until every node of the builder has
-    /// joined before the first slot) and the agent-nodes.
+    /// joined before the first slot) and the agent-nodes, in order.
     pub async fn start(self, ds: Arc<Dataset>) -> Result<TestCluster> {
-        let (market, market_shutdown, shutdown) =
-            self.start_market(ds.clone(), "127.0.0.1:0".parse()?).await?;
-        let mut cluster = TestCluster {
-            market: Some(market),
-            market_shutdown,
-            agents: Vec::new(),
-            builder: self.clone(),
-            market_task_shutdown: shutdown,
-            ds,
-        };
-        for (i, &k) in self.nodes.iter().enumerate() {
-            cluster.spawn_agent(&format!("node-{i}"), k, None);
-            // Register in order, so node i gets the i-th id range.
-            cluster.wait_for_prosumers(self.nodes[..=i].iter().sum()).await?;
-        }
-        Ok(cluster)
-    }
-
-    async fn start_market(
-        &self,
-        ds: Arc<Dataset>,
-        listen: std::net::SocketAddr,
-    ) -> Result<(MarketHandle, ShutdownController, Shutdown)> {
-        let settings = MarketSettings {
-            listen,
+        let market = MarketSettings {
             metrics_listen: Some("127.0.0.1:0".parse()?),
             start_slot: self.start_slot,
             mode: ClockMode::Fast,
             deadline_ms: self.deadline_ms,
-            min_prosumers: if self.auto_start { self.nodes.iter().sum() } else { 10_000_000 },
+            min_prosumers: 10_000_000,
             max_slots: self.max_slots,
             max_hold_ms: self.max_hold_ms,
             tls_cert: self.tls.then(|| tls_fixture("server.pem")),
             tls_key: self.tls.then(|| tls_fixture("server.key")),
             ..MarketSettings::default()
         };
-        let tokens = Tokens::new(Some(AGENT_TOKEN.into()), Some(OPERATOR_TOKEN.into()))?;
-        let config = MarketConfig::new(settings, self.sim.clone(), tokens)?;
-        let market_shutdown = ShutdownController::new();
-        let shutdown = market_shutdown.subscribe();
-        let market = peergrid_market_node::start_with_dataset(config, ds, shutdown.clone()).await?;
-        Ok((market, market_shutdown, shutdown))
+        let mut agent = AgentConfig {
+            policy: self.policy.clone(),
+            actor_threads: 1,
+            tls_ca: self.tls.then(|| tls_fixture("ca.pem")),
+            learner: self.learner.clone(),
+            learner_tls_ca: self
+                .learner
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+                .then(|| tls_fixture("ca.pem")),
+            rollout_slots: self.rollout_slots,
+            remote_policy_timeout_ms: self.remote_policy_timeout_ms,
+            ..AgentConfig::default()
+        };
+        agent.community.seed = self.seed;
+        agent.reconnect.base_ms = 50;
+        agent.reconnect.max_ms = 500;
+        let cluster = Cluster::builder(ds)
+            .nodes(&self.nodes)
+            .sim(self.sim.clone())
+            .market(market)
+            .start_when_joined(self.auto_start)
+            .agent(agent)
+            .tokens(
+                Secret::new("agent token", AGENT_TOKEN)?,
+                Secret::new("operator token", OPERATOR_TOKEN)?,
+            )
+            .start()
+            .await?;
+        Ok(TestCluster { cluster })
     }
 }
 
 impl TestCluster {
     /// `https://127.0.0.1:PORT` with TLS (the fixture certificate names the IP), else `http://…`.
     pub fn market_url(&self) -> String {
-        self.market().url().to_owned()
+        self.cluster.market_url().to_owned()
     }
 
     /// A connected channel to the market, trusting the fixture CA with TLS.
     pub async fn channel(&self) -> Result<Channel> {
-        let (url, ca) = (self.market_url(), self.builder.tls.then(|| tls_fixture("ca.pem")));
-        let target = Target {
-            url: &url,
-            ca: ca.as_deref(),
-            domain: None,
-            names: peergrid_agent_node::config::MARKET_SETTINGS,
-        };
-        Ok(target.connect(|endpoint| endpoint).await?)
+        self.cluster.channel().await
     }
 
     /// The config of an agent-node of this cluster.
@@ -177,95 +161,45 @@ impl TestCluster {
         prosumers: u32,
         state_dir: Option<PathBuf>,
     ) -> AgentConfig {
-        let mut config = AgentConfig {
-            market: self.market_url(),
-            name: name.into(),
-            prosumers,
-            policy: self.builder.policy.clone(),
-            token: Some(Secret::new("agent token", AGENT_TOKEN).expect("a valid test token")),
-            actor_threads: 1,
-            state_dir,
-            tls_ca: self.builder.tls.then(|| tls_fixture("ca.pem")),
-            learner: self.builder.learner.clone(),
-            learner_tls_ca: self
-                .builder
-                .learner
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://"))
-                .then(|| tls_fixture("ca.pem")),
-            rollout_slots: self.builder.rollout_slots,
-            remote_policy_timeout_ms: self.builder.remote_policy_timeout_ms,
-            ..AgentConfig::default()
-        };
-        config.community.seed = self.builder.seed;
-        config.reconnect.base_ms = 50;
-        config.reconnect.max_ms = 500;
-        config
+        AgentConfig { state_dir, ..self.cluster.agent_config(name, prosumers) }
     }
 
     /// The running market-node.
     pub fn market(&self) -> &MarketHandle {
-        self.market.as_ref().expect("a market is running between restarts")
+        self.cluster.market()
     }
 
     /// Stops the market-node (it finishes its open slot) and starts a fresh
     /// one, with no memory of the old, on the same address: a container
     /// restart. The agent-nodes reconnect and resume their sessions.
     pub async fn restart_market(&mut self) -> Result<()> {
-        let old = self.market.take().context("no market running")?;
-        let addr = old.grpc_addr.context("the test market listens on TCP")?;
-        self.market_shutdown.trigger();
-        old.join().await?;
-        let (market, controller, shutdown) =
-            self.builder.start_market(self.ds.clone(), addr).await?;
-        self.market = Some(market);
-        self.market_shutdown = controller;
-        self.market_task_shutdown = shutdown;
-        Ok(())
+        self.cluster.restart_market().await
     }
 
     /// Starts an agent-node; returns its index for [`kill_agent`](Self::kill_agent).
     pub fn spawn_agent(&mut self, name: &str, prosumers: u32, state_dir: Option<PathBuf>) -> usize {
         let config = self.agent_config(name, prosumers, state_dir);
-        let shutdown = ShutdownController::new();
-        let s = shutdown.subscribe();
-        let task = tokio::spawn(async move { peergrid_agent_node::run(config, s).await });
-        self.agents.push(Some(Agent { shutdown, task }));
-        self.agents.len() - 1
+        self.cluster.spawn_agent_with(config)
     }
 
     /// Stops agent-node `i` (as SIGTERM would) and returns its report.
     pub async fn stop_agent(&mut self, i: usize) -> Result<AgentReport> {
-        let agent = self.agents[i].take().context("agent already stopped")?;
-        agent.shutdown.trigger();
-        agent.task.await.context("agent task panicked")?
+        self.cluster.stop_agent(i).await
     }
 
     /// Whether agent-node `i` is still running (it did not stop or fail on its own).
     pub fn agent_running(&self, i: usize) -> bool {
-        self.agents[i].as_ref().is_some_and(|a| !a.task.is_finished())
+        self.cluster.agent_running(i)
     }
 
     /// Kills agent-node `i` abruptly (its task is aborted mid-slot).
     pub async fn kill_agent(&mut self, i: usize) {
-        if let Some(agent) = self.agents[i].take() {
-            agent.task.abort();
-            let _ = agent.task.await;
-        }
+        // Killing a node that already stopped is no error for a test.
+        let _ = self.cluster.kill_agent(i).await;
     }
 
-    pub async fn market_client(
-        &self,
-    ) -> Result<
-        market::market_service_client::MarketServiceClient<
-            InterceptedService<Channel, BearerInterceptor>,
-        >,
-    > {
-        let channel = self.channel().await?;
-        Ok(market::market_service_client::MarketServiceClient::with_interceptor(
-            channel,
-            BearerInterceptor::new(OPERATOR_TOKEN)?,
-        ))
+    pub async fn market_client(&self) -> Result<MarketClient> {
+        self.cluster.market_client().await
     }
 
     pub async fn control_client(
@@ -283,9 +217,8 @@ impl TestCluster {
     }
 
     pub async fn status(&self) -> Result<market::StatusResponse> {
-        Ok(self.market_client().await?.status(market::StatusRequest {}).await?.into_inner())
+        self.cluster.status().await
     }
-
     /// Polls until at least `n` prosumers are connected (bounded: 30 s).
     pub async fn wait_for_prosumers(&self, n: u32) -> Result<()> {
         self.wait_until(|s| s.prosumers >= n, &format!("{n} prosumers")).await
@@ -321,21 +254,11 @@ impl TestCluster {
         self.stop().await
     }
 
-    /// Stops every agent-node (as SIGTERM would), then the market; returns
+    /// Stops every agent-node and the market (as SIGTERM would); returns
     /// the market's last status and the agents' reports.
-    pub async fn stop(mut self) -> Result<(market::StatusResponse, Vec<AgentReport>)> {
+    pub async fn stop(self) -> Result<(market::StatusResponse, Vec<AgentReport>)> {
         let status = self.status().await?;
-        let mut reports = Vec::new();
-        for i in 0..self.agents.len() {
-            if self.agents[i].is_some() {
-                reports.push(self.stop_agent(i).await?);
-            }
-        }
-        self.market_shutdown.trigger();
-        drop(self.market_task_shutdown);
-        if let Some(market) = self.market.take() {
-            market.join().await?;
-        }
-        Ok((status, reports))
+        let report = self.cluster.shutdown().await?;
+        Ok((status, report.agents))
     }
 }

@@ -15,22 +15,21 @@
 //! reports the newest policy it has.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use peergrid_agent_node::{AgentConfig, Secret};
+use peergrid_agent_node::AgentConfig;
+use peergrid_cluster::Cluster;
 use peergrid_core::data::split::WeekSplit;
 use peergrid_core::data::Dataset;
 use peergrid_core::policy::weights::{from_safetensors, PolicyWeights};
 use peergrid_core::prosumer::CommunityConfig;
 use peergrid_core::simulation::SimConfig;
 use peergrid_eval::LearningPoint;
-use peergrid_market_node::{MarketConfig, MarketSettings};
-use peergrid_runtime::{ShutdownController, Tokens};
+use peergrid_market_node::MarketSettings;
 use peergrid_trainer::config::TrainerConfig;
 use peergrid_trainer::{LearnerSettings, PpoConfig};
 
@@ -92,21 +91,11 @@ pub(crate) enum Transport {
     Local,
 }
 
-impl Transport {
-    /// The in-process listener names of the market and the trainer, unique
-    /// in this process (a test may run several trainings at once); `None`
-    /// for TCP.
-    fn local_names(self) -> (Option<String>, Option<String>) {
-        static RUNS: AtomicU64 = AtomicU64::new(0);
-        match self {
-            Transport::Grpc => (None, None),
-            Transport::Local => {
-                let run = RUNS.fetch_add(1, Ordering::Relaxed);
-                (
-                    Some(format!("peergrid-run-{run}-market")),
-                    Some(format!("peergrid-run-{run}-trainer")),
-                )
-            }
+impl From<Transport> for peergrid_cluster::Transport {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Grpc => peergrid_cluster::Transport::Tcp,
+            Transport::Local => peergrid_cluster::Transport::Local,
         }
     }
 }
@@ -137,15 +126,6 @@ pub(crate) struct Trained {
     pub agent_steps: u64,
     pub learn_seconds: f64,
     pub interrupted: bool,
-}
-
-/// A fresh random secret for the in-process nodes (never printed).
-fn secret(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let seed = peergrid_core::rng::derive_seed(nanos ^ u64::from(std::process::id()), tag);
-    format!("{tag}-{seed:016x}{:016x}", peergrid_core::rng::mix64(seed))
 }
 
 impl TrainArgs {
@@ -214,138 +194,18 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
     // The effective hyperparameters, reusable with `--ppo`.
     std::fs::write(out.join("ppo.json"), serde_json::to_string_pretty(&ppo)? + "\n")
         .with_context(|| format!("writing {}", out.join("ppo.json").display()))?;
-    let (market_name, trainer_name) = args.transport.local_names();
-    let agent_token = Secret::new("agent token", secret("agent"))?;
-    let operator_token = Secret::new("operator token", secret("operator"))?;
-    let tokens = Tokens::from_secrets(Some(agent_token.clone()), Some(operator_token))?;
-    let n = community.n_prosumers as u32;
-
-    let trainer_stop = ShutdownController::new();
-    let trainer_config = TrainerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        local_name: trainer_name,
-        run_dir: Some(out.to_path_buf()),
-        ppo,
-        learner: LearnerSettings {
-            min_nodes: args.nodes as usize,
-            checkpoint_every: 50,
-            sync_timeout_ms: 60_000,
-            // Exactly --updates updates, however fast the loop below polls.
-            max_updates: Some(args.updates),
-            ..LearnerSettings::default()
-        },
-        ..TrainerConfig::default()
-    };
-    let trainer =
-        peergrid_trainer::start(trainer_config, tokens.clone(), trainer_stop.subscribe()).await?;
-
-    let market_stop = ShutdownController::new();
-    let settings = MarketSettings {
-        listen: "127.0.0.1:0".parse()?,
-        // Synchronous PPO: a slot waits while the trainer updates.
-        deadline_ms: 60_000,
-        min_prosumers: n,
-        train_weeks_only: Some(split),
-        local_name: market_name,
-        ..MarketSettings::default()
-    };
-    let market = peergrid_market_node::start_with_dataset(
-        MarketConfig::new(settings, sim.clone(), tokens)?,
-        Arc::clone(&ds),
-        market_stop.subscribe(),
-    )
-    .await?;
-
-    let agents_stop = ShutdownController::new();
-    let mut agents = Vec::new();
-    for i in 0..args.nodes {
-        let share = n / args.nodes + u32::from(i < n % args.nodes);
-        let config = AgentConfig {
-            market: market.url().to_owned(),
-            name: format!("node-{i}"),
-            prosumers: share,
-            community: community.clone(),
-            token: Some(agent_token.clone()),
-            actor_threads: 1,
-            learner: Some(trainer.url().to_owned()),
-            rollout_slots: args.rollout_slots,
-            ..AgentConfig::default()
-        };
-        agents.push(tokio::spawn(peergrid_agent_node::run_with_dataset(
-            config,
-            Arc::clone(&ds),
-            agents_stop.subscribe(),
-        )));
-    }
-
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(args.updates) };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} updates {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix("training");
-    let mut interrupted = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        let s = trainer.learner.status();
-        bar.set_position(s.updates_done.min(args.updates));
-        let steps = s.samples_total as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!(
-            "v{} · return {:.3} · {:.0} slots/s · {:.0} agent-steps/s · {:.0} sample-grads/s",
-            s.version,
-            s.mean_episode_return,
-            steps / f64::from(n.max(1)),
-            steps,
-            s.samples_per_s
-        ));
-        if s.updates_done >= args.updates {
-            break;
-        }
-        if agents.iter().any(|a| a.is_finished()) {
-            bar.abandon();
-            let failed = agents.into_iter().find(|a| a.is_finished()).expect("one finished");
-            failed.await.context("agent-node task panicked")??;
-            anyhow::bail!("an agent-node stopped before training finished");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = &mut ctrl_c => {
-                interrupted = true;
-                bar.println("interrupted: stopping training and reporting the newest policy");
-                break;
-            }
-        }
-    }
-    bar.finish();
+    let mut cluster = start_cluster(args, ppo, ds, community, sim, split, out).await?;
+    let progress = follow_training(&mut cluster, args, community.n_prosumers, started).await;
+    let trainer = cluster.trainer().context("the training cluster has a trainer")?;
     let published = trainer.learner.published().borrow().clone();
+    let history = trainer.learner.history();
+    // Nodes and market stop together, then the trainer (final checkpoint).
+    let stopped = cluster.shutdown().await;
+    let interrupted = progress?;
+    stopped?;
     let policy = from_safetensors(&published.weights)?;
-    let history: Vec<_> =
-        trainer.learner.history().into_iter().filter(|r| r.version <= policy.version).collect();
-
-    // Nodes and market stop together: a node finishes its open slot (or
-    // stops waiting for a policy version), the market waits at most its
-    // drain grace for missing reports, then closes the sessions.
-    agents_stop.trigger();
-    market_stop.trigger();
-    market.join().await?;
-    for a in agents {
-        a.await.context("agent-node task panicked")??;
-    }
-    trainer_stop.trigger();
-    trainer.join().await?;
-    // The policy evaluated, as a policy file (the trainer's own periodic
-    // and final checkpoints sit beside it).
-    let checkpoint =
-        peergrid_trainer::checkpoint::policy_path(&out.join("checkpoints"), policy.version);
-    if !checkpoint.exists() {
-        std::fs::create_dir_all(out.join("checkpoints"))?;
-        std::fs::write(&checkpoint, published.weights.as_slice())
-            .with_context(|| format!("writing {}", checkpoint.display()))?;
-    }
+    let history: Vec<_> = history.into_iter().filter(|r| r.version <= policy.version).collect();
+    let checkpoint = write_policy_checkpoint(out, &policy, &published.weights)?;
     let agent_steps = history.iter().map(|r| r.samples as u64).sum();
     let curve = history
         .iter()
@@ -365,4 +225,128 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
         learn_seconds: history.iter().map(|r| r.learn_seconds).sum(),
         interrupted,
     })
+}
+
+/// The training cluster: the trainer (synchronous PPO, exactly `--updates`
+/// updates), a market that plays the split's training days and waits for
+/// the trainer between rollouts, and `--nodes` agent-nodes sharing the
+/// community's prosumers.
+async fn start_cluster(
+    args: &TrainArgs,
+    ppo: PpoConfig,
+    ds: Arc<Dataset>,
+    community: &CommunityConfig,
+    sim: &SimConfig,
+    split: WeekSplit,
+    out: &Path,
+) -> Result<Cluster> {
+    let trainer = TrainerConfig {
+        run_dir: Some(out.to_path_buf()),
+        ppo,
+        learner: LearnerSettings {
+            min_nodes: args.nodes as usize,
+            checkpoint_every: 50,
+            sync_timeout_ms: 60_000,
+            // Exactly --updates updates, however fast the loop below polls.
+            max_updates: Some(args.updates),
+            ..LearnerSettings::default()
+        },
+        ..TrainerConfig::default()
+    };
+    let market = MarketSettings {
+        // Synchronous PPO: a slot waits while the trainer updates.
+        deadline_ms: 60_000,
+        train_weeks_only: Some(split),
+        ..MarketSettings::default()
+    };
+    let agent = AgentConfig {
+        community: community.clone(),
+        actor_threads: 1,
+        rollout_slots: args.rollout_slots,
+        ..AgentConfig::default()
+    };
+    let n = community.n_prosumers as u32;
+    let shares: Vec<u32> =
+        (0..args.nodes).map(|i| n / args.nodes + u32::from(i < n % args.nodes)).collect();
+    Cluster::builder(ds)
+        .sim(sim.clone())
+        .nodes(&shares)
+        .transport(args.transport.into())
+        .trainer(trainer)
+        .market(market)
+        .agent(agent)
+        .start()
+        .await
+}
+
+/// Shows the trainer's progress until `--updates` updates are done or
+/// Ctrl-C (then `Ok(true)`: interrupted); fails when an agent-node ends.
+async fn follow_training(
+    cluster: &mut Cluster,
+    args: &TrainArgs,
+    prosumers: usize,
+    started: Instant,
+) -> Result<bool> {
+    let bar = progress_bar(args);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let s = cluster.trainer().context("the training cluster has a trainer")?.learner.status();
+        bar.set_position(s.updates_done.min(args.updates));
+        let steps = s.samples_total as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "v{} · return {:.3} · {:.0} slots/s · {:.0} agent-steps/s · {:.0} sample-grads/s",
+            s.version,
+            s.mean_episode_return,
+            steps / prosumers.max(1) as f64,
+            steps,
+            s.samples_per_s
+        ));
+        if s.updates_done >= args.updates {
+            bar.finish();
+            return Ok(false);
+        }
+        if let Some((_, why)) = cluster.ended_agent().await {
+            bar.abandon();
+            return Err(why.context("an agent-node stopped before training finished"));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = &mut ctrl_c => {
+                bar.println("interrupted: stopping training and reporting the newest policy");
+                bar.finish();
+                return Ok(true);
+            }
+        }
+    }
+}
+
+fn progress_bar(args: &TrainArgs) -> ProgressBar {
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(args.updates) };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} updates {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("training");
+    bar
+}
+
+/// The policy evaluated, as a policy file (the trainer's own periodic and
+/// final checkpoints sit beside it).
+fn write_policy_checkpoint(
+    out: &Path,
+    policy: &PolicyWeights,
+    weights: &[u8],
+) -> Result<std::path::PathBuf> {
+    let dir = out.join("checkpoints");
+    let checkpoint = peergrid_trainer::checkpoint::policy_path(&dir, policy.version);
+    if !checkpoint.exists() {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(&checkpoint, weights)
+            .with_context(|| format!("writing {}", checkpoint.display()))?;
+    }
+    Ok(checkpoint)
 }
