@@ -190,6 +190,7 @@ impl Setup {
             days: selection.to_string(),
             optimum_mode: args.optimum.into(),
             checkpoint: None,
+            validation: None,
         };
         let out = match &args.out {
             Some(dir) if dir.exists() && !dir.is_dir() => {
@@ -208,6 +209,15 @@ impl Setup {
             out,
             json: args.json,
         })
+    }
+
+    /// Records how training chose the learned policy on the validation weeks.
+    pub fn with_validation(
+        mut self,
+        curve: peergrid_eval::report::validation::ValidationCurve,
+    ) -> Setup {
+        self.info.validation = Some(curve);
+        self
     }
 
     /// Records the checkpoint the learned policy comes from.

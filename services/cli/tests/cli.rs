@@ -319,6 +319,8 @@ fn run_on_bundled_data_prints_a_kpi_table_and_writes_a_report() {
         "2",
         "--rollout-slots",
         "24",
+        "--validate-every",
+        "1",
         "--quiet",
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -342,12 +344,40 @@ fn run_on_bundled_data_prints_a_kpi_table_and_writes_a_report() {
         "day-optimum.png",
         "day-learned.png",
         "learning-curve.png",
+        "validation-curve.png",
         "checkpoints/latest",
+        "checkpoints/best.safetensors",
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
-    let tb: Vec<_> = std::fs::read_dir(out.join("tensorboard")).unwrap().collect();
-    assert_eq!(tb.len(), 1, "one TensorBoard event file");
+    let files = |dir: &str| {
+        std::fs::read_dir(out.join(dir))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count()
+    };
+    assert_eq!(files("tensorboard"), 1, "one TensorBoard event file of the trainer");
+    assert_eq!(files("tensorboard/validation"), 1, "one of the validation");
+    // Validated after each of the two updates; the kept policy is the report's.
+    let kpis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
+    let v = &kpis["run"]["validation"];
+    let updates: Vec<u64> =
+        v["points"].as_array().unwrap().iter().map(|p| p["update"].as_u64().unwrap()).collect();
+    assert_eq!(updates, [1, 2], "{v}");
+    assert_eq!(v["baselines"][1]["policy"], "rule-based");
+    let best = &v["best"];
+    let lowest = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["community_cost"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(best["community_cost"].as_f64().unwrap(), lowest);
+    assert_eq!(kpis["run"]["checkpoint"]["policy_version"], best["policy_version"]);
+    assert!(kpis["run"]["checkpoint"]["path"].as_str().unwrap().ends_with("best.safetensors"));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("### Validation during training"), "{report}");
     // The effective configuration reruns the same scenario.
     let again = out_dir("bundled-again");
     let cfg = out.join("config.json").display().to_string();
@@ -394,6 +424,7 @@ fn run_rejects_bad_flags_and_config() {
     exit_2_naming(&["run", "--optimum", "maybe"], &["--optimum"]);
     exit_2_naming(&["run", "--out", &cfg], &["--out", "not a directory"]);
     exit_2_naming(&["run", "--nodes", "0"], &["--nodes", "1..=24"]);
+    exit_2_naming(&["run", "--validate-every", "1000001"], &["--validate-every", "≤ 1000000"]);
     exit_2_naming(&["run", "--ppo", "/nonexistent/ppo.json"], &["--ppo /nonexistent/ppo.json"]);
     let ppo_typo = scratch_file("ppo-typo.json", r#"{"learning_rte": 0.001}"#);
     exit_2_naming(&["run", "--ppo", &ppo_typo], &["--ppo", "learning_rte"]);

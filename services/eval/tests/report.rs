@@ -43,6 +43,7 @@ fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
         days: selection.to_string(),
         optimum_mode: OptimumMode::Auto,
         checkpoint: None,
+        validation: None,
     };
     let spec = MlpSpec::default();
     let mut learned =

@@ -66,6 +66,9 @@ fn write_report(
     for p in plots.iter().filter(|p| p.policy.is_some()) {
         writeln!(md, "![{}]({})\n", p.title, p.file)?;
     }
+    if let Some(v) = &info.validation {
+        validation_section(md, v, plots)?;
+    }
     writeln!(md, "### Learning curve\n")?;
     match plots.iter().find(|p| p.file == "learning-curve.png") {
         Some(p) => writeln!(
@@ -269,4 +272,35 @@ mod tests {
             .collect::<Vec<_>>()
         );
     }
+}
+
+/// Which update's policy the run kept, on which days, against the baselines.
+fn validation_section(
+    md: &mut String,
+    v: &super::validation::ValidationCurve,
+    plots: &[Plot],
+) -> std::fmt::Result {
+    writeln!(md, "### Validation during training\n")?;
+    let baselines: Vec<String> =
+        v.baselines.iter().map(|b| format!("{} {:.2}", b.policy, b.community_cost)).collect();
+    match v.best {
+        Some(best) => writeln!(
+            md,
+            "Every {} updates the deterministic policy played the {} validation days \
+             (never trained on, never reported); the policy of update {} (version {}) had the \
+             lowest community cost there, {:.2} (baselines: {}), and is the learned policy of \
+             this report.\n",
+            v.every,
+            v.days,
+            best.update,
+            best.policy_version,
+            best.community_cost,
+            baselines.join(", ")
+        )?,
+        None => writeln!(md, "No validation point was recorded.\n")?,
+    }
+    if let Some(p) = plots.iter().find(|p| p.file == "validation-curve.png") {
+        writeln!(md, "![{}]({})\n", p.title, p.file)?;
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@
 //! | `kpis.png` | a bar chart per KPI |
 //! | `day-<policy>.png` | the representative held-out day per policy: energy, battery SoC, prices |
 //! | `learning-curve.png` | mean episode return and community cost per update (only with a curve) |
+//! | `validation-curve.png` | validation cost every few updates beside the baselines', the kept update marked (only when the run validated) |
 //!
 //! The representative day is the held-out day of median community PV among
 //! those evaluated ([`day::representative_day`]). The writer creates the
@@ -24,6 +25,7 @@ mod files;
 mod markdown;
 mod plots;
 pub mod table;
+pub mod validation;
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +57,10 @@ pub struct RunInfo {
     pub optimum_mode: OptimumMode,
     /// The learned policy's weight file, if one was evaluated.
     pub checkpoint: Option<CheckpointInfo>,
+    /// Validation during training, when this run trained and validated:
+    /// which update's policy was kept and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<validation::ValidationCurve>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -110,7 +116,7 @@ pub fn write_report(
         written.push(path);
         Ok(())
     };
-    let plots = plots::draw_all(out_dir, scenario, evaluation, &day, curve)?;
+    let plots = plots::draw_all(out_dir, info, scenario, evaluation, &day, curve)?;
     write(
         "report.md",
         markdown::report(info, scenario, evaluation, &day, curve, &plots).as_bytes(),

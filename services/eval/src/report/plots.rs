@@ -22,7 +22,7 @@ use super::LearningPoint;
 use crate::compare::{EvalScenario, Evaluation, GRID_ONLY, LEARNED, OPTIMUM, RULE_BASED};
 use crate::error::EvalError;
 
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// A plot the report links to.
@@ -34,7 +34,7 @@ pub(super) struct Plot {
     pub policy: Option<String>,
 }
 
-fn register_font() -> Result<(), EvalError> {
+pub(super) fn register_font() -> Result<(), EvalError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, DEJAVU_SANS).is_ok()
@@ -50,7 +50,7 @@ fn register_font() -> Result<(), EvalError> {
 }
 
 /// The colour of a policy, the same in every plot.
-fn colour(policy: &str) -> RGBColor {
+pub(super) fn colour(policy: &str) -> RGBColor {
     match policy {
         GRID_ONLY => RGBColor(127, 127, 127),
         RULE_BASED => RGBColor(31, 119, 180),
@@ -76,6 +76,7 @@ fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 /// Draws every plot into `dir` and says which files it wrote.
 pub(super) fn draw_all(
     dir: &Path,
+    info: &super::RunInfo,
     scenario: &EvalScenario,
     evaluation: &Evaluation,
     day: &RepresentativeDay,
@@ -109,6 +110,12 @@ pub(super) fn draw_all(
             .map_err(plot_error(&file))?;
         plots.push(Plot { file, title, policy: Some(r.policy.clone()) });
     }
+    if let Some(validation) = &info.validation {
+        let file = "validation-curve.png".to_string();
+        super::validation::validation_plot(&dir.join(&file), validation)
+            .map_err(plot_error(&file))?;
+        plots.push(Plot { file, title: "Validation cost during training".into(), policy: None });
+    }
     if !curve.is_empty() {
         let file = "learning-curve.png".to_string();
         learning_curve(&dir.join(&file), curve).map_err(plot_error(&file))?;
@@ -117,7 +124,7 @@ pub(super) fn draw_all(
     Ok(plots)
 }
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
+pub(super) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A named, coloured line of `(x, y)` points.
 type Line<'a> = (&'a str, RGBColor, &'a Vec<(f64, f64)>);

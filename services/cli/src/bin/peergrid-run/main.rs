@@ -9,6 +9,7 @@
 
 mod run;
 mod train;
+mod validate;
 
 use std::process::ExitCode;
 

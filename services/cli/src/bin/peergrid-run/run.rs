@@ -16,7 +16,10 @@ use anyhow::Result;
 use clap::Args;
 use peergrid_core::policy::MlpPolicy;
 
-use peergrid_eval::days::DaySelection;
+use peergrid_core::data::split::SplitPart;
+use peergrid_eval::compare::RULE_BASED;
+use peergrid_eval::days::{days_of_part, DaySelection};
+use peergrid_eval::EvalScenario;
 
 use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
 use peergrid_cli::InputError;
@@ -60,6 +63,10 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         sim: &setup.scenario.sim,
         split: setup.info.split,
         out: &setup.out,
+        validation: (args.train.validate_every > 0).then(|| EvalScenario {
+            days: days_of_part(&setup.scenario.ds, &setup.info.split, SplitPart::Validation),
+            ..setup.scenario.clone()
+        }),
     })?;
     eprintln!(
         "trained {} updates in {:.1} s: {} agent-steps ({:.0}/s end to end), {:.0} % of the time learning{}",
@@ -71,7 +78,17 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         if trained.interrupted { " (interrupted)" } else { "" },
     );
     let mut policy = MlpPolicy::new(trained.policy.net.clone(), trained.policy.normaliser.clone())?;
-    let setup = setup.with_checkpoint(&trained.checkpoint, trained.policy.version);
+    let mut setup = setup.with_checkpoint(&trained.checkpoint, trained.policy.version);
+    if let Some(curve) = trained.validation {
+        if let (Some(best), Some(rule)) = (curve.best, curve.baseline(RULE_BASED)) {
+            eprintln!(
+                "kept the policy of update {} (version {}): validation cost {:.2} on {} days \
+                 (rule-based {rule:.2})",
+                best.update, best.policy_version, best.community_cost, curve.days
+            );
+        }
+        setup = setup.with_validation(curve);
+    }
     evaluate_and_report(&setup, Some(&mut policy), &trained.curve)?;
     Ok(())
 }

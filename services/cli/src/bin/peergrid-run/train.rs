@@ -28,12 +28,15 @@ use peergrid_core::data::Dataset;
 use peergrid_core::policy::weights::{from_safetensors, PolicyWeights};
 use peergrid_core::prosumer::CommunityConfig;
 use peergrid_core::simulation::SimConfig;
-use peergrid_eval::LearningPoint;
+use peergrid_eval::report::validation::ValidationCurve;
+use peergrid_eval::{EvalScenario, LearningPoint};
 use peergrid_market_node::MarketSettings;
 use peergrid_trainer::config::TrainerConfig;
 use peergrid_trainer::{LearnerSettings, PpoConfig};
 
 use peergrid_cli::InputError;
+
+use crate::validate::Validator;
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct TrainArgs {
@@ -62,6 +65,11 @@ pub(crate) struct TrainArgs {
     /// `local` (in-process pipes, no sockets: faster, same results).
     #[arg(long, value_enum, default_value_t = Transport::Grpc)]
     pub transport: Transport,
+    /// Every N updates, play the newest policy deterministically on the
+    /// validation weeks; the run keeps and reports the policy with the
+    /// lowest validation cost, not the last (0: keep the last, no validation).
+    #[arg(long, default_value_t = 10)]
+    pub validate_every: u64,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -77,6 +85,7 @@ impl Default for TrainArgs {
             minibatch_size: None,
             ppo: None,
             transport: Transport::Grpc,
+            validate_every: 10,
             quiet: false,
         }
     }
@@ -114,6 +123,8 @@ pub(crate) struct TrainRequest<'a> {
     pub split: WeekSplit,
     /// The report directory: TensorBoard files and checkpoints go under it.
     pub out: &'a Path,
+    /// The community on the validation weeks, when `--validate-every` is on.
+    pub validation: Option<EvalScenario>,
 }
 
 /// What training produced.
@@ -126,6 +137,8 @@ pub(crate) struct Trained {
     pub agent_steps: u64,
     pub learn_seconds: f64,
     pub interrupted: bool,
+    /// How the kept policy was chosen, when the run validated.
+    pub validation: Option<ValidationCurve>,
 }
 
 impl TrainArgs {
@@ -140,6 +153,12 @@ impl TrainArgs {
             return Err(InputError(format!(
                 "--rollout-slots must lie in 1..=10000, got {}",
                 self.rollout_slots
+            )));
+        }
+        if self.validate_every > 1_000_000 {
+            return Err(InputError(format!(
+                "--validate-every must be ≤ 1000000 (0 = off), got {}",
+                self.validate_every
             )));
         }
         if self.updates > 1_000_000 {
@@ -189,13 +208,20 @@ pub(crate) fn train(request: TrainRequest<'_>) -> Result<Trained> {
 }
 
 async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
-    let TrainRequest { args, ppo, ds, community, sim, split, out } = request;
+    let TrainRequest { args, ppo, ds, community, sim, split, out, validation } = request;
     let started = Instant::now();
     // The effective hyperparameters, reusable with `--ppo`.
     std::fs::write(out.join("ppo.json"), serde_json::to_string_pretty(&ppo)? + "\n")
         .with_context(|| format!("writing {}", out.join("ppo.json").display()))?;
+    let mut validator = match validation {
+        Some(scenario) if args.validate_every > 0 => {
+            Some(Validator::start(scenario, args.validate_every, out)?)
+        }
+        _ => None,
+    };
     let mut cluster = start_cluster(args, ppo, ds, community, sim, split, out).await?;
-    let progress = follow_training(&mut cluster, args, community.n_prosumers, started).await;
+    let progress =
+        follow_training(&mut cluster, args, community.n_prosumers, started, &mut validator).await;
     let trainer = cluster.trainer().context("the training cluster has a trainer")?;
     let published = trainer.learner.published().borrow().clone();
     let history = trainer.learner.history();
@@ -203,9 +229,22 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
     let stopped = cluster.shutdown().await;
     let interrupted = progress?;
     stopped?;
-    let policy = from_safetensors(&published.weights)?;
-    let history: Vec<_> = history.into_iter().filter(|r| r.version <= policy.version).collect();
-    let checkpoint = write_policy_checkpoint(out, &policy, &published.weights)?;
+    let last = from_safetensors(&published.weights)?;
+    let (validation, kept) = match validator {
+        Some(v) => {
+            let (curve, best) = v.finish(last.version, &published.weights).await?;
+            (Some(curve), best)
+        }
+        None => (None, None),
+    };
+    let (policy, checkpoint) = match kept {
+        Some(blob) => (from_safetensors(&blob)?, out.join("checkpoints").join("best.safetensors")),
+        None => {
+            let checkpoint = write_policy_checkpoint(out, &last, &published.weights)?;
+            (last, checkpoint)
+        }
+    };
+    let history: Vec<_> = history.into_iter().filter(|r| r.version <= published.version).collect();
     let agent_steps = history.iter().map(|r| r.samples as u64).sum();
     let curve = history
         .iter()
@@ -224,6 +263,7 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
         agent_steps,
         learn_seconds: history.iter().map(|r| r.learn_seconds).sum(),
         interrupted,
+        validation,
     })
 }
 
@@ -286,12 +326,18 @@ async fn follow_training(
     args: &TrainArgs,
     prosumers: usize,
     started: Instant,
+    validator: &mut Option<Validator>,
 ) -> Result<bool> {
     let bar = progress_bar(args);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let s = cluster.trainer().context("the training cluster has a trainer")?.learner.status();
+        let learner = &cluster.trainer().context("the training cluster has a trainer")?.learner;
+        let s = learner.status();
+        if let Some(v) = validator.as_mut() {
+            let blob = Arc::clone(&learner.published().borrow().weights);
+            v.poll(s.updates_done, &blob).await?;
+        }
         bar.set_position(s.updates_done.min(args.updates));
         let steps = s.samples_total as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!(
