@@ -33,7 +33,7 @@ use peergrid_runtime::{
 
 pub use config::TrainerConfig;
 pub use error::TrainerError;
-pub use learner::{LearnerHandle, LearnerSettings, Mode, UpdateRecord};
+pub use learner::{LearnerHandle, LearnerSettings, Mode, Published, UpdateRecord};
 pub use ppo::PpoConfig;
 
 /// A running trainer.

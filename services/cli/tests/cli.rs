@@ -358,13 +358,13 @@ fn run_on_bundled_data_prints_a_kpi_table_and_writes_a_report() {
     };
     assert_eq!(files("tensorboard"), 1, "one TensorBoard event file of the trainer");
     assert_eq!(files("tensorboard/validation"), 1, "one of the validation");
-    // Validated after each of the two updates; the kept policy is the report's.
+    // The initial policy and each update's validated; the kept policy is the report's.
     let kpis: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
     let v = &kpis["run"]["validation"];
     let updates: Vec<u64> =
         v["points"].as_array().unwrap().iter().map(|p| p["update"].as_u64().unwrap()).collect();
-    assert_eq!(updates, [1, 2], "{v}");
+    assert_eq!(updates, [0, 1, 2], "{v}");
     assert_eq!(v["baselines"][1]["policy"], "rule-based");
     let best = &v["best"];
     let lowest = v["points"]

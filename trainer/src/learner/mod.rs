@@ -94,6 +94,11 @@ pub struct LearnerSettings {
     /// Stop learning after this many updates (later rollouts are dropped as
     /// stale): a run of exactly N updates whatever the timing.
     pub max_updates: Option<u64>,
+    /// Keep the blob of every version published after a multiple of this
+    /// many updates (the starting version too) for
+    /// [`LearnerHandle::take_snapshots`]: every one, whatever the timing of
+    /// whoever reads them (`peergrid run`'s validation). 0 = keep none.
+    pub snapshot_every: u64,
 }
 
 impl Default for LearnerSettings {
@@ -107,6 +112,7 @@ impl Default for LearnerSettings {
             checkpoint_every: 10,
             torch_threads: 1,
             max_updates: None,
+            snapshot_every: 0,
         }
     }
 }
@@ -125,10 +131,23 @@ impl LearnerSettings {
         if self.async_batch_samples == 0 || self.async_batch_samples > 1 << 24 {
             return Err(TrainerError::config("async_batch_samples", "must be in 1..=16777216"));
         }
+        if self.snapshot_every > 1_000_000 {
+            return Err(TrainerError::config("snapshot_every", "must be ≤ 1000000 (0 = off)"));
+        }
         if self.torch_threads == 0 || self.torch_threads > 256 {
             return Err(TrainerError::config("torch_threads", "must be in 1..=256"));
         }
         Ok(())
+    }
+}
+
+/// The versions kept for [`LearnerHandle::take_snapshots`].
+type Snapshots = Arc<Mutex<Vec<Published>>>;
+
+/// Keeps `p` in `snapshots` when it follows a multiple of `every` updates.
+fn snapshot(snapshots: &Snapshots, every: u64, updates_done: u64, p: &Published) {
+    if every > 0 && updates_done % every == 0 {
+        snapshots.lock().expect("snapshots lock").push(p.clone());
     }
 }
 
@@ -240,6 +259,7 @@ pub struct LearnerHandle {
     published: watch::Receiver<Published>,
     status: Arc<Mutex<LearnerStatus>>,
     history: Arc<Mutex<Vec<UpdateRecord>>>,
+    snapshots: Snapshots,
     subscribers: Arc<std::sync::atomic::AtomicU32>,
     /// Set to the panic message if the learner thread dies.
     death: watch::Receiver<Option<String>>,
@@ -282,6 +302,11 @@ impl LearnerHandle {
         let mut s = self.status.lock().expect("status lock").clone();
         s.subscribers = self.subscribers.load(std::sync::atomic::Ordering::Relaxed);
         s
+    }
+
+    /// The snapshots kept since the last call (`snapshot_every`), oldest first.
+    pub fn take_snapshots(&self) -> Vec<Published> {
+        std::mem::take(&mut *self.snapshots.lock().expect("snapshots lock"))
     }
 
     /// Every update so far (the learning curve).
@@ -394,6 +419,7 @@ struct Learner {
     publish: watch::Sender<Published>,
     status: Arc<Mutex<LearnerStatus>>,
     history: Arc<Mutex<Vec<UpdateRecord>>>,
+    snapshots: Snapshots,
     metrics: TrainerMetrics,
     stopping: Arc<AtomicBool>,
 }
@@ -449,8 +475,10 @@ pub(crate) fn spawn(
     let weights =
         PolicyWeights { net: ppo.actor_critic()?, normaliser: normaliser.clone(), version };
     let blob = to_safetensors(&weights)?;
-    let (publish, published) =
-        watch::channel(Published { version, weights: Arc::new(blob), republished: 0 });
+    let first = Published { version, weights: Arc::new(blob), republished: 0 };
+    let snapshots = Snapshots::default();
+    snapshot(&snapshots, settings.snapshot_every, updates_done, &first);
+    let (publish, published) = watch::channel(first);
     let status = Arc::new(Mutex::new(LearnerStatus {
         version,
         updates_done,
@@ -481,6 +509,7 @@ pub(crate) fn spawn(
         publish,
         status: Arc::clone(&status),
         history: Arc::clone(&history),
+        snapshots: Arc::clone(&snapshots),
         metrics,
         stopping: Arc::clone(&stopping),
     };
@@ -504,6 +533,7 @@ pub(crate) fn spawn(
         published,
         status,
         history,
+        snapshots,
         subscribers: Arc::new(std::sync::atomic::AtomicU32::new(0)),
         death,
         stopping,

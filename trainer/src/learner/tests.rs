@@ -209,3 +209,23 @@ async fn async_mode_updates_by_sample_count_and_bounds_the_lag() {
     assert_eq!(h.ingest(rollout("a", 1, 0)).await, Ok(Ingest::Stale { version: 1, current: 3 }));
     h.stop().await.unwrap();
 }
+
+/// Every version after a multiple of `snapshot_every` updates is kept, the
+/// starting one too, however late they are taken; none without it.
+#[tokio::test]
+async fn every_due_version_is_kept_for_whoever_takes_it_later() {
+    let h = start(LearnerSettings { snapshot_every: 2, ..LearnerSettings::default() });
+    for v in 1..=5 {
+        h.ingest(rollout("a", v, 0)).await.unwrap();
+        wait_version(&h, v + 1).await;
+    }
+    let kept: Vec<u64> = h.take_snapshots().iter().map(|p| p.version).collect();
+    assert_eq!(kept, [1, 3, 5], "after 0, 2 and 4 updates");
+    let newest = h.published().borrow().clone();
+    assert_eq!(newest.version, 6);
+    assert!(h.take_snapshots().is_empty(), "taken once");
+    let off = start(LearnerSettings::default());
+    off.ingest(rollout("a", 1, 0)).await.unwrap();
+    wait_version(&off, 2).await;
+    assert!(off.take_snapshots().is_empty());
+}

@@ -61,11 +61,14 @@ impl Learner {
         self.normalisers.retain(|v, _| *v >= keep_from);
         match to_safetensors(&weights) {
             Ok(blob) => {
-                self.publish.send_replace(Published {
-                    version: next,
-                    weights: Arc::new(blob),
-                    republished: 0,
-                });
+                let p = Published { version: next, weights: Arc::new(blob), republished: 0 };
+                super::snapshot(
+                    &self.snapshots,
+                    self.settings.snapshot_every,
+                    self.updates_done,
+                    &p,
+                );
+                self.publish.send_replace(p);
             }
             Err(e) => warn!("cannot encode version {next}: {e}"),
         }

@@ -249,31 +249,6 @@ fn every_nth_week(n: u32) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ordinals_read_as_english() {
-        let said: Vec<String> =
-            [1, 2, 3, 4, 11, 12, 13, 21, 22, 104].into_iter().map(every_nth_week).collect();
-        assert_eq!(
-            said,
-            [
-                "every week",
-                "every 2nd week",
-                "every 3rd week",
-                "every 4th week",
-                "every 11th week",
-                "every 12th week"
-            ]
-            .into_iter()
-            .chain(["every 13th week", "every 21st week", "every 22nd week", "every 104th week"])
-            .collect::<Vec<_>>()
-        );
-    }
-}
-
 /// Which update's policy the run kept, on which days, against the baselines.
 fn validation_section(
     md: &mut String,
@@ -303,4 +278,29 @@ fn validation_section(
         writeln!(md, "![{}]({})\n", p.title, p.file)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_read_as_english() {
+        let said: Vec<String> =
+            [1, 2, 3, 4, 11, 12, 13, 21, 22, 104].into_iter().map(every_nth_week).collect();
+        assert_eq!(
+            said,
+            [
+                "every week",
+                "every 2nd week",
+                "every 3rd week",
+                "every 4th week",
+                "every 11th week",
+                "every 12th week"
+            ]
+            .into_iter()
+            .chain(["every 13th week", "every 21st week", "every 22nd week", "every 104th week"])
+            .collect::<Vec<_>>()
+        );
+    }
 }

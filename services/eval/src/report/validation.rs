@@ -110,6 +110,7 @@ pub(super) fn validation_plot(path: &Path, curve: &ValidationCurve) -> DrawResul
         .build_cartesian_2d(0.0..last, lo - pad..hi + pad)?;
     chart
         .configure_mesh()
+        .x_label_formatter(&|x| if x.fract() == 0.0 { format!("{x:.0}") } else { String::new() })
         .x_desc("PPO update")
         .y_desc("community cost on the validation days")
         .label_style((FONT, 14))

@@ -219,12 +219,28 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
         }
         _ => None,
     };
-    let mut cluster = start_cluster(args, ppo, ds, community, sim, split, out).await?;
+    let trainer = TrainerConfig {
+        run_dir: Some(out.to_path_buf()),
+        ppo,
+        learner: LearnerSettings {
+            min_nodes: args.nodes as usize,
+            checkpoint_every: 50,
+            sync_timeout_ms: 60_000,
+            // Exactly --updates updates, however fast the loop below polls.
+            max_updates: Some(args.updates),
+            // Every version the validation is due for, whatever its timing.
+            snapshot_every: validator.as_ref().map_or(0, |_| args.validate_every),
+            ..LearnerSettings::default()
+        },
+        ..TrainerConfig::default()
+    };
+    let mut cluster = start_cluster(args, trainer, ds, community, sim, split).await?;
     let progress =
         follow_training(&mut cluster, args, community.n_prosumers, started, &mut validator).await;
     let trainer = cluster.trainer().context("the training cluster has a trainer")?;
     let published = trainer.learner.published().borrow().clone();
     let history = trainer.learner.history();
+    let snapshots = trainer.learner.take_snapshots();
     // Nodes and market stop together, then the trainer (final checkpoint).
     let stopped = cluster.shutdown().await;
     let interrupted = progress?;
@@ -232,7 +248,7 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
     let last = from_safetensors(&published.weights)?;
     let (validation, kept) = match validator {
         Some(v) => {
-            let (curve, best) = v.finish(last.version, &published.weights).await?;
+            let (curve, best) = v.finish(snapshots, &published).await?;
             (Some(curve), best)
         }
         None => (None, None),
@@ -267,32 +283,18 @@ async fn train_async(request: TrainRequest<'_>) -> Result<Trained> {
     })
 }
 
-/// The training cluster: the trainer (synchronous PPO, exactly `--updates`
+/// The training cluster: `trainer` (synchronous PPO, exactly `--updates`
 /// updates), a market that plays the split's training days and waits for
 /// the trainer between rollouts, and `--nodes` agent-nodes sharing the
 /// community's prosumers.
 async fn start_cluster(
     args: &TrainArgs,
-    ppo: PpoConfig,
+    trainer: TrainerConfig,
     ds: Arc<Dataset>,
     community: &CommunityConfig,
     sim: &SimConfig,
     split: WeekSplit,
-    out: &Path,
 ) -> Result<Cluster> {
-    let trainer = TrainerConfig {
-        run_dir: Some(out.to_path_buf()),
-        ppo,
-        learner: LearnerSettings {
-            min_nodes: args.nodes as usize,
-            checkpoint_every: 50,
-            sync_timeout_ms: 60_000,
-            // Exactly --updates updates, however fast the loop below polls.
-            max_updates: Some(args.updates),
-            ..LearnerSettings::default()
-        },
-        ..TrainerConfig::default()
-    };
     let market = MarketSettings {
         // Synchronous PPO: a slot waits while the trainer updates.
         deadline_ms: 60_000,
@@ -335,8 +337,7 @@ async fn follow_training(
         let learner = &cluster.trainer().context("the training cluster has a trainer")?.learner;
         let s = learner.status();
         if let Some(v) = validator.as_mut() {
-            let blob = Arc::clone(&learner.published().borrow().weights);
-            v.poll(s.updates_done, &blob).await?;
+            v.poll(learner.take_snapshots()).await?;
         }
         bar.set_position(s.updates_done.min(args.updates));
         let steps = s.samples_total as f64 / started.elapsed().as_secs_f64().max(1e-9);

@@ -4,11 +4,14 @@
 //! there is the one the run keeps and reports on the test weeks. The
 //! baselines play the same days once, as the curve's reference lines.
 //!
-//! Evaluations run on a blocking thread while training goes on, one at a
-//! time; a point lands in the curve, in TensorBoard
+//! The learner keeps the blob of every due version (`snapshot_every`), so
+//! which versions are validated never depends on timing and a seed gives
+//! the same report. Evaluations run on a blocking thread while training
+//! goes on, one at a time, in version order; a point lands in the curve, in TensorBoard
 //! (`tensorboard/validation`, tag `eval/validation_cost`) and, when it is
 //! the best so far, as `checkpoints/best.safetensors`.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +23,7 @@ use peergrid_eval::compare::{GRID_ONLY, RULE_BASED};
 use peergrid_eval::report::validation::{ValidationBaseline, ValidationCurve, ValidationPoint};
 use peergrid_eval::EvalScenario;
 use peergrid_runtime::EventWriter;
+use peergrid_trainer::Published;
 use tokio::task::JoinHandle;
 
 /// TensorBoard tag of the validation cost.
@@ -33,9 +37,8 @@ pub(crate) struct Validator {
     scenario: Arc<EvalScenario>,
     slots: Arc<Vec<usize>>,
     curve: ValidationCurve,
-    every: u64,
-    /// The next update count due for validation.
-    next_due: u64,
+    /// Kept versions waiting for their evaluation, oldest first.
+    queue: VecDeque<Arc<Vec<u8>>>,
     pending: Option<Pending>,
     best_blob: Option<Arc<Vec<u8>>>,
     events: EventWriter,
@@ -67,8 +70,7 @@ impl Validator {
             scenario: Arc::new(scenario),
             slots: Arc::new(slots),
             curve,
-            every,
-            next_due: every,
+            queue: VecDeque::new(),
             pending: None,
             best_blob: None,
             events,
@@ -76,35 +78,39 @@ impl Validator {
         })
     }
 
-    /// Called as training progresses with the number of updates done and the
-    /// newest published policy: collects a finished evaluation, and starts
-    /// the next one when one is due and none is running.
-    pub(crate) async fn poll(&mut self, updates_done: u64, blob: &Arc<Vec<u8>>) -> Result<()> {
+    /// Called as training progresses with the versions the learner kept
+    /// since the last call (`snapshot_every` = `--validate-every`, so
+    /// every due version arrives, whatever the timing): queues them,
+    /// collects a finished evaluation and starts the next.
+    pub(crate) async fn poll(&mut self, snapshots: Vec<Published>) -> Result<()> {
+        self.queue.extend(snapshots.into_iter().map(|p| p.weights));
         if self.pending.as_ref().is_some_and(JoinHandle::is_finished) {
             self.collect().await?;
         }
-        if self.pending.is_none() && updates_done >= self.next_due {
-            self.spawn(blob);
-            self.next_due = (updates_done / self.every + 1) * self.every;
+        if self.pending.is_none() {
+            if let Some(blob) = self.queue.pop_front() {
+                self.spawn(&blob);
+            }
         }
         Ok(())
     }
 
-    /// Validates the final policy `blob` of version `version` too (unless
-    /// it already was), waits for every evaluation and returns the curve and
-    /// the kept policy's blob.
+    /// Validates what is still queued, and the final policy `last` unless
+    /// it already was; returns the curve and the kept policy's blob.
     pub(crate) async fn finish(
         mut self,
-        version: u64,
-        blob: &Arc<Vec<u8>>,
+        snapshots: Vec<Published>,
+        last: &Published,
     ) -> Result<(ValidationCurve, Option<Arc<Vec<u8>>>)> {
-        if self.pending.is_some() {
+        self.queue.extend(snapshots.into_iter().map(|p| p.weights));
+        loop {
             self.collect().await?;
+            let Some(blob) = self.queue.pop_front() else { break };
+            self.spawn(&blob);
         }
-        let updates_done = version.saturating_sub(1);
-        let validated = self.curve.points.iter().any(|p| p.update == updates_done);
-        if !validated && updates_done > 0 {
-            self.spawn(blob);
+        let update = last.version.saturating_sub(1);
+        if !self.curve.points.iter().any(|p| p.update == update) {
+            self.spawn(&last.weights);
             self.collect().await?;
         }
         self.events.flush()?;
@@ -138,12 +144,6 @@ impl Validator {
         let Some(pending) = self.pending.take() else { return Ok(()) };
         let (point, blob) = pending.await.context("a validation task panicked")??;
         self.events.add_scalar(VALIDATION_TAG, point.community_cost, point.update as i64)?;
-        tracing::info!(
-            update = point.update,
-            version = point.policy_version,
-            cost = point.community_cost,
-            "validation"
-        );
         if self.curve.record(point)? {
             if let Some(dir) = self.best_path.parent() {
                 std::fs::create_dir_all(dir)?;
