@@ -253,7 +253,7 @@ fn load_config(args: &ScenarioArgs) -> Result<RunConfig> {
 }
 
 /// `runs/<UTC yyyymmdd-hhmmss>`, with `-2`, `-3`… if that exists already.
-fn fresh_run_dir(parent: &Path) -> Result<PathBuf> {
+pub fn fresh_run_dir(parent: &Path) -> Result<PathBuf> {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let stamp = utc_stamp(secs);
     let mut dir = parent.join(&stamp);

@@ -225,6 +225,57 @@ fn run_is_deterministic_and_the_optimum_beats_rule_based() {
 }
 
 #[test]
+fn a_study_runs_every_seed_and_summarises_each_kpi_with_an_interval() {
+    let out = out_dir("study");
+    let o = out.display().to_string();
+    let args = [
+        "run",
+        "--dataset",
+        "synthetic",
+        "--prosumers",
+        "12",
+        "--days",
+        "1-2",
+        "--optimum",
+        "off",
+        "--updates",
+        "1",
+        "--rollout-slots",
+        "24",
+        "--seeds",
+        "2",
+        "--seed",
+        "7",
+        "--out",
+        &o,
+        "--quiet",
+    ];
+    let done = peergrid(&args);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(stdout.contains("# peergrid study: 2 seeds") && stdout.contains(" ± "), "{stdout}");
+    for file in ["study.md", "study.json", "study.csv", "seed-7/kpis.json", "seed-8/report.md"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let study: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(study["seeds"], serde_json::json!([7, 8]));
+    let cost = &study["policies"]["learned"]["community cost"];
+    assert_eq!(cost["n"], 2);
+    // The summary is of the per-seed reports' own numbers.
+    let seed_cost = |seed: u64| {
+        let text = std::fs::read_to_string(out.join(format!("seed-{seed}/kpis.json"))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["policies"][2]["kpis"]["community_cost"].as_f64().unwrap()
+    };
+    let mean = (seed_cost(7) + seed_cost(8)) / 2.0;
+    assert!((cost["mean"].as_f64().unwrap() - mean).abs() < 1e-9 * mean.abs());
+    assert!(study["learned_minus_rule_based"]["ci95"].as_f64().is_some());
+    let csv = std::fs::read_to_string(out.join("study.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 3, "a row per seed and policy: {csv}");
+}
+
+#[test]
 fn local_and_grpc_transports_give_the_same_kpis() {
     let run = |transport: &str| {
         let args = [
@@ -425,6 +476,7 @@ fn run_rejects_bad_flags_and_config() {
     exit_2_naming(&["run", "--out", &cfg], &["--out", "not a directory"]);
     exit_2_naming(&["run", "--nodes", "0"], &["--nodes", "1..=24"]);
     exit_2_naming(&["run", "--validate-every", "1000001"], &["--validate-every", "≤ 1000000"]);
+    exit_2_naming(&["run", "--seeds", "0"], &["--seeds", "1..=100"]);
     exit_2_naming(&["run", "--ppo", "/nonexistent/ppo.json"], &["--ppo /nonexistent/ppo.json"]);
     let ppo_typo = scratch_file("ppo-typo.json", r#"{"learning_rte": 0.001}"#);
     exit_2_naming(&["run", "--ppo", &ppo_typo], &["--ppo", "learning_rte"]);

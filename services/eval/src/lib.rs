@@ -19,6 +19,7 @@ pub mod days;
 pub mod error;
 pub mod optimum;
 pub mod report;
+pub mod study;
 
 use std::path::Path;
 

@@ -19,7 +19,8 @@ use peergrid_core::policy::MlpPolicy;
 use peergrid_core::data::split::SplitPart;
 use peergrid_eval::compare::RULE_BASED;
 use peergrid_eval::days::{days_of_part, DaySelection};
-use peergrid_eval::EvalScenario;
+use peergrid_eval::study::{SeedRun, Study};
+use peergrid_eval::{EvalScenario, Evaluation};
 
 use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
 use peergrid_cli::InputError;
@@ -31,11 +32,67 @@ pub(crate) struct RunArgs {
     /// Evaluate only the first N weeks of the evaluated split (0 = all); shorthand for `--days 1-7N`.
     #[arg(long, default_value_t = 0)]
     pub eval_weeks: usize,
+    /// Train and evaluate this many seeds (S, S+1, …: community, PPO
+    /// initialisation and sampling) and summarise every KPI as mean ± 95 %
+    /// confidence interval (`study.md`, one report per seed under `seed-N/`).
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u32,
     #[command(flatten)]
     pub train: crate::train::TrainArgs,
 }
 
+/// Most seeds one study runs.
+const MAX_SEEDS: u32 = 100;
+
 pub(crate) fn run(args: RunArgs) -> Result<()> {
+    if !(1..=MAX_SEEDS).contains(&args.seeds) {
+        return Err(
+            InputError(format!("--seeds must lie in 1..={MAX_SEEDS}, got {}", args.seeds)).into()
+        );
+    }
+    if args.seeds == 1 {
+        return run_one(&args).map(|_| ());
+    }
+    study(args)
+}
+
+/// `--seeds N`: one run per seed into `OUT/seed-<seed>/`, then the summary.
+fn study(args: RunArgs) -> Result<()> {
+    let dir = match &args.scenario.out {
+        Some(dir) => dir.clone(),
+        None => peergrid_cli::evaluate::fresh_run_dir(std::path::Path::new("runs"))?,
+    };
+    let first = args.scenario.seed;
+    let mut runs = Vec::new();
+    for seed in first..first + u64::from(args.seeds) {
+        let mut one = args.clone();
+        one.scenario.seed = seed;
+        one.scenario.out = Some(dir.join(format!("seed-{seed}")));
+        // Only the summary goes to stdout.
+        one.scenario.json = false;
+        eprintln!("== seed {seed} ({} of {})", seed - first + 1, args.seeds);
+        let (evaluation, out) = run_one(&one)?;
+        runs.push(SeedRun::new(seed, &out, &evaluation));
+    }
+    let command = std::env::args()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(&dir.display().to_string(), "DIR");
+    let study = Study::of(format!("peergrid run {command}"), runs)?;
+    let files = study.write(&dir)?;
+    if args.scenario.json {
+        print!("{}", std::fs::read_to_string(dir.join("study.json"))?);
+    } else {
+        println!("{}", study.markdown());
+        println!("Study: {}", files[0].display());
+    }
+    Ok(())
+}
+
+/// One seed: trains (unless `--updates 0`), evaluates, reports; returns the
+/// evaluation and the report directory.
+fn run_one(args: &RunArgs) -> Result<(Evaluation, std::path::PathBuf)> {
     let days = match (args.eval_weeks, &args.scenario.days) {
         (0, _) => None,
         (_, Some(_)) => {
@@ -48,8 +105,8 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     };
     let setup = Setup::load("peergrid run", &args.scenario, days)?;
     if args.train.updates == 0 {
-        evaluate_and_report(&setup, None, &[])?;
-        return Ok(());
+        let evaluation = evaluate_and_report(&setup, None, &[])?;
+        return Ok((evaluation, setup.out));
     }
     // Every training input is checked before the report directory exists.
     args.train.validate(setup.info.community.n_prosumers)?;
@@ -89,6 +146,6 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         }
         setup = setup.with_validation(curve);
     }
-    evaluate_and_report(&setup, Some(&mut policy), &trained.curve)?;
-    Ok(())
+    let evaluation = evaluate_and_report(&setup, Some(&mut policy), &trained.curve)?;
+    Ok((evaluation, setup.out))
 }
