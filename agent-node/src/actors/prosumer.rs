@@ -20,9 +20,7 @@
 use std::sync::Arc;
 
 use peergrid_core::data::Dataset;
-use peergrid_core::household::{
-    Conditions, Household, HouseholdReport, HouseholdState, Prepared,
-};
+use peergrid_core::household::{Conditions, Household, HouseholdReport, HouseholdState, Prepared};
 use peergrid_core::market::Fill;
 use peergrid_core::observation::{Observation, SlotContext, OBS_DIM};
 use peergrid_core::policy::{Action, Policy};
@@ -388,4 +386,3 @@ impl ProsumerActor {
 pub fn settle_locally(report: &HouseholdReport, tariff: &SlotTariff) -> Settlement {
     settle_household(report.net_kwh, None, Fill::default(), tariff, &GridConfig::default())
 }
-

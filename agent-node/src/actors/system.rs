@@ -49,7 +49,9 @@ impl ActorSystem {
             })
             .map_err(cannot_start)?;
         match rx.recv() {
-            Ok(Ok((system, arbiters))) => Ok(ActorSystem { system, arbiters, thread: Some(thread) }),
+            Ok(Ok((system, arbiters))) => {
+                Ok(ActorSystem { system, arbiters, thread: Some(thread) })
+            }
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(cannot_start(e))

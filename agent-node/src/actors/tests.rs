@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use peergrid_core::data::Dataset;
-use peergrid_core::household::{conditions_for, Adjustment, Conditions, Household, HouseholdReport};
+use peergrid_core::household::{
+    conditions_for, Adjustment, Conditions, Household, HouseholdReport,
+};
 use peergrid_core::market::Fill;
 use peergrid_core::observation::SlotContext;
 use peergrid_core::policy::{Policy, RuleBased};
@@ -77,8 +79,7 @@ fn actors_report_exactly_what_direct_play_gives_and_returns_accumulate() {
     let (ds, specs) = small_community(37, 5);
     let ctxs = contexts(&ds, 48);
     let weights = Arc::new(RewardWeights::default());
-    let prosumers =
-        spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 3);
+    let prosumers = spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 3);
     assert_eq!(prosumers.threads(), 3);
     assert_eq!(prosumers.len(), 37);
     let mut direct = Direct {
@@ -89,12 +90,7 @@ fn actors_report_exactly_what_direct_play_gives_and_returns_accumulate() {
     let mut local_slots = vec![0u64; specs.len()];
     // Slots 10..20: prosumers 5..=9 are offline, 20..=22 see a heat wave.
     let adjustments = [
-        Adjustment {
-            first_id: 5,
-            last_id: 9,
-            conditions: Conditions::default(),
-            offline: true,
-        },
+        Adjustment { first_id: 5, last_id: 9, conditions: Conditions::default(), offline: true },
         Adjustment {
             first_id: 20,
             last_id: 22,
@@ -159,8 +155,7 @@ fn missing_settlements_are_grid_only() {
     let (ds, specs) = small_community(12, 8);
     let ctxs = contexts(&ds, 24);
     let weights = Arc::new(RewardWeights::default());
-    let prosumers =
-        spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 1);
+    let prosumers = spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 1);
     let mut traded = 0;
     block_on(async {
         for (slot, ctx) in ctxs.iter().enumerate() {
@@ -187,8 +182,7 @@ fn settle_for_another_slot_is_ignored_and_a_new_slot_settles_the_old_one() {
     let (ds, specs) = small_community(3, 2);
     let ctxs = contexts(&ds, 3);
     let weights = Arc::new(RewardWeights::default());
-    let prosumers =
-        spawn(&specs, &ds, &PolicySource::GridOnly, &weights, 5);
+    let prosumers = spawn(&specs, &ds, &PolicySource::GridOnly, &weights, 5);
     assert_eq!(prosumers.threads(), 3, "never more threads than actors");
     block_on(async {
         prosumers.play(0, &ctxs[0], &[]).await.unwrap();
@@ -232,7 +226,8 @@ fn a_panicking_actor_restarts_from_its_last_good_state_and_the_others_play_on() 
                 prosumers.inject_panic(victim).await.unwrap();
             }
             let reports = prosumers.play(slot, ctx, &[]).await.unwrap();
-            let want: Vec<HouseholdReport> = direct.play(&ds, ctx, &[]).into_iter().map(|w| w.0).collect();
+            let want: Vec<HouseholdReport> =
+                direct.play(&ds, ctx, &[]).into_iter().map(|w| w.0).collect();
             let others = |r: &[HouseholdReport]| -> Vec<HouseholdReport> {
                 r.iter().filter(|r| r.prosumer_id != victim).copied().collect()
             };
