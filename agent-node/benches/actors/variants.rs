@@ -310,7 +310,7 @@ fn start(
 }
 
 fn shards_of(model: &str, blocks: Vec<Vec<ProsumerActor>>, arbs: &[ArbiterHandle]) -> Shards {
-    let mut per_arbiter = blocks.into_iter().zip(arbs).map(|(block, arb)| {
+    let per_arbiter = blocks.into_iter().zip(arbs).map(|(block, arb)| {
         let actors: Vec<Addr<Bench>> =
             block.into_iter().map(|a| Bench::start_in_arbiter(arb, move |_| Bench(a))).collect();
         (actors, arb)
@@ -344,7 +344,7 @@ fn shards_of(model: &str, blocks: Vec<Vec<ProsumerActor>>, arbs: &[ArbiterHandle
                 })
                 .collect(),
         ),
-        "tokio-send" => Shards::Actors(per_arbiter.by_ref().flat_map(|(a, _)| a).collect()),
+        "tokio-send" => Shards::Actors(per_arbiter.flat_map(|(a, _)| a).collect()),
         other => panic!("unknown model {other}"),
     }
 }
