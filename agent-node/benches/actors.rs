@@ -1,27 +1,38 @@
-//! Actor round-trip per slot, two ways, against the same households played
-//! in a plain loop on one thread:
+//! One slot's round-trip (play, then settle) through the prosumer actors,
+//! for each way of fanning a message out to actix actors that was tried,
+//! against the same households played in a plain loop on one thread (the
+//! floor) and against a replica of the hand-written thread pool the actix
+//! actors replaced:
 //!
-//! - **actix**: one actix actor per prosumer on `n` arbiters; per slot one
-//!   `Addr::send(PlaySlot)` and one `Addr::send(Settle)` per actor, all
-//!   replies joined (the model the design first asked for);
-//! - **pool**: the node's [`ActorPool`]: the same `ProsumerActor`s, `n`
-//!   threads, one command per thread per message.
+//! - **node**: what the node runs ([`Prosumers`]): one shard actor per
+//!   arbiter, `do_send` to each local actor, answers gathered in place and
+//!   sent back through one oneshot per shard; supervised actors under
+//!   `catch_unwind`;
+//! - **recipient**: the same through `Recipient`s (dynamic dispatch, as
+//!   heterogeneous actor types would need), answers gathered in place;
+//! - **reply-msg**: shard `do_send`s, each actor `do_send`s its answer back
+//!   to the shard as a message, the shard replies once when all are in;
+//! - **shard-send**: the shard `Addr::send`s each local actor and joins the
+//!   futures on its own arbiter, replies once;
+//! - **tokio-send**: one `Addr::send` per actor from the tokio thread, all
+//!   joined (the first actix version: every message a cross-thread wake-up);
+//! - **threads**: the replaced pool: `n` std threads, one command per
+//!   thread, each looping over its block of plain actor structs.
 //!
-//! Prints a table; run with `cargo bench -p peergrid-agent-node --bench actors`.
-//! The budget: 10,000 prosumers in 4 nodes at ≥ 50 slots/s on 2 cores means
-//! one node's play + settle for 2,500 actors must take well under 10 ms.
+//! Prints a Markdown table; run with
+//! `cargo bench -p peergrid-agent-node --bench actors`. The budget: 10,000
+//! prosumers in 4 nodes at ≥ 50 slots/s on 2 cores means one node's play +
+//! settle for 2,500 actors must take well under 10 ms.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, Context, Handler, Message};
-use futures_util::future::join_all;
-use peergrid_agent_node::actors::{PlaySlot, Settle, SettleOutcome};
+use peergrid_agent_node::actors::{PlaySlot, Settle};
 use peergrid_agent_node::policy::PolicySource;
 use peergrid_agent_node::testing::{contexts, small_community};
-use peergrid_agent_node::{ActorPool, ProsumerActor};
+use peergrid_agent_node::{ProsumerActor, Prosumers};
 use peergrid_core::data::Dataset;
-use peergrid_core::household::{conditions_for, Conditions, Household, HouseholdReport};
+use peergrid_core::household::{Conditions, Household, HouseholdReport};
 use peergrid_core::observation::SlotContext;
 use peergrid_core::policy::RuleBased;
 use peergrid_core::prosumer::ProsumerSpec;
@@ -29,6 +40,9 @@ use peergrid_core::reward::RewardWeights;
 
 const SLOTS: usize = 40;
 const WARM_UP: usize = 4;
+
+/// Median play and settle time of one slot.
+type Timing = (Duration, Duration);
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -39,164 +53,156 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The same actor struct behind an actix mailbox.
-struct ActixProsumer(ProsumerActor);
-
-impl Actor for ActixProsumer {
-    type Context = Context<Self>;
+fn actor(s: &ProsumerSpec, ds: &Arc<Dataset>) -> ProsumerActor {
+    ProsumerActor::new(
+        s.clone(),
+        Arc::clone(ds),
+        PolicySource::RuleBased.instance(s.id),
+        Arc::new(RewardWeights::default()),
+    )
 }
 
-struct Play(PlaySlot);
-impl Message for Play {
-    type Result = Option<HouseholdReport>;
-}
-struct Set(Settle);
-impl Message for Set {
-    type Result = Option<SettleOutcome>;
+fn play_msg(slot: u64, ctx: &SlotContext) -> PlaySlot {
+    PlaySlot { slot, ctx: *ctx, conditions: Conditions::default(), offline: false, action: None }
 }
 
-impl Handler<Play> for ActixProsumer {
-    type Result = Option<HouseholdReport>;
-    fn handle(&mut self, m: Play, _: &mut Context<Self>) -> Self::Result {
-        self.0.handle_play(m.0)
-    }
-}
-
-impl Handler<Set> for ActixProsumer {
-    type Result = Option<SettleOutcome>;
-    fn handle(&mut self, m: Set, _: &mut Context<Self>) -> Self::Result {
-        self.0.handle_settle(m.0)
-    }
-}
-
-/// Runs the actix model on its own system thread; returns (play, settle) medians.
-fn bench_actix(
-    specs: &[ProsumerSpec],
-    ds: &Arc<Dataset>,
-    ctxs: &[SlotContext],
-    arbiters: usize,
-) -> (Duration, Duration) {
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Vec<Addr<ActixProsumer>>>();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let specs = specs.to_vec();
-    let ds2 = Arc::clone(ds);
-    let system = std::thread::spawn(move || {
-        let runner = actix::System::new();
-        let arbs = runner.block_on(async move {
-            let arbs: Vec<Arbiter> = (0..arbiters).map(|_| Arbiter::new()).collect();
-            let weights = Arc::new(RewardWeights::default());
-            let addrs = specs
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let actor = ProsumerActor::new(
-                        s.clone(),
-                        Arc::clone(&ds2),
-                        PolicySource::RuleBased.instance(s.id),
-                        Arc::clone(&weights),
-                    );
-                    ActixProsumer::start_in_arbiter(&arbs[i % arbs.len()].handle(), move |_| {
-                        ActixProsumer(actor)
-                    })
-                })
-                .collect();
-            addr_tx.send(addrs).unwrap();
-            let _ = stop_rx.await;
-            arbs
-        });
-        for a in arbs {
-            a.stop();
-            let _ = a.join();
-        }
-    });
-    let addrs = addr_rx.recv().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// Times `round(slot, ctx)` → (play, settle) over the slots after warm-up.
+fn time_slots(ctxs: &[SlotContext], mut round: impl FnMut(u64, &SlotContext) -> Timing) -> Timing {
     let (mut play, mut settle) = (Vec::new(), Vec::new());
-    rt.block_on(async {
-        for (slot, ctx) in ctxs.iter().enumerate() {
-            let slot = slot as u64;
-            let t = Instant::now();
-            let sends = addrs.iter().map(|a| {
-                let (conditions, offline) = conditions_for(0, &[]);
-                a.send(Play(PlaySlot { slot, ctx: *ctx, conditions, offline, action: None }))
-            });
-            let mut reports: Vec<HouseholdReport> =
-                join_all(sends).await.into_iter().filter_map(|r| r.unwrap()).collect();
-            reports.sort_by_key(|r| r.prosumer_id);
-            let played = t.elapsed();
-            assert_eq!(reports.len(), addrs.len());
-            let t = Instant::now();
-            let n = join_all(addrs.iter().map(|a| a.send(Set(Settle { slot, settlement: None }))))
-                .await
-                .len();
-            assert_eq!(n, addrs.len());
-            if slot as usize >= WARM_UP {
-                play.push(played);
-                settle.push(t.elapsed());
-            }
+    for (slot, ctx) in ctxs.iter().enumerate() {
+        let (p, s) = round(slot as u64, ctx);
+        if slot >= WARM_UP {
+            play.push(p);
+            settle.push(s);
         }
-    });
-    stop_tx.send(()).unwrap();
-    system.join().unwrap();
+    }
     (median(play), median(settle))
 }
 
-fn bench_pool(
-    specs: &[ProsumerSpec],
-    ds: &Arc<Dataset>,
-    ctxs: &[SlotContext],
-    threads: usize,
-) -> (Duration, Duration) {
-    let pool = ActorPool::spawn(
-        specs,
-        ds,
-        &PolicySource::RuleBased,
-        &Arc::new(RewardWeights::default()),
-        threads,
-    )
-    .unwrap();
+fn bench_node(specs: &[ProsumerSpec], ds: &Arc<Dataset>, ctxs: &[SlotContext], n: usize) -> Timing {
+    let weights = Arc::new(RewardWeights::default());
+    let node =
+        Prosumers::spawn(specs, ds, &PolicySource::RuleBased, &weights, n, Default::default())
+            .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (mut play, mut settle) = (Vec::new(), Vec::new());
-    rt.block_on(async {
-        for (slot, ctx) in ctxs.iter().enumerate() {
+    time_slots(ctxs, |slot, ctx| {
+        rt.block_on(async {
             let t = Instant::now();
-            let reports = pool.play(slot as u64, ctx, &[]).await.unwrap();
+            let reports = node.play(slot, ctx, &[]).await.unwrap();
             let played = t.elapsed();
             assert_eq!(reports.len(), specs.len());
             let t = Instant::now();
-            pool.settle(slot as u64, &[]).await.unwrap();
-            if slot >= WARM_UP {
-                play.push(played);
-                settle.push(t.elapsed());
-            }
-        }
-    });
-    (median(play), median(settle))
+            assert_eq!(node.settle(slot, &[]).await.unwrap().settled, specs.len());
+            (played, t.elapsed())
+        })
+    })
 }
+
+fn bench_threads(
+    specs: &[ProsumerSpec],
+    ds: &Arc<Dataset>,
+    ctxs: &[SlotContext],
+    n: usize,
+) -> Timing {
+    enum Cmd {
+        Play(PlaySlot, std::sync::mpsc::Sender<Vec<HouseholdReport>>),
+        Settle(Settle, std::sync::mpsc::Sender<usize>),
+    }
+    let per = specs.len().div_ceil(n);
+    let threads: Vec<_> = specs
+        .chunks(per)
+        .map(|block| {
+            let mut actors: Vec<ProsumerActor> = block.iter().map(|s| actor(s, ds)).collect();
+            let (tx, rx) = std::sync::mpsc::channel::<Cmd>();
+            let handle = std::thread::spawn(move || {
+                while let Ok(cmd) = rx.recv() {
+                    match cmd {
+                        Cmd::Play(m, reply) => {
+                            let _ = reply
+                                .send(actors.iter_mut().filter_map(|a| a.handle_play(m)).collect());
+                        }
+                        Cmd::Settle(m, reply) => {
+                            let _ = reply
+                                .send(actors.iter_mut().filter_map(|a| a.handle_settle(m)).count());
+                        }
+                    }
+                }
+            });
+            (tx, handle)
+        })
+        .collect();
+    let timing = time_slots(ctxs, |slot, ctx| {
+        let t = Instant::now();
+        let replies: Vec<_> = threads
+            .iter()
+            .map(|(tx, _)| {
+                let (reply, rx) = std::sync::mpsc::channel();
+                tx.send(Cmd::Play(play_msg(slot, ctx), reply)).unwrap();
+                rx
+            })
+            .collect();
+        let reports: usize = replies.into_iter().map(|rx| rx.recv().unwrap().len()).sum();
+        let played = t.elapsed();
+        assert_eq!(reports, specs.len());
+        let t = Instant::now();
+        let replies: Vec<_> = threads
+            .iter()
+            .map(|(tx, _)| {
+                let (reply, rx) = std::sync::mpsc::channel();
+                tx.send(Cmd::Settle(Settle { slot, settlement: None }, reply)).unwrap();
+                rx
+            })
+            .collect();
+        let settled: usize = replies.into_iter().map(|rx| rx.recv().unwrap()).sum();
+        assert_eq!(settled, specs.len());
+        (played, t.elapsed())
+    });
+    for (tx, handle) in threads {
+        drop(tx);
+        handle.join().unwrap();
+    }
+    timing
+}
+
+#[path = "actors/variants.rs"]
+mod actix_variants;
 
 fn main() {
     println!(
-        "Per-slot round-trip, median of {} slots (rule-based policy, synthetic data)",
+        "Per-slot round-trip (play, then settle), median of {} slots, rule-based policy, synthetic data",
         SLOTS - WARM_UP
     );
     println!(
-        "| {:>6} | {:>5} | {:>7} | {:>10} | {:>10} | {:>10} | {:>11} | {:>15} |",
+        "| {:>6} | {:>10} | {:>7} | {:>8} | {:>9} | {:>8} | {:>8} | {:>9} | {:>16} |",
         "actors",
         "model",
         "threads",
         "play ms",
         "settle ms",
         "total ms",
-        "direct ms",
+        "loop ms",
+        "× loop",
         "slots/s (1 node)"
     );
-    println!("|-------:|------:|--------:|-----------:|-----------:|-----------:|------------:|----------------:|");
+    println!(
+        "|-------:|-----------:|--------:|---------:|----------:|---------:|---------:|----------:|-----------------:|"
+    );
+    let models: &[(&str, usize)] = &[
+        ("node", 1),
+        ("node", 2),
+        ("recipient", 2),
+        ("reply-msg", 2),
+        ("shard-send", 2),
+        ("tokio-send", 2),
+        ("threads", 1),
+        ("threads", 2),
+    ];
     for n in [100u32, 1_000, 2_500, 10_000] {
         let (ds, specs) = small_community(n, 1);
         let ctxs = contexts(&ds, SLOTS);
         let mut households: Vec<Household> =
             specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect();
-        let direct = median(
+        let floor = median(
             ctxs.iter()
                 .map(|ctx| {
                     let t = Instant::now();
@@ -212,21 +218,26 @@ fn main() {
                 })
                 .collect(),
         );
-        for (model, threads) in [("actix", 1), ("actix", 2), ("pool", 1), ("pool", 2)] {
-            let (p, s) = if model == "actix" {
-                bench_actix(&specs, &ds, &ctxs, threads)
-            } else {
-                bench_pool(&specs, &ds, &ctxs, threads)
+        for &(model, threads) in models {
+            if model == "tokio-send" && n > 2_500 {
+                // ~50 ms a slot, measured before; not worth the minute.
+                continue;
+            }
+            let (p, s) = match model {
+                "node" => bench_node(&specs, &ds, &ctxs, threads),
+                "threads" => bench_threads(&specs, &ds, &ctxs, threads),
+                other => actix_variants::bench(other, &specs, &ds, &ctxs, threads),
             };
             println!(
-                "| {:>6} | {:>5} | {:>7} | {:>10.3} | {:>10.3} | {:>10.3} | {:>11.3} | {:>15.0} |",
+                "| {:>6} | {:>10} | {:>7} | {:>8.3} | {:>9.3} | {:>8.3} | {:>8.3} | {:>9.1} | {:>16.0} |",
                 n,
                 model,
                 threads,
                 ms(p),
                 ms(s),
                 ms(p + s),
-                ms(direct),
+                ms(floor),
+                (p + s).as_secs_f64() / floor.as_secs_f64(),
                 1.0 / (p + s).as_secs_f64()
             );
         }

@@ -6,7 +6,7 @@
 //! - [`config`]: the typed configuration (file + env + flags, validated);
 //! - `session`: register, join, the slot loop, reconnects (`session::Node`);
 //! - [`grpc`]: the market client, the only file naming generated types;
-//! - [`actors`]: one actor per prosumer, run by a small pool of dedicated threads;
+//! - [`actors`]: one supervised actix actor per prosumer, on a few dedicated arbiters;
 //! - [`policy`]: the policy each actor runs (baselines or a shared MLP);
 //! - `remote`: an external policy service asked once per slot for every
 //!   prosumer's action (`--policy remote:URL`), with its fallback;
@@ -36,7 +36,7 @@ use peergrid_core::data::Dataset;
 use peergrid_runtime::{serve_metrics, Metrics, Shutdown};
 use tracing::info;
 
-pub use actors::{ActorPool, ProsumerActor, ProsumerReturn};
+pub use actors::{ProsumerActor, ProsumerReturn, Prosumers};
 pub use config::{AgentArgs, AgentConfig, Command, PolicyChoice, Secret};
 pub use error::AgentError;
 pub use grpc::MarketStatus;

@@ -43,6 +43,9 @@ pub(crate) struct AgentMetrics {
     pub reconnects: Counter,
     /// Prosumers hosted.
     pub prosumers: Gauge,
+    /// Prosumer actors restarted after a panic (each lost one slot's report
+    /// or settlement).
+    pub actor_restarts: Counter,
     /// Learning: the policy version the actors act with.
     pub policy_version: Gauge,
     /// Batches (or holds) the market refused in-stream: late, invalid...
@@ -88,6 +91,10 @@ impl AgentMetrics {
                 .counter("agent_local_settlements", "Prosumer-slots settled locally with the grid"),
             reconnects: m.counter("agent_reconnects", "Reconnects to the market"),
             prosumers: m.gauge("agent_prosumers", "Prosumers hosted by this node"),
+            actor_restarts: m.counter(
+                "agent_actor_restarts",
+                "Prosumer actors restarted from their last good state after a panic",
+            ),
             policy_version: m
                 .gauge("agent_policy_version", "Policy version the actors act with (learning)"),
             batches_refused: m.counter(

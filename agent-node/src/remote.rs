@@ -174,7 +174,7 @@ impl RemotePolicy {
         self.retry_at.is_none_or(|at| Instant::now() >= at)
     }
 
-    /// The actions of slot `slot` for `ids` (the pool's, ascending) seeing
+    /// The actions of slot `slot` for `ids` (the hosted prosumers, ascending) seeing
     /// `observations` (one row per id), or `None`: play the rule-based
     /// action (counted and logged here). Call only when [`ready`](Self::ready).
     pub(crate) async fn act(

@@ -54,7 +54,7 @@ use peergrid_core::units::ProsumerId;
 use peergrid_runtime::{Backoff, Shutdown};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::actors::{ActorPool, ActorState, ProsumerReturn, SettleSummary};
+use crate::actors::{ActorState, ProsumerReturn, Prosumers, SettleSummary};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::grpc::{
@@ -96,7 +96,7 @@ enum End {
 struct Hosted {
     registration: Registration,
     specs: Vec<ProsumerSpec>,
-    prosumers: ActorPool,
+    prosumers: Prosumers,
 }
 
 pub(crate) struct Node {
@@ -408,8 +408,14 @@ impl Node {
         let specs =
             generate_range(&self.ds, &community, reg.first_prosumer_id, reg.prosumer_count)?;
         let weights = Arc::new(reg.reward_weights.clone());
-        let prosumers =
-            ActorPool::spawn(&specs, &self.ds, &self.policy, &weights, self.cfg.actor_threads)?;
+        let prosumers = Prosumers::spawn(
+            &specs,
+            &self.ds,
+            &self.policy,
+            &weights,
+            self.cfg.actor_threads,
+            self.metrics.actor_restarts.clone(),
+        )?;
         if let Some(states) = self.cfg.state_dir.as_deref().and_then(|d| load_households(d, &specs))
         {
             let n = prosumers.restore(&states).await?;

@@ -141,7 +141,8 @@ pub struct AgentConfig {
     /// Where to serve `GET /metrics`; unset = no metrics server.
     pub metrics_listen: Option<SocketAddr>,
     pub json_logs: bool,
-    /// Threads the prosumer actors are spread over (contiguous id blocks).
+    /// actix arbiters (threads) the prosumer actors are spread over, one
+    /// contiguous id block each.
     pub actor_threads: usize,
     /// Where the node keeps its session (id, secret, id range) across
     /// process restarts: `session.json`, readable by the owner only. A

@@ -1,0 +1,257 @@
+//! The actors against the same households played directly in a loop, and
+//! a panic injected into one actor.
+
+use std::sync::Arc;
+
+use peergrid_core::data::Dataset;
+use peergrid_core::household::{
+    conditions_for, Adjustment, Conditions, Household, HouseholdReport,
+};
+use peergrid_core::market::Fill;
+use peergrid_core::observation::SlotContext;
+use peergrid_core::policy::{Policy, RuleBased};
+use peergrid_core::reward::RewardWeights;
+use peergrid_core::settlement::{settle_household, Settlement};
+use peergrid_core::slot_engine::household_slot;
+use peergrid_core::tariff::{GridConfig, SlotTariff};
+use peergrid_core::units::ProsumerId;
+use prometheus_client::metrics::counter::Counter;
+
+use super::{settle_locally, Prosumers};
+use crate::policy::PolicySource;
+use crate::testing::{contexts, small_community};
+
+fn spawn(
+    specs: &[peergrid_core::prosumer::ProsumerSpec],
+    ds: &Arc<Dataset>,
+    policy: &PolicySource,
+    weights: &Arc<RewardWeights>,
+    threads: usize,
+) -> Prosumers {
+    Prosumers::spawn(specs, ds, policy, weights, threads, Counter::default()).unwrap()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// What a market would settle for `r` if its whole order filled at its
+/// limit (enough to tell market and local settlements apart).
+fn market_settlement(r: &HouseholdReport, tariff: &SlotTariff) -> Settlement {
+    match r.order {
+        Some(o) => {
+            let fill = Fill {
+                quantity: o.quantity,
+                value: peergrid_core::units::Money::of(o.quantity, o.limit_price),
+            };
+            settle_household(r.net_kwh, Some(o.side), fill, tariff, &GridConfig::default())
+        }
+        None => settle_locally(r, tariff),
+    }
+}
+
+/// The reference: the same households played directly in a loop.
+struct Direct {
+    households: Vec<Household>,
+    policy: RuleBased,
+}
+
+impl Direct {
+    fn play(
+        &mut self,
+        ds: &Dataset,
+        ctx: &SlotContext,
+        adjustments: &[Adjustment],
+    ) -> Vec<(HouseholdReport, bool)> {
+        let policy: &mut dyn Policy = &mut self.policy;
+        self.households
+            .iter_mut()
+            .map(|h| {
+                let (c, offline) = conditions_for(h.spec.id, adjustments);
+                (h.play(ds, ctx, c, policy), offline)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn actors_report_exactly_what_direct_play_gives_and_returns_accumulate() {
+    let (ds, specs) = small_community(37, 5);
+    let ctxs = contexts(&ds, 48);
+    let weights = Arc::new(RewardWeights::default());
+    let prosumers = spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 3);
+    assert_eq!(prosumers.threads(), 3);
+    assert_eq!(prosumers.len(), 37);
+    let mut direct = Direct {
+        households: specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect(),
+        policy: RuleBased,
+    };
+    let mut expected_returns = vec![0.0f64; specs.len()];
+    let mut local_slots = vec![0u64; specs.len()];
+    // Slots 10..20: prosumers 5..=9 are offline, 20..=22 see a heat wave.
+    let adjustments = [
+        Adjustment { first_id: 5, last_id: 9, conditions: Conditions::default(), offline: true },
+        Adjustment {
+            first_id: 20,
+            last_id: 22,
+            conditions: Conditions { load_scale: 1.6, pv_scale: 0.5 },
+            offline: false,
+        },
+    ];
+    block_on(async {
+        for (slot, ctx) in ctxs.iter().enumerate() {
+            let slot = slot as u64;
+            let adj: &[Adjustment] = if (10..20).contains(&slot) { &adjustments } else { &[] };
+            let reports = prosumers.play(slot, ctx, adj).await.unwrap();
+            let want = direct.play(&ds, ctx, adj);
+            let online: Vec<HouseholdReport> =
+                want.iter().filter(|(_, off)| !off).map(|(r, _)| *r).collect();
+            assert_eq!(reports, online, "slot {slot}");
+            if (10..20).contains(&slot) {
+                assert_eq!(reports.len(), 32, "offline prosumers send no report");
+                assert!(reports.iter().all(|r| !(5..=9).contains(&r.prosumer_id)));
+            }
+            // The market settles the even ids; the odd ones are "missing"
+            // and every offline one settles locally too.
+            let settlements: Vec<(ProsumerId, Settlement)> = reports
+                .iter()
+                .filter(|r| r.prosumer_id % 2 == 0)
+                .map(|r| (r.prosumer_id, market_settlement(r, &ctx.tariff)))
+                .collect();
+            let summary = prosumers.settle(slot, &settlements).await.unwrap();
+            assert_eq!(summary.settled, specs.len());
+            assert_eq!(summary.local, specs.len() - settlements.len());
+            for (i, (r, _)) in want.iter().enumerate() {
+                let s = match settlements.binary_search_by_key(&r.prosumer_id, |x| x.0) {
+                    Ok(j) => settlements[j].1,
+                    Err(_) => {
+                        local_slots[i] += 1;
+                        settle_household(
+                            r.net_kwh,
+                            None,
+                            Fill::default(),
+                            &ctx.tariff,
+                            &GridConfig::default(),
+                        )
+                    }
+                };
+                expected_returns[i] += household_slot(r, &s, &ctx.tariff, &weights).reward;
+            }
+            // A second settle of the same slot is a no-op.
+            assert_eq!(prosumers.settle(slot, &settlements).await.unwrap().settled, 0);
+        }
+        let returns = prosumers.returns().await.unwrap();
+        for (i, r) in returns.iter().enumerate() {
+            assert_eq!(r.prosumer_id, specs[i].id);
+            assert_eq!(r.slots_settled, 48);
+            assert_eq!(r.local_settlements, local_slots[i]);
+            assert_eq!(r.episode_return, expected_returns[i], "prosumer {}", r.prosumer_id);
+        }
+    });
+}
+
+#[test]
+fn missing_settlements_are_grid_only() {
+    let (ds, specs) = small_community(12, 8);
+    let ctxs = contexts(&ds, 24);
+    let weights = Arc::new(RewardWeights::default());
+    let prosumers = spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 1);
+    let mut traded = 0;
+    block_on(async {
+        for (slot, ctx) in ctxs.iter().enumerate() {
+            let reports = prosumers.play(slot as u64, ctx, &[]).await.unwrap();
+            for r in &reports {
+                let local = settle_locally(r, &ctx.tariff);
+                assert_eq!(
+                    local.p2p_bought_kwh + local.p2p_sold_kwh,
+                    0.0,
+                    "no P2P without the market"
+                );
+                assert_eq!(local.grid_import_kwh - local.grid_export_kwh, r.net_kwh);
+                traded += r.order.is_some() as usize;
+            }
+            let summary = prosumers.settle(slot as u64, &[]).await.unwrap();
+            assert_eq!((summary.settled, summary.local), (12, 12));
+        }
+    });
+    assert!(traded > 0, "the rule-based policy trades some slots");
+}
+
+#[test]
+fn settle_for_another_slot_is_ignored_and_a_new_slot_settles_the_old_one() {
+    let (ds, specs) = small_community(3, 2);
+    let ctxs = contexts(&ds, 3);
+    let weights = Arc::new(RewardWeights::default());
+    let prosumers = spawn(&specs, &ds, &PolicySource::GridOnly, &weights, 5);
+    assert_eq!(prosumers.threads(), 3, "never more threads than actors");
+    block_on(async {
+        prosumers.play(0, &ctxs[0], &[]).await.unwrap();
+        assert_eq!(prosumers.settle(7, &[]).await.unwrap().settled, 0);
+        prosumers.play(1, &ctxs[1], &[]).await.unwrap();
+        let r = prosumers.returns().await.unwrap();
+        assert!(r.iter().all(|r| r.slots_settled == 1 && r.local_settlements == 1), "{r:?}");
+        assert_eq!(prosumers.settle(1, &[]).await.unwrap().settled, 3);
+    });
+    drop(prosumers);
+}
+
+#[test]
+fn a_panicking_actor_restarts_from_its_last_good_state_and_the_others_play_on() {
+    let (ds, specs) = small_community(12, 3);
+    let ctxs = contexts(&ds, 6);
+    let weights = Arc::new(RewardWeights::default());
+    let mut registry = peergrid_runtime::Metrics::new();
+    let metrics = crate::metrics::AgentMetrics::register(&mut registry);
+    let prosumers = Prosumers::spawn(
+        &specs,
+        &ds,
+        &PolicySource::RuleBased,
+        &weights,
+        2,
+        metrics.actor_restarts.clone(),
+    )
+    .unwrap();
+    let mut direct = Direct {
+        households: specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect(),
+        policy: RuleBased,
+    };
+    // In the second shard, so the panic is not on the first arbiter's thread.
+    let (victim, lost_slot) = (specs[8].id, 3u64);
+    block_on(async {
+        let mut last_good = None;
+        for (slot, ctx) in ctxs.iter().enumerate() {
+            let slot = slot as u64;
+            if slot == lost_slot {
+                last_good = Some(prosumers.snapshot().await.unwrap()[8]);
+                prosumers.inject_panic(victim).await.unwrap();
+            }
+            let reports = prosumers.play(slot, ctx, &[]).await.unwrap();
+            let want: Vec<HouseholdReport> =
+                direct.play(&ds, ctx, &[]).into_iter().map(|w| w.0).collect();
+            let others = |r: &[HouseholdReport]| -> Vec<HouseholdReport> {
+                r.iter().filter(|r| r.prosumer_id != victim).copied().collect()
+            };
+            assert_eq!(others(&reports), others(&want), "slot {slot}: the others are unaffected");
+            let victim_reported = reports.iter().any(|r| r.prosumer_id == victim);
+            assert_eq!(victim_reported, slot != lost_slot, "slot {slot}");
+            let summary = prosumers.settle(slot, &[]).await.unwrap();
+            assert_eq!(summary.settled, 12 - (slot == lost_slot) as usize, "slot {slot}");
+            if slot == lost_slot {
+                // The settle went through the victim's mailbox after its restart.
+                assert_eq!(metrics.actor_restarts.get(), 1);
+                let now = prosumers.snapshot().await.unwrap()[8];
+                assert_eq!(Some(now), last_good, "back at the state before the lost slot");
+            }
+        }
+    });
+    let returns = block_on(prosumers.returns());
+    let returns = returns.unwrap();
+    assert_eq!(returns.len(), 12);
+    for r in &returns {
+        let lost = (r.prosumer_id == victim) as u64;
+        assert_eq!(r.slots_settled, 6 - lost, "prosumer {}", r.prosumer_id);
+    }
+    assert_eq!(metrics.actor_restarts.get(), 1, "one restart");
+    let text = registry.encode();
+    assert!(text.contains("peergrid_agent_actor_restarts_total 1"), "{text}");
+}
