@@ -251,7 +251,7 @@ fn a_study_runs_every_seed_and_summarises_each_kpi_with_an_interval() {
         "--quiet",
     ];
     let done = peergrid(&args);
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(done.status.success(), "{}: {}", done.status, String::from_utf8_lossy(&done.stderr));
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(stdout.contains("# peergrid study: 2 seeds") && stdout.contains(" ± "), "{stdout}");
     for file in ["study.md", "study.json", "study.csv", "seed-7/kpis.json", "seed-8/report.md"] {
@@ -477,6 +477,11 @@ fn run_rejects_bad_flags_and_config() {
     exit_2_naming(&["run", "--nodes", "0"], &["--nodes", "1..=24"]);
     exit_2_naming(&["run", "--validate-every", "1000001"], &["--validate-every", "≤ 1000000"]);
     exit_2_naming(&["run", "--seeds", "0"], &["--seeds", "1..=100"]);
+    // A study refuses bad input once, before any seed runs or anything is written.
+    let study = out_dir("refused-study");
+    let s = study.display().to_string();
+    exit_2_naming(&["run", "--seeds", "3", "--nodes", "0", "--out", &s], &["--nodes"]);
+    assert!(!study.exists(), "{} was created", study.display());
     exit_2_naming(&["run", "--ppo", "/nonexistent/ppo.json"], &["--ppo /nonexistent/ppo.json"]);
     let ppo_typo = scratch_file("ppo-typo.json", r#"{"learning_rte": 0.001}"#);
     exit_2_naming(&["run", "--ppo", &ppo_typo], &["--ppo", "learning_rte"]);

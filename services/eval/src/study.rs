@@ -14,9 +14,9 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use peergrid_core::kpi::Kpis;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::compare::{Evaluation, LEARNED, OPTIMUM, RULE_BASED};
+use crate::compare::{LEARNED, OPTIMUM, RULE_BASED};
 use crate::error::EvalError;
 use crate::report::table::{render, KPI_COLUMNS};
 
@@ -89,10 +89,25 @@ pub struct SeedRun {
 }
 
 impl SeedRun {
-    /// The rows of `evaluation`.
-    pub fn new(seed: u64, report: &Path, evaluation: &Evaluation) -> SeedRun {
-        let rows = evaluation.rows.iter().map(|r| (r.policy.clone(), r.kpis.clone())).collect();
-        SeedRun { seed, report: report.to_path_buf(), rows }
+    /// The rows of the `kpis.json` a run wrote into `report`.
+    pub fn from_report(seed: u64, report: &Path) -> Result<SeedRun, EvalError> {
+        let path = report.join("kpis.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| EvalError::io(&path, e))?;
+        let bad = |why: String| EvalError::invalid(path.display().to_string(), why);
+        let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let rows = doc["policies"]
+            .as_array()
+            .ok_or_else(|| bad("has no `policies` list".into()))?
+            .iter()
+            .map(|row| {
+                let policy =
+                    row["policy"].as_str().ok_or_else(|| bad("a policy without a name".into()))?;
+                let kpis =
+                    Kpis::deserialize(&row["kpis"]).map_err(|e| bad(format!("{policy}: {e}")))?;
+                Ok((policy.to_owned(), kpis))
+            })
+            .collect::<Result<_, EvalError>>()?;
+        Ok(SeedRun { seed, report: report.to_path_buf(), rows })
     }
 
     fn kpis(&self, policy: &str) -> Option<&Kpis> {

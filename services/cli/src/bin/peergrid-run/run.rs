@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use peergrid_core::policy::MlpPolicy;
 
@@ -20,7 +20,7 @@ use peergrid_core::data::split::SplitPart;
 use peergrid_eval::compare::RULE_BASED;
 use peergrid_eval::days::{days_of_part, DaySelection};
 use peergrid_eval::study::{SeedRun, Study};
-use peergrid_eval::{EvalScenario, Evaluation};
+use peergrid_eval::EvalScenario;
 
 use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
 use peergrid_cli::InputError;
@@ -51,28 +51,46 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         );
     }
     if args.seeds == 1 {
-        return run_one(&args).map(|_| ());
+        return run_one(&args);
     }
     study(args)
 }
 
 /// `--seeds N`: one run per seed into `OUT/seed-<seed>/`, then the summary.
+/// Each seed is a process of its own (this binary, with the same flags but
+/// `--seed`, `--out` and `--seeds`), so a seed starts from a clean process
+/// as a single run does, and one crashing cannot take the others' results.
 fn study(args: RunArgs) -> Result<()> {
     let dir = match &args.scenario.out {
         Some(dir) => dir.clone(),
         None => peergrid_cli::evaluate::fresh_run_dir(std::path::Path::new("runs"))?,
     };
+    // Bad input is refused here, once, before anything is written.
+    let setup = Setup::load("peergrid run", &args.scenario, eval_days(&args)?)?;
+    if args.train.updates > 0 {
+        args.train.validate(setup.info.community.n_prosumers)?;
+        args.train.ppo_config(args.scenario.seed)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let exe = std::env::current_exe().context("locating peergrid-run for the seeds")?;
+    let shared = flags_without(std::env::args_os().skip(1), &["--seeds", "--seed", "--out"]);
     let first = args.scenario.seed;
     let mut runs = Vec::new();
     for seed in first..first + u64::from(args.seeds) {
-        let mut one = args.clone();
-        one.scenario.seed = seed;
-        one.scenario.out = Some(dir.join(format!("seed-{seed}")));
-        // Only the summary goes to stdout.
-        one.scenario.json = false;
+        let out = dir.join(format!("seed-{seed}"));
         eprintln!("== seed {seed} ({} of {})", seed - first + 1, args.seeds);
-        let (evaluation, out) = run_one(&one)?;
-        runs.push(SeedRun::new(seed, &out, &evaluation));
+        let status = std::process::Command::new(&exe)
+            .args(&shared)
+            .args(["--seed", &seed.to_string(), "--out"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("starting {} for seed {seed}", exe.display()))?;
+        if status.code() == Some(2) {
+            return Err(InputError(format!("seed {seed} refused its input; see above")).into());
+        }
+        anyhow::ensure!(status.success(), "seed {seed} failed ({status}); see its output above");
+        runs.push(SeedRun::from_report(seed, &out)?);
     }
     let command = std::env::args()
         .skip(1)
@@ -90,23 +108,52 @@ fn study(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// One seed: trains (unless `--updates 0`), evaluates, reports; returns the
-/// evaluation and the report directory.
-fn run_one(args: &RunArgs) -> Result<(Evaluation, std::path::PathBuf)> {
-    let days = match (args.eval_weeks, &args.scenario.days) {
-        (0, _) => None,
-        (_, Some(_)) => {
-            return Err(InputError(
-                "--eval-weeks and --days both select held-out days: use one".into(),
-            )
-            .into())
+/// `args` without the flags named in `drop` (as `--flag VALUE` or
+/// `--flag=VALUE`) and without `--json` (a seed's table goes nowhere).
+fn flags_without(
+    args: impl Iterator<Item = std::ffi::OsString>,
+    drop: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
         }
-        (weeks, None) => Some(DaySelection::first(7 * weeks)),
-    };
-    let setup = Setup::load("peergrid run", &args.scenario, days)?;
+        let text = arg.to_string_lossy();
+        if text == "--json" {
+            continue;
+        }
+        if drop.contains(&text.as_ref()) {
+            skip_value = true;
+            continue;
+        }
+        if drop.iter().any(|d| text.starts_with(&format!("{d}="))) {
+            continue;
+        }
+        kept.push(arg);
+    }
+    kept
+}
+
+/// The days `--eval-weeks` selects, if it does.
+fn eval_days(args: &RunArgs) -> Result<Option<DaySelection>> {
+    match (args.eval_weeks, &args.scenario.days) {
+        (0, _) => Ok(None),
+        (_, Some(_)) => {
+            Err(InputError("--eval-weeks and --days both select held-out days: use one".into())
+                .into())
+        }
+        (weeks, None) => Ok(Some(DaySelection::first(7 * weeks))),
+    }
+}
+
+/// One seed: trains (unless `--updates 0`), evaluates, reports.
+fn run_one(args: &RunArgs) -> Result<()> {
+    let setup = Setup::load("peergrid run", &args.scenario, eval_days(args)?)?;
     if args.train.updates == 0 {
-        let evaluation = evaluate_and_report(&setup, None, &[])?;
-        return Ok((evaluation, setup.out));
+        evaluate_and_report(&setup, None, &[])?;
+        return Ok(());
     }
     // Every training input is checked before the report directory exists.
     args.train.validate(setup.info.community.n_prosumers)?;
@@ -146,6 +193,6 @@ fn run_one(args: &RunArgs) -> Result<(Evaluation, std::path::PathBuf)> {
         }
         setup = setup.with_validation(curve);
     }
-    let evaluation = evaluate_and_report(&setup, Some(&mut policy), &trained.curve)?;
-    Ok((evaluation, setup.out))
+    evaluate_and_report(&setup, Some(&mut policy), &trained.curve)?;
+    Ok(())
 }
