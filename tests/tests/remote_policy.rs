@@ -177,3 +177,61 @@ async fn a_slow_policy_holds_the_market_and_a_gone_or_hung_one_falls_back_withou
         "{report:?}"
     );
 }
+
+/// `peergrid eval --policy remote:URL`: the service plays the learned row
+/// of a whole evaluation, one call per slot for every prosumer; a service
+/// that stops answering fails the command (exit 1, the slot named) and no
+/// report is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peergrid_eval_evaluates_a_remote_policy_and_refuses_one_that_fails() {
+    let bin = peergrid_e2e::processes::binary("peergrid").unwrap();
+    let mut policy = StandInPolicy::start(Behaviour::Fixed(CHARGE)).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("peergrid-eval-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let eval = |url: String, out: std::path::PathBuf| {
+        let bin = bin.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .args(["eval", "--policy", &format!("remote:{url}"), "--prosumers", "6"])
+                .args(["--days", "1-2", "--optimum", "off", "--json", "--out"])
+                .arg(&out)
+                .args(["--remote-policy-timeout-ms", "2000"])
+                .env_remove("PEERGRID_AGENT_TOKEN")
+                .output()
+                .unwrap()
+        })
+    };
+    let done = eval(policy.url(), dir.join("ok")).await.unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stderr}");
+    assert!(stderr.contains("48 slots answered"), "{stderr}");
+    let kpis: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(kpis["policies"][2]["policy"], "learned");
+    // Charging whenever possible, never offering P2P: the rule-based row trades.
+    assert_eq!(kpis["policies"][2]["kpis"]["p2p_kwh"], 0.0);
+    assert!(kpis["policies"][1]["kpis"]["p2p_kwh"].as_f64().unwrap() > 0.0);
+    let seen = policy.seen();
+    assert_eq!(seen.len(), 48, "one call per slot");
+    assert!(seen.iter().all(|b| b.node_name == "peergrid-eval" && b.prosumer_ids.len() == 6));
+    assert_eq!(seen.iter().map(|b| b.slot).collect::<Vec<_>>(), (0..48).collect::<Vec<_>>());
+
+    // Gone from the start: the connection fails, exit 1, nothing written.
+    policy.stop();
+    let failed = eval(policy.url(), dir.join("gone")).await.unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("remote policy"), "{stderr}");
+    assert!(!dir.join("gone/kpis.json").exists());
+    // Slow beyond the timeout mid-run: the slot is named, no report.
+    policy.restart().await.unwrap();
+    policy.set(Behaviour::Slow(CHARGE, Duration::from_secs(5)));
+    let slow = eval(policy.url(), dir.join("slow")).await.unwrap();
+    let stderr = String::from_utf8_lossy(&slow.stderr);
+    assert_eq!(slow.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed slot 0") && stderr.contains("no answer within 2000 ms"),
+        "{stderr}"
+    );
+    assert!(!dir.join("slow/kpis.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -290,19 +290,24 @@ pub fn evaluate_and_report(
     learned: Option<&mut dyn Policy>,
     curve: &[LearningPoint],
 ) -> Result<Evaluation> {
-    let (evaluation, files) = peergrid_eval::evaluate_and_report(
-        &setup.scenario,
-        &setup.info,
-        learned,
-        curve,
-        &setup.out,
-    )?;
+    let evaluation =
+        peergrid_eval::compare_policies(&setup.scenario, learned, setup.info.optimum_mode)?;
+    report(setup, &evaluation, curve)?;
+    Ok(evaluation)
+}
+
+/// Writes the report of `evaluation` into `setup.out` and prints the KPI
+/// table (or `kpis.json` with `--json`): the second half of
+/// [`evaluate_and_report`], for a caller that checks the evaluation first.
+pub fn report(setup: &Setup, evaluation: &Evaluation, curve: &[LearningPoint]) -> Result<()> {
+    let files =
+        peergrid_eval::write_report(&setup.out, &setup.info, &setup.scenario, evaluation, curve)?;
     if setup.json {
         print!("{}", std::fs::read_to_string(setup.out.join("kpis.json"))?);
-        return Ok(evaluation);
+        return Ok(());
     }
-    print_summary(setup, &evaluation, &files.dir);
-    Ok(evaluation)
+    print_summary(setup, evaluation, &files.dir);
+    Ok(())
 }
 
 fn print_summary(setup: &Setup, evaluation: &Evaluation, dir: &Path) {

@@ -9,6 +9,7 @@
 
 pub mod evaluate;
 pub mod output;
+pub mod remote_eval;
 
 use std::process::ExitCode;
 

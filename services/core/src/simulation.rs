@@ -287,8 +287,24 @@ impl Simulation {
         let ctx = self.context()?;
         self.cursor += 1;
         self.reports.clear();
-        for h in self.households.iter_mut() {
-            self.reports.push(h.play(&self.ds, &ctx, Conditions::default(), policy));
+        if policy.decides_per_slot() {
+            // Prepare every household (EV events, observation), let the
+            // policy see them all, then act: the same calls as `play`.
+            let prepared: Vec<_> = self
+                .households
+                .iter_mut()
+                .map(|h| h.prepare(&self.ds, &ctx, Conditions::default()))
+                .collect();
+            let observations: Vec<_> =
+                self.households.iter().zip(&prepared).map(|(h, p)| (h.spec.id, p.obs)).collect();
+            policy.begin_slot(self.cursor as u64 - 1, &observations);
+            for (h, p) in self.households.iter_mut().zip(&prepared) {
+                self.reports.push(h.act(p, &ctx, policy));
+            }
+        } else {
+            for h in self.households.iter_mut() {
+                self.reports.push(h.play(&self.ds, &ctx, Conditions::default(), policy));
+            }
         }
         let feeder = self.engine.clear_and_settle(&self.reports, &ctx.tariff, ctx.hours);
         let record = self.record(&ctx);
@@ -336,9 +352,13 @@ impl Simulation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{ActorCritic, GridOnly, MlpPolicy, MlpSpec, ObsNormaliser, RuleBased};
+    use crate::observation::Observation;
+    use crate::policy::{
+        Action, ActorCritic, GridOnly, MlpPolicy, MlpSpec, ObsNormaliser, RuleBased,
+    };
     use crate::prosumer::tests::tiny_dataset;
     use crate::prosumer::{generate_community, CommunityConfig};
+    use crate::units::ProsumerId;
     use proptest::prelude::*;
 
     fn sim(n: usize, seed: u64, cfg: SimConfig) -> Simulation {
@@ -384,6 +404,47 @@ mod tests {
         );
         assert!(rule.self_sufficiency_pct > grid_only.self_sufficiency_pct);
         assert_eq!(rule.slots, 48);
+    }
+
+    /// A policy that decides per slot: it sees every observation first,
+    /// then answers with what the wrapped policy would have.
+    struct PerSlot<P> {
+        inner: P,
+        seen: Vec<(u64, Vec<ProsumerId>)>,
+    }
+
+    impl<P: Policy> Policy for PerSlot<P> {
+        fn name(&self) -> &str {
+            "per-slot"
+        }
+        fn act(&mut self, prosumer: ProsumerId, obs: &Observation) -> Action {
+            self.inner.act(prosumer, obs)
+        }
+        fn decides_per_slot(&self) -> bool {
+            true
+        }
+        fn begin_slot(&mut self, slot: u64, observations: &[(ProsumerId, Observation)]) {
+            self.seen.push((slot, observations.iter().map(|(id, _)| *id).collect()));
+        }
+    }
+
+    #[test]
+    fn a_policy_that_decides_per_slot_sees_every_observation_first_and_plays_the_same() {
+        let mut a = sim(12, 3, SimConfig::default());
+        let direct = a.run(&mut RuleBased);
+        let mut b = sim(12, 3, SimConfig::default());
+        let mut per_slot = PerSlot { inner: RuleBased, seen: Vec::new() };
+        let batched = b.run(&mut per_slot);
+        assert_eq!(direct, batched, "preparing all before acting changes nothing");
+        assert_eq!(a.records(), b.records());
+        let n = per_slot.seen.len();
+        assert_eq!(n, a.records().len());
+        let ids: Vec<u32> = (0..12).collect();
+        assert!(per_slot
+            .seen
+            .iter()
+            .enumerate()
+            .all(|(i, (slot, seen))| *slot == i as u64 && *seen == ids));
     }
 
     #[test]

@@ -63,4 +63,14 @@ pub trait Policy {
     fn name(&self) -> &str;
     /// The raw action of `prosumer` for `obs` (the safety filter makes it feasible).
     fn act(&mut self, prosumer: ProsumerId, obs: &Observation) -> Action;
+    /// Whether the policy decides a whole slot at once: then the simulator
+    /// first hands it every prosumer's observation ([`begin_slot`](Self::begin_slot)),
+    /// then asks [`act`](Self::act) for each. False by default.
+    fn decides_per_slot(&self) -> bool {
+        false
+    }
+    /// Every prosumer's observation of slot `slot` (the simulation's step
+    /// number), in id order, before `act` is asked for each; only called
+    /// when [`decides_per_slot`](Self::decides_per_slot).
+    fn begin_slot(&mut self, _slot: u64, _observations: &[(ProsumerId, Observation)]) {}
 }
