@@ -16,6 +16,7 @@ impl MarketService for Market {
     ) -> Result<Response<market::RegisterResponse>, Status> {
         let edge = &self.0;
         edge.auth(authorize(request.metadata(), Role::Agent, &edge.tokens))?;
+        edge.refuse_while_stopping()?;
         let r = request.into_inner();
         let request = OwnedRegister {
             name: r.node_name,
@@ -58,6 +59,7 @@ impl MarketService for Market {
             )));
         };
         let prosumers = prosumers_from_wire(&join.prosumers).map_err(|e| edge.fail(e))?;
+        edge.refuse_while_stopping()?;
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
         let key = edge
             .clock

@@ -107,6 +107,18 @@ impl From<MarketError> for WireError {
 }
 
 impl Edge {
+    /// A market that is stopping takes no new node: a node that joined now
+    /// would hold a session with a process about to exit (and, learning,
+    /// could wait for its trainer on it while the next market waits for
+    /// its prosumers). UNAVAILABLE: it reconnects, to the restarted market.
+    pub(super) fn refuse_while_stopping(&self) -> Result<(), Status> {
+        if self.shutdown.is_shutdown() {
+            let reason = "market-node shutting down; reconnect and resume".to_owned();
+            return Err(self.fail(WireError::Unavailable { reason }));
+        }
+        Ok(())
+    }
+
     fn fail(&self, e: impl Into<WireError>) -> Status {
         let e = e.into();
         self.metrics.reject(e.code());
