@@ -254,11 +254,12 @@ impl TestCluster {
         self.stop().await
     }
 
-    /// Stops every agent-node and the market (as SIGTERM would); returns
-    /// the market's last status and the agents' reports.
+    /// Stops every agent-node (as SIGTERM would: each finishes its open
+    /// slot against the live market), then the market; returns the market's
+    /// last status and the agents' reports.
     pub async fn stop(self) -> Result<(market::StatusResponse, Vec<AgentReport>)> {
         let status = self.status().await?;
-        let report = self.cluster.shutdown().await?;
+        let report = self.cluster.drain().await?;
         Ok((status, report.agents))
     }
 }

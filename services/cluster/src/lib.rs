@@ -16,7 +16,8 @@
 //! [`Cluster::shutdown`] stops the agent-nodes and the market together (a
 //! node finishes its open slot or stops waiting for a policy version; the
 //! market waits at most its drain grace for missing reports, then closes
-//! the sessions), then the trainer, which writes its final checkpoint.
+//! the sessions), then the trainer, which writes its final checkpoint;
+//! [`Cluster::drain`] stops the agent-nodes first, against a live market.
 //!
 //! ```no_run
 //! # async fn demo(ds: std::sync::Arc<peergrid_core::data::Dataset>) -> anyhow::Result<()> {
@@ -397,20 +398,37 @@ impl Cluster {
     }
 
     /// Stops every agent-node and the market together, then the trainer;
-    /// returns the agent-nodes' reports. The first failure is returned
-    /// after everything has stopped.
-    pub async fn shutdown(mut self) -> Result<ClusterReport> {
+    /// returns the agent-nodes' reports. A node finishes its open slot or
+    /// stops waiting for a policy version, the market waits at most its
+    /// drain grace for missing reports: quick, and what a stopping system
+    /// does. The first failure is returned after everything has stopped.
+    pub async fn shutdown(self) -> Result<ClusterReport> {
+        self.stop_all(false).await
+    }
+
+    /// Stops every agent-node first — each finishes its open slot against a
+    /// live market, so every slot a node played was cleared — then the
+    /// market, then the trainer. Slower than [`shutdown`](Self::shutdown)
+    /// when a node waits for something; what a test that counts every
+    /// report wants.
+    pub async fn drain(self) -> Result<ClusterReport> {
+        self.stop_all(true).await
+    }
+
+    async fn stop_all(mut self, agents_first: bool) -> Result<ClusterReport> {
         for agent in self.agents.iter().flatten() {
             agent.trigger();
         }
-        self.market_stop.trigger();
         let mut first_error = None;
-        if let Some(market) = self.market.take() {
-            if let Err(e) = market.join().await {
-                first_error.get_or_insert(e.context("market-node"));
+        let mut agents = Vec::new();
+        if !agents_first {
+            self.market_stop.trigger();
+            if let Some(market) = self.market.take() {
+                if let Err(e) = market.join().await {
+                    first_error.get_or_insert(e.context("market-node"));
+                }
             }
         }
-        let mut agents = Vec::new();
         for (i, agent) in self.agents.drain(..).enumerate() {
             let Some(agent) = agent else { continue };
             match agent.join().await {
@@ -418,6 +436,12 @@ impl Cluster {
                 Err(e) => {
                     first_error.get_or_insert(e.context(format!("agent-node {i}")));
                 }
+            }
+        }
+        self.market_stop.trigger();
+        if let Some(market) = self.market.take() {
+            if let Err(e) = market.join().await {
+                first_error.get_or_insert(e.context("market-node"));
             }
         }
         if let Some((trainer, stop)) = self.trainer.take() {

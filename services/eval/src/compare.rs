@@ -206,4 +206,12 @@ impl Policy for Renamed<'_> {
     fn act(&mut self, prosumer: ProsumerId, obs: &Observation) -> Action {
         self.inner.act(prosumer, obs)
     }
+
+    fn decides_per_slot(&self) -> bool {
+        self.inner.decides_per_slot()
+    }
+
+    fn begin_slot(&mut self, slot: u64, observations: &[(ProsumerId, Observation)]) {
+        self.inner.begin_slot(slot, observations)
+    }
 }
