@@ -13,6 +13,7 @@ use peergrid_core::tariff::{GridConfig, TariffConfig};
 
 use super::day::RepresentativeDay;
 use super::files::community_summary;
+use super::mpc_text::write_mpc;
 use super::plots::Plot;
 use super::table::kpi_table;
 use super::{LearningPoint, RunInfo};
@@ -180,7 +181,7 @@ fn write_kpis(md: &mut String, info: &RunInfo, evaluation: &Evaluation) -> std::
         (None, Some(why)) => writeln!(md, "Optimum: {why}.\n")?,
         (None, None) => {}
     }
-    Ok(())
+    write_mpc(md, evaluation)
 }
 
 fn tariff_text(t: &TariffConfig) -> String {
