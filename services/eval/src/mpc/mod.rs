@@ -39,7 +39,7 @@ use crate::optimum::input::max_degradation_per_kwh;
 use crate::optimum::model;
 
 use policy::MpcPolicy;
-use window::{window_input, Forecasts};
+use window::{peak_so_far_kw, window_input, Forecasts};
 
 /// The name of the MPC row.
 pub const MPC: &str = "mpc";
@@ -155,8 +155,16 @@ pub fn run_mpc(
         }
         #[allow(clippy::disallowed_methods)]
         let solving = Instant::now();
-        let input =
-            window_input(ds, cfg, &households, ctx.data_slot, &mut forecasts, max_degradation);
+        let peak = peak_so_far_kw(ds, cfg, sim.records(), ctx.data_slot);
+        let input = window_input(
+            ds,
+            cfg,
+            &households,
+            ctx.data_slot,
+            &mut forecasts,
+            max_degradation,
+            peak,
+        );
         match model::build(input).solve() {
             Ok(plan) => {
                 report.mean_variables += plan.summary.variables as f64;

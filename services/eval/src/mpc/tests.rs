@@ -48,6 +48,19 @@ fn mpc_lies_between_the_optimum_and_rule_based_and_is_deterministic() {
 }
 
 #[test]
+fn with_a_demand_charge_mpc_lowers_its_peak_and_is_never_below_the_optimum() {
+    let mut s = scenario(3);
+    let plain = run_mpc(&s, &ForecastConfig::default(), None).unwrap();
+    s.sim.tariff.demand_charge_per_kw = 2.0;
+    let run = run_mpc(&s, &ForecastConfig::default(), None).unwrap();
+    let optimum = solve_optimum(&s.ds, &s.prosumers, &s.sim, &s.slots()).unwrap();
+    let k = &run.row.kpis;
+    assert!(k.demand_charge > 0.0 && k.community_cost >= optimum.summary.lower_bound_cost - 1e-6);
+    assert!(k.peak_import_kw <= plain.row.kpis.peak_import_kw + 1e-6, "{k:?}");
+    assert_eq!(run.report.fallback_slots, 0);
+}
+
+#[test]
 fn a_window_never_reads_load_or_pv_after_its_slot() {
     let s = scenario(5);
     let mut prosumers = s.prosumers.clone();
@@ -71,7 +84,7 @@ fn a_window_never_reads_load_or_pv_after_its_slot() {
         }
         let cfg = ForecastConfig::default();
         let mut f = Forecasts::new(SeriesShape::of(ds, &cfg), cfg.horizon_slots(ds), 8);
-        window_input(ds, &s.sim, &households, t, &mut f, 0.0)
+        window_input(ds, &s.sim, &households, t, &mut f, 0.0, 0.0)
     };
     let (a, b) = (input_on(&s.ds), input_on(&later));
     assert_eq!(a.schedule, (t..t + 25).collect::<Vec<_>>());

@@ -11,7 +11,9 @@
 //!   only — never the data of those slots;
 //! - prices: the tariff schedule, which is known in advance;
 //! - batteries: the energy each holds now (after this slot's EV events) and
-//!   the EV plug-in windows (a routine, so known).
+//!   the EV plug-in windows (a routine, so known);
+//! - a demand charge, if the tariff has one: the peak net import the
+//!   current period has already reached (only a higher peak costs more).
 //!
 //! The held-out days are played back to back, so the slot after a held-out
 //! week's last is another week's first; the window still continues in
@@ -21,9 +23,9 @@
 use peergrid_core::data::Dataset;
 use peergrid_core::forecast::{HouseholdForecast, SeriesShape};
 use peergrid_core::household::Household;
-use peergrid_core::simulation::{slot_hour, SimConfig};
+use peergrid_core::simulation::{demand_period, slot_hour, SimConfig, SlotRecord};
 
-use crate::optimum::input::{BatteryInput, HouseholdInput, LpInput};
+use crate::optimum::input::{BatteryInput, DemandInput, HouseholdInput, LpInput};
 
 /// The forecaster's state for every household: its shape and a reusable
 /// buffer per household.
@@ -52,6 +54,7 @@ pub(super) fn window_input(
     t: usize,
     forecasts: &mut Forecasts,
     max_degradation_per_kwh: f64,
+    peak_so_far_kw: f64,
 ) -> LpInput {
     let len = (forecasts.horizon_slots + 1).min(ds.n_slots() - t);
     let schedule: Vec<usize> = (t..t + len).collect();
@@ -81,6 +84,7 @@ pub(super) fn window_input(
         })
         .collect();
     LpInput {
+        demand: DemandInput::of(ds, cfg, &schedule, peak_so_far_kw),
         prices: schedule
             .iter()
             .map(|&s| {
@@ -95,4 +99,25 @@ pub(super) fn window_input(
         max_degradation_per_kwh,
         grid: cfg.grid.clone(),
     }
+}
+
+/// The community's peak net import so far in the demand-charge period of
+/// dataset slot `t`, kW, from the records of the slots played (0 when the
+/// period starts now or there is no demand charge).
+pub(super) fn peak_so_far_kw(
+    ds: &Dataset,
+    cfg: &SimConfig,
+    records: &[SlotRecord],
+    t: usize,
+) -> f64 {
+    if cfg.tariff.demand_charge_per_kw <= 0.0 {
+        return 0.0;
+    }
+    let period = demand_period(ds, cfg, t);
+    records
+        .iter()
+        .rev()
+        .take_while(|r| demand_period(ds, cfg, r.data_slot) == period)
+        .map(|r| (r.grid_import_kwh - r.grid_export_kwh) / ds.slot_hours())
+        .fold(0.0, f64::max)
 }

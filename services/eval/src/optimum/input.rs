@@ -10,7 +10,7 @@
 use peergrid_core::battery::BatterySpec;
 use peergrid_core::data::Dataset;
 use peergrid_core::prosumer::{EvSpec, ProsumerSpec};
-use peergrid_core::simulation::{slot_hour, SimConfig};
+use peergrid_core::simulation::{demand_period, slot_hour, SimConfig};
 use peergrid_core::tariff::GridConfig;
 
 /// What the LP is built from: the horizon's prices and each household's
@@ -31,6 +31,35 @@ pub(crate) struct LpInput {
     /// The dearest battery wear of the community, per kWh (prices the EV slack).
     pub(crate) max_degradation_per_kwh: f64,
     pub(crate) grid: GridConfig,
+    /// The tariff's demand charge, if it has one.
+    pub(crate) demand: Option<DemandInput>,
+}
+
+/// A demand charge over the horizon.
+pub(crate) struct DemandInput {
+    pub(crate) per_kw: f64,
+    /// The demand-charge period of each slot.
+    pub(crate) periods: Vec<u64>,
+    /// The net import peak the first slot's period reached before the
+    /// horizon, kW (0 for the optimum, which starts with the schedule).
+    pub(crate) peak_so_far_kw: f64,
+}
+
+impl DemandInput {
+    /// The demand charge of `cfg`'s tariff over `schedule`, or `None`.
+    pub(crate) fn of(
+        ds: &Dataset,
+        cfg: &SimConfig,
+        schedule: &[usize],
+        peak_so_far_kw: f64,
+    ) -> Option<DemandInput> {
+        let per_kw = cfg.tariff.demand_charge_per_kw;
+        (per_kw > 0.0).then(|| DemandInput {
+            per_kw,
+            periods: schedule.iter().map(|&t| demand_period(ds, cfg, t)).collect(),
+            peak_so_far_kw,
+        })
+    }
 }
 
 /// One household's part of an [`LpInput`].
@@ -92,6 +121,7 @@ impl LpInput {
             households,
             max_degradation_per_kwh: max_degradation_per_kwh(prosumers),
             grid: cfg.grid.clone(),
+            demand: DemandInput::of(ds, cfg, schedule, 0.0),
         }
     }
 }

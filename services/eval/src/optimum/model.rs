@@ -48,7 +48,7 @@
 
 use good_lp::{clarabel, variable, Expression, ProblemVariables, Solution, SolverModel, Variable};
 
-use super::input::{BatteryInput, LpInput};
+use super::input::{BatteryInput, DemandInput, LpInput};
 use super::{HouseholdPlan, LpSummary, OptimumPlan};
 use crate::error::EvalError;
 
@@ -66,6 +66,17 @@ pub(crate) struct Lp {
     hours: f64,
     loss: f64,
     overload_penalty: f64,
+    demand: Option<DemandVars>,
+}
+
+/// The demand charge's part of the LP: one peak variable per period of the
+/// horizon, `peak ≥ net import / h` for each of its slots (and ≥ the peak
+/// the first period already reached before the horizon).
+struct DemandVars {
+    per_kw: f64,
+    /// Period of each slot.
+    periods: Vec<u64>,
+    peak_so_far_kw: f64,
 }
 
 /// One household's part of the LP.
@@ -140,6 +151,7 @@ pub(crate) fn build(input: LpInput) -> Lp {
         households,
         max_degradation_per_kwh: max_degradation,
         grid,
+        demand,
     } = input;
     let mut slots: Vec<SlotVars> = prices
         .iter()
@@ -156,6 +168,7 @@ pub(crate) fn build(input: LpInput) -> Lp {
         hours,
         loss: grid.p2p_loss_fraction,
         overload_penalty: grid.overload_penalty_per_kwh,
+        demand: None,
     };
     // A kWh of EV shortfall must cost more than buying it at the dearest
     // price through a lossy battery, so the slack is used only when needed.
@@ -177,6 +190,14 @@ pub(crate) fn build(input: LpInput) -> Lp {
     }
     for slot in &mut slots {
         lp.add_community_slot(slot, grid.feeder_import_limit_kw, grid.feeder_export_limit_kw);
+    }
+    if let Some(d) = demand.filter(|d| d.per_kw > 0.0) {
+        lp.add_demand_charge(&slots, &d);
+        lp.demand = Some(DemandVars {
+            per_kw: d.per_kw,
+            periods: d.periods,
+            peak_so_far_kw: d.peak_so_far_kw,
+        });
     }
     lp.slots = slots;
     lp
@@ -297,6 +318,30 @@ impl Lp {
         slot.p2p = Some(p2p);
     }
 
+    /// One peak variable per run of slots of the same period, above each of
+    /// their net imports (kW) and, for the first, above the peak so far;
+    /// `per_kw ×` the peak is in the objective.
+    fn add_demand_charge(&mut self, slots: &[SlotVars], d: &DemandInput) {
+        let mut peak: Option<(u64, Variable)> = None;
+        for (k, slot) in slots.iter().enumerate() {
+            let period = d.periods[k];
+            let var = match peak {
+                Some((p, v)) if p == period => v,
+                _ => {
+                    let floor = if k == 0 { d.peak_so_far_kw.max(0.0) } else { 0.0 };
+                    let v = self.vars.add(variable().min(floor));
+                    self.objective.add_mul(d.per_kw, v);
+                    peak = Some((period, v));
+                    v
+                }
+            };
+            let net_import = sum(slot.fixed_deficit, &slot.deficits)
+                - sum(slot.fixed_surplus, &slot.surpluses)
+                + self.loss * slot.p2p.expect("p2p is added with the slot");
+            self.constraints.push((self.hours * var).geq(net_import));
+        }
+    }
+
     /// Solves the LP and reads the plan out of the solution.
     pub(crate) fn solve(self) -> Result<OptimumPlan, EvalError> {
         let Lp {
@@ -306,9 +351,10 @@ impl Lp {
             households,
             slots,
             schedule,
-            hours: _,
+            hours,
             loss,
             overload_penalty,
+            demand,
         } = self;
         let (n_variables, n_constraints) = (vars.len(), constraints.len());
         let solution = vars
@@ -333,6 +379,7 @@ impl Lp {
             households.iter().map(|h| read_household(h, &value)).collect();
         let mut cost = 0.0;
         let mut p2p_kwh = Vec::with_capacity(slots.len());
+        let mut net_import_kw = Vec::with_capacity(slots.len());
         for (k, s) in slots.iter().enumerate() {
             let deficit: f64 = household_plans.iter().map(|h| h.deficit_kwh[k]).sum();
             let surplus: f64 = household_plans.iter().map(|h| h.surplus_kwh[k]).sum();
@@ -344,6 +391,10 @@ impl Lp {
             cost += s.retail * (deficit - (1.0 - loss) * p2p) - s.feed_in * (surplus - p2p);
             cost += overload_penalty * s.overloads.iter().map(|v| value(*v)).sum::<f64>();
             p2p_kwh.push(p2p);
+            net_import_kw.push((deficit - surplus + loss * p2p) / hours);
+        }
+        if let Some(d) = &demand {
+            cost += demand_cost(d, &net_import_kw);
         }
         for (h, plan) in households.iter().zip(&household_plans) {
             if let Some(b) = &h.battery {
@@ -366,6 +417,25 @@ impl Lp {
         };
         Ok(OptimumPlan { slots: schedule, households: household_plans, p2p_kwh, summary })
     }
+}
+
+/// The demand charge of a plan whose community net import is
+/// `net_import_kw` per slot: each period's peak (the first's above the peak
+/// already reached) × the charge, as the KPIs count it.
+fn demand_cost(d: &DemandVars, net_import_kw: &[f64]) -> f64 {
+    let mut cost = 0.0;
+    let mut k = 0;
+    while k < net_import_kw.len() {
+        let period = d.periods[k];
+        let floor = if k == 0 { d.peak_so_far_kw.max(0.0) } else { 0.0 };
+        let mut peak = floor;
+        while k < net_import_kw.len() && d.periods[k] == period {
+            peak = peak.max(net_import_kw[k]);
+            k += 1;
+        }
+        cost += d.per_kw * (peak - floor);
+    }
+    cost
 }
 
 /// A household's schedule from the solution.

@@ -141,13 +141,21 @@ pub(super) fn kpis_json(
     Ok(text)
 }
 
+/// `demand_charge`: a column of `kpis.csv` only when some row pays one (so
+/// a tariff without one writes the file it always did).
+const DEMAND_CHARGE_FIELD: KpiField = ("demand_charge", |k| k.demand_charge);
+
 pub(super) fn kpis_csv(evaluation: &Evaluation) -> Result<String, EvalError> {
     let csv_error = |e: csv::Error| EvalError::invalid("kpis.csv", e.to_string());
+    let mut fields = KPI_FIELDS.to_vec();
+    if evaluation.rows.iter().any(|r| r.kpis.demand_charge != 0.0) {
+        fields.push(DEMAND_CHARGE_FIELD);
+    }
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(std::iter::once("policy").chain(KPI_FIELDS.iter().map(|(name, _)| *name)))
+    w.write_record(std::iter::once("policy").chain(fields.iter().map(|(name, _)| *name)))
         .map_err(csv_error)?;
     for r in &evaluation.rows {
-        let values = KPI_FIELDS.iter().map(|(_, get)| get(&r.kpis).to_string());
+        let values = fields.iter().map(|(_, get)| get(&r.kpis).to_string());
         w.write_record(std::iter::once(r.policy.clone()).chain(values)).map_err(csv_error)?;
     }
     let bytes = w.into_inner().map_err(|e| EvalError::invalid("kpis.csv", e.to_string()))?;
