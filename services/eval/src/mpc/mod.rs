@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use peergrid_core::evaluation::PolicyResult;
 use peergrid_core::forecast::{ForecastConfig, SeriesShape};
+use peergrid_core::observation::SlotContext;
 use peergrid_core::policy::GridOnly;
 use peergrid_core::simulation::Simulation;
 use serde::Serialize;
@@ -133,56 +134,12 @@ pub fn run_mpc(
     let mut sim = Simulation::new(ds.clone(), prosumers.clone(), cfg.clone(), slots)?
         .with_slot_records()
         .with_baseline_costs(baseline)?;
-    let horizon = forecast.horizon_slots(ds);
-    let mut forecasts = Forecasts::new(SeriesShape::of(ds, forecast), horizon, prosumers.len());
-    let mut policy = MpcPolicy::new(prosumers.len());
-    let max_degradation = max_degradation_per_kwh(prosumers);
-    let mut report = MpcReport {
-        forecast: *forecast,
-        window_slots: horizon + 1,
-        solves: 0,
-        fallback_slots: 0,
-        mean_variables: 0.0,
-        mean_constraints: 0.0,
-        mean_iterations: 0.0,
-    };
-    let (mut solve_total, mut solve_max) = (Duration::ZERO, Duration::ZERO);
+    let mut controller = Controller::new(scenario, forecast);
     while let Some(ctx) = sim.context() {
-        // The households as they will act: this slot's EV events applied.
-        let mut households = sim.households().to_vec();
-        for h in &mut households {
-            h.begin_slot(&ctx);
-        }
-        #[allow(clippy::disallowed_methods)]
-        let solving = Instant::now();
-        let peak = peak_so_far_kw(ds, cfg, sim.records(), ctx.data_slot);
-        let input = window_input(
-            ds,
-            cfg,
-            &households,
-            ctx.data_slot,
-            &mut forecasts,
-            max_degradation,
-            peak,
-        );
-        match model::build(input).solve() {
-            Ok(plan) => {
-                report.mean_variables += plan.summary.variables as f64;
-                report.mean_constraints += plan.summary.constraints as f64;
-                report.mean_iterations += plan.summary.solver_iterations as f64;
-                policy.follow(&plan);
-            }
-            Err(_) => {
-                report.fallback_slots += 1;
-                policy.fall_back();
-            }
-        }
-        let took = solving.elapsed();
-        solve_total += took;
-        solve_max = solve_max.max(took);
-        report.solves += 1;
-        sim.step(&mut policy);
+        controller.plan(&sim, &ctx);
+        sim.step(&mut controller.policy);
     }
+    let Controller { mut report, solve_total, solve_max, .. } = controller;
     let solved = (report.solves - report.fallback_slots).max(1) as f64;
     report.mean_variables /= solved;
     report.mean_constraints /= solved;
@@ -194,4 +151,81 @@ pub fn run_mpc(
         elapsed: started.elapsed(),
     };
     Ok(MpcRun { row, report, solve_total, solve_max })
+}
+
+/// The controller between slots: its forecaster, the decision it plays and
+/// what it has counted so far.
+struct Controller<'a> {
+    scenario: &'a EvalScenario,
+    forecasts: Forecasts,
+    policy: MpcPolicy,
+    max_degradation: f64,
+    report: MpcReport,
+    solve_total: Duration,
+    solve_max: Duration,
+}
+
+impl<'a> Controller<'a> {
+    fn new(scenario: &'a EvalScenario, forecast: &ForecastConfig) -> Controller<'a> {
+        let (ds, prosumers) = (&scenario.ds, &scenario.prosumers);
+        let horizon = forecast.horizon_slots(ds);
+        Controller {
+            scenario,
+            forecasts: Forecasts::new(SeriesShape::of(ds, forecast), horizon, prosumers.len()),
+            policy: MpcPolicy::new(prosumers.len()),
+            max_degradation: max_degradation_per_kwh(prosumers),
+            report: MpcReport {
+                forecast: *forecast,
+                window_slots: horizon + 1,
+                solves: 0,
+                fallback_slots: 0,
+                mean_variables: 0.0,
+                mean_constraints: 0.0,
+                mean_iterations: 0.0,
+            },
+            solve_total: Duration::ZERO,
+            solve_max: Duration::ZERO,
+        }
+    }
+
+    /// Plans the window from the slot `sim` is about to play (`ctx`) and
+    /// sets the policy to its first slot.
+    fn plan(&mut self, sim: &Simulation, ctx: &SlotContext) {
+        let (ds, cfg) = (&self.scenario.ds, &self.scenario.sim);
+        // The households as they will act: this slot's EV events applied.
+        let mut households = sim.households().to_vec();
+        for h in &mut households {
+            h.begin_slot(ctx);
+        }
+        // A measurement only (see the module docs).
+        #[allow(clippy::disallowed_methods)]
+        let solving = Instant::now();
+        let peak = peak_so_far_kw(ds, cfg, sim.records(), ctx.data_slot);
+        let input = window_input(
+            ds,
+            cfg,
+            &households,
+            ctx.data_slot,
+            &mut self.forecasts,
+            self.max_degradation,
+            peak,
+        );
+        let report = &mut self.report;
+        match model::build(input).solve() {
+            Ok(plan) => {
+                report.mean_variables += plan.summary.variables as f64;
+                report.mean_constraints += plan.summary.constraints as f64;
+                report.mean_iterations += plan.summary.solver_iterations as f64;
+                self.policy.follow(&plan);
+            }
+            Err(_) => {
+                report.fallback_slots += 1;
+                self.policy.fall_back();
+            }
+        }
+        report.solves += 1;
+        let took = solving.elapsed();
+        self.solve_total += took;
+        self.solve_max = self.solve_max.max(took);
+    }
 }
