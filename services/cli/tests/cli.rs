@@ -562,7 +562,7 @@ fn eval_writes_every_file_with_the_same_numbers() {
         assert!((supply - demand).abs() < 1e-6 * supply.max(1.0), "{r:?}");
         *per_policy.entry(r[0].to_string()).or_insert(0) += 1;
     }
-    assert_eq!(per_policy.len(), 4);
+    assert_eq!(per_policy.len(), 5);
     assert!(per_policy.values().all(|n| *n == 48), "{per_policy:?}");
 }
 

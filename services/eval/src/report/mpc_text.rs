@@ -29,7 +29,7 @@ pub(super) fn write_mpc(md: &mut String, evaluation: &Evaluation) -> std::fmt::R
 
 fn write_summary(md: &mut String, evaluation: &Evaluation, r: &MpcReport) -> std::fmt::Result {
     let f = &r.forecast;
-    writeln!(
+    write!(
         md,
         "`mpc` re-plans the whole community every slot with the optimum's linear program over a \
          rolling window of {} slots (this one and the next {} hours), from this slot's measured load \
@@ -50,13 +50,12 @@ fn write_summary(md: &mut String, evaluation: &Evaluation, r: &MpcReport) -> std
     )?;
     if let Some(pct) = evaluation.gap_closed_by_pct(MPC) {
         write!(md, " It closes **{pct:.1} %** of the rule-based → optimum gap")?;
-        match evaluation.gap_closed_pct() {
-            Some(learned) => write!(md, " (the {LEARNED} policy: {learned:.1} %)")?,
-            None => write!(md, "")?,
+        if let Some(learned) = evaluation.gap_closed_pct() {
+            write!(md, " (the {LEARNED} policy: {learned:.1} %)")?;
         }
-        writeln!(md, ".")?;
+        write!(md, ".")?;
     }
-    writeln!(md)
+    writeln!(md, "\n")
 }
 
 fn write_forecast_table(md: &mut String, e: &ForecastErrors) -> std::fmt::Result {
