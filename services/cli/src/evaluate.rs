@@ -26,13 +26,18 @@ use serde::{Deserialize, Serialize};
 
 use peergrid_core::data::split::{SplitPart, WeekSplit};
 use peergrid_core::data::{Dataset, DatasetKind};
+use peergrid_core::forecast::ForecastConfig;
 use peergrid_core::policy::Policy;
 use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
+use peergrid_core::tariff::{DemandPeriod, MAX_DEMAND_CHARGE_PER_KW};
+use peergrid_core::CoreError;
 use peergrid_eval::days::{days_of_part, DaySelection};
 use peergrid_eval::report::table::kpi_table;
 use peergrid_eval::report::CheckpointInfo;
-use peergrid_eval::{EvalScenario, Evaluation, LearningPoint, OptimumMode, RunInfo};
+use peergrid_eval::{
+    EvalScenario, Evaluation, LearningPoint, MpcMode, MpcSettings, OptimumMode, RunInfo,
+};
 use peergrid_runtime::DatasetArgs;
 
 use crate::InputError;
@@ -67,6 +72,24 @@ pub struct ScenarioArgs {
     /// Whether to solve the perfect-foresight optimum (auto: unless the LP is too large).
     #[arg(long, value_enum, default_value_t = OptimumArg::Auto)]
     pub optimum: OptimumArg,
+    /// Charge per kW of the community's peak net import in each period (overrides the scenario's `tariff.demand_charge_per_kw`; 0 = none, 0..=1000).
+    #[arg(long, value_name = "PER_KW", allow_negative_numbers = true)]
+    pub demand_charge_per_kw: Option<f64>,
+    /// The period whose peak the demand charge prices: `daily`, or `monthly` (30 days).
+    #[arg(long, value_enum, value_name = "PERIOD")]
+    pub demand_charge_period: Option<DemandPeriodArg>,
+    /// Whether to play the MPC baseline (the optimum's LP re-planned every slot from forecasts; auto: unless the schedule is too large).
+    #[arg(long, value_enum, default_value_t = MpcArg::Auto)]
+    pub mpc: MpcArg,
+    /// Hours MPC plans ahead of the current slot, with forecasts of each household's load and PV (1..=168, shorter than the data).
+    #[arg(long, default_value_t = 24, value_name = "HOURS")]
+    pub forecast_horizon_hours: usize,
+    /// Past days the forecaster's same-hour profile averages (1..=28, shorter than the data).
+    #[arg(long, default_value_t = 7, value_name = "DAYS")]
+    pub forecast_history_days: usize,
+    /// Hours after which the forecaster has moved half-way from "like now" to "like usual" (0 < h ≤ 1000).
+    #[arg(long, default_value_t = 2.0, value_name = "HOURS")]
+    pub forecast_half_life_hours: f64,
     /// Directory for the report [default: runs/<UTC timestamp>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -87,6 +110,12 @@ impl Default for ScenarioArgs {
             split: SplitArg::Test,
             days: None,
             optimum: OptimumArg::Auto,
+            demand_charge_per_kw: None,
+            demand_charge_period: None,
+            mpc: MpcArg::Auto,
+            forecast_horizon_hours: 24,
+            forecast_history_days: 7,
+            forecast_half_life_hours: 2.0,
             out: None,
             json: false,
         }
@@ -141,6 +170,65 @@ impl From<OptimumArg> for OptimumMode {
     }
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DemandPeriodArg {
+    /// Every day.
+    Daily,
+    /// Every 30 days from the dataset's first day.
+    Monthly,
+}
+
+impl From<DemandPeriodArg> for DemandPeriod {
+    fn from(a: DemandPeriodArg) -> DemandPeriod {
+        match a {
+            DemandPeriodArg::Daily => DemandPeriod::Daily,
+            DemandPeriodArg::Monthly => DemandPeriod::Monthly,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum MpcArg {
+    /// Play it unless the schedule exceeds 40,000 battery-household slots.
+    Auto,
+    /// Always play it.
+    On,
+    /// Never play it.
+    Off,
+}
+
+impl From<MpcArg> for MpcMode {
+    fn from(a: MpcArg) -> MpcMode {
+        match a {
+            MpcArg::Auto => MpcMode::Auto,
+            MpcArg::On => MpcMode::On,
+            MpcArg::Off => MpcMode::Off,
+        }
+    }
+}
+
+/// The forecaster the flags describe, checked against `ds`; an error names
+/// the flag and its bound.
+fn forecast_config(args: &ScenarioArgs, ds: &Dataset) -> Result<ForecastConfig> {
+    let cfg = ForecastConfig {
+        horizon_hours: args.forecast_horizon_hours,
+        history_days: args.forecast_history_days,
+        anomaly_half_life_hours: args.forecast_half_life_hours,
+    };
+    cfg.validate(ds).map_err(|e| match e {
+        CoreError::InvalidField { field, reason } => {
+            let flag = match field.as_str() {
+                "forecast.horizon_hours" => "--forecast-horizon-hours",
+                "forecast.history_days" => "--forecast-history-days",
+                _ => "--forecast-half-life-hours",
+            };
+            InputError(format!("{flag}: {reason}"))
+        }
+        other => InputError(other.to_string()),
+    })?;
+    Ok(cfg)
+}
+
 /// The scenario file.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -177,6 +265,7 @@ impl Setup {
         let part = SplitPart::from(args.split);
         let available = days_of_part(&ds, &split, part);
         let days = selection.select(&available, "--days").map_err(|e| InputError(e.to_string()))?;
+        let forecast = forecast_config(args, &ds)?;
         let prosumers = generate_community(&ds, &cfg.community)?;
         let info = RunInfo {
             command: command.into(),
@@ -189,6 +278,7 @@ impl Setup {
             evaluated_on: part,
             days: selection.to_string(),
             optimum_mode: args.optimum.into(),
+            mpc: MpcSettings { mode: args.mpc.into(), forecast },
             checkpoint: None,
             validation: None,
         };
@@ -245,6 +335,18 @@ fn load_config(args: &ScenarioArgs) -> Result<RunConfig> {
     };
     if let Some(n) = args.prosumers {
         cfg.community.n_prosumers = n;
+    }
+    if let Some(per_kw) = args.demand_charge_per_kw {
+        if !(per_kw.is_finite() && (0.0..=MAX_DEMAND_CHARGE_PER_KW).contains(&per_kw)) {
+            return Err(InputError(format!(
+                "--demand-charge-per-kw: must lie in [0, {MAX_DEMAND_CHARGE_PER_KW}] per kW, got {per_kw}"
+            ))
+            .into());
+        }
+        cfg.sim.tariff.demand_charge_per_kw = per_kw;
+    }
+    if let Some(period) = args.demand_charge_period {
+        cfg.sim.tariff.demand_charge_period = period.into();
     }
     cfg.community.seed = args.seed;
     cfg.community.validate()?;
@@ -332,6 +434,12 @@ fn print_summary(setup: &Setup, evaluation: &Evaluation, dir: &Path) {
     print!("{}", kpi_table(&rows));
     if let Some(pct) = evaluation.gap_closed_pct() {
         println!("\nGap closed by the learned policy (rule-based → optimum): {pct:.1} %");
+    }
+    if let Some(pct) = evaluation.gap_closed_by_pct(peergrid_eval::compare::MPC) {
+        println!("Gap closed by MPC (rule-based → optimum): {pct:.1} %");
+    }
+    if let Some(why) = &evaluation.mpc_skipped {
+        println!("\nMPC: {why}.");
     }
     match (&evaluation.optimum, &evaluation.optimum_skipped) {
         (Some(o), _) => println!(

@@ -215,11 +215,12 @@ fn run_is_deterministic_and_the_optimum_beats_rule_based() {
         v["policies"][i]["kpis"]["community_cost"].as_f64().unwrap()
     };
     assert_eq!(
-        (name(&a, 0), name(&a, 1), name(&a, 2), name(&a, 3)),
-        ("grid-only".into(), "rule-based".into(), "learned".into(), "optimum".into())
+        (name(&a, 0), name(&a, 1), name(&a, 2), name(&a, 3), name(&a, 4)),
+        ("grid-only".into(), "rule-based".into(), "learned".into(), "mpc".into(), "optimum".into())
     );
-    assert!(cost(&a, 3) < cost(&a, 1) && cost(&a, 1) < cost(&a, 0));
-    assert!(cost(&a, 3) <= cost(&a, 2), "the optimum bounds the learned policy too");
+    assert!(cost(&a, 4) < cost(&a, 1) && cost(&a, 1) < cost(&a, 0));
+    assert!(cost(&a, 4) <= cost(&a, 2), "the optimum bounds the learned policy too");
+    assert!(cost(&a, 4) <= cost(&a, 3) + 1e-6, "and MPC");
     assert_eq!(a["held_out"]["days"].as_array().unwrap().len(), 7);
     assert_ne!(a, run("4", "run-c"));
 }
@@ -473,6 +474,30 @@ fn run_rejects_bad_flags_and_config() {
     exit_2_naming(&both_even, &["--validation-every-nth-week", "no validation week"]);
     exit_2_naming(&["run", "--split", "train"], &["--split", "validation", "test"]);
     exit_2_naming(&["run", "--optimum", "maybe"], &["--optimum"]);
+    exit_2_naming(&["run", "--mpc", "maybe"], &["--mpc"]);
+    exit_2_naming(
+        &["run", "--demand-charge-per-kw", "-1"],
+        &["--demand-charge-per-kw", "[0, 1000]", "got -1"],
+    );
+    exit_2_naming(&["run", "--demand-charge-period", "weekly"], &["--demand-charge-period"]);
+    let negative = scratch_file("dc.json", r#"{"sim": {"tariff": {"demand_charge_per_kw": -2}}}"#);
+    exit_2_naming(&["run", "--scenario", &negative], &["tariff.demand_charge_per_kw", "[0, 1000]"]);
+    exit_2_naming(
+        &["run", "--forecast-horizon-hours", "0"],
+        &["--forecast-horizon-hours", "1..=168"],
+    );
+    exit_2_naming(
+        &["run", "--forecast-horizon-hours", "200"],
+        &["--forecast-horizon-hours", "1..=168", "got 200"],
+    );
+    exit_2_naming(
+        &["run", "--forecast-history-days", "29"],
+        &["--forecast-history-days", "1..=28"],
+    );
+    exit_2_naming(
+        &["run", "--forecast-half-life-hours", "0"],
+        &["--forecast-half-life-hours", "(0, 1000]"],
+    );
     exit_2_naming(&["run", "--out", &cfg], &["--out", "not a directory"]);
     exit_2_naming(&["run", "--nodes", "0"], &["--nodes", "1..=24"]);
     exit_2_naming(&["run", "--validate-every", "1000001"], &["--validate-every", "≤ 1000000"]);
@@ -551,7 +576,13 @@ fn eval_writes_every_file_with_the_same_numbers() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("| learned") && stdout.contains("Gap closed"), "{stdout}");
     let files = ["report.md", "kpis.json", "kpis.csv", "slots.csv", "config.json", "kpis.png"];
-    let days = ["day-grid-only.png", "day-rule-based.png", "day-learned.png", "day-optimum.png"];
+    let days = [
+        "day-grid-only.png",
+        "day-rule-based.png",
+        "day-learned.png",
+        "day-mpc.png",
+        "day-optimum.png",
+    ];
     for file in files.iter().chain(&days) {
         assert!(
             std::fs::metadata(out.join(file)).map(|m| m.len() > 100).unwrap_or(false),
@@ -603,7 +634,7 @@ fn eval_writes_every_file_with_the_same_numbers() {
     }
     assert_eq!(
         table[1..].iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
-        ["grid-only", "rule-based", "learned", "optimum"]
+        ["grid-only", "rule-based", "learned", "mpc", "optimum"]
     );
 
     // Energy balances in every slot of every policy.
@@ -619,7 +650,7 @@ fn eval_writes_every_file_with_the_same_numbers() {
         assert!((supply - demand).abs() < 1e-6 * supply.max(1.0), "{r:?}");
         *per_policy.entry(r[0].to_string()).or_insert(0) += 1;
     }
-    assert_eq!(per_policy.len(), 4);
+    assert_eq!(per_policy.len(), 5);
     assert!(per_policy.values().all(|n| *n == 48), "{per_policy:?}");
 }
 

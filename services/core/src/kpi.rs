@@ -9,7 +9,15 @@
 //!   community never imports on net.
 //! - `community_cost`: Σ household bills: grid import cost, minus export
 //!   revenue, plus battery degradation cost and feeder overload penalties
-//!   (P2P payments cancel inside the community).
+//!   (P2P payments cancel inside the community), plus the demand charge.
+//! - `demand_charge`: with a tariff demand charge
+//!   ([`KpiAccumulator::with_demand_charge`]), Σ over periods (days or
+//!   30-day months) of the charge per kW × that period's peak net import
+//!   (as `peak_import_kw`, but per period; 0 for a period that never imports
+//!   on net). A period is the run of consecutive slots closed with the same
+//!   period number ([`KpiAccumulator::end_slot_in`]). Community-level: it is
+//!   in `community_cost` but not in any household's bill (so not in the
+//!   Gini), and not in the reward.
 //! - `p2p_kwh`: Σ energy sold P2P (= Σ bought).
 //! - `self_sufficiency_pct`: `100 · (1 − Σ import / Σ load)`.
 //! - `self_consumption_pct`: `100 · (1 − Σ export / Σ PV)` (100 without PV).
@@ -72,6 +80,14 @@ pub struct Kpis {
     pub overload_kwh: f64,
     /// Mean per-household, per-slot reward.
     pub mean_reward: f64,
+    /// Demand charge on the per-period peaks of net import (included in
+    /// `community_cost`); 0, and left out of serialised KPIs, without one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub demand_charge: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Everything the KPIs need from one household's slot.
@@ -107,6 +123,12 @@ pub struct KpiAccumulator {
     slot_export_kwh: f64,
     reward_sum: f64,
     samples: u64,
+    demand_per_kw: f64,
+    /// The period being accumulated and its peak net import so far, kW.
+    demand_period: Option<u64>,
+    period_peak_kw: f64,
+    /// Demand charge of the periods already closed.
+    demand_closed: f64,
 }
 
 impl KpiAccumulator {
@@ -137,6 +159,13 @@ impl KpiAccumulator {
     pub fn with_baseline_costs(mut self, costs: Vec<f64>) -> KpiAccumulator {
         assert_eq!(costs.len(), self.cost_by_household.len(), "one baseline cost per household");
         self.baseline = Some(costs);
+        self
+    }
+
+    /// Charge `per_kw` of each period's peak net import (0 = none: then
+    /// nothing changes, whatever periods [`Self::end_slot_in`] is given).
+    pub fn with_demand_charge(mut self, per_kw: f64) -> KpiAccumulator {
+        self.demand_per_kw = per_kw;
         self
     }
 
@@ -173,6 +202,21 @@ impl KpiAccumulator {
         self.samples += 1;
     }
 
+    /// [`Self::end_slot`] for a slot of demand-charge period `period`
+    /// (consecutive slots with the same number form one period).
+    pub fn end_slot_in(&mut self, hours: f64, overload_kwh: f64, period: u64) {
+        if self.demand_per_kw > 0.0 {
+            if self.demand_period != Some(period) {
+                self.demand_closed += self.demand_per_kw * self.period_peak_kw;
+                self.demand_period = Some(period);
+                self.period_peak_kw = 0.0;
+            }
+            let net_kw = (self.slot_import_kwh - self.slot_export_kwh) / hours;
+            self.period_peak_kw = self.period_peak_kw.max(net_kw);
+        }
+        self.end_slot(hours, overload_kwh);
+    }
+
     /// Closes a slot of `hours` in which `overload_kwh` exceeded a feeder limit.
     pub fn end_slot(&mut self, hours: f64, overload_kwh: f64) {
         let net_kw = (self.slot_import_kwh - self.slot_export_kwh) / hours;
@@ -203,6 +247,10 @@ impl KpiAccumulator {
             reference.iter().zip(&self.cost_by_household).map(|(g, c)| g - c).collect();
         k.gini_savings = gini(&savings);
         k.mean_reward = if self.samples > 0 { self.reward_sum / self.samples as f64 } else { 0.0 };
+        if self.demand_per_kw > 0.0 {
+            k.demand_charge = self.demand_closed + self.demand_per_kw * self.period_peak_kw;
+            k.community_cost += k.demand_charge;
+        }
         k
     }
 }
@@ -266,5 +314,33 @@ mod tests {
         assert!((k.community_cost - 0.18).abs() < 1e-12);
         assert!((k.grid_only_cost - 0.18).abs() < 1e-12);
         assert_eq!(k.gini_savings, 0.0);
+    }
+
+    #[test]
+    fn the_demand_charge_prices_each_periods_peak_once() {
+        let t = TariffConfig::default().slot(12, None);
+        // Net imports of 2, 4 and 1 kWh in 0.5 h slots (4, 8, 2 kW), then a
+        // net export; periods 0, 0, 1, 1.
+        let mut acc = KpiAccumulator::new(1, 0.0).with_demand_charge(10.0);
+        for (import, export, period) in [(2.0, 0.0, 0), (4.0, 0.0, 0), (1.0, 0.0, 1), (0.0, 3.0, 1)]
+        {
+            let s = Settlement {
+                grid_import_kwh: import,
+                grid_export_kwh: export,
+                ..Default::default()
+            };
+            acc.record(0, &HouseholdSlot { settlement: s, ..Default::default() }, &t);
+            acc.end_slot_in(0.5, 0.0, period);
+        }
+        let k = acc.finish();
+        assert_eq!(k.demand_charge, 10.0 * 8.0 + 10.0 * 2.0);
+        assert_eq!(k.community_cost, k.demand_charge, "no energy was priced in this test");
+        assert_eq!(k.peak_import_kw, 8.0);
+        // Without a charge nothing is added and nothing is serialised.
+        let mut plain = KpiAccumulator::new(1, 0.0);
+        plain.end_slot_in(0.5, 0.0, 3);
+        let k = plain.finish();
+        assert_eq!(k.demand_charge, 0.0);
+        assert!(!serde_json::to_string(&k).unwrap().contains("demand"));
     }
 }

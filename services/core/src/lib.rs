@@ -3,9 +3,10 @@
 //! Everything that decides an outcome lives here as plain functions over
 //! plain data: battery and PV/load physics, tariffs and grid limits, orders
 //! and their clearing, settlement, reward, KPIs, datasets and the community
-//! generator, the safety filter, baseline policies, the MLP forward pass,
-//! and the single-threaded reference [`simulation::Simulation`] that every
-//! distributed run must reproduce.
+//! generator, a household's forecast of its own load and PV, the safety
+//! filter, baseline policies, the MLP forward pass, and the single-threaded
+//! reference [`simulation::Simulation`] that every distributed run must
+//! reproduce.
 //!
 //! This crate must never depend on an async runtime, gRPC or libtorch
 //! (checked in CI by `scripts/check-deps.sh`).
@@ -19,6 +20,7 @@ pub mod data;
 pub mod error;
 pub mod evaluation;
 pub mod experience;
+pub mod forecast;
 pub mod household;
 pub mod kpi;
 pub mod market;

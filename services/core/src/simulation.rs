@@ -96,6 +96,13 @@ pub fn slot_context(
     }
 }
 
+/// The demand-charge period of dataset slot `t` under `cfg`'s tariff: its
+/// dataset day, or that day's 30-day block for a monthly charge.
+pub fn demand_period(ds: &Dataset, cfg: &SimConfig, t: usize) -> u64 {
+    let day = (ds.first_slot_of_day as usize + t) / ds.slots_per_day() as usize;
+    (day / cfg.tariff.demand_charge_period.days()) as u64
+}
+
 /// Hour of day (0..24) at the start of dataset slot `t`.
 pub fn slot_hour(ds: &Dataset, t: usize) -> u8 {
     let spd = ds.slots_per_day() as usize;
@@ -206,7 +213,8 @@ impl Simulation {
             prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
         let n = prosumers.len();
         Ok(Simulation {
-            kpi: KpiAccumulator::new(n, capacity),
+            kpi: KpiAccumulator::new(n, capacity)
+                .with_demand_charge(cfg.tariff.demand_charge_per_kw),
             households: prosumers.into_iter().map(|p| Household::new(p, first_hour)).collect(),
             engine: SlotEngine::new(cfg.grid.clone(), cfg.mechanism),
             ds,
@@ -308,7 +316,8 @@ impl Simulation {
         }
         let feeder = self.engine.clear_and_settle(&self.reports, &ctx.tariff, ctx.hours);
         let record = self.record(&ctx);
-        self.kpi.end_slot(ctx.hours, feeder.overload_kwh);
+        let period = demand_period(&self.ds, &self.cfg, ctx.data_slot);
+        self.kpi.end_slot_in(ctx.hours, feeder.overload_kwh, period);
         if self.record_slots {
             self.records.push(record);
         }

@@ -24,8 +24,41 @@ pub enum TouBand {
     Peak,
 }
 
-/// Retail import (time-of-use) and export (flat feed-in) prices, and the CO2
-/// profile used when a dataset has none.
+/// How often the demand charge's peak starts again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DemandPeriod {
+    /// Every day of the dataset (midnight to midnight).
+    #[default]
+    Daily,
+    /// Every 30 days from the dataset's first day (a dataset carries no
+    /// calendar date, so a "month" is 30 days).
+    Monthly,
+}
+
+impl DemandPeriod {
+    /// Days in one period.
+    pub fn days(self) -> usize {
+        match self {
+            DemandPeriod::Daily => 1,
+            DemandPeriod::Monthly => 30,
+        }
+    }
+
+    fn is_daily(&self) -> bool {
+        *self == DemandPeriod::Daily
+    }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// Highest demand charge a tariff may set, per kW.
+pub const MAX_DEMAND_CHARGE_PER_KW: f64 = 1000.0;
+
+/// Retail import (time-of-use) and export (flat feed-in) prices, the CO2
+/// profile used when a dataset has none, and an optional demand charge.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TariffConfig {
@@ -44,6 +77,14 @@ pub struct TariffConfig {
     /// Grid CO2 intensity per hour of day (24 values, kg/kWh), used when the
     /// dataset carries no measured intensity.
     pub co2_kg_per_kwh_by_hour: Vec<f64>,
+    /// Charge per kW of the community's peak net import in each
+    /// [`DemandPeriod`] (what `Kpis::peak_import_kw` measures, per period);
+    /// 0 (the default) = none. Left out of serialised configs when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub demand_charge_per_kw: f64,
+    /// The period whose peak the demand charge prices.
+    #[serde(skip_serializing_if = "DemandPeriod::is_daily")]
+    pub demand_charge_period: DemandPeriod,
 }
 
 impl Default for TariffConfig {
@@ -60,6 +101,8 @@ impl Default for TariffConfig {
                 0.30, 0.29, 0.28, 0.28, 0.28, 0.29, 0.31, 0.30, 0.26, 0.22, 0.19, 0.17, //
                 0.16, 0.16, 0.17, 0.20, 0.26, 0.34, 0.38, 0.38, 0.36, 0.34, 0.32, 0.31,
             ],
+            demand_charge_per_kw: 0.0,
+            demand_charge_period: DemandPeriod::Daily,
         }
     }
 }
@@ -128,6 +171,13 @@ impl TariffConfig {
                     ));
                 }
             }
+        }
+        let d = self.demand_charge_per_kw;
+        if !d.is_finite() || !(0.0..=MAX_DEMAND_CHARGE_PER_KW).contains(&d) {
+            return Err(CoreError::invalid(
+                "tariff.demand_charge_per_kw",
+                format!("must lie in [0, {MAX_DEMAND_CHARGE_PER_KW}] per kW, got {d}"),
+            ));
         }
         if self.co2_kg_per_kwh_by_hour.len() != 24 {
             return Err(CoreError::invalid(
@@ -275,5 +325,22 @@ mod tests {
         assert!(g.validate().unwrap_err().to_string().contains("grid.p2p_loss_fraction"));
         assert!(GridConfig::default().validate().is_ok());
         assert!(TariffConfig::default().validate().is_ok());
+        let t = TariffConfig { demand_charge_per_kw: -1.0, ..TariffConfig::default() };
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("tariff.demand_charge_per_kw") && e.contains("[0, 1000]"), "{e}");
+    }
+
+    #[test]
+    fn a_tariff_without_demand_charge_serialises_as_before() {
+        let text = serde_json::to_string(&TariffConfig::default()).unwrap();
+        assert!(!text.contains("demand"), "{text}");
+        let t = TariffConfig {
+            demand_charge_per_kw: 12.5,
+            demand_charge_period: DemandPeriod::Monthly,
+            ..TariffConfig::default()
+        };
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(text.contains(r#""demand_charge_per_kw":12.5,"demand_charge_period":"monthly""#));
+        assert_eq!(serde_json::from_str::<TariffConfig>(&text).unwrap(), t);
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! [`compare_policies`] plays grid-only, rule-based and (when given) the
 //! learned policy through the reference simulator with the core's
-//! [`evaluate`] (one grid-only baseline for every row's savings), then
-//! solves the perfect-foresight optimum over the same slots and settles it
-//! against the same baseline, so all rows are measured alike. It also plays
-//! the optimum's plan in the simulator: that replayed cost, next to the LP's,
-//! shows how faithfully the LP models the simulator.
+//! [`evaluate`] (one grid-only baseline for every row's savings), then the
+//! MPC baseline ([`crate::mpc`]: the optimum's LP re-planned every slot from
+//! forecasts, played in the same simulator) with the forecaster's measured
+//! error, then solves the perfect-foresight optimum over the same slots and
+//! settles it against the same baseline, so all rows are measured alike. It
+//! also plays the optimum's plan in the simulator: that replayed cost, next
+//! to the LP's, shows how faithfully the LP models the simulator.
 //!
 //! Only this module and the report know row names; they are the constants
 //! below.
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use peergrid_core::data::Dataset;
 use peergrid_core::evaluation::{evaluate, PolicyResult};
+use peergrid_core::forecast::{measure_forecast_errors, ForecastErrors};
 use peergrid_core::observation::Observation;
 use peergrid_core::policy::{Action, GridOnly, Policy, RuleBased};
 use peergrid_core::prosumer::ProsumerSpec;
@@ -25,11 +28,13 @@ use serde::Serialize;
 
 use crate::days::{schedule_of, HeldOutDay};
 use crate::error::EvalError;
+use crate::mpc::{run_mpc, MpcMode, MpcReport, MpcSettings, AUTO_MPC_MAX_BATTERY_SLOTS};
 use crate::optimum::{solve_optimum, LpSummary};
 
 pub const GRID_ONLY: &str = "grid-only";
 pub const RULE_BASED: &str = "rule-based";
 pub const LEARNED: &str = "learned";
+pub use crate::mpc::MPC;
 pub const OPTIMUM: &str = "optimum";
 
 /// Above this many battery-household slots `OptimumMode::Auto` skips the LP:
@@ -84,11 +89,18 @@ pub struct OptimumReport {
 /// All rows of an evaluation.
 #[derive(Clone, Debug)]
 pub struct Evaluation {
-    /// grid-only, rule-based, learned (if given), optimum (if solved), in that order.
+    /// grid-only, rule-based, learned (if given), mpc (if played), optimum
+    /// (if solved), in that order.
     pub rows: Vec<PolicyResult>,
     pub optimum: Option<OptimumReport>,
     /// Why the optimum is missing, when it is.
     pub optimum_skipped: Option<String>,
+    /// What the MPC baseline did, when it was played.
+    pub mpc: Option<MpcReport>,
+    /// Why MPC is missing when it was asked for (`auto` on a large schedule).
+    pub mpc_skipped: Option<String>,
+    /// The error of the forecasts MPC planned with, on the evaluated slots.
+    pub forecast_errors: Option<ForecastErrors>,
     /// Wall-clock time of each step: machine-dependent, never in `kpis.json`.
     pub timings: Timings,
 }
@@ -103,19 +115,25 @@ impl Evaluation {
     /// `None` without a learned policy or an optimum, or when rule-based is
     /// already optimal.
     pub fn gap_closed_pct(&self) -> Option<f64> {
+        self.gap_closed_by_pct(LEARNED)
+    }
+
+    /// The same share for any row (`mpc`, …).
+    pub fn gap_closed_by_pct(&self, policy: &str) -> Option<f64> {
         let cost = |name| self.row(name).map(|r| r.kpis.community_cost);
-        let (rule, learned, optimum) = (cost(RULE_BASED)?, cost(LEARNED)?, cost(OPTIMUM)?);
+        let (rule, own, optimum) = (cost(RULE_BASED)?, cost(policy)?, cost(OPTIMUM)?);
         let gap = rule - optimum;
-        (gap > 1e-9 * rule.abs().max(1.0)).then(|| 100.0 * (rule - learned) / gap)
+        (gap > 1e-9 * rule.abs().max(1.0)).then(|| 100.0 * (rule - own) / gap)
     }
 }
 
 /// Evaluates the baselines, `learned` (shown as `learned`, whatever its own
-/// name) and the optimum on `scenario`.
+/// name), MPC and the optimum on `scenario`.
 pub fn compare_policies(
     scenario: &EvalScenario,
     learned: Option<&mut dyn Policy>,
     mode: OptimumMode,
+    mpc: &MpcSettings,
 ) -> Result<Evaluation, EvalError> {
     let slots = scenario.slots();
     if slots.is_empty() {
@@ -131,9 +149,31 @@ pub fn compare_policies(
     let rows = evaluate(ds, prosumers, sim, &slots, &mut policies)?;
     let mut timings: Timings =
         rows.iter().map(|r| (format!("simulate {}", r.policy), r.elapsed)).collect();
-    let mut evaluation =
-        Evaluation { rows, optimum: None, optimum_skipped: None, timings: Vec::new() };
+    let mut evaluation = Evaluation {
+        rows,
+        optimum: None,
+        optimum_skipped: None,
+        mpc: None,
+        mpc_skipped: None,
+        forecast_errors: None,
+        timings: Vec::new(),
+    };
     let size = scenario.battery_households() * slots.len();
+    match mpc.mode {
+        MpcMode::Off => {}
+        MpcMode::Auto if size > AUTO_MPC_MAX_BATTERY_SLOTS => {
+            evaluation.mpc_skipped = Some(format!(
+                "skipped: {} battery households × {} slots = {size} exceeds the automatic limit of \
+                 {AUTO_MPC_MAX_BATTERY_SLOTS}; select fewer days or force it with --mpc on",
+                scenario.battery_households(),
+                slots.len()
+            ))
+        }
+        MpcMode::Auto | MpcMode::On => {
+            let mut steps = mpc_row(scenario, &slots, mpc, &mut evaluation)?;
+            timings.append(&mut steps);
+        }
+    }
     match mode {
         OptimumMode::Off => {
             evaluation.optimum_skipped = Some("not requested (--optimum off)".into())
@@ -159,6 +199,29 @@ pub fn compare_policies(
 
 /// Named wall-clock durations.
 pub type Timings = Vec<(String, Duration)>;
+
+/// Plays MPC, measures its forecasts and adds its row and report to `evaluation`.
+fn mpc_row(
+    scenario: &EvalScenario,
+    slots: &[usize],
+    settings: &MpcSettings,
+    evaluation: &mut Evaluation,
+) -> Result<Timings, EvalError> {
+    let traces: Vec<_> = scenario.prosumers.iter().map(|p| p.trace).collect();
+    evaluation.forecast_errors =
+        Some(measure_forecast_errors(&scenario.ds, &traces, slots, &settings.forecast)?);
+    let run = run_mpc(scenario, &settings.forecast, None)?;
+    let per_slot = run.solve_total / run.report.solves.max(1) as u32;
+    let timings = vec![
+        (format!("simulate {}", run.row.policy), run.row.elapsed),
+        (format!("mpc: {} LPs in total", run.report.solves), run.solve_total),
+        ("mpc: mean LP per slot".into(), per_slot),
+        ("mpc: slowest LP".into(), run.solve_max),
+    ];
+    evaluation.rows.push(run.row);
+    evaluation.mpc = Some(run.report);
+    Ok(timings)
+}
 
 /// Solves, settles and replays the optimum.
 fn optimum_row(

@@ -12,7 +12,9 @@ use peergrid_core::prosumer::{generate_community, CommunityConfig};
 use peergrid_core::simulation::SimConfig;
 use peergrid_eval::days::{days_of_part, DaySelection};
 use peergrid_eval::report::table::KPI_COLUMNS;
-use peergrid_eval::{evaluate_and_report, EvalScenario, LearningPoint, OptimumMode, RunInfo};
+use peergrid_eval::{
+    evaluate_and_report, EvalScenario, LearningPoint, MpcMode, MpcSettings, OptimumMode, RunInfo,
+};
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir =
@@ -23,6 +25,10 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 /// A 6-household community on 8 synthetic weeks, held-out days 1–2 of week 4.
 fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
+    run_with(out, seed, MpcSettings::default(), SimConfig::default())
+}
+
+fn run_with(out: &Path, seed: u64, mpc: MpcSettings, sim: SimConfig) -> peergrid_eval::Evaluation {
     let ds = Arc::new(synthetic_dataset(4, 56, 60, 3));
     let community = CommunityConfig { n_prosumers: 6, seed, ..CommunityConfig::default() };
     let prosumers = generate_community(&ds, &community).unwrap();
@@ -30,18 +36,19 @@ fn run(out: &Path, seed: u64) -> peergrid_eval::Evaluation {
     let days = selection
         .select(&days_of_part(&ds, &WeekSplit::default(), SplitPart::Test), "--days")
         .unwrap();
-    let scenario = EvalScenario { ds: ds.clone(), prosumers, sim: SimConfig::default(), days };
+    let scenario = EvalScenario { ds: ds.clone(), prosumers, sim: sim.clone(), days };
     let info = RunInfo {
         command: "peergrid eval".into(),
         dataset: ds.name.clone(),
         slot_minutes: ds.slot_minutes,
         seed,
         community,
-        sim: SimConfig::default(),
+        sim,
         split: WeekSplit::default(),
         evaluated_on: SplitPart::Test,
         days: selection.to_string(),
         optimum_mode: OptimumMode::Auto,
+        mpc,
         checkpoint: None,
         validation: None,
     };
@@ -96,6 +103,7 @@ fn every_file_tells_the_same_numbers() {
         "day-grid-only.png",
         "day-rule-based.png",
         "day-learned.png",
+        "day-mpc.png",
         "day-optimum.png",
     ] {
         let len = std::fs::metadata(out.join(file)).map(|m| m.len()).unwrap_or(0);
@@ -109,6 +117,9 @@ fn every_file_tells_the_same_numbers() {
         "(kpis.csv)",
         "(kpis.json)",
         "Gap closed:",
+        "### MPC baseline",
+        "### Forecast error",
+        "(day-mpc.png)",
     ] {
         assert!(report.contains(link), "report.md lacks {link}:\n{report}");
     }
@@ -121,7 +132,11 @@ fn every_file_tells_the_same_numbers() {
     assert_eq!(json["learning_curve"].as_array().unwrap().len(), 5);
     let policies = json["policies"].as_array().unwrap();
     let names: Vec<&str> = policies.iter().map(|p| p["policy"].as_str().unwrap()).collect();
-    assert_eq!(names, ["grid-only", "rule-based", "learned", "optimum"]);
+    assert_eq!(names, ["grid-only", "rule-based", "learned", "mpc", "optimum"]);
+    assert_eq!(json["run"]["mpc"]["mode"], "auto");
+    assert_eq!(json["mpc"]["solves"], 48);
+    assert!(json["mpc_gap_closed_pct"].is_number());
+    assert_eq!(json["forecast_errors"]["by_horizon"].as_array().unwrap().len(), 24);
 
     // report.md's table == kpis.json, rounded as the table rounds.
     let table = markdown_table(&report);
@@ -174,6 +189,44 @@ fn every_file_tells_the_same_numbers() {
     let optimum = evaluation.row("optimum").unwrap().kpis.community_cost;
     assert!(evaluation.rows.iter().all(|r| optimum <= r.kpis.community_cost + 1e-6));
     assert!(json["gap_closed_pct"].is_number());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn without_mpc_kpis_json_says_nothing_about_it() {
+    let out = scratch_dir("no-mpc");
+    let off = MpcSettings { mode: MpcMode::Off, ..MpcSettings::default() };
+    let evaluation = run_with(&out, 11, off, SimConfig::default());
+    assert!(evaluation.row("mpc").is_none() && evaluation.mpc_skipped.is_none());
+    let text = std::fs::read_to_string(out.join("kpis.json")).unwrap();
+    assert!(!text.contains("mpc") && !text.contains("forecast"), "{text}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(!report.contains("MPC") && !out.join("day-mpc.png").exists());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_demand_charge_is_in_every_file_and_the_optimum_still_bounds_every_row() {
+    let out = scratch_dir("demand-charge");
+    let mut sim = SimConfig::default();
+    sim.tariff.demand_charge_per_kw = 0.5;
+    let evaluation = run_with(&out, 11, MpcSettings::default(), sim);
+    let optimum = evaluation.row("optimum").unwrap().kpis.clone();
+    assert!(optimum.demand_charge > 0.0);
+    for r in &evaluation.rows {
+        assert!(r.kpis.demand_charge > 0.0, "{}", r.policy);
+        assert!(optimum.community_cost <= r.kpis.community_cost + 1e-6, "{}", r.policy);
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| demand charge |") && report.contains("demand charge 0.5 per kW"));
+    let csv = std::fs::read_to_string(out.join("kpis.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",demand_charge"), "{csv}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("kpis.json")).unwrap()).unwrap();
+    assert_eq!(json["run"]["sim"]["tariff"]["demand_charge_per_kw"], 0.5);
+    assert!(json["policies"][0]["kpis"]["demand_charge"].as_f64().unwrap() > 0.0);
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(config.contains("\"demand_charge_per_kw\": 0.5"), "{config}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

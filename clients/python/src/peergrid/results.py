@@ -66,6 +66,9 @@ class Kpis:
     #: Energy beyond the feeder limits, kWh.
     overload_kwh: float
     mean_reward: float
+    #: Demand charge on each period's peak net import (included in
+    #: ``community_cost``), currency; 0 without one.
+    demand_charge: float = 0.0
 
     @classmethod
     def from_pb(cls, pb: Any) -> Kpis:

@@ -21,8 +21,9 @@
 //!
 //! This module never reads a clock.
 
-mod model;
-mod replay;
+pub(crate) mod input;
+pub(crate) mod model;
+pub(crate) mod replay;
 mod settle;
 #[cfg(test)]
 mod tests;
@@ -115,7 +116,7 @@ pub fn solve_optimum(
     slots: &[usize],
 ) -> Result<OptimumPlan, EvalError> {
     validate(ds, prosumers, cfg, slots)?;
-    model::build(ds, prosumers, cfg, slots).solve()
+    model::build(input::LpInput::perfect_foresight(ds, prosumers, cfg, slots)).solve()
 }
 
 /// The same checks as `Simulation::new`, plus distinct slots (a plan is

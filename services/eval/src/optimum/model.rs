@@ -1,9 +1,11 @@
-//! The linear program of the perfect-foresight optimum.
+//! The linear program of the perfect-foresight optimum, and of every window
+//! the MPC baseline plans (`crate::mpc`), built from an [`LpInput`].
 //!
 //! Horizon: the schedule's slots `k = 0..T` in play order (held-out weeks
 //! played back to back, as the simulator plays them), slot length `h` hours.
-//! Known data: each household's load and PV (`b = load − PV`), each slot's
-//! retail `r_k` and feed-in `f_k` price.
+//! Known data: each household's load and PV (`b = load − PV`; forecasts
+//! after the first slot for MPC), each slot's retail `r_k` and feed-in `f_k`
+//! price, each battery's stored energy at the start.
 //!
 //! Per household `i` with a battery (home or EV), while it is available:
 //!
@@ -45,11 +47,8 @@
 //! are available to it).
 
 use good_lp::{clarabel, variable, Expression, ProblemVariables, Solution, SolverModel, Variable};
-use peergrid_core::battery::BatterySpec;
-use peergrid_core::data::Dataset;
-use peergrid_core::prosumer::ProsumerSpec;
-use peergrid_core::simulation::{slot_hour, SimConfig};
 
+use super::input::{BatteryInput, DemandInput, LpInput};
 use super::{HouseholdPlan, LpSummary, OptimumPlan};
 use crate::error::EvalError;
 
@@ -57,7 +56,7 @@ use crate::error::EvalError;
 const NOISE_KWH: f64 = 1e-9;
 
 /// The LP, ready to solve, and what is needed to read its solution.
-pub(super) struct Lp {
+pub(crate) struct Lp {
     vars: ProblemVariables,
     constraints: Vec<good_lp::Constraint>,
     objective: Expression,
@@ -67,6 +66,17 @@ pub(super) struct Lp {
     hours: f64,
     loss: f64,
     overload_penalty: f64,
+    demand: Option<DemandVars>,
+}
+
+/// The demand charge's part of the LP: one peak variable per period of the
+/// horizon, `peak ≥ net import / h` for each of its slots (and ≥ the peak
+/// the first period already reached before the horizon).
+struct DemandVars {
+    per_kw: f64,
+    /// Period of each slot.
+    periods: Vec<u64>,
+    peak_so_far_kw: f64,
 }
 
 /// One household's part of the LP.
@@ -131,70 +141,63 @@ fn sum(constant: f64, vars: &[Variable]) -> Expression {
     e
 }
 
-/// Builds the LP (inputs validated by the caller).
-pub(super) fn build(
-    ds: &Dataset,
-    prosumers: &[ProsumerSpec],
-    cfg: &SimConfig,
-    schedule: &[usize],
-) -> Lp {
-    let grid = &cfg.grid;
-    let mut slots: Vec<SlotVars> = schedule
+/// Builds the LP of `input`.
+pub(crate) fn build(input: LpInput) -> Lp {
+    let LpInput {
+        schedule,
+        hours,
+        hours_of_day,
+        prices,
+        households,
+        max_degradation_per_kwh: max_degradation,
+        grid,
+        demand,
+    } = input;
+    let mut slots: Vec<SlotVars> = prices
         .iter()
-        .map(|&t| {
-            let tariff = cfg.tariff_of(ds, t);
-            SlotVars {
-                retail: tariff.retail.per_kwh(),
-                feed_in: tariff.feed_in.per_kwh(),
-                ..SlotVars::default()
-            }
-        })
+        .map(|&(retail, feed_in)| SlotVars { retail, feed_in, ..SlotVars::default() })
         .collect();
     let max_retail = slots.iter().map(|s| s.retail).fold(0.0, f64::max);
-    let max_degradation = prosumers
-        .iter()
-        .filter_map(|p| p.battery)
-        .map(|b| b.degradation_cost_per_kwh)
-        .fold(0.0, f64::max);
     let mut lp = Lp {
         vars: ProblemVariables::new(),
         constraints: Vec::new(),
         objective: Expression::default(),
-        households: Vec::with_capacity(prosumers.len()),
+        households: Vec::with_capacity(households.len()),
         slots: Vec::new(),
-        schedule: schedule.to_vec(),
-        hours: ds.slot_hours(),
+        schedule,
+        hours,
         loss: grid.p2p_loss_fraction,
         overload_penalty: grid.overload_penalty_per_kwh,
+        demand: None,
     };
     // A kWh of EV shortfall must cost more than buying it at the dearest
     // price through a lossy battery, so the slack is used only when needed.
     let shortfall_penalty =
         10.0 * (max_retail + 2.0 * max_degradation + grid.overload_penalty_per_kwh) + 1.0;
-    let hours_of_day: Vec<u8> = schedule.iter().map(|&t| slot_hour(ds, t)).collect();
-    for p in prosumers {
-        let net_kwh: Vec<f64> =
-            schedule.iter().map(|&t| p.trace.load_kwh(ds, t) - p.trace.pv_kwh(ds, t)).collect();
-        let battery = match p.battery.filter(|b| b.capacity_kwh > 0.0) {
-            Some(spec) => Some(lp.add_battery(
-                p,
-                &spec,
-                &net_kwh,
-                &hours_of_day,
-                shortfall_penalty,
-                &mut slots,
-            )),
+    for h in households {
+        let battery = match &h.battery {
+            Some(b) => {
+                Some(lp.add_battery(b, &h.net_kwh, &hours_of_day, shortfall_penalty, &mut slots))
+            }
             None => {
-                for (slot, n) in slots.iter_mut().zip(&net_kwh) {
+                for (slot, n) in slots.iter_mut().zip(&h.net_kwh) {
                     slot.add_fixed(*n);
                 }
                 None
             }
         };
-        lp.households.push(HouseholdVars { net_kwh, battery });
+        lp.households.push(HouseholdVars { net_kwh: h.net_kwh, battery });
     }
     for slot in &mut slots {
         lp.add_community_slot(slot, grid.feeder_import_limit_kw, grid.feeder_export_limit_kw);
+    }
+    if let Some(d) = demand.filter(|d| d.per_kw > 0.0) {
+        lp.add_demand_charge(&slots, &d);
+        lp.demand = Some(DemandVars {
+            per_kw: d.per_kw,
+            periods: d.periods,
+            peak_so_far_kw: d.peak_so_far_kw,
+        });
     }
     lp.slots = slots;
     lp
@@ -204,26 +207,26 @@ impl Lp {
     /// The battery of household `p` over the horizon; `net[k]` is its load − PV.
     fn add_battery(
         &mut self,
-        p: &ProsumerSpec,
-        spec: &BatterySpec,
+        battery: &BatteryInput,
         net: &[f64],
         hours_of_day: &[u8],
         shortfall_penalty: f64,
         slots: &mut [SlotVars],
     ) -> BatteryVars {
+        let spec = &battery.spec;
         let e = spec.one_way_efficiency();
         let (min_kwh, max_kwh) = (spec.min_stored_kwh(), spec.max_stored_kwh());
         let (max_charge, max_discharge) =
             (spec.max_charge_kw * self.hours, spec.max_discharge_kw * self.hours);
-        let initial_kwh = (p.initial_soc * spec.capacity_kwh).clamp(min_kwh, max_kwh);
+        let initial_kwh = battery.initial_kwh.clamp(min_kwh, max_kwh);
         let mut stored = Expression::from(initial_kwh);
-        let plugged_in = |k: usize| p.ev.is_none_or(|ev| ev.plugged_in(hours_of_day[k]));
-        let mut was_plugged_in = plugged_in(0);
+        let plugged_in = |k: usize| battery.ev.is_none_or(|ev| ev.plugged_in(hours_of_day[k]));
+        let mut was_plugged_in = battery.plugged_in_before;
         let mut flows = Vec::with_capacity(net.len());
         let mut shortfalls = Vec::new();
         for (k, slot) in slots.iter_mut().enumerate() {
             let available = plugged_in(k);
-            if let Some(ev) = p.ev {
+            if let Some(ev) = battery.ev {
                 if was_plugged_in && !available {
                     let target = ev.departure_soc.min(spec.soc_max) * spec.capacity_kwh;
                     if target > min_kwh {
@@ -315,8 +318,32 @@ impl Lp {
         slot.p2p = Some(p2p);
     }
 
+    /// One peak variable per run of slots of the same period, above each of
+    /// their net imports (kW) and, for the first, above the peak so far;
+    /// `per_kw ×` the peak is in the objective.
+    fn add_demand_charge(&mut self, slots: &[SlotVars], d: &DemandInput) {
+        let mut peak: Option<(u64, Variable)> = None;
+        for (k, slot) in slots.iter().enumerate() {
+            let period = d.periods[k];
+            let var = match peak {
+                Some((p, v)) if p == period => v,
+                _ => {
+                    let floor = if k == 0 { d.peak_so_far_kw.max(0.0) } else { 0.0 };
+                    let v = self.vars.add(variable().min(floor));
+                    self.objective.add_mul(d.per_kw, v);
+                    peak = Some((period, v));
+                    v
+                }
+            };
+            let net_import = sum(slot.fixed_deficit, &slot.deficits)
+                - sum(slot.fixed_surplus, &slot.surpluses)
+                + self.loss * slot.p2p.expect("p2p is added with the slot");
+            self.constraints.push((self.hours * var).geq(net_import));
+        }
+    }
+
     /// Solves the LP and reads the plan out of the solution.
-    pub(super) fn solve(self) -> Result<OptimumPlan, EvalError> {
+    pub(crate) fn solve(self) -> Result<OptimumPlan, EvalError> {
         let Lp {
             vars,
             constraints,
@@ -324,9 +351,10 @@ impl Lp {
             households,
             slots,
             schedule,
-            hours: _,
+            hours,
             loss,
             overload_penalty,
+            demand,
         } = self;
         let (n_variables, n_constraints) = (vars.len(), constraints.len());
         let solution = vars
@@ -351,6 +379,7 @@ impl Lp {
             households.iter().map(|h| read_household(h, &value)).collect();
         let mut cost = 0.0;
         let mut p2p_kwh = Vec::with_capacity(slots.len());
+        let mut net_import_kw = Vec::with_capacity(slots.len());
         for (k, s) in slots.iter().enumerate() {
             let deficit: f64 = household_plans.iter().map(|h| h.deficit_kwh[k]).sum();
             let surplus: f64 = household_plans.iter().map(|h| h.surplus_kwh[k]).sum();
@@ -362,6 +391,10 @@ impl Lp {
             cost += s.retail * (deficit - (1.0 - loss) * p2p) - s.feed_in * (surplus - p2p);
             cost += overload_penalty * s.overloads.iter().map(|v| value(*v)).sum::<f64>();
             p2p_kwh.push(p2p);
+            net_import_kw.push((deficit - surplus + loss * p2p) / hours);
+        }
+        if let Some(d) = &demand {
+            cost += demand_cost(d, &net_import_kw);
         }
         for (h, plan) in households.iter().zip(&household_plans) {
             if let Some(b) = &h.battery {
@@ -384,6 +417,25 @@ impl Lp {
         };
         Ok(OptimumPlan { slots: schedule, households: household_plans, p2p_kwh, summary })
     }
+}
+
+/// The demand charge of a plan whose community net import is
+/// `net_import_kw` per slot: each period's peak (the first's above the peak
+/// already reached) × the charge, as the KPIs count it.
+fn demand_cost(d: &DemandVars, net_import_kw: &[f64]) -> f64 {
+    let mut cost = 0.0;
+    let mut k = 0;
+    while k < net_import_kw.len() {
+        let period = d.periods[k];
+        let floor = if k == 0 { d.peak_so_far_kw.max(0.0) } else { 0.0 };
+        let mut peak = floor;
+        while k < net_import_kw.len() && d.periods[k] == period {
+            peak = peak.max(net_import_kw[k]);
+            k += 1;
+        }
+        cost += d.per_kw * (peak - floor);
+    }
+    cost
 }
 
 /// A household's schedule from the solution.

@@ -57,18 +57,6 @@ impl PlanPolicy {
             position: plan.slots.iter().enumerate().map(|(k, &t)| (t, k)).collect(),
         }
     }
-
-    /// The set-point that moves the battery of `household` from its current
-    /// stored energy to the plan's at the end of slot `k`.
-    fn setpoint_kw(&self, household: usize, k: usize, obs: &Observation) -> f64 {
-        let Some(Some(target)) = self.stored_kwh.get(household).and_then(|row| row.get(k)) else {
-            return 0.0;
-        };
-        let e = self.one_way_efficiency[household];
-        let delta = target - obs.soc * obs.battery_capacity_kwh;
-        let bus_kwh = if delta >= 0.0 { delta / e } else { delta * e };
-        bus_kwh / obs.ctx.hours
-    }
 }
 
 impl Policy for PlanPolicy {
@@ -81,12 +69,26 @@ impl Policy for PlanPolicy {
         let Some(&k) = self.position.get(&obs.ctx.data_slot) else {
             return IDLE;
         };
-        let setpoint_kw = self.setpoint_kw(prosumer as usize, k, obs);
-        Action {
-            battery: battery_fraction(setpoint_kw, obs.setpoint_min_kw, obs.setpoint_max_kw),
-            quantity: if self.trade[k] { 1.0 } else { -1.0 },
-            price: 0.0,
-        }
+        let household = prosumer as usize;
+        let target = self.stored_kwh.get(household).and_then(|row| row.get(k)).copied().flatten();
+        steer_to(target, self.one_way_efficiency[household], self.trade[k], obs)
+    }
+}
+
+/// The raw action that brings a battery (one-way efficiency `e`) from what
+/// it holds now to `target_kwh` at the end of the slot (idle without a
+/// target), offering the whole position P2P at the tariff midpoint when
+/// `trade`.
+pub(crate) fn steer_to(target_kwh: Option<f64>, e: f64, trade: bool, obs: &Observation) -> Action {
+    let setpoint_kw = target_kwh.map_or(0.0, |target| {
+        let delta = target - obs.soc * obs.battery_capacity_kwh;
+        let bus_kwh = if delta >= 0.0 { delta / e } else { delta * e };
+        bus_kwh / obs.ctx.hours
+    });
+    Action {
+        battery: battery_fraction(setpoint_kw, obs.setpoint_min_kw, obs.setpoint_max_kw),
+        quantity: if trade { 1.0 } else { -1.0 },
+        price: 0.0,
     }
 }
 

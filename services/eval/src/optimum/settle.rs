@@ -18,7 +18,7 @@ use peergrid_core::household::HouseholdReport;
 use peergrid_core::kpi::{KpiAccumulator, Kpis};
 use peergrid_core::prosumer::ProsumerSpec;
 use peergrid_core::settlement::{apply_feeder_limits, Settlement};
-use peergrid_core::simulation::{slot_hour, SimConfig, SlotRecord};
+use peergrid_core::simulation::{demand_period, slot_hour, SimConfig, SlotRecord};
 use peergrid_core::slot_engine::household_slot;
 use peergrid_core::tariff::SlotTariff;
 
@@ -56,7 +56,8 @@ impl OptimumPlan {
         }
         let capacity: f64 =
             prosumers.iter().filter_map(|p| p.battery.map(|b| b.capacity_kwh)).sum();
-        let mut kpi = KpiAccumulator::new(n, capacity);
+        let mut kpi =
+            KpiAccumulator::new(n, capacity).with_demand_charge(cfg.tariff.demand_charge_per_kw);
         if let Some(costs) = baseline_costs {
             if costs.len() != n || costs.iter().any(|c| !c.is_finite()) {
                 return Err(EvalError::invalid(
@@ -100,7 +101,7 @@ impl OptimumPlan {
                 rec.mean_reward += slot.reward;
             }
             rec.mean_reward /= n.max(1) as f64;
-            kpi.end_slot(hours, feeder.overload_kwh);
+            kpi.end_slot_in(hours, feeder.overload_kwh, demand_period(ds, cfg, t));
             records.push(rec);
         }
         Ok(SettledOptimum { kpis: kpi.finish(), records })

@@ -15,7 +15,7 @@ use peergrid_core::prosumer::{
     generate_community, CommunityConfig, ProsumerKind, ProsumerSpec, TraceRef,
 };
 use peergrid_core::simulation::{SimConfig, Simulation, SlotRecord};
-use peergrid_core::tariff::{GridConfig, TariffConfig};
+use peergrid_core::tariff::{DemandPeriod, GridConfig, TariffConfig};
 use proptest::prelude::*;
 
 use super::settle::SettledOptimum;
@@ -322,5 +322,38 @@ proptest! {
         let slots: Vec<usize> = (0..ds.n_slots()).collect();
         let c = compare(&ds, &prosumers, &cfg, &slots, seed);
         assert_never_beaten(&c, limit.is_infinite());
+    }
+}
+
+#[test]
+fn with_a_demand_charge_the_optimum_is_still_never_beaten_and_shaves_the_peak() {
+    let ds = synthetic_dataset(4, 3, 60, 5);
+    let community =
+        CommunityConfig { n_prosumers: 10, share_ev: 0.3, seed: 5, ..CommunityConfig::default() };
+    let prosumers = generate_community(&ds, &community).unwrap();
+    let slots: Vec<usize> = (0..72).collect();
+    let plain = compare(&ds, &prosumers, &SimConfig::default(), &slots, 5);
+    assert_eq!(plain.optimum.kpis.demand_charge, 0.0);
+    for period in [DemandPeriod::Daily, DemandPeriod::Monthly] {
+        let tariff = TariffConfig {
+            demand_charge_per_kw: 0.5,
+            demand_charge_period: period,
+            ..TariffConfig::default()
+        };
+        let cfg = SimConfig { tariff, ..SimConfig::default() };
+        let c = compare(&ds, &prosumers, &cfg, &slots, 5);
+        assert_never_beaten(&c, true);
+        let (optimum, grid_only) = (&c.optimum.kpis, &c.policies[0].kpis);
+        assert!(optimum.demand_charge > 0.0, "{optimum:?}");
+        assert!(optimum.peak_import_kw <= plain.optimum.kpis.peak_import_kw + 1e-6);
+        // Grid-only cannot move its peaks: it pays them on top of its energy.
+        let grid_only_energy = plain.policies[0].kpis.community_cost;
+        assert!(
+            (grid_only.community_cost - grid_only_energy - grid_only.demand_charge).abs() < 1e-9
+        );
+        if period == DemandPeriod::Monthly {
+            // Three days, one period: the charge is on the one peak.
+            assert!((grid_only.demand_charge - 0.5 * grid_only.peak_import_kw).abs() < 1e-9);
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use peergrid_core::forecast::ForecastErrors;
 use peergrid_core::kpi::Kpis;
 use peergrid_core::prosumer::CommunityConfig;
 use peergrid_core::simulation::SimConfig;
@@ -14,6 +15,7 @@ use super::day::RepresentativeDay;
 use super::{LearningPoint, RunInfo};
 use crate::compare::{EvalScenario, Evaluation, OptimumReport};
 use crate::error::EvalError;
+use crate::mpc::{MpcReport, MPC};
 
 /// Identifies the layout of `kpis.json` (v2: `run.split` and
 /// `run.evaluated_on` replace v1's `run.eval_every_nth_week`).
@@ -58,6 +60,16 @@ struct KpisDocument<'a> {
     gap_closed_pct: Option<f64>,
     optimum: Option<&'a OptimumReport>,
     optimum_skipped: Option<&'a str>,
+    /// Present only when MPC was asked for (`run.mpc`), so a run without it
+    /// writes the same bytes as before MPC existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mpc: Option<&'a MpcReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mpc_gap_closed_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mpc_skipped: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forecast_errors: Option<&'a ForecastErrors>,
     learning_curve: &'a [LearningPoint],
 }
 
@@ -117,6 +129,10 @@ pub(super) fn kpis_json(
         gap_closed_pct: evaluation.gap_closed_pct(),
         optimum: evaluation.optimum.as_ref(),
         optimum_skipped: evaluation.optimum_skipped.as_deref(),
+        mpc: evaluation.mpc.as_ref(),
+        mpc_gap_closed_pct: evaluation.gap_closed_by_pct(MPC),
+        mpc_skipped: evaluation.mpc_skipped.as_deref(),
+        forecast_errors: evaluation.forecast_errors.as_ref(),
         learning_curve: curve,
     };
     let mut text = serde_json::to_string_pretty(&doc)
@@ -125,13 +141,21 @@ pub(super) fn kpis_json(
     Ok(text)
 }
 
+/// `demand_charge`: a column of `kpis.csv` only when some row pays one (so
+/// a tariff without one writes the file it always did).
+const DEMAND_CHARGE_FIELD: KpiField = ("demand_charge", |k| k.demand_charge);
+
 pub(super) fn kpis_csv(evaluation: &Evaluation) -> Result<String, EvalError> {
     let csv_error = |e: csv::Error| EvalError::invalid("kpis.csv", e.to_string());
+    let mut fields = KPI_FIELDS.to_vec();
+    if evaluation.rows.iter().any(|r| r.kpis.demand_charge != 0.0) {
+        fields.push(DEMAND_CHARGE_FIELD);
+    }
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(std::iter::once("policy").chain(KPI_FIELDS.iter().map(|(name, _)| *name)))
+    w.write_record(std::iter::once("policy").chain(fields.iter().map(|(name, _)| *name)))
         .map_err(csv_error)?;
     for r in &evaluation.rows {
-        let values = KPI_FIELDS.iter().map(|(_, get)| get(&r.kpis).to_string());
+        let values = fields.iter().map(|(_, get)| get(&r.kpis).to_string());
         w.write_record(std::iter::once(r.policy.clone()).chain(values)).map_err(csv_error)?;
     }
     let bytes = w.into_inner().map_err(|e| EvalError::invalid("kpis.csv", e.to_string()))?;

@@ -9,10 +9,11 @@
 use std::fmt::Write;
 
 use peergrid_core::market::Mechanism;
-use peergrid_core::tariff::{GridConfig, TariffConfig};
+use peergrid_core::tariff::{DemandPeriod, GridConfig, TariffConfig};
 
 use super::day::RepresentativeDay;
 use super::files::community_summary;
+use super::mpc_text::write_mpc;
 use super::plots::Plot;
 use super::table::kpi_table;
 use super::{LearningPoint, RunInfo};
@@ -183,15 +184,28 @@ fn write_kpis(md: &mut String, info: &RunInfo, evaluation: &Evaluation) -> std::
         (None, Some(why)) => writeln!(md, "Optimum: {why}.\n")?,
         (None, None) => {}
     }
-    Ok(())
+    write_mpc(md, evaluation)
 }
 
 fn tariff_text(t: &TariffConfig) -> String {
     let hours = |ranges: &[[u8; 2]]| {
         ranges.iter().map(|r| format!("{}–{} h", r[0], r[1])).collect::<Vec<_>>().join(", ")
     };
+    let demand = if t.demand_charge_per_kw > 0.0 {
+        let period = match t.demand_charge_period {
+            DemandPeriod::Daily => "day",
+            DemandPeriod::Monthly => "30 days",
+        };
+        format!(
+            "; demand charge {} per kW of the community's peak net import every {period} \
+             (in the community cost, not in the households' rewards)",
+            t.demand_charge_per_kw
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "time of use {} / {} / {} per kWh (off-peak / shoulder {} / peak {}), feed-in {} per kWh",
+        "time of use {} / {} / {} per kWh (off-peak / shoulder {} / peak {}), feed-in {} per kWh{demand}",
         t.off_peak_per_kwh,
         t.shoulder_per_kwh,
         t.peak_per_kwh,

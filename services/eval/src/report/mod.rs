@@ -23,6 +23,7 @@
 pub mod day;
 mod files;
 mod markdown;
+mod mpc_text;
 mod plots;
 pub mod table;
 pub mod validation;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{EvalScenario, Evaluation, OptimumMode};
 use crate::error::EvalError;
+use crate::mpc::MpcSettings;
 
 /// What produced a report: everything needed to reproduce it.
 #[derive(Clone, Debug, Serialize)]
@@ -55,6 +57,10 @@ pub struct RunInfo {
     /// The selection among that part's days as given (`all`, `1-7`, …).
     pub days: String,
     pub optimum_mode: OptimumMode,
+    /// Whether and how the MPC baseline is played (left out of `kpis.json`
+    /// when it is off).
+    #[serde(skip_serializing_if = "MpcSettings::is_off")]
+    pub mpc: MpcSettings,
     /// The learned policy's weight file, if one was evaluated.
     pub checkpoint: Option<CheckpointInfo>,
     /// Validation during training, when this run trained and validated:

@@ -19,7 +19,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::day::RepresentativeDay;
 use super::table::KPI_COLUMNS;
 use super::LearningPoint;
-use crate::compare::{EvalScenario, Evaluation, GRID_ONLY, LEARNED, OPTIMUM, RULE_BASED};
+use crate::compare::{EvalScenario, Evaluation, GRID_ONLY, LEARNED, MPC, OPTIMUM, RULE_BASED};
 use crate::error::EvalError;
 
 pub(super) const FONT: &str = "sans-serif";
@@ -56,7 +56,8 @@ pub(super) fn colour(policy: &str) -> RGBColor {
         RULE_BASED => RGBColor(31, 119, 180),
         LEARNED => RGBColor(255, 127, 14),
         OPTIMUM => RGBColor(44, 160, 44),
-        _ => RGBColor(148, 103, 189),
+        MPC => RGBColor(148, 103, 189),
+        _ => RGBColor(140, 86, 75),
     }
 }
 

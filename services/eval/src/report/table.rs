@@ -20,6 +20,19 @@ pub const KPI_COLUMNS: [KpiColumn; 9] = [
     ("Gini (savings)", |k| k.gini_savings, 3),
 ];
 
+/// Shown after the others only when some row pays a demand charge, so a
+/// tariff without one gives the table it always had.
+pub const DEMAND_CHARGE_COLUMN: KpiColumn = ("demand charge", |k| k.demand_charge, 2);
+
+/// The columns of a table of `rows`.
+pub fn columns_for(rows: &[(&str, &Kpis)]) -> Vec<KpiColumn> {
+    let mut columns = KPI_COLUMNS.to_vec();
+    if rows.iter().any(|(_, k)| k.demand_charge != 0.0) {
+        columns.push(DEMAND_CHARGE_COLUMN);
+    }
+    columns
+}
+
 /// A KPI as the table shows it.
 pub fn format_kpi(column: &KpiColumn, k: &Kpis) -> String {
     format!("{:.*}", column.2, (column.1)(k))
@@ -27,13 +40,14 @@ pub fn format_kpi(column: &KpiColumn, k: &Kpis) -> String {
 
 /// Renders one row per `(policy, kpis)` as a Markdown table.
 pub fn kpi_table(rows: &[(&str, &Kpis)]) -> String {
+    let columns = columns_for(rows);
     let mut header = vec!["policy".to_string()];
-    header.extend(KPI_COLUMNS.iter().map(|(name, _, _)| name.to_string()));
+    header.extend(columns.iter().map(|(name, _, _)| name.to_string()));
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|(name, k)| {
             let mut row = vec![name.to_string()];
-            row.extend(KPI_COLUMNS.iter().map(|c| format_kpi(c, k)));
+            row.extend(columns.iter().map(|c| format_kpi(c, k)));
             row
         })
         .collect();
@@ -93,5 +107,10 @@ mod tests {
         assert!(lines[0].starts_with("| policy") && lines[0].contains("community cost"));
         assert!(lines[2].contains("12.35") && lines[2].contains("100.0"));
         assert!(lines.iter().all(|l| l.chars().count() == lines[0].chars().count()));
+        assert!(!t.contains("demand charge"));
+        let charged = Kpis { demand_charge: 3.5, ..k.clone() };
+        let t = kpi_table(&[("grid-only", &k), ("mpc", &charged)]);
+        assert!(t.lines().next().unwrap().ends_with("| demand charge |"), "{t}");
+        assert!(t.contains("|          3.50 |") && t.contains("|          0.00 |"), "{t}");
     }
 }

@@ -31,6 +31,7 @@ impl From<&Kpis> for pb::Kpis {
             ev_shortfall_kwh,
             overload_kwh,
             mean_reward,
+            demand_charge,
         } = k.clone();
         pb::Kpis {
             slots,
@@ -53,6 +54,7 @@ impl From<&Kpis> for pb::Kpis {
             ev_shortfall_kwh,
             overload_kwh,
             mean_reward,
+            demand_charge,
         }
     }
 }
@@ -80,6 +82,7 @@ impl From<&pb::Kpis> for Kpis {
             ev_shortfall_kwh,
             overload_kwh,
             mean_reward,
+            demand_charge,
         } = *k;
         Kpis {
             slots,
@@ -102,6 +105,7 @@ impl From<&pb::Kpis> for Kpis {
             ev_shortfall_kwh,
             overload_kwh,
             mean_reward,
+            demand_charge,
         }
     }
 }
@@ -134,6 +138,7 @@ mod tests {
             ev_shortfall_kwh: 18.0,
             overload_kwh: 19.0,
             mean_reward: -20.0,
+            demand_charge: 21.0,
         };
         let wire = pb::Kpis::from(&k);
         assert_eq!(wire.co2_kg, 13.0);
