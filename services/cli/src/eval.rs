@@ -82,6 +82,7 @@ fn run_remote(args: &EvalArgs, policy: &str) -> Result<()> {
         &setup.scenario,
         Some(&mut remote),
         setup.info.optimum_mode,
+        &setup.info.mpc,
     )?;
     if let Some(failure) = remote.failure() {
         anyhow::bail!("{failure}; no report written (its learned row would be rule-based)");

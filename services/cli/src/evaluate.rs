@@ -392,8 +392,12 @@ pub fn evaluate_and_report(
     learned: Option<&mut dyn Policy>,
     curve: &[LearningPoint],
 ) -> Result<Evaluation> {
-    let evaluation =
-        peergrid_eval::compare_policies(&setup.scenario, learned, setup.info.optimum_mode)?;
+    let evaluation = peergrid_eval::compare_policies(
+        &setup.scenario,
+        learned,
+        setup.info.optimum_mode,
+        &setup.info.mpc,
+    )?;
     report(setup, &evaluation, curve)?;
     Ok(evaluation)
 }

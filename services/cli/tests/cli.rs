@@ -239,6 +239,8 @@ fn a_study_runs_every_seed_and_summarises_each_kpi_with_an_interval() {
         "1-2",
         "--optimum",
         "off",
+        "--mpc",
+        "off",
         "--updates",
         "1",
         "--rollout-slots",
