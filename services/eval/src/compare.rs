@@ -162,12 +162,8 @@ pub fn compare_policies(
     match mpc.mode {
         MpcMode::Off => {}
         MpcMode::Auto if size > AUTO_MPC_MAX_BATTERY_SLOTS => {
-            evaluation.mpc_skipped = Some(format!(
-                "skipped: {} battery households × {} slots = {size} exceeds the automatic limit of \
-                 {AUTO_MPC_MAX_BATTERY_SLOTS}; select fewer days or force it with --mpc on",
-                scenario.battery_households(),
-                slots.len()
-            ))
+            evaluation.mpc_skipped =
+                Some(too_large(scenario, slots.len(), AUTO_MPC_MAX_BATTERY_SLOTS, "--mpc"))
         }
         MpcMode::Auto | MpcMode::On => {
             let mut steps = mpc_row(scenario, &slots, mpc, &mut evaluation)?;
@@ -179,12 +175,8 @@ pub fn compare_policies(
             evaluation.optimum_skipped = Some("not requested (--optimum off)".into())
         }
         OptimumMode::Auto if size > AUTO_OPTIMUM_MAX_BATTERY_SLOTS => {
-            evaluation.optimum_skipped = Some(format!(
-                "skipped: {} battery households × {} slots = {size} exceeds the automatic limit of \
-                 {AUTO_OPTIMUM_MAX_BATTERY_SLOTS}; select fewer days or force it with --optimum on",
-                scenario.battery_households(),
-                slots.len()
-            ))
+            evaluation.optimum_skipped =
+                Some(too_large(scenario, slots.len(), AUTO_OPTIMUM_MAX_BATTERY_SLOTS, "--optimum"))
         }
         OptimumMode::Auto | OptimumMode::On => {
             let (row, report, mut steps) = optimum_row(scenario, &slots)?;
@@ -195,6 +187,17 @@ pub fn compare_policies(
     }
     evaluation.timings = timings;
     Ok(evaluation)
+}
+
+/// Why `Auto` skipped an LP-based row: the scenario's battery-household
+/// slots exceed `limit`; `flag` forces it.
+fn too_large(scenario: &EvalScenario, slots: usize, limit: usize, flag: &str) -> String {
+    let households = scenario.battery_households();
+    format!(
+        "skipped: {households} battery households × {slots} slots = {} exceeds the automatic \
+         limit of {limit}; select fewer days or force it with {flag} on",
+        households * slots
+    )
 }
 
 /// Named wall-clock durations.
