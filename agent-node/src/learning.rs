@@ -254,7 +254,8 @@ impl Learning {
     /// Sends the collected rollout; in synchronous mode waits for the next
     /// version. Returns the version to act with from now on if it changed.
     pub async fn exchange(&mut self, parts: Vec<ActorRollout>) -> Option<Learned> {
-        let rollout = assemble(&self.cfg.name, self.current.version, self.first_slot, parts);
+        let rollout =
+            assemble(&self.cfg.name, self.current.version, self.first_slot, self.steps, parts);
         self.steps = 0;
         let Some(rollout) = rollout else { return self.newer() };
         // Mark what we have seen, so that waiting below sees only newer versions.
@@ -409,20 +410,47 @@ impl Learning {
     }
 }
 
-/// The step-major rollout of the actors' parts (all of equal length), or
-/// `None` if there are no steps.
+/// The step-major rollout of the actors' parts, or `None` if there are no
+/// steps. Every part should cover the `expected` slots the node played
+/// since the last rollout; one that does not (its actor panicked and
+/// restarted mid-rollout, dropping the steps since its last good state, or
+/// handed over nothing the rollout before) is left out — logged with its
+/// prosumer — and the rollout goes on with the others. Should no part have
+/// the expected length, the parts of the most common one are kept.
 pub fn assemble(
     node: &str,
     version: u64,
     first_slot: u64,
-    parts: Vec<ActorRollout>,
+    expected: usize,
+    mut parts: Vec<ActorRollout>,
 ) -> Option<Rollout> {
-    let steps = parts.first()?.steps.len();
-    if steps == 0 || parts.iter().any(|p| p.steps.len() != steps) {
-        if steps != 0 {
-            warn!("actors hold rollouts of different lengths; dropping this rollout");
-        }
+    let steps = if parts.iter().any(|p| p.steps.len() == expected) {
+        expected
+    } else {
+        common_length(&parts)?
+    };
+    if steps == 0 {
         return None;
+    }
+    let before = parts.len();
+    parts.retain(|p| {
+        let fits = p.steps.len() == steps;
+        if !fits {
+            warn!(
+                prosumer = p.prosumer_id,
+                steps = p.steps.len(),
+                expected = steps,
+                "an actor's part of the rollout has another length (it restarted after a panic); leaving it out"
+            );
+        }
+        fits
+    });
+    if parts.len() < before {
+        warn!(
+            left_out = before - parts.len(),
+            kept = parts.len(),
+            "rollout assembled without some prosumers"
+        );
     }
     let p = parts.len();
     let n = steps * p;
@@ -458,6 +486,15 @@ pub fn assemble(
     Some(r)
 }
 
+/// The most common part length (the longer on a tie); `None` without parts.
+fn common_length(parts: &[ActorRollout]) -> Option<usize> {
+    let mut counts = std::collections::BTreeMap::<usize, usize>::new();
+    for p in parts {
+        *counts.entry(p.steps.len()).or_default() += 1;
+    }
+    counts.into_iter().max_by_key(|&(len, n)| (n, len)).map(|(len, _)| len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,7 +509,7 @@ mod tests {
                 .collect(),
             bootstrap_value: id as f32,
         };
-        let r = assemble("n", 2, 7, vec![part(4), part(5)]).unwrap();
+        let r = assemble("n", 2, 7, 3, vec![part(4), part(5)]).unwrap();
         r.validate().unwrap();
         assert_eq!(r.rewards, vec![40.0, 50.0, 41.0, 51.0, 42.0, 52.0]);
         assert_eq!(r.dones, vec![false, false, false, false, true, true]);
@@ -480,8 +517,35 @@ mod tests {
             (r.bootstrap_values.clone(), r.first_slot, r.policy_version),
             (vec![4.0, 5.0], 7, 2)
         );
-        let mut short = part(6);
-        short.steps.pop();
-        assert!(assemble("n", 2, 7, vec![part(4), short]).is_none());
+        assert!(assemble("n", 2, 7, 3, vec![]).is_none());
+        let empty = |id| ActorRollout { prosumer_id: id, steps: vec![], bootstrap_value: 0.0 };
+        assert!(assemble("n", 2, 7, 0, vec![empty(4), empty(5)]).is_none());
+    }
+
+    #[test]
+    fn a_part_of_another_length_is_left_out_and_the_rest_assembled() {
+        let part = |id: u32, steps: u32| ActorRollout {
+            prosumer_id: id,
+            steps: (0..steps)
+                .map(|t| Step { reward: (id * 10 + t) as f32, ..Step::default() })
+                .collect(),
+            bootstrap_value: id as f32,
+        };
+        // Short (restarted mid-rollout) and long (handed over nothing last time).
+        let r =
+            assemble("n", 2, 7, 3, vec![part(4, 3), part(5, 2), part(6, 3), part(7, 6)]).unwrap();
+        r.validate().unwrap();
+        assert_eq!(r.prosumer_ids, vec![4, 6]);
+        assert_eq!(r.steps, 3);
+        assert_eq!(r.rewards, vec![40.0, 60.0, 41.0, 61.0, 42.0, 62.0]);
+        assert_eq!(r.bootstrap_values, vec![4.0, 6.0]);
+        // The expected length wins over the most common one ...
+        let r = assemble("n", 2, 7, 3, vec![part(4, 6), part(5, 6), part(6, 3)]).unwrap();
+        assert_eq!((r.prosumer_ids.clone(), r.steps), (vec![6], 3));
+        // ... and without it, the most common (the longer on a tie) is kept.
+        let r = assemble("n", 2, 7, 9, vec![part(4, 2), part(5, 3), part(6, 2)]).unwrap();
+        assert_eq!((r.prosumer_ids.clone(), r.steps), (vec![4, 6], 2));
+        let r = assemble("n", 2, 7, 9, vec![part(4, 2), part(5, 3)]).unwrap();
+        assert_eq!((r.prosumer_ids.clone(), r.steps), (vec![5], 3));
     }
 }

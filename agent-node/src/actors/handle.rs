@@ -321,7 +321,17 @@ impl Prosumers {
     /// Test hook: the actor of `id` panics in its next `PlaySlot`.
     #[cfg(test)]
     pub(crate) async fn inject_panic(&self, id: ProsumerId) -> Result<(), AgentError> {
-        use super::supervised::PanicOnNextPlay;
-        self.ask(move |pid| PanicOnNextPlay(pid == id)).await.map(drop)
+        self.inject_panic_at(id, super::prosumer::PanicAt::Play).await
+    }
+
+    /// Test hook: the actor of `id` panics in its next message of kind `at`.
+    #[cfg(test)]
+    pub(crate) async fn inject_panic_at(
+        &self,
+        id: ProsumerId,
+        at: super::prosumer::PanicAt,
+    ) -> Result<(), AgentError> {
+        use super::supervised::PanicNext;
+        self.ask(move |pid| PanicNext((pid == id).then_some(at))).await.map(drop)
     }
 }

@@ -148,10 +148,33 @@ pub struct ProsumerActor {
     last_good_steps: usize,
     /// Counts restarts (the node's `agent_actor_restarts` metric).
     pub(crate) restarts: Counter,
-    /// Test hook: panic in the next `handle_play`, after the household has
-    /// changed (so a restart must undo it). Not compiled outside tests.
+    /// Test hook: panic in the next message of this kind, after the
+    /// household has changed (so a restart must undo it). Not compiled
+    /// outside tests.
     #[cfg(test)]
-    pub(crate) panic_next_play: bool,
+    pub(crate) panic_next: Option<PanicAt>,
+}
+
+/// Where the test hook makes an actor panic.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PanicAt {
+    Play,
+    /// Learning: `prepare_and_collect`, after preparing the slot.
+    Prepare,
+    /// Remote policy: `observe`, after preparing the slot.
+    Observe,
+}
+
+#[cfg(test)]
+impl ProsumerActor {
+    /// Test hook: panics if the hook is set for `at` (and clears it).
+    fn maybe_panic(&mut self, at: PanicAt) {
+        if self.panic_next == Some(at) {
+            self.panic_next = None;
+            panic!("injected panic in prosumer {} ({at:?})", self.spec.id);
+        }
+    }
 }
 
 /// What an actor carries across a restart of its process: its household's
@@ -231,7 +254,7 @@ impl ProsumerActor {
             last_good_steps: 0,
             restarts: Counter::default(),
             #[cfg(test)]
-            panic_next_play: false,
+            panic_next: None,
         }
     }
 
@@ -263,9 +286,7 @@ impl ProsumerActor {
             None => household.act(&prepared, &msg.ctx, &mut self.policy),
         };
         #[cfg(test)]
-        if std::mem::take(&mut self.panic_next_play) {
-            panic!("injected panic in prosumer {}", self.spec.id);
-        }
+        self.maybe_panic(PanicAt::Play);
         let slots_per_day = (24.0 / msg.ctx.hours).round().max(1.0) as usize;
         let done = (msg.ctx.data_slot + 1) % slots_per_day == 0;
         if let (ActorPolicy::Learning(p), None) = (&self.policy, msg.action) {
@@ -300,6 +321,8 @@ impl ProsumerActor {
         let prepared = household.prepare(&self.ds, ctx, conditions);
         let bootstrap_value = self.policy.value_of(&prepared.obs);
         self.prepared = Some((slot, prepared));
+        #[cfg(test)]
+        self.maybe_panic(PanicAt::Prepare);
         if self.awaiting_reward {
             // Collected before its settlement (cannot happen in the node's
             // order of calls): drop the incomplete step.
@@ -331,6 +354,8 @@ impl ProsumerActor {
             }
         };
         self.prepared = Some((slot, prepared));
+        #[cfg(test)]
+        self.maybe_panic(PanicAt::Observe);
         let mut features = [0.0; OBS_DIM];
         prepared.obs.features(&mut features);
         features

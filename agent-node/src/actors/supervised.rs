@@ -178,15 +178,18 @@ impl Request for ReturnOf {
     }
 }
 
-/// Test hook: if set, the next `PlaySlot` panics after the household changed.
+/// Test hook: if set, the actor panics in its next message of that kind,
+/// after its household changed.
 #[cfg(test)]
-pub(crate) struct PanicOnNextPlay(pub(crate) bool);
+pub(crate) struct PanicNext(pub(crate) Option<super::prosumer::PanicAt>);
 
 #[cfg(test)]
-impl Request for PanicOnNextPlay {
+impl Request for PanicNext {
     type Answer = ();
 
     fn apply(self, actor: &mut ProsumerActor) {
-        actor.panic_next_play |= self.0;
+        if self.0.is_some() {
+            actor.panic_next = self.0;
+        }
     }
 }

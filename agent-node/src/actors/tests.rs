@@ -255,3 +255,129 @@ fn a_panicking_actor_restarts_from_its_last_good_state_and_the_others_play_on() 
     let text = registry.encode();
     assert!(text.contains("peergrid_agent_actor_restarts_total 1"), "{text}");
 }
+
+fn learning_source() -> PolicySource {
+    use peergrid_core::policy::{ActorCritic, MlpModel, MlpSpec, ObsNormaliser};
+    let spec = MlpSpec::default();
+    let model = MlpModel::new(ActorCritic::random(&spec, 5), ObsNormaliser::identity(spec.obs_dim))
+        .unwrap();
+    PolicySource::Learning {
+        learned: crate::policy::Learned { model: Arc::new(model), version: 1 },
+        seed: 9,
+    }
+}
+
+/// Learning: an actor that panics while it prepares the slot a rollout is
+/// collected at (handing over nothing), or while it plays mid-rollout
+/// (losing that slot's step), is restarted; the node's rollouts go on with
+/// every other prosumer, the victim is left out of the one rollout its
+/// part does not fit, and is back in full in the next.
+#[test]
+fn a_learning_actor_that_panics_costs_only_its_own_part_of_one_rollout() {
+    use super::prosumer::PanicAt;
+    let (ds, specs) = small_community(8, 3);
+    let ctxs = contexts(&ds, 16);
+    let weights = Arc::new(RewardWeights::default());
+    let mut registry = peergrid_runtime::Metrics::new();
+    let metrics = crate::metrics::AgentMetrics::register(&mut registry);
+    let prosumers = Prosumers::spawn(
+        &specs,
+        &ds,
+        &learning_source(),
+        &weights,
+        2,
+        metrics.actor_restarts.clone(),
+    )
+    .unwrap();
+    let all: Vec<ProsumerId> = specs.iter().map(|s| s.id).collect();
+    let rollout_slots = 4;
+    // (slot, victim, where): a panic while the rollout of slot 4 is
+    // collected, and one mid-way through the rollout collected at slot 12.
+    let faults = [(4u64, specs[5].id, PanicAt::Prepare), (10, specs[2].id, PanicAt::Play)];
+    let mut rollouts = Vec::new();
+    block_on(async {
+        let mut played_since = 0;
+        for (slot, ctx) in ctxs.iter().enumerate() {
+            let slot = slot as u64;
+            for (at_slot, victim, at) in faults {
+                if slot == at_slot {
+                    prosumers.inject_panic_at(victim, at).await.unwrap();
+                }
+            }
+            if slot > 0 && slot % rollout_slots == 0 {
+                let parts = prosumers.prepare_and_collect(slot, ctx, &[]).await.unwrap();
+                let r = crate::learning::assemble(
+                    "n",
+                    1,
+                    slot - played_since,
+                    played_since as usize,
+                    parts,
+                )
+                .expect("a rollout with the other prosumers");
+                r.validate().unwrap();
+                rollouts.push((slot, r.prosumer_ids.clone(), r.steps));
+                played_since = 0;
+            }
+            prosumers.play(slot, ctx, &[]).await.unwrap();
+            prosumers.settle(slot, &[]).await.unwrap();
+            played_since += 1;
+        }
+    });
+    let without = |id: ProsumerId| all.iter().copied().filter(|&p| p != id).collect::<Vec<_>>();
+    assert_eq!(
+        rollouts,
+        vec![
+            (4, without(specs[5].id), 4),  // the victim handed over nothing
+            (8, without(specs[5].id), 4),  // its part held two rollouts' steps
+            (12, without(specs[2].id), 4), // the slot it lost is missing from its part
+        ],
+    );
+    assert_eq!(metrics.actor_restarts.get(), 2, "two restarts");
+}
+
+/// Remote policy: an actor that panics while it prepares its observation
+/// answers zeros for that slot and is restarted; it prepares the slot
+/// afresh when it plays, and every other prosumer's observation is the one
+/// a second `observe` of the same slot gives.
+#[test]
+fn a_remote_policy_actor_that_panics_while_observing_is_restarted_and_plays_the_slot() {
+    use super::prosumer::PanicAt;
+    let (ds, specs) = small_community(6, 3);
+    let ctxs = contexts(&ds, 3);
+    let weights = Arc::new(RewardWeights::default());
+    let mut registry = peergrid_runtime::Metrics::new();
+    let metrics = crate::metrics::AgentMetrics::register(&mut registry);
+    let prosumers = Prosumers::spawn(
+        &specs,
+        &ds,
+        &PolicySource::Remote,
+        &weights,
+        2,
+        metrics.actor_restarts.clone(),
+    )
+    .unwrap();
+    let victim = 4;
+    block_on(async {
+        for (slot, ctx) in ctxs.iter().enumerate() {
+            let slot = slot as u64;
+            if slot == 1 {
+                prosumers.inject_panic_at(specs[victim].id, PanicAt::Observe).await.unwrap();
+            }
+            let first = prosumers.observe(slot, ctx, &[]).await.unwrap();
+            let again = prosumers.observe(slot, ctx, &[]).await.unwrap();
+            for (i, (a, b)) in first.iter().zip(&again).enumerate() {
+                if slot == 1 && i == victim {
+                    assert_eq!(*a, [0.0; peergrid_core::observation::OBS_DIM], "lost: zeros");
+                    assert_ne!(*b, *a, "prepared afresh after the restart");
+                } else {
+                    assert_eq!(a, b, "slot {slot}, prosumer {i}");
+                }
+            }
+            let reports = prosumers.play(slot, ctx, &[]).await.unwrap();
+            assert_eq!(reports.len(), specs.len(), "slot {slot}: every prosumer played");
+            let summary = prosumers.settle(slot, &[]).await.unwrap();
+            assert_eq!(summary.settled, specs.len());
+        }
+    });
+    assert_eq!(metrics.actor_restarts.get(), 1);
+}
