@@ -377,6 +377,9 @@ pub struct LearnerClient {
     inner: peergrid_proto::pb::learner::v1::learner_service_client::LearnerServiceClient<
         InterceptedService<Channel, ClientAuth>,
     >,
+    /// The longest a push may take: the node's `learner_wait_ms`, as long
+    /// as it would wait for a policy version anyway.
+    push_timeout: Duration,
 }
 
 /// A subscription to the trainer's policy versions.
@@ -432,7 +435,7 @@ impl LearnerClient {
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(LearnerClient { inner })
+        Ok(LearnerClient { inner, push_timeout: Duration::from_millis(cfg.learner_wait_ms) })
     }
 
     /// The trainer's mode: `true` for synchronous.
@@ -484,10 +487,17 @@ impl LearnerClient {
                 rollout.samples()
             ))));
         }
-        let summary = self
-            .inner
-            .push_experience(tokio_stream::once(batch))
+        // A trainer that took the call but never answers (stuck, not gone:
+        // keep-alive notices a dead one) must not hold the node forever.
+        let call = self.inner.push_experience(tokio_stream::once(batch));
+        let summary = tokio::time::timeout(self.push_timeout, call)
             .await
+            .map_err(|_| {
+                AgentError::Rpc(tonic::Status::deadline_exceeded(format!(
+                    "the trainer did not answer the rollout push within learner_wait_ms ({} ms)",
+                    self.push_timeout.as_millis()
+                )))
+            })?
             .map_err(AgentError::Rpc)?
             .into_inner();
         let verdict = if summary.batches_accepted == 1 { Pushed::Accepted } else { Pushed::Stale };

@@ -6,6 +6,10 @@
 //! limit now fails in the client with `RESOURCE_EXHAUSTED` naming the
 //! limit, before it is sent, and the server never sees it; one under the
 //! limit is delivered.
+//!
+//! And a push to a learner that takes the call but never answers fails
+//! after the node's `learner_wait_ms` with `DEADLINE_EXCEEDED`, instead of
+//! holding the node (and the slot it holds at the market) forever.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,10 +27,12 @@ use peergrid_runtime::{Acceptor, ConnectionLimits, ConnectionMetrics, Metrics, M
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-/// A learner that accepts every batch and counts the bytes it received.
+/// A learner that accepts every batch and counts the bytes it received
+/// (or, with `hang`, reads the batch and never answers).
 #[derive(Clone, Default)]
 struct Learner {
     received_bytes: Arc<AtomicU64>,
+    hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -45,6 +51,9 @@ impl LearnerService for Learner {
             self.received_bytes
                 .fetch_add(prost::Message::encoded_len(&batch) as u64, Ordering::Relaxed);
             accepted += 1;
+        }
+        if self.hang.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
         }
         Ok(Response::new(pb::PushSummary { batches_accepted: accepted, ..Default::default() }))
     }
@@ -84,12 +93,13 @@ fn rollout_of(bytes: usize) -> Rollout {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent() {
-    let learner = Learner::default();
+/// Serves `learner` on a free loopback port as the trainer serves (the
+/// shared kit, limit and status layer); its URL and the server's task.
+async fn serve(
+    learner: Learner,
+) -> (String, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    // Served as the trainer serves: the shared kit, limit and status layer.
     let service = LearnerServiceServer::new(learner.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -101,6 +111,13 @@ async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent(
             .add_service(service)
             .serve_with_incoming(acceptor.incoming(listener)),
     );
+    (url, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent() {
+    let learner = Learner::default();
+    let (url, server) = serve(learner.clone()).await;
     let cfg = AgentConfig { insecure_no_auth: true, ..AgentConfig::default() };
     let mut client = LearnerClient::connect(&cfg, &url).await.unwrap();
 
@@ -126,5 +143,23 @@ async fn a_rollout_over_the_servers_limit_fails_in_the_client_before_it_is_sent(
         delivered,
         "the server received nothing of it"
     );
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_learner_never_answers_fails_after_learner_wait_ms() {
+    let learner = Learner::default();
+    learner.hang.store(true, Ordering::Relaxed);
+    let (url, server) = serve(learner.clone()).await;
+    let cfg =
+        AgentConfig { insecure_no_auth: true, learner_wait_ms: 300, ..AgentConfig::default() };
+    let mut client = LearnerClient::connect(&cfg, &url).await.unwrap();
+    let rollout = rollout_of(1000);
+    let push = tokio::time::timeout(std::time::Duration::from_secs(20), client.push(&rollout));
+    let error = push.await.expect("the push gave up by itself, long before 20 s").unwrap_err();
+    let AgentError::Rpc(status) = &error else { panic!("expected a gRPC status, got {error}") };
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("learner_wait_ms (300 ms)"), "{status:?}");
+    assert!(learner.received_bytes.load(Ordering::Relaxed) > 0, "the batch was delivered");
     server.abort();
 }
