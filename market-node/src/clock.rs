@@ -233,12 +233,12 @@ impl ClockHandle {
         self.events.subscribe()
     }
 
-    /// Resolves once the run reached `max_slots` (never, without a limit).
     /// Whether the run reached `max_slots`.
     pub fn is_finished(&self) -> bool {
         *self.finished.borrow()
     }
 
+    /// Resolves once the run reached `max_slots` (never, without a limit).
     pub async fn finished(&self) {
         let mut rx = self.finished.clone();
         let _ = rx.wait_for(|done| *done).await;

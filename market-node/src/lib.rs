@@ -65,6 +65,11 @@ impl MarketHandle {
         self.clock.finished().await
     }
 
+    /// Whether the run reached `max_slots`: its last slot cleared.
+    pub fn is_finished(&self) -> bool {
+        self.clock.is_finished()
+    }
+
     /// Waits until every task stopped (after the shutdown was triggered).
     pub async fn join(self) -> anyhow::Result<()> {
         self.join.await.context("market task panicked")?

@@ -235,3 +235,59 @@ async fn peergrid_eval_evaluates_a_remote_policy_and_refuses_one_that_fails() {
     assert!(!dir.join("slow/kpis.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `peergrid run --policy remote:URL`: the service takes the trainer's
+/// place. The embedded cluster plays `--updates × --rollout-slots` slots of
+/// the training days, each agent-node asking the service once per slot for
+/// its prosumers' actions and passing it the outcome of the slot before
+/// (what a learner learns from); then the service is evaluated on the test
+/// days as `peergrid eval --policy remote:URL` does, and the report written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peergrid_run_plays_the_training_days_through_a_remote_policy_then_evaluates_it() {
+    let bin = peergrid_e2e::processes::binary("peergrid").unwrap();
+    let policy = StandInPolicy::start(Behaviour::Fixed(CHARGE)).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("peergrid-run-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = policy.url();
+    let out = dir.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["run", "--policy", &format!("remote:{url}"), "--prosumers", "6"])
+            .args(["--nodes", "2", "--updates", "2", "--rollout-slots", "12", "--quiet"])
+            .args(["--days", "1-2", "--optimum", "off", "--mpc", "off", "--json", "--out"])
+            .arg(&out)
+            .env_remove("PEERGRID_AGENT_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stderr}");
+    assert!(stderr.contains("played 24 training slots"), "{stderr}");
+    assert!(stderr.contains("48 node-slots decided by it, 0 rule-based"), "{stderr}");
+    assert!(stderr.contains("48 slots answered"), "{stderr}");
+    let kpis: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(kpis["policies"][2]["policy"], "learned");
+    assert_eq!(kpis["policies"][2]["kpis"]["p2p_kwh"], 0.0, "the service's actions were played");
+    assert!(dir.join("report.md").exists());
+
+    let seen = policy.seen();
+    let (eval, train): (Vec<_>, Vec<_>) = seen.iter().partition(|b| b.node_name == "peergrid-eval");
+    assert_eq!(train.len(), 48, "one call per slot from each of the two nodes");
+    for node in ["node-0", "node-1"] {
+        let calls: Vec<_> = train.iter().filter(|b| b.node_name == node).collect();
+        assert_eq!(calls.iter().map(|b| b.slot).collect::<Vec<_>>(), (0..24).collect::<Vec<_>>());
+        assert!(calls.iter().all(|b| b.prosumer_ids.len() == 3), "{node}: its three prosumers");
+        // From the second slot on, each call carries the slot settled before.
+        for pair in calls.windows(2) {
+            let feedback = pair[1].previous.as_ref().expect("feedback of the slot before");
+            assert_eq!(feedback.slot, pair[0].slot, "{node}");
+            assert!(feedback.remote_actions, "{node}: the service's actions were played");
+            assert_eq!(feedback.outcomes.len(), 3, "{node}");
+        }
+    }
+    assert_eq!(eval.len(), 48, "one call per evaluated slot");
+    assert!(eval.iter().all(|b| b.prosumer_ids.len() == 6 && b.previous.is_none()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

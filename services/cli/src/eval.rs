@@ -11,13 +11,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use peergrid_agent_node::config::REMOTE_POLICY_PREFIX;
 
 use peergrid_core::policy::weights::from_safetensors;
 use peergrid_core::policy::MlpPolicy;
 
-use peergrid_cli::evaluate::{evaluate_and_report, report, ScenarioArgs, Setup};
-use peergrid_cli::remote_eval::RemoteEvalPolicy;
+use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
+use peergrid_cli::remote_eval::{
+    evaluate_remote_and_report, remote_url, RemoteEvalPolicy, RemotePolicyArgs,
+};
 use peergrid_cli::InputError;
 
 #[derive(Args, Debug, Clone)]
@@ -36,13 +37,8 @@ pub(crate) struct EvalArgs {
     /// (or _FILE) if set.
     #[arg(long, value_name = "remote:URL")]
     pub policy: Option<String>,
-    /// How long the service may take for one slot, ms; a slot it misses
-    /// fails the evaluation.
-    #[arg(long, default_value_t = 30_000)]
-    pub remote_policy_timeout_ms: u64,
-    /// PEM CA certificate(s) to trust for an `https://` policy service.
-    #[arg(long, value_name = "FILE")]
-    pub remote_policy_tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: RemotePolicyArgs,
     #[command(flatten)]
     pub scenario: ScenarioArgs,
 }
@@ -67,26 +63,8 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
 /// `--policy remote:URL`: the service plays the learned row; a slot it
 /// fails ends the command before any report is written.
 fn run_remote(args: &EvalArgs, policy: &str) -> Result<()> {
-    let url = policy.strip_prefix(REMOTE_POLICY_PREFIX).ok_or_else(|| {
-        InputError(format!(
-            "--policy must be remote:URL (a file goes to --checkpoint), got {policy}"
-        ))
-    })?;
+    let url = remote_url(policy)?;
     let setup = Setup::load("peergrid eval", &args.scenario, None)?;
-    let mut remote = RemoteEvalPolicy::connect(
-        url,
-        args.remote_policy_tls_ca.clone(),
-        args.remote_policy_timeout_ms,
-    )?;
-    let evaluation = peergrid_eval::compare_policies(
-        &setup.scenario,
-        Some(&mut remote),
-        setup.info.optimum_mode,
-        &setup.info.mpc,
-    )?;
-    if let Some(failure) = remote.failure() {
-        anyhow::bail!("{failure}; no report written (its learned row would be rule-based)");
-    }
-    eprintln!("remote policy at {url}: {} slots answered", remote.calls());
-    report(&setup, &evaluation, &[])
+    let mut remote = RemoteEvalPolicy::connect(url, &args.remote)?;
+    evaluate_remote_and_report(&setup, &mut remote, &[])
 }

@@ -28,6 +28,36 @@ use crate::InputError;
 /// The node name the service sees in every call.
 pub const EVAL_NODE_NAME: &str = "peergrid-eval";
 
+/// How to call a remote policy (`--policy remote:URL`), shared by
+/// `peergrid eval` and `peergrid run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RemotePolicyArgs {
+    /// With `--policy remote:URL`: how long the service may take for one
+    /// slot, ms. In an evaluation a slot it misses fails the command; while
+    /// `peergrid run` plays the training days, the agent-node plays that
+    /// slot rule-based instead (counted).
+    #[arg(long, default_value_t = 30_000)]
+    pub remote_policy_timeout_ms: u64,
+    /// PEM CA certificate(s) to trust for an `https://` policy service.
+    #[arg(long, value_name = "FILE")]
+    pub remote_policy_tls_ca: Option<std::path::PathBuf>,
+}
+
+impl Default for RemotePolicyArgs {
+    fn default() -> Self {
+        RemotePolicyArgs { remote_policy_timeout_ms: 30_000, remote_policy_tls_ca: None }
+    }
+}
+
+/// The URL of `--policy remote:URL`; bad input (another form) names the flag.
+pub fn remote_url(policy: &str) -> Result<&str, InputError> {
+    policy.strip_prefix(peergrid_agent_node::config::REMOTE_POLICY_PREFIX).ok_or_else(|| {
+        InputError(format!(
+            "--policy must be remote:URL (a policy file goes to --checkpoint), got {policy}"
+        ))
+    })
+}
+
 /// A remote policy driven by the reference simulator.
 pub struct RemoteEvalPolicy {
     runtime: tokio::runtime::Runtime,
@@ -46,11 +76,9 @@ impl RemoteEvalPolicy {
     /// Dials `url` (`http://`, `https://` with `tls_ca`, or `local://`) with
     /// the agent token of `PEERGRID_AGENT_TOKEN`/`_FILE`, if set; each slot's
     /// call may take `timeout_ms`.
-    pub fn connect(
-        url: &str,
-        tls_ca: Option<std::path::PathBuf>,
-        timeout_ms: u64,
-    ) -> Result<RemoteEvalPolicy> {
+    pub fn connect(url: &str, args: &RemotePolicyArgs) -> Result<RemoteEvalPolicy> {
+        let (tls_ca, timeout_ms) =
+            (args.remote_policy_tls_ca.clone(), args.remote_policy_timeout_ms);
         if !(10..=600_000).contains(&timeout_ms) {
             return Err(InputError(format!(
                 "--remote-policy-timeout-ms must lie in 10..=600000, got {timeout_ms}"
@@ -158,4 +186,26 @@ impl Policy for RemoteEvalPolicy {
             }
         }
     }
+}
+
+/// Evaluates `remote` as the learned row on the held-out days of `setup`
+/// and writes the report with `curve` — unless the service failed a slot:
+/// then the command fails, naming the slot, and nothing is written (the
+/// row would be rule-based under another name).
+pub fn evaluate_remote_and_report(
+    setup: &crate::evaluate::Setup,
+    remote: &mut RemoteEvalPolicy,
+    curve: &[peergrid_eval::LearningPoint],
+) -> Result<()> {
+    let evaluation = peergrid_eval::compare_policies(
+        &setup.scenario,
+        Some(&mut *remote),
+        setup.info.optimum_mode,
+        &setup.info.mpc,
+    )?;
+    if let Some(failure) = remote.failure() {
+        anyhow::bail!("{failure}; no report written (its learned row would be rule-based)");
+    }
+    eprintln!("remote policy at {}: {} slots answered", remote.url, remote.calls());
+    crate::evaluate::report(setup, &evaluation, curve)
 }

@@ -98,7 +98,8 @@ pub struct ClusterBuilder {
     start_when_joined: bool,
     agent: AgentConfig,
     trainer: Option<TrainerConfig>,
-    tokens: Option<(Secret, Secret)>,
+    agent_token: Option<Secret>,
+    operator_token: Option<Secret>,
 }
 
 impl ClusterBuilder {
@@ -154,16 +155,29 @@ impl ClusterBuilder {
 
     /// The agent and operator tokens (default: fresh random ones, never printed).
     pub fn tokens(mut self, agent: Secret, operator: Secret) -> Self {
-        self.tokens = Some((agent, operator));
+        self.agent_token = Some(agent);
+        self.operator_token = Some(operator);
+        self
+    }
+
+    /// Only the agent token (the operator's stays a fresh random one): for
+    /// a service outside the cluster that checks it, such as the remote
+    /// policy agent-nodes call with `policy: remote:URL`.
+    pub fn agent_token(mut self, agent: Secret) -> Self {
+        self.agent_token = Some(agent);
         self
     }
 
     /// Starts the trainer (if any), the market, then the agent-nodes one
     /// at a time, each waited for until its prosumers have joined.
     pub async fn start(self) -> Result<Cluster> {
-        let (agent_token, operator_token) = match self.tokens.clone() {
-            Some(pair) => pair,
-            None => (fresh_secret("agent token")?, fresh_secret("operator token")?),
+        let agent_token = match self.agent_token.clone() {
+            Some(token) => token,
+            None => fresh_secret("agent token")?,
+        };
+        let operator_token = match self.operator_token.clone() {
+            Some(token) => token,
+            None => fresh_secret("operator token")?,
         };
         let tokens = Tokens::from_secrets(Some(agent_token.clone()), Some(operator_token.clone()))?;
         let (market_name, trainer_name) = self.transport.local_names();
@@ -191,6 +205,7 @@ impl ClusterBuilder {
             operator_token,
             market: None,
             market_stop: ShutdownController::new(),
+            channel: std::sync::Mutex::new(None),
             trainer,
             agent,
             agents: Vec::new(),
@@ -249,6 +264,10 @@ pub struct Cluster {
     operator_token: Secret,
     market: Option<MarketHandle>,
     market_stop: ShutdownController,
+    /// The channel [`channel`](Cluster::channel) dialled to the running
+    /// market, reused by every client and status poll (a tonic channel
+    /// reconnects by itself); cleared when the market restarts.
+    channel: std::sync::Mutex<Option<Channel>>,
     trainer: Option<(TrainerHandle, ShutdownController)>,
     /// Every agent-node's settings but its name and size.
     agent: AgentConfig,
@@ -274,7 +293,8 @@ impl Cluster {
             start_when_joined: true,
             agent: AgentConfig { actor_threads: 1, ..AgentConfig::default() },
             trainer: None,
-            tokens: None,
+            agent_token: None,
+            operator_token: None,
         }
     }
 
@@ -314,15 +334,23 @@ impl Cluster {
         }
     }
 
-    /// A channel to the market, trusting the agent-nodes' CA when it serves TLS.
+    /// A channel to the market, trusting the agent-nodes' CA when it
+    /// serves TLS: dialled once per market and shared (clones of one
+    /// HTTP/2 connection), so polling the status every few milliseconds
+    /// does not open a connection each time.
     pub async fn channel(&self) -> Result<Channel> {
+        if let Some(channel) = self.channel.lock().expect("not poisoned").clone() {
+            return Ok(channel);
+        }
         let target = Target {
             url: self.market_url(),
             ca: self.agent.tls_ca.as_deref(),
             domain: self.agent.tls_domain.as_deref(),
             names: peergrid_agent_node::config::MARKET_SETTINGS,
         };
-        Ok(target.connect(|endpoint| endpoint).await?)
+        let channel = target.connect(|endpoint| endpoint).await?;
+        *self.channel.lock().expect("not poisoned") = Some(channel.clone());
+        Ok(channel)
     }
 
     /// A market client with the operator token.
@@ -345,6 +373,7 @@ impl Cluster {
         }
         let config = MarketConfig::new(settings, self.sim.clone(), self.tokens.clone())?;
         self.market_stop = ShutdownController::new();
+        *self.channel.lock().expect("not poisoned") = None;
         let market = peergrid_market_node::start_with_dataset(
             config,
             Arc::clone(&self.ds),

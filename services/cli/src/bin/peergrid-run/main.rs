@@ -7,6 +7,7 @@
 //! then evaluates it, the baselines and the perfect-foresight optimum on
 //! held-out days and writes a report ([`run`]).
 
+mod remote;
 mod run;
 mod train;
 mod validate;

@@ -23,6 +23,9 @@ use peergrid_eval::study::{SeedRun, Study};
 use peergrid_eval::EvalScenario;
 
 use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
+use peergrid_cli::remote_eval::{
+    evaluate_remote_and_report, remote_url, RemoteEvalPolicy, RemotePolicyArgs,
+};
 use peergrid_cli::InputError;
 
 #[derive(Args, Debug, Clone, Default)]
@@ -37,6 +40,17 @@ pub(crate) struct RunArgs {
     /// confidence interval (`study.md`, one report per seed under `seed-N/`).
     #[arg(long, default_value_t = 1)]
     pub seeds: u32,
+    /// Let an external PolicyService decide instead of training PPO:
+    /// `remote:http://HOST:PORT` (e.g. a Python learner served with
+    /// `peergrid.serve_policy`). The cluster plays `--updates ×
+    /// --rollout-slots` training slots with the service deciding (and
+    /// learning from each slot's rewards), then the service is evaluated
+    /// like `peergrid eval --policy remote:URL`. The agent token of
+    /// PEERGRID_AGENT_TOKEN (or _FILE) is sent, if set.
+    #[arg(long, value_name = "remote:URL")]
+    pub policy: Option<String>,
+    #[command(flatten)]
+    pub remote: RemotePolicyArgs,
     #[command(flatten)]
     pub train: crate::train::TrainArgs,
 }
@@ -49,6 +63,18 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         return Err(
             InputError(format!("--seeds must lie in 1..={MAX_SEEDS}, got {}", args.seeds)).into()
         );
+    }
+    if let Some(policy) = &args.policy {
+        let url = remote_url(policy)?;
+        if args.seeds != 1 {
+            return Err(InputError(format!(
+                "--seeds {} with --policy remote: the service keeps learning from one seed to \
+                 the next, so the seeds would not be independent; run one seed per fresh service",
+                args.seeds
+            ))
+            .into());
+        }
+        return run_remote(&args, url);
     }
     if args.seeds == 1 {
         return run_one(&args);
@@ -146,6 +172,46 @@ fn eval_days(args: &RunArgs) -> Result<Option<DaySelection>> {
         }
         (weeks, None) => Ok(Some(DaySelection::first(7 * weeks))),
     }
+}
+
+/// `--policy remote:URL`: the service plays the training days (unless
+/// `--updates 0`), then is evaluated; a slot it fails in the evaluation
+/// ends the run before any report is written.
+fn run_remote(args: &RunArgs, url: &str) -> Result<()> {
+    let setup = Setup::load("peergrid run", &args.scenario, eval_days(args)?)?;
+    args.train.validate(setup.info.community.n_prosumers)?;
+    // Dialled first: a service that is not there fails before anything runs.
+    let mut remote = RemoteEvalPolicy::connect(url, &args.remote)?;
+    if args.train.updates > 0 {
+        let played = crate::remote::play(crate::remote::PlayRequest {
+            args: &args.train,
+            url,
+            remote: &args.remote,
+            ds: Arc::clone(&setup.scenario.ds),
+            community: &setup.info.community,
+            sim: &setup.scenario.sim,
+            split: setup.info.split,
+        })?;
+        eprintln!(
+            "the remote policy played {} training slots in {:.1} s ({:.0} slots/s): {} node-slots \
+             decided by it, {} rule-based because it did not answer in time{}",
+            played.slots,
+            played.seconds,
+            played.slots as f64 / played.seconds.max(1e-9),
+            played.calls,
+            played.fallbacks,
+            if played.interrupted { " (interrupted)" } else { "" },
+        );
+        if played.slots > 0 && played.calls == 0 {
+            anyhow::bail!(
+                "the remote policy at {url} decided none of the {} training slots (every one \
+                 fell back to rule-based); see the agent-nodes' warnings above",
+                played.slots
+            );
+        }
+    }
+    std::fs::create_dir_all(&setup.out)?;
+    evaluate_remote_and_report(&setup, &mut remote, &[])
 }
 
 /// One seed: trains (unless `--updates 0`), evaluates, reports.
