@@ -482,6 +482,18 @@ fn run_rejects_bad_flags_and_config() {
         &["--demand-charge-per-kw", "[0, 1000]", "got -1"],
     );
     exit_2_naming(&["run", "--demand-charge-period", "weekly"], &["--demand-charge-period"]);
+    // A remote policy instead of PPO: only remote:URL, one seed, sane timeout.
+    exit_2_naming(&["run", "--policy", "rule-based"], &["--policy must be remote:URL"]);
+    let remote = ["run", "--policy", "remote:http://127.0.0.1:9"];
+    exit_2_naming(&[&remote[..], &["--seeds", "2"]].concat(), &["--seeds 2 with --policy remote"]);
+    exit_2_naming(
+        &[&remote[..], &["--remote-policy-timeout-ms", "5"]].concat(),
+        &["--remote-policy-timeout-ms", "10..=600000", "got 5"],
+    );
+    exit_2_naming(
+        &["run", "--policy", "remote:ftp://policy:1"],
+        &["--policy remote:ftp://policy:1"],
+    );
     let negative = scratch_file("dc.json", r#"{"sim": {"tariff": {"demand_charge_per_kw": -2}}}"#);
     exit_2_naming(&["run", "--scenario", &negative], &["tariff.demand_charge_per_kw", "[0, 1000]"]);
     exit_2_naming(
