@@ -16,8 +16,9 @@
 //!   or an in-process name (`local://NAME`, for the embedded run);
 //! - [`connections`]: the accept loop of every gRPC TCP server (connection
 //!   cap, handshake deadline, file-descriptor exhaustion, TLS);
-//! - [`serve`]: the gRPC server kit (connection hygiene, size limits,
-//!   status normalisation, bounded shutdown) both servers share;
+//! - [`serve`](mod@serve): the gRPC server kit both servers share:
+//!   [`serve()`] with health and reflection, connection hygiene, size
+//!   limits, status normalisation, bounded shutdown;
 //! - [`backoff`]: exponential reconnect delays with optional seeded jitter;
 //! - [`tfevents`]: TensorBoard event files (the trainer's scalars).
 //!
@@ -52,7 +53,7 @@ pub use error::RuntimeError;
 pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};
 pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
-pub use serve::{serve_until, server_builder, status_layer, MAX_MESSAGE_BYTES};
+pub use serve::{serve, server_builder, status_layer, ServeOptions, Services, MAX_MESSAGE_BYTES};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;
 pub use token::{load_token, load_token_with, Secret, MIN_TOKEN_LEN};
