@@ -19,6 +19,7 @@
 //! - [`serve`](mod@serve): the gRPC server kit both servers share:
 //!   [`serve()`] with health and reflection, connection hygiene, size
 //!   limits, status normalisation, bounded shutdown;
+//! - [`exit`]: every binary's exit code (0 done, 2 bad input, 1 failed);
 //! - [`backoff`]: exponential reconnect delays with optional seeded jitter;
 //! - [`tfevents`]: TensorBoard event files (the trainer's scalars).
 //!
@@ -31,6 +32,7 @@ pub mod connections;
 pub mod dataset;
 pub mod dial;
 pub mod error;
+pub mod exit;
 pub mod inproc;
 pub mod listener;
 pub mod logging;
@@ -50,6 +52,7 @@ pub use connections::{track_calls, Acceptor, ConnectionArgs, ConnectionLimits, C
 pub use dataset::{check_renamed_env, DatasetArgs};
 pub use dial::{SettingNames, Target};
 pub use error::RuntimeError;
+pub use exit::{exit_code, no_other_bad_input, BadInput};
 pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};
 pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
