@@ -75,7 +75,7 @@ async fn status(target: &TargetArgs, json: bool) -> anyhow::Result<()> {
 /// Resolves the tokens and the configuration (refusals are bad input),
 /// then trains until a signal or the learner's death.
 async fn start(args: RunArgs) -> anyhow::Result<()> {
-    let tokens = if args.insecure_no_auth {
+    let tokens = if args.server.insecure_no_auth {
         Ok(Tokens::insecure_no_auth())
     } else {
         Tokens::from_env().map_err(|e| e.to_string())
