@@ -60,30 +60,25 @@ async fn health(config: &peergrid_agent_node::AgentConfig) -> anyhow::Result<()>
 
 async fn run(config: peergrid_agent_node::AgentConfig) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
-    let mut node = tokio::spawn(peergrid_agent_node::run(config, controller.subscribe()));
-    let result = tokio::select! {
-        r = &mut node => r,
+    let node = peergrid_agent_node::start(config, controller.subscribe());
+    tokio::select! {
+        () = node.finished() => {}
         signal = wait_for_signal() => {
             if let Err(e) = signal {
                 error!(error = %e, "cannot listen for signals; stopping");
             }
             info!("shutdown requested: finishing the current slot");
             controller.trigger();
-            node.await
         }
-    };
-    match result {
-        Ok(Ok(report)) => {
+    }
+    match node.join().await {
+        Ok(report) => {
             info!(slots_played = report.slots_played, prosumers = report.returns.len(), "bye");
             Ok(())
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             error!(error = format!("{e:#}"), "agent-node failed");
             Err(e)
-        }
-        Err(e) => {
-            error!(error = %e, "agent-node task panicked");
-            Err(e.into())
         }
     }
 }
