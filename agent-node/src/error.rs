@@ -1,5 +1,6 @@
 //! The agent-node's one error type, [`AgentError`], with variants a caller
-//! can act on: bad configuration (exit 2, fix the flags), a market that
+//! can act on: bad configuration (exit 2, fix the flags:
+//! [`AgentError::is_bad_input`]), a market that
 //! refused us for good (stop), a connection problem (reconnect with backoff),
 //! or a protocol breach by the market (reconnect; the households keep their
 //! state). [`AgentError::is_retryable`] is the one place that decides which
@@ -73,6 +74,12 @@ impl AgentError {
 
     pub fn protocol(reason: impl Into<String>) -> AgentError {
         AgentError::Protocol(reason.into())
+    }
+
+    /// Whether the user's settings are at fault (the process exits 2,
+    /// through `peergrid_runtime::exit_code`).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, AgentError::Config { .. })
     }
 
     /// Whether reconnecting may help. Authentication, invalid arguments,

@@ -1,86 +1,84 @@
 //! The `peergrid-agent-node` binary: parse the configuration, initialise
 //! tracing, run the node until it ends or a signal arrives. SIGTERM/Ctrl-C
-//! finish the current slot, then the process exits 0. Exit codes: 0 done,
-//! 1 runtime failure, 2 bad configuration.
+//! finish the current slot, then the process exits 0. Exit codes
+//! (`peergrid_runtime::exit_code`): 0 done, 1 runtime failure, 2 bad
+//! configuration.
 
 use std::process::ExitCode;
 
+use anyhow::anyhow;
 use clap::Parser;
 use peergrid_agent_node::{AgentArgs, AgentError, Command};
-use peergrid_runtime::{init_tracing, wait_for_signal, ShutdownController};
+use peergrid_runtime::{exit_code, init_tracing, wait_for_signal, BadInput, ShutdownController};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
-    let args = AgentArgs::parse();
+    let result = run_command(AgentArgs::parse());
+    exit_code(&result, |e| e.downcast_ref().is_some_and(AgentError::is_bad_input))
+}
+
+/// Runs the command; every error is printed (or logged) before it returns.
+fn run_command(args: AgentArgs) -> anyhow::Result<()> {
     let command = args.command.unwrap_or(Command::Run);
-    let config = match args.into_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("peergrid-agent-node: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let config = args.into_config().map_err(|e| {
+        eprintln!("peergrid-agent-node: {e}");
+        BadInput::new(e)
+    })?;
     if command == Command::CheckConfig {
         println!("{}", config.redacted_json());
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     init_tracing(config.json_logs);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
             eprintln!("peergrid-agent-node: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+            e
+        })?;
     match command {
-        Command::Health => runtime.block_on(async {
-            match peergrid_agent_node::health(&config).await {
-                Ok(s) => {
-                    println!(
-                        "ok: slot {} prosumers {} nodes {} mode {} paused {}",
-                        s.slot, s.prosumers, s.nodes, s.mode, s.paused
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("peergrid-agent-node: market unhealthy: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }),
+        Command::Health => runtime.block_on(health(&config)),
         _ => runtime.block_on(run(config)),
     }
 }
 
-async fn run(config: peergrid_agent_node::AgentConfig) -> ExitCode {
+/// The market's status with the agent token; an unhealthy market is a
+/// failure (exit 1), whatever the reason.
+async fn health(config: &peergrid_agent_node::AgentConfig) -> anyhow::Result<()> {
+    match peergrid_agent_node::health(config).await {
+        Ok(s) => {
+            println!(
+                "ok: slot {} prosumers {} nodes {} mode {} paused {}",
+                s.slot, s.prosumers, s.nodes, s.mode, s.paused
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("peergrid-agent-node: market unhealthy: {e}");
+            Err(anyhow!("market unhealthy: {e}"))
+        }
+    }
+}
+
+async fn run(config: peergrid_agent_node::AgentConfig) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
-    let mut node = tokio::spawn(peergrid_agent_node::run(config, controller.subscribe()));
-    let result = tokio::select! {
-        r = &mut node => r,
+    let node = peergrid_agent_node::start(config, controller.subscribe());
+    tokio::select! {
+        () = node.finished() => {}
         signal = wait_for_signal() => {
             if let Err(e) = signal {
                 error!(error = %e, "cannot listen for signals; stopping");
             }
             info!("shutdown requested: finishing the current slot");
             controller.trigger();
-            node.await
         }
-    };
-    match result {
-        Ok(Ok(report)) => {
+    }
+    match node.join().await {
+        Ok(report) => {
             info!(slots_played = report.slots_played, prosumers = report.returns.len(), "bye");
-            ExitCode::SUCCESS
-        }
-        Ok(Err(e)) => {
-            error!(error = format!("{e:#}"), "agent-node failed");
-            match e.downcast_ref::<AgentError>() {
-                Some(AgentError::Config { .. }) => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
+            Ok(())
         }
         Err(e) => {
-            error!(error = %e, "agent-node task panicked");
-            ExitCode::FAILURE
+            error!(error = format!("{e:#}"), "agent-node failed");
+            Err(e)
         }
     }
 }

@@ -15,8 +15,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use peergrid_core::data::split::WeekSplit;
 use peergrid_core::data::{DatasetKind, DatasetSource};
 use peergrid_core::simulation::SimConfig;
-use peergrid_runtime::connections::{self, ConnectionArgs, ConnectionLimits};
-use peergrid_runtime::{DatasetArgs, LogArgs, Tokens};
+use peergrid_runtime::connections::{self, ConnectionLimits};
+use peergrid_runtime::{
+    replace_if_given, DatasetArgs, MarketNode, NodeArgs, ServerArgs, ServerSettings, Tokens,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -347,17 +349,14 @@ pub enum Command {
     },
 }
 
+/// The market's flags: the ones every node has, the ones every server
+/// has (`peergrid_runtime::node_args`), the dataset's, and its own.
 #[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
-    /// gRPC listen address [default: 127.0.0.1:50051].
-    #[arg(long, env = "PEERGRID_MARKET_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Prometheus /metrics listen address (off when unset).
-    #[arg(long, env = "PEERGRID_MARKET_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// JSON file: `{"sim": SimConfig, "market": settings}`, both optional.
-    #[arg(long, env = "PEERGRID_MARKET_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs<MarketNode>,
+    #[command(flatten)]
+    pub server: ServerArgs<MarketNode>,
     #[command(flatten)]
     pub dataset: DatasetArgs,
     /// First dataset slot [default: 0].
@@ -395,42 +394,19 @@ pub struct RunArgs {
     /// Largest average power one household may draw, kW; bounds load reports [default: 50].
     #[arg(long, env = "PEERGRID_MARKET_MAX_HOUSEHOLD_KW")]
     pub max_household_kw: Option<f64>,
-    /// After SIGTERM, ms open calls get before the server abandons them [default: 10000].
-    #[arg(long, env = "PEERGRID_SHUTDOWN_TIMEOUT_MS")]
-    pub shutdown_timeout_ms: Option<u64>,
-    /// Run without authentication (local demos only).
-    #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
-    pub insecure_no_auth: bool,
-    #[command(flatten)]
-    pub logs: LogArgs,
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
-    #[arg(long, env = "PEERGRID_MARKET_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "PEERGRID_MARKET_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
 }
 
 impl RunArgs {
-    /// Defaults, then the config file, then these flags; tokens from `tokens`.
+    /// Defaults, then the config file (`{"sim": SimConfig, "market":
+    /// settings}`, both optional), then the environment and flags; tokens
+    /// from `tokens`.
     pub fn resolve(&self, tokens: Tokens) -> Result<MarketConfig, ConfigError> {
-        let file = match &self.config {
-            None => ConfigFile::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
-                serde_json::from_str(&text)
-                    .map_err(|e| bad("config", format!("{}: {e}", path.display())))?
-            }
-        };
+        let file: ConfigFile = self.node.read_config()?;
         let mut s = file.market;
         macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { s.$f = v; } )* };
+            ($($f:ident),*) => { $( replace_if_given(&mut s.$f, self.$f); )* };
         }
         set!(
-            listen,
             start_slot,
             mode,
             deadline_ms,
@@ -443,31 +419,19 @@ impl RunArgs {
             max_hold_ms,
             max_household_kw
         );
-        set!(shutdown_timeout_ms);
         self.dataset.apply(&mut s.dataset, &mut s.data_file).map_err(ConfigError::from)?;
-        if self.metrics_listen.is_some() {
-            s.metrics_listen = self.metrics_listen;
-        }
-        if self.max_slots.is_some() {
-            s.max_slots = self.max_slots;
-        }
-        if self.connections.max_connections.is_some() {
-            s.max_connections = self.connections.max_connections;
-        }
-        if let Some(ms) = self.connections.handshake_timeout_ms {
-            s.handshake_timeout_ms = ms;
-        }
-        if let Some(ms) = self.connections.idle_timeout_ms {
-            s.idle_timeout_ms = ms;
-        }
-        if self.tls_cert.is_some() {
-            s.tls_cert = self.tls_cert.clone();
-        }
-        if self.tls_key.is_some() {
-            s.tls_key = self.tls_key.clone();
-        }
-        s.insecure_no_auth |= self.insecure_no_auth;
-        s.json_logs = self.logs.json(s.json_logs);
+        replace_if_given(&mut s.max_slots, self.max_slots.map(Some));
+        self.node.apply(&mut s.metrics_listen, &mut s.json_logs);
+        self.server.apply(ServerSettings {
+            listen: &mut s.listen,
+            tls_cert: &mut s.tls_cert,
+            tls_key: &mut s.tls_key,
+            shutdown_timeout_ms: &mut s.shutdown_timeout_ms,
+            max_connections: &mut s.max_connections,
+            handshake_timeout_ms: &mut s.handshake_timeout_ms,
+            idle_timeout_ms: &mut s.idle_timeout_ms,
+        });
+        s.insecure_no_auth |= self.server.insecure_no_auth;
         MarketConfig::new(s, file.sim, tokens)
     }
 }
@@ -475,7 +439,13 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peergrid_runtime::LogFormat;
+    use peergrid_runtime::{LogArgs, LogFormat};
+
+    /// `--insecure-no-auth` and the node-wide flags `node`.
+    fn insecure_args(node: NodeArgs<MarketNode>) -> RunArgs {
+        let server = ServerArgs { insecure_no_auth: true, ..ServerArgs::default() };
+        RunArgs { node, server, ..RunArgs::default() }
+    }
 
     fn insecure() -> MarketSettings {
         MarketSettings { insecure_no_auth: true, ..MarketSettings::default() }
@@ -538,25 +508,21 @@ mod tests {
         )
         .unwrap();
         let args = RunArgs {
-            config: Some(path),
             deadline_ms: Some(75),
-            insecure_no_auth: true,
-            ..RunArgs::default()
+            ..insecure_args(NodeArgs { config: Some(path), ..NodeArgs::default() })
         };
         let c = args.resolve(Tokens::default()).unwrap();
         assert_eq!((c.settings.deadline_ms, c.settings.start_slot), (75, 7));
         assert!(!c.settings.json_logs);
-        let json = RunArgs {
+        let json = insecure_args(NodeArgs {
             logs: LogArgs { log_format: Some(LogFormat::Json), json_logs: false },
-            insecure_no_auth: true,
-            ..RunArgs::default()
-        };
+            ..NodeArgs::default()
+        });
         assert!(json.resolve(Tokens::default()).unwrap().settings.json_logs, "--log-format json");
-        let shorthand = RunArgs {
+        let shorthand = insecure_args(NodeArgs {
             logs: LogArgs { log_format: None, json_logs: true },
-            insecure_no_auth: true,
-            ..RunArgs::default()
-        };
+            ..NodeArgs::default()
+        });
         assert!(shorthand.resolve(Tokens::default()).unwrap().settings.json_logs, "--json-logs");
         let cli = Cli::try_parse_from([
             "market-node",

@@ -33,7 +33,8 @@ use std::time::Duration;
 use anyhow::Context;
 use peergrid_core::data::Dataset;
 use peergrid_runtime::{
-    serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown,
+    serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, ServeOptions,
+    Shutdown,
 };
 use tokio::task::JoinHandle;
 
@@ -130,13 +131,15 @@ pub async fn start_with_dataset(
         }
     };
     let params = grpc::ServeParams {
-        acceptor,
+        options: ServeOptions {
+            acceptor,
+            drain: Duration::from_millis(settings.shutdown_timeout_ms),
+        },
         clock: clock.clone(),
         tokens: Arc::new(config.tokens.clone()),
         metrics,
         max_batch: settings.max_batch,
         node_timeout: Duration::from_millis(settings.node_timeout_ms),
-        shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
         shutdown: shutdown.clone(),
     };
     let server = tokio::spawn(grpc::serve(listener, params, stop));

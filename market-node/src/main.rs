@@ -2,14 +2,19 @@
 //! run until SIGTERM / Ctrl-C (or `--max-slots`), drain the open slot and
 //! exit 0. `market-node health --addr URL` checks a running market instead
 //! (exit 0 if serving, 1 otherwise) for container health checks; `https://`
-//! with `--tls-ca FILE` for a TLS market.
+//! with `--tls-ca FILE` for a TLS market. A refused configuration exits 2
+//! (`peergrid_runtime::exit_code`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::anyhow;
 use clap::Parser;
-use peergrid_market_node::config::{Cli, Command};
-use peergrid_runtime::{init_tracing, wait_for_signal, ShutdownController, Tokens};
+use peergrid_market_node::config::{Cli, Command, RunArgs};
+use peergrid_runtime::{
+    exit_code, init_tracing, no_other_bad_input, wait_for_signal, BadInput, ShutdownController,
+    Tokens,
+};
 
 /// Beyond the server's own shutdown timeout: the open slot clears (at
 /// most its deadline) and the tasks stop.
@@ -18,48 +23,46 @@ const DRAIN_SLACK: Duration = Duration::from_secs(30);
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Health { addr, tls_ca, tls_domain }) = cli.command {
-        return match peergrid_market_node::grpc::check_health(
-            &addr,
-            tls_ca.as_deref(),
-            tls_domain.as_deref(),
-        )
-        .await
-        {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => {
-                eprintln!("market-node at {addr} is not serving");
-                ExitCode::from(1)
-            }
-            Err(e) => {
-                eprintln!("market-node at {addr}: {e:#}");
-                ExitCode::from(1)
-            }
-        };
-    }
-    if let Err(e) = peergrid_runtime::check_renamed_env(|name| std::env::var(name).ok()) {
-        eprintln!("market-node: {e}");
-        return ExitCode::from(2);
-    }
-    let config = match Tokens::from_env()
-        .map_err(|e| e.to_string())
-        .and_then(|t| cli.run.resolve(t).map_err(|e| e.to_string()))
-    {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("market-node: {e}");
-            return ExitCode::from(2);
+    let result = match cli.command {
+        Some(Command::Health { addr, tls_ca, tls_domain }) => {
+            health(&addr, tls_ca.as_deref(), tls_domain.as_deref()).await
         }
+        None => start(&cli.run).await,
     };
+    exit_code(&result, no_other_bad_input)
+}
+
+/// Whether the market at `addr` is serving; anything else is a failure.
+async fn health(
+    addr: &str,
+    tls_ca: Option<&std::path::Path>,
+    tls_domain: Option<&str>,
+) -> anyhow::Result<()> {
+    match peergrid_market_node::grpc::check_health(addr, tls_ca, tls_domain).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            eprintln!("market-node at {addr} is not serving");
+            Err(anyhow!("not serving"))
+        }
+        Err(e) => {
+            eprintln!("market-node at {addr}: {e:#}");
+            Err(e)
+        }
+    }
+}
+
+/// Resolves the configuration (refusals are bad input), then runs.
+async fn start(args: &RunArgs) -> anyhow::Result<()> {
+    let config = peergrid_runtime::check_renamed_env(|name| std::env::var(name).ok())
+        .and_then(|()| Tokens::from_env().map_err(|e| e.to_string()))
+        .and_then(|t| args.resolve(t).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            eprintln!("market-node: {e}");
+            BadInput::new(e)
+        })?;
     init_tracing(config.settings.json_logs);
     tracing::info!("starting market-node {} with {config}", env!("CARGO_PKG_VERSION"));
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("market-node failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run(config).await.inspect_err(|e| tracing::error!("market-node failed: {e:#}"))
 }
 
 async fn run(config: peergrid_market_node::MarketConfig) -> anyhow::Result<()> {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use peergrid_runtime::connections::{self, ConnectionArgs, ConnectionLimits};
-use peergrid_runtime::LogArgs;
+use peergrid_runtime::connections::{self, ConnectionLimits};
+use peergrid_runtime::{replace_if_given, NodeArgs, ServerArgs, ServerSettings, TrainerNode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainerError;
@@ -220,17 +220,14 @@ impl TargetArgs {
     }
 }
 
+/// The trainer's flags: the ones every node has, the ones every server
+/// has (`peergrid_runtime::node_args`), and its own.
 #[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
-    /// gRPC listen address [default: 127.0.0.1:50061].
-    #[arg(long, env = "PEERGRID_TRAINER_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Prometheus /metrics listen address (off when unset).
-    #[arg(long, env = "PEERGRID_TRAINER_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// JSON file: `{"ppo": PpoConfig, "learner": LearnerSettings}`, both optional.
-    #[arg(long, env = "PEERGRID_TRAINER_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs<TrainerNode>,
+    #[command(flatten)]
+    pub server: ServerArgs<TrainerNode>,
     /// Directory for checkpoints and TensorBoard event files (none written when unset).
     #[arg(long, env = "PEERGRID_TRAINER_RUN_DIR")]
     pub run_dir: Option<PathBuf>,
@@ -254,75 +251,33 @@ pub struct RunArgs {
     pub seed: Option<u64>,
     #[arg(long, value_enum, env = "PEERGRID_TRAINER_DEVICE")]
     pub device: Option<DeviceChoice>,
-    /// Run without authentication (local demos only).
-    #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
-    pub insecure_no_auth: bool,
-    /// After SIGTERM, ms open calls get before the server abandons them [default: 10000].
-    #[arg(long, env = "PEERGRID_SHUTDOWN_TIMEOUT_MS")]
-    pub shutdown_timeout_ms: Option<u64>,
-    #[command(flatten)]
-    pub logs: LogArgs,
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
-    #[arg(long, env = "PEERGRID_TRAINER_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "PEERGRID_TRAINER_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
 }
 
 impl RunArgs {
-    /// Defaults ← file ← flags/environment, validated.
+    /// Defaults ← file (`{"ppo": PpoConfig, "learner": LearnerSettings}`,
+    /// both optional) ← flags/environment, validated.
     pub fn resolve(self) -> Result<TrainerConfig, TrainerError> {
-        let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| TrainerError::io(path, e))?;
-                serde_json::from_str::<ConfigFile>(&text).map_err(|e| {
-                    TrainerError::config("config", format!("{}: {e}", path.display()))
-                })?
-            }
-            None => ConfigFile::default(),
-        };
+        let file: ConfigFile = self.node.read_config().map_err(config_error)?;
         let mut c =
             TrainerConfig { ppo: file.ppo, learner: file.learner, ..TrainerConfig::default() };
-        if let Some(v) = self.listen {
-            c.listen = v;
-        }
-        c.metrics_listen = self.metrics_listen;
+        self.node.apply(&mut c.metrics_listen, &mut c.json_logs);
+        self.server.apply(ServerSettings {
+            listen: &mut c.listen,
+            tls_cert: &mut c.tls_cert,
+            tls_key: &mut c.tls_key,
+            shutdown_timeout_ms: &mut c.shutdown_timeout_ms,
+            max_connections: &mut c.max_connections,
+            handshake_timeout_ms: &mut c.handshake_timeout_ms,
+            idle_timeout_ms: &mut c.idle_timeout_ms,
+        });
         c.run_dir = self.run_dir;
         c.resume = self.resume;
-        c.json_logs = self.logs.json(c.json_logs);
-        if let Some(v) = self.shutdown_timeout_ms {
-            c.shutdown_timeout_ms = v;
-        }
-        c.max_connections = self.connections.max_connections;
-        if let Some(v) = self.connections.handshake_timeout_ms {
-            c.handshake_timeout_ms = v;
-        }
-        if let Some(v) = self.connections.idle_timeout_ms {
-            c.idle_timeout_ms = v;
-        }
-        if let Some(v) = self.mode {
-            c.learner.mode = v;
-        }
-        if let Some(v) = self.min_nodes {
-            c.learner.min_nodes = v;
-        }
-        if let Some(v) = self.torch_threads {
-            c.learner.torch_threads = v;
-        }
-        if let Some(v) = self.checkpoint_every {
-            c.learner.checkpoint_every = v;
-        }
-        if let Some(v) = self.seed {
-            c.ppo.seed = v;
-        }
-        if let Some(v) = self.device {
-            c.device = v;
-        }
-        c.tls_cert = self.tls_cert;
-        c.tls_key = self.tls_key;
+        replace_if_given(&mut c.learner.mode, self.mode);
+        replace_if_given(&mut c.learner.min_nodes, self.min_nodes);
+        replace_if_given(&mut c.learner.torch_threads, self.torch_threads);
+        replace_if_given(&mut c.learner.checkpoint_every, self.checkpoint_every);
+        replace_if_given(&mut c.ppo.seed, self.seed);
+        replace_if_given(&mut c.device, self.device);
         c.validate()?;
         Ok(c)
     }
@@ -331,7 +286,8 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peergrid_runtime::LogFormat;
+    use peergrid_runtime::connections::ConnectionArgs;
+    use peergrid_runtime::{LogArgs, LogFormat};
 
     #[test]
     fn an_in_process_name_is_checked_and_log_format_json_sets_json_logs() {
@@ -343,26 +299,28 @@ mod tests {
             TrainerConfig { local_name: Some("trainer-1".into()), ..TrainerConfig::default() };
         good.validate().expect("a valid name");
 
-        let json = RunArgs {
-            logs: LogArgs { log_format: Some(LogFormat::Json), json_logs: false },
+        let logs = |log_format| RunArgs {
+            node: NodeArgs {
+                logs: LogArgs { log_format: Some(log_format), json_logs: false },
+                ..NodeArgs::default()
+            },
             ..RunArgs::default()
         };
+        let json = logs(LogFormat::Json);
         assert!(json.resolve().unwrap().json_logs);
-        let text = RunArgs {
-            logs: LogArgs { log_format: Some(LogFormat::Text), json_logs: false },
-            ..RunArgs::default()
-        };
+        let text = logs(LogFormat::Text);
         assert!(!text.resolve().unwrap().json_logs);
     }
 
     #[test]
     fn connection_limits_come_from_the_flags_and_are_bounded() {
+        let connections = ConnectionArgs {
+            max_connections: Some(64),
+            handshake_timeout_ms: Some(500),
+            idle_timeout_ms: Some(2_000),
+        };
         let args = RunArgs {
-            connections: ConnectionArgs {
-                max_connections: Some(64),
-                handshake_timeout_ms: Some(500),
-                idle_timeout_ms: Some(2_000),
-            },
+            server: ServerArgs { connections, ..ServerArgs::default() },
             ..RunArgs::default()
         };
         let limits = args.resolve().unwrap().connection_limits().unwrap();

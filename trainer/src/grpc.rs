@@ -28,10 +28,9 @@ use peergrid_proto::pb::learner::v1::learner_service_server::{
 };
 use peergrid_proto::WireError;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, track_calls, ClientAuth, GrpcListener,
-    RequireToken, Role, Secret, Shutdown, Target, Tokens,
+    authorize, authorize_reader, ClientAuth, GrpcListener, RequireToken, Role, Secret,
+    ServeOptions, Services, Shutdown, Target, Tokens, MAX_MESSAGE_BYTES,
 };
-use peergrid_runtime::{Acceptor, MAX_MESSAGE_BYTES};
 use tokio_stream::{Stream, StreamExt};
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
@@ -188,25 +187,25 @@ where
 
 /// What [`serve`] needs besides the listener and the learner.
 pub struct ServeParams {
-    /// Accepts TCP connections (cap, handshake deadline, socket options).
-    pub acceptor: Acceptor,
+    /// How connections are admitted (cap, handshake deadline, socket
+    /// options) and how long open calls get after shutdown.
+    pub options: ServeOptions,
     pub tokens: Arc<Tokens>,
     pub metrics: TrainerMetrics,
     pub shutdown: Shutdown,
-    /// After shutdown, how long open calls get before they are abandoned.
-    pub shutdown_timeout: Duration,
 }
 
 /// Serves the LearnerService with health and reflection on `listener` (TCP,
 /// or in-process for the embedded run) until `shutdown` fires (policy
 /// streams end then too) or the learner thread dies. Either way health
-/// turns NOT_SERVING first; open calls get `shutdown_timeout` to finish.
+/// turns NOT_SERVING first; open calls get the options' drain to finish
+/// (`peergrid_runtime::serve`).
 pub async fn serve(
     listener: GrpcListener,
     handle: LearnerHandle,
     params: ServeParams,
 ) -> anyhow::Result<()> {
-    let ServeParams { acceptor, tokens, metrics, shutdown, shutdown_timeout } = params;
+    let ServeParams { options, tokens, metrics, shutdown } = params;
     let learner_died = {
         let handle = handle.clone();
         async move { handle.died().await }
@@ -233,31 +232,8 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let service = InterceptedService::new(service, RequireToken::new(tokens));
-    let (health, health_service) = peergrid_proto::services::health();
-    health.set_serving::<LearnerServiceServer<Learner>>().await;
-    let (reflection_v1, reflection_v1alpha) = peergrid_proto::services::reflection()?;
-    let stop = async move {
-        stop.await;
-        health.set_not_serving::<LearnerServiceServer<Learner>>().await;
-    };
-    let router = peergrid_runtime::server_builder()
-        .layer(status_layer())
-        .layer(track_calls())
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(service);
-    let serve = |signal| async move {
-        match listener {
-            GrpcListener::Tcp(listener, _) => {
-                router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await
-            }
-            GrpcListener::Local(incoming) => {
-                router.serve_with_incoming_shutdown(incoming, signal).await
-            }
-        }
-    };
-    serve_until(serve, stop, shutdown_timeout).await?;
+    let services = Services::new(peergrid_proto::FILE_DESCRIPTOR_SET).add_service(service);
+    peergrid_runtime::serve(listener, services, stop, options).await?;
     Ok(())
 }
 

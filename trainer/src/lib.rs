@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use peergrid_runtime::{
-    serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, Shutdown,
-    Tokens,
+    serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, ServeOptions,
+    Shutdown, Tokens,
 };
 
 pub use config::TrainerConfig;
@@ -106,11 +106,13 @@ pub async fn start(
     let listener = GrpcListener::bind(config.listen, config.local_name.as_deref()).await?;
     let (grpc_addr, url) = (listener.tcp_addr(), listener.url(tls));
     let params = grpc::ServeParams {
-        acceptor,
+        options: ServeOptions {
+            acceptor,
+            drain: std::time::Duration::from_millis(config.shutdown_timeout_ms),
+        },
         tokens: Arc::new(tokens),
         metrics,
         shutdown: shutdown.clone(),
-        shutdown_timeout: std::time::Duration::from_millis(config.shutdown_timeout_ms),
     };
     let server = tokio::spawn(grpc::serve(listener, learner.clone(), params));
     tracing::info!(%url, tls, metrics_addr = ?metrics_addr, mode = config.learner.mode.name(), "trainer listening");

@@ -1,16 +1,19 @@
 //! The `trainer` binary: parse the configuration, start the learner and its
 //! gRPC server, run until SIGTERM / Ctrl-C, then write a final checkpoint
-//! and exit 0 (exit 1, naming the panic, if the learner thread died).
+//! and exit 0 (exit 1, naming the panic, if the learner thread died; exit
+//! 2 for a refused configuration, by `peergrid_runtime::exit_code`).
 //! `trainer health` and `trainer status` query a running one (`https://`
 //! with `--tls-ca` for a TLS trainer).
 
 use std::process::ExitCode;
 
+use anyhow::anyhow;
 use clap::Parser;
 use peergrid_runtime::{
-    init_tracing, load_token, wait_for_signal, Secret, ShutdownController, Tokens,
+    exit_code, init_tracing, load_token, no_other_bad_input, wait_for_signal, BadInput, Secret,
+    ShutdownController, Tokens,
 };
-use peergrid_trainer::config::{Cli, Command};
+use peergrid_trainer::config::{Cli, Command, RunArgs, TargetArgs};
 
 /// The token `status` presents: the operator's, else the agent's (either
 /// may read status), each from its variable or `_FILE` as everywhere.
@@ -24,64 +27,65 @@ fn status_token() -> Result<Option<Secret>, peergrid_runtime::RuntimeError> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Health { target }) => {
-            let addr = &target.addr;
-            return match peergrid_trainer::grpc::check_health(target.target()).await {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => {
-                    eprintln!("trainer at {addr} is not serving");
-                    ExitCode::from(1)
-                }
-                Err(e) => {
-                    eprintln!("trainer at {addr}: {e:#}");
-                    ExitCode::from(1)
-                }
-            };
+    let result = match cli.command {
+        Some(Command::Health { target }) => health(&target).await,
+        Some(Command::Status { target, json }) => status(&target, json).await,
+        None => start(cli.run).await,
+    };
+    exit_code(&result, no_other_bad_input)
+}
+
+/// Whether the trainer at `target` is serving; anything else is a failure.
+async fn health(target: &TargetArgs) -> anyhow::Result<()> {
+    let addr = &target.addr;
+    match peergrid_trainer::grpc::check_health(target.target()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            eprintln!("trainer at {addr} is not serving");
+            Err(anyhow!("not serving"))
         }
-        Some(Command::Status { target, json }) => {
-            let addr = &target.addr;
-            let token = match status_token() {
-                Ok(token) => token,
-                Err(e) => {
-                    eprintln!("trainer status: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            return match peergrid_trainer::grpc::fetch_status(target.target(), token.as_ref()).await
-            {
-                Ok(s) if json => {
-                    println!("{s}");
-                    ExitCode::SUCCESS
-                }
-                Ok(s) => {
-                    for (k, v) in s.as_object().into_iter().flatten() {
-                        println!("{k:>20}  {v}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("trainer at {addr}: {e:#}");
-                    ExitCode::from(1)
-                }
-            };
+        Err(e) => {
+            eprintln!("trainer at {addr}: {e:#}");
+            Err(e)
         }
-        None => {}
     }
-    let insecure = cli.run.insecure_no_auth;
-    let tokens = if insecure {
+}
+
+/// Prints the status of the trainer at `target`; a token that cannot be
+/// read is bad input.
+async fn status(target: &TargetArgs, json: bool) -> anyhow::Result<()> {
+    let addr = &target.addr;
+    let token = status_token().map_err(|e| {
+        eprintln!("trainer status: {e}");
+        BadInput::new(e)
+    })?;
+    let s = peergrid_trainer::grpc::fetch_status(target.target(), token.as_ref())
+        .await
+        .inspect_err(|e| eprintln!("trainer at {addr}: {e:#}"))?;
+    if json {
+        println!("{s}");
+    } else {
+        for (k, v) in s.as_object().into_iter().flatten() {
+            println!("{k:>20}  {v}");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the tokens and the configuration (refusals are bad input),
+/// then trains until a signal or the learner's death.
+async fn start(args: RunArgs) -> anyhow::Result<()> {
+    let tokens = if args.server.insecure_no_auth {
         Ok(Tokens::insecure_no_auth())
     } else {
         Tokens::from_env().map_err(|e| e.to_string())
     };
-    let (config, tokens) =
-        match tokens.and_then(|t| cli.run.resolve().map(|c| (c, t)).map_err(|e| e.to_string())) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("trainer: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let (config, tokens) = tokens
+        .and_then(|t| args.resolve().map(|c| (c, t)).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            eprintln!("trainer: {e}");
+            BadInput::new(e)
+        })?;
     init_tracing(config.json_logs);
     tracing::info!(ppo = ?config.ppo, learner = ?config.learner, "starting trainer {}", env!("CARGO_PKG_VERSION"));
     let controller = ShutdownController::new();
@@ -98,11 +102,5 @@ async fn main() -> ExitCode {
         trainer.join().await
     }
     .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("trainer failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    result.inspect_err(|e| tracing::error!("trainer failed: {e:#}"))
 }

@@ -14,9 +14,10 @@ use super::*;
 pub struct AgentArgs {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// JSON config file (fields of the config; flags and environment override it).
-    #[arg(long, env = "PEERGRID_AGENT_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// `--config` (fields of [`AgentConfig`]), `--metrics-listen` and the
+    /// log format, as every node has them (`peergrid_runtime::node_args`).
+    #[command(flatten)]
+    pub node: NodeArgs<AgentNode>,
     /// Market-node gRPC URL, e.g. http://127.0.0.1:50051 (https:// needs --tls-ca).
     #[arg(long, env = "PEERGRID_MARKET")]
     pub market: Option<String>,
@@ -59,11 +60,6 @@ pub struct AgentArgs {
     /// Send no token (only against a market started with --insecure-no-auth).
     #[arg(long)]
     pub insecure_no_auth: bool,
-    /// Serve Prometheus metrics on this address, e.g. 0.0.0.0:9102.
-    #[arg(long, env = "PEERGRID_AGENT_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    #[command(flatten)]
-    pub logs: LogArgs,
     /// Threads the prosumer actors run on (default: the number of cores, at most 8).
     #[arg(long, env = "PEERGRID_AGENT_ACTOR_THREADS")]
     pub actor_threads: Option<usize>,
@@ -114,10 +110,7 @@ impl AgentArgs {
         self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<AgentConfig, AgentError> {
-        let mut cfg = match &self.config {
-            Some(path) => read_json::<AgentConfig>(path, "config")?,
-            None => AgentConfig::default(),
-        };
+        let mut cfg: AgentConfig = self.node.read_config()?;
         if let Some(path) = &self.community {
             cfg.community = read_json(path, "community")?;
         }
@@ -159,10 +152,7 @@ impl AgentArgs {
             cfg.token = Some(token);
         }
         cfg.insecure_no_auth |= self.insecure_no_auth;
-        if self.metrics_listen.is_some() {
-            cfg.metrics_listen = self.metrics_listen;
-        }
-        cfg.json_logs = self.logs.json(cfg.json_logs);
+        self.node.apply(&mut cfg.metrics_listen, &mut cfg.json_logs);
         if let Some(v) = self.actor_threads {
             cfg.actor_threads = v;
         }
@@ -210,11 +200,4 @@ fn token_from(
         Some(t) => Secret::new("--token", t).map(Some).map_err(named),
         None => load_token_with(TOKEN_ENV, env).map_err(named),
     }
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, field: &str) -> Result<T, AgentError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| AgentError::config(field, format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| AgentError::config(field, format!("{}: {e}", path.display())))
 }

@@ -11,14 +11,16 @@
 //! This module reads files and the environment but starts nothing.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Parser, Subcommand};
 use peergrid_core::data::{DatasetKind, DatasetSource};
 use peergrid_core::prosumer::CommunityConfig;
 pub use peergrid_runtime::Secret;
-use peergrid_runtime::{load_token_with, DatasetArgs, LogArgs, SettingNames, Target};
+use peergrid_runtime::{
+    load_token_with, read_json, AgentNode, DatasetArgs, NodeArgs, SettingNames, Target,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;

@@ -1,6 +1,7 @@
 //! The configuration from flags, environment and file, and its checks.
 
 use super::*;
+use std::path::Path;
 
 const TOKEN: &str = "agent-secret-0123456789";
 

@@ -32,8 +32,8 @@ use peergrid_proto::pb::control::v1 as control;
 use peergrid_proto::pb::market::v1 as market;
 use peergrid_proto::WireError;
 use peergrid_runtime::{
-    authorize, authorize_reader, serve_until, status_layer, track_calls, Acceptor, GrpcListener,
-    RequireToken, Role, SettingNames, Shutdown, Target, Tokens, MAX_MESSAGE_BYTES,
+    authorize, authorize_reader, GrpcListener, RequireToken, Role, ServeOptions, Services,
+    SettingNames, Shutdown, Target, Tokens, MAX_MESSAGE_BYTES,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -134,21 +134,20 @@ pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 
 /// Everything the server needs besides the listener.
 pub struct ServeParams {
-    /// Accepts TCP connections: cap, handshake deadline, TLS if configured.
-    pub acceptor: Acceptor,
+    /// How connections are admitted (cap, handshake deadline, TLS) and how
+    /// long open calls get after `stop`.
+    pub options: ServeOptions,
     pub clock: ClockHandle,
     pub tokens: Arc<Tokens>,
     pub metrics: MarketMetrics,
     pub max_batch: usize,
     pub node_timeout: Duration,
-    /// After `stop`, how long open calls get before they are abandoned.
-    pub shutdown_timeout: Duration,
     pub shutdown: Shutdown,
 }
 
 /// Serves both peergrid services plus health and reflection on `listener`
 /// (TCP, or in-process for the embedded run) until `stop` resolves, then
-/// drains open calls.
+/// drains open calls (`peergrid_runtime::serve`).
 pub async fn serve(
     listener: GrpcListener,
     params: ServeParams,
@@ -179,39 +178,9 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let control = InterceptedService::new(control, RequireToken::new(Arc::clone(&edge.tokens)));
-    let (health, health_service) = peergrid_proto::services::health();
-    health.set_serving::<MarketServiceServer<Market>>().await;
-    health.set_serving::<ControlServiceServer<Control>>().await;
-    let (reflection_v1, reflection_v1alpha) = peergrid_proto::services::reflection()?;
-    let health_on_stop = health.clone();
-    let stop = async move {
-        stop.await;
-        health_on_stop.set_not_serving::<MarketServiceServer<Market>>().await;
-        health_on_stop.set_not_serving::<ControlServiceServer<Control>>().await;
-    };
-    // TCP connections come through the acceptor (cap, handshake deadline,
-    // TLS, socket options); windows, keep-alive and stream limits come
-    // from `server_builder`.
-    let acceptor = params.acceptor;
-    let router = peergrid_runtime::server_builder()
-        .layer(status_layer())
-        .layer(track_calls())
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(market)
-        .add_service(control);
-    let serve = |signal| async move {
-        match listener {
-            GrpcListener::Tcp(listener, _) => {
-                router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await
-            }
-            GrpcListener::Local(incoming) => {
-                router.serve_with_incoming_shutdown(incoming, signal).await
-            }
-        }
-    };
-    serve_until(serve, stop, params.shutdown_timeout).await?;
+    let services =
+        Services::new(peergrid_proto::FILE_DESCRIPTOR_SET).add_service(market).add_service(control);
+    peergrid_runtime::serve(listener, services, stop, params.options).await?;
     Ok(())
 }
 

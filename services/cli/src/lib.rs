@@ -46,17 +46,17 @@ pub fn init_logging(json: bool) {
     peergrid_runtime::init_tracing(json);
 }
 
-/// Prints a command's error and picks its exit code: 2 when the user's
-/// input was wrong, 1 otherwise.
+/// Prints a command's error and picks its exit code
+/// (`peergrid_runtime::exit_code`): 2 when the user's input was wrong
+/// ([`InputError`], a core error, an evaluation error that blames the
+/// input), 1 otherwise.
 pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
-    let Err(e) = result else { return ExitCode::SUCCESS };
-    eprintln!("error: {e:#}");
-    let bad_input = e.downcast_ref::<InputError>().is_some()
-        || e.downcast_ref::<peergrid_core::CoreError>().is_some()
-        || e.downcast_ref::<peergrid_eval::EvalError>().is_some_and(|e| e.is_bad_input());
-    if bad_input {
-        ExitCode::from(2)
-    } else {
-        ExitCode::FAILURE
+    if let Err(e) = &result {
+        eprintln!("error: {e:#}");
     }
+    peergrid_runtime::exit_code(&result, |e| {
+        e.is::<InputError>()
+            || e.is::<peergrid_core::CoreError>()
+            || e.downcast_ref::<peergrid_eval::EvalError>().is_some_and(|e| e.is_bad_input())
+    })
 }

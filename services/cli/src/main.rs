@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     // `peergrid-run` would set, and it inherits it.
     peergrid_cli::init_logging(cli.log_format.is_json());
     let result = match cli.command.unwrap_or(Command::Run { args: Vec::new() }) {
-        Command::Run { args } => return exec_run(cli.log_format, args),
+        Command::Run { args } => exec_run(cli.log_format, args),
         Command::Eval(args) => eval::run(args),
         Command::Market { command } => market::run(command),
         Command::Ctl(args) => ctl::run(args),
@@ -73,14 +73,14 @@ fn main() -> ExitCode {
 }
 
 /// Replaces this process with `peergrid-run ARGS` (same exit code, same
-/// signals); the log format travels in `PEERGRID_LOG_FORMAT`.
-fn exec_run(log_format: LogFormat, args: Vec<OsString>) -> ExitCode {
+/// signals); the log format travels in `PEERGRID_LOG_FORMAT`. Returns only
+/// if it cannot.
+fn exec_run(log_format: LogFormat, args: Vec<OsString>) -> anyhow::Result<()> {
     let Some(program) = find_run_binary() else {
-        eprintln!(
-            "error: `peergrid run` trains with libtorch in the separate binary {RUN_BINARY}, which is neither next to \
+        anyhow::bail!(
+            "`peergrid run` trains with libtorch in the separate binary {RUN_BINARY}, which is neither next to \
              this one nor on PATH: build both with `cargo build --release -p peergrid-cli` (or run scripts/run.sh)"
         );
-        return ExitCode::FAILURE;
     };
     let mut command = std::process::Command::new(&program);
     command
@@ -88,8 +88,7 @@ fn exec_run(log_format: LogFormat, args: Vec<OsString>) -> ExitCode {
         .env("PEERGRID_LOG_FORMAT", if log_format.is_json() { "json" } else { "text" });
     use std::os::unix::process::CommandExt;
     let e = command.exec();
-    eprintln!("error: cannot run {}: {e}", program.display());
-    ExitCode::FAILURE
+    anyhow::bail!("cannot run {}: {e}", program.display())
 }
 
 /// `peergrid-run` next to this executable, else the first on PATH.

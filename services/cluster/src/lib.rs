@@ -1,7 +1,7 @@
 //! peergrid-cluster: the whole system in one process, wired in one place.
 //!
 //! A [`Cluster`] is a market-node, optionally the trainer, and N
-//! agent-nodes, each started through its crate's own `start`/`run` — the
+//! agent-nodes, each started through its crate's own `start` — the
 //! code of the binaries — and talking real gRPC over loopback TCP or
 //! in-process pipes ([`Transport`]). `peergrid run` trains on one and every
 //! in-process end-to-end test starts one, so the start order, the shutdown

@@ -1,24 +1,22 @@
 //! A cluster's agent-nodes: start, stop as SIGTERM would, kill mid-slot.
 
 use anyhow::{Context, Result};
-use peergrid_agent_node::{AgentConfig, AgentReport};
+use peergrid_agent_node::{AgentConfig, AgentHandle, AgentReport};
 use peergrid_runtime::ShutdownController;
-use tokio::task::JoinHandle;
 
 use crate::Cluster;
 
-/// One running agent-node of a [`Cluster`].
+/// One running agent-node of a [`Cluster`], with its own shutdown.
 pub struct AgentNode {
     stop: ShutdownController,
-    task: JoinHandle<Result<AgentReport>>,
+    handle: AgentHandle,
 }
 
 impl AgentNode {
     fn spawn(config: AgentConfig, ds: std::sync::Arc<peergrid_core::data::Dataset>) -> AgentNode {
         let stop = ShutdownController::new();
-        let shutdown = stop.subscribe();
-        let task = tokio::spawn(peergrid_agent_node::run_with_dataset(config, ds, shutdown));
-        AgentNode { stop, task }
+        let handle = peergrid_agent_node::start_with_dataset(config, ds, stop.subscribe());
+        AgentNode { stop, handle }
     }
 
     /// Asks the node to stop after its open slot.
@@ -28,11 +26,11 @@ impl AgentNode {
 
     /// Waits for the node to stop; its report, or why it failed.
     pub(crate) async fn join(self) -> Result<AgentReport> {
-        self.task.await.context("agent-node task panicked")?
+        self.handle.join().await
     }
 
     fn is_running(&self) -> bool {
-        !self.task.is_finished()
+        !self.handle.is_finished()
     }
 }
 
@@ -62,8 +60,9 @@ impl Cluster {
     /// Kills agent-node `i` abruptly: its task is aborted mid-slot.
     pub async fn kill_agent(&mut self, i: usize) -> Result<()> {
         let agent = self.take_agent(i)?;
-        agent.task.abort();
-        let _ = agent.task.await;
+        agent.handle.abort();
+        // Its report is that it was aborted.
+        let _ = agent.join().await;
         Ok(())
     }
 

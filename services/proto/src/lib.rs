@@ -8,8 +8,8 @@
 //!   which is where wire input is validated.
 //! - [`error`] is the one error type of the wire boundary, [`WireError`], and
 //!   its one mapping to `tonic::Status` codes.
-//! - [`services`] builds the standard health and reflection services so a
-//!   node's server adds them in one line.
+//! - [`services`] names the services for health probes; [`FILE_DESCRIPTOR_SET`]
+//!   is what every server's reflection describes (`peergrid_runtime::serve`).
 //!
 //! This crate owns no I/O, no tasks and no policy about which endpoint needs
 //! which role; that is `peergrid-runtime` and the nodes.

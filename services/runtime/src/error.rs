@@ -1,7 +1,7 @@
 //! The one error type of the runtime crate: start-up problems a node reports
 //! and exits on (bad token or TLS configuration, unreadable token, key or
 //! CA files), a server a client could not reach ([`RuntimeError::Connect`],
-//! worth retrying), and the
+//! worth retrying), a gRPC server that failed ([`crate::serve()`]), and the
 //! failures of TensorBoard event files ([`crate::tfevents`]). Request-time
 //! auth failures are `tonic::Status` values, not this type.
 
@@ -28,6 +28,14 @@ pub enum RuntimeError {
     /// handshake failed); `reason` is the whole error chain.
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
+
+    /// The reflection service cannot read the node's descriptor set.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
+
+    /// The gRPC server failed (its listener, a connection it could not serve).
+    #[error("gRPC server: {0}")]
+    Serve(#[source] tonic::transport::Error),
 
     /// A TensorBoard event file (or its log directory) could not be created,
     /// written, flushed or read.

@@ -8,6 +8,9 @@
 //! - [`auth`]: bearer tokens with roles, checked in constant time, and the
 //!   client-side interceptor;
 //! - [`tls`]: PEM files → rustls server and client configs;
+//! - [`node_args`]: the flags every node shares ([`NodeArgs`], and
+//!   [`ServerArgs`] for gRPC servers), their `PEERGRID_<NODE>_<FIELD>`
+//!   variables and the one layered merge (defaults ← file ← env ← flags);
 //! - [`dataset`]: the `--dataset`/`--data-file` flags every node shares;
 //! - [`dial`]: the client side of every connection (URL, CA, in-process);
 //! - [`shutdown`]: one shutdown signal every task listens to, and the wait
@@ -16,8 +19,10 @@
 //!   or an in-process name (`local://NAME`, for the embedded run);
 //! - [`connections`]: the accept loop of every gRPC TCP server (connection
 //!   cap, handshake deadline, file-descriptor exhaustion, TLS);
-//! - [`serve`]: the gRPC server kit (connection hygiene, size limits,
-//!   status normalisation, bounded shutdown) both servers share;
+//! - [`serve`](mod@serve): the gRPC server kit both servers share:
+//!   [`serve()`] with health and reflection, connection hygiene, size
+//!   limits, status normalisation, bounded shutdown;
+//! - [`exit`]: every binary's exit code (0 done, 2 bad input, 1 failed);
 //! - [`backoff`]: exponential reconnect delays with optional seeded jitter;
 //! - [`tfevents`]: TensorBoard event files (the trainer's scalars).
 //!
@@ -30,10 +35,12 @@ pub mod connections;
 pub mod dataset;
 pub mod dial;
 pub mod error;
+pub mod exit;
 pub mod inproc;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod node_args;
 pub mod serve;
 pub mod shutdown;
 pub mod tfevents;
@@ -49,10 +56,15 @@ pub use connections::{track_calls, Acceptor, ConnectionArgs, ConnectionLimits, C
 pub use dataset::{check_renamed_env, DatasetArgs};
 pub use dial::{SettingNames, Target};
 pub use error::RuntimeError;
+pub use exit::{exit_code, no_other_bad_input, BadInput};
 pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};
 pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
-pub use serve::{serve_until, server_builder, status_layer, MAX_MESSAGE_BYTES};
+pub use node_args::{
+    read_json, replace_if_given, AgentNode, MarketNode, NodeArgs, NodeEnv, ServerArgs,
+    ServerSettings, TrainerNode,
+};
+pub use serve::{serve, server_builder, status_layer, ServeOptions, Services, MAX_MESSAGE_BYTES};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;
 pub use token::{load_token, load_token_with, Secret, MIN_TOKEN_LEN};

@@ -1,7 +1,13 @@
 //! The gRPC server kit: the one place the market-node and the trainer get
-//! their server settings, size limits, status normalisation and bounded
-//! shutdown from, so the two servers cannot drift apart.
+//! their server settings, size limits, status normalisation, side services
+//! and bounded shutdown from, so the two servers cannot drift apart.
 //!
+//! - [`serve`]: the whole server of a node — its [`Services`] plus gRPC
+//!   health and reflection, behind the layers below, on a TCP or
+//!   in-process [`GrpcListener`] — until a stop signal, then a bounded
+//!   drain ([`ServeOptions`]). A node builds its services (compression and
+//!   per-service size limits are methods of each generated server, so they
+//!   stay there) and hands them over; nothing else about serving is its own.
 //! - [`server_builder`]: HTTP/2 keep-alive (a peer that stops answering
 //!   pings is dropped), a cap on concurrent streams per connection and on
 //!   header size, a timeout for each call's handler
@@ -12,7 +18,7 @@
 //! - [`StatusLayer`]: every size limit answers `RESOURCE_EXHAUSTED`, and a
 //!   body that does not decode (invalid UTF-8 in a string, a broken varint)
 //!   `INVALID_ARGUMENT` — tonic says `OUT_OF_RANGE` and `INTERNAL`.
-//! - [`serve_until`]: stops accepting when `stop` resolves, lets open calls
+//! - `serve_until`: stops accepting when `stop` resolves, lets open calls
 //!   finish for at most the drain timeout, then returns whatever clients
 //!   still hold open (idle connections, watch streams, half-sent requests).
 //!
@@ -23,12 +29,19 @@
 //! services in [`crate::auth::RequireToken`], an interceptor that sees only
 //! the headers.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
 use tonic::codegen::http;
+use tonic::server::NamedService;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::Server;
 use tonic::{Code, Status};
+use tonic_health::ServingStatus;
+
+use crate::connections::{track_calls, Acceptor};
+use crate::{GrpcListener, RuntimeError};
 
 /// Largest message a server decodes or encodes, after decompression (an
 /// `OrderBatch` of 100,000 reports is ~10 MB; a rollout of 1,000
@@ -126,13 +139,121 @@ fn normalise_response(
     response
 }
 
+/// A node's own gRPC services, and the names gRPC health reports them
+/// under (`SERVING` while [`serve`] accepts calls, `NOT_SERVING` from the
+/// stop signal on).
+pub struct Services {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    descriptor_set: &'static [u8],
+}
+
+impl Services {
+    /// No service yet; reflection will describe the encoded
+    /// `FileDescriptorSet` `descriptor_set` (the node's protos).
+    pub fn new(descriptor_set: &'static [u8]) -> Services {
+        Services { routes: RoutesBuilder::default(), names: Vec::new(), descriptor_set }
+    }
+
+    /// Adds a service (a generated server, usually wrapped in
+    /// [`crate::RequireToken`]); health knows it by its gRPC name.
+    pub fn add_service<S>(mut self, service: S) -> Services
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// The node's services plus health and the v1 and v1alpha reflection
+    /// services (`grpcurl` and Kubernetes probes work without proto files),
+    /// with health's reporter and the names it reports on.
+    async fn with_side_services(
+        self,
+    ) -> Result<(Routes, tonic_health::server::HealthReporter, Vec<&'static str>), RuntimeError>
+    {
+        let Services { mut routes, names, descriptor_set } = self;
+        // The overall status (service "") is SERVING from the start.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in &names {
+            health.set_service_status(name, ServingStatus::Serving).await;
+        }
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(descriptor_set)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(RuntimeError::Reflection)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(RuntimeError::Reflection)?;
+        routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        Ok((routes.routes(), health, names))
+    }
+}
+
+/// How [`serve`] accepts connections and how long it drains.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Admits TCP connections: cap, handshake deadline, socket options, TLS
+    /// (in-process connections need none of it).
+    pub acceptor: Acceptor,
+    /// After the stop signal, how long open calls get to finish before
+    /// they are abandoned.
+    pub drain: Duration,
+}
+
+/// Serves `services` with health and reflection on `listener` (TCP
+/// through the options' acceptor, or in-process) with the shared
+/// connection settings ([`server_builder`]), status normalisation
+/// ([`status_layer`]) and per-connection call tracking, until `stop`
+/// resolves; then health turns `NOT_SERVING`, no new connection is
+/// accepted, and open calls get `options.drain` to finish (see
+/// `serve_until`). Errors if reflection cannot read the descriptor set or
+/// the server fails.
+pub async fn serve(
+    listener: GrpcListener,
+    services: Services,
+    stop: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> Result<(), RuntimeError> {
+    let (routes, health, names) = services.with_side_services().await?;
+    let stop = async move {
+        stop.await;
+        for name in names {
+            health.set_service_status(name, ServingStatus::NotServing).await;
+        }
+    };
+    let router = server_builder().layer(status_layer()).layer(track_calls()).add_routes(routes);
+    let ServeOptions { acceptor, drain } = options;
+    let serve = |signal| async move {
+        match listener {
+            GrpcListener::Tcp(listener, _) => {
+                router.serve_with_incoming_shutdown(acceptor.incoming(listener), signal).await
+            }
+            GrpcListener::Local(incoming) => {
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        }
+    };
+    serve_until(serve, stop, drain).await.map_err(RuntimeError::Serve)
+}
+
 /// Runs `serve(signal)` (a tonic `serve_with_incoming_shutdown`), where
 /// `signal` resolves when `stop` does. After `stop`, open calls get
 /// `drain` to finish; then this returns `Ok` and the calls still open are
 /// abandoned (they end when the process does), so a client holding a
 /// connection, a stream or half a request can never keep a node from
 /// exiting.
-pub async fn serve_until<F, E>(
+async fn serve_until<F, E>(
     serve: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
     stop: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
