@@ -25,8 +25,8 @@ use peergrid_proto::pb::control::v1 as ctl;
 use peergrid_proto::pb::market::v1 as market;
 
 use peergrid_cli::output::{csv_line, csv_opt, Format};
-use peergrid_cli::InputError;
 use peergrid_eval::report::table::kpi_table;
+use peergrid_runtime::BadInput;
 
 #[derive(Args, Debug)]
 pub(crate) struct CtlArgs {
@@ -149,7 +149,7 @@ const MARKET_SETTINGS: SettingNames =
 fn setting_error(e: RuntimeError) -> anyhow::Error {
     match e {
         RuntimeError::Connect { .. } => anyhow::Error::new(e),
-        other => InputError(other.to_string()).into(),
+        other => BadInput::new(other.to_string()).into(),
     }
 }
 
@@ -165,7 +165,7 @@ async fn channel(args: &CtlArgs) -> Result<Channel> {
     let addr = &args.market;
     if peergrid_runtime::inproc::local_name(addr).is_some() {
         // A local:// market lives inside another `peergrid run` process.
-        return Err(InputError(format!(
+        return Err(BadInput::new(format!(
             "--market {addr}: local:// markets are reachable only inside the process that runs them; use http(s)://HOST:PORT"
         ))
         .into());
@@ -197,8 +197,8 @@ async fn run_async(args: CtlArgs) -> Result<()> {
     let format = if args.json { Format::Json } else { args.format };
     // Before dialling: a wrong flag is the user's to fix, whatever the market does.
     if format == Format::Csv && !matches!(args.command, CtlCommand::Watch { .. }) {
-        return Err(InputError(
-            "--format csv: only `ctl watch` prints rows (use text, json or jsonl)".into(),
+        return Err(BadInput::new(
+            "--format csv: only `ctl watch` prints rows (use text, json or jsonl)",
         )
         .into());
     }
@@ -230,7 +230,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         }
         CtlCommand::Load { file } => {
             let text = std::fs::read_to_string(&file)
-                .map_err(|e| InputError(format!("{}: {e}", file.display())))?;
+                .map_err(|e| BadInput::new(format!("{}: {e}", file.display())))?;
             control.load_scenario(ctl::LoadScenarioRequest { scenario_json: text }).await
         }
         CtlCommand::Inject { event } => {
@@ -279,7 +279,7 @@ fn status_error(s: Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::InvalidArgument
         | tonic::Code::FailedPrecondition
-        | tonic::Code::OutOfRange => InputError(text).into(),
+        | tonic::Code::OutOfRange => BadInput::new(text).into(),
         _ => anyhow::anyhow!(text),
     }
 }

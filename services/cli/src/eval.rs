@@ -19,7 +19,7 @@ use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
 use peergrid_cli::remote_eval::{
     evaluate_remote_and_report, remote_url, RemoteEvalPolicy, RemotePolicyArgs,
 };
-use peergrid_cli::InputError;
+use peergrid_runtime::BadInput;
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct EvalArgs {
@@ -49,11 +49,11 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
     }
     let path = args.checkpoint.as_ref().context("--checkpoint or --policy is required")?;
     let bytes = std::fs::read(path)
-        .map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
+        .map_err(|e| BadInput::new(format!("--checkpoint {}: {e}", path.display())))?;
     let weights = from_safetensors(&bytes)
-        .map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
+        .map_err(|e| BadInput::new(format!("--checkpoint {}: {e}", path.display())))?;
     let mut policy = MlpPolicy::new(weights.net, weights.normaliser)
-        .map_err(|e| InputError(format!("--checkpoint {}: {e}", path.display())))?;
+        .map_err(|e| BadInput::new(format!("--checkpoint {}: {e}", path.display())))?;
     let setup =
         Setup::load("peergrid eval", &args.scenario, None)?.with_checkpoint(path, weights.version);
     evaluate_and_report(&setup, Some(&mut policy), &[])?;

@@ -14,7 +14,7 @@
 //! settings, held-out days, output directory), optionally obtains a learned
 //! policy (a checkpoint for `eval`; training, later, for `run`) and a
 //! learning curve, and calls [`evaluate_and_report`]. Bad flags and files are
-//! [`InputError`]s naming the flag and the bound.
+//! [`BadInput`](peergrid_runtime::BadInput) errors naming the flag and the bound.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use peergrid_eval::{
 };
 use peergrid_runtime::DatasetArgs;
 
-use crate::InputError;
+use peergrid_runtime::BadInput;
 
 /// The flags that define what is evaluated and where the report goes.
 #[derive(Args, Debug, Clone)]
@@ -222,9 +222,9 @@ fn forecast_config(args: &ScenarioArgs, ds: &Dataset) -> Result<ForecastConfig> 
                 "forecast.history_days" => "--forecast-history-days",
                 _ => "--forecast-half-life-hours",
             };
-            InputError(format!("{flag}: {reason}"))
+            BadInput::new(format!("{flag}: {reason}"))
         }
-        other => InputError(other.to_string()),
+        other => BadInput::new(other.to_string()),
     })?;
     Ok(cfg)
 }
@@ -254,7 +254,7 @@ impl Setup {
         let selection = match (days, &args.days) {
             (Some(d), _) => d,
             (None, Some(text)) => {
-                DaySelection::parse(text, "--days").map_err(|e| InputError(e.to_string()))?
+                DaySelection::parse(text, "--days").map_err(|e| BadInput::new(e.to_string()))?
             }
             (None, None) => DaySelection::All,
         };
@@ -264,7 +264,8 @@ impl Setup {
         split.split_checked(&ds)?;
         let part = SplitPart::from(args.split);
         let available = days_of_part(&ds, &split, part);
-        let days = selection.select(&available, "--days").map_err(|e| InputError(e.to_string()))?;
+        let days =
+            selection.select(&available, "--days").map_err(|e| BadInput::new(e.to_string()))?;
         let forecast = forecast_config(args, &ds)?;
         let prosumers = generate_community(&ds, &cfg.community)?;
         let info = RunInfo {
@@ -284,7 +285,7 @@ impl Setup {
         };
         let out = match &args.out {
             Some(dir) if dir.exists() && !dir.is_dir() => {
-                return Err(InputError(format!(
+                return Err(BadInput::new(format!(
                     "--out {}: exists and is not a directory",
                     dir.display()
                 ))
@@ -327,9 +328,9 @@ fn load_config(args: &ScenarioArgs) -> Result<RunConfig> {
     let mut cfg = match &args.scenario {
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+                .map_err(|e| BadInput::new(format!("{}: {e}", path.display())))?;
             serde_json::from_str(&text)
-                .map_err(|e| InputError(format!("{}: {e}", path.display())))?
+                .map_err(|e| BadInput::new(format!("{}: {e}", path.display())))?
         }
         None => RunConfig::default(),
     };
@@ -338,7 +339,7 @@ fn load_config(args: &ScenarioArgs) -> Result<RunConfig> {
     }
     if let Some(per_kw) = args.demand_charge_per_kw {
         if !(per_kw.is_finite() && (0.0..=MAX_DEMAND_CHARGE_PER_KW).contains(&per_kw)) {
-            return Err(InputError(format!(
+            return Err(BadInput::new(format!(
                 "--demand-charge-per-kw: must lie in [0, {MAX_DEMAND_CHARGE_PER_KW}] per kW, got {per_kw}"
             ))
             .into());

@@ -5,25 +5,14 @@
 //! trains, is the separate binary `peergrid-run` that `peergrid` hands the
 //! command line to. Both evaluate and report through [`evaluate`] and map
 //! errors to exit codes with [`exit_code`]: 2 for bad input (a file, a
-//! flag), 1 for anything else.
+//! flag: `peergrid_runtime::BadInput`, or an error of the core or the
+//! evaluation that blames the input), 1 for anything else.
 
 pub mod evaluate;
 pub mod output;
 pub mod remote_eval;
 
 use std::process::ExitCode;
-
-/// An error caused by the user's input: exit code 2.
-#[derive(Debug)]
-pub struct InputError(pub String);
-
-impl std::fmt::Display for InputError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InputError {}
 
 /// Lets a closed stdout end the command quietly (`peergrid ctl watch | head`):
 /// the default SIGPIPE action, as other Unix tools, instead of Rust's
@@ -48,15 +37,14 @@ pub fn init_logging(json: bool) {
 
 /// Prints a command's error and picks its exit code
 /// (`peergrid_runtime::exit_code`): 2 when the user's input was wrong
-/// ([`InputError`], a core error, an evaluation error that blames the
+/// ([`BadInput`](peergrid_runtime::BadInput), a core error, an evaluation error that blames the
 /// input), 1 otherwise.
 pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     if let Err(e) = &result {
         eprintln!("error: {e:#}");
     }
     peergrid_runtime::exit_code(&result, |e| {
-        e.is::<InputError>()
-            || e.is::<peergrid_core::CoreError>()
+        e.is::<peergrid_core::CoreError>()
             || e.downcast_ref::<peergrid_eval::EvalError>().is_some_and(|e| e.is_bad_input())
     })
 }

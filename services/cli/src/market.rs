@@ -73,7 +73,7 @@ pub(crate) fn run(cmd: MarketCommand) -> Result<()> {
                 market::read_order_book(std::io::stdin().lock(), "<stdin>")?
             } else {
                 let file = File::open(&orders)
-                    .map_err(|e| peergrid_cli::InputError(format!("{label}: {e}")))?;
+                    .map_err(|e| peergrid_runtime::BadInput::new(format!("{label}: {e}")))?;
                 market::read_order_book(file, &label)?
             };
             let mechanism = match mechanism {

@@ -23,7 +23,7 @@ use peergrid_core::policy::remote::ObservationBatch;
 use peergrid_core::policy::{Action, Policy, RuleBased};
 use peergrid_core::units::ProsumerId;
 
-use crate::InputError;
+use peergrid_runtime::BadInput;
 
 /// The node name the service sees in every call.
 pub const EVAL_NODE_NAME: &str = "peergrid-eval";
@@ -50,9 +50,9 @@ impl Default for RemotePolicyArgs {
 }
 
 /// The URL of `--policy remote:URL`; bad input (another form) names the flag.
-pub fn remote_url(policy: &str) -> Result<&str, InputError> {
+pub fn remote_url(policy: &str) -> Result<&str, BadInput> {
     policy.strip_prefix(peergrid_agent_node::config::REMOTE_POLICY_PREFIX).ok_or_else(|| {
-        InputError(format!(
+        BadInput::new(format!(
             "--policy must be remote:URL (a policy file goes to --checkpoint), got {policy}"
         ))
     })
@@ -80,13 +80,13 @@ impl RemoteEvalPolicy {
         let (tls_ca, timeout_ms) =
             (args.remote_policy_tls_ca.clone(), args.remote_policy_timeout_ms);
         if !(10..=600_000).contains(&timeout_ms) {
-            return Err(InputError(format!(
+            return Err(BadInput::new(format!(
                 "--remote-policy-timeout-ms must lie in 10..=600000, got {timeout_ms}"
             ))
             .into());
         }
         let token = peergrid_runtime::load_token(TOKEN_ENV)
-            .map_err(|e| InputError(format!("{TOKEN_ENV}: {e}")))?;
+            .map_err(|e| BadInput::new(format!("{TOKEN_ENV}: {e}")))?;
         let config = AgentConfig {
             policy: PolicyChoice::Remote(url.to_owned()),
             remote_policy_tls_ca: tls_ca,
@@ -95,7 +95,7 @@ impl RemoteEvalPolicy {
             ..AgentConfig::default()
         };
         let target = config.remote_policy_target().context("a remote policy has a target")?;
-        target.check().map_err(|e| InputError(format!("--policy remote:{url}: {e}")))?;
+        target.check().map_err(|e| BadInput::new(format!("--policy remote:{url}: {e}")))?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = runtime
             .block_on(PolicyClient::connect(&config))

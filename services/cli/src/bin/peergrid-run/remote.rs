@@ -31,7 +31,7 @@ use peergrid_core::simulation::SimConfig;
 use peergrid_market_node::MarketSettings;
 
 use peergrid_cli::remote_eval::RemotePolicyArgs;
-use peergrid_cli::InputError;
+use peergrid_runtime::BadInput;
 
 use crate::train::TrainArgs;
 
@@ -102,7 +102,7 @@ async fn play_async(request: PlayRequest<'_>) -> Result<Played> {
     // A service that checks the agent token gets the one it was given.
     let token_env = peergrid_agent_node::config::TOKEN_ENV;
     if let Some(token) = peergrid_runtime::load_token(token_env)
-        .map_err(|e| InputError(format!("{token_env}: {e}")))?
+        .map_err(|e| BadInput::new(format!("{token_env}: {e}")))?
     {
         builder = builder.agent_token(token);
     }

@@ -26,7 +26,7 @@ use peergrid_cli::evaluate::{evaluate_and_report, ScenarioArgs, Setup};
 use peergrid_cli::remote_eval::{
     evaluate_remote_and_report, remote_url, RemoteEvalPolicy, RemotePolicyArgs,
 };
-use peergrid_cli::InputError;
+use peergrid_runtime::BadInput;
 
 #[derive(Args, Debug, Clone, Default)]
 pub(crate) struct RunArgs {
@@ -60,14 +60,16 @@ const MAX_SEEDS: u32 = 100;
 
 pub(crate) fn run(args: RunArgs) -> Result<()> {
     if !(1..=MAX_SEEDS).contains(&args.seeds) {
-        return Err(
-            InputError(format!("--seeds must lie in 1..={MAX_SEEDS}, got {}", args.seeds)).into()
-        );
+        return Err(BadInput::new(format!(
+            "--seeds must lie in 1..={MAX_SEEDS}, got {}",
+            args.seeds
+        ))
+        .into());
     }
     if let Some(policy) = &args.policy {
         let url = remote_url(policy)?;
         if args.seeds != 1 {
-            return Err(InputError(format!(
+            return Err(BadInput::new(format!(
                 "--seeds {} with --policy remote: the service keeps learning from one seed to \
                  the next, so the seeds would not be independent; run one seed per fresh service",
                 args.seeds
@@ -113,7 +115,7 @@ fn study(args: RunArgs) -> Result<()> {
             .status()
             .with_context(|| format!("starting {} for seed {seed}", exe.display()))?;
         if status.code() == Some(2) {
-            return Err(InputError(format!("seed {seed} refused its input; see above")).into());
+            return Err(BadInput::new(format!("seed {seed} refused its input; see above")).into());
         }
         anyhow::ensure!(status.success(), "seed {seed} failed ({status}); see its output above");
         runs.push(SeedRun::from_report(seed, &out)?);
@@ -167,8 +169,7 @@ fn eval_days(args: &RunArgs) -> Result<Option<DaySelection>> {
     match (args.eval_weeks, &args.scenario.days) {
         (0, _) => Ok(None),
         (_, Some(_)) => {
-            Err(InputError("--eval-weeks and --days both select held-out days: use one".into())
-                .into())
+            Err(BadInput::new("--eval-weeks and --days both select held-out days: use one").into())
         }
         (weeks, None) => Ok(Some(DaySelection::first(7 * weeks))),
     }

@@ -34,7 +34,7 @@ use peergrid_market_node::MarketSettings;
 use peergrid_trainer::config::TrainerConfig;
 use peergrid_trainer::{LearnerSettings, PpoConfig};
 
-use peergrid_cli::InputError;
+use peergrid_runtime::BadInput;
 
 use crate::validate::Validator;
 
@@ -142,27 +142,30 @@ pub(crate) struct Trained {
 }
 
 impl TrainArgs {
-    pub(crate) fn validate(&self, prosumers: usize) -> Result<(), InputError> {
+    pub(crate) fn validate(&self, prosumers: usize) -> Result<(), BadInput> {
         if self.nodes == 0 || self.nodes as usize > prosumers {
-            return Err(InputError(format!(
+            return Err(BadInput::new(format!(
                 "--nodes must lie in 1..={prosumers} (one prosumer per node at least), got {}",
                 self.nodes
             )));
         }
         if !(1..=10_000).contains(&self.rollout_slots) {
-            return Err(InputError(format!(
+            return Err(BadInput::new(format!(
                 "--rollout-slots must lie in 1..=10000, got {}",
                 self.rollout_slots
             )));
         }
         if self.validate_every > 1_000_000 {
-            return Err(InputError(format!(
+            return Err(BadInput::new(format!(
                 "--validate-every must be ≤ 1000000 (0 = off), got {}",
                 self.validate_every
             )));
         }
         if self.updates > 1_000_000 {
-            return Err(InputError(format!("--updates must be ≤ 1000000, got {}", self.updates)));
+            return Err(BadInput::new(format!(
+                "--updates must be ≤ 1000000, got {}",
+                self.updates
+            )));
         }
         Ok(())
     }
@@ -170,13 +173,13 @@ impl TrainArgs {
     /// The effective PPO configuration: `--ppo`'s file (or the defaults),
     /// then the flags, seeded by the run's seed; the learning rate anneals
     /// over `--updates` unless the file plans another horizon.
-    pub(crate) fn ppo_config(&self, seed: u64) -> Result<PpoConfig, InputError> {
+    pub(crate) fn ppo_config(&self, seed: u64) -> Result<PpoConfig, BadInput> {
         let mut ppo = match &self.ppo {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?;
+                    .map_err(|e| BadInput::new(format!("--ppo {}: {e}", path.display())))?;
                 serde_json::from_str::<PpoConfig>(&text)
-                    .map_err(|e| InputError(format!("--ppo {}: {e}", path.display())))?
+                    .map_err(|e| BadInput::new(format!("--ppo {}: {e}", path.display())))?
             }
             None => PpoConfig::default(),
         };
@@ -191,7 +194,7 @@ impl TrainArgs {
             ppo.total_updates = Some(self.updates.max(1));
         }
         ppo.validate().map_err(|e| {
-            InputError(format!(
+            BadInput::new(format!(
                 "{}{e}",
                 self.ppo.as_ref().map_or(String::new(), |p| format!("--ppo {}: ", p.display()))
             ))
