@@ -407,6 +407,8 @@ pub fn evaluate_and_report(
 /// table (or `kpis.json` with `--json`): the second half of
 /// [`evaluate_and_report`], for a caller that checks the evaluation first.
 pub fn report(setup: &Setup, evaluation: &Evaluation, curve: &[LearningPoint]) -> Result<()> {
+    // Every connection is closed by now (see `quiet_on_closed_stdout`).
+    crate::quiet_on_closed_stdout();
     let files =
         peergrid_eval::write_report(&setup.out, &setup.info, &setup.scenario, evaluation, curve)?;
     if setup.json {

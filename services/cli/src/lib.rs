@@ -17,6 +17,13 @@ use std::process::ExitCode;
 /// Lets a closed stdout end the command quietly (`peergrid ctl watch | head`):
 /// the default SIGPIPE action, as other Unix tools, instead of Rust's
 /// ignored SIGPIPE and a panic on the next `println!`.
+///
+/// Process-wide, and fatal for sockets too: a vectored write (`writev`,
+/// which hyper's HTTP/2 uses) to a TCP peer that has gone raises SIGPIPE
+/// and kills the process without a word. So a command that serves or
+/// holds many connections (`peergrid run`'s embedded cluster) calls it
+/// only once its networking is over, right before it prints its result
+/// ([`evaluate::report`]).
 pub fn quiet_on_closed_stdout() {
     // SAFETY: called first thing in `main`, before any thread exists;
     // restores the signal's default disposition, which is always valid.

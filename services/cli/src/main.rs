@@ -58,16 +58,24 @@ enum Command {
 const RUN_BINARY: &str = "peergrid-run";
 
 fn main() -> ExitCode {
-    peergrid_cli::quiet_on_closed_stdout();
     let cli = Cli::parse();
     // Before `run` too: the default RUST_LOG it sets is the one
     // `peergrid-run` would set, and it inherits it.
     peergrid_cli::init_logging(cli.log_format.is_json());
     let result = match cli.command.unwrap_or(Command::Run { args: Vec::new() }) {
         Command::Run { args } => exec_run(cli.log_format, args),
+        // `report` makes a closed stdout quiet once the remote policy's
+        // connection is done with (see `quiet_on_closed_stdout`).
         Command::Eval(args) => eval::run(args),
-        Command::Market { command } => market::run(command),
-        Command::Ctl(args) => ctl::run(args),
+        Command::Market { command } => {
+            peergrid_cli::quiet_on_closed_stdout();
+            market::run(command)
+        }
+        // One client connection; `ctl watch | head` is what it is for.
+        Command::Ctl(args) => {
+            peergrid_cli::quiet_on_closed_stdout();
+            ctl::run(args)
+        }
     };
     peergrid_cli::exit_code(result)
 }

@@ -34,7 +34,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    peergrid_cli::quiet_on_closed_stdout();
+    // No `quiet_on_closed_stdout` here: with SIGPIPE's default action a
+    // write to a socket the embedded cluster's peer closed would kill the
+    // run silently. `report` (and the study below) set it before printing.
     let cli = Cli::parse();
     peergrid_cli::init_logging(cli.log_format.is_json());
     peergrid_cli::exit_code(run::run(cli.run))

@@ -127,6 +127,7 @@ fn study(args: RunArgs) -> Result<()> {
         .replace(&dir.display().to_string(), "DIR");
     let study = Study::of(format!("peergrid run {command}"), runs)?;
     let files = study.write(&dir)?;
+    peergrid_cli::quiet_on_closed_stdout();
     if args.scenario.json {
         print!("{}", std::fs::read_to_string(dir.join("study.json"))?);
     } else {
