@@ -45,6 +45,44 @@ async fn two_nodes_reproduce_the_reference_simulation_exactly() {
     }
 }
 
+/// With a tariff demand charge the market charges each rise of the day's
+/// peak to the slot's importers: the nodes' rewards carry the shares, and
+/// the live KPIs the charge, exactly as the reference simulator computes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demand_charge_reaches_the_rewards_and_kpis_as_in_the_reference() {
+    let ds = dataset();
+    let mut sim = SimConfig::default();
+    sim.tariff.demand_charge_per_kw = 0.3;
+    let builder = ClusterBuilder { start_slot: 100, sim: sim.clone(), ..ClusterBuilder::default() }
+        .nodes(&[8, 8])
+        .max_slots(72);
+    let cluster = builder.clone().start(ds.clone()).await.unwrap();
+    let (status, reports) = cluster.finish().await.unwrap();
+    let kpis = Kpis::from(status.kpis.as_ref().expect("status carries KPIs"));
+
+    let prosumers = generate_community(
+        &ds,
+        &CommunityConfig { n_prosumers: 16, seed: builder.seed, ..Default::default() },
+    )
+    .unwrap();
+    let mut reference = Simulation::new(ds.clone(), prosumers, sim, (100..172).collect()).unwrap();
+    let mut reward_sum = 0.0f64;
+    while reference.step(&mut RuleBased).is_some() {
+        reward_sum += reference.rewards().iter().map(|r| *r as f64).sum::<f64>();
+    }
+    let expected = reference.kpis();
+    assert!(expected.demand_charge > 0.0, "three days must set a peak: {expected:?}");
+    assert_eq!(kpis, expected, "distributed KPIs must equal the reference simulator's");
+    let bills: f64 = reference.household_costs().iter().sum();
+    assert!((bills - expected.community_cost).abs() < 1e-9 * bills.abs().max(1.0));
+    let returns: f64 = reports.iter().flat_map(|r| &r.returns).map(|r| r.episode_return).sum();
+    // The reference keeps rewards as f32 (what experience carries).
+    assert!(
+        (returns - reward_sum).abs() < 1e-4 * reward_sum.abs(),
+        "nodes' returns {returns} vs the reference's rewards {reward_sum}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_is_absent_not_missing_and_a_restarted_node_resumes_its_session() {
     let ds = dataset();

@@ -382,7 +382,7 @@ impl ProsumerActor {
             settlement.unwrap_or_else(|| settle_locally(&played.report, &played.tariff));
         let slot = household_slot(&played.report, &settlement, &played.tariff, &self.weights);
         let reward = slot.reward;
-        let cost = settlement.energy_cost() + slot.degradation_cost + settlement.overload_penalty;
+        let cost = settlement.energy_cost() + slot.degradation_cost + settlement.shared_charges();
         if self.awaiting_reward {
             if let Some(step) = self.experience.last_mut() {
                 step.reward = reward as f32;

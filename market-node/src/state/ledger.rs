@@ -111,8 +111,9 @@ pub(super) struct Ledger {
 impl Ledger {
     pub(super) fn new(sim: &SimConfig) -> Ledger {
         Ledger {
-            engine: SlotEngine::new(sim.grid.clone(), sim.mechanism),
-            kpi: KpiAccumulator::new(0, 0.0),
+            engine: SlotEngine::new(sim.grid.clone(), sim.mechanism)
+                .with_demand_charge(sim.tariff.demand_charge_per_kw),
+            kpi: KpiAccumulator::new(0, 0.0).with_demand_charge(sim.tariff.demand_charge_per_kw),
             counted: Vec::new(),
             energy_error_kwh: 0.0,
             p2p_paid: Money(0),
@@ -158,17 +159,18 @@ impl Ledger {
         }
     }
 
-    /// Clears `round` over every report received, settles, records KPIs and
-    /// balances, and says what each node must be told; the second value is
-    /// how many nodes still held the slot.
+    /// Clears `round` (of demand-charge period `period`) over every report
+    /// received, settles, records KPIs and balances, and says what each node
+    /// must be told; the second value is how many nodes still held the slot.
     pub(super) fn clear(
         &mut self,
         round: &Round,
+        period: u64,
         members: &mut Membership,
         reward: &RewardWeights,
     ) -> (ClearOutcome, u64) {
         let reports = round.merged_reports();
-        let (mut summary, orders) = self.settle(round, &reports, reward);
+        let (mut summary, orders) = self.settle(round, period, &reports, reward);
         let tally = self.tell_nodes(round, &reports, members);
         summary.absent = tally.absent;
         self.absent_reports += tally.absent as u64;
@@ -183,11 +185,12 @@ impl Ledger {
     fn settle(
         &mut self,
         round: &Round,
+        period: u64,
         reports: &[HouseholdReport],
         reward: &RewardWeights,
     ) -> (SlotSummary, u64) {
         let ctx = &round.open.ctx;
-        let feeder = self.engine.clear_and_settle(reports, &ctx.tariff, ctx.hours);
+        let feeder = self.engine.clear_and_settle(reports, &ctx.tariff, ctx.hours, period);
         let clearing = self.engine.clearing();
         let mut summary = SlotSummary {
             slot: round.open.slot,
@@ -221,7 +224,7 @@ impl Ledger {
                 }
             }
         }
-        self.kpi.end_slot(ctx.hours, feeder.overload_kwh);
+        self.kpi.end_slot_in(ctx.hours, feeder.overload_kwh, period);
         self.energy_error_kwh += energy_error.abs();
         (summary, orders)
     }

@@ -35,7 +35,7 @@ use peergrid_core::household::HouseholdReport;
 use peergrid_core::observation::OpenSlot;
 use peergrid_core::physics::Envelope;
 use peergrid_core::reward::RewardWeights;
-use peergrid_core::simulation::{slot_context, SimConfig};
+use peergrid_core::simulation::{demand_period, slot_context, SimConfig};
 use peergrid_core::units::ProsumerId;
 
 pub(crate) use ledger::{ClearOutcome, SlotSummary, StatusSnapshot};
@@ -341,8 +341,9 @@ impl MarketState {
     /// KPIs and balances, and says what each node must be told.
     pub(crate) fn clear(&mut self) -> ClearOutcome {
         let round = self.rounds.take().expect("clear needs an open slot");
+        let period = demand_period(&self.ds, &self.sim, round.open.ctx.data_slot);
         let (outcome, holds_cut_short) =
-            self.ledger.clear(&round, &mut self.members, &self.sim.reward);
+            self.ledger.clear(&round, period, &mut self.members, &self.sim.reward);
         self.rounds.count_holds_cut_short(holds_cut_short);
         outcome
     }

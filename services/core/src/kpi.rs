@@ -15,9 +15,11 @@
 //!   30-day months) of the charge per kW × that period's peak net import
 //!   (as `peak_import_kw`, but per period; 0 for a period that never imports
 //!   on net). A period is the run of consecutive slots closed with the same
-//!   period number ([`KpiAccumulator::end_slot_in`]). Community-level: it is
-//!   in `community_cost` but not in any household's bill (so not in the
-//!   Gini), and not in the reward.
+//!   period number ([`KpiAccumulator::end_slot_in`]). It is in
+//!   `community_cost` once; a household's bill (so the Gini) and its reward
+//!   carry its share, `Settlement::demand_charge`: the rises of the peak in
+//!   the slots it imported in (`settlement::DemandCharge`), which sum to
+//!   this charge.
 //! - `p2p_kwh`: Σ energy sold P2P (= Σ bought).
 //! - `self_sufficiency_pct`: `100 · (1 − Σ import / Σ load)`.
 //! - `self_consumption_pct`: `100 · (1 − Σ export / Σ PV)` (100 without PV).
@@ -190,7 +192,9 @@ impl KpiAccumulator {
         k.ev_shortfall_kwh += h.ev_shortfall_kwh;
         let cost = s.import_cost - s.export_revenue + h.degradation_cost + s.overload_penalty;
         k.community_cost += cost;
-        self.cost_by_household[i] += s.energy_cost() + h.degradation_cost + s.overload_penalty;
+        // The household's bill carries its demand-charge share; the
+        // community's cost has the whole charge once (`finish`).
+        self.cost_by_household[i] += s.energy_cost() + h.degradation_cost + s.shared_charges();
         let net = h.load_kwh - h.pv_kwh;
         let grid_only =
             net.max(0.0) * tariff.retail.per_kwh() - (-net).max(0.0) * tariff.feed_in.per_kwh();

@@ -5,10 +5,14 @@
 //!          − w_degradation · degradation cost (throughput kWh × cost per kWh)
 //!          − w_co2 · co2_price_per_kg · (grid import kWh × CO2 intensity)
 //!          − w_overload · (its share of the feeder overload penalty)
+//!          − w_demand · (its share of the rise of the demand charge)
 //!          − ev_shortfall_per_kwh · (EV energy missing at departure, kWh)
 //! ```
 //! All money in currency units; the weights are configurable and default to
-//! the household's actual bill plus a modest carbon price.
+//! the household's actual bill plus a modest carbon price. The demand-charge
+//! term is 0 without a tariff demand charge; with one, a household pays for
+//! the rises of the community's peak net import in the slots it imported in
+//! (`settlement::DemandCharge`), so its reward sees the peak.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +33,8 @@ pub struct RewardWeights {
     pub co2_price_per_kg: f64,
     /// Weight of the share of feeder overload penalties.
     pub overload: f64,
+    /// Weight of the share of the demand charge's rises.
+    pub demand_charge: f64,
     /// Penalty per kWh an EV lacks at departure.
     pub ev_shortfall_per_kwh: f64,
 }
@@ -41,6 +47,7 @@ impl Default for RewardWeights {
             co2: 1.0,
             co2_price_per_kg: 0.05,
             overload: 1.0,
+            demand_charge: 1.0,
             ev_shortfall_per_kwh: 0.5,
         }
     }
@@ -55,6 +62,7 @@ impl RewardWeights {
             ("reward.co2", self.co2),
             ("reward.co2_price_per_kg", self.co2_price_per_kg),
             ("reward.overload", self.overload),
+            ("reward.demand_charge", self.demand_charge),
             ("reward.ev_shortfall_per_kwh", self.ev_shortfall_per_kwh),
         ] {
             if !v.is_finite() || !(0.0..=1000.0).contains(&v) {
@@ -76,6 +84,8 @@ pub struct RewardTerms {
     pub co2_kg: f64,
     /// The household's share of overload penalties.
     pub overload_penalty: f64,
+    /// The household's share of the slot's rise of the demand charge.
+    pub demand_charge: f64,
     /// EV energy missing at a departure or for a trip, kWh.
     pub ev_shortfall_kwh: f64,
 }
@@ -86,6 +96,7 @@ pub fn reward(terms: &RewardTerms, w: &RewardWeights) -> f64 {
         + w.degradation * terms.degradation_cost
         + w.co2 * w.co2_price_per_kg * terms.co2_kg
         + w.overload * terms.overload_penalty
+        + w.demand_charge * terms.demand_charge
         + w.ev_shortfall_per_kwh * terms.ev_shortfall_kwh)
 }
 
@@ -100,14 +111,16 @@ mod tests {
             degradation_cost: 0.1,
             co2_kg: 2.0,
             overload_penalty: 0.3,
+            demand_charge: 0.7,
             ev_shortfall_kwh: 1.0,
         };
         let w = RewardWeights::default();
-        assert!((reward(&t, &w) - -(1.0 + 0.1 + 0.1 + 0.3 + 0.5)).abs() < 1e-12);
+        assert!((reward(&t, &w) - -(1.0 + 0.1 + 0.1 + 0.3 + 0.7 + 0.5)).abs() < 1e-12);
         let only_cost = RewardWeights {
             degradation: 0.0,
             co2: 0.0,
             overload: 0.0,
+            demand_charge: 0.0,
             ev_shortfall_per_kwh: 0.0,
             ..w
         };

@@ -6,7 +6,9 @@
 //! P2P energy minus the distribution loss fraction. The community's net grid
 //! flow is checked against the feeder limits; the energy beyond a limit is
 //! charged as an overload penalty shared by the households flowing in that
-//! direction, pro rata to their flow.
+//! direction, pro rata to their flow. With a tariff demand charge,
+//! [`DemandCharge`] charges each rise of the period's peak net import to the
+//! households importing in the slot that set it, pro rata to their import.
 
 use crate::market::{Fill, Side};
 use crate::tariff::{GridConfig, SlotTariff};
@@ -35,6 +37,9 @@ pub struct Settlement {
     pub export_revenue: f64,
     /// This household's share of the slot's feeder overload penalty.
     pub overload_penalty: f64,
+    /// This household's share of the slot's rise of the demand charge
+    /// ([`DemandCharge`]; 0 without one).
+    pub demand_charge: f64,
 }
 
 impl Settlement {
@@ -42,6 +47,12 @@ impl Settlement {
     /// battery degradation and penalties).
     pub fn energy_cost(&self) -> f64 {
         self.import_cost - self.export_revenue + self.p2p_paid - self.p2p_revenue
+    }
+
+    /// The household's shares of community charges: the feeder overload
+    /// penalty and the demand charge's rise.
+    pub fn shared_charges(&self) -> f64 {
+        self.overload_penalty + self.demand_charge
     }
 }
 
@@ -151,6 +162,58 @@ pub fn apply_feeder_limits(
     FeederOutcome { net_import_kw, overload_kwh: over_kwh, penalty }
 }
 
+/// The tariff's demand charge as it accrues slot by slot.
+///
+/// The charge of a period is `per_kw × peak` of the community's net import
+/// power over the period's slots (what `KpiAccumulator::end_slot_in`
+/// prices). A slot that raises the period's peak from `p` to `q` adds
+/// `per_kw × (q − p)` to it; [`DemandCharge::apply`] charges that rise to the
+/// households importing in the slot, pro rata to their grid import. The
+/// rises of a period sum to its charge, so the shares of a run sum to the
+/// KPIs' `demand_charge`, and a household pays exactly for the peaks it
+/// helped to set: what its reward must see for a policy to learn to shave
+/// the peak.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DemandCharge {
+    per_kw: f64,
+    period: Option<u64>,
+    peak_kw: f64,
+}
+
+impl DemandCharge {
+    /// A charge of `per_kw` per kW of each period's peak (0: none).
+    pub fn new(per_kw: f64) -> DemandCharge {
+        DemandCharge { per_kw, ..DemandCharge::default() }
+    }
+
+    /// Writes each household's share of the rise of the demand charge in a
+    /// slot of `hours` of demand period `period` into `settlements` (grid
+    /// flows settled, in report order), and returns the rise. A new period
+    /// starts from a peak of 0 (a period that only exports pays nothing).
+    pub fn apply(&mut self, settlements: &mut [Settlement], period: u64, hours: f64) -> f64 {
+        if self.per_kw <= 0.0 {
+            return 0.0;
+        }
+        if self.period != Some(period) {
+            self.period = Some(period);
+            self.peak_kw = 0.0;
+        }
+        let import: f64 = settlements.iter().map(|s| s.grid_import_kwh).sum();
+        let export: f64 = settlements.iter().map(|s| s.grid_export_kwh).sum();
+        let net_kw = (import - export) / hours;
+        if net_kw <= self.peak_kw {
+            return 0.0;
+        }
+        // net > peak ≥ 0, so some household imports: `import > 0`.
+        let rise = self.per_kw * (net_kw - self.peak_kw);
+        self.peak_kw = net_kw;
+        for s in settlements.iter_mut() {
+            s.demand_charge = rise * s.grid_import_kwh / import;
+        }
+        rise
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +258,42 @@ mod tests {
         );
         let mut ok = [Settlement { grid_import_kwh: 0.5, ..Default::default() }];
         assert_eq!(apply_feeder_limits(&mut ok, &g, 0.5).penalty, 0.0);
+    }
+
+    fn flows(import: &[f64], export: &[f64]) -> Vec<Settlement> {
+        import
+            .iter()
+            .zip(export)
+            .map(|(&i, &e)| Settlement {
+                grid_import_kwh: i,
+                grid_export_kwh: e,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_rise_of_the_peak_is_charged_to_the_importers_pro_rata() {
+        let mut d = DemandCharge::new(2.0);
+        // 4 kWh net in 0.5 h = 8 kW: from 0, a rise of 8 kW at 2 per kW.
+        let mut s = flows(&[3.0, 1.0, 0.0], &[0.0, 0.0, 0.0]);
+        assert_eq!(d.apply(&mut s, 0, 0.5), 16.0);
+        assert_eq!((s[0].demand_charge, s[1].demand_charge, s[2].demand_charge), (12.0, 4.0, 0.0));
+        // 3 kW: below the peak, nothing.
+        let mut s = flows(&[2.0, 0.0, 0.0], &[0.0, 0.0, 0.5]);
+        assert_eq!(d.apply(&mut s, 0, 0.5), 0.0);
+        assert!(s.iter().all(|s| s.demand_charge == 0.0));
+        // 10 kW: only the 2 kW above the peak; the exporter pays nothing.
+        let mut s = flows(&[5.0, 0.0, 0.0], &[0.0, 0.0, 0.0]);
+        assert_eq!(d.apply(&mut s, 0, 0.5), 4.0);
+        // A new period starts again from 0.
+        let mut s = flows(&[1.0, 0.0, 0.0], &[0.0, 0.0, 0.0]);
+        assert_eq!(d.apply(&mut s, 1, 0.5), 4.0);
+        // Net export never sets a peak; without a charge nothing is written.
+        let mut s = flows(&[0.0, 0.0, 0.0], &[0.0, 0.0, 3.0]);
+        assert_eq!(DemandCharge::new(2.0).apply(&mut s, 0, 0.5), 0.0);
+        let mut s = flows(&[3.0, 1.0, 0.0], &[0.0, 0.0, 0.0]);
+        assert_eq!(DemandCharge::new(0.0).apply(&mut s, 0, 0.5), 0.0);
+        assert!(s.iter().all(|s| s.demand_charge == 0.0));
     }
 }

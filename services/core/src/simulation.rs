@@ -216,7 +216,8 @@ impl Simulation {
             kpi: KpiAccumulator::new(n, capacity)
                 .with_demand_charge(cfg.tariff.demand_charge_per_kw),
             households: prosumers.into_iter().map(|p| Household::new(p, first_hour)).collect(),
-            engine: SlotEngine::new(cfg.grid.clone(), cfg.mechanism),
+            engine: SlotEngine::new(cfg.grid.clone(), cfg.mechanism)
+                .with_demand_charge(cfg.tariff.demand_charge_per_kw),
             ds,
             cfg,
             schedule,
@@ -314,9 +315,9 @@ impl Simulation {
                 self.reports.push(h.play(&self.ds, &ctx, Conditions::default(), policy));
             }
         }
-        let feeder = self.engine.clear_and_settle(&self.reports, &ctx.tariff, ctx.hours);
-        let record = self.record(&ctx);
         let period = demand_period(&self.ds, &self.cfg, ctx.data_slot);
+        let feeder = self.engine.clear_and_settle(&self.reports, &ctx.tariff, ctx.hours, period);
+        let record = self.record(&ctx);
         self.kpi.end_slot_in(ctx.hours, feeder.overload_kwh, period);
         if self.record_slots {
             self.records.push(record);
@@ -367,6 +368,7 @@ mod tests {
     };
     use crate::prosumer::tests::tiny_dataset;
     use crate::prosumer::{generate_community, CommunityConfig};
+    use crate::tariff::DemandPeriod;
     use crate::units::ProsumerId;
     use proptest::prelude::*;
 
@@ -503,18 +505,22 @@ mod tests {
         assert!(e.contains("schedule") && e.contains("99"), "{e}");
     }
 
+    /// Random actions, whatever the observation.
+    struct Noise(crate::rng::SeededRng);
+    impl Policy for Noise {
+        fn name(&self) -> &str {
+            "noise"
+        }
+        fn act(&mut self, _: u32, _: &Observation) -> Action {
+            let mut d = || (self.0.uniform(-3.0, 3.0)) as f32;
+            Action { battery: d(), quantity: d(), price: d() }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
         fn any_policy_output_keeps_physics_and_balances(seed in 0u64..1000, n in 1usize..20) {
-            struct Noise(crate::rng::SeededRng);
-            impl Policy for Noise {
-                fn name(&self) -> &str { "noise" }
-                fn act(&mut self, _: u32, _: &crate::observation::Observation) -> crate::policy::Action {
-                    let mut d = || (self.0.uniform(-3.0, 3.0)) as f32;
-                    crate::policy::Action { battery: d(), quantity: d(), price: d() }
-                }
-            }
             let mut s = sim(n, seed, SimConfig::default());
             s.run(&mut Noise(crate::rng::SeededRng::new(seed)));
             assert_balanced(s.records());
@@ -523,6 +529,36 @@ mod tests {
                     prop_assert!(b.stored_kwh >= spec.min_stored_kwh() - 1e-12 && b.stored_kwh <= spec.max_stored_kwh() + 1e-12);
                 }
             }
+        }
+
+        /// Budget balance with a demand charge: the households' shares of the
+        /// peak's rises sum to the charge, so their bills sum to the
+        /// community's cost, and the charge is all that changes.
+        #[test]
+        fn demand_charge_shares_sum_to_the_charge(
+            seed in 0u64..1000,
+            n in 1usize..20,
+            per_kw in 0.05f64..5.0,
+            monthly in any::<bool>(),
+        ) {
+            let period = if monthly { DemandPeriod::Monthly } else { DemandPeriod::Daily };
+            let tariff = TariffConfig {
+                demand_charge_per_kw: per_kw,
+                demand_charge_period: period,
+                ..TariffConfig::default()
+            };
+            let mut plain = sim(n, seed, SimConfig::default());
+            let k0 = plain.run(&mut Noise(crate::rng::SeededRng::new(seed)));
+            let mut charged = sim(n, seed, SimConfig { tariff, ..SimConfig::default() });
+            let k = charged.run(&mut Noise(crate::rng::SeededRng::new(seed)));
+            let bills: f64 = charged.household_costs().iter().sum();
+            let scale = k.community_cost.abs().max(1.0);
+            prop_assert!((bills - k.community_cost).abs() < 1e-9 * scale, "{bills} vs {k:?}");
+            let plain_bills: f64 = plain.household_costs().iter().sum();
+            prop_assert!((bills - plain_bills - k.demand_charge).abs() < 1e-9 * scale);
+            prop_assert!((k.community_cost - k0.community_cost - k.demand_charge).abs() < 1e-9 * scale);
+            prop_assert!(k.demand_charge >= 0.0);
+            prop_assert!(k.demand_charge > 0.0 || k.peak_import_kw == 0.0, "{k:?}");
         }
     }
 }

@@ -13,7 +13,9 @@ use crate::household::HouseholdReport;
 use crate::kpi::HouseholdSlot;
 use crate::market::{self, Clearing, ClearingScratch, Fill, Mechanism, Order};
 use crate::reward::{reward, RewardTerms, RewardWeights};
-use crate::settlement::{apply_feeder_limits, settle_household, FeederOutcome, Settlement};
+use crate::settlement::{
+    apply_feeder_limits, settle_household, DemandCharge, FeederOutcome, Settlement,
+};
 use crate::tariff::{GridConfig, SlotTariff};
 use crate::units::PricePerKwh;
 
@@ -31,12 +33,20 @@ pub struct SlotEngine {
     scratch: ClearingScratch,
     settlements: Vec<Settlement>,
     last_price: Option<PricePerKwh>,
+    demand: DemandCharge,
 }
 
 impl SlotEngine {
     /// An engine with `grid` limits clearing with `mechanism`.
     pub fn new(grid: GridConfig, mechanism: Mechanism) -> SlotEngine {
         SlotEngine { grid, mechanism, ..SlotEngine::default() }
+    }
+
+    /// Charges each rise of a demand period's peak net import at `per_kw`
+    /// to the slot's importers ([`DemandCharge`]; 0 = no demand charge).
+    pub fn with_demand_charge(mut self, per_kw: f64) -> SlotEngine {
+        self.demand = DemandCharge::new(per_kw);
+        self
     }
 
     /// The grid settings in force.
@@ -88,12 +98,15 @@ impl SlotEngine {
         market::validate_orders(&orders, Some(tariff.bounds()))
     }
 
-    /// Clears the orders of `reports` and settles every reporting household.
+    /// Clears the orders of `reports` and settles every reporting household
+    /// of a slot of `hours` in demand-charge period `period`
+    /// (`simulation::demand_period`; any number without a demand charge).
     pub fn clear_and_settle(
         &mut self,
         reports: &[HouseholdReport],
         tariff: &SlotTariff,
         hours: f64,
+        period: u64,
     ) -> FeederOutcome {
         debug_assert!(
             reports.windows(2).all(|w| w[0].prosumer_id < w[1].prosumer_id),
@@ -140,7 +153,9 @@ impl SlotEngine {
                 &self.grid,
             ));
         }
-        apply_feeder_limits(&mut self.settlements, &self.grid, hours)
+        let feeder = apply_feeder_limits(&mut self.settlements, &self.grid, hours);
+        self.demand.apply(&mut self.settlements, period, hours);
+        feeder
     }
 
     /// The fill of the `i`-th report of the last slot (zero without an order).
@@ -174,6 +189,7 @@ pub fn household_slot(
         degradation_cost: report.degradation_cost,
         co2_kg: settlement.grid_import_kwh * tariff.co2_kg_per_kwh,
         overload_penalty: settlement.overload_penalty,
+        demand_charge: settlement.demand_charge,
         ev_shortfall_kwh: report.ev_shortfall_kwh,
     };
     HouseholdSlot {

@@ -307,13 +307,14 @@ fn hostile_settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
             prop::bool::weighted(0.75),
             hostile_f64(),
             hostile_f64(),
+            hostile_f64(),
         ),
     )
         .prop_map(
             |(
                 (prosumer_id, filled_wh, value),
                 (gi, ge, p2p, ic, er, op),
-                (side, split, bought, paid),
+                (side, split, bought, paid, demand),
             )| {
                 // Mostly a plausible value for the fill, sometimes anything.
                 let fill_value_nanos = if value % 3 == 0 {
@@ -336,6 +337,7 @@ fn hostile_settlement() -> impl Strategy<Value = market::ProsumerSettlement> {
                     p2p_sold_kwh: 0.0,
                     p2p_paid: paid,
                     p2p_revenue: 0.0,
+                    demand_charge: demand,
                 };
                 if split {
                     consistent_split(&mut w);
@@ -645,7 +647,7 @@ proptest! {
                 for v in [s.grid_import_kwh, s.grid_export_kwh, s.p2p_received_kwh, s.p2p_bought_kwh, s.p2p_sold_kwh] {
                     prop_assert!(in_kwh(v, 0.0));
                 }
-                for v in [s.import_cost, s.export_revenue, s.overload_penalty, s.p2p_paid, s.p2p_revenue] {
+                for v in [s.import_cost, s.export_revenue, s.overload_penalty, s.p2p_paid, s.p2p_revenue, s.demand_charge] {
                     prop_assert!(v.is_finite() && (0.0..=MAX_SLOT_MONEY).contains(&v), "{:?}", s);
                 }
                 // The split follows the side: one side trades, a buyer receives at most what it bought.
@@ -1065,6 +1067,7 @@ mod domain_round_trips {
                 import_cost: money,
                 export_revenue: money / 2.0,
                 overload_penalty: money / 4.0,
+                demand_charge: money / 8.0,
                 p2p_bought_kwh: if buy && traded { fill.quantity.kwh() } else { 0.0 },
                 p2p_paid: if buy && traded { fill.value.amount() } else { 0.0 },
                 p2p_sold_kwh: if !buy && traded { fill.quantity.kwh() } else { 0.0 },

@@ -30,7 +30,7 @@ observations and rewards are what ``step`` returns.
   market's next slot. ``seed`` is accepted and ignored: the market and the
   node are seeded by their own ``--seed``.
 - **Rewards** are the households' (minus the weighted bill, degradation,
-  CO2, overload, EV shortfall). A slot the node played with its rule-based
+  CO2, overload, demand-charge share, EV shortfall). A slot the node played with its rule-based
   fallback (the env was too slow) gives ``infos[id]["remote_actions"] ==
   False``; one whose outcome did not arrive gives reward 0 and
   ``infos[id]["feedback"] == False``.

@@ -99,9 +99,11 @@ class Feedback:
     #: The slot settled.
     slot: int
     prosumer_ids: tuple[int, ...]
-    #: The slot's reward (minus the weighted bill, degradation, CO2, overload, EV shortfall).
+    #: The slot's reward (minus the weighted bill, degradation, CO2, overload,
+    #: demand-charge share, EV shortfall).
     rewards: tuple[float, ...]
-    #: Energy cost of the slot (grid and P2P net of revenue, degradation, overload).
+    #: Energy cost of the slot (grid and P2P net of revenue, degradation,
+    #: overload, demand-charge share).
     costs: tuple[float, ...]
     grid_import_kwh: tuple[float, ...]
     #: True where the slot was the last of a day.

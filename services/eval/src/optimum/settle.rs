@@ -5,7 +5,7 @@
 //! offered its whole position: the P2P volume is shared pro rata among
 //! buyers (by deficit) and sellers (by surplus), buyers receive it minus the
 //! distribution loss, residuals go to the grid at the slot's tariff. Then the
-//! core's own [`apply_feeder_limits`], [`household_slot`] and
+//! core's own [`apply_feeder_limits`], [`DemandCharge`], [`household_slot`] and
 //! [`KpiAccumulator`] take over, so every KPI (Gini included) has exactly
 //! the definition it has for a simulated policy. The LP has no auction: P2P
 //! energy is priced at the tariff midpoint, which only matters for the
@@ -17,7 +17,7 @@ use peergrid_core::data::Dataset;
 use peergrid_core::household::HouseholdReport;
 use peergrid_core::kpi::{KpiAccumulator, Kpis};
 use peergrid_core::prosumer::ProsumerSpec;
-use peergrid_core::settlement::{apply_feeder_limits, Settlement};
+use peergrid_core::settlement::{apply_feeder_limits, DemandCharge, Settlement};
 use peergrid_core::simulation::{demand_period, slot_hour, SimConfig, SlotRecord};
 use peergrid_core::slot_engine::household_slot;
 use peergrid_core::tariff::SlotTariff;
@@ -69,11 +69,14 @@ impl OptimumPlan {
         }
         let mut records = Vec::with_capacity(self.slots.len());
         let mut settlements = Vec::with_capacity(n);
+        let mut demand = DemandCharge::new(cfg.tariff.demand_charge_per_kw);
         for (k, &t) in self.slots.iter().enumerate() {
             let tariff = cfg.tariff_of(ds, t);
             let hours = ds.slot_hours();
             self.settle_slot(k, &tariff, cfg.grid.p2p_loss_fraction, &mut settlements);
             let feeder = apply_feeder_limits(&mut settlements, &cfg.grid, hours);
+            let period = demand_period(ds, cfg, t);
+            demand.apply(&mut settlements, period, hours);
             let mut rec = SlotRecord {
                 data_slot: t,
                 hour: slot_hour(ds, t),
@@ -101,7 +104,7 @@ impl OptimumPlan {
                 rec.mean_reward += slot.reward;
             }
             rec.mean_reward /= n.max(1) as f64;
-            kpi.end_slot_in(hours, feeder.overload_kwh, demand_period(ds, cfg, t));
+            kpi.end_slot_in(hours, feeder.overload_kwh, period);
             records.push(rec);
         }
         Ok(SettledOptimum { kpis: kpi.finish(), records })
@@ -131,6 +134,7 @@ impl OptimumPlan {
                 import_cost: import * tariff.retail.per_kwh(),
                 export_revenue: export * tariff.feed_in.per_kwh(),
                 overload_penalty: 0.0,
+                demand_charge: 0.0,
             });
         }
     }

@@ -46,6 +46,7 @@ pub fn settlement_to_wire(h: &SettledHousehold) -> pb::ProsumerSettlement {
         p2p_sold_kwh: s.p2p_sold_kwh,
         p2p_paid: s.p2p_paid,
         p2p_revenue: s.p2p_revenue,
+        demand_charge: s.demand_charge,
     }
 }
 
@@ -89,6 +90,7 @@ pub fn settlement_from_wire_at(
         import_cost: money(w.import_cost, "import_cost")?,
         export_revenue: money(w.export_revenue, "export_revenue")?,
         overload_penalty: money(w.overload_penalty, "overload_penalty")?,
+        demand_charge: money(w.demand_charge, "demand_charge")?,
     };
     check_split(&settlement, side, fill, path)?;
     Ok(SettledHousehold { prosumer_id: w.prosumer_id, side, fill, settlement })
