@@ -88,7 +88,10 @@ async fn a_tls_trainer_teaches_nodes_that_trust_its_ca() {
             "waited 300 s for policy version 3 from the TLS trainer; it is at {}",
             trainer.learner.status().version
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = trainer.finished() => panic!("the TLS trainer stopped: {:?}", trainer.learner.death()),
+        }
     }
     assert!(trainer.learner.status().samples_total >= 2 * 4 * 8, "{:?}", trainer.learner.status());
 

@@ -91,12 +91,15 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
     let result = async {
         let trainer = peergrid_trainer::start(config, tokens, controller.subscribe()).await?;
-        let learner = trainer.learner.clone();
         tokio::select! {
             signal = wait_for_signal() => { signal?; tracing::info!("signal received: final checkpoint and stop"); }
-            // Health already says NOT_SERVING; join reports the panic and
-            // the process exits non-zero.
-            reason = learner.died() => tracing::error!("the learner thread died ({reason}): stopping"),
+            // Only a dead learner stops the trainer on its own (health
+            // already said NOT_SERVING); join reports the panic and the
+            // process exits non-zero.
+            () = trainer.finished() => {
+                let reason = trainer.learner.death().unwrap_or_else(|| "no message".to_owned());
+                tracing::error!("the learner thread died ({reason}): the trainer stopped");
+            }
         }
         controller.trigger();
         trainer.join().await

@@ -325,7 +325,8 @@ async fn start_cluster(
 }
 
 /// Shows the trainer's progress until `--updates` updates are done or
-/// Ctrl-C (then `Ok(true)`: interrupted); fails when an agent-node ends.
+/// Ctrl-C (then `Ok(true)`: interrupted); fails when an agent-node or the
+/// trainer ends.
 async fn follow_training(
     cluster: &mut Cluster,
     args: &TrainArgs,
@@ -360,8 +361,15 @@ async fn follow_training(
             bar.abandon();
             return Err(why.context("an agent-node stopped before training finished"));
         }
+        let trainer = cluster.trainer().context("the training cluster has a trainer")?;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            // Only a dead learner stops the trainer on its own; the
+            // cluster's shutdown then reports its panic.
+            () = trainer.finished() => {
+                bar.abandon();
+                anyhow::bail!("the trainer stopped before training finished");
+            }
             _ = &mut ctrl_c => {
                 bar.println("interrupted: stopping training and reporting the newest policy");
                 bar.finish();
