@@ -267,17 +267,8 @@ impl MarketConfig {
         sim.validate().map_err(|e| bad("sim", e.to_string()))?;
         let tokens = if settings.insecure_no_auth {
             Tokens::insecure_no_auth()
-        } else if tokens.is_empty() {
-            return Err(bad(
-                "tokens",
-                format!(
-                    "no token configured: set {} and {} (or their _FILE variants), or pass --insecure-no-auth",
-                    Tokens::AGENT_ENV,
-                    Tokens::OPERATOR_ENV
-                ),
-            ));
         } else {
-            tokens
+            tokens.require_configured()?
         };
         Ok(MarketConfig { settings, sim, tokens })
     }
@@ -431,7 +422,7 @@ impl RunArgs {
             handshake_timeout_ms: &mut s.handshake_timeout_ms,
             idle_timeout_ms: &mut s.idle_timeout_ms,
         });
-        s.insecure_no_auth |= self.server.insecure_no_auth;
+        s.insecure_no_auth |= self.node.auth.insecure_no_auth;
         MarketConfig::new(s, file.sim, tokens)
     }
 }
@@ -442,9 +433,9 @@ mod tests {
     use peergrid_runtime::{LogArgs, LogFormat};
 
     /// `--insecure-no-auth` and the node-wide flags `node`.
-    fn insecure_args(node: NodeArgs<MarketNode>) -> RunArgs {
-        let server = ServerArgs { insecure_no_auth: true, ..ServerArgs::default() };
-        RunArgs { node, server, ..RunArgs::default() }
+    fn insecure_args(mut node: NodeArgs<MarketNode>) -> RunArgs {
+        node.auth.insecure_no_auth = true;
+        RunArgs { node, ..RunArgs::default() }
     }
 
     fn insecure() -> MarketSettings {

@@ -13,7 +13,6 @@ use clap::Parser;
 use peergrid_market_node::config::{Cli, Command, RunArgs};
 use peergrid_runtime::{
     exit_code, init_tracing, no_other_bad_input, wait_for_signal, BadInput, ShutdownController,
-    Tokens,
 };
 
 /// Beyond the server's own shutdown timeout: the open slot clears (at
@@ -54,7 +53,7 @@ async fn health(
 /// Resolves the configuration (refusals are bad input), then runs.
 async fn start(args: &RunArgs) -> anyhow::Result<()> {
     let config = peergrid_runtime::check_renamed_env(|name| std::env::var(name).ok())
-        .and_then(|()| Tokens::from_env().map_err(|e| e.to_string()))
+        .and_then(|()| args.node.auth.server_tokens().map_err(|e| e.to_string()))
         .and_then(|t| args.resolve(t).map_err(|e| e.to_string()))
         .map_err(|e| {
             eprintln!("market-node: {e}");

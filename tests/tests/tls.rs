@@ -291,6 +291,14 @@ fn every_binary_refuses_both_token_sources_and_short_tokens_at_startup() {
         );
         assert!(!too_short.contains(short), "{name} printed the token: {too_short}");
     }
+    // No token at all: both servers refuse to start, naming the way out.
+    for name in ["market-node", "trainer"] {
+        let e = refused_at_startup(&binary(name).unwrap(), &listen, &[]);
+        assert!(
+            e.contains("no token configured") && e.contains("--insecure-no-auth"),
+            "{name}: {e}"
+        );
+    }
     // Half a TLS configuration stops the trainer too, naming the missing file.
     let cert = tls_fixture("server.pem");
     let e = refused_at_startup(

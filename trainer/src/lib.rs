@@ -88,9 +88,7 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> anyhow::Result<TrainerHandle> {
     config.validate()?;
-    if tokens.is_empty() {
-        anyhow::bail!("no tokens configured: set PEERGRID_AGENT_TOKEN (and PEERGRID_OPERATOR_TOKEN) or pass --insecure-no-auth");
-    }
+    let tokens = tokens.require_configured()?;
     let device = config.device.resolve()?;
     if device != tch::Device::Cpu {
         tracing::info!(?device, "training on CUDA");

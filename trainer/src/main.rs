@@ -75,11 +75,9 @@ async fn status(target: &TargetArgs, json: bool) -> anyhow::Result<()> {
 /// Resolves the tokens and the configuration (refusals are bad input),
 /// then trains until a signal or the learner's death.
 async fn start(args: RunArgs) -> anyhow::Result<()> {
-    let tokens = if args.server.insecure_no_auth {
-        Ok(Tokens::insecure_no_auth())
-    } else {
-        Tokens::from_env().map_err(|e| e.to_string())
-    };
+    // No token at all is refused here, as bad input, like the market's.
+    let tokens = args.node.auth.server_tokens().and_then(Tokens::require_configured);
+    let tokens = tokens.map_err(|e| e.to_string());
     let (config, tokens) = tokens
         .and_then(|t| args.resolve().map(|c| (c, t)).map_err(|e| e.to_string()))
         .map_err(|e| {

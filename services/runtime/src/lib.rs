@@ -8,9 +8,10 @@
 //! - [`auth`]: bearer tokens with roles, checked in constant time, and the
 //!   client-side interceptor;
 //! - [`tls`]: PEM files → rustls server and client configs;
-//! - [`node_args`]: the flags every node shares ([`NodeArgs`], and
-//!   [`ServerArgs`] for gRPC servers), their `PEERGRID_<NODE>_<FIELD>`
-//!   variables and the one layered merge (defaults ← file ← env ← flags);
+//! - [`node_args`]: the flags every node shares ([`NodeArgs`] with
+//!   [`AuthArgs`], and [`ServerArgs`] for gRPC servers), their
+//!   `PEERGRID_<NODE>_<FIELD>` variables and the one layered merge
+//!   (defaults ← file ← env ← flags);
 //! - [`dataset`]: the `--dataset`/`--data-file` flags every node shares;
 //! - [`dial`]: the client side of every connection (URL, CA, in-process);
 //! - [`shutdown`]: one shutdown signal every task listens to, and the wait
@@ -61,7 +62,7 @@ pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};
 pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
 pub use node_args::{
-    read_json, replace_if_given, AgentNode, MarketNode, NodeArgs, NodeEnv, ServerArgs,
+    read_json, replace_if_given, AgentNode, AuthArgs, MarketNode, NodeArgs, NodeEnv, ServerArgs,
     ServerSettings, TrainerNode,
 };
 pub use serve::{serve, server_builder, status_layer, ServeOptions, Services, MAX_MESSAGE_BYTES};

@@ -100,7 +100,7 @@ async fn play_async(request: PlayRequest<'_>) -> Result<Played> {
         .market(market)
         .agent(agent);
     // A service that checks the agent token gets the one it was given.
-    let token_env = peergrid_agent_node::config::TOKEN_ENV;
+    let token_env = peergrid_runtime::Tokens::AGENT_ENV;
     if let Some(token) = peergrid_runtime::load_token(token_env)
         .map_err(|e| BadInput::new(format!("{token_env}: {e}")))?
     {
