@@ -334,7 +334,7 @@ async fn follow_training(
     started: Instant,
     validator: &mut Option<Validator>,
 ) -> Result<bool> {
-    let bar = progress_bar(args);
+    let bar = progress_bar(args, "training", args.updates, "updates");
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -379,16 +379,22 @@ async fn follow_training(
     }
 }
 
-fn progress_bar(args: &TrainArgs) -> ProgressBar {
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(args.updates) };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} updates {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+/// The bar a training phase shows on stderr (hidden with `--quiet`):
+/// `prefix [====>   ] pos/len unit message (elapsed, eta)`.
+pub(crate) fn progress_bar(
+    args: &TrainArgs,
+    prefix: &'static str,
+    len: u64,
+    unit: &str,
+) -> ProgressBar {
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(len) };
+    let template = format!(
+        "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} ({{elapsed}}, eta {{eta}})"
     );
-    bar.set_prefix("training");
+    bar.set_style(
+        ProgressStyle::with_template(&template).expect("a valid template").progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
     bar
 }
 
