@@ -17,7 +17,8 @@ use peergrid_core::data::{DatasetKind, DatasetSource};
 use peergrid_core::simulation::SimConfig;
 use peergrid_runtime::connections::{self, ConnectionLimits};
 use peergrid_runtime::{
-    replace_if_given, DatasetArgs, MarketNode, NodeArgs, ServerArgs, ServerSettings, Tokens,
+    replace_if_given, DatasetArgs, MarketNode, NodeArgs, ProbeArgs, ServerArgs, ServerSettings,
+    Tokens,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -328,15 +329,8 @@ pub struct Cli {
 pub enum Command {
     /// Query the gRPC health service of a running market; exit 0 if SERVING, 1 otherwise.
     Health {
-        /// `http://host:port`, or `https://host:port` for a TLS market.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        addr: String,
-        /// PEM CA certificate to trust for an `https://` address.
-        #[arg(long, env = "PEERGRID_TLS_CA")]
-        tls_ca: Option<PathBuf>,
-        /// Server name to verify instead of the address's host.
-        #[arg(long)]
-        tls_domain: Option<String>,
+        #[command(flatten)]
+        target: ProbeArgs<MarketNode>,
     },
 }
 

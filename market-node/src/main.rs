@@ -8,11 +8,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use clap::Parser;
 use peergrid_market_node::config::{Cli, Command, RunArgs};
 use peergrid_runtime::{
-    exit_code, init_tracing, no_other_bad_input, wait_for_signal, BadInput, ShutdownController,
+    exit_code, health_command, init_tracing, no_other_bad_input, wait_for_signal, BadInput,
+    ShutdownController,
 };
 
 /// Beyond the server's own shutdown timeout: the open slot clears (at
@@ -23,31 +23,15 @@ const DRAIN_SLACK: Duration = Duration::from_secs(30);
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Health { addr, tls_ca, tls_domain }) => {
-            health(&addr, tls_ca.as_deref(), tls_domain.as_deref()).await
+        Some(Command::Health { target }) => {
+            let service = peergrid_proto::services::MARKET_SERVICE;
+            health_command("market-node", target.target(), service)
+                .await
+                .map_err(anyhow::Error::from)
         }
         None => start(&cli.run).await,
     };
     exit_code(&result, no_other_bad_input)
-}
-
-/// Whether the market at `addr` is serving; anything else is a failure.
-async fn health(
-    addr: &str,
-    tls_ca: Option<&std::path::Path>,
-    tls_domain: Option<&str>,
-) -> anyhow::Result<()> {
-    match peergrid_market_node::grpc::check_health(addr, tls_ca, tls_domain).await {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            eprintln!("market-node at {addr} is not serving");
-            Err(anyhow!("not serving"))
-        }
-        Err(e) => {
-            eprintln!("market-node at {addr}: {e:#}");
-            Err(e)
-        }
-    }
 }
 
 /// Resolves the configuration (refusals are bad input), then runs.

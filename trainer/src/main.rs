@@ -7,11 +7,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use clap::Parser;
 use peergrid_runtime::{
-    exit_code, init_tracing, load_token, no_other_bad_input, wait_for_signal, BadInput, Secret,
-    ShutdownController, Tokens,
+    exit_code, health_command, init_tracing, load_token, no_other_bad_input, wait_for_signal,
+    BadInput, Secret, ShutdownController, Tokens,
 };
 use peergrid_trainer::config::{Cli, Command, RunArgs, TargetArgs};
 
@@ -28,27 +27,14 @@ fn status_token() -> Result<Option<Secret>, peergrid_runtime::RuntimeError> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Health { target }) => health(&target).await,
+        Some(Command::Health { target }) => {
+            let service = peergrid_proto::services::LEARNER_SERVICE;
+            health_command("trainer", target.target(), service).await.map_err(anyhow::Error::from)
+        }
         Some(Command::Status { target, json }) => status(&target, json).await,
         None => start(cli.run).await,
     };
     exit_code(&result, no_other_bad_input)
-}
-
-/// Whether the trainer at `target` is serving; anything else is a failure.
-async fn health(target: &TargetArgs) -> anyhow::Result<()> {
-    let addr = &target.addr;
-    match peergrid_trainer::grpc::check_health(target.target()).await {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            eprintln!("trainer at {addr} is not serving");
-            Err(anyhow!("not serving"))
-        }
-        Err(e) => {
-            eprintln!("trainer at {addr}: {e:#}");
-            Err(e)
-        }
-    }
 }
 
 /// Prints the status of the trainer at `target`; a token that cannot be

@@ -14,6 +14,8 @@
 //!   (defaults ← file ← env ← flags);
 //! - [`dataset`]: the `--dataset`/`--data-file` flags every node shares;
 //! - [`dial`]: the client side of every connection (URL, CA, in-process);
+//! - [`probe`]: a server binary's `health`/`status` subcommands
+//!   ([`ProbeArgs`], [`health_command`]);
 //! - [`shutdown`]: one shutdown signal every task listens to, and the wait
 //!   for SIGTERM / Ctrl-C;
 //! - [`inproc`] and [`listener`]: where a gRPC server listens, a TCP port
@@ -42,6 +44,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod node_args;
+pub mod probe;
 pub mod serve;
 pub mod shutdown;
 pub mod tfevents;
@@ -65,6 +68,7 @@ pub use node_args::{
     read_json, replace_if_given, AgentNode, AuthArgs, MarketNode, NodeArgs, NodeEnv, ServerArgs,
     ServerSettings, TrainerNode,
 };
+pub use probe::{health_command, ProbeArgs, ProbeEnv};
 pub use serve::{serve, server_builder, status_layer, ServeOptions, Services, MAX_MESSAGE_BYTES};
 pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
 pub use tfevents::EventWriter;
