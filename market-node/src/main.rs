@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use peergrid_market_node::config::{Cli, Command, RunArgs};
 use peergrid_runtime::{
-    exit_code, health_command, init_tracing, no_other_bad_input, wait_for_signal, BadInput,
-    ShutdownController,
+    exit_code, health_command, init_tracing, no_other_bad_input, BadInput, ShutdownController,
+    Stopping,
 };
 
 /// Beyond the server's own shutdown timeout: the open slot clears (at
@@ -52,11 +52,10 @@ async fn run(config: peergrid_market_node::MarketConfig) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
     let drain = Duration::from_millis(config.settings.shutdown_timeout_ms) + DRAIN_SLACK;
     let market = peergrid_market_node::start(config, controller.subscribe()).await?;
-    tokio::select! {
-        signal = wait_for_signal() => { signal?; tracing::info!("signal received: draining"); }
-        _ = market.finished() => tracing::info!("run complete: draining"),
+    match controller.stop_on_signal_or(market.finished()).await? {
+        Stopping::Signal => tracing::info!("signal received: draining"),
+        Stopping::Finished => tracing::info!("run complete: draining"),
     }
-    controller.trigger();
     tokio::time::timeout(drain, market.join())
         .await
         .map_err(|_| anyhow::anyhow!("drain timed out"))??;

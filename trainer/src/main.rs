@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use peergrid_runtime::{
-    exit_code, health_command, init_tracing, load_token, no_other_bad_input, wait_for_signal,
-    BadInput, Secret, ShutdownController, Tokens,
+    exit_code, health_command, init_tracing, load_token, no_other_bad_input, BadInput, Secret,
+    ShutdownController, Stopping, Tokens,
 };
 use peergrid_trainer::config::{Cli, Command, RunArgs, TargetArgs};
 
@@ -75,17 +75,16 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
     let result = async {
         let trainer = peergrid_trainer::start(config, tokens, controller.subscribe()).await?;
-        tokio::select! {
-            signal = wait_for_signal() => { signal?; tracing::info!("signal received: final checkpoint and stop"); }
+        match controller.stop_on_signal_or(trainer.finished()).await? {
+            Stopping::Signal => tracing::info!("signal received: final checkpoint and stop"),
             // Only a dead learner stops the trainer on its own (health
             // already said NOT_SERVING); join reports the panic and the
             // process exits non-zero.
-            () = trainer.finished() => {
+            Stopping::Finished => {
                 let reason = trainer.learner.death().unwrap_or_else(|| "no message".to_owned());
                 tracing::error!("the learner thread died ({reason}): the trainer stopped");
             }
         }
-        controller.trigger();
         trainer.join().await
     }
     .await;

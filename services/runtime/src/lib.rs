@@ -70,6 +70,6 @@ pub use node_args::{
 };
 pub use probe::{health_command, ProbeArgs, ProbeEnv};
 pub use serve::{serve, server_builder, status_layer, ServeOptions, Services, MAX_MESSAGE_BYTES};
-pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
+pub use shutdown::{wait_for_signal, Shutdown, ShutdownController, Stopping};
 pub use tfevents::EventWriter;
 pub use token::{load_token, load_token_with, Secret, MIN_TOKEN_LEN};
