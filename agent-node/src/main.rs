@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use clap::Parser;
 use peergrid_agent_node::{AgentArgs, AgentError, Command};
-use peergrid_runtime::{exit_code, init_tracing, wait_for_signal, BadInput, ShutdownController};
+use peergrid_runtime::{exit_code, init_tracing, BadInput, ShutdownController, Stopping};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
@@ -61,15 +61,10 @@ async fn health(config: &peergrid_agent_node::AgentConfig) -> anyhow::Result<()>
 async fn run(config: peergrid_agent_node::AgentConfig) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
     let node = peergrid_agent_node::start(config, controller.subscribe());
-    tokio::select! {
-        () = node.finished() => {}
-        signal = wait_for_signal() => {
-            if let Err(e) = signal {
-                error!(error = %e, "cannot listen for signals; stopping");
-            }
-            info!("shutdown requested: finishing the current slot");
-            controller.trigger();
-        }
+    match controller.stop_on_signal_or(node.finished()).await {
+        Ok(Stopping::Finished) => {}
+        Ok(Stopping::Signal) => info!("shutdown requested: finishing the current slot"),
+        Err(e) => error!(error = %e, "cannot listen for signals; stopping"),
     }
     match node.join().await {
         Ok(report) => {

@@ -306,7 +306,6 @@ mod tests {
     };
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
-    use tokio_stream::wrappers::TcpListenerStream;
 
     /// What the stand-in service answers.
     #[derive(Clone, Copy, Debug)]
@@ -367,17 +366,16 @@ mod tests {
 
         /// Serves on `addr` (port 0: any) until the returned sender is dropped or fired.
         async fn serve(&self, addr: SocketAddr) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-            let bound = listener.local_addr().unwrap();
+            let listener = peergrid_runtime::GrpcListener::bind(addr, None).await.unwrap();
+            let bound = listener.tcp_addr().expect("a TCP listener");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let service = PolicyServiceServer::new(self.clone());
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                        let _ = stopped.await;
-                    }),
-            );
+            let services = peergrid_runtime::Services::new(peergrid_proto::FILE_DESCRIPTOR_SET)
+                .add_service(PolicyServiceServer::new(self.clone()));
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            let options = peergrid_runtime::ServeOptions::plain(Duration::from_secs(1));
+            tokio::spawn(peergrid_runtime::serve(listener, services, stopped, options));
             (bound, stop)
         }
 

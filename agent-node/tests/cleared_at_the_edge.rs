@@ -16,7 +16,7 @@ use peergrid_core::units::{Money, PricePerKwh, Wh};
 use peergrid_proto::convert::cleared::slot_cleared_to_wire;
 use peergrid_proto::pb::market::v1 as pb;
 use peergrid_proto::pb::market::v1::market_service_server::{MarketService, MarketServiceServer};
-use peergrid_runtime::{Acceptor, ConnectionLimits, ConnectionMetrics, Metrics};
+use peergrid_runtime::{GrpcListener, ServeOptions, Services};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -110,15 +110,13 @@ async fn slot_cleared_is_decoded_whole_at_the_edge_and_a_malformed_one_refused()
         ],
     };
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let limits = ConnectionLimits::new(None, None, None).unwrap();
-    let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut Metrics::new()), None);
-    let server = tokio::spawn(
-        peergrid_runtime::server_builder()
-            .add_service(MarketServiceServer::new(market))
-            .serve_with_incoming(acceptor.incoming(listener)),
-    );
+    let listener = GrpcListener::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+    let url = listener.url(false);
+    let services = Services::new(peergrid_proto::FILE_DESCRIPTOR_SET)
+        .add_service(MarketServiceServer::new(market));
+    let options = ServeOptions::plain(std::time::Duration::ZERO);
+    let server =
+        tokio::spawn(peergrid_runtime::serve(listener, services, std::future::pending(), options));
     let cfg = AgentConfig { market: url, insecure_no_auth: true, ..AgentConfig::default() };
     let mut client = MarketClient::connect(&cfg).await.unwrap();
     let resume = Resume {

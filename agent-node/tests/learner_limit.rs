@@ -23,7 +23,9 @@ use peergrid_proto::pb::learner::v1 as pb;
 use peergrid_proto::pb::learner::v1::learner_service_server::{
     LearnerService, LearnerServiceServer,
 };
-use peergrid_runtime::{Acceptor, ConnectionLimits, ConnectionMetrics, Metrics, MAX_MESSAGE_BYTES};
+use peergrid_runtime::{
+    serve as serve_grpc, GrpcListener, RuntimeError, ServeOptions, Services, MAX_MESSAGE_BYTES,
+};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -94,23 +96,17 @@ fn rollout_of(bytes: usize) -> Rollout {
 }
 
 /// Serves `learner` on a free loopback port as the trainer serves (the
-/// shared kit, limit and status layer); its URL and the server's task.
-async fn serve(
-    learner: Learner,
-) -> (String, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+/// shared kit, `peergrid_runtime::serve`, with its limit and status
+/// layer); its URL and the server's task.
+async fn serve(learner: Learner) -> (String, tokio::task::JoinHandle<Result<(), RuntimeError>>) {
+    let listener = GrpcListener::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+    let url = listener.url(false);
     let service = LearnerServiceServer::new(learner.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let limits = ConnectionLimits::new(None, None, None).unwrap();
-    let acceptor = Acceptor::new(limits, ConnectionMetrics::register(&mut Metrics::new()), None);
-    let server = tokio::spawn(
-        peergrid_runtime::server_builder()
-            .layer(peergrid_runtime::status_layer())
-            .add_service(service)
-            .serve_with_incoming(acceptor.incoming(listener)),
-    );
+    let services = Services::new(peergrid_proto::FILE_DESCRIPTOR_SET).add_service(service);
+    let options = ServeOptions::plain(std::time::Duration::ZERO);
+    let server = tokio::spawn(serve_grpc(listener, services, std::future::pending(), options));
     (url, server)
 }
 

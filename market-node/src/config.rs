@@ -17,7 +17,8 @@ use peergrid_core::data::{DatasetKind, DatasetSource};
 use peergrid_core::simulation::SimConfig;
 use peergrid_runtime::connections::{self, ConnectionLimits};
 use peergrid_runtime::{
-    replace_if_given, DatasetArgs, MarketNode, NodeArgs, ServerArgs, ServerSettings, Tokens,
+    replace_if_given, DatasetArgs, MarketNode, NodeArgs, ProbeArgs, ServerArgs, ServerSettings,
+    Tokens,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -267,17 +268,8 @@ impl MarketConfig {
         sim.validate().map_err(|e| bad("sim", e.to_string()))?;
         let tokens = if settings.insecure_no_auth {
             Tokens::insecure_no_auth()
-        } else if tokens.is_empty() {
-            return Err(bad(
-                "tokens",
-                format!(
-                    "no token configured: set {} and {} (or their _FILE variants), or pass --insecure-no-auth",
-                    Tokens::AGENT_ENV,
-                    Tokens::OPERATOR_ENV
-                ),
-            ));
         } else {
-            tokens
+            tokens.require_configured()?
         };
         Ok(MarketConfig { settings, sim, tokens })
     }
@@ -337,15 +329,8 @@ pub struct Cli {
 pub enum Command {
     /// Query the gRPC health service of a running market; exit 0 if SERVING, 1 otherwise.
     Health {
-        /// `http://host:port`, or `https://host:port` for a TLS market.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        addr: String,
-        /// PEM CA certificate to trust for an `https://` address.
-        #[arg(long, env = "PEERGRID_TLS_CA")]
-        tls_ca: Option<PathBuf>,
-        /// Server name to verify instead of the address's host.
-        #[arg(long)]
-        tls_domain: Option<String>,
+        #[command(flatten)]
+        target: ProbeArgs<MarketNode>,
     },
 }
 
@@ -431,7 +416,7 @@ impl RunArgs {
             handshake_timeout_ms: &mut s.handshake_timeout_ms,
             idle_timeout_ms: &mut s.idle_timeout_ms,
         });
-        s.insecure_no_auth |= self.server.insecure_no_auth;
+        s.insecure_no_auth |= self.node.auth.insecure_no_auth;
         MarketConfig::new(s, file.sim, tokens)
     }
 }
@@ -442,9 +427,9 @@ mod tests {
     use peergrid_runtime::{LogArgs, LogFormat};
 
     /// `--insecure-no-auth` and the node-wide flags `node`.
-    fn insecure_args(node: NodeArgs<MarketNode>) -> RunArgs {
-        let server = ServerArgs { insecure_no_auth: true, ..ServerArgs::default() };
-        RunArgs { node, server, ..RunArgs::default() }
+    fn insecure_args(mut node: NodeArgs<MarketNode>) -> RunArgs {
+        node.auth.insecure_no_auth = true;
+        RunArgs { node, ..RunArgs::default() }
     }
 
     fn insecure() -> MarketSettings {

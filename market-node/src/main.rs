@@ -8,12 +8,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use clap::Parser;
 use peergrid_market_node::config::{Cli, Command, RunArgs};
 use peergrid_runtime::{
-    exit_code, init_tracing, no_other_bad_input, wait_for_signal, BadInput, ShutdownController,
-    Tokens,
+    exit_code, health_command, init_tracing, no_other_bad_input, BadInput, ShutdownController,
+    Stopping,
 };
 
 /// Beyond the server's own shutdown timeout: the open slot clears (at
@@ -24,37 +23,21 @@ const DRAIN_SLACK: Duration = Duration::from_secs(30);
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Health { addr, tls_ca, tls_domain }) => {
-            health(&addr, tls_ca.as_deref(), tls_domain.as_deref()).await
+        Some(Command::Health { target }) => {
+            let service = peergrid_proto::services::MARKET_SERVICE;
+            health_command("market-node", target.target(), service)
+                .await
+                .map_err(anyhow::Error::from)
         }
         None => start(&cli.run).await,
     };
     exit_code(&result, no_other_bad_input)
 }
 
-/// Whether the market at `addr` is serving; anything else is a failure.
-async fn health(
-    addr: &str,
-    tls_ca: Option<&std::path::Path>,
-    tls_domain: Option<&str>,
-) -> anyhow::Result<()> {
-    match peergrid_market_node::grpc::check_health(addr, tls_ca, tls_domain).await {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            eprintln!("market-node at {addr} is not serving");
-            Err(anyhow!("not serving"))
-        }
-        Err(e) => {
-            eprintln!("market-node at {addr}: {e:#}");
-            Err(e)
-        }
-    }
-}
-
 /// Resolves the configuration (refusals are bad input), then runs.
 async fn start(args: &RunArgs) -> anyhow::Result<()> {
     let config = peergrid_runtime::check_renamed_env(|name| std::env::var(name).ok())
-        .and_then(|()| Tokens::from_env().map_err(|e| e.to_string()))
+        .and_then(|()| args.node.auth.server_tokens().map_err(|e| e.to_string()))
         .and_then(|t| args.resolve(t).map_err(|e| e.to_string()))
         .map_err(|e| {
             eprintln!("market-node: {e}");
@@ -69,11 +52,10 @@ async fn run(config: peergrid_market_node::MarketConfig) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
     let drain = Duration::from_millis(config.settings.shutdown_timeout_ms) + DRAIN_SLACK;
     let market = peergrid_market_node::start(config, controller.subscribe()).await?;
-    tokio::select! {
-        signal = wait_for_signal() => { signal?; tracing::info!("signal received: draining"); }
-        _ = market.finished() => tracing::info!("run complete: draining"),
+    match controller.stop_on_signal_or(market.finished()).await? {
+        Stopping::Signal => tracing::info!("signal received: draining"),
+        Stopping::Finished => tracing::info!("run complete: draining"),
     }
-    controller.trigger();
     tokio::time::timeout(drain, market.join())
         .await
         .map_err(|_| anyhow::anyhow!("drain timed out"))??;

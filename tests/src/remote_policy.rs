@@ -13,8 +13,8 @@ use peergrid_core::policy::remote::{ActionBatch, ObservationBatch};
 use peergrid_core::policy::Action;
 use peergrid_proto::pb::policy::v1 as pb;
 use peergrid_proto::pb::policy::v1::policy_service_server::{PolicyService, PolicyServiceServer};
+use peergrid_runtime::{GrpcListener, ServeOptions, Services};
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Charge as fast as the battery allows and offer nothing P2P: the effect
 /// shows in the market (no P2P volume) and in every SoC the policy sees.
@@ -103,18 +103,19 @@ impl StandInPolicy {
         self.serve().await
     }
 
+    /// Serves with the nodes' server kit (`peergrid_runtime::serve`); on
+    /// [`stop`](Self::stop) open calls get a second to finish.
     async fn serve(&mut self) -> Result<()> {
-        let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        self.addr = listener.local_addr()?;
+        let listener = GrpcListener::bind(self.addr, None).await?;
+        self.addr = listener.tcp_addr().expect("a TCP listener");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let services = Services::new(peergrid_proto::FILE_DESCRIPTOR_SET)
             .add_service(PolicyServiceServer::new(self.shared.clone()));
-        tokio::spawn(server.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let options = ServeOptions::plain(Duration::from_secs(1));
+        tokio::spawn(peergrid_runtime::serve(listener, services, stopped, options));
         self.stop = Some(stop);
         Ok(())
     }

@@ -74,6 +74,8 @@ async fn start_trainer(
     Ok((trainer, controller))
 }
 
+/// Waits until `trainer` published `version`; fails at once when the
+/// trainer stopped instead (its learner died), after 600 s when stuck.
 async fn wait_for_version(trainer: &TrainerHandle, version: u64) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     while trainer.learner.status().version < version {
@@ -82,7 +84,14 @@ async fn wait_for_version(trainer: &TrainerHandle, version: u64) -> Result<()> {
             "trainer stuck at version {}",
             trainer.learner.status().version
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            () = trainer.finished() => anyhow::bail!(
+                "the trainer stopped at version {} waiting for {version}: {:?}",
+                trainer.learner.status().version,
+                trainer.learner.death()
+            ),
+        }
     }
     Ok(())
 }

@@ -88,7 +88,10 @@ async fn a_tls_trainer_teaches_nodes_that_trust_its_ca() {
             "waited 300 s for policy version 3 from the TLS trainer; it is at {}",
             trainer.learner.status().version
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = trainer.finished() => panic!("the TLS trainer stopped: {:?}", trainer.learner.death()),
+        }
     }
     assert!(trainer.learner.status().samples_total >= 2 * 4 * 8, "{:?}", trainer.learner.status());
 
@@ -287,6 +290,14 @@ fn every_binary_refuses_both_token_sources_and_short_tokens_at_startup() {
             "{name}: {too_short}"
         );
         assert!(!too_short.contains(short), "{name} printed the token: {too_short}");
+    }
+    // No token at all: both servers refuse to start, naming the way out.
+    for name in ["market-node", "trainer"] {
+        let e = refused_at_startup(&binary(name).unwrap(), &listen, &[]);
+        assert!(
+            e.contains("no token configured") && e.contains("--insecure-no-auth"),
+            "{name}: {e}"
+        );
     }
     // Half a TLS configuration stops the trainer too, naming the missing file.
     let cert = tls_fixture("server.pem");

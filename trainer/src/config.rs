@@ -192,33 +192,7 @@ pub enum Command {
 
 /// Where a client subcommand finds the trainer, and how it trusts it (the
 /// agent-node's learner settings, same variables).
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct TargetArgs {
-    /// `http://host:port`, or `https://host:port` for a TLS trainer (with --tls-ca).
-    #[arg(long, default_value = "http://127.0.0.1:50061")]
-    pub addr: String,
-    /// PEM CA certificate to trust for an https:// trainer.
-    #[arg(long, env = "PEERGRID_LEARNER_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// Verify the trainer's certificate for this name instead of the address's host.
-    #[arg(long, env = "PEERGRID_LEARNER_TLS_DOMAIN")]
-    pub tls_domain: Option<String>,
-}
-
-impl TargetArgs {
-    pub fn target(&self) -> peergrid_runtime::Target<'_> {
-        peergrid_runtime::Target {
-            url: &self.addr,
-            ca: self.tls_ca.as_deref(),
-            domain: self.tls_domain.as_deref(),
-            names: peergrid_runtime::SettingNames {
-                url: "--addr",
-                ca: "--tls-ca",
-                domain: "--tls-domain",
-            },
-        }
-    }
-}
+pub type TargetArgs = peergrid_runtime::ProbeArgs<TrainerNode>;
 
 /// The trainer's flags: the ones every node has, the ones every server
 /// has (`peergrid_runtime::node_args`), and its own.

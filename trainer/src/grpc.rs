@@ -248,13 +248,7 @@ async fn connect(target: Target<'_>) -> anyhow::Result<Channel> {
 
 /// Whether the trainer at `target` reports SERVING (the `health` command).
 pub async fn check_health(target: Target<'_>) -> anyhow::Result<bool> {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let channel = connect(target).await?;
-    let request =
-        HealthCheckRequest { service: peergrid_proto::services::LEARNER_SERVICE.to_owned() };
-    let response = HealthClient::new(channel).check(request).await?;
-    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+    Ok(target.check_health(peergrid_proto::services::LEARNER_SERVICE).await?)
 }
 
 /// The trainer's status as JSON (the `status` command), with `token` if given.

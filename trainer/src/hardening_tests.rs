@@ -143,9 +143,28 @@ async fn a_dead_learner_makes_health_not_serving_and_the_trainer_stop_with_its_p
         "health must not keep answering SERVING"
     );
     // No shutdown was triggered: the trainer stops by itself, with the reason.
+    tokio::time::timeout(Duration::from_secs(30), trainer.finished())
+        .await
+        .expect("finished() resolves when the trainer stops on its own");
+    assert!(trainer.is_finished());
     let error = tokio::time::timeout(Duration::from_secs(30), trainer.join())
         .await
         .expect("the trainer stops")
         .unwrap_err();
     assert!(format!("{error:#}").contains("learner crash requested by a test"), "{error:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_resolves_after_the_shutdown_and_not_before() {
+    let (trainer, controller, channel) = start().await;
+    // A healthy trainer keeps serving: finished() stays pending.
+    let early = tokio::time::timeout(Duration::from_millis(200), trainer.finished()).await;
+    assert!(early.is_err(), "finished() resolved while the trainer was serving");
+    assert!(!trainer.is_finished());
+    assert_eq!(push(&channel, batch("honest", 1)).await.unwrap().batches_accepted, 1);
+    controller.trigger();
+    tokio::time::timeout(Duration::from_secs(30), trainer.finished())
+        .await
+        .expect("finished() resolves once the shutdown drained the trainer");
+    trainer.join().await.expect("a normal stop is not an error");
 }

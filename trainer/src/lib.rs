@@ -30,6 +30,7 @@ use peergrid_runtime::{
     serve_metrics_if_configured, Acceptor, ConnectionMetrics, GrpcListener, Metrics, ServeOptions,
     Shutdown, Tokens,
 };
+use tokio::sync::watch;
 
 pub use config::TrainerConfig;
 pub use error::TrainerError;
@@ -43,6 +44,8 @@ pub struct TrainerHandle {
     pub metrics_addr: Option<SocketAddr>,
     pub learner: LearnerHandle,
     url: String,
+    /// Turns `true` when the trainer's task ends; dropped if it panicked.
+    done: watch::Receiver<bool>,
     join: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -51,6 +54,21 @@ impl TrainerHandle {
     /// TLS), or `local://NAME` in this process.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Resolves once the trainer stopped: after its shutdown fired and the
+    /// server drained, or on its own (the learner thread died; the server
+    /// then stops serving). [`join`](Self::join) says which. The same shape
+    /// as `MarketHandle::finished` and `AgentHandle::finished`.
+    pub async fn finished(&self) {
+        let mut done = self.done.clone();
+        // An error means the sender is gone: the task ended without a word.
+        let _ = done.wait_for(|done| *done).await;
+    }
+
+    /// Whether the trainer has stopped.
+    pub fn is_finished(&self) -> bool {
+        *self.done.borrow() || self.join.is_finished()
     }
 
     /// Waits for the trainer to stop (after the shutdown signal, or once the
@@ -70,9 +88,7 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> anyhow::Result<TrainerHandle> {
     config.validate()?;
-    if tokens.is_empty() {
-        anyhow::bail!("no tokens configured: set PEERGRID_AGENT_TOKEN (and PEERGRID_OPERATOR_TOKEN) or pass --insecure-no-auth");
-    }
+    let tokens = tokens.require_configured()?;
     let device = config.device.resolve()?;
     if device != tch::Device::Cpu {
         tracing::info!(?device, "training on CUDA");
@@ -126,7 +142,10 @@ pub async fn start(
         interrupter.interrupt();
     });
     let stopper = learner.clone();
+    let (done_tx, done) = watch::channel(false);
     let join = tokio::spawn(async move {
+        // Set however the task ends, the error paths included.
+        let _done = DoneOnDrop(done_tx);
         server.await.context("server task panicked")??;
         stopper.stop().await?;
         let died = stopper.death();
@@ -141,5 +160,14 @@ pub async fn start(
         }
         Ok(())
     });
-    Ok(TrainerHandle { grpc_addr, metrics_addr, learner, url, join })
+    Ok(TrainerHandle { grpc_addr, metrics_addr, learner, url, done, join })
+}
+
+/// Marks the trainer's task ended when dropped, on every return path.
+struct DoneOnDrop(watch::Sender<bool>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
 }

@@ -7,11 +7,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use clap::Parser;
 use peergrid_runtime::{
-    exit_code, init_tracing, load_token, no_other_bad_input, wait_for_signal, BadInput, Secret,
-    ShutdownController, Tokens,
+    exit_code, health_command, init_tracing, load_token, no_other_bad_input, BadInput, Secret,
+    ShutdownController, Stopping, Tokens,
 };
 use peergrid_trainer::config::{Cli, Command, RunArgs, TargetArgs};
 
@@ -28,27 +27,14 @@ fn status_token() -> Result<Option<Secret>, peergrid_runtime::RuntimeError> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Health { target }) => health(&target).await,
+        Some(Command::Health { target }) => {
+            let service = peergrid_proto::services::LEARNER_SERVICE;
+            health_command("trainer", target.target(), service).await.map_err(anyhow::Error::from)
+        }
         Some(Command::Status { target, json }) => status(&target, json).await,
         None => start(cli.run).await,
     };
     exit_code(&result, no_other_bad_input)
-}
-
-/// Whether the trainer at `target` is serving; anything else is a failure.
-async fn health(target: &TargetArgs) -> anyhow::Result<()> {
-    let addr = &target.addr;
-    match peergrid_trainer::grpc::check_health(target.target()).await {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            eprintln!("trainer at {addr} is not serving");
-            Err(anyhow!("not serving"))
-        }
-        Err(e) => {
-            eprintln!("trainer at {addr}: {e:#}");
-            Err(e)
-        }
-    }
 }
 
 /// Prints the status of the trainer at `target`; a token that cannot be
@@ -75,11 +61,9 @@ async fn status(target: &TargetArgs, json: bool) -> anyhow::Result<()> {
 /// Resolves the tokens and the configuration (refusals are bad input),
 /// then trains until a signal or the learner's death.
 async fn start(args: RunArgs) -> anyhow::Result<()> {
-    let tokens = if args.server.insecure_no_auth {
-        Ok(Tokens::insecure_no_auth())
-    } else {
-        Tokens::from_env().map_err(|e| e.to_string())
-    };
+    // No token at all is refused here, as bad input, like the market's.
+    let tokens = args.node.auth.server_tokens().and_then(Tokens::require_configured);
+    let tokens = tokens.map_err(|e| e.to_string());
     let (config, tokens) = tokens
         .and_then(|t| args.resolve().map(|c| (c, t)).map_err(|e| e.to_string()))
         .map_err(|e| {
@@ -91,14 +75,16 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
     let controller = ShutdownController::new();
     let result = async {
         let trainer = peergrid_trainer::start(config, tokens, controller.subscribe()).await?;
-        let learner = trainer.learner.clone();
-        tokio::select! {
-            signal = wait_for_signal() => { signal?; tracing::info!("signal received: final checkpoint and stop"); }
-            // Health already says NOT_SERVING; join reports the panic and
-            // the process exits non-zero.
-            reason = learner.died() => tracing::error!("the learner thread died ({reason}): stopping"),
+        match controller.stop_on_signal_or(trainer.finished()).await? {
+            Stopping::Signal => tracing::info!("signal received: final checkpoint and stop"),
+            // Only a dead learner stops the trainer on its own (health
+            // already said NOT_SERVING); join reports the panic and the
+            // process exits non-zero.
+            Stopping::Finished => {
+                let reason = trainer.learner.death().unwrap_or_else(|| "no message".to_owned());
+                tracing::error!("the learner thread died ({reason}): the trainer stopped");
+            }
         }
-        controller.trigger();
         trainer.join().await
     }
     .await;

@@ -10,25 +10,58 @@ use peergrid_core::household::{
 use peergrid_core::market::Fill;
 use peergrid_core::observation::SlotContext;
 use peergrid_core::policy::{Policy, RuleBased};
+use peergrid_core::prosumer::ProsumerSpec;
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::settlement::{settle_household, Settlement};
 use peergrid_core::slot_engine::household_slot;
 use peergrid_core::tariff::{GridConfig, SlotTariff};
 use peergrid_core::units::ProsumerId;
-use prometheus_client::metrics::counter::Counter;
 
 use super::{settle_locally, Prosumers};
+use crate::metrics::AgentMetrics;
 use crate::policy::PolicySource;
 use crate::testing::{contexts, small_community};
 
-fn spawn(
-    specs: &[peergrid_core::prosumer::ProsumerSpec],
-    ds: &Arc<Dataset>,
-    policy: &PolicySource,
-    weights: &Arc<RewardWeights>,
-    threads: usize,
-) -> Prosumers {
-    Prosumers::spawn(specs, ds, policy, weights, threads, Counter::default()).unwrap()
+/// The setup every test here shares: prosumers `0..n` of a small
+/// community (`seed`) on `threads` arbiters with `policy`, the contexts of
+/// its first `slots` slots, and the metrics their restarts are counted in.
+struct Pool {
+    ds: Arc<Dataset>,
+    specs: Vec<ProsumerSpec>,
+    ctxs: Vec<SlotContext>,
+    weights: Arc<RewardWeights>,
+    prosumers: Prosumers,
+    metrics: AgentMetrics,
+    registry: peergrid_runtime::Metrics,
+}
+
+impl Pool {
+    fn start(n: u32, seed: u64, slots: usize, policy: &PolicySource, threads: usize) -> Pool {
+        let (ds, specs) = small_community(n, seed);
+        let ctxs = contexts(&ds, slots);
+        let weights = Arc::new(RewardWeights::default());
+        let mut registry = peergrid_runtime::Metrics::new();
+        let metrics = AgentMetrics::register(&mut registry);
+        let restarts = metrics.actor_restarts.clone();
+        let prosumers = Prosumers::spawn(&specs, &ds, policy, &weights, threads, restarts).unwrap();
+        Pool { ds, specs, ctxs, weights, prosumers, metrics, registry }
+    }
+
+    /// The same households, played directly with the rule-based policy.
+    fn direct(&self) -> Direct {
+        Direct {
+            households: self
+                .specs
+                .iter()
+                .map(|s| Household::new(s.clone(), self.ctxs[0].hour))
+                .collect(),
+            policy: RuleBased,
+        }
+    }
+
+    fn restarts(&self) -> u64 {
+        self.metrics.actor_restarts.get()
+    }
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -76,16 +109,11 @@ impl Direct {
 
 #[test]
 fn actors_report_exactly_what_direct_play_gives_and_returns_accumulate() {
-    let (ds, specs) = small_community(37, 5);
-    let ctxs = contexts(&ds, 48);
-    let weights = Arc::new(RewardWeights::default());
-    let prosumers = spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 3);
+    let pool = Pool::start(37, 5, 48, &PolicySource::RuleBased, 3);
+    let Pool { ds, specs, ctxs, weights, prosumers, .. } = &pool;
     assert_eq!(prosumers.threads(), 3);
     assert_eq!(prosumers.len(), 37);
-    let mut direct = Direct {
-        households: specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect(),
-        policy: RuleBased,
-    };
+    let mut direct = pool.direct();
     let mut expected_returns = vec![0.0f64; specs.len()];
     let mut local_slots = vec![0u64; specs.len()];
     // Slots 10..20: prosumers 5..=9 are offline, 20..=22 see a heat wave.
@@ -103,7 +131,7 @@ fn actors_report_exactly_what_direct_play_gives_and_returns_accumulate() {
             let slot = slot as u64;
             let adj: &[Adjustment] = if (10..20).contains(&slot) { &adjustments } else { &[] };
             let reports = prosumers.play(slot, ctx, adj).await.unwrap();
-            let want = direct.play(&ds, ctx, adj);
+            let want = direct.play(ds, ctx, adj);
             let online: Vec<HouseholdReport> =
                 want.iter().filter(|(_, off)| !off).map(|(r, _)| *r).collect();
             assert_eq!(reports, online, "slot {slot}");
@@ -135,7 +163,7 @@ fn actors_report_exactly_what_direct_play_gives_and_returns_accumulate() {
                         )
                     }
                 };
-                expected_returns[i] += household_slot(r, &s, &ctx.tariff, &weights).reward;
+                expected_returns[i] += household_slot(r, &s, &ctx.tariff, weights).reward;
             }
             // A second settle of the same slot is a no-op.
             assert_eq!(prosumers.settle(slot, &settlements).await.unwrap().settled, 0);
@@ -152,10 +180,7 @@ fn actors_report_exactly_what_direct_play_gives_and_returns_accumulate() {
 
 #[test]
 fn missing_settlements_are_grid_only() {
-    let (ds, specs) = small_community(12, 8);
-    let ctxs = contexts(&ds, 24);
-    let weights = Arc::new(RewardWeights::default());
-    let prosumers = spawn(&specs, &ds, &PolicySource::RuleBased, &weights, 1);
+    let Pool { ctxs, prosumers, .. } = Pool::start(12, 8, 24, &PolicySource::RuleBased, 1);
     let mut traded = 0;
     block_on(async {
         for (slot, ctx) in ctxs.iter().enumerate() {
@@ -179,10 +204,7 @@ fn missing_settlements_are_grid_only() {
 
 #[test]
 fn settle_for_another_slot_is_ignored_and_a_new_slot_settles_the_old_one() {
-    let (ds, specs) = small_community(3, 2);
-    let ctxs = contexts(&ds, 3);
-    let weights = Arc::new(RewardWeights::default());
-    let prosumers = spawn(&specs, &ds, &PolicySource::GridOnly, &weights, 5);
+    let Pool { ctxs, prosumers, .. } = Pool::start(3, 2, 3, &PolicySource::GridOnly, 5);
     assert_eq!(prosumers.threads(), 3, "never more threads than actors");
     block_on(async {
         prosumers.play(0, &ctxs[0], &[]).await.unwrap();
@@ -197,24 +219,9 @@ fn settle_for_another_slot_is_ignored_and_a_new_slot_settles_the_old_one() {
 
 #[test]
 fn a_panicking_actor_restarts_from_its_last_good_state_and_the_others_play_on() {
-    let (ds, specs) = small_community(12, 3);
-    let ctxs = contexts(&ds, 6);
-    let weights = Arc::new(RewardWeights::default());
-    let mut registry = peergrid_runtime::Metrics::new();
-    let metrics = crate::metrics::AgentMetrics::register(&mut registry);
-    let prosumers = Prosumers::spawn(
-        &specs,
-        &ds,
-        &PolicySource::RuleBased,
-        &weights,
-        2,
-        metrics.actor_restarts.clone(),
-    )
-    .unwrap();
-    let mut direct = Direct {
-        households: specs.iter().map(|s| Household::new(s.clone(), ctxs[0].hour)).collect(),
-        policy: RuleBased,
-    };
+    let pool = Pool::start(12, 3, 6, &PolicySource::RuleBased, 2);
+    let Pool { ds, specs, ctxs, prosumers, .. } = &pool;
+    let mut direct = pool.direct();
     // In the second shard, so the panic is not on the first arbiter's thread.
     let (victim, lost_slot) = (specs[8].id, 3u64);
     block_on(async {
@@ -227,7 +234,7 @@ fn a_panicking_actor_restarts_from_its_last_good_state_and_the_others_play_on() 
             }
             let reports = prosumers.play(slot, ctx, &[]).await.unwrap();
             let want: Vec<HouseholdReport> =
-                direct.play(&ds, ctx, &[]).into_iter().map(|w| w.0).collect();
+                direct.play(ds, ctx, &[]).into_iter().map(|w| w.0).collect();
             let others = |r: &[HouseholdReport]| -> Vec<HouseholdReport> {
                 r.iter().filter(|r| r.prosumer_id != victim).copied().collect()
             };
@@ -238,7 +245,7 @@ fn a_panicking_actor_restarts_from_its_last_good_state_and_the_others_play_on() 
             assert_eq!(summary.settled, 12 - (slot == lost_slot) as usize, "slot {slot}");
             if slot == lost_slot {
                 // The settle went through the victim's mailbox after its restart.
-                assert_eq!(metrics.actor_restarts.get(), 1);
+                assert_eq!(pool.restarts(), 1);
                 let now = prosumers.snapshot().await.unwrap()[8];
                 assert_eq!(Some(now), last_good, "back at the state before the lost slot");
             }
@@ -251,8 +258,8 @@ fn a_panicking_actor_restarts_from_its_last_good_state_and_the_others_play_on() 
         let lost = (r.prosumer_id == victim) as u64;
         assert_eq!(r.slots_settled, 6 - lost, "prosumer {}", r.prosumer_id);
     }
-    assert_eq!(metrics.actor_restarts.get(), 1, "one restart");
-    let text = registry.encode();
+    assert_eq!(pool.restarts(), 1, "one restart");
+    let text = pool.registry.encode();
     assert!(text.contains("peergrid_agent_actor_restarts_total 1"), "{text}");
 }
 
@@ -275,20 +282,8 @@ fn learning_source() -> PolicySource {
 #[test]
 fn a_learning_actor_that_panics_costs_only_its_own_part_of_one_rollout() {
     use super::prosumer::PanicAt;
-    let (ds, specs) = small_community(8, 3);
-    let ctxs = contexts(&ds, 16);
-    let weights = Arc::new(RewardWeights::default());
-    let mut registry = peergrid_runtime::Metrics::new();
-    let metrics = crate::metrics::AgentMetrics::register(&mut registry);
-    let prosumers = Prosumers::spawn(
-        &specs,
-        &ds,
-        &learning_source(),
-        &weights,
-        2,
-        metrics.actor_restarts.clone(),
-    )
-    .unwrap();
+    let pool = Pool::start(8, 3, 16, &learning_source(), 2);
+    let Pool { specs, ctxs, prosumers, .. } = &pool;
     let all: Vec<ProsumerId> = specs.iter().map(|s| s.id).collect();
     let rollout_slots = 4;
     // (slot, victim, where): a panic while the rollout of slot 4 is
@@ -332,7 +327,7 @@ fn a_learning_actor_that_panics_costs_only_its_own_part_of_one_rollout() {
             (12, without(specs[2].id), 4), // the slot it lost is missing from its part
         ],
     );
-    assert_eq!(metrics.actor_restarts.get(), 2, "two restarts");
+    assert_eq!(pool.restarts(), 2, "two restarts");
 }
 
 /// Remote policy: an actor that panics while it prepares its observation
@@ -342,20 +337,8 @@ fn a_learning_actor_that_panics_costs_only_its_own_part_of_one_rollout() {
 #[test]
 fn a_remote_policy_actor_that_panics_while_observing_is_restarted_and_plays_the_slot() {
     use super::prosumer::PanicAt;
-    let (ds, specs) = small_community(6, 3);
-    let ctxs = contexts(&ds, 3);
-    let weights = Arc::new(RewardWeights::default());
-    let mut registry = peergrid_runtime::Metrics::new();
-    let metrics = crate::metrics::AgentMetrics::register(&mut registry);
-    let prosumers = Prosumers::spawn(
-        &specs,
-        &ds,
-        &PolicySource::Remote,
-        &weights,
-        2,
-        metrics.actor_restarts.clone(),
-    )
-    .unwrap();
+    let pool = Pool::start(6, 3, 3, &PolicySource::Remote, 2);
+    let Pool { specs, ctxs, prosumers, .. } = &pool;
     let victim = 4;
     block_on(async {
         for (slot, ctx) in ctxs.iter().enumerate() {
@@ -379,5 +362,5 @@ fn a_remote_policy_actor_that_panics_while_observing_is_restarted_and_plays_the_
             assert_eq!(summary.settled, specs.len());
         }
     });
-    assert_eq!(metrics.actor_restarts.get(), 1);
+    assert_eq!(pool.restarts(), 1);
 }

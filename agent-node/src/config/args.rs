@@ -14,8 +14,10 @@ use super::*;
 pub struct AgentArgs {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// `--config` (fields of [`AgentConfig`]), `--metrics-listen` and the
-    /// log format, as every node has them (`peergrid_runtime::node_args`).
+    /// `--config` (fields of [`AgentConfig`]), `--metrics-listen`, the log
+    /// format and `--insecure-no-auth` (send no token: only against a
+    /// market started with it), as every node has them
+    /// (`peergrid_runtime::node_args`).
     #[command(flatten)]
     pub node: NodeArgs<AgentNode>,
     /// Market-node gRPC URL, e.g. http://127.0.0.1:50051 (https:// needs --tls-ca).
@@ -57,9 +59,6 @@ pub struct AgentArgs {
     /// Agent bearer token (prefer PEERGRID_AGENT_TOKEN or PEERGRID_AGENT_TOKEN_FILE: flags show in `ps`).
     #[arg(long)]
     pub token: Option<String>,
-    /// Send no token (only against a market started with --insecure-no-auth).
-    #[arg(long)]
-    pub insecure_no_auth: bool,
     /// Threads the prosumer actors run on (default: the number of cores, at most 8).
     #[arg(long, env = "PEERGRID_AGENT_ACTOR_THREADS")]
     pub actor_threads: Option<usize>,
@@ -151,7 +150,7 @@ impl AgentArgs {
         if let Some(token) = token_from(self.token, &env)? {
             cfg.token = Some(token);
         }
-        cfg.insecure_no_auth |= self.insecure_no_auth;
+        cfg.insecure_no_auth |= self.node.auth.insecure_no_auth;
         self.node.apply(&mut cfg.metrics_listen, &mut cfg.json_logs);
         if let Some(v) = self.actor_threads {
             cfg.actor_threads = v;
@@ -198,6 +197,6 @@ fn token_from(
     let named = |e: peergrid_runtime::RuntimeError| AgentError::config("token", e.to_string());
     match flag {
         Some(t) => Secret::new("--token", t).map(Some).map_err(named),
-        None => load_token_with(TOKEN_ENV, env).map_err(named),
+        None => load_token_with(Tokens::AGENT_ENV, env).map_err(named),
     }
 }

@@ -19,7 +19,7 @@ use peergrid_core::data::{DatasetKind, DatasetSource};
 use peergrid_core::prosumer::CommunityConfig;
 pub use peergrid_runtime::Secret;
 use peergrid_runtime::{
-    load_token_with, read_json, AgentNode, DatasetArgs, NodeArgs, SettingNames, Target,
+    load_token_with, read_json, AgentNode, DatasetArgs, NodeArgs, SettingNames, Target, Tokens,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,9 +29,6 @@ use crate::error::AgentError;
 pub const MAX_PROSUMERS: u32 = 100_000;
 /// Most actor threads one node may run.
 pub const MAX_ACTOR_THREADS: usize = 64;
-/// The environment variable holding the agent token (`…_FILE`: a file with it).
-pub const TOKEN_ENV: &str = "PEERGRID_AGENT_TOKEN";
-pub const TOKEN_FILE_ENV: &str = "PEERGRID_AGENT_TOKEN_FILE";
 /// How the config names the market's and the trainer's URL and TLS settings.
 pub const MARKET_SETTINGS: SettingNames =
     SettingNames { url: "market", ca: "tls_ca", domain: "tls_domain" };
@@ -273,11 +270,17 @@ impl AgentConfig {
         }
         // The token itself was validated when it became a `Secret`.
         match (&self.token, self.insecure_no_auth) {
-            (Some(_), true) => return Err(bad("token", "set a token or --insecure-no-auth, not both".into())),
+            (Some(_), true) => {
+                return Err(bad("token", "set a token or --insecure-no-auth, not both".into()))
+            }
             (None, false) => {
                 return Err(bad(
                     "token",
-                    format!("is required: pass --token, set {TOKEN_ENV} or {TOKEN_FILE_ENV}, or run with --insecure-no-auth"),
+                    format!(
+                        "is required: pass --token, set {} or {}, or run with --insecure-no-auth",
+                        Tokens::AGENT_ENV,
+                        Tokens::AGENT_FILE_ENV
+                    ),
                 ))
             }
             _ => {}

@@ -76,23 +76,26 @@ fn an_https_learner_with_a_ca_is_accepted() {
 
 #[test]
 fn a_short_token_names_the_minimum_without_echoing_it() {
-    let short = |name: &str| (name == TOKEN_ENV).then(|| "hunter2".to_string());
+    let short = |name: &str| (name == Tokens::AGENT_ENV).then(|| "hunter2".to_string());
     let e = args(&[]).into_config_with(short).unwrap_err().to_string();
-    assert!(e.contains(TOKEN_ENV) && e.contains("at least 16") && !e.contains("hunter2"), "{e}");
+    assert!(
+        e.contains(Tokens::AGENT_ENV) && e.contains("at least 16") && !e.contains("hunter2"),
+        "{e}"
+    );
 }
 
 #[test]
 fn token_comes_from_env_or_file_but_not_both() {
-    let env = |name: &str| (name == TOKEN_ENV).then(|| TOKEN.to_string());
+    let env = |name: &str| (name == Tokens::AGENT_ENV).then(|| TOKEN.to_string());
     assert_eq!(args(&[]).into_config_with(env).unwrap().token.unwrap().expose(), TOKEN);
     let both = |name: &str| {
-        Some(if name == TOKEN_ENV { TOKEN.to_string() } else { "/nonexistent".to_string() })
+        Some(if name == Tokens::AGENT_ENV { TOKEN.to_string() } else { "/nonexistent".to_string() })
     };
     assert_eq!(field_of(args(&[]).into_config_with(both).unwrap_err()), "token");
     let file = std::env::temp_dir().join(format!("peergrid-agent-token-{}", std::process::id()));
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
     let path = file.display().to_string();
-    let from_file = move |name: &str| (name == TOKEN_FILE_ENV).then(|| path.clone());
+    let from_file = move |name: &str| (name == Tokens::AGENT_FILE_ENV).then(|| path.clone());
     assert_eq!(args(&[]).into_config_with(from_file).unwrap().token.unwrap().expose(), TOKEN);
     std::fs::remove_file(file).unwrap();
 }

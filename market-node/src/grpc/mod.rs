@@ -196,16 +196,8 @@ pub async fn check_health(
     ca: Option<&Path>,
     domain: Option<&str>,
 ) -> anyhow::Result<bool> {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
     let target = Target { url: addr, ca, domain, names: HEALTH_SETTINGS };
-    let channel = target
-        .connect(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3)))
-        .await?;
-    let request =
-        HealthCheckRequest { service: peergrid_proto::services::MARKET_SERVICE.to_owned() };
-    let response = HealthClient::new(channel).check(request).await?;
-    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+    Ok(target.check_health(peergrid_proto::services::MARKET_SERVICE).await?)
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use peergrid_agent_node::config::TOKEN_ENV;
 use peergrid_agent_node::grpc::{PolicyCallError, PolicyClient};
 use peergrid_agent_node::{AgentConfig, PolicyChoice};
 use peergrid_core::observation::{Observation, OBS_DIM};
@@ -85,8 +84,9 @@ impl RemoteEvalPolicy {
             ))
             .into());
         }
-        let token = peergrid_runtime::load_token(TOKEN_ENV)
-            .map_err(|e| BadInput::new(format!("{TOKEN_ENV}: {e}")))?;
+        let token_env = peergrid_runtime::Tokens::AGENT_ENV;
+        let token = peergrid_runtime::load_token(token_env)
+            .map_err(|e| BadInput::new(format!("{token_env}: {e}")))?;
         let config = AgentConfig {
             policy: PolicyChoice::Remote(url.to_owned()),
             remote_policy_tls_ca: tls_ca,

@@ -104,6 +104,23 @@ impl Tokens {
         self.agent.is_none() && self.operator.is_none() && !self.insecure_no_auth
     }
 
+    /// These tokens, unless they are [empty](Self::is_empty): then the
+    /// error every server refuses to start with, naming `tokens`, the
+    /// variables and `--insecure-no-auth`.
+    pub fn require_configured(self) -> Result<Tokens, RuntimeError> {
+        if self.is_empty() {
+            return Err(RuntimeError::config(
+                "tokens",
+                format!(
+                    "no token configured: set {} and {} (or their _FILE variants), or pass --insecure-no-auth",
+                    Self::AGENT_ENV,
+                    Self::OPERATOR_ENV
+                ),
+            ));
+        }
+        Ok(self)
+    }
+
     pub fn is_insecure(&self) -> bool {
         self.insecure_no_auth
     }

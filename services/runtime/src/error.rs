@@ -29,6 +29,10 @@ pub enum RuntimeError {
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
 
+    /// The server at `url` answered its health check with NOT_SERVING.
+    #[error("{url} is not serving")]
+    NotServing { url: String },
+
     /// The reflection service cannot read the node's descriptor set.
     #[error("gRPC reflection: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),

@@ -8,11 +8,14 @@
 //! - [`auth`]: bearer tokens with roles, checked in constant time, and the
 //!   client-side interceptor;
 //! - [`tls`]: PEM files → rustls server and client configs;
-//! - [`node_args`]: the flags every node shares ([`NodeArgs`], and
-//!   [`ServerArgs`] for gRPC servers), their `PEERGRID_<NODE>_<FIELD>`
-//!   variables and the one layered merge (defaults ← file ← env ← flags);
+//! - [`node_args`]: the flags every node shares ([`NodeArgs`] with
+//!   [`AuthArgs`], and [`ServerArgs`] for gRPC servers), their
+//!   `PEERGRID_<NODE>_<FIELD>` variables and the one layered merge
+//!   (defaults ← file ← env ← flags);
 //! - [`dataset`]: the `--dataset`/`--data-file` flags every node shares;
 //! - [`dial`]: the client side of every connection (URL, CA, in-process);
+//! - [`probe`]: a server binary's `health`/`status` subcommands
+//!   ([`ProbeArgs`], [`health_command`]);
 //! - [`shutdown`]: one shutdown signal every task listens to, and the wait
 //!   for SIGTERM / Ctrl-C;
 //! - [`inproc`] and [`listener`]: where a gRPC server listens, a TCP port
@@ -41,6 +44,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod node_args;
+pub mod probe;
 pub mod serve;
 pub mod shutdown;
 pub mod tfevents;
@@ -61,10 +65,11 @@ pub use listener::GrpcListener;
 pub use logging::{init_tracing, LogArgs, LogFormat};
 pub use metrics::{serve_metrics, serve_metrics_if_configured, Metrics};
 pub use node_args::{
-    read_json, replace_if_given, AgentNode, MarketNode, NodeArgs, NodeEnv, ServerArgs,
+    read_json, replace_if_given, AgentNode, AuthArgs, MarketNode, NodeArgs, NodeEnv, ServerArgs,
     ServerSettings, TrainerNode,
 };
+pub use probe::{health_command, ProbeArgs, ProbeEnv};
 pub use serve::{serve, server_builder, status_layer, ServeOptions, Services, MAX_MESSAGE_BYTES};
-pub use shutdown::{wait_for_signal, Shutdown, ShutdownController};
+pub use shutdown::{wait_for_signal, Shutdown, ShutdownController, Stopping};
 pub use tfevents::EventWriter;
 pub use token::{load_token, load_token_with, Secret, MIN_TOKEN_LEN};

@@ -8,19 +8,21 @@
 //! environment gave ([`NodeArgs::apply`], [`ServerArgs::apply`]): a setting
 //! given there replaces the file's, one not given leaves it alone.
 //!
-//! - [`NodeArgs`], in every node: `--config`, `--metrics-listen` and the
-//!   log format ([`LogArgs`]).
+//! - [`NodeArgs`], in every node: `--config`, `--metrics-listen`, the
+//!   log format ([`LogArgs`]) and authentication ([`AuthArgs`]).
 //! - [`ServerArgs`], in the nodes that serve gRPC (market, trainer):
-//!   `--listen`, `--tls-cert`/`--tls-key`, `--shutdown-timeout-ms`,
-//!   `--insecure-no-auth` and the connection limits ([`ConnectionArgs`]).
+//!   `--listen`, `--tls-cert`/`--tls-key`, `--shutdown-timeout-ms` and the
+//!   connection limits ([`ConnectionArgs`]).
 //!
 //! A node's own variables are `PEERGRID_<NODE>_<FIELD>` ([`NodeEnv`]), so
 //! `--metrics-listen` is `PEERGRID_MARKET_METRICS_LISTEN` for the market
 //! and `PEERGRID_AGENT_METRICS_LISTEN` for an agent-node; a setting a whole
 //! deployment shares has no node in its name (`PEERGRID_SHUTDOWN_TIMEOUT_MS`,
 //! `PEERGRID_INSECURE_NO_AUTH`, `PEERGRID_LOG_FORMAT`, the connection limits).
-//! Tokens are not flags of a server: every binary reads them from the
-//! environment with [`crate::load_token`].
+//! Tokens are not flags of a server (a flag shows in `ps`): every binary
+//! reads `PEERGRID_AGENT_TOKEN` and `PEERGRID_OPERATOR_TOKEN`, or the files
+//! their `_FILE` variants name, with the one loader [`crate::load_token`];
+//! a server through [`AuthArgs::server_tokens`].
 
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::connections::ConnectionArgs;
-use crate::{LogArgs, RuntimeError};
+use crate::{LogArgs, RuntimeError, Tokens};
 
 /// The names of one node's own variables: `PEERGRID_<NODE>_<FIELD>`.
 pub trait NodeEnv {
@@ -87,9 +89,42 @@ pub struct NodeArgs<N: NodeEnv> {
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub logs: LogArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Which node's variables these are.
     #[arg(skip)]
     pub node: PhantomData<N>,
+}
+
+/// Authentication, the same flag and variable in every node
+/// (`#[command(flatten)]` in [`NodeArgs`]).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AuthArgs {
+    /// Run without authentication (local demos only): a server checks no
+    /// token, an agent-node sends none.
+    #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+}
+
+impl AuthArgs {
+    /// The tokens a server checks: both roles' from their variables (or
+    /// `_FILE`s), read by [`Tokens::from_lookup`]; with `--insecure-no-auth`,
+    /// none. A variable that is set is checked either way, so a malformed
+    /// one is refused rather than ignored. Whether none at all may start is
+    /// the node's to decide ([`Tokens::require_configured`]) once its config
+    /// file has been read.
+    pub fn server_tokens_with(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Tokens, RuntimeError> {
+        let tokens = Tokens::from_lookup(lookup)?;
+        Ok(if self.insecure_no_auth { Tokens::insecure_no_auth() } else { tokens })
+    }
+
+    /// [`server_tokens_with`](Self::server_tokens_with) the process environment.
+    pub fn server_tokens(&self) -> Result<Tokens, RuntimeError> {
+        self.server_tokens_with(|name| std::env::var(name).ok())
+    }
 }
 
 impl<N: NodeEnv> NodeArgs<N> {
@@ -126,9 +161,6 @@ pub struct ServerArgs<N: NodeEnv> {
     /// After SIGTERM, ms open calls get before the server abandons them [default: 10000].
     #[arg(long, env = "PEERGRID_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
-    /// Run without authentication (local demos only).
-    #[arg(long, env = "PEERGRID_INSECURE_NO_AUTH")]
-    pub insecure_no_auth: bool,
     #[command(flatten)]
     pub connections: ConnectionArgs,
     /// Which node's variables these are.
@@ -150,7 +182,6 @@ pub struct ServerSettings<'a> {
 
 impl<N: NodeEnv> ServerArgs<N> {
     /// Overrides a server's settings with every one that was given.
-    /// `--insecure-no-auth` is the node's to apply: it decides its tokens.
     pub fn apply(&self, s: ServerSettings<'_>) {
         replace_if_given(s.listen, self.listen);
         replace_if_given(s.tls_cert, self.tls_cert.clone().map(Some));
@@ -181,6 +212,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, name: &str) -> Result<T, Runt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Secret;
     use clap::{CommandFactory, Parser};
 
     #[derive(Debug, Parser)]
@@ -220,6 +252,36 @@ mod tests {
         let agent = Agent::command();
         let config = agent.get_arguments().find(|a| a.get_id() == "config").unwrap();
         assert_eq!(config.get_env().unwrap(), "PEERGRID_AGENT_CONFIG");
+        let insecure = agent.get_arguments().find(|a| a.get_id() == "insecure_no_auth").unwrap();
+        assert_eq!(insecure.get_env().unwrap(), "PEERGRID_INSECURE_NO_AUTH", "in every node");
+    }
+
+    #[test]
+    fn a_server_reads_both_tokens_with_the_one_loader() {
+        let (agent, operator) = ("agent-token-0123456789", "operator-token-0123456789");
+        let env = |name: &str| match name {
+            "PEERGRID_AGENT_TOKEN" => Some(agent.to_owned()),
+            "PEERGRID_OPERATOR_TOKEN" => Some(operator.to_owned()),
+            _ => None,
+        };
+        let secure: Server = parse(&[]);
+        let tokens = secure.node.auth.server_tokens_with(env).unwrap();
+        assert_eq!(tokens.agent().map(Secret::expose), Some(agent));
+        assert_eq!(tokens.operator().map(Secret::expose), Some(operator));
+        let none = secure.node.auth.server_tokens_with(|_| None).unwrap();
+        let e = none.require_configured().unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid tokens: no token configured: set PEERGRID_AGENT_TOKEN")
+                && e.contains("--insecure-no-auth"),
+            "{e}"
+        );
+        let insecure: Server = parse(&["--insecure-no-auth"]);
+        let open = insecure.node.auth.server_tokens_with(|_| None).unwrap();
+        assert!(open.is_insecure() && open.require_configured().is_ok());
+        // A malformed variable is refused, not ignored, even when insecure.
+        let short = |name: &str| (name == "PEERGRID_OPERATOR_TOKEN").then(|| "hunter2".to_owned());
+        let e = insecure.node.auth.server_tokens_with(short).unwrap_err().to_string();
+        assert!(e.contains("PEERGRID_OPERATOR_TOKEN") && e.contains("at least 16"), "{e}");
     }
 
     #[test]

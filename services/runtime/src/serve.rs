@@ -40,7 +40,7 @@ use tonic::transport::Server;
 use tonic::{Code, Status};
 use tonic_health::ServingStatus;
 
-use crate::connections::{track_calls, Acceptor};
+use crate::connections::{track_calls, Acceptor, ConnectionLimits, ConnectionMetrics};
 use crate::{GrpcListener, RuntimeError};
 
 /// Largest message a server decodes or encodes, after decompression (an
@@ -209,6 +209,16 @@ pub struct ServeOptions {
     /// After the stop signal, how long open calls get to finish before
     /// they are abandoned.
     pub drain: Duration,
+}
+
+impl ServeOptions {
+    /// Plain HTTP/2 (no TLS) with the default connection limits, counted in
+    /// metrics nobody scrapes, and `drain`: for a server that is not a
+    /// node, such as a test's stand-in for an external service.
+    pub fn plain(drain: Duration) -> ServeOptions {
+        let metrics = ConnectionMetrics::register(&mut crate::Metrics::new());
+        ServeOptions { acceptor: Acceptor::new(ConnectionLimits::default(), metrics, None), drain }
+    }
 }
 
 /// Serves `services` with health and reflection on `listener` (TCP

@@ -7,6 +7,8 @@
 //! the update), then returns. Whoever started a task waits for it through
 //! its own handle (a node's `join()`), so no task is ever aborted mid-slot.
 
+use std::future::Future;
+
 use tokio::sync::watch;
 
 /// Owned by `main`: triggers shutdown.
@@ -42,6 +44,33 @@ impl ShutdownController {
     pub fn trigger(&self) {
         self.tx.send_replace(true);
     }
+
+    /// A node binary's wait: until SIGTERM / Ctrl-C ([`wait_for_signal`])
+    /// or until `finished` (the node's handle's `finished()`: it stopped on
+    /// its own), whichever comes first; then triggers the shutdown either
+    /// way, so every task drains before the binary joins the node. An error
+    /// (the shutdown triggered all the same) if the signal handlers cannot
+    /// be installed.
+    pub async fn stop_on_signal_or(
+        &self,
+        finished: impl Future<Output = ()>,
+    ) -> std::io::Result<Stopping> {
+        let stopping = tokio::select! {
+            signal = wait_for_signal() => signal.map(|()| Stopping::Signal),
+            () = finished => Ok(Stopping::Finished),
+        };
+        self.trigger();
+        stopping
+    }
+}
+
+/// Why a node's binary began to stop ([`ShutdownController::stop_on_signal_or`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopping {
+    /// SIGTERM or Ctrl-C arrived.
+    Signal,
+    /// The node stopped on its own.
+    Finished,
 }
 
 impl Shutdown {
@@ -110,6 +139,16 @@ mod tests {
         }
         finished.sort();
         assert_eq!(finished, [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_finished_on_its_own_stops_its_tasks_too() {
+        let controller = ShutdownController::new();
+        let mut task = controller.subscribe();
+        let stopping = controller.stop_on_signal_or(std::future::ready(())).await.unwrap();
+        assert_eq!(stopping, Stopping::Finished);
+        assert!(task.is_shutdown(), "the shutdown is triggered either way");
+        task.recv().await;
     }
 
     #[tokio::test]

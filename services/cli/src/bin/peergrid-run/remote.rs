@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use peergrid_agent_node::{AgentConfig, PolicyChoice};
 use peergrid_cluster::Cluster;
 use peergrid_core::data::split::WeekSplit;
@@ -33,7 +32,7 @@ use peergrid_market_node::MarketSettings;
 use peergrid_cli::remote_eval::RemotePolicyArgs;
 use peergrid_runtime::BadInput;
 
-use crate::train::TrainArgs;
+use crate::train::{progress_bar, TrainArgs};
 
 /// What the training phase plays, besides its flags.
 pub(crate) struct PlayRequest<'a> {
@@ -100,7 +99,7 @@ async fn play_async(request: PlayRequest<'_>) -> Result<Played> {
         .market(market)
         .agent(agent);
     // A service that checks the agent token gets the one it was given.
-    let token_env = peergrid_agent_node::config::TOKEN_ENV;
+    let token_env = peergrid_runtime::Tokens::AGENT_ENV;
     if let Some(token) = peergrid_runtime::load_token(token_env)
         .map_err(|e| BadInput::new(format!("{token_env}: {e}")))?
     {
@@ -124,7 +123,7 @@ async fn play_async(request: PlayRequest<'_>) -> Result<Played> {
 /// `(slots, false)`) or Ctrl-C (`(cleared, true)`); fails when an
 /// agent-node ends.
 async fn follow(cluster: &mut Cluster, args: &TrainArgs, slots: u64) -> Result<(u64, bool)> {
-    let bar = progress_bar(args, slots);
+    let bar = progress_bar(args, "remote policy", slots, "slots");
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut client = cluster.market_client().await?;
@@ -154,17 +153,4 @@ async fn follow(cluster: &mut Cluster, args: &TrainArgs, slots: u64) -> Result<(
             }
         }
     }
-}
-
-fn progress_bar(args: &TrainArgs, slots: u64) -> ProgressBar {
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(slots) };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} slots {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix("remote policy");
-    bar
 }

@@ -325,7 +325,8 @@ async fn start_cluster(
 }
 
 /// Shows the trainer's progress until `--updates` updates are done or
-/// Ctrl-C (then `Ok(true)`: interrupted); fails when an agent-node ends.
+/// Ctrl-C (then `Ok(true)`: interrupted); fails when an agent-node or the
+/// trainer ends.
 async fn follow_training(
     cluster: &mut Cluster,
     args: &TrainArgs,
@@ -333,7 +334,7 @@ async fn follow_training(
     started: Instant,
     validator: &mut Option<Validator>,
 ) -> Result<bool> {
-    let bar = progress_bar(args);
+    let bar = progress_bar(args, "training", args.updates, "updates");
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -360,8 +361,15 @@ async fn follow_training(
             bar.abandon();
             return Err(why.context("an agent-node stopped before training finished"));
         }
+        let trainer = cluster.trainer().context("the training cluster has a trainer")?;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            // Only a dead learner stops the trainer on its own; the
+            // cluster's shutdown then reports its panic.
+            () = trainer.finished() => {
+                bar.abandon();
+                anyhow::bail!("the trainer stopped before training finished");
+            }
             _ = &mut ctrl_c => {
                 bar.println("interrupted: stopping training and reporting the newest policy");
                 bar.finish();
@@ -371,16 +379,22 @@ async fn follow_training(
     }
 }
 
-fn progress_bar(args: &TrainArgs) -> ProgressBar {
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(args.updates) };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} updates {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+/// The bar a training phase shows on stderr (hidden with `--quiet`):
+/// `prefix [====>   ] pos/len unit message (elapsed, eta)`.
+pub(crate) fn progress_bar(
+    args: &TrainArgs,
+    prefix: &'static str,
+    len: u64,
+    unit: &str,
+) -> ProgressBar {
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(len) };
+    let template = format!(
+        "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} ({{elapsed}}, eta {{eta}})"
     );
-    bar.set_prefix("training");
+    bar.set_style(
+        ProgressStyle::with_template(&template).expect("a valid template").progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
     bar
 }
 
