@@ -6,9 +6,12 @@ PPO settings as `peergrid run`, so the README's speed-up is measured side by
 side, never remembered. Run it through `scripts/sb3-baseline.sh`, which
 installs SB3 into the project's cache first.
 
-The environment is deliberately favourable to SB3: one `VecEnv` steps every
-household at once in NumPy (no per-agent Python loop, no processes), with
-the bundled Fontana data, a battery with SoC and power limits and √η
+Two shapes of environment (`--env`): `numpy` (the default) is deliberately
+favourable to SB3: one `VecEnv` steps every household at once in NumPy (no
+per-agent Python loop, no processes); `per-agent` is the prototype's shape,
+one Gymnasium env per household stepped by SB3's `DummyVecEnv` (a Python
+call per agent and step; the market clears when the last household has
+acted). Both play the bundled Fontana data, a battery with SoC and power limits and √η
 losses, the time-of-use tariff, a uniform-price P2P auction over every
 household's order, and the reward minus the household's bill. The policy
 and update match peergrid's defaults: 14 observations, 3 actions, separate
@@ -31,7 +34,8 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+import gymnasium
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "citylearn2022" / "fontana_hourly.csv"
@@ -170,6 +174,46 @@ class Community(VecEnv):
         return [False] * self.n
 
 
+class Household(gymnasium.Env):
+    """One household of a shared `Community`, as its own Gymnasium env: its
+    step stores the action; the last household's step steps the community."""
+
+    def __init__(self, community: Community, i: int) -> None:
+        self.community, self.i = community, i
+        self.observation_space = community.observation_space
+        self.action_space = community.action_space
+        self._out = None
+
+    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN201
+        if self.i == 0:
+            self.community.obs = self.community.reset()
+        return self.community.obs[self.i], {}
+
+    def step(self, action):  # noqa: ANN001, ANN201
+        c = self.community
+        c.actions[self.i] = np.clip(action, -1.0, 1.0)
+        if self.i == c.n - 1:
+            c.obs, c.rewards, c.dones, _ = c.step_wait()
+        return c.pending(self.i)
+
+
+def per_agent(n: int, seed: int) -> DummyVecEnv:
+    community = Community(n, seed)
+    households = [Household(community, i) for i in range(n)]
+
+    def pending(i: int):  # noqa: ANN202
+        # DummyVecEnv steps the envs in order, so the community has stepped
+        # only once the last one acted: earlier households read the result
+        # of the previous step, a one-step lag that costs the same work.
+        obs = getattr(community, "obs", community.observe())
+        rewards = getattr(community, "rewards", np.zeros(n, np.float32))
+        truncated = bool(getattr(community, "dones", np.zeros(n, bool))[i])
+        return obs[i], float(rewards[i]), False, truncated, {}
+
+    community.pending = pending
+    return DummyVecEnv([lambda h=h: h for h in households])
+
+
 class UpdateTimer(BaseCallback):
     """Wall time outside the rollouts (the PPO update)."""
 
@@ -188,8 +232,8 @@ class UpdateTimer(BaseCallback):
         return True
 
 
-def measure(n: int, updates: int, seed: int) -> tuple[float, float]:
-    env = Community(n, seed)
+def measure(n: int, updates: int, seed: int, shape: str) -> tuple[float, float]:
+    env = Community(n, seed) if shape == "numpy" else per_agent(n, seed)
     model = PPO(
         "MlpPolicy",
         env,
@@ -223,13 +267,17 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=10, help="PPO updates timed per size")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=1, help="torch threads (peergrid's learner uses 1)")
+    p.add_argument("--env", choices=["numpy", "per-agent"], default="numpy", help="environment shape (see above)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"stable-baselines3 PPO, torch {torch.__version__}, {a.threads} thread(s), {a.updates} updates of 168 slots")
+    print(
+        f"stable-baselines3 PPO, torch {torch.__version__}, {a.threads} thread(s), "
+        f"{a.updates} updates of 168 slots, {a.env} environment"
+    )
     print("| agents | agent-steps/s | update share |")
     print("| -----: | ------------: | -----------: |")
     for n in a.agents:
-        rate, update = measure(n, a.updates, a.seed)
+        rate, update = measure(n, a.updates, a.seed, a.env)
         print(f"| {n} | {rate:,.0f} | {100 * update:.0f} % |", flush=True)
 
 
