@@ -7,12 +7,18 @@
 //! household's own state. [`Observation::features`] is the fixed, documented layout the MLP
 //! policy consumes — changing it changes the policy's input and must bump
 //! [`OBS_DIM`] or the order below in lock-step with the trainer.
+//!
+//! Nothing here is the true future: the `forecast_*` features are the
+//! household's own forecasts from its past
+//! ([`OwnForecaster`](crate::forecast::OwnForecaster): the next slot, the next
+//! 6 hours, the next 24 hours), and the tariff ahead is the known schedule.
 
+use crate::forecast::OwnForecast;
 use crate::household::Adjustment;
 use crate::tariff::SlotTariff;
 
 /// Number of features in [`Observation::features`].
-pub const OBS_DIM: usize = 14;
+pub const OBS_DIM: usize = 17;
 
 /// Names of the features, in order (used in docs, logs and checkpoints).
 pub const FEATURE_NAMES: [&str; OBS_DIM] = [
@@ -26,10 +32,13 @@ pub const FEATURE_NAMES: [&str; OBS_DIM] = [
     "time_of_day_sin",
     "time_of_day_cos",
     "last_clearing_price_per_kwh",
-    "forecast_net_load_kwh",
+    "forecast_next_net_load_kwh",
     "next_retail_per_kwh",
     "weekend",
     "co2_kg_per_kwh",
+    "forecast_load_next_6h_kwh",
+    "forecast_pv_next_6h_kwh",
+    "forecast_net_load_next_24h_kwh",
 ];
 
 /// Common facts of one slot.
@@ -91,8 +100,9 @@ pub struct Observation {
     pub setpoint_min_kw: f64,
     /// Largest feasible charging set-point, kW (≥ 0).
     pub setpoint_max_kw: f64,
-    /// Perfect one-slot-ahead forecast of own load − PV, kWh.
-    pub forecast_net_load_kwh: f64,
+    /// The household's forecast of its own load and PV after this slot,
+    /// made from its past only.
+    pub forecast: OwnForecast,
     /// The common facts of the slot.
     pub ctx: SlotContext,
 }
@@ -112,15 +122,39 @@ impl Observation {
             angle.sin() as f32,
             angle.cos() as f32,
             self.ctx.last_clearing_price_per_kwh as f32,
-            self.forecast_net_load_kwh as f32,
+            self.forecast.next_net_load_kwh as f32,
             self.ctx.next_tariff.retail.per_kwh() as f32,
             self.ctx.weekend as u8 as f32,
             self.ctx.tariff.co2_kg_per_kwh as f32,
+            self.forecast.load_near_kwh as f32,
+            self.forecast.pv_near_kwh as f32,
+            self.forecast.net_load_day_kwh as f32,
         ];
     }
 
     /// Load − PV before any battery action, kWh (positive = deficit).
     pub fn net_load_kwh(&self) -> f64 {
         self.load_kwh - self.pv_kwh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Python client names the same features in the same order.
+    #[test]
+    fn the_python_client_has_the_same_feature_names() {
+        let py = include_str!("../../../clients/python/src/peergrid/remote_policy.py");
+        let start =
+            py.find("FEATURE_NAMES: tuple[str, ...] = (").expect("FEATURE_NAMES in the client");
+        let body = &py[start..];
+        let body = &body[body.find('(').unwrap() + 1..body.find("\n)").unwrap()];
+        let names: Vec<&str> = body
+            .lines()
+            .map(|l| l.trim().trim_end_matches(',').trim_matches('"'))
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(names, FEATURE_NAMES);
     }
 }

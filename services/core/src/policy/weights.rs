@@ -174,6 +174,7 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<PolicyWeights, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observation::OBS_DIM;
 
     fn sample() -> PolicyWeights {
         let spec = MlpSpec::default();
@@ -194,7 +195,7 @@ mod tests {
     fn tensors_use_pytorch_names_and_shapes() {
         let bytes = to_safetensors(&sample()).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        assert_eq!(st.tensor("actor.0.weight").unwrap().shape(), &[64, 14]);
+        assert_eq!(st.tensor("actor.0.weight").unwrap().shape(), &[64, OBS_DIM]);
         assert_eq!(st.tensor("actor.2.weight").unwrap().shape(), &[3, 64]);
         assert_eq!(st.tensor("critic.2.bias").unwrap().shape(), &[1]);
         assert_eq!(st.tensor("actor.log_std").unwrap().shape(), &[3]);

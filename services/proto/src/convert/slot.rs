@@ -31,8 +31,8 @@ pub const MAX_SLOT_MONEY: f64 = 1.0e6;
 /// The largest load/PV multiplier an adjustment may apply.
 pub const MAX_SCALE: f64 = 100.0;
 /// The largest dataset slot a `SlotOpen` may name: more than 19 years of
-/// one-minute slots. Nodes add small offsets to it (the next slot's
-/// forecast, a household's trace shift), which must never overflow.
+/// one-minute slots. Nodes add small offsets to it (a household's trace
+/// shift), which must never overflow.
 pub const MAX_DATA_SLOT: u64 = 10_000_000;
 /// Most adjustments one `SlotOpen` may carry (the market bounds the
 /// scenario events in force by the same number).
