@@ -11,14 +11,16 @@
 //! Nothing here is the true future: the `forecast_*` features are the
 //! household's own forecasts from its past
 //! ([`OwnForecaster`](crate::forecast::OwnForecaster): the next slot, the next
-//! 6 hours, the next 24 hours), and the tariff ahead is the known schedule.
+//! 6 hours, the next 24 hours), and the tariff ahead ([`TariffAhead`]) is the
+//! configured schedule, which households know in advance.
 
 use crate::forecast::OwnForecast;
 use crate::household::Adjustment;
 use crate::tariff::SlotTariff;
+use crate::units::PricePerKwh;
 
 /// Number of features in [`Observation::features`].
-pub const OBS_DIM: usize = 17;
+pub const OBS_DIM: usize = 20;
 
 /// Names of the features, in order (used in docs, logs and checkpoints).
 pub const FEATURE_NAMES: [&str; OBS_DIM] = [
@@ -39,6 +41,9 @@ pub const FEATURE_NAMES: [&str; OBS_DIM] = [
     "forecast_load_next_6h_kwh",
     "forecast_pv_next_6h_kwh",
     "forecast_net_load_next_24h_kwh",
+    "retail_mean_next_24h_per_kwh",
+    "retail_max_next_24h_per_kwh",
+    "hours_until_max_retail",
 ];
 
 /// Common facts of one slot.
@@ -60,6 +65,26 @@ pub struct SlotContext {
     pub next_tariff: SlotTariff,
     /// Last uniform clearing price, or the tariff midpoint when there was none.
     pub last_clearing_price_per_kwh: f64,
+    /// The tariff schedule of the next [`TARIFF_AHEAD_HOURS`] (known in advance).
+    pub tariff_ahead: TariffAhead,
+}
+
+/// Hours of tariff schedule a slot announces ahead ([`TariffAhead`]).
+pub const TARIFF_AHEAD_HOURS: f64 = 24.0;
+
+/// The retail prices of the slots after this one, up to
+/// [`TARIFF_AHEAD_HOURS`] ahead: the configured schedule, which every
+/// household knows in advance (what waiting with a charged battery can
+/// earn). [`crate::simulation::tariff_ahead`] makes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TariffAhead {
+    /// Their mean retail price, rounded to the µ/kWh.
+    pub retail_mean: PricePerKwh,
+    /// Their highest retail price.
+    pub retail_max: PricePerKwh,
+    /// Hours from the start of this slot to the start of the first of them
+    /// at the highest price (one slot's length at least).
+    pub hours_until_max: f64,
 }
 
 /// A slot as the market opens it: what the market-node sends every
@@ -129,6 +154,9 @@ impl Observation {
             self.forecast.load_near_kwh as f32,
             self.forecast.pv_near_kwh as f32,
             self.forecast.net_load_day_kwh as f32,
+            self.ctx.tariff_ahead.retail_mean.per_kwh() as f32,
+            self.ctx.tariff_ahead.retail_max.per_kwh() as f32,
+            self.ctx.tariff_ahead.hours_until_max as f32,
         ];
     }
 

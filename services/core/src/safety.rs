@@ -95,6 +95,7 @@ pub(crate) mod tests {
                 tariff,
                 next_tariff: tariff,
                 last_clearing_price_per_kwh: 0.2,
+                tariff_ahead: Default::default(),
             },
         }
     }
