@@ -12,7 +12,9 @@
 //! household's own forecasts from its past
 //! ([`OwnForecaster`](crate::forecast::OwnForecaster): the next slot, the next
 //! 6 hours, the next 24 hours), and the tariff ahead ([`TariffAhead`]) is the
-//! configured schedule, which households know in advance.
+//! configured schedule, which households know in advance. The community
+//! signals ([`CommunitySignals`]) are the last cleared slot's, as the market
+//! announces them.
 
 use crate::forecast::OwnForecast;
 use crate::household::Adjustment;
@@ -20,7 +22,7 @@ use crate::tariff::SlotTariff;
 use crate::units::PricePerKwh;
 
 /// Number of features in [`Observation::features`].
-pub const OBS_DIM: usize = 20;
+pub const OBS_DIM: usize = 22;
 
 /// Names of the features, in order (used in docs, logs and checkpoints).
 pub const FEATURE_NAMES: [&str; OBS_DIM] = [
@@ -44,6 +46,8 @@ pub const FEATURE_NAMES: [&str; OBS_DIM] = [
     "retail_mean_next_24h_per_kwh",
     "retail_max_next_24h_per_kwh",
     "hours_until_max_retail",
+    "last_p2p_kwh_per_household",
+    "last_community_net_kwh_per_household",
 ];
 
 /// Common facts of one slot.
@@ -67,6 +71,19 @@ pub struct SlotContext {
     pub last_clearing_price_per_kwh: f64,
     /// The tariff schedule of the next [`TARIFF_AHEAD_HOURS`] (known in advance).
     pub tariff_ahead: TariffAhead,
+    /// What the community did in the last slot cleared (zeros before the first).
+    pub last_slot: CommunitySignals,
+}
+
+/// The community's last cleared slot, per reporting household: what the
+/// market announces to everyone with the next slot (no household's own data).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CommunitySignals {
+    /// Energy traded P2P, kWh per household (≥ 0).
+    pub p2p_kwh_per_household: f64,
+    /// Σ position after the batteries (load − PV + battery), kWh per
+    /// household: positive when the community as a whole was short.
+    pub net_kwh_per_household: f64,
 }
 
 /// Hours of tariff schedule a slot announces ahead ([`TariffAhead`]).
@@ -157,6 +174,8 @@ impl Observation {
             self.ctx.tariff_ahead.retail_mean.per_kwh() as f32,
             self.ctx.tariff_ahead.retail_max.per_kwh() as f32,
             self.ctx.tariff_ahead.hours_until_max as f32,
+            self.ctx.last_slot.p2p_kwh_per_household as f32,
+            self.ctx.last_slot.net_kwh_per_household as f32,
         ];
     }
 

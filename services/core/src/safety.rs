@@ -96,6 +96,7 @@ pub(crate) mod tests {
                 next_tariff: tariff,
                 last_clearing_price_per_kwh: 0.2,
                 tariff_ahead: Default::default(),
+                last_slot: Default::default(),
             },
         }
     }

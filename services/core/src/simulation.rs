@@ -18,7 +18,7 @@ use crate::error::CoreError;
 use crate::household::{Conditions, Household, HouseholdReport};
 use crate::kpi::{KpiAccumulator, Kpis};
 use crate::market::Mechanism;
-use crate::observation::{SlotContext, TariffAhead, TARIFF_AHEAD_HOURS};
+use crate::observation::{CommunitySignals, SlotContext, TariffAhead, TARIFF_AHEAD_HOURS};
 use crate::policy::Policy;
 use crate::prosumer::ProsumerSpec;
 use crate::reward::RewardWeights;
@@ -73,7 +73,8 @@ impl SimConfig {
 
 /// The common facts of dataset slot `t` (calendar, this and the next
 /// tariff, the tariff ahead), given the last clearing price. The
-/// market-node sends exactly this to the agent-nodes.
+/// market-node sends exactly this to the agent-nodes, with the last slot's
+/// community signals (`SlotEngine::last_slot`; zeros here).
 pub fn slot_context(
     ds: &Dataset,
     cfg: &SimConfig,
@@ -94,6 +95,7 @@ pub fn slot_context(
         next_tariff,
         last_clearing_price_per_kwh: last_price.unwrap_or(tariff.midpoint()).per_kwh(),
         tariff_ahead: tariff_ahead(ds, cfg, t),
+        last_slot: CommunitySignals::default(),
     }
 }
 
@@ -310,7 +312,8 @@ impl Simulation {
     /// The context of the slot the simulation is about to play.
     pub fn context(&self) -> Option<SlotContext> {
         let t = *self.schedule.get(self.cursor)?;
-        Some(slot_context(&self.ds, &self.cfg, t, self.engine.last_price()))
+        let ctx = slot_context(&self.ds, &self.cfg, t, self.engine.last_price());
+        Some(SlotContext { last_slot: self.engine.last_slot(), ..ctx })
     }
 
     /// Plays one slot; `None` when the schedule is exhausted.
@@ -459,6 +462,26 @@ mod tests {
         );
         assert!(rule.self_sufficiency_pct > grid_only.self_sufficiency_pct);
         assert_eq!(rule.slots, 48);
+    }
+
+    #[test]
+    fn the_next_slot_announces_the_last_slots_community_signals() {
+        let mut s = sim(30, 1, SimConfig::default());
+        assert_eq!(s.context().unwrap().last_slot, CommunitySignals::default(), "no slot yet");
+        let mut traded = false;
+        while let Some(record) = s.step(&mut RuleBased) {
+            let Some(next) = s.context() else { break };
+            let n = s.reports().len() as f64;
+            let net: f64 = s.reports().iter().map(|r| r.net_kwh).sum();
+            let signals = next.last_slot;
+            assert!((signals.p2p_kwh_per_household - record.p2p_kwh / n).abs() < 1e-9);
+            assert!((signals.net_kwh_per_household - net / n).abs() < 1e-12);
+            // The community's position is what the grid and the P2P losses absorbed.
+            let grid = record.grid_import_kwh - record.grid_export_kwh - record.p2p_losses_kwh;
+            assert!((signals.net_kwh_per_household * n - grid).abs() < 1e-6, "{record:?}");
+            traded |= signals.p2p_kwh_per_household > 0.0;
+        }
+        assert!(traded, "rule-based trades P2P in some slot");
     }
 
     /// A policy that decides per slot: it sees every observation first,

@@ -232,16 +232,18 @@ fn slot_open() -> impl Strategy<Value = market::SlotOpen> {
             prop::option::weighted(0.95, tariff()),
         ),
         (hostile_i64(0..=MAX_PRICE_MICROS), any::<i64>(), vec(adjustment(), 0..6)),
-        tariff_ahead(),
+        (tariff_ahead(), hostile_f64_in(0.0..10.0), hostile_f64_in(-10.0..10.0)),
     )
         .prop_map(
             |(
                 (slot, data_slot, hour, day_fraction, weekend),
                 (slot_hours, tariff, next_tariff),
                 (price, deadline, adj),
-                ahead,
+                (ahead, last_p2p, last_net),
             )| {
                 market::SlotOpen {
+                    last_p2p_kwh_per_household: last_p2p,
+                    last_net_kwh_per_household: last_net,
                     tariff_ahead: tariff_ahead_for(ahead, next_tariff.as_ref(), slot_hours),
                     slot,
                     data_slot,
@@ -951,6 +953,7 @@ fn common_open() -> peergrid_core::observation::OpenSlot {
             retail_max: PricePerKwh(450_000),
             hours_until_max: 1.0,
         },
+        last_slot: Default::default(),
     };
     peergrid_core::observation::OpenSlot { slot: 1, ctx, deadline_unix_ms: 0, adjustments: vec![] }
 }
@@ -961,7 +964,9 @@ mod domain_round_trips {
     use peergrid_core::battery::BatteryStep;
     use peergrid_core::household::{Adjustment, Conditions, HouseholdReport};
     use peergrid_core::market::{Fill, Order};
-    use peergrid_core::observation::{OpenSlot, SlotContext, TariffAhead, TARIFF_AHEAD_HOURS};
+    use peergrid_core::observation::{
+        CommunitySignals, OpenSlot, SlotContext, TariffAhead, TARIFF_AHEAD_HOURS,
+    };
     use peergrid_core::safety::OrderIntent;
     use peergrid_core::settlement::{settle_household, ClearedSlot, SettledHousehold, Settlement};
     use peergrid_core::tariff::{GridConfig, SlotTariff, TariffConfig, TouBand};
@@ -1008,13 +1013,19 @@ mod domain_round_trips {
                 any::<i64>(),
                 vec(adjustment, 0..4),
             ),
-            (0.0f64..=1.0, 0.0f64..=1.0, 0.0f64..=1.0),
+            (
+                0.0f64..=1.0,
+                0.0f64..=1.0,
+                0.0f64..=1.0,
+                0.0..=MAX_SLOT_KWH,
+                -MAX_SLOT_KWH..=MAX_SLOT_KWH,
+            ),
         )
             .prop_map(
                 |(
                     (slot, data_slot, hour, day_fraction, weekend, hours),
                     (tariff, next_tariff, price, deadline, adjustments),
-                    (above, mean, until),
+                    (above, mean, until, last_p2p, last_net),
                 )| {
                     // Highest at least the next slot's retail, mean at most the highest.
                     let max = next_tariff.retail.0
@@ -1036,6 +1047,10 @@ mod domain_round_trips {
                             next_tariff,
                             last_clearing_price_per_kwh: PricePerKwh(price).per_kwh(),
                             tariff_ahead,
+                            last_slot: CommunitySignals {
+                                p2p_kwh_per_household: last_p2p,
+                                net_kwh_per_household: last_net,
+                            },
                         },
                         deadline_unix_ms: deadline,
                         adjustments,

@@ -12,7 +12,9 @@
 use peergrid_core::battery::BatteryStep;
 use peergrid_core::household::{Adjustment, Conditions, HouseholdReport};
 use peergrid_core::market::{PriceBounds, Side};
-use peergrid_core::observation::{OpenSlot, SlotContext, TariffAhead, TARIFF_AHEAD_HOURS};
+use peergrid_core::observation::{
+    CommunitySignals, OpenSlot, SlotContext, TariffAhead, TARIFF_AHEAD_HOURS,
+};
 use peergrid_core::safety::OrderIntent;
 use peergrid_core::tariff::SlotTariff;
 use peergrid_core::units::{PricePerKwh, ProsumerId, Wh};
@@ -61,6 +63,8 @@ pub fn slot_open_to_wire(open: &OpenSlot) -> pb::SlotOpen {
             retail_max_micros: ctx.tariff_ahead.retail_max.0,
             hours_until_max: ctx.tariff_ahead.hours_until_max,
         }),
+        last_p2p_kwh_per_household: ctx.last_slot.p2p_kwh_per_household,
+        last_net_kwh_per_household: ctx.last_slot.net_kwh_per_household,
         adjustments: open
             .adjustments
             .iter()
@@ -96,6 +100,20 @@ pub fn slot_open_from_wire(w: &pb::SlotOpen) -> Result<OpenSlot, WireError> {
         &next_tariff,
         hours,
     )?;
+    let last_slot = CommunitySignals {
+        p2p_kwh_per_household: finite_in(
+            w.last_p2p_kwh_per_household,
+            0.0,
+            MAX_SLOT_KWH,
+            "last_p2p_kwh_per_household",
+        )?,
+        net_kwh_per_household: finite_in(
+            w.last_net_kwh_per_household,
+            -MAX_SLOT_KWH,
+            MAX_SLOT_KWH,
+            "last_net_kwh_per_household",
+        )?,
+    };
     if !(0..=MAX_PRICE_MICROS).contains(&w.last_clearing_price_micros) {
         return Err(WireError::invalid(
             "last_clearing_price_micros",
@@ -142,6 +160,7 @@ pub fn slot_open_from_wire(w: &pb::SlotOpen) -> Result<OpenSlot, WireError> {
             next_tariff,
             last_clearing_price_per_kwh: PricePerKwh(w.last_clearing_price_micros).per_kwh(),
             tariff_ahead,
+            last_slot,
         },
         deadline_unix_ms: w.deadline_unix_ms,
         adjustments,
@@ -357,6 +376,10 @@ mod tests {
                 retail_max: PricePerKwh(450_000),
                 hours_until_max: 1.0,
             },
+            last_slot: CommunitySignals {
+                p2p_kwh_per_household: 0.75,
+                net_kwh_per_household: -0.125,
+            },
         }
     }
 
@@ -399,7 +422,7 @@ mod tests {
     fn slot_open_bounds_name_the_field() {
         let open = OpenSlot { slot: 5, ctx: ctx(), deadline_unix_ms: 123, adjustments: vec![] };
         type Case = (fn(&mut pb::SlotOpen), &'static str, &'static str);
-        let cases: [Case; 9] = [
+        let cases: [Case; 12] = [
             (|w| w.data_slot = MAX_DATA_SLOT + 1, "data_slot", "[0, 10000000], got 10000001"),
             (|w| w.data_slot = u64::MAX, "data_slot", "got 18446744073709551615"),
             (
@@ -433,6 +456,13 @@ mod tests {
                 "tariff_ahead.hours_until_max",
                 "finite",
             ),
+            (|w| w.last_p2p_kwh_per_household = -0.5, "last_p2p_kwh_per_household", "[0, 1000]"),
+            (
+                |w| w.last_net_kwh_per_household = 1000.5,
+                "last_net_kwh_per_household",
+                "[-1000, 1000], got 1000.5",
+            ),
+            (|w| w.last_net_kwh_per_household = f64::NAN, "last_net_kwh_per_household", "finite"),
         ];
         for (mutate, name, bound) in cases {
             let mut w = slot_open_to_wire(&open);
