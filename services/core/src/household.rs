@@ -348,7 +348,7 @@ mod tests {
                 let h = Household::new(spec.clone(), ctx.hour);
                 let seen = h.observe_under(&ds, &ctx, cond);
                 assert_eq!(seen, h.observe_under(&future, &ctx, cond), "slot {t}, {}", spec.id);
-                assert!(seen.forecast.load_near_kwh > 0.0, "{seen:?}");
+                assert!(seen.forecast.mean_load_near_kwh > 0.0, "{seen:?}");
                 let next = |ds| spec.trace.load_kwh(ds, t + 1) * cond.load_scale;
                 assert_ne!(next(&ds), next(&future), "the future did change");
             }
@@ -358,8 +358,8 @@ mod tests {
         let h = Household::new(specs[0].clone(), ctx.hour);
         let plain = h.observe(&ds, &ctx).forecast;
         let scaled = h.observe_under(&ds, &ctx, cond).forecast;
-        assert!((scaled.load_near_kwh - 1.5 * plain.load_near_kwh).abs() < 1e-9);
-        assert!((scaled.pv_near_kwh - 0.5 * plain.pv_near_kwh).abs() < 1e-9);
+        assert!((scaled.mean_load_near_kwh - 1.5 * plain.mean_load_near_kwh).abs() < 1e-9);
+        assert!((scaled.mean_pv_near_kwh - 0.5 * plain.mean_pv_near_kwh).abs() < 1e-9);
     }
 
     #[test]

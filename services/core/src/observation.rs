@@ -25,6 +25,12 @@ use crate::units::PricePerKwh;
 pub const OBS_DIM: usize = 22;
 
 /// Names of the features, in order (used in docs, logs and checkpoints).
+///
+/// Every feature is of order one in its raw units: the forecasts are means
+/// in kWh per slot (like `load_kwh`), not sums over their horizon, and the
+/// time to the highest price is in days. The first policy a trainer
+/// publishes normalises with the identity, and large raw inputs would
+/// saturate its tanh layers and move the residual policy away from the rule.
 pub const FEATURE_NAMES: [&str; OBS_DIM] = [
     "load_kwh",
     "pv_kwh",
@@ -40,12 +46,12 @@ pub const FEATURE_NAMES: [&str; OBS_DIM] = [
     "next_retail_per_kwh",
     "weekend",
     "co2_kg_per_kwh",
-    "forecast_load_next_6h_kwh",
-    "forecast_pv_next_6h_kwh",
-    "forecast_net_load_next_24h_kwh",
+    "forecast_mean_load_next_6h_kwh",
+    "forecast_mean_pv_next_6h_kwh",
+    "forecast_mean_net_load_next_24h_kwh",
     "retail_mean_next_24h_per_kwh",
     "retail_max_next_24h_per_kwh",
-    "hours_until_max_retail",
+    "days_until_max_retail",
     "last_p2p_kwh_per_household",
     "last_community_net_kwh_per_household",
 ];
@@ -168,12 +174,12 @@ impl Observation {
             self.ctx.next_tariff.retail.per_kwh() as f32,
             self.ctx.weekend as u8 as f32,
             self.ctx.tariff.co2_kg_per_kwh as f32,
-            self.forecast.load_near_kwh as f32,
-            self.forecast.pv_near_kwh as f32,
-            self.forecast.net_load_day_kwh as f32,
+            self.forecast.mean_load_near_kwh as f32,
+            self.forecast.mean_pv_near_kwh as f32,
+            self.forecast.mean_net_load_day_kwh as f32,
             self.ctx.tariff_ahead.retail_mean.per_kwh() as f32,
             self.ctx.tariff_ahead.retail_max.per_kwh() as f32,
-            self.ctx.tariff_ahead.hours_until_max as f32,
+            (self.ctx.tariff_ahead.hours_until_max / 24.0) as f32,
             self.ctx.last_slot.p2p_kwh_per_household as f32,
             self.ctx.last_slot.net_kwh_per_household as f32,
         ];

@@ -1,8 +1,10 @@
 //! The forecasts a household's observation carries: a few sums of the
 //! forecaster's values over its own next hours.
 //!
-//! The policy sees the next slot's net load, the load and the PV of the next
-//! [`NEAR_HOURS`] and the net load of the next [`DAY_HOURS`], each from
+//! The policy sees the next slot's net load, the mean load and PV per slot
+//! over the next [`NEAR_HOURS`] and the mean net load per slot over the
+//! next [`DAY_HOURS`] (means, not sums: kWh per slot like the observed
+//! load, so every feature stays of order one whatever the horizon), each from
 //! [`forecast_each`] with the default [`ForecastConfig`] (the same rule and
 //! settings the MPC baseline plans with), so it knows what is coming as well
 //! as a real controller can, and never the truth. Horizons are in hours and
@@ -21,17 +23,18 @@ pub const NEAR_HOURS: f64 = 6.0;
 /// Hours of the day-ahead net load sum; the longest the observation looks.
 pub const DAY_HOURS: f64 = 24.0;
 
-/// What a household expects of its own load and PV after the current slot, kWh.
+/// What a household expects of its own load and PV after the current slot,
+/// kWh per slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct OwnForecast {
     /// Load − PV of the next slot.
     pub next_net_load_kwh: f64,
-    /// Load summed over the next [`NEAR_HOURS`].
-    pub load_near_kwh: f64,
-    /// PV summed over the next [`NEAR_HOURS`].
-    pub pv_near_kwh: f64,
-    /// Load − PV summed over the next [`DAY_HOURS`].
-    pub net_load_day_kwh: f64,
+    /// Mean load of the slots in the next [`NEAR_HOURS`].
+    pub mean_load_near_kwh: f64,
+    /// Mean PV of the slots in the next [`NEAR_HOURS`].
+    pub mean_pv_near_kwh: f64,
+    /// Mean load − PV of the slots in the next [`DAY_HOURS`].
+    pub mean_net_load_day_kwh: f64,
 }
 
 /// How the observation forecasts on one dataset: the forecaster's shape and
@@ -69,19 +72,23 @@ impl OwnForecaster {
                 f.next_net_load_kwh += v;
             }
             if i < self.near_slots {
-                f.load_near_kwh += v;
+                f.mean_load_near_kwh += v;
             }
-            f.net_load_day_kwh += v;
+            f.mean_net_load_day_kwh += v;
         });
         forecast_each(pv, t, &self.shape, self.day_slots, |i, v| {
             if i == 0 {
                 f.next_net_load_kwh -= v;
             }
             if i < self.near_slots {
-                f.pv_near_kwh += v;
+                f.mean_pv_near_kwh += v;
             }
-            f.net_load_day_kwh -= v;
+            f.mean_net_load_day_kwh -= v;
         });
+        let near = self.near_slots.min(self.day_slots) as f64;
+        f.mean_load_near_kwh /= near;
+        f.mean_pv_near_kwh /= near;
+        f.mean_net_load_day_kwh /= self.day_slots as f64;
         f
     }
 }
@@ -93,7 +100,7 @@ mod tests {
     use crate::forecast::forecast_series;
 
     #[test]
-    fn the_sums_are_the_forecasters_values_over_the_hours_in_slots() {
+    fn the_means_are_the_forecasters_values_over_the_hours_in_slots() {
         let ds = synthetic_dataset(1, 10, 30, 4);
         let f = OwnForecaster::of(&ds);
         assert_eq!((f.near_slots, f.day_slots), (12, 48), "30-minute slots");
@@ -107,10 +114,10 @@ mod tests {
         let got = f.forecast(load, pv, t);
         let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
         assert!(close(got.next_net_load_kwh, l[0] - p[0]), "{got:?}");
-        assert!(close(got.load_near_kwh, l[..12].iter().sum()), "{got:?}");
-        assert!(close(got.pv_near_kwh, p[..12].iter().sum()), "{got:?}");
+        assert!(close(got.mean_load_near_kwh, l[..12].iter().sum::<f64>() / 12.0), "{got:?}");
+        assert!(close(got.mean_pv_near_kwh, p[..12].iter().sum::<f64>() / 12.0), "{got:?}");
         let day: f64 = l.iter().zip(&p).map(|(a, b)| a - b).sum();
-        assert!(close(got.net_load_day_kwh, day), "{got:?}");
-        assert!(got.pv_near_kwh >= 0.0 && got.load_near_kwh > 0.0);
+        assert!(close(got.mean_net_load_day_kwh, day / 48.0), "{got:?}");
+        assert!(got.mean_pv_near_kwh >= 0.0 && got.mean_load_near_kwh > 0.0);
     }
 }

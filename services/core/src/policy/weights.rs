@@ -17,6 +17,12 @@
 //! [`MlpSpec`] as JSON), `obs_norm.clip`, `obs_norm.epsilon`, `version` (the
 //! policy version that produced it). Reading validates every name, dtype,
 //! shape and value; a bad file is an error naming what is wrong.
+//!
+//! `obs_dim` is the observation's length, its inputs the features of
+//! [`FEATURE_NAMES`](crate::observation::FEATURE_NAMES) in order. A file made
+//! for another layout (14 inputs before the forecasts, the tariff ahead and
+//! the community signals joined them; 22 now) reads, but a policy refuses
+//! it (`MlpModel::new`: "needs obs_dim 22"): retrain, there is no mapping.
 
 use std::collections::HashMap;
 
