@@ -127,7 +127,7 @@ def test_a_request_of_the_wrong_shape_is_refused_naming_the_field(served: Any, c
     with pytest.raises(grpc.RpcError) as e:
         client.Act(bad, metadata=AUTH, timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "observations: expected 42 values" in e.value.details()
+    assert f"observations: expected {3 * peergrid.remote_policy.OBS_DIM} values" in e.value.details()
     assert calls.acts == []
 
 
