@@ -86,6 +86,6 @@ def test_a_random_policy_plays_an_episode_with_the_households_rewards(env: peerg
             assert infos[a]["slot"] == first_slot + steps, "one market slot per step"
         assert not any(terminations.values())
         for o in obs.values():
-            assert o.shape == (14,) and o.dtype == np.float32 and env.observation_space(0).contains(o)
+            assert o.shape == (len(peergrid.FEATURE_NAMES),) and o.dtype == np.float32 and env.observation_space(0).contains(o)
     assert steps == env.episode_slots and all(truncations.values())
     assert any(r != 0.0 for r in total.values()), f"the households' rewards came back: {total}"

@@ -82,7 +82,7 @@ def test_act_gets_ids_and_a_numpy_array_and_its_answer_goes_back_flat(served: An
     assert list(reply.actions) == [1.0, -1.0, 0.25] * 3
     (slot, ids, obs) = calls.acts[0]
     assert (slot, ids) == (7, [10, 11, 12])
-    assert isinstance(obs, np.ndarray) and obs.shape == (3, 14) and obs.dtype == np.float32
+    assert isinstance(obs, np.ndarray) and obs.shape == (3, peergrid.remote_policy.OBS_DIM) and obs.dtype == np.float32
     assert obs[1, 0] == 100.0 and obs[2, 13] == 213.0, "prosumer-major rows"
     [f] = calls.feedback
     assert f == peergrid.Feedback(
@@ -108,7 +108,7 @@ def test_without_numpy_observations_are_lists() -> None:
             reply = client.Act(request(2), timeout=10)
     assert list(reply.actions) == [0.0] * 6
     obs = calls.acts[0][2]
-    assert isinstance(obs, list) and len(obs) == 2 and obs[1][:2] == [100.0, 101.0] and len(obs[0]) == 14
+    assert isinstance(obs, list) and len(obs) == 2 and obs[1][:2] == [100.0, 101.0] and len(obs[0]) == peergrid.remote_policy.OBS_DIM
 
 
 def test_a_caller_without_the_token_is_refused(served: Any, calls: Calls) -> None:
@@ -127,7 +127,7 @@ def test_a_request_of_the_wrong_shape_is_refused_naming_the_field(served: Any, c
     with pytest.raises(grpc.RpcError) as e:
         client.Act(bad, metadata=AUTH, timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "observations: expected 42 values" in e.value.details()
+    assert f"observations: expected {3 * peergrid.remote_policy.OBS_DIM} values" in e.value.details()
     assert calls.acts == []
 
 

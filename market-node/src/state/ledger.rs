@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use peergrid_core::household::{conditions_for, HouseholdReport};
 use peergrid_core::kpi::{KpiAccumulator, Kpis};
 use peergrid_core::market::Side;
+use peergrid_core::observation::CommunitySignals;
 use peergrid_core::reward::RewardWeights;
 use peergrid_core::settlement::{ClearedSlot, SettledHousehold};
 use peergrid_core::simulation::SimConfig;
@@ -126,6 +127,11 @@ impl Ledger {
     /// The last uniform clearing price of any slot, if there was one.
     pub(super) fn last_price(&self) -> Option<PricePerKwh> {
         self.engine.last_price()
+    }
+
+    /// The community signals of the last slot cleared.
+    pub(super) fn last_slot(&self) -> CommunitySignals {
+        self.engine.last_slot()
     }
 
     /// A feeder event: new grid limits from the next clearing on (0 =

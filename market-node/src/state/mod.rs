@@ -292,6 +292,7 @@ impl MarketState {
         let data_slot = self.rounds.data_slot(slot, &self.ds);
         let last_price = self.ledger.last_price();
         let mut ctx = slot_context(&self.ds, &self.sim, data_slot, last_price);
+        ctx.last_slot = self.ledger.last_slot();
         let adjustments = self.control.apply_effects(&mut ctx, last_price.is_none());
         let open = Arc::new(OpenSlot { slot, ctx, deadline_unix_ms, adjustments });
         self.rounds.begin(Arc::clone(&open), &self.members, now_ms);

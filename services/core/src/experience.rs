@@ -143,12 +143,12 @@ fn check_len<T>(field: &str, v: &[T], want: usize) -> Result<(), CoreError> {
     }
 }
 
-fn per(field: &str) -> &'static str {
+fn per(field: &str) -> String {
     match field {
-        "observations" => " × 14",
-        "actions" => " × 3",
-        "bootstrap_values" => " / steps",
-        _ => "",
+        "observations" => format!(" × {OBS_DIM}"),
+        "actions" => format!(" × {ACT_DIM}"),
+        "bootstrap_values" => " / steps".into(),
+        _ => String::new(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 use crate::battery::{BatteryState, BatteryStep};
 use crate::data::Dataset;
+use crate::forecast::OwnForecaster;
 use crate::observation::{Observation, SlotContext};
 use crate::policy::Policy;
 use crate::prosumer::ProsumerSpec;
@@ -218,7 +219,8 @@ impl Household {
         self.observe_under(ds, ctx, Conditions::default())
     }
 
-    /// Observes the slot with load and PV scaled by `cond`.
+    /// Observes the slot with load and PV scaled by `cond`. The forecasts
+    /// read the scaled series up to this slot only ([`OwnForecaster`]).
     pub fn observe_under(&self, ds: &Dataset, ctx: &SlotContext, cond: Conditions) -> Observation {
         let trace = &self.spec.trace;
         let t = ctx.data_slot;
@@ -237,7 +239,7 @@ impl Household {
             battery_available: self.battery_available(),
             setpoint_min_kw,
             setpoint_max_kw,
-            forecast_net_load_kwh: load(t + 1) - pv(t + 1),
+            forecast: OwnForecaster::of(ds).forecast(load, pv, t),
             ctx: *ctx,
         }
     }
@@ -322,6 +324,43 @@ mod tests {
     use super::*;
     use crate::data::synthetic::synthetic_dataset;
     use crate::prosumer::{generate_community, CommunityConfig};
+
+    #[test]
+    fn rewriting_the_data_after_a_slot_never_changes_its_observation() {
+        let ds = synthetic_dataset(4, 10, 60, 3);
+        let mut specs = generate_community(
+            &ds,
+            &CommunityConfig { n_prosumers: 8, ..CommunityConfig::default() },
+        )
+        .unwrap();
+        // Unshifted traces: the trace's slot s is the dataset's index s.
+        specs.iter_mut().for_each(|s| s.trace.shift_slots = 0);
+        let cond = Conditions { load_scale: 1.5, pv_scale: 0.5 };
+        let cfg = crate::simulation::SimConfig::default();
+        for t in [0, 5, 30, 24 * 7 + 13, ds.n_slots() - 2] {
+            let ctx = crate::simulation::slot_context(&ds, &cfg, t, None);
+            let mut future = ds.clone();
+            for home in &mut future.homes {
+                home.load_kwh[t + 1..].iter_mut().for_each(|v| *v = *v * 3.0 + 1.0);
+                home.pv_kwh_per_kwp[t + 1..].iter_mut().for_each(|v| *v = 1.0 - *v);
+            }
+            for spec in &specs {
+                let h = Household::new(spec.clone(), ctx.hour);
+                let seen = h.observe_under(&ds, &ctx, cond);
+                assert_eq!(seen, h.observe_under(&future, &ctx, cond), "slot {t}, {}", spec.id);
+                assert!(seen.forecast.mean_load_near_kwh > 0.0, "{seen:?}");
+                let next = |ds| spec.trace.load_kwh(ds, t + 1) * cond.load_scale;
+                assert_ne!(next(&ds), next(&future), "the future did change");
+            }
+        }
+        // The scenario's factors scale what the forecaster reads.
+        let ctx = crate::simulation::slot_context(&ds, &cfg, 100, None);
+        let h = Household::new(specs[0].clone(), ctx.hour);
+        let plain = h.observe(&ds, &ctx).forecast;
+        let scaled = h.observe_under(&ds, &ctx, cond).forecast;
+        assert!((scaled.mean_load_near_kwh - 1.5 * plain.mean_load_near_kwh).abs() < 1e-9);
+        assert!((scaled.mean_pv_near_kwh - 0.5 * plain.mean_pv_near_kwh).abs() < 1e-9);
+    }
 
     #[test]
     fn a_household_continues_from_its_state_and_a_state_that_does_not_fit_is_refused() {

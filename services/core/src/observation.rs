@@ -7,14 +7,30 @@
 //! household's own state. [`Observation::features`] is the fixed, documented layout the MLP
 //! policy consumes — changing it changes the policy's input and must bump
 //! [`OBS_DIM`] or the order below in lock-step with the trainer.
+//!
+//! Nothing here is the true future: the `forecast_*` features are the
+//! household's own forecasts from its past
+//! ([`OwnForecaster`](crate::forecast::OwnForecaster): the next slot, the next
+//! 6 hours, the next 24 hours), and the tariff ahead ([`TariffAhead`]) is the
+//! configured schedule, which households know in advance. The community
+//! signals ([`CommunitySignals`]) are the last cleared slot's, as the market
+//! announces them.
 
+use crate::forecast::OwnForecast;
 use crate::household::Adjustment;
 use crate::tariff::SlotTariff;
+use crate::units::PricePerKwh;
 
 /// Number of features in [`Observation::features`].
-pub const OBS_DIM: usize = 14;
+pub const OBS_DIM: usize = 22;
 
 /// Names of the features, in order (used in docs, logs and checkpoints).
+///
+/// Every feature is of order one in its raw units: the forecasts are means
+/// in kWh per slot (like `load_kwh`), not sums over their horizon, and the
+/// time to the highest price is in days. The first policy a trainer
+/// publishes normalises with the identity, and large raw inputs would
+/// saturate its tanh layers and move the residual policy away from the rule.
 pub const FEATURE_NAMES: [&str; OBS_DIM] = [
     "load_kwh",
     "pv_kwh",
@@ -26,10 +42,18 @@ pub const FEATURE_NAMES: [&str; OBS_DIM] = [
     "time_of_day_sin",
     "time_of_day_cos",
     "last_clearing_price_per_kwh",
-    "forecast_net_load_kwh",
+    "forecast_next_net_load_kwh",
     "next_retail_per_kwh",
     "weekend",
     "co2_kg_per_kwh",
+    "forecast_mean_load_next_6h_kwh",
+    "forecast_mean_pv_next_6h_kwh",
+    "forecast_mean_net_load_next_24h_kwh",
+    "retail_mean_next_24h_per_kwh",
+    "retail_max_next_24h_per_kwh",
+    "days_until_max_retail",
+    "last_p2p_kwh_per_household",
+    "last_community_net_kwh_per_household",
 ];
 
 /// Common facts of one slot.
@@ -51,6 +75,39 @@ pub struct SlotContext {
     pub next_tariff: SlotTariff,
     /// Last uniform clearing price, or the tariff midpoint when there was none.
     pub last_clearing_price_per_kwh: f64,
+    /// The tariff schedule of the next [`TARIFF_AHEAD_HOURS`] (known in advance).
+    pub tariff_ahead: TariffAhead,
+    /// What the community did in the last slot cleared (zeros before the first).
+    pub last_slot: CommunitySignals,
+}
+
+/// The community's last cleared slot, per reporting household: what the
+/// market announces to everyone with the next slot (no household's own data).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CommunitySignals {
+    /// Energy traded P2P, kWh per household (≥ 0).
+    pub p2p_kwh_per_household: f64,
+    /// Σ position after the batteries (load − PV + battery), kWh per
+    /// household: positive when the community as a whole was short.
+    pub net_kwh_per_household: f64,
+}
+
+/// Hours of tariff schedule a slot announces ahead ([`TariffAhead`]).
+pub const TARIFF_AHEAD_HOURS: f64 = 24.0;
+
+/// The retail prices of the slots after this one, up to
+/// [`TARIFF_AHEAD_HOURS`] ahead: the configured schedule, which every
+/// household knows in advance (what waiting with a charged battery can
+/// earn). [`crate::simulation::tariff_ahead`] makes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TariffAhead {
+    /// Their mean retail price, rounded to the µ/kWh.
+    pub retail_mean: PricePerKwh,
+    /// Their highest retail price.
+    pub retail_max: PricePerKwh,
+    /// Hours from the start of this slot to the start of the first of them
+    /// at the highest price (one slot's length at least).
+    pub hours_until_max: f64,
 }
 
 /// A slot as the market opens it: what the market-node sends every
@@ -91,8 +148,9 @@ pub struct Observation {
     pub setpoint_min_kw: f64,
     /// Largest feasible charging set-point, kW (≥ 0).
     pub setpoint_max_kw: f64,
-    /// Perfect one-slot-ahead forecast of own load − PV, kWh.
-    pub forecast_net_load_kwh: f64,
+    /// The household's forecast of its own load and PV after this slot,
+    /// made from its past only.
+    pub forecast: OwnForecast,
     /// The common facts of the slot.
     pub ctx: SlotContext,
 }
@@ -112,15 +170,44 @@ impl Observation {
             angle.sin() as f32,
             angle.cos() as f32,
             self.ctx.last_clearing_price_per_kwh as f32,
-            self.forecast_net_load_kwh as f32,
+            self.forecast.next_net_load_kwh as f32,
             self.ctx.next_tariff.retail.per_kwh() as f32,
             self.ctx.weekend as u8 as f32,
             self.ctx.tariff.co2_kg_per_kwh as f32,
+            self.forecast.mean_load_near_kwh as f32,
+            self.forecast.mean_pv_near_kwh as f32,
+            self.forecast.mean_net_load_day_kwh as f32,
+            self.ctx.tariff_ahead.retail_mean.per_kwh() as f32,
+            self.ctx.tariff_ahead.retail_max.per_kwh() as f32,
+            (self.ctx.tariff_ahead.hours_until_max / 24.0) as f32,
+            self.ctx.last_slot.p2p_kwh_per_household as f32,
+            self.ctx.last_slot.net_kwh_per_household as f32,
         ];
     }
 
     /// Load − PV before any battery action, kWh (positive = deficit).
     pub fn net_load_kwh(&self) -> f64 {
         self.load_kwh - self.pv_kwh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Python client names the same features in the same order.
+    #[test]
+    fn the_python_client_has_the_same_feature_names() {
+        let py = include_str!("../../../clients/python/src/peergrid/remote_policy.py");
+        let start =
+            py.find("FEATURE_NAMES: tuple[str, ...] = (").expect("FEATURE_NAMES in the client");
+        let body = &py[start..];
+        let body = &body[body.find('(').unwrap() + 1..body.find("\n)").unwrap()];
+        let names: Vec<&str> = body
+            .lines()
+            .map(|l| l.trim().trim_end_matches(',').trim_matches('"'))
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(names, FEATURE_NAMES);
     }
 }

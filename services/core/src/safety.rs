@@ -85,7 +85,7 @@ pub(crate) mod tests {
             battery_available: true,
             setpoint_min_kw: lo,
             setpoint_max_kw: hi,
-            forecast_net_load_kwh: 0.0,
+            forecast: Default::default(),
             ctx: SlotContext {
                 data_slot: 12,
                 hour: 12,
@@ -95,6 +95,8 @@ pub(crate) mod tests {
                 tariff,
                 next_tariff: tariff,
                 last_clearing_price_per_kwh: 0.2,
+                tariff_ahead: Default::default(),
+                last_slot: Default::default(),
             },
         }
     }

@@ -18,7 +18,7 @@ use crate::error::CoreError;
 use crate::household::{Conditions, Household, HouseholdReport};
 use crate::kpi::{KpiAccumulator, Kpis};
 use crate::market::Mechanism;
-use crate::observation::SlotContext;
+use crate::observation::{CommunitySignals, SlotContext, TariffAhead, TARIFF_AHEAD_HOURS};
 use crate::policy::Policy;
 use crate::prosumer::ProsumerSpec;
 use crate::reward::RewardWeights;
@@ -72,8 +72,9 @@ impl SimConfig {
 }
 
 /// The common facts of dataset slot `t` (calendar, this and the next
-/// tariff), given the last clearing price. The market-node sends exactly
-/// this to the agent-nodes.
+/// tariff, the tariff ahead), given the last clearing price. The
+/// market-node sends exactly this to the agent-nodes, with the last slot's
+/// community signals (`SlotEngine::last_slot`; zeros here).
 pub fn slot_context(
     ds: &Dataset,
     cfg: &SimConfig,
@@ -93,6 +94,30 @@ pub fn slot_context(
         tariff,
         next_tariff,
         last_clearing_price_per_kwh: last_price.unwrap_or(tariff.midpoint()).per_kwh(),
+        tariff_ahead: tariff_ahead(ds, cfg, t),
+        last_slot: CommunitySignals::default(),
+    }
+}
+
+/// The retail prices of the slots after dataset slot `t` within
+/// [`TARIFF_AHEAD_HOURS`] (in slots of `ds`, at least one; wrapping at the
+/// dataset's end like the next tariff): their mean (rounded to the µ/kWh),
+/// their highest and how far ahead it first comes.
+pub fn tariff_ahead(ds: &Dataset, cfg: &SimConfig, t: usize) -> TariffAhead {
+    let slots = ((TARIFF_AHEAD_HOURS / ds.slot_hours()).round() as usize).max(1);
+    let (mut sum, mut max, mut first_at_max) = (0i64, i64::MIN, 1);
+    for k in 1..=slots {
+        let retail = cfg.tariff_of(ds, (t + k) % ds.n_slots()).retail.0;
+        sum += retail;
+        if retail > max {
+            (max, first_at_max) = (retail, k);
+        }
+    }
+    let n = slots as i64;
+    TariffAhead {
+        retail_mean: PricePerKwh((sum + n / 2).div_euclid(n)),
+        retail_max: PricePerKwh(max),
+        hours_until_max: first_at_max as f64 * ds.slot_hours(),
     }
 }
 
@@ -288,7 +313,8 @@ impl Simulation {
     /// The context of the slot the simulation is about to play.
     pub fn context(&self) -> Option<SlotContext> {
         let t = *self.schedule.get(self.cursor)?;
-        Some(slot_context(&self.ds, &self.cfg, t, self.engine.last_price()))
+        let ctx = slot_context(&self.ds, &self.cfg, t, self.engine.last_price());
+        Some(SlotContext { last_slot: self.engine.last_slot(), ..ctx })
     }
 
     /// Plays one slot; `None` when the schedule is exhausted.
@@ -372,6 +398,29 @@ mod tests {
     use crate::units::ProsumerId;
     use proptest::prelude::*;
 
+    #[test]
+    fn the_tariff_ahead_is_the_next_days_schedule() {
+        // Default TOU: peak 0.45 for 5 h from 16:00, shoulder 0.28 for 11 h,
+        // off-peak 0.18 for 8 h: a day's mean is 6.77 / 24 = 0.2820833.
+        let cfg = SimConfig::default();
+        // Hourly: from 20:00 the next peak is tomorrow's; half-hourly,
+        // 20:30 is still peak.
+        for (minutes, until) in [(60, [6.0, 1.0, 20.0]), (30, [6.0, 0.5, 0.5])] {
+            let ds = crate::data::synthetic::synthetic_dataset(1, 3, minutes, 1);
+            let per_hour = 60 / minutes as usize;
+            let at = |hour: usize| tariff_ahead(&ds, &cfg, (24 + hour) * per_hour);
+            for (hour, until_max) in [10, 16, 20].into_iter().zip(until) {
+                let ahead = at(hour);
+                assert_eq!(ahead.retail_mean, PricePerKwh(282_083), "{minutes} min, {hour}:00");
+                assert_eq!(ahead.retail_max, PricePerKwh(450_000));
+                assert_eq!(ahead.hours_until_max, until_max, "{minutes} min, {hour}:00");
+            }
+            // It is part of the slot's context; wraps at the dataset's end.
+            let t = ds.n_slots() - 1;
+            assert_eq!(slot_context(&ds, &cfg, t, None).tariff_ahead, tariff_ahead(&ds, &cfg, t));
+        }
+    }
+
     fn sim(n: usize, seed: u64, cfg: SimConfig) -> Simulation {
         let ds = Arc::new(tiny_dataset());
         let community = CommunityConfig { n_prosumers: n, seed, ..Default::default() };
@@ -415,6 +464,26 @@ mod tests {
         );
         assert!(rule.self_sufficiency_pct > grid_only.self_sufficiency_pct);
         assert_eq!(rule.slots, 48);
+    }
+
+    #[test]
+    fn the_next_slot_announces_the_last_slots_community_signals() {
+        let mut s = sim(30, 1, SimConfig::default());
+        assert_eq!(s.context().unwrap().last_slot, CommunitySignals::default(), "no slot yet");
+        let mut traded = false;
+        while let Some(record) = s.step(&mut RuleBased) {
+            let Some(next) = s.context() else { break };
+            let n = s.reports().len() as f64;
+            let net: f64 = s.reports().iter().map(|r| r.net_kwh).sum();
+            let signals = next.last_slot;
+            assert!((signals.p2p_kwh_per_household - record.p2p_kwh / n).abs() < 1e-9);
+            assert!((signals.net_kwh_per_household - net / n).abs() < 1e-12);
+            // The community's position is what the grid and the P2P losses absorbed.
+            let grid = record.grid_import_kwh - record.grid_export_kwh - record.p2p_losses_kwh;
+            assert!((signals.net_kwh_per_household * n - grid).abs() < 1e-6, "{record:?}");
+            traded |= signals.p2p_kwh_per_household > 0.0;
+        }
+        assert!(traded, "rule-based trades P2P in some slot");
     }
 
     /// A policy that decides per slot: it sees every observation first,

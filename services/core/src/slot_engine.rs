@@ -12,6 +12,7 @@ use crate::error::CoreError;
 use crate::household::HouseholdReport;
 use crate::kpi::HouseholdSlot;
 use crate::market::{self, Clearing, ClearingScratch, Fill, Mechanism, Order};
+use crate::observation::CommunitySignals;
 use crate::reward::{reward, RewardTerms, RewardWeights};
 use crate::settlement::{
     apply_feeder_limits, settle_household, DemandCharge, FeederOutcome, Settlement,
@@ -34,6 +35,7 @@ pub struct SlotEngine {
     settlements: Vec<Settlement>,
     last_price: Option<PricePerKwh>,
     demand: DemandCharge,
+    last_slot: CommunitySignals,
 }
 
 impl SlotEngine {
@@ -64,6 +66,12 @@ impl SlotEngine {
     /// The last uniform clearing price of any slot, if there was one.
     pub fn last_price(&self) -> Option<PricePerKwh> {
         self.last_price
+    }
+
+    /// The community signals of the last slot cleared (zeros before the
+    /// first): what the next slot's context announces.
+    pub fn last_slot(&self) -> CommunitySignals {
+        self.last_slot
     }
 
     /// Checks that `reports` are in strictly ascending id order and that
@@ -142,6 +150,11 @@ impl SlotEngine {
         if let Some(p) = self.clearing.clearing_price {
             self.last_price = Some(p);
         }
+        let households = reports.len().max(1) as f64;
+        self.last_slot = CommunitySignals {
+            p2p_kwh_per_household: self.clearing.matched.kwh() / households,
+            net_kwh_per_household: reports.iter().map(|r| r.net_kwh).sum::<f64>() / households,
+        };
         self.settlements.clear();
         for (i, r) in reports.iter().enumerate() {
             let side = r.order.map(|o| o.side);

@@ -177,6 +177,46 @@ fn adjustment() -> impl Strategy<Value = market::Adjustment> {
         })
 }
 
+/// Hostile tariff-ahead parts (`max`, `mean`, `hours`, plausible?): made
+/// plausible against the slot's next tariff most of the time, so the
+/// accepted branch runs.
+type AheadParts = (i64, i64, f64, bool);
+
+fn tariff_ahead() -> impl Strategy<Value = Option<AheadParts>> {
+    prop::option::weighted(
+        0.95,
+        (
+            hostile_i64(0..=600_000),
+            hostile_i64(0..=600_000),
+            hostile_f64_in(0.0..30.0),
+            prop::bool::weighted(0.8),
+        ),
+    )
+}
+
+fn tariff_ahead_for(
+    parts: Option<AheadParts>,
+    next: Option<&common::SlotTariff>,
+    slot_hours: f64,
+) -> Option<market::TariffAhead> {
+    let (max, mean, hours, plausible) = parts?;
+    let floor = next.map_or(0, |t| t.retail_micros);
+    Some(if plausible {
+        let max = floor.saturating_add(max.rem_euclid(1_000));
+        market::TariffAhead {
+            retail_max_micros: max,
+            retail_mean_micros: mean.rem_euclid(max.max(0).saturating_add(1)),
+            hours_until_max: slot_hours + hours.clamp(0.0, 24.0),
+        }
+    } else {
+        market::TariffAhead {
+            retail_max_micros: max,
+            retail_mean_micros: mean,
+            hours_until_max: hours,
+        }
+    })
+}
+
 fn slot_open() -> impl Strategy<Value = market::SlotOpen> {
     (
         (
@@ -192,14 +232,19 @@ fn slot_open() -> impl Strategy<Value = market::SlotOpen> {
             prop::option::weighted(0.95, tariff()),
         ),
         (hostile_i64(0..=MAX_PRICE_MICROS), any::<i64>(), vec(adjustment(), 0..6)),
+        (tariff_ahead(), hostile_f64_in(0.0..10.0), hostile_f64_in(-10.0..10.0)),
     )
         .prop_map(
             |(
                 (slot, data_slot, hour, day_fraction, weekend),
                 (slot_hours, tariff, next_tariff),
                 (price, deadline, adj),
+                (ahead, last_p2p, last_net),
             )| {
                 market::SlotOpen {
+                    last_p2p_kwh_per_household: last_p2p,
+                    last_net_kwh_per_household: last_net,
+                    tariff_ahead: tariff_ahead_for(ahead, next_tariff.as_ref(), slot_hours),
                     slot,
                     data_slot,
                     hour,
@@ -905,6 +950,12 @@ fn common_open() -> peergrid_core::observation::OpenSlot {
         tariff: t.slot(18, None),
         next_tariff: t.slot(19, None),
         last_clearing_price_per_kwh: 0.25,
+        tariff_ahead: peergrid_core::observation::TariffAhead {
+            retail_mean: PricePerKwh(282_083),
+            retail_max: PricePerKwh(450_000),
+            hours_until_max: 1.0,
+        },
+        last_slot: Default::default(),
     };
     peergrid_core::observation::OpenSlot { slot: 1, ctx, deadline_unix_ms: 0, adjustments: vec![] }
 }
@@ -915,7 +966,9 @@ mod domain_round_trips {
     use peergrid_core::battery::BatteryStep;
     use peergrid_core::household::{Adjustment, Conditions, HouseholdReport};
     use peergrid_core::market::{Fill, Order};
-    use peergrid_core::observation::{OpenSlot, SlotContext};
+    use peergrid_core::observation::{
+        CommunitySignals, OpenSlot, SlotContext, TariffAhead, TARIFF_AHEAD_HOURS,
+    };
     use peergrid_core::safety::OrderIntent;
     use peergrid_core::settlement::{settle_household, ClearedSlot, SettledHousehold, Settlement};
     use peergrid_core::tariff::{GridConfig, SlotTariff, TariffConfig, TouBand};
@@ -962,12 +1015,28 @@ mod domain_round_trips {
                 any::<i64>(),
                 vec(adjustment, 0..4),
             ),
+            (
+                0.0f64..=1.0,
+                0.0f64..=1.0,
+                0.0f64..=1.0,
+                0.0..=MAX_SLOT_KWH,
+                -MAX_SLOT_KWH..=MAX_SLOT_KWH,
+            ),
         )
             .prop_map(
                 |(
                     (slot, data_slot, hour, day_fraction, weekend, hours),
                     (tariff, next_tariff, price, deadline, adjustments),
+                    (above, mean, until, last_p2p, last_net),
                 )| {
+                    // Highest at least the next slot's retail, mean at most the highest.
+                    let max = next_tariff.retail.0
+                        + ((MAX_PRICE_MICROS - next_tariff.retail.0) as f64 * above) as i64;
+                    let tariff_ahead = TariffAhead {
+                        retail_mean: PricePerKwh((max as f64 * mean) as i64),
+                        retail_max: PricePerKwh(max),
+                        hours_until_max: hours + TARIFF_AHEAD_HOURS * until,
+                    };
                     OpenSlot {
                         slot,
                         ctx: SlotContext {
@@ -979,6 +1048,11 @@ mod domain_round_trips {
                             tariff,
                             next_tariff,
                             last_clearing_price_per_kwh: PricePerKwh(price).per_kwh(),
+                            tariff_ahead,
+                            last_slot: CommunitySignals {
+                                p2p_kwh_per_household: last_p2p,
+                                net_kwh_per_household: last_net,
+                            },
                         },
                         deadline_unix_ms: deadline,
                         adjustments,

@@ -99,6 +99,9 @@ fn tensor_to_vec(t: &Tensor) -> Vec<f32> {
 
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_7;
 
+/// The limit price's index in the action (`Action::to_array`: battery, quantity, price).
+const PRICE_ACTION: usize = 2;
+
 impl Ppo {
     /// A fresh learner: PyTorch's default initialisation from a seeded
     /// pure-Rust generator, the actor's mean head scaled by 0.01 (actions
@@ -114,6 +117,16 @@ impl Ppo {
         let head = sizes[..sizes.len() - 1].iter().map(|(i, o)| i * o + o).sum::<usize>();
         let (h_in, h_out) = sizes[sizes.len() - 1];
         flat[head..head + h_in * h_out].iter_mut().for_each(|w| *w *= 0.01);
+        if spec.prior == ActionPrior::RuleBased {
+            // The price row starts at zero, so the untrained policy bids
+            // exactly the rule's price. The rule puts every order at the
+            // same midpoint; any small price output that differs between
+            // households puts some bids below some asks, and trades the
+            // rule makes stop matching (10 % of the return in the learning
+            // test). Battery and quantity stay near the rule, continuously.
+            let price = head + PRICE_ACTION * h_in;
+            flat[price..price + h_in].fill(0.0);
+        }
         let bias = head + h_in * h_out;
         flat[bias..bias + h_out].fill(0.0);
         flat[bias + h_out..bias + h_out + spec.act_dim].fill(config.init_log_std);

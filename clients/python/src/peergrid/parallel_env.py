@@ -20,7 +20,7 @@ observations and rewards are what ``step`` returns.
 
 - **Agents** are the node's prosumer ids (ints), known from the node's first
   call; ``possible_agents`` is empty until the first :meth:`reset`.
-- **Spaces**: observations ``Box(-1e6, 1e6, (14,), float32)``, features
+- **Spaces**: observations ``Box(-1e6, 1e6, (22,), float32)``, features
   :data:`peergrid.FEATURE_NAMES` (raw, unnormalised); actions
   ``Box(-1, 1, (3,), float32)``: battery, quantity, price
   (:data:`peergrid.ACTION_NAMES`), played through the node's safety filter.

@@ -12,7 +12,7 @@ prosumer an agent-node hosts (``agent-node --policy remote:URL``).
 The node keeps the households (observation, safety filter, battery,
 settlement); once per slot it sends every hosted prosumer's observation in
 one ``Act`` call (``proto/peergrid/policy/v1/policy.proto``) and plays the
-answer. Observations have the 14 features of :data:`FEATURE_NAMES`;
+answer. Observations have the 22 features of :data:`FEATURE_NAMES`;
 actions are 3 numbers per prosumer (:data:`ACTION_NAMES`), raw actions
 before the node's safety filter, which clamps them to ``[-1, 1]`` and to
 what each household can physically do.
@@ -62,10 +62,18 @@ FEATURE_NAMES: tuple[str, ...] = (
     "time_of_day_sin",
     "time_of_day_cos",
     "last_clearing_price_per_kwh",
-    "forecast_net_load_kwh",
+    "forecast_next_net_load_kwh",
     "next_retail_per_kwh",
     "weekend",
     "co2_kg_per_kwh",
+    "forecast_mean_load_next_6h_kwh",
+    "forecast_mean_pv_next_6h_kwh",
+    "forecast_mean_net_load_next_24h_kwh",
+    "retail_mean_next_24h_per_kwh",
+    "retail_max_next_24h_per_kwh",
+    "days_until_max_retail",
+    "last_p2p_kwh_per_household",
+    "last_community_net_kwh_per_household",
 )
 #: The action components, in order: battery set-point (-1 discharge … +1
 #: charge as fast as allowed), share of the position offered P2P (-1 none …
@@ -116,7 +124,7 @@ class Feedback:
 
 
 #: ``act(slot, prosumer_ids, observations) -> actions``: ``observations`` is a
-#: ``(P, 14)`` float32 numpy array (a list of P lists with ``numpy=False``);
+#: ``(P, 22)`` float32 numpy array (a list of P lists with ``numpy=False``);
 #: ``actions`` anything shaped ``(P, 3)``: a numpy array or P sequences of 3 numbers.
 ActFn = Callable[[int, Sequence[int], Any], Any]
 #: ``observe(feedback)``, called before ``act`` when a call carries feedback.

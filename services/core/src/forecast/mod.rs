@@ -21,12 +21,14 @@
 //! It reads `x(s)` for `s ≤ t` only (tested: changing the data after `t`
 //! never changes the forecast made at `t`), is deterministic, costs
 //! `O(H·D)` reads per series and slot, and allocates nothing: the observation
-//! can use it per slot. [`measure`] says how good it is: MAE and RMSE per
+//! uses it per household and slot ([`OwnForecaster`] sums it over the next
+//! hours). [`measure`] says how good it is: MAE and RMSE per
 //! hour ahead against the truth, beside the naive "same slot yesterday".
 //!
 //! It never reads a clock, draws a random number or sees another household.
 
 mod measure;
+mod own;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +39,7 @@ use crate::error::CoreError;
 use crate::prosumer::TraceRef;
 
 pub use measure::{measure_forecast_errors, ForecastErrors, HorizonError};
+pub use own::{OwnForecast, OwnForecaster, DAY_HOURS, NEAR_HOURS};
 
 /// Longest horizon the forecaster accepts, hours (a week).
 pub const MAX_HORIZON_HOURS: usize = 168;
@@ -155,17 +158,32 @@ impl SeriesShape {
 /// `s ≤ t` (the module docs give the rule). `x` is never called with a slot
 /// after `t`.
 pub fn forecast_series(x: impl Fn(usize) -> f64, t: usize, shape: &SeriesShape, out: &mut [f64]) {
+    let horizon = out.len();
+    forecast_each(x, t, shape, horizon, |i, f| out[i] = f);
+}
+
+/// Calls `each(i, f)` with the forecast `f` of `x(t + i + 1)` for
+/// `i = 0..horizon`, in order: the values [`forecast_series`] writes, for a
+/// caller that only sums them and must not allocate (the observation).
+/// `x` is never called with a slot after `t`.
+pub fn forecast_each(
+    x: impl Fn(usize) -> f64,
+    t: usize,
+    shape: &SeriesShape,
+    horizon: usize,
+    mut each: impl FnMut(usize, f64),
+) {
     let now = x(t);
     let Some(usual_now) = shape.profile(&x, t, t) else {
-        out.fill(now.max(0.0));
+        (0..horizon).for_each(|i| each(i, now.max(0.0)));
         return;
     };
     let anomaly = now - usual_now;
     let mut weight = 1.0;
-    for (i, f) in out.iter_mut().enumerate() {
+    for i in 0..horizon {
         weight *= shape.decay_per_slot;
         let usual = shape.profile(&x, t + i + 1, t).unwrap_or(usual_now);
-        *f = (usual + weight * anomaly).max(0.0);
+        each(i, (usual + weight * anomaly).max(0.0));
     }
 }
 

@@ -261,7 +261,6 @@ mod tests {
                 }),
                 "observations",
             ),
-            (Box::new(|r| r.observations[1][3] = f32::NAN), "observations[17]"),
             (Box::new(|r| r.observations[0][0] = 2e6), "observations[0]"),
             (Box::new(|r| r.previous.as_mut().unwrap().slot = 10), "previous.slot"),
             (
@@ -286,6 +285,10 @@ mod tests {
             break_it(&mut r);
             assert_eq!(field_of(r.validate().unwrap_err()), field);
         }
+        // Prosumer-major: feature 3 of row 1 is value OBS_DIM + 3.
+        let mut r = request(3);
+        r.observations[1][3] = f32::NAN;
+        assert_eq!(field_of(r.validate().unwrap_err()), format!("observations[{}]", OBS_DIM + 3));
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //! [`MlpSpec`] as JSON), `obs_norm.clip`, `obs_norm.epsilon`, `version` (the
 //! policy version that produced it). Reading validates every name, dtype,
 //! shape and value; a bad file is an error naming what is wrong.
+//!
+//! `obs_dim` is the observation's length, its inputs the features of
+//! [`FEATURE_NAMES`](crate::observation::FEATURE_NAMES) in order. A file made
+//! for another layout (14 inputs before the forecasts, the tariff ahead and
+//! the community signals joined them; 22 now) reads, but a policy refuses
+//! it (`MlpModel::new`: "needs obs_dim 22"): retrain, there is no mapping.
 
 use std::collections::HashMap;
 
@@ -174,6 +180,7 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<PolicyWeights, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observation::OBS_DIM;
 
     fn sample() -> PolicyWeights {
         let spec = MlpSpec::default();
@@ -194,7 +201,7 @@ mod tests {
     fn tensors_use_pytorch_names_and_shapes() {
         let bytes = to_safetensors(&sample()).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        assert_eq!(st.tensor("actor.0.weight").unwrap().shape(), &[64, 14]);
+        assert_eq!(st.tensor("actor.0.weight").unwrap().shape(), &[64, OBS_DIM]);
         assert_eq!(st.tensor("actor.2.weight").unwrap().shape(), &[3, 64]);
         assert_eq!(st.tensor("critic.2.bias").unwrap().shape(), &[1]);
         assert_eq!(st.tensor("actor.log_std").unwrap().shape(), &[3]);

@@ -175,7 +175,10 @@ mod tests {
         let r = request();
         let wire = pb::ActRequest::from(&r);
         assert_eq!(wire.observations.len(), 2 * OBS_DIM);
-        assert_eq!(wire.observations[OBS_DIM], -1.5, "prosumer-major: row 1 starts at index 14");
+        assert_eq!(
+            wire.observations[OBS_DIM], -1.5,
+            "prosumer-major: row 1 starts at index OBS_DIM"
+        );
         assert_eq!(ObservationBatch::try_from(wire).unwrap(), r);
         let first = ObservationBatch { previous: None, ..request() };
         assert_eq!(ObservationBatch::try_from(pb::ActRequest::from(&first)).unwrap(), first);
@@ -194,12 +197,13 @@ mod tests {
 
     #[test]
     fn bad_requests_name_the_field_and_bound() {
+        let too_long = format!(
+            "expected {} values (prosumers × {OBS_DIM}), got {}",
+            2 * OBS_DIM,
+            2 * OBS_DIM + 1
+        );
         let cases: Vec<(Defect, &str, &str)> = vec![
-            (
-                Box::new(|r| r.observations.push(0.0)),
-                "observations",
-                "expected 28 values (prosumers × 14), got 29",
-            ),
+            (Box::new(|r| r.observations.push(0.0)), "observations", &too_long),
             (Box::new(|r| r.observations[20] = f32::NAN), "observations[20]", "not finite"),
             (Box::new(|r| r.node_name = String::new()), "node_name", ""),
             (Box::new(|r| r.prosumer_ids = vec![4, 3]), "prosumer_ids[1]", "strictly ascending"),

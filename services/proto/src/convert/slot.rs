@@ -12,8 +12,11 @@
 use peergrid_core::battery::BatteryStep;
 use peergrid_core::household::{Adjustment, Conditions, HouseholdReport};
 use peergrid_core::market::{PriceBounds, Side};
-use peergrid_core::observation::{OpenSlot, SlotContext};
+use peergrid_core::observation::{
+    CommunitySignals, OpenSlot, SlotContext, TariffAhead, TARIFF_AHEAD_HOURS,
+};
 use peergrid_core::safety::OrderIntent;
+use peergrid_core::tariff::SlotTariff;
 use peergrid_core::units::{PricePerKwh, ProsumerId, Wh};
 
 use super::{
@@ -31,8 +34,8 @@ pub const MAX_SLOT_MONEY: f64 = 1.0e6;
 /// The largest load/PV multiplier an adjustment may apply.
 pub const MAX_SCALE: f64 = 100.0;
 /// The largest dataset slot a `SlotOpen` may name: more than 19 years of
-/// one-minute slots. Nodes add small offsets to it (the next slot's
-/// forecast, a household's trace shift), which must never overflow.
+/// one-minute slots. Nodes add small offsets to it (a household's trace
+/// shift), which must never overflow.
 pub const MAX_DATA_SLOT: u64 = 10_000_000;
 /// Most adjustments one `SlotOpen` may carry (the market bounds the
 /// scenario events in force by the same number).
@@ -55,6 +58,13 @@ pub fn slot_open_to_wire(open: &OpenSlot) -> pb::SlotOpen {
         )
         .map_or(ctx.tariff.midpoint().0, |p| p.0),
         deadline_unix_ms: open.deadline_unix_ms,
+        tariff_ahead: Some(pb::TariffAhead {
+            retail_mean_micros: ctx.tariff_ahead.retail_mean.0,
+            retail_max_micros: ctx.tariff_ahead.retail_max.0,
+            hours_until_max: ctx.tariff_ahead.hours_until_max,
+        }),
+        last_p2p_kwh_per_household: ctx.last_slot.p2p_kwh_per_household,
+        last_net_kwh_per_household: ctx.last_slot.net_kwh_per_household,
         adjustments: open
             .adjustments
             .iter()
@@ -85,6 +95,25 @@ pub fn slot_open_from_wire(w: &pb::SlotOpen) -> Result<OpenSlot, WireError> {
         ));
     }
     let data_slot = w.data_slot as usize;
+    let tariff_ahead = tariff_ahead_from_wire(
+        required(w.tariff_ahead.as_ref(), "tariff_ahead")?,
+        &next_tariff,
+        hours,
+    )?;
+    let last_slot = CommunitySignals {
+        p2p_kwh_per_household: finite_in(
+            w.last_p2p_kwh_per_household,
+            0.0,
+            MAX_SLOT_KWH,
+            "last_p2p_kwh_per_household",
+        )?,
+        net_kwh_per_household: finite_in(
+            w.last_net_kwh_per_household,
+            -MAX_SLOT_KWH,
+            MAX_SLOT_KWH,
+            "last_net_kwh_per_household",
+        )?,
+    };
     if !(0..=MAX_PRICE_MICROS).contains(&w.last_clearing_price_micros) {
         return Err(WireError::invalid(
             "last_clearing_price_micros",
@@ -130,9 +159,52 @@ pub fn slot_open_from_wire(w: &pb::SlotOpen) -> Result<OpenSlot, WireError> {
             tariff,
             next_tariff,
             last_clearing_price_per_kwh: PricePerKwh(w.last_clearing_price_micros).per_kwh(),
+            tariff_ahead,
+            last_slot,
         },
         deadline_unix_ms: w.deadline_unix_ms,
         adjustments,
+    })
+}
+
+/// Validates the tariff ahead against the slot it came with: prices within
+/// the wire's bounds, the mean at most the highest, the highest at least the
+/// next slot's retail (one of the slots it covers), the highest price at
+/// least one slot and at most a day and a slot ahead.
+fn tariff_ahead_from_wire(
+    w: &pb::TariffAhead,
+    next_tariff: &SlotTariff,
+    slot_hours: f64,
+) -> Result<TariffAhead, WireError> {
+    let max = w.retail_max_micros;
+    if !(next_tariff.retail.0..=MAX_PRICE_MICROS).contains(&max) {
+        return Err(WireError::invalid(
+            "tariff_ahead.retail_max_micros",
+            format!(
+                "must lie in [next_tariff.retail_micros = {}, {MAX_PRICE_MICROS}] µ/kWh, got {max}",
+                next_tariff.retail.0
+            ),
+        ));
+    }
+    if !(0..=max).contains(&w.retail_mean_micros) {
+        return Err(WireError::invalid(
+            "tariff_ahead.retail_mean_micros",
+            format!(
+                "must lie in [0, retail_max_micros = {max}] µ/kWh, got {}",
+                w.retail_mean_micros
+            ),
+        ));
+    }
+    let hours_until_max = finite_in(
+        w.hours_until_max,
+        slot_hours,
+        TARIFF_AHEAD_HOURS + slot_hours,
+        "tariff_ahead.hours_until_max",
+    )?;
+    Ok(TariffAhead {
+        retail_mean: PricePerKwh(w.retail_mean_micros),
+        retail_max: PricePerKwh(max),
+        hours_until_max,
     })
 }
 
@@ -299,6 +371,15 @@ mod tests {
             tariff: t.slot(18, Some(0.3)),
             next_tariff: t.slot(19, None),
             last_clearing_price_per_kwh: 0.25,
+            tariff_ahead: TariffAhead {
+                retail_mean: PricePerKwh(282_083),
+                retail_max: PricePerKwh(450_000),
+                hours_until_max: 1.0,
+            },
+            last_slot: CommunitySignals {
+                p2p_kwh_per_household: 0.75,
+                net_kwh_per_household: -0.125,
+            },
         }
     }
 
@@ -341,7 +422,7 @@ mod tests {
     fn slot_open_bounds_name_the_field() {
         let open = OpenSlot { slot: 5, ctx: ctx(), deadline_unix_ms: 123, adjustments: vec![] };
         type Case = (fn(&mut pb::SlotOpen), &'static str, &'static str);
-        let cases: [Case; 4] = [
+        let cases: [Case; 12] = [
             (|w| w.data_slot = MAX_DATA_SLOT + 1, "data_slot", "[0, 10000000], got 10000001"),
             (|w| w.data_slot = u64::MAX, "data_slot", "got 18446744073709551615"),
             (
@@ -354,6 +435,34 @@ mod tests {
                 "last_clearing_price_micros",
                 "got 9223372036854775807",
             ),
+            (|w| w.tariff_ahead = None, "tariff_ahead", "is required"),
+            (
+                |w| w.tariff_ahead.as_mut().unwrap().retail_max_micros = 400_000,
+                "tariff_ahead.retail_max_micros",
+                "[next_tariff.retail_micros = 450000, 100000000] µ/kWh, got 400000",
+            ),
+            (
+                |w| w.tariff_ahead.as_mut().unwrap().retail_mean_micros = 450_001,
+                "tariff_ahead.retail_mean_micros",
+                "[0, retail_max_micros = 450000] µ/kWh, got 450001",
+            ),
+            (
+                |w| w.tariff_ahead.as_mut().unwrap().hours_until_max = 0.0,
+                "tariff_ahead.hours_until_max",
+                "[1, 25], got 0",
+            ),
+            (
+                |w| w.tariff_ahead.as_mut().unwrap().hours_until_max = f64::NAN,
+                "tariff_ahead.hours_until_max",
+                "finite",
+            ),
+            (|w| w.last_p2p_kwh_per_household = -0.5, "last_p2p_kwh_per_household", "[0, 1000]"),
+            (
+                |w| w.last_net_kwh_per_household = 1000.5,
+                "last_net_kwh_per_household",
+                "[-1000, 1000], got 1000.5",
+            ),
+            (|w| w.last_net_kwh_per_household = f64::NAN, "last_net_kwh_per_household", "finite"),
         ];
         for (mutate, name, bound) in cases {
             let mut w = slot_open_to_wire(&open);
