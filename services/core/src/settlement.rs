@@ -129,6 +129,8 @@ pub fn settle_household(
 pub struct FeederOutcome {
     /// Net import power (negative = net export), kW.
     pub net_import_kw: f64,
+    /// Σ household grid import, kWh (what [`DemandCharge`] shares by).
+    pub import_kwh: f64,
     /// Energy beyond the import or export limit, kWh.
     pub overload_kwh: f64,
     /// Total penalty charged for it.
@@ -151,7 +153,12 @@ pub fn apply_feeder_limits(
     } else if -net_import_kw > grid.feeder_export_limit_kw {
         (-net_kwh - grid.feeder_export_limit_kw * hours, export)
     } else {
-        return FeederOutcome { net_import_kw, overload_kwh: 0.0, penalty: 0.0 };
+        return FeederOutcome {
+            net_import_kw,
+            import_kwh: import,
+            overload_kwh: 0.0,
+            penalty: 0.0,
+        };
     };
     let penalty = over_kwh * grid.overload_penalty_per_kwh;
     let importing = net_kwh > 0.0;
@@ -159,7 +166,7 @@ pub fn apply_feeder_limits(
         let flow = if importing { s.grid_import_kwh } else { s.grid_export_kwh };
         s.overload_penalty = penalty * flow / direction_total;
     }
-    FeederOutcome { net_import_kw, overload_kwh: over_kwh, penalty }
+    FeederOutcome { net_import_kw, import_kwh: import, overload_kwh: over_kwh, penalty }
 }
 
 /// The tariff's demand charge as it accrues slot by slot.
@@ -187,10 +194,16 @@ impl DemandCharge {
     }
 
     /// Writes each household's share of the rise of the demand charge in a
-    /// slot of `hours` of demand period `period` into `settlements` (grid
-    /// flows settled, in report order), and returns the rise. A new period
-    /// starts from a peak of 0 (a period that only exports pays nothing).
-    pub fn apply(&mut self, settlements: &mut [Settlement], period: u64, hours: f64) -> f64 {
+    /// slot of demand period `period` into `settlements` (settled, in report
+    /// order; `feeder` is what [`apply_feeder_limits`] returned for them),
+    /// and returns the rise. A new period starts from a peak of 0 (a period
+    /// that only exports pays nothing).
+    pub fn apply(
+        &mut self,
+        settlements: &mut [Settlement],
+        feeder: &FeederOutcome,
+        period: u64,
+    ) -> f64 {
         if self.per_kw <= 0.0 {
             return 0.0;
         }
@@ -198,9 +211,7 @@ impl DemandCharge {
             self.period = Some(period);
             self.peak_kw = 0.0;
         }
-        let import: f64 = settlements.iter().map(|s| s.grid_import_kwh).sum();
-        let export: f64 = settlements.iter().map(|s| s.grid_export_kwh).sum();
-        let net_kw = (import - export) / hours;
+        let (net_kw, import) = (feeder.net_import_kw, feeder.import_kwh);
         if net_kw <= self.peak_kw {
             return 0.0;
         }
@@ -272,28 +283,34 @@ mod tests {
             .collect()
     }
 
+    /// Settles the feeder (unlimited) over `s`, then charges `d`'s rise.
+    fn charge(d: &mut DemandCharge, s: &mut [Settlement], period: u64) -> f64 {
+        let feeder = apply_feeder_limits(s, &GridConfig::default(), 0.5);
+        d.apply(s, &feeder, period)
+    }
+
     #[test]
     fn the_rise_of_the_peak_is_charged_to_the_importers_pro_rata() {
         let mut d = DemandCharge::new(2.0);
         // 4 kWh net in 0.5 h = 8 kW: from 0, a rise of 8 kW at 2 per kW.
         let mut s = flows(&[3.0, 1.0, 0.0], &[0.0, 0.0, 0.0]);
-        assert_eq!(d.apply(&mut s, 0, 0.5), 16.0);
+        assert_eq!(charge(&mut d, &mut s, 0), 16.0);
         assert_eq!((s[0].demand_charge, s[1].demand_charge, s[2].demand_charge), (12.0, 4.0, 0.0));
         // 3 kW: below the peak, nothing.
         let mut s = flows(&[2.0, 0.0, 0.0], &[0.0, 0.0, 0.5]);
-        assert_eq!(d.apply(&mut s, 0, 0.5), 0.0);
+        assert_eq!(charge(&mut d, &mut s, 0), 0.0);
         assert!(s.iter().all(|s| s.demand_charge == 0.0));
         // 10 kW: only the 2 kW above the peak; the exporter pays nothing.
         let mut s = flows(&[5.0, 0.0, 0.0], &[0.0, 0.0, 0.0]);
-        assert_eq!(d.apply(&mut s, 0, 0.5), 4.0);
+        assert_eq!(charge(&mut d, &mut s, 0), 4.0);
         // A new period starts again from 0.
         let mut s = flows(&[1.0, 0.0, 0.0], &[0.0, 0.0, 0.0]);
-        assert_eq!(d.apply(&mut s, 1, 0.5), 4.0);
+        assert_eq!(charge(&mut d, &mut s, 1), 4.0);
         // Net export never sets a peak; without a charge nothing is written.
         let mut s = flows(&[0.0, 0.0, 0.0], &[0.0, 0.0, 3.0]);
-        assert_eq!(DemandCharge::new(2.0).apply(&mut s, 0, 0.5), 0.0);
+        assert_eq!(charge(&mut DemandCharge::new(2.0), &mut s, 0), 0.0);
         let mut s = flows(&[3.0, 1.0, 0.0], &[0.0, 0.0, 0.0]);
-        assert_eq!(DemandCharge::new(0.0).apply(&mut s, 0, 0.5), 0.0);
+        assert_eq!(charge(&mut DemandCharge::new(0.0), &mut s, 0), 0.0);
         assert!(s.iter().all(|s| s.demand_charge == 0.0));
     }
 }

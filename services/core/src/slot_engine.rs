@@ -167,7 +167,7 @@ impl SlotEngine {
             ));
         }
         let feeder = apply_feeder_limits(&mut self.settlements, &self.grid, hours);
-        self.demand.apply(&mut self.settlements, period, hours);
+        self.demand.apply(&mut self.settlements, &feeder, period);
         feeder
     }
 

@@ -76,7 +76,7 @@ impl OptimumPlan {
             self.settle_slot(k, &tariff, cfg.grid.p2p_loss_fraction, &mut settlements);
             let feeder = apply_feeder_limits(&mut settlements, &cfg.grid, hours);
             let period = demand_period(ds, cfg, t);
-            demand.apply(&mut settlements, period, hours);
+            demand.apply(&mut settlements, &feeder, period);
             let mut rec = SlotRecord {
                 data_slot: t,
                 hour: slot_hour(ds, t),
